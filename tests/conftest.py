@@ -1,0 +1,51 @@
+"""Shared fixtures: the offline tokenizer, a real `mlflow server`, the composed configs.
+
+Area-specific fixtures live in tests/<area>/conftest.py or in the test modules themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LEVIATHAN_SHARED", REPO.parent / "shared")).resolve()
+TOKENIZERS = SHARED / "tokenizers"
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiktoken_cache(tmp_path_factory) -> Path:
+    """Stage the verified vocabularies from ../shared/tokenizers into a TIKTOKEN_CACHE_DIR."""
+    if not TOKENIZERS.is_dir():
+        pytest.exit(f"missing {TOKENIZERS}: the tests need ../shared/tokenizers beside the repo "
+                    "(or LEVIATHAN_SHARED pointing at shared/)", returncode=3)
+    from leviathan.data.tokenizer import stage
+
+    cache = tmp_path_factory.mktemp("tiktoken_cache")
+    for name in ("o200k_base", "cl100k_base"):
+        stage(TOKENIZERS / f"{name}.tiktoken", cache_dir=cache)
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` process on 127.0.0.1 for the whole session; yields its URI."""
+    from leviathan.tracking.server import start_server
+
+    server = start_server(tmp_path_factory.mktemp("mlflow"))
+    yield server.uri
+    server.stop()
