@@ -15,7 +15,8 @@ BENCHES = {
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in BENCHES:
-        print(f"usage: python -m leviathan.bench {{{','.join(BENCHES)}}} [options]", file=sys.stderr)
+        names = ",".join(BENCHES)
+        print(f"usage: python -m leviathan.bench {{{names}}} [options]", file=sys.stderr)
         return 2
     module = importlib.import_module(BENCHES[argv[0]])
     return module.main(argv[1:]) or 0

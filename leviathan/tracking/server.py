@@ -100,7 +100,7 @@ def start_server(
     backend_uri: str | None = None,
     timeout: float = 90.0,
 ) -> LocalServer:
-    """Start `mlflow server` with a SQLite store (or `backend_uri`) under `store_dir`; wait for it."""
+    """Start `mlflow server` (SQLite store, or `backend_uri`) under `store_dir`; wait for it."""
     store = Path(store_dir).resolve()
     store.mkdir(parents=True, exist_ok=True)
     port = port or free_port(host)
@@ -130,7 +130,9 @@ def start_server(
             return LocalServer(uri=uri, store_dir=store, process=proc, log_path=log_path)
         time.sleep(0.3)
     proc.kill()
-    raise RuntimeError(f"mlflow server on {uri} did not come up within {timeout:.0f}s; see {log_path}")
+    raise RuntimeError(
+        f"mlflow server on {uri} did not come up within {timeout:.0f}s; see {log_path}"
+    )
 
 
 def ensure_local_server(uri: str, store_dir: str | Path, say=print) -> LocalServer:
