@@ -1,0 +1,189 @@
+"""Saturating power laws L(x) = A·x^-alpha + b, fitted robustly in log space.
+
+The fit minimises a Huber loss on log residuals, log L - log(A·x^-alpha + b), the objective
+Hoffmann et al. and Epoch AI use for the Chinchilla fits. Parameters live in log space
+(a = log A, e = log b) with x centred on its mean log so that a and alpha decorrelate; a few
+starting points (an OLS fit of log(L - b) plus a grid of exponents) go to L-BFGS-B with bounds.
+The same code fits L(N) (x = parameters) and L(D) (x = tokens).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+
+B_DEFAULT = 1.69  # Hoffmann et al.'s fitted irreducible loss E
+HUBER_DELTA = 1e-3  # Hoffmann et al. / Epoch AI
+ALPHA_BOUNDS = (1e-4, 5.0)  # exponents outside this range mean the data do not follow a power law
+ALPHA_STARTS = (0.05, 0.3, 0.6, 1.2)
+
+
+class FitError(ValueError):
+    """A fit cannot be done on the given points (too few, or all below the asymptote)."""
+
+
+@dataclass
+class PowerLaw:
+    """L(x) = A·x^-alpha + b."""
+
+    A: float  # scale
+    alpha: float  # exponent
+    b: float  # asymptote (irreducible loss)
+    b_fixed: bool  # True when b was given, False when it was fitted
+    n_points: int  # points the fit used
+    objective: float  # final Huber objective (per point, in units of delta)
+
+    def predict(self, x):
+        return self.A * np.asarray(x, dtype=float) ** (-self.alpha) + self.b
+
+    def inverse(self, loss):
+        """x at which the curve reaches `loss`; NaN where loss <= b (never reached)."""
+        loss = np.asarray(loss, dtype=float)
+        gap = loss - self.b
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            out = np.exp((math.log(self.A) - np.log(gap)) / self.alpha)
+        return np.where(gap > 0, out, np.nan)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def huber(r: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Huber loss and its derivative, both divided by delta (same minimiser, better scaling)."""
+    small = np.abs(r) <= delta
+    value = np.where(small, 0.5 * r * r / delta, np.abs(r) - 0.5 * delta)
+    grad = np.where(small, r / delta, np.sign(r))
+    return value, grad
+
+
+def _objective(theta, u, y, e_fixed, delta):
+    # theta = (a_c, alpha[, e]); u = log x - mean log x; y = log L
+    a_c, alpha = theta[0], theta[1]
+    e = theta[2] if e_fixed is None else e_fixed
+    t1 = a_c - alpha * u
+    m = np.maximum(t1, e)
+    z1, z2 = np.exp(t1 - m), np.exp(e - m)
+    pred = m + np.log(z1 + z2)
+    w = z1 / (z1 + z2)  # d pred / d a_c
+    value, g = huber(pred - y, delta)
+    grad = [np.sum(g * w), np.sum(-g * w * u)]
+    if e_fixed is None:
+        grad.append(np.sum(g * (1.0 - w)))
+    return float(np.sum(value)), np.array(grad)
+
+
+def fit_power_law(
+    x,
+    loss,
+    *,
+    b: float | None = B_DEFAULT,
+    delta: float = HUBER_DELTA,
+    alpha_starts=ALPHA_STARTS,
+) -> PowerLaw:
+    """Fit L = A·x^-alpha + b; b fixed when given, fitted (within (0, min L)) when None."""
+    x = np.asarray(x, dtype=float)
+    loss = np.asarray(loss, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(loss) & (x > 0) & (loss > 0)
+    x, loss = x[ok], loss[ok]
+    if np.unique(x).size < 2:
+        raise FitError(f"need points at two or more distinct x to fit a power law, got "
+                       f"{np.unique(x).size} distinct of {x.size} points")
+    if b is None and np.unique(x).size < 3:
+        raise FitError("fitting b as well needs points at three or more distinct x")
+    lx = np.log(x)
+    x0 = float(lx.mean())
+    u, y = lx - x0, np.log(loss)
+
+    starts = []
+    b_start = b if b is not None else 0.8 * float(loss.min())
+    above = loss > b_start
+    if np.unique(u[above]).size >= 2:  # OLS on log(L - b): the exact answer for noise-free data
+        slope, icpt = np.polyfit(u[above], np.log(loss[above] - b_start), 1)
+        starts.append((icpt, float(np.clip(-slope, *ALPHA_BOUNDS))))
+    gap = max(float(np.median(loss)) - b_start, 1e-3)
+    starts += [(math.log(gap), a) for a in alpha_starts]
+
+    e_fixed = None if b is None else math.log(b)
+    bounds = [(-50.0, 50.0), ALPHA_BOUNDS]
+    if b is None:
+        bounds.append((math.log(1e-3), math.log(float(loss.min())) - 1e-9))
+    best = None
+    for a_c, alpha in starts:
+        theta0 = [a_c, alpha] + ([] if b is not None else [math.log(b_start)])
+        res = minimize(_objective, np.array(theta0), args=(u, y, e_fixed, delta), jac=True,
+                       method="L-BFGS-B", bounds=bounds,
+                       options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10})
+        if best is None or res.fun < best.fun:
+            best = res
+    a_c, alpha = float(best.x[0]), float(best.x[1])
+    b_hat = float(b) if b is not None else math.exp(float(best.x[2]))
+    return PowerLaw(A=math.exp(a_c + alpha * x0), alpha=alpha, b=b_hat, b_fixed=b is not None,
+                    n_points=int(x.size), objective=float(best.fun) / x.size)
+
+
+def _shared_objective(theta, u, y, is_lev, e, delta):
+    # theta = (a_dense_c, a_lev_c, alpha); each point uses its arm's scale
+    a = np.where(is_lev, theta[1], theta[0])
+    t1 = a - theta[2] * u
+    m = np.maximum(t1, e)
+    z1, z2 = np.exp(t1 - m), np.exp(e - m)
+    w = z1 / (z1 + z2)
+    value, g = huber(m + np.log(z1 + z2) - y, delta)
+    gw = g * w
+    grad = np.array([np.sum(gw[~is_lev]), np.sum(gw[is_lev]), np.sum(-gw * u)])
+    return float(np.sum(value)), grad
+
+
+@dataclass
+class SharedExponent:
+    """Both arms on one exponent: L = A_arm·N^-alpha + b; multiplier = (A_dense/A_lev)^(1/alpha)."""
+
+    A_dense: float
+    A_lev: float
+    alpha: float
+    b: float
+    multiplier: float
+    n_dense: int
+    n_lev: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit_shared_exponent(n_dense, l_dense, n_lev, l_lev, *, b: float = B_DEFAULT,
+                        delta: float = HUBER_DELTA) -> SharedExponent:
+    """One exponent, one scale per arm, b fixed; starts from the Dense-only fit."""
+    n_dense, l_dense = np.asarray(n_dense, float), np.asarray(l_dense, float)
+    n_lev, l_lev = np.asarray(n_lev, float), np.asarray(l_lev, float)
+    if n_lev.size == 0:
+        raise FitError("the shared-exponent fit needs at least one Leviathan run")
+    dense = fit_power_law(n_dense, l_dense, b=b, delta=delta)
+    lx = np.log(np.concatenate([n_dense, n_lev]))
+    x0 = float(lx.mean())
+    u, y = lx - x0, np.log(np.concatenate([l_dense, l_lev]))
+    is_lev = np.r_[np.zeros(n_dense.size, bool), np.ones(n_lev.size, bool)]
+    a_d = math.log(dense.A) - dense.alpha * x0
+    gap = np.clip(l_lev - b, 1e-6, None)
+    a_l = float(np.mean(np.log(gap) + dense.alpha * u[is_lev]))
+    best = None
+    for alpha in (dense.alpha, *ALPHA_STARTS):
+        res = minimize(_shared_objective, np.array([a_d, a_l, alpha]),
+                       args=(u, y, is_lev, math.log(b), delta), jac=True, method="L-BFGS-B",
+                       bounds=[(-50, 50), (-50, 50), ALPHA_BOUNDS],
+                       options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10})
+        if best is None or res.fun < best.fun:
+            best = res
+    a_dc, a_lc, alpha = (float(v) for v in best.x)
+    return SharedExponent(A_dense=math.exp(a_dc + alpha * x0), A_lev=math.exp(a_lc + alpha * x0),
+                          alpha=alpha, b=float(b), multiplier=math.exp((a_dc - a_lc) / alpha),
+                          n_dense=int(n_dense.size), n_lev=int(n_lev.size))
+
+
+def effective_size(fit: PowerLaw, loss, params) -> tuple[np.ndarray, np.ndarray]:
+    """N_eff = (A / (L - b))^(1/alpha) and the multiplier N_eff / N (NaN where L <= b)."""
+    n_eff = fit.inverse(loss)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return n_eff, n_eff / np.asarray(params, dtype=float)
