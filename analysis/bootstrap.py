@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from analysis.powerlaw import ALPHA_BOUNDS, HUBER_DELTA
+from analysis.powerlaw import refit_batch  # noqa: F401 - re-exported for the callers
 
 
 def resample_counts(groups, n_rep: int, rng: np.random.Generator, min_groups: int = 2):
@@ -33,44 +33,6 @@ def resample_counts(groups, n_rep: int, rng: np.random.Generator, min_groups: in
             idx = members[g]
             np.add.at(counts[r], idx[rng.integers(0, idx.size, idx.size)], 1)
     return counts
-
-
-def refit_batch(u, y, group, weights, e, start, *, delta: float = HUBER_DELTA, iters: int = 80):
-    """Refit log L = logaddexp(a_group - alpha·u, e) for every row of `weights`.
-
-    u, y, group: (n,) centred log x, log L, group index in [0, G). weights: (R, n) counts.
-    e: log b (fixed). start: (G + 1,) = (a_0 .. a_{G-1}, alpha). Returns (R, G + 1).
-    """
-    u, y = np.asarray(u, float), np.asarray(y, float)
-    group = np.asarray(group, int)
-    weights = np.asarray(weights, float)
-    n_rep, n_groups = weights.shape[0], int(group.max()) + 1
-    onehot = np.eye(n_groups)[group]  # (n, G)
-    theta = np.tile(np.asarray(start, float), (n_rep, 1))  # (R, G+1)
-    # groups absent from a replicate keep their start value (no information, singular system)
-    present = (weights @ onehot) > 0  # (R, G)
-    ridge = 1e-12
-    for _ in range(iters):
-        a = theta[:, :n_groups] @ onehot.T  # (R, n)
-        t1 = a - theta[:, -1:] * u
-        pred = np.logaddexp(t1, e)
-        r = pred - y
-        w = np.exp(t1 - pred)  # d pred / d a
-        q = weights * np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))  # IRLS weights
-        jac = np.concatenate([w[:, :, None] * onehot[None], (-w * u)[:, :, None]], axis=2)
-        jq = jac * q[:, :, None]  # (R, n, P)
-        h = np.einsum("rnp,rnq->rpq", jq, jac)
-        g = np.einsum("rnp,rn->rp", jq, r)
-        k = n_groups + 1
-        mask = np.concatenate([present, np.ones((n_rep, 1), bool)], axis=1)
-        h = h + np.eye(k)[None] * (ridge + (~mask[:, :, None]) * 1.0)
-        g = np.where(mask, g, 0.0)
-        step = np.linalg.solve(h, -g[:, :, None])[:, :, 0]
-        theta = theta + step
-        theta[:, -1] = np.clip(theta[:, -1], *ALPHA_BOUNDS)
-        if np.max(np.abs(step)) < 1e-10:
-            break
-    return theta
 
 
 def percentile_interval(samples, level: float = 0.95, axis: int = 0):

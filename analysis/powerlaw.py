@@ -75,6 +75,59 @@ def _objective(theta, u, y, e_fixed, delta):
     return float(np.sum(value)), np.array(grad)
 
 
+def _batch_objective(theta, u, y, onehot, weights, e, delta):
+    a = theta[:, :-1] @ onehot.T  # (R, n)
+    t1 = a - theta[:, -1:] * u
+    pred = np.logaddexp(t1, e)
+    r = pred - y
+    return (weights * huber(r, delta)[0]).sum(axis=1), t1, pred, r
+
+
+def refit_batch(u, y, group, weights, e, start, *, delta: float = HUBER_DELTA, iters: int = 100):
+    """Fit log L = logaddexp(a_group - alpha·u, e) once per row of `weights`, all at once.
+
+    u, y, group: (n,) centred log x, log L, group index in [0, G). weights: (R, n) point counts
+    (bootstrap multiplicities, or ones). e: log b (fixed). start: (G + 1,) or (R, G + 1) =
+    (a_0 .. a_{G-1}, alpha). Levenberg-Marquardt steps on the Huber loss with IRLS weights
+    min(1, delta/|r|), a step kept only when it lowers the objective. Returns (R, G + 1).
+    """
+    u, y = np.asarray(u, float), np.asarray(y, float)
+    group = np.asarray(group, int)
+    weights = np.asarray(weights, float)
+    n_rep, n_groups = weights.shape[0], int(group.max()) + 1
+    k = n_groups + 1
+    onehot = np.eye(n_groups)[group]  # (n, G)
+    theta = np.broadcast_to(np.asarray(start, float), (n_rep, k)).copy()
+    # a group absent from a replicate has no information: its scale stays at the start
+    free = np.concatenate([(weights @ onehot) > 0, np.ones((n_rep, 1), bool)], axis=1)
+    lam = np.full(n_rep, 1e-3)
+    f, t1, pred, r = _batch_objective(theta, u, y, onehot, weights, e, delta)
+    for _ in range(iters):
+        w = np.exp(t1 - pred)  # d pred / d a
+        q = weights * np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))
+        jac = np.concatenate([w[:, :, None] * onehot[None], (-w * u)[:, :, None]], axis=2)
+        jq = jac * q[:, :, None]  # (R, n, k)
+        h = np.einsum("rnp,rnq->rpq", jq, jac)
+        g = np.where(free, np.einsum("rnp,rn->rp", jq, r), 0.0)
+        diag = np.einsum("rpp->rp", h)
+        h = h + np.eye(k)[None] * (lam[:, None, None] * diag[:, None, :] + 1e-12
+                                   + (~free[:, :, None]) * 1.0)
+        step = np.linalg.solve(h, -g[:, :, None])[:, :, 0]
+        trial = theta + step
+        trial[:, -1] = np.clip(trial[:, -1], *ALPHA_BOUNDS)
+        ft, t1t, predt, rt = _batch_objective(trial, u, y, onehot, weights, e, delta)
+        better = ft < f
+        theta = np.where(better[:, None], trial, theta)
+        f = np.where(better, ft, f)
+        t1 = np.where(better[:, None], t1t, t1)
+        pred = np.where(better[:, None], predt, pred)
+        r = np.where(better[:, None], rt, r)
+        lam = np.clip(np.where(better, lam / 3.0, lam * 4.0), 1e-12, 1e12)
+        if np.all(np.abs(step).max(axis=1) * better < 1e-11) and np.all(lam[~better] > 1e6):
+            break
+    return theta
+
+
 def fit_power_law(
     x,
     loss,
@@ -106,7 +159,16 @@ def fit_power_law(
     gap = max(float(np.median(loss)) - b_start, 1e-3)
     starts += [(math.log(gap), a) for a in alpha_starts]
 
-    e_fixed = None if b is None else math.log(b)
+    if b is not None:  # all starts at once through the batched solver
+        e = math.log(b)
+        st = np.array(starts, float)
+        ones = np.ones((st.shape[0], u.size))
+        theta = refit_batch(u, y, np.zeros(u.size, int), ones, e, st, delta=delta)
+        obj = _batch_objective(theta, u, y, np.ones((u.size, 1)), ones, e, delta)[0]
+        a_c, alpha = (float(v) for v in theta[int(np.argmin(obj))])
+        return PowerLaw(A=math.exp(a_c + alpha * x0), alpha=alpha, b=float(b), b_fixed=True,
+                        n_points=int(x.size), objective=float(obj.min()) / x.size)
+    e_fixed = None
     bounds = [(-50.0, 50.0), ALPHA_BOUNDS]
     if b is None:
         bounds.append((math.log(1e-3), math.log(float(loss.min())) - 1e-9))
@@ -122,19 +184,6 @@ def fit_power_law(
     b_hat = float(b) if b is not None else math.exp(float(best.x[2]))
     return PowerLaw(A=math.exp(a_c + alpha * x0), alpha=alpha, b=b_hat, b_fixed=b is not None,
                     n_points=int(x.size), objective=float(best.fun) / x.size)
-
-
-def _shared_objective(theta, u, y, is_lev, e, delta):
-    # theta = (a_dense_c, a_lev_c, alpha); each point uses its arm's scale
-    a = np.where(is_lev, theta[1], theta[0])
-    t1 = a - theta[2] * u
-    m = np.maximum(t1, e)
-    z1, z2 = np.exp(t1 - m), np.exp(e - m)
-    w = z1 / (z1 + z2)
-    value, g = huber(m + np.log(z1 + z2) - y, delta)
-    gw = g * w
-    grad = np.array([np.sum(gw[~is_lev]), np.sum(gw[is_lev]), np.sum(-gw * u)])
-    return float(np.sum(value)), grad
 
 
 @dataclass
@@ -168,15 +217,12 @@ def fit_shared_exponent(n_dense, l_dense, n_lev, l_lev, *, b: float = B_DEFAULT,
     a_d = math.log(dense.A) - dense.alpha * x0
     gap = np.clip(l_lev - b, 1e-6, None)
     a_l = float(np.mean(np.log(gap) + dense.alpha * u[is_lev]))
-    best = None
-    for alpha in (dense.alpha, *ALPHA_STARTS):
-        res = minimize(_shared_objective, np.array([a_d, a_l, alpha]),
-                       args=(u, y, is_lev, math.log(b), delta), jac=True, method="L-BFGS-B",
-                       bounds=[(-50, 50), (-50, 50), ALPHA_BOUNDS],
-                       options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10})
-        if best is None or res.fun < best.fun:
-            best = res
-    a_dc, a_lc, alpha = (float(v) for v in best.x)
+    starts = np.array([[a_d, a_l, al] for al in (dense.alpha, *ALPHA_STARTS)])
+    ones = np.ones((starts.shape[0], u.size))
+    group = is_lev.astype(int)
+    theta = refit_batch(u, y, group, ones, math.log(b), starts, delta=delta)
+    obj = _batch_objective(theta, u, y, np.eye(2)[group], ones, math.log(b), delta)[0]
+    a_dc, a_lc, alpha = (float(v) for v in theta[int(np.argmin(obj))])
     return SharedExponent(A_dense=math.exp(a_dc + alpha * x0), A_lev=math.exp(a_lc + alpha * x0),
                           alpha=alpha, b=float(b), multiplier=math.exp((a_dc - a_lc) / alpha),
                           n_dense=int(n_dense.size), n_lev=int(n_lev.size))
