@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from leviathan.data.config import DataError
 
 log = logging.getLogger(__name__)
@@ -220,6 +222,29 @@ def assign_shards(shards: list[Path], slot: int, n_slots: int) -> list[ShardPart
     if len(shards) >= n_slots:
         return [ShardPart(p, 0, 1) for p in shards[slot::n_slots]]
     return [ShardPart(p, slot, n_slots) for p in shards]
+
+
+def current_slot(rank: int, world_size: int) -> tuple[int, int]:
+    """(slot, n_slots) of this process: rank * workers + worker inside a DataLoader worker."""
+    info = torch.utils.data.get_worker_info()
+    if info is None:
+        return rank, world_size
+    return rank * info.num_workers + info.id, world_size * info.num_workers
+
+
+class DocumentStream(torch.utils.data.IterableDataset):
+    """One pass over this rank's (and DataLoader worker's) share of the documents; an
+    IterableDataset-compatible iterable yielding (source, text)."""
+
+    def __init__(self, path, *, rank: int = 0, world_size: int = 1):
+        super().__init__()
+        self.shards, self.rank, self.world_size = resolve_shards(path), rank, world_size
+        self.stats = SkipStats()
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for p in assign_shards(self.shards, *current_slot(self.rank, self.world_size)):
+            for doc in iter_docs(p.path, self.stats, part=p.part, n_parts=p.n_parts):
+                yield doc.source, doc.text
 
 
 def doc_hash(text: str) -> int:

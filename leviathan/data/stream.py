@@ -25,6 +25,7 @@ from leviathan.data.config import DataConfig, DataError
 from leviathan.data.reading import (
     SkipStats,
     assign_shards,
+    current_slot,
     is_val,
     iter_docs,
     resolve_shards,
@@ -32,13 +33,6 @@ from leviathan.data.reading import (
 from leviathan.data.tokens import DocEncoder, Packer
 
 _DONE = object()
-
-
-def current_slot(rank: int, world_size: int) -> tuple[int, int]:
-    info = torch.utils.data.get_worker_info()
-    if info is None:
-        return rank, world_size
-    return rank * info.num_workers + info.id, world_size * info.num_workers
 
 
 def epoch_parts(shards: list, seed: int, epoch: int, slot: int, n_slots: int):
