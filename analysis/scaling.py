@@ -215,6 +215,8 @@ def _fit_ld(res: FamilyResult, usable: pd.DataFrame, cfg: FitConfig):
     """L(D) per (arm, size) with several budgets; D_eff / D for Leviathan at the same size."""
     b = cfg.b if cfg.b is not None else B_DEFAULT
     dm = []
+    if cfg.b is not None:
+        usable = usable[usable["loss"] > cfg.b]
     for (arm, size), g in usable.groupby(["arm", "size"]):
         if budget_ids(g["tokens"].to_numpy(), cfg.budget_tol).max() < 1:
             continue
