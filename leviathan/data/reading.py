@@ -123,7 +123,7 @@ def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
                 raise TruncatedError("zstd stream ended before the end-of-frame marker")
         elif name.endswith(".gz"):
             with gzip.GzipFile(fileobj=f) as g:
-                while chunk := g.read(size):
+                while chunk := g.read1(size):
                     yield chunk
         else:
             while chunk := f.read(size):
