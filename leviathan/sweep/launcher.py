@@ -16,23 +16,21 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from leviathan.sweep.slurm_check import LauncherError, check_slurm, slurm_states
+from leviathan.sweep.slurm_check import (
+    STATES,
+    LauncherError,
+    check_slurm,
+    map_slurm_state,
+    slurm_states,
+)
 
-STATES = ("queued", "running", "finished", "failed", "unknown")
-_SLURM_STATES = {
-    "queued": {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "PREEMPTED",
-               "RESV_DEL_HOLD", "SPECIAL_EXIT"},
-    "running": {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING", "SUSPENDED",
-                "STOPPED"},
-    "finished": {"COMPLETED"},
-    "failed": {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
-               "DEADLINE", "REVOKED", "INTERRUPTED"},
-}
-
+__all__ = ["STATES", "LauncherError", "LocalLauncherConfig", "SlurmLauncherConfig",
+           "ResumableCall", "cancel", "job_state", "load_job", "make_executor", "submit_array",
+           "to_launcher_config", "wait"]
 
 @dataclass
 class LocalLauncherConfig:
@@ -347,12 +345,7 @@ def job_state(job: Any) -> str:
         if alive:
             return "running"
         return "finished" if _outcome(job) == "success" else "failed"  # exited: read it again
-    raw = slurm_states([job.job_id]).get(job.job_id) or job.state  # squeue, else sacct
-    raw = raw.split()[0].rstrip("+").upper()
-    for state, names in _SLURM_STATES.items():
-        if raw in names:
-            return state
-    return "unknown"
+    return map_slurm_state(slurm_states([job.job_id]).get(job.job_id) or job.state)
 
 
 def load_job(name: str, folder: str | os.PathLike, job_id: str) -> Any:
@@ -406,7 +399,3 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(group="launcher", name="local_schema", node=LocalLauncherConfig)
     store.store(group="launcher", name="slurm_schema", node=SlurmLauncherConfig)
-
-
-def as_dict(cfg: LauncherConfig) -> dict[str, Any]:
-    return asdict(cfg)

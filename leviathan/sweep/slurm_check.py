@@ -22,6 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+STATES = ("queued", "running", "finished", "failed", "unknown")  # what job_state() answers
+_SLURM_STATES = {
+    "queued": {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "PREEMPTED",
+               "RESV_DEL_HOLD", "SPECIAL_EXIT"},
+    "running": {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING", "SUSPENDED",
+                "STOPPED"},
+    "finished": {"COMPLETED"},
+    "failed": {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
+               "DEADLINE", "REVOKED", "INTERRUPTED"},
+}
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER_SH = REPO / "slurm" / "cluster.sh"
+
 
 class LauncherError(ValueError):
     """A launcher config that does not fit the machine or cluster; the message names the key."""
@@ -128,6 +141,42 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
             if len(group) > 1:
                 break  # one call answered for every id
     return out
+
+
+def map_slurm_state(raw: str | None) -> str:
+    """SLURM's (or sacct's) state name -> queued | running | finished | failed | unknown."""
+    words = (raw or "").split()
+    name = words[0].rstrip("+").upper() if words else "UNKNOWN"  # "CANCELLED by 0" -> CANCELLED
+    return next((s for s, names in _SLURM_STATES.items() if name in names), "unknown")
+
+
+class ClusterUnavailable(RuntimeError):
+    """The local test cluster cannot be started here (not root, no apt or packages)."""
+
+
+@dataclass
+class LocalCluster:
+    slurm_conf: str  # the generated slurm.conf; export SLURM_CONF=<this> for sbatch/sinfo
+    log: str  # what `slurm/cluster.sh up` printed
+
+
+def local_cluster_up(timeout: float = 600.0) -> LocalCluster:
+    """`slurm/cluster.sh up` (installs packages if needed) and where its slurm.conf is.
+
+    Raises ClusterUnavailable (tests skip on it) when not root or the
+    packages cannot be installed, RuntimeError with the script's output on other failures."""
+    if os.geteuid() != 0:
+        raise ClusterUnavailable("the local SLURM cluster needs root (munged, slurmctld, slurmd)")
+    res = subprocess.run(["bash", str(CLUSTER_SH), "up"], capture_output=True, text=True,
+                         timeout=timeout)
+    out = (res.stdout + res.stderr).strip()
+    if res.returncode in (2, 3):
+        raise ClusterUnavailable(f"slurm/cluster.sh up: {out.splitlines()[-1]}")
+    if res.returncode != 0:
+        raise RuntimeError(f"slurm/cluster.sh up failed (exit {res.returncode}):\n{out}")
+    env = subprocess.run(["bash", str(CLUSTER_SH), "env"], capture_output=True, text=True,
+                         check=True).stdout
+    return LocalCluster(slurm_conf=env.strip().partition("=")[2], log=out)
 
 
 def count_steps(n: int, state_file: str, step_s: float = 0.1) -> dict[str, Any]:
