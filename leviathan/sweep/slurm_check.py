@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m leviathan.sweep.slurm_check",
                                  description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="conf/launcher/slurm.yaml", help="launcher yaml")
+    ap.add_argument("--config", default=str(REPO / "conf/launcher/slurm.yaml"),
+                    help="launcher yaml (default: conf/launcher/slurm.yaml)")
     ap.add_argument("--folder", required=True, help="shared folder for submitit files")
     ap.add_argument("--jobs", type=int, default=2, help="toy jobs in the array")
     ap.add_argument("overrides", nargs="*", help="launcher keys, e.g. partition=gpu mem_gb=1")
