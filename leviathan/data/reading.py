@@ -68,9 +68,10 @@ class SkipStats:
     counts: dict[str, int] = field(default_factory=dict)  # reason -> records skipped
     first: dict[str, str] = field(default_factory=dict)  # reason -> "file:line" of the first
     docs: int = 0  # documents accepted (train and val)
+    quiet: bool = False  # do not log (a re-read of records already reported)
 
     def skip(self, reason: str, where: str) -> None:
-        if reason not in self.counts:
+        if reason not in self.counts and not self.quiet:
             self.first[reason] = where
             log.warning("data: skipping %s record at %s (further ones are counted)", reason,
                         where)
@@ -172,7 +173,9 @@ def iter_docs(path: Path, stats: SkipStats, *, start_line: int = 0, part: int = 
     except Exception as e:  # truncated zstd/gzip, corrupt frames, I/O errors: never crash
         reason = "truncated" if isinstance(e, EOFError) else "read_error"
         stats.skip(reason, f"{path}:{lineno + 2}")
-        log.warning("data: %s: %s (%s); the rest of this shard is skipped", path, reason, e)
+        if not stats.quiet:
+            log.warning("data: %s: %s (%s); the rest of this shard is skipped", path, reason,
+                        e)
 
 
 def parse_line(raw: bytes, path: Path, lineno: int, stats: SkipStats) -> Doc | None:

@@ -88,9 +88,11 @@ def doc_groups(cfg: DataConfig, shards: list, slot: int, n_slots: int,
     while True:
         parts = epoch_parts(shards, cfg.seed, epoch, slot, n_slots)
         fresh, n_docs = part_i == 0 and line == 0, 0
+        # bad records are counted (and logged) in the first pass only
+        st = stats if epoch == 0 else SkipStats(quiet=True)
         for pi in range(part_i, len(parts)):
             p, texts = parts[pi], []
-            for doc in iter_docs(p.path, stats, start_line=line, part=p.part, n_parts=p.n_parts):
+            for doc in iter_docs(p.path, st, start_line=line, part=p.part, n_parts=p.n_parts):
                 if is_val(doc.text, cfg.val_fraction):
                     continue
                 texts.append(doc.text)
