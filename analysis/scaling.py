@@ -260,7 +260,7 @@ def analyse_family(family: str, usable: pd.DataFrame, table: pd.DataFrame, runs:
         res.notes.append("token budgets vary within a size: L(N) uses each size's largest "
                          "budget; see the joint L(N, D) fit for the rest")
         top = ladder.groupby("size")["tokens"].max()
-        short = lev["tokens"] < lev["size"].map(top) * (1 - cfg.budget_tol)
+        short = lev["tokens"] < lev["size"].map(top).astype(float) * (1 - cfg.budget_tol)
         lev_ln = lev[~short.fillna(False)]
     else:
         lev_ln = lev
