@@ -51,11 +51,12 @@ install_packages() {
     local t0=$SECONDS
     export DEBIAN_FRONTEND=noninteractive
     say "installing ${PACKAGES[*]} (missing: ${missing[*]})"
-    if ! apt-get install -y -q --no-install-recommends "${PACKAGES[@]}" >"$DIR/log/apt.log" 2>&1
+    local apt=(apt-get -q -o DPkg::Lock::Timeout=300)  # wait for another apt instead of failing
+    if ! "${apt[@]}" install -y --no-install-recommends "${PACKAGES[@]}" >"$DIR/log/apt.log" 2>&1
     then
         say "apt-get install failed; running apt-get update once and retrying"
-        apt-get update -q >>"$DIR/log/apt.log" 2>&1 || true
-        apt-get install -y -q --no-install-recommends "${PACKAGES[@]}" >>"$DIR/log/apt.log" 2>&1 \
+        "${apt[@]}" update >>"$DIR/log/apt.log" 2>&1 || true
+        "${apt[@]}" install -y --no-install-recommends "${PACKAGES[@]}" >>"$DIR/log/apt.log" 2>&1 \
             || { tail -n 20 "$DIR/log/apt.log" >&2; die 3 "could not install ${PACKAGES[*]}"; }
     fi
     say "installed in $((SECONDS - t0)) s (log: $DIR/log/apt.log)"
