@@ -117,7 +117,7 @@ def _batched_lm(theta, u, v, y, delta, iters, weights=1.0):
 
 
 def fit_joint(n, d, loss, *, delta: float = HUBER_DELTA, grid: dict | None = None,
-              schedule=((450, 6), (60, 20), (60, 40)), polish: int = 8) -> JointFit:
+              schedule=((200, 2), (30, 15), (30, 40)), polish: int = 8) -> JointFit:
     """Fit L(N, D) from every start of `grid` (Epoch's by default); return the best.
 
     `schedule`: (starts kept, LM iterations run before keeping them) stages; `polish`: how many
