@@ -29,8 +29,8 @@ from leviathan.sweep.slurm_check import (
 )
 
 __all__ = ["STATES", "LauncherError", "LocalLauncherConfig", "SlurmLauncherConfig",
-           "ResumableCall", "cancel", "job_state", "load_job", "make_executor", "submit_array",
-           "to_launcher_config", "wait"]
+           "ResumableCall", "cancel", "job_state", "job_states", "load_job", "make_executor",
+           "submit_array", "to_launcher_config", "wait"]
 
 @dataclass
 class LocalLauncherConfig:
@@ -323,29 +323,48 @@ def _outcome(job: Any) -> str | None:
         return None
 
 
+def _local_state(job: Any) -> str:
+    if job._process is not None:
+        alive = job._process.poll() is None
+    else:  # a job from another process: its controller's pid is the job id
+        try:
+            os.kill(int(job.job_id), 0)
+            alive = True
+        except (OSError, ValueError):
+            alive = False
+    if alive:
+        return "running"
+    return "finished" if _outcome(job) == "success" else "failed"  # exited: read it again
+
+
+def job_states(jobs: Sequence[Any]) -> list[str]:
+    """queued | running | finished | failed | unknown for each job (from submit_array/load_job);
+    one `squeue` call for all SLURM jobs, sacct (through submitit) for those squeue forgot."""
+    out: list[str | None] = [None] * len(jobs)
+    slurm: dict[int, Any] = {}
+    for i, job in enumerate(jobs):
+        if isinstance(job, QueuedLocalJob):
+            job.pool.pump()
+            if job.job is None:
+                out[i] = "failed" if job.cancelled else "queued"
+                continue
+            job = job.job
+        outcome = _outcome(job)
+        if outcome is not None:
+            out[i] = "finished" if outcome == "success" else "failed"
+        elif type(job).__name__ == "LocalJob":
+            out[i] = _local_state(job)
+        else:
+            slurm[i] = job
+    raw = slurm_states([job.job_id for job in slurm.values()])
+    for i, job in slurm.items():
+        out[i] = map_slurm_state(raw.get(job.job_id) or job.state)
+    return [s or "unknown" for s in out]
+
+
 def job_state(job: Any) -> str:
-    """queued | running | finished | failed | unknown, for a job from submit_array/load_job."""
-    if isinstance(job, QueuedLocalJob):
-        job.pool.pump()
-        if job.job is None:
-            return "failed" if job.cancelled else "queued"
-        job = job.job
-    outcome = _outcome(job)
-    if outcome is not None:
-        return "finished" if outcome == "success" else "failed"
-    if type(job).__name__ == "LocalJob":
-        if job._process is not None:
-            alive = job._process.poll() is None
-        else:  # a job from another process: its controller's pid is the job id
-            try:
-                os.kill(int(job.job_id), 0)
-                alive = True
-            except (OSError, ValueError):
-                alive = False
-        if alive:
-            return "running"
-        return "finished" if _outcome(job) == "success" else "failed"  # exited: read it again
-    return map_slurm_state(slurm_states([job.job_id]).get(job.job_id) or job.state)
+    """queued | running | finished | failed | unknown for one job (see job_states)."""
+    return job_states([job])[0]
 
 
 def load_job(name: str, folder: str | os.PathLike, job_id: str) -> Any:
@@ -376,10 +395,8 @@ def wait(jobs: Sequence[Any], *, poll_s: float = 1.0,
     states = ["?"] * len(jobs)
     try:
         while True:
-            for i, job in enumerate(jobs):
-                if states[i] in ("finished", "failed"):
-                    continue
-                new = job_state(job)
+            todo = [i for i, s in enumerate(states) if s not in ("finished", "failed")]
+            for i, new in zip(todo, job_states([jobs[i] for i in todo]), strict=True):
                 if new != states[i]:
                     states[i] = new
                     if on_change is not None:

@@ -215,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     node.folder = args.folder
     executor = make_executor(node)
     folder = Path(args.folder)
+    for old in folder.glob("toy_*.json"):
+        old.unlink()  # a fresh count, not a resume of an earlier check
     fns = [ResumableCall(count_steps, 20, str(folder / f"toy_{i}.json"))
            for i in range(args.jobs)]
     jobs = submit_array(executor, fns)
