@@ -1,0 +1,139 @@
+"""RunTracker against the real `mlflow server`: a network blip loses nothing, a resumed run
+skips the steps the server already holds, and an outage at the very end spills to disk.
+
+The blip is a real TCP cut: the tracker talks to the server through a small forwarding proxy
+that the test closes (connections refused) and reopens on the same port.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from leviathan.tracking.server import free_port
+from leviathan.training.mlflow_logger import RunTracker
+
+pytestmark = pytest.mark.integration
+
+
+class Proxy:
+    """Forward 127.0.0.1:<port> to `target` until `down()`; `up()` listens again."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.split("//")[1].split(":")
+        self.target = (host, int(port))
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self._conns: list[socket.socket] = []
+        self._srv: socket.socket | None = None
+
+    def up(self) -> None:
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", self.port))
+        srv.listen(16)
+        self._srv = srv
+        threading.Thread(target=self._accept, args=(srv,), daemon=True).start()
+
+    def down(self) -> None:
+        srv, self._srv = self._srv, None
+        if srv is not None:
+            try:
+                srv.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            except OSError:
+                pass
+            srv.close()
+        for c in self._conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+        self._conns.clear()
+
+    def _accept(self, srv: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = srv.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def _tracker(uri, tmp_path, **kw):
+    kw = {"flush_every_s": 0.2, "retry_backoff_s": 0.2, "retry_max_backoff_s": 1.0,
+          "http_timeout_s": 2, "final_flush_timeout_s": 30.0,
+          "spill_path": tmp_path / "spill.jsonl", **kw}
+    return RunTracker(uri, "test-tracker", **kw)
+
+
+def _history(uri, run_id, key):
+    from mlflow.tracking import MlflowClient
+
+    return sorted((m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key))
+
+
+@pytest.mark.slow
+def test_blip_resume_and_spill(tmp_path, mlflow_server):
+    proxy = Proxy(mlflow_server)
+    proxy.up()
+    try:
+        tr = _tracker(proxy.uri, tmp_path)
+        run_id = tr.start(run_name="blip", tags={"kind": "train"})
+        for s in range(1, 6):
+            tr.log_metrics({"train/loss": 10.0 - s}, step=s)
+        assert tr.flush(deadline_s=30)
+        proxy.down()
+        for s in range(6, 11):  # during the outage: buffered, never raises
+            tr.log_metrics({"train/loss": 10.0 - s}, step=s)
+        assert not tr.flush(deadline_s=0.5)
+        assert tr.pending == 5 and tr.failed_sends >= 1
+        proxy.up()
+        assert tr.finish("FINISHED")
+        assert _history(mlflow_server, run_id, "train/loss") == [(s, 10.0 - s)
+                                                                 for s in range(1, 11)]
+
+        # reopening the run skips (key, step) pairs the server already holds
+        tr2 = _tracker(proxy.uri, tmp_path)
+        tr2.start(run_id=run_id)
+        tr2.log_metrics({"train/loss": 99.0}, step=10)
+        tr2.log_metrics({"train/loss": 0.5}, step=11)
+        assert tr2.finish("FINISHED")
+        hist = _history(mlflow_server, run_id, "train/loss")
+        assert [s for s, _ in hist] == list(range(1, 12)) and hist[-2] == (10, 0.0)
+
+        # an outage that outlasts the final flush: spilled to disk, re-sent by the next start
+        tr3 = _tracker(proxy.uri, tmp_path, final_flush_timeout_s=0.5)
+        tr3.start(run_id=run_id)
+        proxy.down()
+        tr3.log_metrics({"train/loss": 0.25}, step=12)
+        assert not tr3.finish("KILLED")
+        assert (tmp_path / "spill.jsonl").exists()
+        proxy.up()
+        tr4 = _tracker(proxy.uri, tmp_path)
+        tr4.start(run_id=run_id)
+        assert tr4.finish("FINISHED")
+        assert not (tmp_path / "spill.jsonl").exists()
+        hist = _history(mlflow_server, run_id, "train/loss")
+        assert [s for s, _ in hist] == list(range(1, 13)) and hist[-1] == (12, 0.25)
+    finally:
+        proxy.down()
