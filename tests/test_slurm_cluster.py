@@ -117,7 +117,7 @@ def test_requeued_jobs_resume_from_their_checkpoint(slurm_cluster, tmp_path):
     """Job 0 is requeued from outside (`scontrol requeue`: killed, rerun); job 1 gets USR2 as at
     pre-emption or before its time limit (submitit calls checkpoint() and requeues it). Both
     reruns continue counting from the saved count instead of starting again from 0."""
-    n = 300  # 0.05 s a step: still running when SLURM kills the job KillWait=10 s later
+    n = 400  # 0.05 s a step: still running when SLURM kills the job KillWait=10 s later
     files = [tmp_path / "ext.json", tmp_path / "sig.json"]
     jobs = submit_array(make_executor(_slurm(tmp_path)),
                         [ResumableCall(count_steps, n, str(f), 0.05) for f in files])
