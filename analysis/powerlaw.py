@@ -135,8 +135,13 @@ def fit_power_law(
     b: float | None = B_DEFAULT,
     delta: float = HUBER_DELTA,
     alpha_starts=ALPHA_STARTS,
+    near: PowerLaw | None = None,
 ) -> PowerLaw:
-    """Fit L = A·x^-alpha + b; b fixed when given, fitted (within (0, min L)) when None."""
+    """Fit L = A·x^-alpha + b; b fixed when given, fitted (within (0, min L)) when None.
+
+    `near`: a previous fit (e.g. the full-data one when refitting a bootstrap replicate); with b
+    free the search then starts only there and from the OLS start instead of the grid.
+    """
     x = np.asarray(x, dtype=float)
     loss = np.asarray(loss, dtype=float)
     ok = np.isfinite(x) & np.isfinite(loss) & (x > 0) & (loss > 0)
@@ -157,7 +162,11 @@ def fit_power_law(
         slope, icpt = np.polyfit(u[above], np.log(loss[above] - b_start), 1)
         starts.append((icpt, float(np.clip(-slope, *ALPHA_BOUNDS))))
     gap = max(float(np.median(loss)) - b_start, 1e-3)
-    starts += [(math.log(gap), a) for a in alpha_starts]
+    if near is not None and b is None:
+        b_start = min(near.b, 0.999 * float(loss.min()))
+        starts = starts[:1] + [(math.log(near.A) - near.alpha * x0, near.alpha)]
+    else:
+        starts += [(math.log(gap), a) for a in alpha_starts]
 
     if b is not None:  # all starts at once through the batched solver
         e = math.log(b)
@@ -177,7 +186,7 @@ def fit_power_law(
         theta0 = [a_c, alpha] + ([] if b is not None else [math.log(b_start)])
         res = minimize(_objective, np.array(theta0), args=(u, y, e_fixed, delta), jac=True,
                        method="L-BFGS-B", bounds=bounds,
-                       options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10})
+                       options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-9})
         if best is None or res.fun < best.fun:
             best = res
     a_c, alpha = float(best.x[0]), float(best.x[1])

@@ -109,7 +109,7 @@ def _bootstrap_dense(dense: pd.DataFrame, fit: PowerLaw, cfg: FitConfig, rng) ->
         for c in counts:
             idx = np.repeat(np.arange(n.size), c)
             try:
-                f = fit_power_law(n[idx], loss[idx], b=None, delta=cfg.delta)
+                f = fit_power_law(n[idx], loss[idx], b=None, delta=cfg.delta, near=fit)
                 out.append((f.A, f.alpha, f.b))
             except FitError:
                 out.append((np.nan, np.nan, np.nan))

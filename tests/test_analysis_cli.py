@@ -1,0 +1,165 @@
+"""`python -m analysis.fit_scaling --csv`: outputs, plots, bad input, --params body, --b free."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.fit_scaling import main
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = [60e6, 109e6, 200e6, 300e6, 421e6]
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def paper_like_rows(multiplier: float = 2.0) -> list[dict]:
+    rows = []
+    for n in SIZES:
+        size = f"{n / 1e6:g}M"
+        rows.append({"arm": "dense", "size": size, "pair": size, "params": n,
+                     "params_body": 0.6 * n, "tokens": 20 * n, "loss": 400 * n ** -0.34 + 1.69})
+        nl = 0.99 * n
+        rows.append({"arm": "leviathan", "size": size, "pair": size, "params": nl,
+                     "params_body": 0.6 * n, "tokens": 20 * n,
+                     "loss": 400 * (multiplier * nl) ** -0.34 + 1.69})
+    return rows
+
+
+def assert_png(path: Path) -> None:
+    import matplotlib.image as mpimg
+
+    assert path.is_file() and path.stat().st_size > 5000, path
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 200
+    assert float(np.std(img[..., :3])) > 0.01  # not a blank canvas
+
+
+def test_csv_end_to_end_outputs(tmp_path, capsys):
+    rows = paper_like_rows()
+    rows += [
+        {"arm": "leviathan", "size": "60M", "params": 59e6, "tokens": 1.2e9, "loss": 1.6},
+        {"arm": "dense", "size": "109M", "params": 109e6, "tokens": 2e9, "loss": float("nan")},
+        {"arm": "dense", "size": "200M", "params": 200e6, "tokens": 1e9, "loss": 2.5,
+         "status": "RUNNING"},
+    ]
+    csv = write_csv(tmp_path / "runs.csv", rows)
+    out = tmp_path / "fit"
+    assert main(["--csv", str(csv), "--out", str(out), "--bootstrap", "200"]) == 0
+    printed = capsys.readouterr().out
+    assert "Multiplier (95% CI)" in printed
+
+    fit = json.loads((out / "fit.json").read_text())
+    fam = fit["families"]["default"]
+    assert fam["dense"]["alpha"] == pytest.approx(0.34, rel=1e-6)
+    assert fam["dense"]["b"] == 1.69 and fam["dense"]["b_fixed"] is True
+    assert len(fam["dense"]["alpha_ci"]) == 2
+    assert fam["shared_exponent"]["multiplier"] == pytest.approx(2.0, rel=1e-6)
+    assert {e["reason"].split(" ")[0] for e in fit["excluded"]} == {"loss", "final", "unfinished"}
+
+    m = pd.read_csv(out / "multipliers.csv")
+    for col in ("params", "loss", "n_eff", "multiplier", "multiplier_lo", "multiplier_hi"):
+        assert col in m.columns
+    ok = m[m["reason"].isna()]
+    assert len(ok) == 5 and np.allclose(ok["multiplier"], 2.0, rtol=1e-6)
+    bad = m[m["reason"].notna()]
+    assert len(bad) == 1 and "N_eff undefined" in bad["reason"].iloc[0]
+    assert np.isnan(bad["multiplier"].iloc[0])
+
+    summary = (out / "summary.md").read_text()
+    assert "| Size | N | Dense loss | Leviathan loss | N_eff | Multiplier (95% CI) |" in summary
+    assert "| 60M | 59.4M |" in summary and "2.00x" in summary
+    assert "## Excluded runs" in summary and "unfinished (status RUNNING)" in summary
+    assert "final validation loss is missing or NaN" in summary
+    assert "Shared exponent" in summary and "b=1.82" in summary
+    assert_png(out / "scaling.png")
+    assert not (out / "rare_tokens.png").exists()  # no bucket losses in a CSV
+
+
+def test_csv_default_out_dir_is_beside_the_csv(tmp_path):
+    csv = write_csv(tmp_path / "paper.csv", paper_like_rows(1.5))
+    assert main(["--csv", str(csv), "--bootstrap", "50"]) == 0
+    m = pd.read_csv(tmp_path / "paper_fit" / "multipliers.csv")
+    assert np.allclose(m["multiplier"], 1.5, rtol=1e-6)
+
+
+def test_params_body_uses_non_embedding_counts(tmp_path):
+    csv = write_csv(tmp_path / "runs.csv", paper_like_rows())
+    out = tmp_path / "fit"
+    assert main(["--csv", str(csv), "--out", str(out), "--params", "body",
+                 "--bootstrap", "50"]) == 0
+    m = pd.read_csv(out / "multipliers.csv")
+    assert np.allclose(m["params"], 0.6 * np.array(SIZES))
+
+
+def test_b_free_and_custom_b_grid(tmp_path):
+    rows = paper_like_rows()
+    csv = write_csv(tmp_path / "runs.csv", rows)
+    out = tmp_path / "fit"
+    assert main(["--csv", str(csv), "--out", str(out), "--b", "free", "--bootstrap", "30",
+                 "--b-grid", "1.6,1.7"]) == 0
+    fit = json.loads((out / "fit.json").read_text())
+    dense = fit["families"]["default"]["dense"]
+    assert dense["b_fixed"] is False and dense["b"] == pytest.approx(1.69, abs=0.02)
+    assert fit["config"]["b"] == "free"
+    assert set(fit["families"]["default"]["b_sensitivity"][0]) >= {"1.6", "1.7"}
+
+
+def test_bad_input_fewer_than_two_dense_sizes(tmp_path, capsys):
+    rows = [r for r in paper_like_rows() if r["arm"] == "leviathan" or r["size"] == "60M"]
+    csv = write_csv(tmp_path / "runs.csv", rows)
+    assert main(["--csv", str(csv), "--bootstrap", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "need at least two Dense sizes" in err
+    assert "dense: 1 runs (1 finished, 1 usable)" in err
+    assert "leviathan: 5 runs (5 finished, 5 usable)" in err
+
+
+def test_bad_input_no_finished_runs(tmp_path, capsys):
+    rows = [dict(r, status="FAILED") for r in paper_like_rows()]
+    csv = write_csv(tmp_path / "runs.csv", rows)
+    assert main(["--csv", str(csv), "--bootstrap", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "no finished runs" in err and "dense: 5 runs (0 finished, 0 usable)" in err
+
+
+def test_bad_input_missing_columns_and_bad_b(tmp_path, capsys):
+    csv = write_csv(tmp_path / "runs.csv", [{"arm": "dense", "params": 1e8, "loss": 3.0}])
+    assert main(["--csv", str(csv)]) == 2
+    assert "missing column(s) ['tokens']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--csv", str(csv), "--b", "banana"])
+    assert "--b must be a number or 'free'" in capsys.readouterr().err
+
+
+def test_every_leviathan_run_below_b_is_listed_not_dropped(tmp_path):
+    rows = [r for r in paper_like_rows() if r["arm"] == "dense"]
+    rows += [{"arm": "leviathan", "size": "60M", "params": 59e6, "tokens": 1.2e9, "loss": 1.69},
+             {"arm": "leviathan", "size": "109M", "params": 108e6, "tokens": 2e9,
+              "loss": math.nan}]
+    csv = write_csv(tmp_path / "runs.csv", rows)
+    out = tmp_path / "fit"
+    assert main(["--csv", str(csv), "--out", str(out), "--bootstrap", "20"]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "loss 1.6900 <= b = 1.69: N_eff undefined" in summary
+    assert "final validation loss is missing or NaN" in summary
+    assert_png(out / "scaling.png")
+
+
+def test_module_entry_point_runs(tmp_path):
+    csv = write_csv(tmp_path / "runs.csv", paper_like_rows())
+    proc = subprocess.run([sys.executable, "-m", "analysis.fit_scaling", "--csv", str(csv),
+                           "--bootstrap", "20"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout and (tmp_path / "runs_fit" / "summary.md").is_file()
