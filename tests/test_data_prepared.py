@@ -203,3 +203,14 @@ def test_prepare_rejects_empty_input(tmp_path):
     with pytest.raises(DataError, match="no usable documents.*empty=1.*malformed_json=1"):
         prepare(tmp_path / "s", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_state_of_an_earlier_batch(corpus):
+    s = build_train_stream(_cfg(corpus), batch_size=4)
+    it = iter(s)
+    ref = [next(it) for _ in range(10)]
+    fresh = build_train_stream(_cfg(corpus), batch_size=4)
+    fresh.load_state_dict(s.state_dict(batches=7))
+    assert all(torch.equal(a, b) for a, b in zip(iter(fresh), ref[7:], strict=False))
+    with pytest.raises(DataError, match="not available"):
+        s.state_dict(batches=11)

@@ -224,3 +224,21 @@ def test_hydra_config_store_schema():
     assert node.seq_len == 512 and node.shuffle_buffer == 10_000
     assert node.tokenizer == "o200k_base"
     assert to_data_config(OmegaConf.merge(node, {"path": "x"})).path == "x"
+
+
+@pytest.mark.parametrize("n,ahead", [(0, 1), (5, 1), (40, 3), (60, 8)])
+def test_state_of_an_earlier_batch_for_prefetching_trainers(small_corpus, n, ahead):
+    cfg = _cfg(small_corpus, shuffle_buffer=24)
+    ref = _take(build_train_stream(cfg, batch_size=4), n + 6)
+    s = build_train_stream(cfg, batch_size=4)
+    it = iter(s)
+    for _ in range(n + ahead):  # the trainer fetched `ahead` batches it has not trained on
+        next(it)
+    state = s.state_dict(batches=n)
+    assert state["batches"] == n
+    fresh = build_train_stream(cfg, batch_size=4)
+    fresh.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(_take(fresh, 6), ref[n:], strict=True))
+    with pytest.raises(DataError, match="not available"):
+        s.state_dict(batches=n + ahead - 9)
+    it.close()

@@ -134,8 +134,13 @@ class PreparedTrainStream:
                 "seq_len": self.cfg.seq_len, "batch_size": self.batch_size, "rank": self.rank,
                 "world_size": self.world_size}
 
-    def state_dict(self) -> dict:
-        return {"key": self._key(), "batches": self.batches}
+    def state_dict(self, batches: int | None = None) -> dict:
+        """The position after ``batches`` batches (default: all yielded so far)."""
+        n = self.batches if batches is None else int(batches)
+        if not 0 <= n <= self.batches:
+            raise DataError(f"data state after {n} batches is not available: the stream has "
+                            f"yielded {self.batches}")
+        return {"key": self._key(), "batches": n}
 
     def load_state_dict(self, state: dict) -> None:
         key = self._key()

@@ -13,6 +13,7 @@ Batch-level state_dict/load_state_dict is exact in the main process (num_workers
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ from leviathan.data.reading import (
 from leviathan.data.tokens import DocEncoder, Packer
 
 _DONE = object()
+UNDO = 8  # batch boundaries kept for state_dict(batches=...)
 
 
 def epoch_parts(shards: list, seed: int, epoch: int, slot: int, n_slots: int):
@@ -128,6 +130,7 @@ class StreamTrainStream(torch.utils.data.IterableDataset):
         self.rng_state: dict | None = None
         self.stats = SkipStats()  # skipped records up to the current position
         self.slot: tuple[int, int] | None = None
+        self._log: collections.deque = collections.deque(maxlen=UNDO)  # recent boundaries
 
     def _key(self) -> dict:
         c = self.cfg
@@ -162,6 +165,7 @@ class StreamTrainStream(torch.utils.data.IterableDataset):
         chunks = threaded(encoded, stop)
         out = np.empty((B, self.window), np.uint32)
         k, i = 0, 0
+        entry = self._boundary(rng)
         try:
             while True:
                 while i >= len(self.pending):
@@ -177,6 +181,7 @@ class StreamTrainStream(torch.utils.data.IterableDataset):
                     continue
                 j = int(rng.integers(S))
                 out[k] = self.buffer[j]
+                entry["replaced"].append((j, out[k].copy()))
                 self.buffer[j] = w
                 k += 1
                 if k == B:
@@ -184,20 +189,43 @@ class StreamTrainStream(torch.utils.data.IterableDataset):
                     self.batches += 1
                     self.pending, i = self.pending[i:], 0
                     self.rng_state = rng.bit_generator.state
+                    self._log.append(entry)
+                    entry = self._boundary(rng)
                     yield torch.from_numpy(out.astype(np.int64))  # (B, seq_len + 1)
         finally:
             stop.set()
 
-    def state_dict(self) -> dict:
-        """Exact position at the last batch boundary (tensors and plain values only)."""
-        fill = self.fill
-        buf = self.buffer[:fill] if self.buffer is not None else np.empty((0, self.window))
-        return {"key": self._key(), "batches": self.batches, "pos": list(self.pos),
-                "leftover": torch.from_numpy(self.leftover.astype(np.int32)),
-                "pending": torch.from_numpy(self.pending.astype(np.int32)),
-                "buffer": torch.from_numpy(np.asarray(buf).astype(np.int32)),
-                "rng": self.rng_state, "slot": list(self.slot) if self.slot else None,
-                "stats": self.stats.state_dict()}
+    def _boundary(self, rng) -> dict:
+        """The (cheap, by reference) state at this batch boundary, plus an undo list of the
+        buffer rows the next batch replaces."""
+        return {"batches": self.batches, "pos": self.pos, "leftover": self.leftover,
+                "pending": self.pending, "rng": rng.bit_generator.state,
+                "stats": self.stats.state_dict(), "fill": self.fill, "replaced": []}
+
+    def state_dict(self, batches: int | None = None) -> dict:
+        """Exact position after ``batches`` batches (default: all yielded so far), as tensors
+        and plain values. Any of the last UNDO batch boundaries can be asked for, so a trainer
+        that prefetches (Lightning fetches one batch ahead) saves what it has consumed."""
+        n = self.batches if batches is None else int(batches)
+        buf = self.buffer if self.buffer is not None else np.empty((0, self.window), np.uint32)
+        cur = {"pos": self.pos, "leftover": self.leftover, "pending": self.pending,
+               "rng": self.rng_state, "stats": self.stats.state_dict(), "fill": self.fill}
+        if n != self.batches:
+            back = [e for e in self._log if e["batches"] >= n]
+            if n > self.batches or not back or back[0]["batches"] != n:
+                raise DataError(f"data state after {n} batches is not available: the stream "
+                                f"has yielded {self.batches} and keeps the last {UNDO}")
+            buf = buf.copy()
+            for e in reversed(back):
+                for j, row in reversed(e["replaced"]):
+                    buf[j] = row
+            cur = back[0]
+        return {"key": self._key(), "batches": n, "pos": list(cur["pos"]),
+                "leftover": torch.from_numpy(cur["leftover"].astype(np.int32)),
+                "pending": torch.from_numpy(cur["pending"].astype(np.int32)),
+                "buffer": torch.from_numpy(buf[:cur["fill"]].astype(np.int32)),
+                "rng": cur["rng"], "slot": list(self.slot) if self.slot else None,
+                "stats": cur["stats"]}
 
     def load_state_dict(self, state: dict) -> None:
         key = self._key()
@@ -217,6 +245,7 @@ class StreamTrainStream(torch.utils.data.IterableDataset):
         self.rng_state = state["rng"]
         self.slot = tuple(state["slot"]) if state["slot"] else None
         self.stats = SkipStats.from_state(state["stats"])
+        self._log.clear()
 
 
 def stream_val_windows(cfg: DataConfig) -> np.ndarray:
