@@ -106,3 +106,21 @@ def test_minipile_demo_config_builds(tmp_path):
     index = json.loads((Path(cfg.prepared_dir) / "index.json").read_text())
     assert 0.6e6 < index["train_tokens"] < 2e6 and len(index["sources"]) == 4
     assert sum(len(v) for v in build_val_batches(cfg, batch_size=32)) == 32768 // 513
+
+
+def test_composed_dense_and_leviathan_runs_get_identical_batches(tmp_path):
+    """The real conf/train.yaml, composed for a Dense and a Leviathan run: same data stream."""
+    from hydra import compose, initialize_config_dir
+
+    from leviathan.data import fingerprint
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        runs = [compose(config_name="train", overrides=[
+            f"model.arm={arm}", "data=debug", f"paths.data_dir={tmp_path}"])
+            for arm in ("dense", "leviathan")]
+    assert runs[0].model.arm == "dense" and runs[1].model.arm == "leviathan"
+    assert runs[0].data == runs[1].data
+    a, b = (build_train_stream(r.data, batch_size=4) for r in runs)
+    for x, y, _ in zip(a, b, range(5), strict=False):
+        assert torch.equal(x, y)
+    assert fingerprint(runs[0].data, batch_size=4) == fingerprint(runs[1].data, batch_size=4)

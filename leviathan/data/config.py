@@ -111,3 +111,6 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(group="data", name="schema", node=DataConfig)
+
+
+register_configs()  # importing leviathan.data.config makes `data/schema` available to Hydra
