@@ -32,6 +32,7 @@ __all__ = ["STATES", "LauncherError", "LocalLauncherConfig", "SlurmLauncherConfi
            "ResumableCall", "cancel", "job_state", "job_states", "load_job", "make_executor",
            "submit_array", "to_launcher_config", "wait"]
 
+
 @dataclass
 class LocalLauncherConfig:
     name: str = "local"  # launcher kind: jobs run as local processes (submitit LocalExecutor)
