@@ -13,8 +13,10 @@ view (Q, R n_b, M h) turns all M x Q mode functions into one batched matmul per 
 
 Efficiency: `forward` evaluates LEV once per distinct id of the batch (torch.unique), and in
 eval mode without autograd looks rows up in the whole table, materialised once and cached. The
-cache is keyed on every parameter's (version counter, storage pointer, dtype, device) and the
-autocast state; it is dropped on train()/eval() switches and on load_state_dict.
+cache keeps a snapshot of the LEV parameters it was computed from and is used only while every
+parameter is still exactly equal to it (torch.equal, a few MB: version counters are not enough,
+fused AdamW and writes through `.data` do not bump them) and the autocast state is unchanged.
+It is also dropped on train()/eval() switches, .to() and load_state_dict.
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ class LevGenerator(nn.Module):
         self.out_proj = nn.Linear(self.hidden, cfg.d_model, bias=False)  # W_o
         self.res_proj = nn.Linear(ds, cfg.d_model, bias=False) if self.residual else None  # W_r
         self.register_buffer("offsets", torch.arange(self.k) * self.base, persistent=False)
-        self._table: torch.Tensor | None = None
-        self._table_key: tuple | None = None
+        self._table: torch.Tensor | None = None  # (V_pad, D) cached eval table
+        self._table_key: tuple | None = None  # (autocast state, parameter snapshot)
         self.register_load_state_dict_post_hook(lambda module, _keys: module.invalidate_cache())
         self.reset_parameters()
 
@@ -144,21 +146,26 @@ class LevGenerator(nn.Module):
         """The whole table, cached while no parameter changes (only without autograd)."""
         if torch.is_grad_enabled():
             return self.full_table()
-        key = self._cache_key()
-        if self._table is None or key != self._table_key:
+        if self._table is None or not self._cache_fresh():
             self._table, self._table_key = None, None  # free the stale table first
+            key = (self._autocast_state(), [p.detach().clone() for p in self.parameters()])
             self._table, self._table_key = self.full_table(), key
         return self._table
 
     def invalidate_cache(self) -> None:
         self._table, self._table_key = None, None
 
-    def _cache_key(self) -> tuple:
+    def _autocast_state(self) -> tuple:
         dev = self.offsets.device.type
-        autocast = (torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev)
-                    if torch.is_autocast_enabled(dev) else None)
-        return autocast, tuple((p._version, p.data_ptr(), p.dtype, p.device)
-                               for p in self.parameters())
+        on = torch.is_autocast_enabled(dev)
+        return on, torch.get_autocast_dtype(dev) if on else None
+
+    def _cache_fresh(self) -> bool:  # parameters exactly as when the table was computed
+        autocast, snapshot = self._table_key
+        params = list(self.parameters())
+        return (autocast == self._autocast_state() and len(params) == len(snapshot)
+                and all(p.shape == s.shape and p.dtype == s.dtype and p.device == s.device
+                        and torch.equal(p, s) for p, s in zip(params, snapshot, strict=True)))
 
     def train(self, mode: bool = True) -> LevGenerator:
         self.invalidate_cache()
