@@ -1,0 +1,204 @@
+"""Launch a planned sweep through submitit: idempotent, one MLflow parent run, local or SLURM.
+
+Relaunching the same command skips runs already finished (same config hash) and runs whose job
+is still queued or running; failed or missing runs are submitted again (and resume from their
+checkpoints); `sweep.force=true` reruns everything from scratch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from leviathan.sweep.plan import SweepPlan, _write_json
+
+ACTIVE = ("queued", "running", "unknown")
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def prepare_tracking(plan: SweepPlan, cfg: Any, say=_say):
+    """Reach (or, when local and allowed, start) the tracking server; return (uri, server)."""
+    from leviathan.tracking.server import check_reachable, ensure_local_server, is_local, is_up
+
+    uri = str(cfg.tracking.uri)
+    server = None
+    if is_local(uri) and not is_up(uri) and plan.sweep.get("start_server", True):
+        server = ensure_local_server(uri, cfg.paths.mlflow_dir, say=say)
+        say(f"MLflow server started at {uri} (pid {server.process.pid}, store "
+            f"{server.store_dir}); it keeps running after the sweep (`make dashboard` reuses it).")
+    else:
+        check_reachable(uri, timeout=float(cfg.tracking.connect_timeout_s))
+    return uri, server
+
+
+def _job_handles(manifest: dict, runs: list[str]) -> dict[str, Any]:
+    from leviathan.sweep.launcher import load_job
+
+    out = {}
+    for run in runs:
+        rec = manifest.get("jobs", {}).get(run)
+        if rec and rec.get("job_id"):
+            try:
+                out[run] = load_job(rec["launcher"], rec["folder"], str(rec["job_id"]))
+            except Exception:  # noqa: BLE001 - a stale record only means "not active"
+                continue
+    return out
+
+
+def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> int:
+    """Submit what is not finished yet; wait with progress for local jobs. Returns 0/1."""
+    from omegaconf import OmegaConf
+
+    from leviathan.data import ensure_data
+    from leviathan.sweep import mlflow_runs as mr
+    from leviathan.sweep.job import run_job
+    from leviathan.sweep.launcher import (
+        ResumableCall,
+        job_states,
+        make_executor,
+        submit_array,
+        to_launcher_config,
+    )
+
+    lcfg = to_launcher_config(cfg.launcher)
+    folder = Path(str(cfg.launcher.folder)) / plan.name
+    executor = make_executor(cfg.launcher, folder)  # SLURM: checked against sinfo here
+    uri, _server = prepare_tracking(plan, cfg, say)
+    c = mr.client(uri)
+    exp = mr.experiment_id(c, str(cfg.tracking.experiment))
+    parent = mr.parent_run(c, exp, plan.name, {"family": plan.grid["family"],
+                                               "grid": plan.grid["name"]})
+    parent_id = parent.info.run_id
+    if parent.info.status != "RUNNING":
+        c.update_run(parent_id, status="RUNNING")
+    c.log_artifact(parent_id, str(sweep_dir / "plan.csv"))
+
+    manifest_path = sweep_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["parent_run_id"] = parent_id
+    force = bool(plan.sweep.get("force"))
+    done = set() if force else mr.finished_hashes(mr.training_runs(c, exp, plan.name))
+    handles = _job_handles(manifest, [r.run for r in plan.runs])
+    active = dict(zip(handles, job_states(list(handles.values())), strict=True))
+
+    todo, skipped = [], []
+    for r in plan.runs:
+        if r.config_hash in done:
+            skipped.append((r.run, "finished"))
+        elif active.get(r.run) in ACTIVE and not force:
+            skipped.append((r.run, f"{active[r.run]} (job {manifest['jobs'][r.run]['job_id']})"))
+        else:
+            todo.append(r)
+    for run, why in skipped:
+        say(f"  skip {run}: {why}")
+    if not todo:
+        say(f"Nothing to launch: all {len(plan.runs)} runs of sweep {plan.name} are finished or "
+            f"active. `sweep.force=true` reruns them.")
+        _finish_parent(c, parent_id, plan, manifest, manifest_path, active_left=bool(skipped and
+                       any(w != "finished" for _, w in skipped)))
+        return 0
+
+    for data_cfg in {json.dumps(r.config["data"], sort_keys=True) for r in todo}:
+        ensure_data(OmegaConf.create(json.loads(data_cfg)))  # build demo data once, not per job
+    fns = []
+    for r in todo:
+        conf = copy.deepcopy(r.config)
+        conf["tracking"]["parent_run_id"] = parent_id
+        if force:
+            conf["resume"] = "never"
+        fns.append(ResumableCall(run_job, conf, requeue=lcfg.requeue))
+    jobs = submit_array(executor, fns)
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    for r, job in zip(todo, jobs, strict=True):
+        manifest.setdefault("jobs", {})[r.run] = {
+            "job_id": getattr(job, "job_id", None), "launcher": lcfg.name,
+            "folder": str(folder.absolute()), "submitted_at": now,
+            "config_hash": r.config_hash}
+    _write_json(manifest_path, manifest)
+    say(f"Sweep {plan.name}: submitted {len(todo)} job(s) with launcher={lcfg.name}, "
+        f"skipped {len(skipped)}. MLflow parent run {parent_id} at {uri}.")
+    wait = plan.sweep.get("wait")
+    if wait is None:
+        wait = lcfg.name == "local"
+    if not wait:
+        ids = ", ".join(str(getattr(j, "job_id", "?")) for j in jobs)
+        say(f"Job ids: {ids}\nStatus: python -m leviathan.sweep.status {plan.name}")
+        return 0
+    return _wait_local(plan, todo, jobs, manifest, manifest_path, c, parent_id, say)
+
+
+def _wait_local(plan, todo, jobs, manifest, manifest_path, c, parent_id, say) -> int:
+    from tqdm import tqdm
+
+    from leviathan.sweep.launcher import wait
+
+    bar = tqdm(total=len(jobs), desc=f"sweep {plan.name}", unit="run", dynamic_ncols=True)
+    last_line: dict[int, str] = {}
+    last_peek = [0.0]
+
+    def on_change(i: int, state: str) -> None:
+        if state in ("finished", "failed"):
+            bar.update(1)
+        # ids are known once a queued local job starts
+        manifest["jobs"][todo[i].run]["job_id"] = getattr(jobs[i], "job_id", None)
+        manifest["jobs"][todo[i].run]["state"] = state
+        bar.write(f"  {todo[i].run}: {state}")
+
+    def peek() -> None:  # the running jobs' own progress lines (their logs)
+        if time.monotonic() - last_peek[0] < 5:
+            return
+        last_peek[0] = time.monotonic()
+        for i, job in enumerate(jobs):
+            line = _last_log_line(job)
+            if line and line != last_line.get(i):
+                last_line[i] = line
+                bar.write(f"    [{todo[i].run}] {line}")
+
+    try:
+        states = wait(jobs, poll_s=1.0, on_change=lambda i, s: (on_change(i, s), peek()))
+    except KeyboardInterrupt:
+        bar.close()
+        say("Interrupted: the running jobs were stopped; they resume from their checkpoints "
+            "when the same command is run again.")
+        _write_json(manifest_path, manifest)
+        c.set_terminated(parent_id, status="KILLED")
+        raise
+    bar.close()
+    _write_json(manifest_path, manifest)
+    failed = [todo[i].run for i, s in enumerate(states) if s != "finished"]
+    for run in failed:
+        rec = manifest["jobs"][run]
+        say(f"  FAILED {run}: logs in {rec['folder']} (job {rec['job_id']})")
+    c.set_terminated(parent_id, status="FAILED" if failed else "FINISHED")
+    say(f"Sweep {plan.name}: {len(jobs) - len(failed)} finished, {len(failed)} failed.")
+    return 1 if failed else 0
+
+
+def _last_log_line(job: Any) -> str | None:
+    inner = getattr(job, "job", job)
+    if inner is None or not hasattr(inner, "paths"):
+        return None
+    for path in (inner.paths.stderr, inner.paths.stdout):
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - 4096))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
+        if lines:
+            return lines[-1][:160]
+    return None
+
+
+def _finish_parent(c, parent_id, plan, manifest, manifest_path, active_left: bool) -> None:
+    _write_json(manifest_path, manifest)
+    if not active_left:
+        c.set_terminated(parent_id, status="FINISHED")
