@@ -242,3 +242,18 @@ def test_state_of_an_earlier_batch_for_prefetching_trainers(small_corpus, n, ahe
     with pytest.raises(DataError, match="not available"):
         s.state_dict(batches=n + ahead - 9)
     it.close()
+
+
+def test_closed_streams_leave_no_threads(corpus):
+    import threading
+    import time
+
+    for _ in range(3):
+        it = iter(build_train_stream(_cfg(corpus, shuffle_buffer=4), batch_size=2))
+        next(it)
+        it.close()
+    deadline = time.time() + 5
+    while time.time() < deadline and any(t.name == "leviathan-data"
+                                         for t in threading.enumerate()):
+        time.sleep(0.05)
+    assert not [t for t in threading.enumerate() if t.name == "leviathan-data"]

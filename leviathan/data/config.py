@@ -92,6 +92,8 @@ def to_data_config(cfg: Any) -> DataConfig:
             cfg = OmegaConf.to_container(cfg, resolve=True)
     except ImportError:  # pragma: no cover - omegaconf is a dependency
         pass
+    if isinstance(cfg, dict) and isinstance(cfg.get("data"), dict) and "mode" not in cfg:
+        cfg = cfg["data"]  # a whole run config
     if not isinstance(cfg, dict):
         raise DataError(f"data: expected a mapping, got {type(cfg).__name__}")
     known = {f.name for f in fields(DataConfig)}

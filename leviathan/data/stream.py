@@ -67,7 +67,12 @@ def threaded(make: Callable[[], Iterator], stop: threading.Event, maxsize: int =
 
     threading.Thread(target=run, daemon=True, name="leviathan-data").start()
     while True:
-        item = q.get()
+        try:
+            item = q.get(timeout=0.1)
+        except queue.Empty:
+            if stop.is_set():  # the consumer went away: let this thread end too
+                return
+            continue
         if item is _DONE:
             return
         if isinstance(item, BaseException):
