@@ -107,7 +107,11 @@ def test_submitit_job_array_finishes_with_results(slurm_cluster, tmp_path):
     states = wait(jobs, poll_s=0.5)
     assert states == ["finished"] * 3, [j.stderr() for j in jobs]
     assert [j.result()["count"] for j in jobs] == [5, 6, 7]
-    assert set(slurm_states([j.job_id for j in jobs]).values()) == {"COMPLETED"}
+    ids = [j.job_id for j in jobs]
+    deadline = time.time() + 30  # the result pickle comes a moment before SLURM's COMPLETED
+    while set(slurm_states(ids).values()) != {"COMPLETED"}:
+        assert time.time() < deadline, slurm_states(ids)
+        time.sleep(0.2)
     again = load_job("slurm", ex.folder, jobs[1].job_id)  # as `status` does from a manifest
     assert job_state(again) == "finished" and again.result()["count"] == 6
 
