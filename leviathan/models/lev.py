@@ -59,7 +59,8 @@ class LevGenerator(nn.Module):
         self._table: torch.Tensor | None = None  # (V_pad, D) cached eval table
         self._table_key: tuple | None = None  # (autocast state, parameter snapshot)
         self.register_load_state_dict_post_hook(lambda module, _keys: module.invalidate_cache())
-        self.reset_parameters()
+        if self.theta.device.type != "meta":
+            self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """z and every f_{m,q} start with unit variance, e with std init_std."""

@@ -36,7 +36,8 @@ class LanguageModel(nn.Module):
                                     for _ in range(cfg.n_layers))
         self.norm = RMSNorm(D, cfg.norm_eps)
         self.head = nn.Linear(D, V, bias=False) if cfg.head == "untied" else None  # (V_pad, D)
-        self.reset_parameters()
+        if self.norm.weight.device.type != "meta":  # meta: shapes only (counting), no init
+            self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Normal(0, init_std) matrices; residual output projections scaled by 1/sqrt(2 L)."""
