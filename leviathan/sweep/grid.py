@@ -46,6 +46,13 @@ class RunSpec:
     overrides: tuple[str, ...]  # size + arm + grid overrides, in that order
 
 
+def register_configs() -> None:
+    """Register GridConfig as `grid/schema`; every grid file starts from it (typed defaults)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(group="grid", name="schema", node=GridConfig)
+
+
 def _bad(key: str, msg: str) -> GridError:
     return GridError(f"grid.{key}: {msg}")
 

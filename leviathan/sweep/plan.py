@@ -80,7 +80,10 @@ def run_overrides(task_overrides: list[str]) -> list[str]:
     return out
 
 
-def code_version(root: Path) -> dict[str, Any]:
+def code_version(root: Path | None = None) -> dict[str, Any]:
+    """The package version and the git commit of the code (not of the data/output root)."""
+    root = root or Path(__file__).resolve().parents[2]
+
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
@@ -170,7 +173,7 @@ def make_plan(cfg: Any, task_overrides: list[str], root: Path) -> SweepPlan:
     _check_pairs(runs, grid)
     return SweepPlan(name=name, grid=asdict(grid), runs=runs,
                      launcher=asdict(launcher), sweep=sweep, user_overrides=user,
-                     code_version=code_version(root))
+                     code_version=code_version())
 
 
 def _check_pairs(runs: list[PlannedRun], grid) -> None:

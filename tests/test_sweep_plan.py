@@ -1,0 +1,129 @@
+"""Sweep planning: every grid composes, pairs match, counts equal the models', bad input fails."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from leviathan.models import build_model, count_params, resolve_model_config
+from leviathan.sweep.grid import GridError, register_configs
+from leviathan.sweep.plan import dedupe_overrides, make_plan, run_overrides, write_plan
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = str(REPO / "conf")
+register_configs()
+GRIDS = ["isoparametric", "isobody", "decoupled", "data_scaling", "smoke"]
+
+
+def plan_for(overrides: list[str], root: Path):
+    overrides = [*overrides, f"paths.root_dir={root}"]
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="sweep", overrides=overrides)
+        return cfg, make_plan(cfg, overrides, root)
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+def test_every_grid_plans(grid, tmp_path):
+    cfg, plan = plan_for([f"+grid={grid}"], tmp_path)
+    df = plan.frame()
+    assert len(df) == 2 * len(cfg.grid.sizes) * len(cfg.grid.seeds) * len(
+        cfg.grid.tokens or cfg.grid.tokens_per_param)
+    assert set(df.arm) == {"dense", "leviathan"}
+    for _pair, g in df.groupby("pair"):
+        assert len(g) == 2 and g.tokens.nunique() == 1  # matched pairs: identical budgets
+        assert len({r.config["data"]["seed"] for r in plan.runs if r.pair == _pair}) == 1
+        dense, lev = g[g.arm == "dense"].iloc[0], g[g.arm == "leviathan"].iloc[0]
+        if grid in ("isoparametric", "smoke", "data_scaling"):
+            assert abs(lev.params_total - dense.params_total) / dense.params_total <= 0.02
+            assert lev.n_layers > dense.n_layers
+        if grid in ("isobody", "decoupled"):
+            assert (lev.n_layers, lev.d_model) == (dense.n_layers, dense.d_model)
+        if grid == "decoupled":
+            assert 0 < (lev.params_total - dense.params_total) / dense.params_total < 0.02
+        if grid != "smoke":
+            assert dense.tokens == round(20 * dense.params_total) or grid == "data_scaling"
+    for r in plan.runs:  # the plan's counts are the models' own accounting
+        c = count_params(resolve_model_config(r.config["model"]))
+        assert (r.params_total, r.params_input, r.params_body) == (c.total, c.input, c.body)
+        assert r.config["meta"]["sweep"] == grid and r.config["run_name"] == r.run
+    if grid == "data_scaling":
+        dense = df[df.arm == "dense"].sort_values("tokens")
+        ratios = dense.tokens / dense.params_total
+        assert ratios.round().tolist() == [5, 10, 20, 50, 100]
+
+
+def test_smoke_counts_equal_built_models(tmp_path):
+    _cfg, plan = plan_for(["+grid=smoke"], tmp_path)
+    for r in plan.runs:
+        with torch.device("meta"):
+            model = build_model(resolve_model_config(r.config["model"]))
+        assert sum(p.numel() for p in model.parameters()) == r.params_total
+
+
+def test_plan_files_and_hashes(tmp_path):
+    _cfg, plan = plan_for(["+grid=smoke", "trainer.lr=0.002"], tmp_path)
+    path = write_plan(plan, tmp_path / "sweeps" / plan.name)
+    df = pd.read_csv(path.parent / "plan.csv")
+    for col in "run,pair,arm,size,d_model,n_layers,params_total,tokens".split(","):
+        assert col in df.columns
+    manifest = json.loads(path.read_text())
+    assert manifest["code_version"]["git_commit"]
+    assert manifest["launcher"]["name"] == "local"
+    assert len({v["config_hash"] for v in manifest["runs"].values()}) == len(plan.runs)
+    assert all(r.config["trainer"]["lr"] == 0.002 for r in plan.runs)  # CLI reaches every run
+    # the same command gives the same hashes; another value gives other hashes
+    _c, again = plan_for(["+grid=smoke", "trainer.lr=0.002"], tmp_path)
+    _c, other = plan_for(["+grid=smoke", "trainer.lr=0.001"], tmp_path)
+    assert [r.config_hash for r in again.runs] == [r.config_hash for r in plan.runs]
+    assert not {r.config_hash for r in other.runs} & {r.config_hash for r in plan.runs}
+
+
+def test_overrides_split_and_dedupe():
+    task = ["+grid=smoke", "sweep.dry_run=true", "launcher=slurm", "launcher.partition=x",
+            "trainer.lr=1", "model.lev.d_seed=64", "trainer=gpu"]
+    assert run_overrides(task) == ["trainer.lr=1", "model.lev.d_seed=64", "trainer=gpu"]
+    assert dedupe_overrides(["trainer=debug", "a.b=1", "trainer=gpu", "a.b=2"]) == [
+        "trainer=gpu", "a.b=2"]
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["+grid=smoke", "grid.sizes=[v1/999M]"], "v1/999M"),
+    (["+grid=smoke", "grid.iso_tolerance=0.0001"], "grid.iso_tolerance"),
+    (["+grid=smoke", "grid.family=nope"], "grid.family"),
+    (["+grid=smoke", "+grid.arms.bogus=['model.arm=dense']"], "grid.arms.bogus"),
+    (["+grid=smoke", "grid.seeds=[]"], "grid.seeds"),
+    (["+grid=smoke", "model.arm=wizard"], "model.arm"),
+])
+def test_bad_grids_fail_naming_the_key(overrides, match, tmp_path):
+    with pytest.raises((GridError, ValueError), match=match):
+        plan_for(overrides, tmp_path)
+    assert not (tmp_path / "sweeps").exists()  # nothing written
+
+
+def test_missing_data_path_fails_before_anything(tmp_path):
+    with pytest.raises(ValueError, match="/no/such/pile"):
+        plan_for(["+grid=smoke", "data=pile", "data.path=/no/such/pile/*.jsonl.zst"], tmp_path)
+
+
+def _cli(args, cwd):
+    return subprocess.run([sys.executable, "-m", "leviathan.sweep", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_cli_dry_run_and_errors(tmp_path):
+    out = _cli(["+grid=isoparametric", "sweep.dry_run=true", f"paths.root_dir={tmp_path}"], REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "isoparametric-109M-20N-s0-leviathan" in out.stdout and "Dry run" in out.stdout
+    assert (tmp_path / "sweeps" / "isoparametric" / "plan.csv").exists()
+    out = _cli(["sweep.dry_run=true", f"paths.root_dir={tmp_path}"], REPO)
+    assert out.returncode == 2 and "+grid=<name>" in out.stderr and "smoke" in out.stderr
+    out = _cli(["+grid=nosuchgrid", f"paths.root_dir={tmp_path}"], REPO)
+    assert out.returncode != 0 and "nosuchgrid" in (out.stderr + out.stdout)
