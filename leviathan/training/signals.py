@@ -1,0 +1,76 @@
+"""Preemption signals: SIGTERM / SIGUSR1 (what SLURM sends before preemption or time-out).
+
+The handler only records the signal; the training loop checks the flag at the next optimizer
+step boundary, where it agrees across ranks, writes a checkpoint and stops. Only then is any
+handler that was installed before ours (e.g. submitit's requeue) called, so requeueing never
+races the checkpoint. Lightning's own SLURM auto-requeue stays off.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Preempted(SystemExit):
+    """Raised by train() after the preemption checkpoint is safely on disk (exit code 128+sig)."""
+
+    def __init__(self, signum: int, step: int, checkpoint: str) -> None:
+        super().__init__(128 + signum)
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+
+    def __str__(self) -> str:
+        return (f"preempted by {signal.Signals(self.signum).name} at step {self.step}; "
+                f"checkpoint {self.checkpoint}")
+
+
+class PreemptionFlag:
+    """Install handlers that record the first preemption signal; restore them on `uninstall`."""
+
+    def __init__(self, signals: Iterable[int] = DEFAULT_SIGNALS) -> None:
+        self.signals = tuple(signals)
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> PreemptionFlag:
+        if threading.current_thread() is not threading.main_thread():
+            log.warning("not on the main thread: preemption signals are not handled")
+            return self
+        for sig in self.signals:
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handle)
+        return self
+
+    def reinstall(self) -> None:
+        """Take the signals back (Lightning installs its own SIGTERM handler at fit start)."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                if signal.getsignal(sig) is not self._handle:
+                    signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is None:
+            self.received = signum
+            log.warning("received %s: checkpointing at the next step boundary",
+                        signal.Signals(signum).name)
+
+    def uninstall(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def chain(self) -> None:
+        """Call the handler that was installed before ours, if it was a Python callable."""
+        if self.received is None:
+            return
+        prev = self._previous.get(self.received)
+        if callable(prev):
+            prev(self.received, None)
