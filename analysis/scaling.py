@@ -89,12 +89,14 @@ def _interval(samples, level):
     return [float(lo), float(hi)]
 
 
-def _lev_loss_draws(lev: pd.DataFrame, n_rep: int, rng) -> np.ndarray:
-    """(R, n_lev): each run's own loss, or a draw from its seed group when it has several."""
+def _lev_loss_draws(lev: pd.DataFrame, n_rep: int, rng, b: float) -> np.ndarray:
+    """(R, n_lev): each run's own loss, or a draw from its seed group (runs above b)."""
     draws = np.tile(lev["loss"].to_numpy(float), (n_rep, 1))
     for j, (_, row) in enumerate(lev.iterrows()):
-        group = lev[(lev["size"] == row["size"]) & np.isclose(lev["tokens"], row["tokens"],
-                                                              rtol=0.05, equal_nan=True)]
+        if not row["loss"] > b:
+            continue
+        group = lev[(lev["size"] == row["size"]) & (lev["loss"] > b) & np.isclose(
+            lev["tokens"], row["tokens"], rtol=0.05, equal_nan=True)]
         if len(group) > 1:
             draws[:, j] = rng.choice(group["loss"].to_numpy(float), n_rep)
     return draws
@@ -135,7 +137,7 @@ def _fit_ln(res: FamilyResult, dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitC
     # multipliers: every finished Leviathan run, N_eff undefined where L <= b
     m = lev[["run_id", "name", "size", "pair", "seed", "params", "tokens", "loss"]].copy()
     n_eff, mult = effective_size(fit, m["loss"], m["params"])
-    draws = _lev_loss_draws(lev, len(samples), rng)
+    draws = _lev_loss_draws(lev, len(samples), rng, fit.b)
     with np.errstate(all="ignore"):
         gap = draws - samples[:, 2:3]
         n_eff_s = np.exp((np.log(samples[:, 0:1]) - np.log(gap)) / samples[:, 1:2])
@@ -272,7 +274,9 @@ def analyse_family(family: str, usable: pd.DataFrame, table: pd.DataFrame, runs:
             extra = extra.assign(reason="token budget below this size's L(N) ladder: see the "
                                         "joint L(N, D) fit")
             res.multipliers = pd.concat([res.multipliers, extra], ignore_index=True)
-        res.trajectory = multiplier_vs_tokens(runs.history, ladder, lev_ln, res.dense.b,
+        valid = res.multipliers[res.multipliers["reason"] == ""]["run_id"]
+        res.trajectory = multiplier_vs_tokens(runs.history, ladder,
+                                              lev_ln[lev_ln["run_id"].isin(valid)], res.dense.b,
                                               cfg.delta)
         if res.trajectory is None:
             res.notes.append("multiplier vs tokens: no validation histories (val/loss with "

@@ -1,0 +1,197 @@
+"""The MLflow path end to end against a real `mlflow server`: runs logged here with the
+platform's schema, `fit_scaling --sweep/--latest`, artifacts uploaded to the sweep's parent run."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.fit_scaling import main
+
+pytestmark = pytest.mark.integration
+
+E, A, ALPHA = 1.69, 400.0, 0.34
+SIZES = {"20M": 20e6, "40M": 40e6, "80M": 80e6, "160M": 160e6}
+BUCKETS = ["b0_unseen", "b1_1-10", "b2_10-100", "b3_100-1k", "b4_1k-inf"]
+
+
+def loss_at(n: float, tokens: float, budget: float) -> float:
+    """A training curve ending (tokens = budget) exactly on E + A·n^-alpha, and at any fixed
+    token count still decreasing in n."""
+    return E + A * n ** -ALPHA * (1 + 0.2 * (1 - tokens / budget))
+
+
+def log_run(client, exp_id, parent, sweep, *, arm, size, n, mult=lambda frac: 1.0,
+            status="FINISHED",
+            final_loss=None, buckets="metrics", family="isoparametric", seed=0):
+    from mlflow.entities import Metric, Param
+
+    tags = {"kind": "train", "sweep": sweep, "pair": f"{size}-s{seed}", "arm": arm,
+            "size": size, "family": family, "mlflow.parentRunId": parent,
+            "config_hash": uuid.uuid4().hex[:12], "git_commit": "test"}
+    run = client.create_run(exp_id, run_name=f"{sweep}-{arm}-{size}", tags=tags)
+    rid = run.info.run_id
+    n_run = n * (0.98 if arm == "leviathan" else 1.0)
+    params = [Param("n_params/total", str(int(n_run))), Param("n_params/body", str(int(n / 2))),
+              Param("model.arm", arm), Param("data.seed", str(seed))]
+    now = int(time.time() * 1000)
+    budget = 20 * n
+    metrics = []
+    for step in range(1, 7):
+        t = budget * step / 6
+        metrics += [Metric("val/loss", loss_at(mult(step / 6) * n_run, t, budget), now,
+                           step * 100),
+                    Metric("val/tokens", t, now, step * 100)]
+    final = loss_at(mult(1.0) * n_run, budget, budget) if final_loss is None else final_loss
+    metrics += [Metric("final/val_loss", final, now, 600),
+                Metric("final/tokens_seen", budget, now, 600)]
+    bucket_losses = {b: final + 2.5 * (len(BUCKETS) - i) / len(BUCKETS) * (0.5 if arm ==
+                     "leviathan" else 1.0) for i, b in enumerate(BUCKETS)}
+    if buckets == "metrics":
+        metrics += [Metric(f"val/loss_freq/{b}", v, now, 600) for b, v in bucket_losses.items()]
+    client.log_batch(rid, metrics=metrics, params=params)
+    if buckets == "summary":
+        client.log_dict(rid, {"final_val_loss": final, "bucket_losses": bucket_losses},
+                        "summary.json")
+    if status != "RUNNING":
+        client.set_terminated(rid, status)
+    return rid
+
+
+def log_sweep(uri, experiment, sweep, *, parent=True, start_time=None, bad_runs=False,
+              mult=lambda frac: 2.0):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    parent_id = ""
+    if parent:
+        run = client.create_run(exp_id, run_name=f"sweep-{sweep}", start_time=start_time,
+                                tags={"kind": "sweep", "sweep": sweep})
+        parent_id = run.info.run_id
+    for i, (size, n) in enumerate(SIZES.items()):
+        how = "summary" if i == 0 else "metrics"
+        log_run(client, exp_id, parent_id, sweep, arm="dense", size=size, n=n, buckets=how)
+        log_run(client, exp_id, parent_id, sweep, arm="leviathan", size=size, n=n, mult=mult,
+                buckets=how)
+    if bad_runs:
+        log_run(client, exp_id, parent_id, sweep, arm="dense", size="320M", n=320e6,
+                status="RUNNING")
+        log_run(client, exp_id, parent_id, sweep, arm="leviathan", size="320M", n=320e6,
+                final_loss=float("nan"))
+        log_run(client, exp_id, parent_id, sweep, arm="leviathan", size="20M", n=20e6,
+                final_loss=1.6, seed=1)
+    if parent:
+        client.set_terminated(parent_id, "FINISHED")
+    return client, exp_id, parent_id
+
+
+@pytest.fixture(scope="module")
+def experiment():
+    return f"analysis-{uuid.uuid4().hex[:8]}"
+
+
+def test_sweep_end_to_end_with_artifacts_on_the_parent(mlflow_server, experiment, tmp_path):
+    sweep = "iso-e2e"
+    client, _, parent = log_sweep(mlflow_server, experiment, sweep, start_time=1_000,
+                                  bad_runs=True)
+    out = tmp_path / "fit"
+    rc = main(["--sweep", sweep, "--tracking-uri", mlflow_server, "--experiment", experiment,
+               "--out", str(out), "--bootstrap", "200"])
+    assert rc == 0
+    for name in ("fit.json", "multipliers.csv", "summary.md", "scaling.png",
+                 "multiplier_vs_tokens.png", "rare_tokens.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    fit = json.loads((out / "fit.json").read_text())
+    assert fit["sweep"] == sweep
+    fam = fit["families"]["isoparametric"]
+    # final losses lie exactly on L = 1.69 + 400 N^-0.34, Leviathan's at 2x its own N
+    m = pd.read_csv(out / "multipliers.csv")
+    ok = m[m["reason"].isna()]
+    assert len(ok) == 4 and np.allclose(ok["multiplier"], 2.0, rtol=1e-4)
+    assert (ok["multiplier_lo"] <= 2.0 + 1e-6).all() and (ok["multiplier_hi"] >= 2.0 - 1e-6).all()
+    assert fam["dense"]["n_points"] == 4
+    reasons = {e["reason"] for e in fit["excluded"]}
+    assert "unfinished (status RUNNING)" in reasons
+    assert "final validation loss is missing or NaN" in reasons
+    assert any("N_eff undefined" in r for r in reasons)
+    traj = pd.DataFrame(fam["multiplier_vs_tokens"])
+    assert set(traj["size"]) >= {"20M", "40M", "80M"}  # 160M: only one Dense size reaches it
+    summary = (out / "summary.md").read_text()
+    for size in SIZES:
+        assert f"| {size} |" in summary
+    # artifacts on the sweep's parent run
+    names = {a.path.split("/")[-1] for a in client.list_artifacts(parent, "fit")}
+    assert {"fit.json", "multipliers.csv", "summary.md", "scaling.png",
+            "multiplier_vs_tokens.png", "rare_tokens.png"} <= names
+
+
+def test_bucket_losses_from_metrics_and_summary_json(mlflow_server, experiment):
+    from analysis.runs import load_mlflow
+
+    log_sweep(mlflow_server, experiment, "iso-buckets", start_time=2_000)
+    runs = load_mlflow("iso-buckets", tracking_uri=mlflow_server, experiment=experiment)
+    assert len(runs.table) == 8 and (runs.table["reason"] == "").all()
+    per_run = runs.buckets.groupby("run_id")["bucket"].nunique()
+    assert len(per_run) == 8 and (per_run == len(BUCKETS)).all()  # 2 from summary.json
+    assert len(runs.history) == 8 * 6
+    t = runs.table.set_index("size")
+    assert math.isclose(t.loc["40M"].query("arm == 'dense'")["params"].iloc[0], 40e6)
+
+
+def test_latest_picks_newest_sweep_and_creates_missing_parent(mlflow_server, experiment,
+                                                              tmp_path, capsys):
+    from analysis.runs import latest_sweep, sweep_parent
+
+    log_sweep(mlflow_server, experiment, "iso-old", start_time=3_000)
+    client, exp_id, _ = log_sweep(mlflow_server, experiment, "iso-new",
+                                  start_time=int(time.time() * 1000) + 60_000)
+    assert latest_sweep(mlflow_server, experiment) == "iso-new"
+    rc = main(["--latest", "--tracking-uri", mlflow_server, "--experiment", experiment,
+               "--out", str(tmp_path / "latest"), "--bootstrap", "50"])
+    assert rc == 0 and "sweep 'iso-new'" in capsys.readouterr().out
+
+    # a sweep whose runs have no parent run: the fit creates one and uploads there
+    log_sweep(mlflow_server, experiment, "iso-orphan", parent=False)
+    assert sweep_parent(mlflow_server, experiment, "iso-orphan", create=False) is None
+    rc = main(["--sweep", "iso-orphan", "--tracking-uri", mlflow_server, "--experiment",
+               experiment, "--out", str(tmp_path / "orphan"), "--bootstrap", "50"])
+    assert rc == 0
+    parent = sweep_parent(mlflow_server, experiment, "iso-orphan", create=False)
+    assert parent is not None
+    names = {a.path.split("/")[-1] for a in client.list_artifacts(parent, "fit")}
+    assert "summary.md" in names and "scaling.png" in names
+    run = client.get_run(parent)
+    assert run.data.tags["kind"] == "sweep" and run.data.tags["sweep"] == "iso-orphan"
+
+
+def test_unknown_sweep_is_a_clear_error(mlflow_server, experiment, capsys):
+    rc = main(["--sweep", "no-such-sweep", "--tracking-uri", mlflow_server, "--experiment",
+               experiment, "--bootstrap", "10"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "no training runs" in err and "dense 0, leviathan 0" in err
+
+
+def test_multiplier_grows_when_leviathan_pulls_ahead(mlflow_server, experiment):
+    """Leviathan's effective size goes from ~1x to 2x over training: the trajectory rises."""
+    from analysis.runs import load_mlflow
+    from analysis.scaling import FitConfig, analyse
+
+    sweep = "iso-growth"
+    log_sweep(mlflow_server, experiment, sweep, start_time=4_000, mult=lambda frac: 1.0 + frac)
+    runs = load_mlflow(sweep, tracking_uri=mlflow_server, experiment=experiment)
+    res, _ = analyse(runs, FitConfig(bootstrap=20))
+    traj = res["isoparametric"].trajectory
+    for _, g in traj.groupby("run_id"):
+        g = g.sort_values("tokens")
+        if len(g) >= 3:
+            assert g["multiplier"].iloc[-1] > g["multiplier"].iloc[0] + 0.3, g
+    assert res["isoparametric"].multipliers["multiplier"].between(1.9, 2.1).all()
