@@ -106,7 +106,7 @@ def test_exact_resume(small_corpus, n):
     for _ in range(n):
         next(it)
     if n == 70:
-        assert 4 * n > epoch_windows + 24 and s.pos[0] >= 1  # resumes in a later epoch
+        assert 4 * n > epoch_windows + 24 and s.epoch >= 1  # resumes in a later epoch
     buf = io.BytesIO()
     torch.save(s.state_dict(), buf)
     it.close()
@@ -165,7 +165,7 @@ def test_bad_records_never_crash_and_are_reported(tmp_path):
     kept, first = write_bad_corpus(tmp_path)
     s = build_train_stream(_cfg(tmp_path), batch_size=4)
     it = iter(s)
-    while s.pos[0] == 0:  # the whole first pass
+    while s.epoch == 0:  # the whole first pass
         next(it)
     for _ in range(30):  # and well into the second: records are counted once
         next(it)
@@ -257,3 +257,37 @@ def test_closed_streams_leave_no_threads(corpus):
                                          for t in threading.enumerate()):
         time.sleep(0.05)
     assert not [t for t in threading.enumerate() if t.name == "leviathan-data"]
+
+
+def _interleave(*seqs):
+    n = min(len(s) for s in seqs)
+    return np.stack([s[i] for i in range(n) for s in seqs])
+
+
+@pytest.mark.parametrize("rank,world_size", [(0, 1), (1, 2)])
+def test_worker_processes_merge_sub_streams_in_turn(corpus, rank, world_size):
+    cfg = _cfg(corpus, num_workers=2)
+    subs = [_expected_tokens(cfg, slot=rank * 2 + v, n_slots=world_size * 2) for v in (0, 1)]
+    want = _interleave(*(t[:len(t) // 32 * 32].reshape(-1, 32) for t in subs))
+    got = torch.cat(_take(build_train_stream(cfg, batch_size=3, rank=rank,
+                                             world_size=world_size), 40)).numpy()
+    assert np.array_equal(got, want[:len(got)])
+
+
+@pytest.mark.parametrize("n,ahead", [(9, 0), (30, 2)])
+def test_exact_resume_with_worker_processes(small_corpus, n, ahead):
+    cfg = _cfg(small_corpus, shuffle_buffer=24, num_workers=2)
+    ref = _take(build_train_stream(cfg, batch_size=4), n + 6)
+    s = build_train_stream(cfg, batch_size=4)
+    it = iter(s)
+    for _ in range(n + ahead):
+        next(it)
+    buf = io.BytesIO()
+    torch.save(s.state_dict(batches=n), buf)
+    it.close()
+    fresh = build_train_stream(cfg, batch_size=4)
+    fresh.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+    assert all(torch.equal(a, b) for a, b in zip(_take(fresh, 6), ref[n:], strict=True))
+    with pytest.raises(DataError, match="num_workers: 2 != 0"):
+        build_train_stream(dict(cfg, num_workers=0), batch_size=4).load_state_dict(
+            s.state_dict())

@@ -30,7 +30,9 @@ class DataConfig:
     seed: int = 0  # seeds the shard order, shuffle buffer and window permutation
     val_fraction: float = 0.01  # share of documents (by content hash) held out for validation
     val_tokens: int = 524_288  # size of the fixed validation token set (whole windows)
-    num_threads: int = 0  # tiktoken encoding threads (0: all CPU cores)
+    num_threads: int = 0  # tiktoken encoding threads (0: all CPU cores available to us)
+    num_workers: int = 0  # stream mode: reader/encoder processes per rank (0: threads in this
+    #                       process); the merge order depends on it, so it is part of the stream
     encode_batch_docs: int = 256  # documents per encode_ordinary_batch call
     minipile_mb: float = 4.0  # build_corpus=minipile: approximate corpus size in MB
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, ignored by the code
@@ -58,7 +60,7 @@ class DataConfig:
         if not isinstance(self.tokenizer, str) or not self.tokenizer:
             raise bad("tokenizer", f"must be a tiktoken encoding name, got {self.tokenizer!r}")
         for key, lo in (("seq_len", 1), ("shuffle_buffer", 1), ("val_tokens", 0),
-                        ("num_threads", 0), ("encode_batch_docs", 1)):
+                        ("num_threads", 0), ("num_workers", 0), ("encode_batch_docs", 1)):
             v = getattr(self, key)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise bad(key, f"must be an integer >= {lo}, got {v!r}")
@@ -72,7 +74,12 @@ class DataConfig:
 
     @property
     def threads(self) -> int:  # resolved number of encoding threads
-        return self.num_threads or max(1, os.cpu_count() or 1)
+        if self.num_threads:
+            return self.num_threads
+        try:
+            return max(1, len(os.sched_getaffinity(0)))  # what SLURM/cgroups give us
+        except AttributeError:  # pragma: no cover - not on Linux
+            return max(1, os.cpu_count() or 1)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,7 +109,7 @@ def to_data_config(cfg: Any) -> DataConfig:
         raise DataError(f"data.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
     kw = {k: v for k, v in cfg.items() if k in known}
     for key in ("seq_len", "shuffle_buffer", "seed", "val_tokens", "num_threads",
-                "encode_batch_docs"):
+                "num_workers", "encode_batch_docs"):
         if isinstance(kw.get(key), float) and float(kw[key]).is_integer():
             kw[key] = int(kw[key])
     return DataConfig(**kw)

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from leviathan.data.config import DataError
+from leviathan.data.pipeline import threaded
 from leviathan.data.reading import SkipStats, doc_hash, iter_docs, resolve_shards
-from leviathan.data.stream import threaded
 from leviathan.data.tokenizer import vocab_hash
 from leviathan.data.tokens import DocEncoder
 
