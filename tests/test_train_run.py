@@ -1,0 +1,172 @@
+"""End-to-end training runs on CPU against a real `mlflow server`, on the debug demo corpus
+(written and prepared by the data package in a temporary directory, real o200k_base ids).
+
+The model is the debug model narrowed to width 32 (the 200k-id vocabulary dominates the cost
+and checkpoint size; the tokenizer forbids a smaller vocabulary).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        return hydra_compose("train", overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("train_data")
+
+
+def tiny(data_dir: Path, scratch: Path, uri: str, *extra: str, steps: int = 8,
+         arm: str = "dense") -> list[str]:
+    head = "tied" if arm == "dense" else "untied"
+    return [f"model.arm={arm}", f"model.head={head}", "model.d_model=32", "model.n_heads=2",
+            "data=debug", "data.seq_len=32", "trainer=debug", "trainer.global_batch=4",
+            "trainer.micro_batch=2", f"trainer.max_steps={steps}", "trainer.val_every=4",
+            "trainer.ckpt_every=4", "trainer.val_batches=2", "trainer.warmup_steps=1",
+            f"tracking.uri={uri}", "tracking.experiment=test-train", "tracking.flush_every_s=0.5",
+            f"paths.data_dir={data_dir}", f"paths.scratch_dir={scratch}", *extra]
+
+
+def client(uri):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def history(uri, run_id, key) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client(uri).get_metric_history(run_id, key))
+
+
+def one_value_per_step(uri, run_id, key) -> list[float]:
+    h = history(uri, run_id, key)
+    steps = [s for s, _ in h]
+    assert len(steps) == len(set(steps)), f"{key}: duplicated steps {steps}"
+    return [v for _, v in h]
+
+
+def run_cli(overrides: list[str], **kw) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "leviathan.train", *overrides], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **kw)
+
+
+# ------------------------------------------------------------------ fail fast, before the model
+def test_unreachable_server_fails_at_once_naming_the_uri(tmp_path, data_dir):
+    from leviathan.tracking.server import TrackingUnreachable, free_port
+    from leviathan.training.run import train
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    cfg = compose(tiny(data_dir, tmp_path, uri, "tracking.connect_timeout_s=1"))
+    t = time.monotonic()
+    with pytest.raises(TrackingUnreachable, match=uri.replace(".", r"\.")):
+        train(cfg)
+    assert time.monotonic() - t < 30
+    assert not (tmp_path / "runs").exists()  # nothing built, nothing written
+
+
+def test_missing_data_path_fails_before_the_model(tmp_path):
+    from leviathan.data import DataError
+    from leviathan.training.run import train
+
+    missing = tmp_path / "no-such-corpus"
+    cfg = compose(tiny(tmp_path, tmp_path, "http://127.0.0.1:9", "data.mode=stream",
+                       f"data.path={missing}", "data.build_corpus=null"))
+    with pytest.raises(DataError, match="no-such-corpus"):
+        train(cfg)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_trainer_config_fails_naming_the_key(tmp_path):
+    from leviathan.training.config import TrainConfigError
+    from leviathan.training.run import train
+
+    cfg = compose(tiny(tmp_path, tmp_path, "http://127.0.0.1:9", "trainer.global_batch=5"))
+    with pytest.raises(TrainConfigError, match=r"trainer\.global_batch"):
+        train(cfg)
+
+
+# ------------------------------------------------------------------ real runs
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("arm", ["dense", "leviathan"])
+def test_tiny_run_lands_in_mlflow(arm, tmp_path, data_dir, mlflow_server):
+    from leviathan.training.run import train
+
+    steps = 8
+    cfg = compose(tiny(data_dir, tmp_path, mlflow_server, "meta.sweep=unit", "meta.pair=p0",
+                       "meta.family=isobody", steps=steps, arm=arm))
+    summary = train(cfg)
+    run = client(mlflow_server).get_run(summary["run_id"])
+    assert run.info.status == "FINISHED"
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    for k, v in {"kind": "train", "arm": arm, "size": "debug", "sweep": "unit", "pair": "p0",
+                 "family": "isobody", "config_hash": summary["config_hash"]}.items():
+        assert tags[k] == v, k
+    assert len(tags["data_fingerprint"]) == 64 and tags["git_commit"]
+    assert params["model.d_model"] == "32" and params["model.arm"] == arm
+    assert params["trainer.global_batch"] == "4" and params["data.seq_len"] == "32"
+    assert int(params["n_params/total"]) == summary["n_params"]["total"] > 0
+    for k in ("input", "head", "body"):
+        assert int(params[f"n_params/{k}"]) == summary["n_params"][k]
+    train_loss = one_value_per_step(mlflow_server, run.info.run_id, "train/loss")
+    assert len(train_loss) == steps and all(map(torch.isfinite, torch.tensor(train_loss)))
+    for key in ("lr", "grad_norm", "tokens_seen"):
+        assert len(one_value_per_step(mlflow_server, run.info.run_id, key)) == steps
+    assert [s for s, _ in history(mlflow_server, run.info.run_id, "val/loss")] == [4, 8]
+    assert history(mlflow_server, run.info.run_id, "val/tokens")[-1] == (8, 8 * 4 * 32)
+    assert metrics["tokens_per_s"] > 0 and metrics["flops_per_s"] > 0
+    assert "mfu" not in metrics  # no peak FLOP/s configured on CPU
+    freq = {k: v for k, v in metrics.items() if k.startswith("val/loss_freq/")}
+    assert len(freq) >= 3  # validation targets span several frequency buckets
+    assert metrics["final/val_loss"] == pytest.approx(summary["final_val_loss"])
+    assert metrics["final/tokens_seen"] == steps * 4 * 32 == summary["tokens_seen"]
+    arts = {a.path for a in client(mlflow_server).list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "summary.json"} <= arts
+    assert summary["buckets"]["names"][0] == "0"
+    assert set(summary["bucket_losses"]) <= set(summary["buckets"]["names"])
+    print(f"\n{arm}: tokens/s {metrics['tokens_per_s']:.0f}, achieved FLOP/s "
+          f"{metrics['flops_per_s']:.3e}")
+    # the same command again finds the finished run and does not train twice
+    assert train(cfg)["run_id"] == summary["run_id"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_nan_loss_stops_marks_failed_and_keeps_last_good_checkpoint(tmp_path, data_dir,
+                                                                   mlflow_server):
+    from leviathan.training.module import NonFiniteLoss
+    from leviathan.training.run import train
+
+    cfg = compose(tiny(data_dir, tmp_path, mlflow_server, "trainer.lr=1e30",
+                       "trainer.min_lr=1e30", "trainer.warmup_steps=0", "trainer.ckpt_every=1",
+                       "trainer.grad_clip=0", "run_name=diverges", steps=6))
+    with pytest.raises(NonFiniteLoss, match="non-finite"):
+        train(cfg)
+    run_dir = tmp_path / "runs" / "diverges"
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
+    run = client(mlflow_server).get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert "non-finite" in run.data.tags["failure_reason"]
+    failed_at = int(run.data.tags["failed_at_step"])
+    ckpt = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == failed_at - 1 >= 1
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+    assert not (run_dir / "summary.json").exists()
