@@ -1,0 +1,34 @@
+"""The throughput bench runs end to end and ends with its JSON line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from leviathan.bench.__main__ import main as bench_main
+
+
+@pytest.mark.slow
+def test_throughput_bench_smoke(capsys):
+    argv = ["throughput", "--steps", "2", "--warmup", "1", "--batch", "1", "--seq-len", "32",
+            "--d-model", "64", "--n-layers", "1", "--n-heads", "2", "--threads", "1"]
+    threads = torch.get_num_threads()
+    try:
+        assert bench_main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)  # --threads is process-wide
+    lines = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert {"dense_tokens_per_s", "leviathan_tokens_per_s", "ratio"} <= result.keys()
+    assert result["dense_tokens_per_s"] > 0 and result["leviathan_tokens_per_s"] > 0
+    expected = result["leviathan_tokens_per_s"] / result["dense_tokens_per_s"]
+    assert result["ratio"] == pytest.approx(expected, rel=1e-3)
+    assert any(line.startswith("step   2:") for line in lines)
+
+
+def test_throughput_bench_rejects_bad_options(capsys):
+    with pytest.raises(SystemExit):
+        bench_main(["throughput", "--steps", "0"])
+    assert "--steps must be positive" in capsys.readouterr().err
