@@ -195,3 +195,16 @@ def test_unknown_keys_and_hydra_errors(tmp_path):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         with pytest.raises(Exception, match=r"(?s)v1/999M.*Available options"):
             compose(overrides=["+model=v1/999M"])
+
+
+def test_model_group_composes_from_the_train_primary_config():
+    if not (CONF / "train.yaml").exists():
+        pytest.skip("conf/train.yaml not written yet")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["model=v1/109M", "model.arm=leviathan"])
+        default = compose(config_name="train").model
+    lev = resolve_model_config(cfg.model)
+    assert (lev.arm, lev.size, lev.d_model, lev.dense_n_layers, lev.n_layers) == (
+        "leviathan", "109M", 256, 8, 70)
+    assert abs(count_params(lev).total / 109e6 - 1) < 0.02
+    assert resolve_model_config(default).size == "debug"
