@@ -291,3 +291,8 @@ def test_exact_resume_with_worker_processes(small_corpus, n, ahead):
     with pytest.raises(DataError, match="num_workers: 2 != 0"):
         build_train_stream(dict(cfg, num_workers=0), batch_size=4).load_state_dict(
             s.state_dict())
+
+
+def test_no_validation_when_val_tokens_is_zero(corpus):
+    assert build_val_batches(_cfg(corpus, val_fraction=0.1, val_tokens=0), batch_size=4) == []
+    assert build_val_batches(_cfg(corpus, val_fraction=0.0), batch_size=4) == []

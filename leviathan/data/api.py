@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from leviathan.data.config import DataConfig, DataError, to_data_config
+from leviathan.data.config import DataConfig, DataError, n_val_windows, to_data_config
 from leviathan.data.prepare import INDEX, file_lock, prepare
 from leviathan.data.prepared import Prepared, PreparedTrainStream, check_index, read_index
 from leviathan.data.reading import resolve_shards
@@ -84,7 +84,7 @@ def val_windows(data_cfg: Any) -> np.ndarray:
     cfg = ensure_data(data_cfg)
     if cfg.mode == "prepared":
         w = Prepared(cfg).windows("val")
-        return np.asarray(w[:max(1, cfg.val_tokens // (cfg.seq_len + 1))])
+        return np.asarray(w[:n_val_windows(cfg)])
     return stream_val_windows(cfg)
 
 

@@ -85,6 +85,11 @@ class DataConfig:
         return asdict(self)
 
 
+def n_val_windows(cfg: DataConfig) -> int:
+    """Validation windows: data.val_tokens in whole windows (at least one unless it is 0)."""
+    return 0 if cfg.val_tokens == 0 else max(1, cfg.val_tokens // (cfg.seq_len + 1))
+
+
 def to_data_config(cfg: Any) -> DataConfig:
     """DataConfig from a DataConfig, a dict or an OmegaConf node (a whole run config's `data`
     node is accepted too); unknown keys are errors that name them."""

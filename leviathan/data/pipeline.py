@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from leviathan.data.config import DataConfig, DataError
+from leviathan.data.config import DataConfig, DataError, n_val_windows
 from leviathan.data.reading import SkipStats, assign_shards, is_val, iter_docs, resolve_shards
 from leviathan.data.tokens import DocEncoder, Packer
 
@@ -146,9 +146,11 @@ def stream_val_windows(cfg: DataConfig) -> np.ndarray:
     """The fixed validation windows (n, seq_len + 1): held-out documents in shard order,
     packed, up to data.val_tokens tokens of whole windows."""
     window = cfg.seq_len + 1
-    want = max(1, cfg.val_tokens // window)
+    want = n_val_windows(cfg)
+    if want == 0 or cfg.val_fraction == 0:
+        return np.empty((0, window), np.uint32)
     encoder, packer = DocEncoder(cfg.tokenizer, cfg.threads), Packer(window)
-    stats, got, texts = SkipStats(), [], []
+    stats, got, texts = SkipStats(quiet=True), [], []  # the training stream reports them
     n = 0
 
     def flush() -> None:
