@@ -1,6 +1,6 @@
 """`make fit-scaling`: fit a sweep's runs and write the report, the tables and the plots.
 
-    python -m analysis.fit_scaling --latest                 # newest sweep parent run in MLflow
+    python -m analysis.fit_scaling [--latest]               # newest sweep parent run in MLflow
     python -m analysis.fit_scaling --sweep isoparametric    # a named sweep
     python -m analysis.fit_scaling --csv runs.csv           # arm,params,tokens,loss[,size,...]
     python -m analysis.fit_scaling --chinchilla PATH        # validate the joint fit on Chinchilla
@@ -48,10 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="python -m analysis.fit_scaling", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("--latest", action="store_true",
+                   help="the most recently started sweep parent run (tags.kind='sweep'); the "
+                   "default when no --sweep, --csv or --chinchilla is given")
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--sweep", help="sweep name (MLflow tag `sweep`)")
-    src.add_argument("--latest", action="store_true",
-                     help="the most recently started sweep parent run (tags.kind='sweep')")
     src.add_argument("--csv", type=Path, help="runs from a CSV: arm,params,tokens,loss "
                      "[,size,pair,family,seed,params_body,status]")
     src.add_argument("--chinchilla", type=Path, metavar="CSV",
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.report import write_outputs
     from analysis.runs import latest_sweep, load_csv, load_mlflow
     from analysis.scaling import FitConfig, analyse
+    from leviathan.tracking.server import TrackingUnreachable
 
     cfg = FitConfig(b=args.b, params=args.params, bootstrap=args.bootstrap, seed=args.seed,
                     level=args.level, delta=args.huber_delta, b_grid=args.b_grid)
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                                experiment=args.experiment, params_kind=cfg.params)
             out = args.out or REPO / "sweeps" / sweep / "fit"
         results, table = analyse(runs, cfg)
-    except AnalysisError as err:
+    except (AnalysisError, TrackingUnreachable) as err:
         print(f"fit-scaling: error: {err}", file=sys.stderr)
         return 2
     out = Path(out)

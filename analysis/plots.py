@@ -22,6 +22,12 @@ def _pyplot():
     return plt
 
 
+def NullFormatter():  # noqa: N802 - matplotlib's class, imported lazily
+    from matplotlib.ticker import NullFormatter as _Null
+
+    return _Null()
+
+
 def _panels(plt, n: int, width: float = 6.0, height: float = 4.5):
     fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
     return fig, axes[0]
@@ -52,7 +58,12 @@ def plot_scaling(path: Path, results: dict[str, FamilyResult], table: pd.DataFra
         ax.plot(grid, r.dense.predict(grid), color=DENSE, lw=1.5,
                 label=f"L = {r.dense.A:.3g}·N^-{r.dense.alpha:.3f} + {r.dense.b:.3g}")
         ax.scatter(dense["params"], dense["loss"], color=DENSE, zorder=3, label="Dense")
-        ax.scatter(m["params"], m["loss"], color=LEV, marker="s", zorder=3, label="Leviathan")
+        ok = m["reason"] == ""
+        ax.scatter(m.loc[ok, "params"], m.loc[ok, "loss"], color=LEV, marker="s", zorder=3,
+                   label="Leviathan")
+        if (~ok).any():
+            ax.scatter(m.loc[~ok, "params"], m.loc[~ok, "loss"], facecolors="none",
+                       edgecolors=LEV, marker="s", zorder=3, label="Leviathan (excluded)")
         for row in m.itertuples():
             if np.isfinite(row.n_eff):
                 ax.annotate("", xy=(row.n_eff, row.loss), xytext=(row.params, row.loss),
@@ -60,6 +71,7 @@ def plot_scaling(path: Path, results: dict[str, FamilyResult], table: pd.DataFra
                 ax.text(row.n_eff * 1.03, row.loss, f"{row.multiplier:.2f}x", color=LEV,
                         fontsize=8, va="center")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"parameters N ({fam})")
         ax.set_ylabel("validation loss")
         ax.set_title(f"{fam}: Leviathan runs and their Dense-equivalent size")

@@ -23,6 +23,7 @@ COLUMNS = ["run_id", "name", "arm", "size", "pair", "family", "seed", "params", 
 CSV_REQUIRED = ("arm", "params", "tokens", "loss")
 SEED_KEYS = ("seed", "trainer.seed", "data.seed")  # first present wins (tag, then param)
 BUCKET_PREFIX = "val/loss_freq/"
+CONNECT_TIMEOUT = 10.0  # seconds to wait for the tracking server before failing
 
 
 class AnalysisError(RuntimeError):
@@ -141,7 +142,7 @@ def _client(tracking_uri: str):
 
     from leviathan.tracking.server import check_reachable
 
-    check_reachable(tracking_uri, timeout=10.0, key="--tracking-uri")
+    check_reachable(tracking_uri, timeout=CONNECT_TIMEOUT, key="--tracking-uri")
     return MlflowClient(tracking_uri=tracking_uri)
 
 

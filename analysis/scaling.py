@@ -162,7 +162,7 @@ def _fit_ln(res: FamilyResult, dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitC
     m["reason"] = reasons
     for col in ("n_eff", "multiplier"):
         m.loc[m["reason"] != "", col] = np.nan
-    res.multipliers = m.reset_index(drop=True)
+    res.multipliers = m.sort_values(["params", "name", "run_id"]).reset_index(drop=True)
 
     ok = lev[lev["loss"] > fit.b]
     if ok["params"].nunique() >= 2:  # exponent on the Leviathan runs alone

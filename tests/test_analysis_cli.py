@@ -163,3 +163,21 @@ def test_module_entry_point_runs(tmp_path):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "wrote" in proc.stdout and (tmp_path / "runs_fit" / "summary.md").is_file()
+
+
+def test_unreachable_tracking_server_is_a_clear_error(capsys, monkeypatch):
+    import analysis.runs
+    from leviathan.tracking.server import free_port
+
+    monkeypatch.setattr(analysis.runs, "CONNECT_TIMEOUT", 1.0)
+    uri = f"http://127.0.0.1:{free_port()}"
+    assert main(["--latest", "--tracking-uri", uri, "--bootstrap", "10"]) == 2
+    assert f"MLflow tracking server {uri} (--tracking-uri) is not reachable" in \
+        capsys.readouterr().err  # a message, not a traceback
+
+
+def test_latest_flag_with_csv_reads_the_csv(tmp_path):
+    # `make fit-scaling ARGS="--csv runs.csv"` passes --latest too: the CSV wins
+    csv = write_csv(tmp_path / "runs.csv", paper_like_rows())
+    assert main(["--latest", "--csv", str(csv), "--bootstrap", "10"]) == 0
+    assert (tmp_path / "runs_fit" / "fit.json").is_file()
