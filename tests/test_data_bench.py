@@ -11,8 +11,8 @@ def test_data_bench_prints_three_rates(capsys, tmp_path):
     from leviathan.data.testing import write_corpus
 
     write_corpus(tmp_path, n_docs=300, n_shards=3)
-    rc = bench_main(["data", "--path", str(tmp_path), "--threads", "2", "--seq-len", "64",
-                     "--batch-size", "8", "--shuffle-buffer", "16", "--repeats", "1",
+    rc = bench_main(["data", "--path", str(tmp_path), "--threads", "2", "--seq-len", "128",
+                     "--batch-size", "32", "--shuffle-buffer", "16", "--repeats", "1",
                      "--seconds", "0.3", "--epochs", "1"])
     assert rc == 0
     lines = capsys.readouterr().out.strip().splitlines()
