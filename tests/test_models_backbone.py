@@ -116,3 +116,17 @@ def test_init_scale_of_both_input_representations():
         e = model.embed(idx)
         assert 0.5 * 0.02 < e.std().item() < 2 * 0.02, arm
         assert torch.isfinite(model(idx)).all()
+
+
+def test_meta_build_then_materialise_and_reset():
+    """build on meta, to_empty, reset_parameters: buffers (rotary, LEV offsets) are rebuilt."""
+    for arm in ("dense", "leviathan"):
+        torch.manual_seed(0)
+        ref = build_model(tiny(arm))
+        model = build_model(tiny(arm), device="meta").to_empty(device="cpu")
+        with torch.no_grad():
+            model.reset_parameters()
+        torch.testing.assert_close(model.rope.cos, ref.rope.cos)
+        torch.testing.assert_close(dict(model.named_buffers()), dict(ref.named_buffers()))
+        idx = torch.randint(0, 512, (2, 16))
+        assert torch.isfinite(model(idx)).all()

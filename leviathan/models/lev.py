@@ -68,6 +68,8 @@ class LevGenerator(nn.Module):
         nn.init.normal_(self.seed_proj.weight, std=1.0 / math.sqrt(self.d_seed))
         nn.init.zeros_(self.seed_proj.bias)
         self.seed_norm.reset_parameters()
+        with torch.no_grad():
+            self.offsets.copy_(torch.arange(self.k, device=self.offsets.device) * self.base)
         # a coordinate contributes a convex mix of p+1 rows (sum of squared weights ~ 1/2)
         block = self.d_seed // self.order
         nn.init.normal_(self.theta, std=math.sqrt(2.0 / block))

@@ -16,6 +16,13 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", cos, persistent=False)  # (T_max, head_dim)
         self.register_buffer("sin", sin, persistent=False)  # (T_max, head_dim)
 
+    def reset_parameters(self) -> None:  # recompute the tables (after meta init + to_empty)
+        if self.cos.device.type != "meta":
+            with torch.device(self.cos.device):
+                cos, sin = self._tables()
+            self.cos.copy_(cos)
+            self.sin.copy_(sin)
+
     def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         half = self.head_dim // 2
         inv_freq = 1.0 / self.theta ** (torch.arange(half).float() / half)

@@ -50,6 +50,7 @@ class LanguageModel(nn.Module):
             for proj in block.residual_projections():
                 nn.init.normal_(proj.weight, std=std / math.sqrt(2 * self.cfg.n_layers))
         self.norm.reset_parameters()
+        self.rope.reset_parameters()
         if self.head is not None:
             nn.init.normal_(self.head.weight, std=std)
         self.embed.reset_parameters()
