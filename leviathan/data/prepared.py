@@ -82,10 +82,11 @@ class Prepared:
         return np.load(self.dir / self.index["files"]["token_counts"]).astype(np.int64)
 
 
-class PreparedTrainStream:
+class PreparedTrainStream(torch.utils.data.IterableDataset):
     """Yields LongTensor (batch_size, seq_len + 1) forever from the global window sequence."""
 
     def __init__(self, cfg: DataConfig, *, batch_size: int, rank: int = 0, world_size: int = 1):
+        super().__init__()
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
