@@ -66,6 +66,7 @@ class StreamTrainStream(torch.utils.data.IterableDataset):
         self.rng_state: dict | None = None
         self.slot: list | None = None  # [slots, n_slots] this state belongs to
         self._log: collections.deque = collections.deque(maxlen=UNDO)  # recent boundaries
+        self.lag = 0  # batches fetched ahead of training (Lightning: 1); state_dict() skips them
 
     @property
     def stats(self) -> SkipStats:
@@ -175,10 +176,11 @@ class StreamTrainStream(torch.utils.data.IterableDataset):
                 "rng": rng.bit_generator.state, "replaced": []}
 
     def state_dict(self, batches: int | None = None) -> dict:
-        """Exact position after ``batches`` batches (default: all yielded so far), as tensors
-        and plain values. Any of the last UNDO batch boundaries can be asked for, so a trainer
-        that prefetches (Lightning fetches one batch ahead) saves what it has consumed."""
-        n = self.batches if batches is None else int(batches)
+        """Exact position after ``batches`` batches (default: all yielded so far, less
+        ``self.lag``), as tensors and plain values. Any of the last UNDO batch boundaries can
+        be asked for, so a trainer that prefetches (Lightning fetches one batch ahead) saves
+        what it has consumed."""
+        n = max(0, self.batches - self.lag) if batches is None else int(batches)
         buf = self.buffer if self.buffer is not None else np.empty((0, self.window), np.uint32)
         cur = {"turn": self.turn, "fill": self.fill, "rng": self.rng_state,
                "subs": [(s.pos, s.leftover, s.pending[s.i:], s.stats) for s in self.subs]}
