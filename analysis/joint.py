@@ -163,7 +163,7 @@ def fit_joint(n, d, loss, *, delta: float = HUBER_DELTA, grid: dict | None = Non
 
 
 def bootstrap_joint(n, d, loss, fit: JointFit, *, n_rep: int = 200, seed: int = 0,
-                    delta: float = HUBER_DELTA, iters: int = 40) -> dict:
+                    delta: float = HUBER_DELTA, iters: int = 40, level: float = 0.95) -> dict:
     """Standard errors of (E, A, B, alpha, beta) by resampling points, refitting from `fit`."""
     n, d, loss = (np.asarray(x, float) for x in (n, d, loss))
     ln, ld = np.log(n), np.log(d)
@@ -178,8 +178,9 @@ def bootstrap_joint(n, d, loss, fit: JointFit, *, n_rep: int = 200, seed: int = 
     samples = {"E": np.exp(theta[:, 2]), "A": np.exp(theta[:, 0] + theta[:, 3] * mn),
                "B": np.exp(theta[:, 1] + theta[:, 4] * md), "alpha": theta[:, 3],
                "beta": theta[:, 4]}
-    return {k: {"se": float(np.std(x, ddof=1)), "lo": float(np.percentile(x, 2.5)),
-                "hi": float(np.percentile(x, 97.5))} for k, x in samples.items()}
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    return {k: {"se": float(np.std(x, ddof=1)), "lo": float(np.percentile(x, q[0])),
+                "hi": float(np.percentile(x, q[1]))} for k, x in samples.items()}
 
 
 def load_chinchilla(path: str | Path, drop_highest: int = 5):

@@ -63,7 +63,9 @@ def fit_dict(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
                 d["b_sensitivity"] = _records(r.b_sensitivity)
         d["data_fits"] = r.data_fits
         d["data_multipliers"] = _records(r.data_multipliers)
-        d["joint"] = None if r.joint is None else r.joint.as_dict()
+        d["joint"] = None if r.joint is None else {
+            **r.joint.as_dict(), **{f"{k}_ci": iv.get(f"joint_{k}")
+                                   for k in ("E", "A", "B", "alpha", "beta")}}
         d["multiplier_vs_tokens"] = _records(r.trajectory)
         fams[fam] = d
     return _clean({
@@ -132,16 +134,25 @@ def summary_md(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
                     out.append(f"| {row.size} | " + " | ".join(vals) + " |")
                 out.append("")
         for dfit in r.data_fits:
-            out.append(f"L(D) {dfit['arm']} {dfit['size']}: B = {_fmt(dfit['B'])}, "
-                       f"β = {dfit['beta']:.4f}, b = {dfit['b']:.4g} ({dfit['n_points']} runs).")
+            out.append(f"L(D) = B·D^-β + b, {dfit['arm']} {dfit['size']}: B = {_fmt(dfit['B'])}"
+                       f"{_ci(*dfit['B_ci'])}, β = {dfit['beta']:.4f}{_ci(*dfit['beta_ci'])}, "
+                       f"b = {dfit['b']:.4g} ({dfit['n_points']} runs).")
         if r.data_multipliers is not None:
             for m in r.data_multipliers.itertuples():
                 out.append(f"Data multiplier {m.size} at {human(m.tokens)} tokens: "
                            f"D_eff = {human(m.d_eff)}, {_fmt(m.data_multiplier, 3)}x.")
         if r.joint is not None:
             j = r.joint
-            out.append(f"Joint L(N, D) = E + A·N^-α + B·D^-β: E = {j.E:.4f}, A = {j.A:.4g}, "
-                       f"B = {j.B:.4g}, α = {j.alpha:.4f}, β = {j.beta:.4f} ({j.n_points} runs).")
+            c = {k: _ci(*iv.get(f"joint_{k}", (None, None))) for k in ("E", "A", "B", "alpha",
+                                                                          "beta")}
+            out.append(f"Joint L(N, D) = E + A·N^-α + B·D^-β (Epoch AI's fitting procedure): "
+                       f"E = {j.E:.4f}{c['E']}, A = {j.A:.4g}{c['A']}, B = {j.B:.4g}{c['B']}, "
+                       f"α = {j.alpha:.4f}{c['alpha']}, β = {j.beta:.4f}{c['beta']} "
+                       f"({j.n_points} runs).")
+            if r.multipliers is not None and "multiplier_joint" in r.multipliers:
+                out.append("Multipliers from the joint law at each run's own D: " + ", ".join(
+                    f"{m.size} at {human(m.tokens)} tokens {_fmt(m.multiplier_joint, 3)}x"
+                    for m in r.multipliers.itertuples()) + ".")
         if r.trajectory is not None:
             last = r.trajectory.sort_values("tokens").groupby("run_id").tail(1)
             out.append("Multiplier at the last matched token count: " + ", ".join(
@@ -169,11 +180,13 @@ def write_outputs(out_dir: Path, runs: Runs, cfg: FitConfig, results: dict[str, 
     written.append(p)
     cols = ["family", "run_id", "name", "size", "pair", "seed", "params", "tokens", "loss",
             "dense_params", "dense_loss", "n_eff", "n_eff_lo", "n_eff_hi", "multiplier",
-            "multiplier_lo", "multiplier_hi", "reason"]
+            "multiplier_lo", "multiplier_hi", "n_eff_joint", "multiplier_joint", "reason"]
     mults = [r.multipliers.assign(family=f) for f, r in results.items()
              if r.multipliers is not None]
     mdf = pd.concat(mults, ignore_index=True) if mults else pd.DataFrame(columns=cols)
     p = out_dir / "multipliers.csv"
+    if "multiplier_joint" not in mdf.columns:
+        cols = [c for c in cols if not c.endswith("_joint")]
     mdf.reindex(columns=cols).to_csv(p, index=False)
     written.append(p)
     sens = [r.b_sensitivity.assign(family=f) for f, r in results.items()

@@ -256,7 +256,7 @@ def sweep_parent(tracking_uri: str, experiment: str, sweep: str, create: bool = 
         return found[0].info.run_id
     if not create:
         return None
-    run = client.create_run(exp_id, run_name=f"sweep-{sweep}",
+    run = client.create_run(exp_id, run_name=sweep,
                             tags={"kind": "sweep", "sweep": sweep})
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id

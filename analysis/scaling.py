@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import percentile_interval, refit_batch, resample_counts
-from analysis.joint import JointFit, fit_joint
+from analysis.joint import JointFit, bootstrap_joint, fit_joint
 from analysis.powerlaw import (
     B_DEFAULT,
     HUBER_DELTA,
@@ -102,10 +102,12 @@ def _lev_loss_draws(lev: pd.DataFrame, n_rep: int, rng, b: float) -> np.ndarray:
     return draws
 
 
-def _bootstrap_dense(dense: pd.DataFrame, fit: PowerLaw, cfg: FitConfig, rng) -> np.ndarray:
-    """(R, 3) samples of (A, alpha, b) refitted on resampled Dense runs."""
-    n, loss = dense["params"].to_numpy(float), dense["loss"].to_numpy(float)
-    counts = resample_counts(dense["size"].to_numpy(), cfg.bootstrap, rng)
+def _bootstrap_dense(dense: pd.DataFrame, fit: PowerLaw, cfg: FitConfig, rng, x: str = "params",
+                     groups=None) -> np.ndarray:
+    """(R, 3) samples of (A, alpha, b) refitted on resampled runs (x: params or tokens)."""
+    n, loss = dense[x].to_numpy(float), dense["loss"].to_numpy(float)
+    groups = dense["size"].to_numpy() if groups is None else groups
+    counts = resample_counts(groups, cfg.bootstrap, rng)
     if cfg.b is None:  # b fitted too: one scalar fit per replicate
         out = []
         for c in counts:
@@ -213,7 +215,7 @@ def _b_sensitivity(dense, lev, cfg) -> pd.DataFrame:
     return out
 
 
-def _fit_ld(res: FamilyResult, usable: pd.DataFrame, cfg: FitConfig):
+def _fit_ld(res: FamilyResult, usable: pd.DataFrame, cfg: FitConfig, rng):
     """L(D) per (arm, size) with several budgets; D_eff / D for Leviathan at the same size."""
     b = cfg.b if cfg.b is not None else B_DEFAULT
     dm = []
@@ -227,8 +229,11 @@ def _fit_ld(res: FamilyResult, usable: pd.DataFrame, cfg: FitConfig):
         except FitError as err:
             res.notes.append(f"L(D) {arm} {size}: {err}")
             continue
+        s = _bootstrap_dense(g, f, cfg, rng, x="tokens",
+                             groups=budget_ids(g["tokens"].to_numpy(), cfg.budget_tol))
         res.data_fits.append({"arm": arm, "size": size, "B": f.A, "beta": f.alpha, "b": f.b,
-                              "n_points": f.n_points})
+                              "n_points": f.n_points, "B_ci": _interval(s[:, 0], cfg.level),
+                              "beta_ci": _interval(s[:, 1], cfg.level)})
         if arm == "dense":
             lev = usable[(usable["arm"] == "leviathan") & (usable["size"] == size)]
             d_eff = f.inverse(lev["loss"])
@@ -284,17 +289,21 @@ def analyse_family(family: str, usable: pd.DataFrame, table: pd.DataFrame, runs:
     else:
         res.notes.append(f"L(N) needs two Dense sizes; family {family!r} has "
                          f"{ladder['params'].nunique()}")
-    _fit_ld(res, fam, cfg)
+    _fit_ld(res, fam, cfg, rng)
     if grid and dense["params"].nunique() >= 2 and len(dense) >= 6:
         try:
             res.joint = fit_joint(dense["params"], dense["tokens"], dense["loss"],
                                   delta=cfg.delta)
+            boot = bootstrap_joint(dense["params"], dense["tokens"], dense["loss"], res.joint,
+                                   n_rep=min(cfg.bootstrap, 400), seed=cfg.seed,
+                                   delta=cfg.delta)
+            res.intervals.update({f"joint_{k}": [v["lo"], v["hi"]] for k, v in boot.items()})
         except ValueError as err:
             res.notes.append(f"joint L(N, D): {err}")
-    if res.joint is not None and len(lev):
-        n_eff = res.joint.effective_params(lev["loss"], lev["tokens"])
-        res.notes.append("joint-fit multipliers (N_eff at the run's own D): " + ", ".join(
-            f"{s} {m:.3g}x" for s, m in zip(lev["size"], n_eff / lev["params"], strict=True)))
+    if res.joint is not None and res.multipliers is not None and len(res.multipliers):
+        m = res.multipliers  # second estimate: N_eff from the joint law at the run's own D
+        m["n_eff_joint"] = res.joint.effective_params(m["loss"], m["tokens"])
+        m["multiplier_joint"] = m["n_eff_joint"] / m["params"]
     return res
 
 

@@ -181,3 +181,29 @@ def test_latest_flag_with_csv_reads_the_csv(tmp_path):
     csv = write_csv(tmp_path / "runs.csv", paper_like_rows())
     assert main(["--latest", "--csv", str(csv), "--bootstrap", "10"]) == 0
     assert (tmp_path / "runs_fit" / "fit.json").is_file()
+
+
+def test_size_by_budget_grid_reports_ld_and_joint_fits(tmp_path):
+    rows = []
+    for n in (50e6, 100e6, 200e6, 400e6):
+        for k in (5, 10, 20, 40):
+            rows.append({"arm": "dense", "size": f"{n / 1e6:g}M", "params": n, "tokens": k * n,
+                         "loss": 1.8 + 480 * n ** -0.35 + 2000 * (k * n) ** -0.37})
+        rows.append({"arm": "leviathan", "size": f"{n / 1e6:g}M", "params": n, "tokens": 40 * n,
+                     "loss": 1.8 + 480 * (2 * n) ** -0.35 + 2000 * (40 * n) ** -0.37})
+        rows.append({"arm": "leviathan", "size": f"{n / 1e6:g}M", "params": n, "tokens": 5 * n,
+                     "loss": 1.8 + 480 * (2 * n) ** -0.35 + 2000 * (5 * n) ** -0.37})
+    csv = write_csv(tmp_path / "grid.csv", rows)
+    out = tmp_path / "fit"
+    assert main(["--csv", str(csv), "--out", str(out), "--bootstrap", "50"]) == 0
+    fam = json.loads((out / "fit.json").read_text())["families"]["default"]
+    assert fam["joint"]["alpha"] == pytest.approx(0.35, rel=1e-3)
+    assert fam["joint"]["E_ci"][0] - 1e-6 <= 1.8 <= fam["joint"]["E_ci"][1] + 1e-6
+    assert len(fam["data_fits"]) == 4 + 4  # L(D) per size: Dense 4 budgets, Leviathan 2
+    m = pd.read_csv(out / "multipliers.csv")
+    assert len(m) == 8  # every Leviathan run has a row: 4 on the ladder, 4 with a reason
+    assert (m["reason"].fillna("").str.contains("token budget below").sum()) == 4
+    summary = (out / "summary.md").read_text()
+    assert "Joint L(N, D) = E + A·N^-α + B·D^-β" in summary and "L(D) = B·D^-β + b" in summary
+    assert "Multipliers from the joint law at each run's own D" in summary
+    assert np.allclose(m["multiplier_joint"], 2.0, rtol=1e-3)
