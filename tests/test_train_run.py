@@ -170,3 +170,46 @@ def test_nan_loss_stops_marks_failed_and_keeps_last_good_checkpoint(tmp_path, da
     assert ckpt["global_step"] == failed_at - 1 >= 1
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
     assert not (run_dir / "summary.json").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_sigterm_then_resume_matches_the_straight_run(tmp_path, data_dir, mlflow_server):
+    """N steps straight vs. a subprocess killed by a real SIGTERM mid-run and then resumed to
+    N: the same loss at every step, one value per step, one MLflow run."""
+    from leviathan.training.run import train
+
+    steps = 16
+    straight = train(compose(tiny(data_dir, tmp_path / "a", mlflow_server, "run_name=straight",
+                                  "trainer.ckpt_every=100", steps=steps)))
+    split = tiny(data_dir, tmp_path / "b", mlflow_server, "run_name=split",
+                 "trainer.ckpt_every=100", steps=steps)
+    proc = run_cli(split)
+    lines = []
+    for line in proc.stdout:  # wait until training is under way, then preempt it
+        lines.append(line)
+        if line.startswith("step 3/"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    out = "".join(lines) + proc.communicate(timeout=300)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    assert "preempted at step" in out
+    run_dir = tmp_path / "b" / "runs" / "split"
+    ckpt = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=False)
+    stopped = ckpt["global_step"]
+    assert 3 <= stopped < steps, out[-3000:]  # a checkpoint on the signal, not a periodic one
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
+    run = client(mlflow_server).get_run(run_id)
+    assert run.info.status == "KILLED" and run.data.tags["preempted_at_step"] == str(stopped)
+
+    resumed = train(compose(split))  # the same command again: resumes
+    assert resumed["run_id"] == run_id
+    assert client(mlflow_server).get_run(run_id).info.status == "FINISHED"
+    for key in ("train/loss", "lr", "grad_norm", "tokens_seen"):
+        a = one_value_per_step(mlflow_server, straight["run_id"], key)
+        b = one_value_per_step(mlflow_server, run_id, key)
+        assert len(a) == len(b) == steps, key
+        torch.testing.assert_close(torch.tensor(b), torch.tensor(a), rtol=1e-5, atol=1e-6,
+                                   msg=lambda m, k=key: f"{k}: {m}")
+    assert [s for s, _ in history(mlflow_server, run_id, "val/loss")] == [4, 8, 12, 16]
+    assert resumed["final_val_loss"] == pytest.approx(straight["final_val_loss"], rel=1e-5)

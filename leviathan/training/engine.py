@@ -92,7 +92,8 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
         say(f"resuming from {ckpt}")
     try:
         trainer.fit(module, train_dataloaders=batches,
-                    ckpt_path=str(ckpt) if ckpt.exists() else None)
+                    ckpt_path=str(ckpt) if ckpt.exists() else None,
+                    weights_only=False)  # our own file: it holds RNG and data state too
     except BaseException as e:
         preemption.uninstall()
         if tracker is not None:
