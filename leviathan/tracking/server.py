@@ -93,6 +93,14 @@ def _mlflow_executable() -> list[str]:
     return [found] if found else [sys.executable, "-m", "mlflow"]
 
 
+def server_command(store: Path, host: str, port: int, backend_uri: str | None = None) -> list[str]:
+    """`mlflow server` over a store folder: SQLite backend (or `backend_uri`) + artifacts."""
+    backend = backend_uri or f"sqlite:///{store / 'mlflow.db'}"
+    return [*_mlflow_executable(), "server", "--backend-store-uri", backend,
+            "--artifacts-destination", str(store / "artifacts"), "--serve-artifacts",
+            "--host", host, "--port", str(port), "--workers", "1"]
+
+
 def start_server(
     store_dir: str | Path,
     host: str = "127.0.0.1",
@@ -105,16 +113,8 @@ def start_server(
     store.mkdir(parents=True, exist_ok=True)
     port = port or free_port(host)
     uri = f"http://{host}:{port}"
-    backend = backend_uri or f"sqlite:///{store / 'mlflow.db'}"
     log_path = store / f"server-{port}.log"
-    cmd = [
-        *_mlflow_executable(), "server",
-        "--backend-store-uri", backend,
-        "--artifacts-destination", str(store / "artifacts"),
-        "--serve-artifacts",
-        "--host", host, "--port", str(port),
-        "--workers", "1",
-    ]
+    cmd = server_command(store, host, port, backend_uri)
     env = dict(os.environ, MLFLOW_HOME=str(store))
     log = open(log_path, "ab")  # noqa: SIM115 - the child process owns it
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
