@@ -3,9 +3,10 @@
 An iso-body pair (same width and depth, o200k_base padded to 200,376; Dense head untied, the
 Leviathan head untied) is trained in one process with AdamW, alternating arms step by step (the
 order flips every round, ABBA) so that a noisy, shared machine slows both alike. After warm-up
-the median step time of each arm gives its tokens/s. Batches are token ids drawn from a Zipf
-law over the tokenizer's ids (like text: many repeats, so LEV's once-per-distinct-id evaluation
-sees a realistic number of distinct ids); `--ids uniform` is the worst case for LEV.
+the median step time of each arm gives its tokens/s, and ratio = their quotient (the median of
+the per-round ratios is printed too, as a check against noise). Batches are token ids drawn
+from a Zipf law over the tokenizer's ids (like text: many repeats, so LEV's once-per-distinct-id
+evaluation sees a realistic number of distinct ids); `--ids uniform` is the worst case for LEV.
 The last line printed is one JSON object with dense_tokens_per_s, leviathan_tokens_per_s, ratio.
 """
 
@@ -89,6 +90,20 @@ class Arm:
             self.losses.append(loss_value)
 
 
+def time_lev(lev: torch.nn.Module, batches: list[torch.Tensor], steps: int) -> float:
+    """Median seconds of LEV's forward + backward alone on the bench batches."""
+    times = []
+    for i in range(steps + 1):
+        x = batches[i % len(batches)][:, :-1]
+        t0 = time.perf_counter()
+        lev(x).float().square().mean().backward()
+        lev.zero_grad(set_to_none=True)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -126,7 +141,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{arm.name:9s}: median step {med:.3f}s (min {min(arm.times):.3f}s, max "
               f"{max(arm.times):.3f}s) -> {tokens / med:,.0f} tokens/s")
     result["ratio"] = round(result["leviathan_tokens_per_s"] / result["dense_tokens_per_s"], 4)
-    print(f"Leviathan/Dense throughput ratio: {result['ratio']:.3f}")
+    lev_s = time_lev(arms[1].model.embed, batches, args.steps)
+    result["lev_generator_s_median"] = round(lev_s, 4)
+    print(f"LEV generator alone (forward + backward, once per distinct id): {lev_s * 1e3:.1f} ms "
+          f"per step = {100 * lev_s / result['leviathan_step_s_median']:.1f}% of the Leviathan "
+          f"step")
+    paired = statistics.median(d / l for d, l in zip(arms[0].times, arms[1].times, strict=True))
+    result["ratio_paired_median"] = round(paired, 4)
+    print(f"Leviathan/Dense throughput ratio: {result['ratio']:.3f} (ratio of medians; median of "
+          f"the per-round ratios: {paired:.3f})")
     result.update(steps=args.steps, warmup=args.warmup, batch=args.batch, seq_len=args.seq_len,
                   d_model=args.d_model, n_layers=args.n_layers, ids=args.ids,
                   distinct_ids_per_batch=round(distinct, 1), threads=torch.get_num_threads(),
