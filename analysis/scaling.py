@@ -17,6 +17,7 @@ import pandas as pd
 from analysis.bootstrap import percentile_interval, refit_batch, resample_counts
 from analysis.joint import JointFit, bootstrap_joint, fit_joint
 from analysis.powerlaw import (
+    ALPHA_BOUNDS,
     B_DEFAULT,
     HUBER_DELTA,
     FitError,
@@ -30,6 +31,7 @@ from analysis.runs import AnalysisError, Runs
 from analysis.trajectory import multiplier_vs_tokens
 
 B_GRID = (1.5, 1.6, 1.69, 1.8, 1.82, 1.9, 2.0)  # b sensitivity; 1.82 is Epoch AI's refit of E
+EXTRAPOLATION = 100.0  # an N_eff further than this factor outside the Dense sizes is not reported
 
 
 @dataclass
@@ -87,6 +89,11 @@ def _exclude(table: pd.DataFrame, mask, reason: str) -> None:
 def _interval(samples, level):
     lo, hi = percentile_interval(samples, level)
     return [float(lo), float(hi)]
+
+
+def _degenerate(fit) -> bool:
+    """True when the exponent sits at a bound: the losses do not follow a power law in N."""
+    return not ALPHA_BOUNDS[0] * 10 < fit.alpha < ALPHA_BOUNDS[1] * 0.99
 
 
 def _lev_loss_draws(lev: pd.DataFrame, n_rep: int, rng, b: float) -> np.ndarray:
@@ -153,12 +160,22 @@ def _fit_ln(res: FamilyResult, dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitC
     m["multiplier"], m["multiplier_lo"], m["multiplier_hi"] = (
         mult, lo / m["params"].to_numpy(), hi / m["params"].to_numpy())
     reasons = []
+    degenerate = _degenerate(fit)
+    if degenerate:
+        res.notes.append(f"Dense L(N) fit is degenerate (alpha = {fit.alpha:.3g} at its bound): "
+                         "the Dense losses do not fall with N as a power law, so no N_eff")
+    n_lo, n_hi = float(dense["params"].min()), float(dense["params"].max())
     for row in m.itertuples():
         if not row.loss > fit.b:
             reasons.append(f"loss {row.loss:.4f} <= b = {fit.b:.3g}: N_eff undefined")
+        elif degenerate:
+            reasons.append(f"Dense L(N) fit degenerate (alpha = {fit.alpha:.3g})")
         elif not np.isfinite(row.n_eff) or row.n_eff <= 0:
             reasons.append(f"N_eff overflows (alpha = {fit.alpha:.3g}): the Dense fit does not "
                            "reach this loss")
+        elif not n_lo / EXTRAPOLATION <= row.n_eff <= n_hi * EXTRAPOLATION:
+            reasons.append(f"N_eff = {row.n_eff:.3g} is over {EXTRAPOLATION:g}x outside the "
+                           f"Dense sizes fitted ({n_lo:.3g}..{n_hi:.3g}): not extrapolated")
         else:
             reasons.append("")
     m["reason"] = reasons
@@ -175,8 +192,12 @@ def _fit_ln(res: FamilyResult, dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitC
     else:
         res.notes.append(f"alpha on Leviathan runs alone needs two Leviathan sizes above b; "
                          f"found {ok['params'].nunique()}")
-    if len(ok):
+    if len(ok) and not degenerate:
         _fit_shared(res, dense, ok, fit.b, cfg, rng)
+        if _degenerate(res.shared):
+            res.notes.append(f"shared-exponent fit degenerate (alpha = {res.shared.alpha:.3g}); "
+                             "not reported")
+            res.shared = None
     res.b_sensitivity = _b_sensitivity(dense, lev, cfg)
 
 
@@ -207,7 +228,9 @@ def _b_sensitivity(dense, lev, cfg) -> pd.DataFrame:
         col = np.full(len(lev), np.nan)
         if d["params"].nunique() >= 2:
             f = fit_power_law(d["params"], d["loss"], b=b, delta=cfg.delta)
-            col = effective_size(f, lev["loss"], lev["params"])[1]
+            n_eff, col = effective_size(f, lev["loss"], lev["params"])
+            lo, hi = d["params"].min() / EXTRAPOLATION, d["params"].max() * EXTRAPOLATION
+            col = np.where(_degenerate(f) | ~((n_eff >= lo) & (n_eff <= hi)), np.nan, col)
         rows[f"{b:g}"] = col
     out = pd.DataFrame(rows)
     out.insert(0, "size", lev["size"].to_numpy())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.powerlaw import FitError, effective_size, fit_power_law
+from analysis.powerlaw import ALPHA_BOUNDS, FitError, effective_size, fit_power_law
 
 COLUMNS = ["run_id", "size", "params", "tokens", "loss", "n_dense", "n_eff", "multiplier"]
 
@@ -54,8 +54,10 @@ def multiplier_vs_tokens(history: pd.DataFrame, dense: pd.DataFrame, lev: pd.Dat
                 fits[key] = None
                 if len({n for n, _ in pts}) >= 2:
                     try:
-                        fits[key] = (fit_power_law([p[0] for p in pts], [p[1] for p in pts],
-                                                   b=b, delta=delta), len(pts))
+                        fit = fit_power_law([p[0] for p in pts], [p[1] for p in pts], b=b,
+                                            delta=delta)
+                        if ALPHA_BOUNDS[0] * 10 < fit.alpha < ALPHA_BOUNDS[1] * 0.99:
+                            fits[key] = (fit, len(pts))  # else degenerate: no N_eff at t
                     except FitError:
                         pass
             if fits[key] is None:

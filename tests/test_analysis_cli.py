@@ -207,3 +207,20 @@ def test_size_by_budget_grid_reports_ld_and_joint_fits(tmp_path):
     assert "Joint L(N, D) = E + A·N^-α + B·D^-β" in summary and "L(D) = B·D^-β + b" in summary
     assert "Multipliers from the joint law at each run's own D" in summary
     assert np.allclose(m["multiplier_joint"], 2.0, rtol=1e-3)
+
+
+def test_dense_losses_that_do_not_fall_give_reasons_not_absurd_multipliers(tmp_path):
+    # a smoke-sized sweep a few steps in: the bigger Dense model is still worse
+    rows = [{"arm": "dense", "size": "tiny", "params": 1.2e6, "tokens": 2e5, "loss": 9.80},
+            {"arm": "dense", "size": "small", "params": 2.5e6, "tokens": 2e5, "loss": 9.95},
+            {"arm": "leviathan", "size": "tiny", "params": 0.9e6, "tokens": 2e5, "loss": 9.7},
+            {"arm": "leviathan", "size": "small", "params": 2.0e6, "tokens": 2e5, "loss": 10.5}]
+    csv = write_csv(tmp_path / "smoke.csv", rows)
+    out = tmp_path / "fit"
+    assert main(["--csv", str(csv), "--out", str(out), "--bootstrap", "20"]) == 0
+    m = pd.read_csv(out / "multipliers.csv")
+    assert m["multiplier"].isna().all()
+    assert m["reason"].str.contains("Dense L(N) fit degenerate").all()
+    summary = (out / "summary.md").read_text()
+    assert "do not fall with N" in summary and "Shared exponent" not in summary
+    assert_png(out / "scaling.png")

@@ -98,6 +98,7 @@ def experiment():
     return f"analysis-{uuid.uuid4().hex[:8]}"
 
 
+@pytest.mark.slow
 def test_sweep_end_to_end_with_artifacts_on_the_parent(mlflow_server, experiment, tmp_path):
     sweep = "iso-e2e"
     client, _, parent = log_sweep(mlflow_server, experiment, sweep, start_time=1_000,
@@ -133,6 +134,7 @@ def test_sweep_end_to_end_with_artifacts_on_the_parent(mlflow_server, experiment
             "multiplier_vs_tokens.png", "rare_tokens.png"} <= names
 
 
+@pytest.mark.slow
 def test_bucket_losses_from_metrics_and_summary_json(mlflow_server, experiment):
     from analysis.runs import load_mlflow
 
@@ -146,6 +148,7 @@ def test_bucket_losses_from_metrics_and_summary_json(mlflow_server, experiment):
     assert math.isclose(t.loc["40M"].query("arm == 'dense'")["params"].iloc[0], 40e6)
 
 
+@pytest.mark.slow
 def test_latest_picks_newest_sweep_and_creates_missing_parent(mlflow_server, experiment,
                                                               tmp_path, capsys):
     from analysis.runs import latest_sweep, sweep_parent
