@@ -213,3 +213,47 @@ def test_sigterm_then_resume_matches_the_straight_run(tmp_path, data_dir, mlflow
                                    msg=lambda m, k=key: f"{k}: {m}")
     assert [s for s, _ in history(mlflow_server, run_id, "val/loss")] == [4, 8, 12, 16]
     assert resumed["final_val_loss"] == pytest.approx(straight["final_val_loss"], rel=1e-5)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_two_process_ddp_matches_single_process(tmp_path, data_dir, mlflow_server):
+    """2 CPU ranks (gloo) x 1 micro-batch == 1 process x 2 accumulated micro-batches: the same
+    windows per step (rank r reads the disjoint share the data contract assigns), the same loss
+    curve, one MLflow run."""
+    from leviathan.data import build_train_stream
+    from leviathan.training.run import train
+
+    steps = 6
+    common = ("trainer.val_every=3", "trainer.ckpt_every=3")
+    single = train(compose(tiny(data_dir, tmp_path / "single", mlflow_server, *common,
+                                "run_name=single", steps=steps)))
+    ddp_args = tiny(data_dir, tmp_path / "ddp", mlflow_server, *common, "run_name=ddp",
+                    "trainer.devices=2", "trainer.strategy=ddp", steps=steps)
+    proc = run_cli(ddp_args)
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out[-4000:]
+    runs = client(mlflow_server).search_runs(
+        [client(mlflow_server).get_experiment_by_name("test-train").experiment_id],
+        filter_string="tags.run_key = 'ddp'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["plan.world_size"] == "2"
+    assert runs[0].data.params["plan.accumulation"] == "1"
+    a = one_value_per_step(mlflow_server, single["run_id"], "train/loss")
+    b = one_value_per_step(mlflow_server, runs[0].info.run_id, "train/loss")
+    assert len(a) == len(b) == steps
+    torch.testing.assert_close(torch.tensor(b), torch.tensor(a), rtol=1e-4, atol=1e-5)
+    va = history(mlflow_server, single["run_id"], "val/loss")
+    vb = history(mlflow_server, runs[0].info.run_id, "val/loss")
+    assert [s for s, _ in va] == [s for s, _ in vb] == [3, 6]
+    torch.testing.assert_close(torch.tensor([v for _, v in vb]),
+                               torch.tensor([v for _, v in va]), rtol=1e-4, atol=1e-5)
+    # the shares the two ranks trained on: disjoint, and together the single run's step
+    data = compose(ddp_args).data
+    r0 = iter(build_train_stream(data, batch_size=2, rank=0, world_size=2))
+    r1 = iter(build_train_stream(data, batch_size=2, rank=1, world_size=2))
+    s = iter(build_train_stream(data, batch_size=2))
+    for _ in range(steps):
+        b0, b1 = next(r0), next(r1)
+        assert not any(torch.equal(x, y) for x in b0 for y in b1)
+        assert torch.equal(torch.cat([b0, b1]), torch.cat([next(s), next(s)]))
