@@ -184,7 +184,9 @@ def _fit_ln(res: FamilyResult, dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitC
     res.multipliers = m.sort_values(["params", "name", "run_id"]).reset_index(drop=True)
 
     ok = lev[lev["loss"] > fit.b]
-    if ok["params"].nunique() >= 2:  # exponent on the Leviathan runs alone
+    if lev.empty:
+        res.notes.append("no finished Leviathan runs in this family: Dense fit only")
+    elif ok["params"].nunique() >= 2:  # exponent on the Leviathan runs alone
         res.lev = fit_power_law(ok["params"], ok["loss"], b=fit.b, delta=cfg.delta)
         s = _bootstrap_dense(ok, res.lev, FitConfig(**{**cfg.__dict__, "b": fit.b}), rng)
         res.intervals["alpha_lev"] = _interval(s[:, 1], cfg.level)
