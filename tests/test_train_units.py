@@ -133,12 +133,55 @@ def test_resumable_batches_exact_under_prefetch():
     assert [int(b[0, 0]) for _, b in zip(range(3), iter(w3), strict=False)] == [0, 1, 2]
 
 
-def test_preemption_flag_records_and_restores():
-    prev = signal.getsignal(signal.SIGUSR1)
-    flag = PreemptionFlag().install()
+def test_preemption_flag_records_chains_and_restores():
+    """The signal is only recorded; the handler that was there before (submitit's requeue) runs
+    when chain() is called after the checkpoint; uninstall() puts it back."""
+    calls = []
+    prev = signal.signal(signal.SIGUSR2, lambda s, f: calls.append(s))
     try:
-        os.kill(os.getpid(), signal.SIGUSR1)
-        assert flag.received == signal.SIGUSR1
+        flag = PreemptionFlag().install()
+        try:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            os.kill(os.getpid(), signal.SIGUSR1)
+            assert flag.received == signal.SIGUSR2 and calls == []
+            flag.chain()
+            assert calls == [signal.SIGUSR2]
+        finally:
+            flag.uninstall()
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert calls == [signal.SIGUSR2, signal.SIGUSR2]
     finally:
-        flag.uninstall()
-    assert signal.getsignal(signal.SIGUSR1) == prev
+        signal.signal(signal.SIGUSR2, prev)
+
+
+@pytest.mark.parametrize("trainer", ["cpu", "gpu", "debug", "default"],
+                         ids=lambda t: f"trainer_{t}")  # an id "gpu" would skip it
+def test_every_trainer_config_composes_and_validates(trainer, tmp_path):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from leviathan.training.config import tracking_config
+
+    conf = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(version_base="1.3", config_dir=conf):
+        cfg = compose("train", overrides=[f"trainer={trainer}", f"paths.root_dir={tmp_path}"])
+    tc = trainer_config(cfg)
+    assert tc.global_batch % (tc.micro_batch * tc.world_size) == 0
+    assert tracking_config(cfg).experiment == "leviathan"
+    paths = OmegaConf.to_container(cfg.paths, resolve=True)
+    assert set(paths) == {"root_dir", "data_dir", "scratch_dir", "sweeps_dir", "mlflow_dir"}
+    for key in ("data_dir", "sweeps_dir", "mlflow_dir"):
+        assert paths[key].startswith(str(tmp_path)), key
+    assert cfg.meta.arm == cfg.model.arm and cfg.meta.size == cfg.model.size
+    if trainer == "gpu":
+        assert tc.precision == "bf16-mixed" and tc.peak_flops > 0
+
+
+def test_config_that_cannot_compose_fails_naming_the_group():
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import MissingConfigException
+
+    conf = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(version_base="1.3", config_dir=conf):
+        with pytest.raises(MissingConfigException, match="trainer"):
+            compose("train", overrides=["trainer=no_such_trainer"])

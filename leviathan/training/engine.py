@@ -79,27 +79,29 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
         _log_yaml(tracker, run_dir, container)
         say(f"MLflow run {tracker.run_id} at {trk.uri} (experiment {trk.experiment})")
 
-    # ---- model, module, trainer
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    model = build_model(mcfg)
-    module = LanguageModelModule(model, tc, plan, batches)
-    preemption = PreemptionFlag().install()
-    step_cb = StepCallback(run_dir=run_dir, plan=plan, tc=tc, tracker=tracker, val_batches=val,
-                           buckets=buckets, preemption=preemption, say=say)
-    trainer = _trainer(tc, plan, run_dir, [step_cb])
-    ckpt = run_dir / CKPT_NAME
-    if ckpt.exists():
-        say(f"resuming from {ckpt}")
+    # ---- model, module, trainer (any failure from here on marks the MLflow run FAILED)
+    preemption = PreemptionFlag()
+    trainer = None
     try:
+        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        model = build_model(mcfg)
+        module = LanguageModelModule(model, tc, plan, batches)
+        step_cb = StepCallback(run_dir=run_dir, plan=plan, tc=tc, tracker=tracker,
+                               val_batches=val, buckets=buckets, preemption=preemption, say=say)
+        trainer = _trainer(tc, plan, run_dir, [step_cb])
+        ckpt = run_dir / CKPT_NAME
+        if ckpt.exists():
+            say(f"resuming from {ckpt}")
+        preemption.install()
         trainer.fit(module, train_dataloaders=batches,
                     ckpt_path=str(ckpt) if ckpt.exists() else None,
                     weights_only=False)  # our own file: it holds RNG and data state too
     except BaseException as e:
         preemption.uninstall()
         if tracker is not None:
-            reason = f"{type(e).__name__}: {e}"[:4000]
-            tracker.set_tags({"failure_reason": reason,
-                              "failed_at_step": trainer.global_step + 1})
+            step = trainer.global_step + 1 if trainer is not None else 0
+            tracker.set_tags({"failure_reason": f"{type(e).__name__}: {e}"[:4000],
+                              "failed_at_step": step})
             tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
     preemption.uninstall()

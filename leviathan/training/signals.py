@@ -1,9 +1,11 @@
-"""Preemption signals: SIGTERM / SIGUSR1 (what SLURM sends before preemption or time-out).
+"""Preemption signals: SIGTERM / SIGUSR1 (what SLURM sends before preemption or time-out) and
+SIGUSR2 (submitit's default time-out/preemption signal, `--signal=USR2@<delay>`).
 
 The handler only records the signal; the training loop checks the flag at the next optimizer
 step boundary, where it agrees across ranks, writes a checkpoint and stops. Only then is any
-handler that was installed before ours (e.g. submitit's requeue) called, so requeueing never
-races the checkpoint. Lightning's own SLURM auto-requeue stays off.
+handler that was installed before ours (e.g. submitit's checkpoint-and-requeue on USR2, which
+then exits) called, so requeueing never races the checkpoint. Lightning's own SLURM
+auto-requeue stays off.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class Preempted(SystemExit):
