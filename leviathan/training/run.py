@@ -120,9 +120,20 @@ def train(cfg: Any) -> dict:
     run_dir = Path(cfg.paths.scratch_dir).resolve() / "runs" / key
     run_dir.mkdir(parents=True, exist_ok=True)
     fresh = cfg.get("resume", "auto") == "never"
+    hash_file = run_dir / "config_hash"
+    old_hash = hash_file.read_text().strip() if hash_file.exists() else None
+    if rank == 0 and old_hash is not None and old_hash != chash and not fresh:
+        # same run_name, different config: never resume into it; keep the old run beside
+        aside = run_dir.with_name(f"{key}.{old_hash[:12]}")
+        say(f"{run_dir} holds a run of another config (hash {old_hash[:12]} != {chash[:12]}): "
+            f"moved to {aside}, starting afresh")
+        os.replace(run_dir, aside)
+        run_dir.mkdir(parents=True)
     if fresh and rank == 0:
         for name in ("last.ckpt", RUN_ID_FILE, SUMMARY_FILE):
             (run_dir / name).unlink(missing_ok=True)
+    if rank == 0:
+        write_atomic(hash_file, chash + "\n")
     summary_path = run_dir / SUMMARY_FILE
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
