@@ -40,7 +40,9 @@ class LeviathanLM(LM):
                  precision: str = "auto") -> None:
         super().__init__()
         self._device = torch.device(device)
-        self.model = model.to(self._device).eval()
+        if next(model.parameters()).device != self._device:
+            model = model.to(self._device)  # (moving drops a cached LEV table)
+        self.model = model.eval()
         self.enc = encoding
         self.eot = encoding.eot_token
         self.n_vocab = encoding.n_vocab

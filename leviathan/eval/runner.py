@@ -5,7 +5,8 @@ Each task runs through `lm_eval.simple_evaluate` on its own, so a task whose dat
 <eval.output_dir or run dir/eval>/<spec key>.json and, as metrics eval/<task>/<metric> and
 eval/<task>/<metric>_stderr (step = the checkpoint's optimizer step), onto the run's own MLflow
 run, reopened by id. Idempotent: when that JSON holds every requested task for the same
-checkpoint step, nothing is evaluated again (metrics missing from the run are re-logged).
+checkpoint step, nothing is evaluated again (metrics missing from the run are re-logged); when
+it holds some (others had no data last time), only the rest are evaluated and merged in.
 """
 
 from __future__ import annotations
@@ -73,10 +74,10 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-def _complete(prev: dict, cfg: EvalConfig, step: int) -> bool:
+def _same(prev: dict, cfg: EvalConfig, step: int) -> bool:
+    """Results of the same spec on the same checkpoint step (maybe not every task yet)."""
     return (prev.get("version") == RESULTS_VERSION and prev.get("checkpoint_step") == step
-            and prev.get("spec") == cfg.spec()
-            and all(t in prev.get("requested_done", []) for t in cfg.tasks))
+            and prev.get("spec") == cfg.spec() and isinstance(prev.get("requested_done"), list))
 
 
 def log_to_mlflow(results: dict, uri: str, run_id: str, json_path: Path | None = None) -> int:
@@ -140,14 +141,24 @@ def evaluate_run(run_dir_or_id: str | os.PathLike, eval_cfg: Any = None, *,
         say(f"note: {files.run_dir} has no MLflow run id or tracking URI; results go to the "
             "JSON only")
 
+    prev = None
     if json_path.is_file() and not cfg.force:
         prev = json.loads(json_path.read_text())
-        if _complete(prev, cfg, step):
+        if not _same(prev, cfg, step):
+            prev = None
+        elif all(t in prev["requested_done"] for t in cfg.tasks):
             n = log_to_mlflow(prev, files.tracking_uri, files.run_id, json_path) if track else 0
             say(f"already evaluated ({json_path})" + (f"; re-logged {n} metrics" if n else ""))
             return {**prev, "skipped": True}
 
-    results = run_tasks(files, cfg, step=step, say=say)
+    todo = [t for t in cfg.tasks if prev is None or t not in prev["requested_done"]]
+    if prev is not None:
+        say(f"{json_path}: tasks {prev['requested_done']} done before; now {todo}")
+    results = run_tasks(files, cfg, step=step, tasks=todo, say=say)
+    if prev is not None:  # keep what was done, in the requested order
+        results["tasks"] = {**prev["tasks"], **results["tasks"]}
+        results["requested_done"] = [t for t in cfg.tasks if t in prev["requested_done"]
+                                     or t in results["requested_done"]]
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = json_path.with_name(f".{json_path.name}.tmp")
     tmp.write_text(json.dumps(results, indent=2, default=str))
@@ -163,8 +174,10 @@ def evaluate_run(run_dir_or_id: str | os.PathLike, eval_cfg: Any = None, *,
     return {**results, "skipped": False}
 
 
-def run_tasks(files, cfg: EvalConfig, *, step: int, say=print) -> dict:
-    """Load the model once and run every task through simple_evaluate, one at a time."""
+def run_tasks(files, cfg: EvalConfig, *, step: int, tasks: list[str] | None = None,
+              say=print) -> dict:
+    """Load the model once and run each task (default: cfg.tasks) through simple_evaluate,
+    one at a time."""
     import lm_eval
 
     from leviathan.data.tokenizer import get_encoding
@@ -172,6 +185,7 @@ def run_tasks(files, cfg: EvalConfig, *, step: int, say=print) -> dict:
     from leviathan.eval.checkpoint import load_model, tokenizer_name
     from leviathan.eval.tasks import configure_offline, describe_failure, task_manager
 
+    names = list(cfg.tasks if tasks is None else tasks)
     offline = configure_offline(cfg.offline, cfg.hub_probe_timeout_s)
     device = _resolve_device(cfg.device)
     t0 = time.time()
@@ -180,13 +194,13 @@ def run_tasks(files, cfg: EvalConfig, *, step: int, say=print) -> dict:
                      batch_size=cfg.batch_size, max_length=cfg.max_length,
                      precision=cfg.precision)
     say(f"evaluating {files.checkpoint} (step {step}, {model.cfg.arm}, {device}"
-        f"{', offline' if offline else ''}) on {', '.join(cfg.tasks)}"
+        f"{', offline' if offline else ''}) on {', '.join(names)}"
         + (f" (limit {cfg.limit})" if cfg.limit is not None else ""))
     tm = task_manager(cfg.include_path, cfg.include_defaults)
-    tasks: dict[str, dict] = {}
+    scores: dict[str, dict] = {}
     missing: dict[str, str] = {}
     done: list[str] = []
-    for name in cfg.tasks:
+    for name in names:
         t = time.time()
         try:
             with _quiet_harness(disable_multiproc=True):
@@ -201,7 +215,7 @@ def run_tasks(files, cfg: EvalConfig, *, step: int, say=print) -> dict:
             continue
         n_samples = res.get("n-samples", {})
         for task, metrics in task_metrics(res["results"]).items():
-            tasks[task] = {"metrics": metrics, "n_samples": n_samples.get(task),
+            scores[task] = {"metrics": metrics, "n_samples": n_samples.get(task),
                            "version": res.get("versions", {}).get(task)}
             shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
                               if v is not None and not k.endswith("_stderr"))
@@ -210,7 +224,7 @@ def run_tasks(files, cfg: EvalConfig, *, step: int, say=print) -> dict:
     return {"version": RESULTS_VERSION, "run_id": files.run_id, "run_dir": str(files.run_dir),
             "checkpoint": str(files.checkpoint), "checkpoint_step": step,
             "arm": model.cfg.arm, "size": model.cfg.size, "spec": cfg.spec(),
-            "spec_key": cfg.spec_key(), "requested_done": done, "tasks": tasks,
+            "spec_key": cfg.spec_key(), "requested_done": done, "tasks": scores,
             "missing": missing, "device": device, "offline": offline,
             "lm_eval_version": getattr(lm_eval, "__version__", None),
             "wall_s": time.time() - t0}
