@@ -49,3 +49,28 @@ def mlflow_server(tmp_path_factory):
     server = start_server(tmp_path_factory.mktemp("mlflow"))
     yield server.uri
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A real one-node SLURM cluster (slurm/cluster.sh up; installs packages if needed), stopped
+    afterwards if this session started it. Skips, saying why, only when it cannot be started."""
+    import subprocess
+
+    from leviathan.sweep.slurm_check import CLUSTER_SH, ClusterUnavailable, local_cluster_up
+
+    was_up = os.geteuid() == 0 and subprocess.run(
+        ["bash", str(CLUSTER_SH), "status"], capture_output=True).returncode == 0
+    try:
+        cluster = local_cluster_up()
+    except ClusterUnavailable as e:
+        pytest.skip(f"no local SLURM cluster: {e}")
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = cluster.slurm_conf
+    yield cluster
+    if old is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = old
+    if not was_up:
+        subprocess.run(["bash", str(CLUSTER_SH), "down"], check=False)

@@ -22,34 +22,12 @@ from leviathan.sweep.launcher import (
 )
 from leviathan.sweep.slurm_check import (
     CLUSTER_SH,
-    ClusterUnavailable,
     count_steps,
-    local_cluster_up,
     main,
     slurm_states,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """Bring the cluster up (installing packages if needed); stop it afterwards if we started it."""
-    was_up = os.geteuid() == 0 and subprocess.run(
-        ["bash", str(CLUSTER_SH), "status"], capture_output=True).returncode == 0
-    try:
-        cluster = local_cluster_up()
-    except ClusterUnavailable as e:
-        pytest.skip(f"no local SLURM cluster: {e}")
-    old = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = cluster.slurm_conf
-    yield cluster
-    if old is None:
-        os.environ.pop("SLURM_CONF", None)
-    else:
-        os.environ["SLURM_CONF"] = old
-    if not was_up:
-        subprocess.run(["bash", str(CLUSTER_SH), "down"], check=False)
 
 
 def _slurm(tmp_path, **over):

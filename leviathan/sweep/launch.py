@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,11 @@ def prepare_tracking(plan: SweepPlan, cfg: Any, say=_say):
     else:
         check_reachable(uri, timeout=float(cfg.tracking.connect_timeout_s))
     return uri, server
+
+
+def run_scratch_dir(conf: dict[str, Any]) -> Path:
+    """Where training keeps a run's checkpoints and MLflow run id (leviathan.training.run)."""
+    return Path(conf["paths"]["scratch_dir"]).resolve() / "runs" / conf["run_name"]
 
 
 def _job_handles(manifest: dict, runs: list[str]) -> dict[str, Any]:
@@ -110,8 +116,8 @@ def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> int:
     for r in todo:
         conf = copy.deepcopy(r.config)
         conf["tracking"]["parent_run_id"] = parent_id
-        if force:
-            conf["resume"] = "never"
+        if force:  # start over: drop the old checkpoints, so a requeued attempt still resumes
+            shutil.rmtree(run_scratch_dir(conf), ignore_errors=True)
         fns.append(ResumableCall(run_job, conf, requeue=lcfg.requeue))
     jobs = submit_array(executor, fns)
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,0 +1,135 @@
+"""Launching sweeps for real: the local launcher into a real MLflow server (idempotent relaunch,
+status), and the SLURM launcher on a real one-node cluster (requeue resumes, bad partition)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def sweep_cli(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "leviathan.sweep", *args], cwd=REPO,
+                         capture_output=True, text=True, timeout=timeout)
+    return out
+
+
+def status(root: Path, sweep: str) -> list[dict]:
+    out = subprocess.run([sys.executable, "-m", "leviathan.sweep.status", sweep, "--json",
+                          "--sweeps-dir", str(root / "sweeps")], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+def mlflow_runs(uri: str, sweep: str, kind: str = "train"):
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=uri)
+    exp = c.get_experiment_by_name("leviathan")
+    return c, c.search_runs([exp.experiment_id],
+                            f"tags.kind = '{kind}' and tags.sweep = '{sweep}'")
+
+
+def test_local_smoke_sweep_is_tracked_idempotent_and_has_status(mlflow_server, tmp_path):
+    common = ["+grid=smoke", "grid.sizes=[smoke/20M,smoke/26M]", "grid.tokens=[1024]",
+              "trainer.warmup_steps=1", "sweep.name=smoke-local", f"paths.root_dir={tmp_path}",
+              f"tracking.uri={mlflow_server}"]
+    out = sweep_cli(common)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-5000:]
+    assert "submitted 4 job(s)" in out.stdout and "4 finished, 0 failed" in out.stdout
+
+    c, runs = mlflow_runs(mlflow_server, "smoke-local")
+    _c, parents = mlflow_runs(mlflow_server, "smoke-local", kind="sweep")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    for r in runs:
+        tags = r.data.tags
+        assert tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert tags["family"] == "smoke" and tags["arm"] in ("dense", "leviathan")
+        assert tags["size"] in ("20M", "26M") and tags["pair"].startswith(tags["size"])
+        assert r.data.metrics["final/tokens_seen"] == 1024
+    assert {a.path for a in c.list_artifacts(parents[0].info.run_id)} >= {"plan.csv"}
+    plan_hashes = {v["config_hash"] for v in json.loads(
+        (tmp_path / "sweeps" / "smoke-local" / "manifest.json").read_text())["runs"].values()}
+    assert {r.data.tags["config_hash"] for r in runs} == plan_hashes
+
+    rows = status(tmp_path, "smoke-local")
+    assert [r["state"] for r in rows] == ["finished"] * 4
+    assert all(r["tokens_seen"] == r["tokens"] == 1024 and r["val_loss"] > 0 for r in rows)
+
+    again = sweep_cli(common)  # the same command: nothing to do
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Nothing to launch" in again.stdout and again.stdout.count("skip ") == 4
+
+    # a run that went missing (deleted from MLflow, scratch gone) is submitted again, alone
+    lost = next(r for r in runs if r.data.tags["arm"] == "leviathan")
+    c.delete_run(lost.info.run_id)
+    shutil.rmtree(tmp_path / "scratch" / "runs" / lost.info.run_name)
+    third = sweep_cli(common)
+    assert third.returncode == 0, (third.stdout + third.stderr)[-5000:]
+    assert "submitted 1 job(s)" in third.stdout and third.stdout.count("skip ") == 3
+    _c, runs = mlflow_runs(mlflow_server, "smoke-local")
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+
+
+def _wait_for(pred, timeout: float, what: str, poll: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def test_slurm_sweep_submits_returns_and_requeue_resumes(slurm_cluster, mlflow_server,
+                                                         tmp_path):
+    common = ["+grid=smoke", "grid.sizes=[smoke/26M]", "~grid.arms.leviathan",
+              "grid.tokens=[8192]", "trainer.ckpt_every=2", "trainer.val_every=8",
+              "trainer.warmup_steps=1", "sweep.name=smoke-slurm", "launcher=slurm",
+              "launcher.mem_gb=3", "launcher.timeout_min=20", f"paths.root_dir={tmp_path}",
+              f"tracking.uri={mlflow_server}"]
+    bad = sweep_cli([*common, "launcher.partition=nosuchpartition"])
+    assert bad.returncode == 2 and "launcher.partition" in bad.stderr
+    manifest = tmp_path / "sweeps" / "smoke-slurm" / "manifest.json"
+    assert json.loads(manifest.read_text())["jobs"] == {}  # nothing was submitted
+
+    t0 = time.monotonic()
+    out = sweep_cli(common)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-5000:]
+    assert "python -m leviathan.sweep.status smoke-slurm" in out.stdout
+    (run, rec), = json.loads(manifest.read_text())["jobs"].items()
+    job_id = rec["job_id"]
+    assert time.monotonic() - t0 < 120  # submits and returns; does not wait for the job
+
+    ckpt = tmp_path / "scratch" / "runs" / run / "last.ckpt"
+    _wait_for(ckpt.exists, 600, f"the first checkpoint of {run}")
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+
+    def restarted():  # SLURM holds a requeued job ~2 min; release it at once
+        subprocess.run(["scontrol", "update", f"jobid={job_id}", "starttime=now"],
+                       capture_output=True)
+        out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True)
+        return "Restarts=1" in out.stdout
+
+    _wait_for(restarted, 300, "the requeued job to restart", poll=2.0)
+    _wait_for(lambda: status(tmp_path, "smoke-slurm")[0]["state"] == "finished", 900,
+              "the requeued job to finish", poll=5.0)
+
+    c, runs = mlflow_runs(mlflow_server, "smoke-slurm")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # the same MLflow run continued
+    history = c.get_metric_history(runs[0].info.run_id, "train/loss")
+    steps = sorted(m.step for m in history)
+    assert steps == list(range(1, 17))  # 8192 tokens / 512 per step, each step once
+    logs = "".join(p.read_text(errors="replace") for p in
+                   (tmp_path / "scratch" / "submitit" / "smoke-slurm").glob("*_log.out"))
+    assert "resuming from" in logs  # the second attempt resumed rather than restarted
