@@ -185,3 +185,16 @@ def test_config_that_cannot_compose_fails_naming_the_group():
     with initialize_config_dir(version_base="1.3", config_dir=conf):
         with pytest.raises(MissingConfigException, match="trainer"):
             compose("train", overrides=["trainer=no_such_trainer"])
+
+
+def test_ctrl_c_checkpoints_first_and_aborts_when_pressed_twice():
+    flag = PreemptionFlag().install()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert flag.received == signal.SIGINT
+        flag.chain()  # Python's default SIGINT handler is not chained (it would only raise)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        flag.uninstall()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

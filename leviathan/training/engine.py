@@ -102,7 +102,8 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
             step = trainer.global_step + 1 if trainer is not None else 0
             tracker.set_tags({"failure_reason": f"{type(e).__name__}: {e}"[:4000],
                               "failed_at_step": step})
-            tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            interrupted = isinstance(e, (KeyboardInterrupt, SystemExit))
+            tracker.finish("KILLED" if interrupted else "FAILED")
         raise
     preemption.uninstall()
 

@@ -17,7 +17,8 @@ from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+# SIGINT too: Ctrl-C checkpoints and stops at the next step; a second Ctrl-C aborts at once.
+DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 
 
 class Preempted(SystemExit):
@@ -57,6 +58,8 @@ class PreemptionFlag:
                     signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # asked twice: stop now, keep the last checkpoint
         if self.received is None:
             self.received = signum
             log.warning("received %s: checkpointing at the next step boundary",
@@ -74,5 +77,5 @@ class PreemptionFlag:
         if self.received is None:
             return
         prev = self._previous.get(self.received)
-        if callable(prev):
+        if callable(prev) and prev is not signal.default_int_handler:  # that one only raises
             prev(self.received, None)
