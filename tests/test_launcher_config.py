@@ -10,10 +10,10 @@ import cloudpickle
 import pytest
 from omegaconf import OmegaConf
 
-from leviathan.sweep.launcher import (
+from leviathan.sweep.launcher import ResumableCall
+from leviathan.sweep.launcher_config import (
     LauncherError,
     LocalLauncherConfig,
-    ResumableCall,
     SlurmLauncherConfig,
     local_parameters,
     register_configs,

@@ -1,4 +1,4 @@
-"""The `launcher` config group and a thin layer over submitit (no home-made scheduler).
+"""A thin layer over submitit for the `launcher` config group (no home-made scheduler).
 
 - `make_executor(cfg, folder)`: a submitit SlurmExecutor (parameters mapped from the config,
   checked against the cluster first) or LocalExecutor (jobs are local processes).
@@ -12,14 +12,19 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from leviathan.sweep.launcher_config import (
+    LocalLauncherConfig,
+    SlurmLauncherConfig,
+    local_parameters,
+    slurm_parameters,
+    to_launcher_config,
+)
 from leviathan.sweep.slurm_check import (
     STATES,
     LauncherError,
@@ -31,154 +36,6 @@ from leviathan.sweep.slurm_check import (
 __all__ = ["STATES", "LauncherError", "LocalLauncherConfig", "SlurmLauncherConfig",
            "ResumableCall", "cancel", "job_state", "job_states", "load_job", "make_executor",
            "submit_array", "to_launcher_config", "wait"]
-
-
-@dataclass
-class LocalLauncherConfig:
-    name: str = "local"  # launcher kind: jobs run as local processes (submitit LocalExecutor)
-    max_parallel: int = 1  # jobs running at once; the others wait (1 on a CPU machine)
-    timeout_min: float = 1440.0  # wall-clock limit of one job attempt, minutes
-    signal_delay_s: int = 60  # the checkpoint signal (USR2) comes this long before the limit
-    max_num_timeout: int = 3  # times a job may be requeued after hitting timeout_min
-    requeue: bool = True  # on the signal, rerun the job with the same arguments (it resumes)
-    tasks_per_node: int = 1  # processes per job
-    gpus_per_node: int = 0  # GPUs given to each job (from visible_gpus), 0 for CPU jobs
-    visible_gpus: list[int] = field(default_factory=list)  # GPU ids to share out (e.g. [0,1])
-    setup: list[str] = field(default_factory=list)  # shell lines run before each job
-    poll_s: float = 1.0  # seconds between state checks while waiting
-    folder: str = "submitit"  # submitit's pickles and logs (${paths.scratch_dir}/submitit)
-
-
-@dataclass
-class SlurmLauncherConfig:
-    name: str = "slurm"  # launcher kind: one sbatch job array through submitit
-    partition: str | None = None  # sbatch --partition (null: the cluster's default partition)
-    account: str | None = None  # sbatch --account (null: the user's default)
-    qos: str | None = None  # sbatch --qos (null: none)
-    nodes: int = 1  # nodes per job (multi-node runs use Lightning's SLURM environment)
-    gpus_per_node: int = 0  # sbatch --gpus-per-node (0: CPU job, flag left out)
-    tasks_per_node: int = 1  # sbatch --ntasks-per-node: one per GPU for DDP
-    cpus_per_task: int = 1  # sbatch --cpus-per-task (data loading threads + 1)
-    mem_gb: float = 4.0  # sbatch --mem per node, GB (0: the cluster's default)
-    timeout_min: int = 60  # sbatch --time, minutes, for one attempt
-    constraint: str | None = None  # sbatch --constraint, e.g. "a100|h100" (null: none)
-    array_parallelism: int = 256  # array tasks running at once (--array=0-N%k)
-    setup: list[str] = field(default_factory=list)  # sbatch lines before srun: module load, ...
-    signal_delay_s: int = 120  # USR2 this long before the time limit: checkpoint and requeue
-    max_num_timeout: int = 3  # times a job may be requeued after a time-out (preemption: any)
-    requeue: bool = True  # requeue on time-out/preemption (--requeue) and resume; false: fail
-    additional_parameters: dict[str, Any] = field(default_factory=dict)  # more #SBATCH flags
-    srun_args: list[str] = field(default_factory=list)  # extra arguments to the job's srun
-    job_name: str = "leviathan"  # sbatch --job-name
-    python: str | None = None  # command starting Python on the nodes (null: this interpreter)
-    check: bool = True  # check partition/nodes/cpus/mem/gpus against `sinfo` before submitting
-    poll_s: float = 15.0  # seconds between state checks while waiting
-    folder: str = "submitit"  # submitit's pickles and logs, on a filesystem the nodes share
-
-
-LauncherConfig = LocalLauncherConfig | SlurmLauncherConfig
-_KINDS: dict[str, type] = {"local": LocalLauncherConfig, "slurm": SlurmLauncherConfig}
-
-
-def _bad(key: str, msg: str) -> LauncherError:
-    return LauncherError(f"launcher.{key}: {msg}")
-
-
-def validate(cfg: LauncherConfig) -> LauncherConfig:
-    """Check types and ranges; every error names the `launcher.<key>`."""
-    ints = {"signal_delay_s": 0, "max_num_timeout": 0, "tasks_per_node": 1, "gpus_per_node": 0}
-    if isinstance(cfg, LocalLauncherConfig):
-        ints["max_parallel"] = 1
-    else:
-        ints.update(nodes=1, cpus_per_task=1, timeout_min=1, array_parallelism=1)
-    for key, lo in ints.items():
-        v = getattr(cfg, key)
-        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-            raise _bad(key, f"must be an integer >= {lo}, got {v!r}")
-    for key in ("timeout_min", "poll_s", "mem_gb"):
-        v = getattr(cfg, key, 1)
-        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0 or (
-                key != "mem_gb" and v <= 0):
-            raise _bad(key, f"must be a {'non-negative' if key == 'mem_gb' else 'positive'} "
-                            f"number, got {v!r}")
-    for key in ("setup", "srun_args"):
-        v = getattr(cfg, key, [])
-        if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
-            raise _bad(key, f"must be a list of strings, got {v!r}")
-    if not isinstance(cfg.folder, str) or not cfg.folder:
-        raise _bad("folder", f"must be a path, got {cfg.folder!r}")
-    if isinstance(cfg, LocalLauncherConfig):
-        if cfg.timeout_min * 60 <= cfg.signal_delay_s:
-            raise _bad("signal_delay_s", f"{cfg.signal_delay_s}s leaves no time before "
-                                         f"timeout_min={cfg.timeout_min}")
-        need = cfg.max_parallel * cfg.gpus_per_node
-        if cfg.gpus_per_node and len(cfg.visible_gpus) < need:
-            raise _bad("visible_gpus", f"{cfg.max_parallel} jobs x {cfg.gpus_per_node} GPUs need "
-                                       f"{need} ids, got {cfg.visible_gpus!r}")
-        return cfg
-    for key in ("partition", "account", "qos", "constraint", "python"):
-        v = getattr(cfg, key)
-        if v is not None and (not isinstance(v, str) or not v.strip()):
-            raise _bad(key, f"must be null or a non-empty string, got {v!r}")
-    if cfg.timeout_min * 60 <= cfg.signal_delay_s:
-        raise _bad("signal_delay_s", f"{cfg.signal_delay_s}s leaves no time before "
-                                     f"timeout_min={cfg.timeout_min}")
-    if not isinstance(cfg.additional_parameters, dict):
-        raise _bad("additional_parameters", f"must be a mapping of sbatch flags, got "
-                                            f"{cfg.additional_parameters!r}")
-    return cfg
-
-
-def to_launcher_config(cfg: Any) -> LauncherConfig:
-    """A validated Local/SlurmLauncherConfig from a dataclass, dict or OmegaConf node (a whole
-    sweep config's `launcher` node is accepted too); unknown keys are errors naming them."""
-    if isinstance(cfg, LocalLauncherConfig | SlurmLauncherConfig):
-        return validate(cfg)
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        if "launcher" in cfg and "name" not in cfg:
-            cfg = cfg.launcher
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    if not isinstance(cfg, dict):
-        raise LauncherError(f"launcher: expected a mapping, got {type(cfg).__name__}")
-    kind = cfg.get("name", "local")
-    if kind not in _KINDS:
-        raise _bad("name", f"must be one of {sorted(_KINDS)}, got {kind!r}")
-    known = {f.name for f in fields(_KINDS[kind])}
-    unknown = sorted(set(cfg) - known - {"_target_"})
-    if unknown:
-        raise _bad(unknown[0], f"unknown key for launcher={kind} "
-                               f"(known: {', '.join(sorted(known))})")
-    return validate(_KINDS[kind](**{k: v for k, v in cfg.items() if k in known}))
-
-
-def slurm_parameters(cfg: SlurmLauncherConfig) -> dict[str, Any]:
-    """SlurmExecutor.update_parameters(**this): the config in submitit's sbatch vocabulary."""
-    params: dict[str, Any] = {
-        "job_name": cfg.job_name, "time": int(math.ceil(cfg.timeout_min)), "nodes": cfg.nodes,
-        "ntasks_per_node": cfg.tasks_per_node, "cpus_per_task": cfg.cpus_per_task,
-        "array_parallelism": cfg.array_parallelism, "signal_delay_s": cfg.signal_delay_s,
-        "setup": list(cfg.setup), "srun_args": list(cfg.srun_args),
-        "additional_parameters": {("requeue" if cfg.requeue else "no-requeue"): True,
-                                  **cfg.additional_parameters},
-    }
-    if cfg.gpus_per_node:
-        params["gpus_per_node"] = cfg.gpus_per_node
-    if cfg.mem_gb:
-        gb = cfg.mem_gb
-        params["mem"] = f"{int(gb)}GB" if float(gb).is_integer() else f"{int(gb * 1024)}MB"
-    for key in ("partition", "account", "qos", "constraint"):
-        if getattr(cfg, key) is not None:
-            params[key] = getattr(cfg, key)
-    return params
-
-
-def local_parameters(cfg: LocalLauncherConfig) -> dict[str, Any]:
-    """LocalExecutor.update_parameters(**this)."""
-    return {"timeout_min": cfg.timeout_min, "signal_delay_s": cfg.signal_delay_s,
-            "tasks_per_node": cfg.tasks_per_node, "gpus_per_node": cfg.gpus_per_node,
-            "setup": list(cfg.setup)}
 
 
 def make_executor(cfg: Any, folder: str | os.PathLike | None = None):
@@ -378,7 +235,7 @@ def load_job(name: str, folder: str | os.PathLike, job_id: str) -> Any:
         from submitit import SlurmJob
 
         return SlurmJob(Path(folder).absolute(), job_id)
-    raise _bad("name", f"must be one of {sorted(_KINDS)}, got {name!r}")
+    raise LauncherError(f"launcher.name: must be local or slurm, got {name!r}")
 
 
 def cancel(jobs: Sequence[Any]) -> None:
@@ -408,12 +265,3 @@ def wait(jobs: Sequence[Any], *, poll_s: float = 1.0,
     except KeyboardInterrupt:
         cancel(jobs)
         raise
-
-
-def register_configs() -> None:
-    """Register the schemas `launcher/local_schema` and `launcher/slurm_schema` in Hydra."""
-    from hydra.core.config_store import ConfigStore
-
-    store = ConfigStore.instance()
-    store.store(group="launcher", name="local_schema", node=LocalLauncherConfig)
-    store.store(group="launcher", name="slurm_schema", node=SlurmLauncherConfig)
