@@ -166,7 +166,7 @@ def test_nan_loss_stops_marks_failed_and_keeps_last_good_checkpoint(tmp_path, da
     cfg = compose(tiny(data_dir, tmp_path, mlflow_server, "trainer.lr=1e30",
                        "trainer.min_lr=1e30", "trainer.warmup_steps=0", "trainer.ckpt_every=1",
                        "trainer.grad_clip=0", "run_name=diverges", steps=6))
-    with pytest.raises(NonFiniteLoss, match="non-finite"):
+    with pytest.raises(NonFiniteLoss, match="non-finite"):  # the gradients overflow first
         train(cfg)
     run_dir = tmp_path / "runs" / "diverges"
     run_id = (run_dir / "mlflow_run_id").read_text().strip()
@@ -178,6 +178,14 @@ def test_nan_loss_stops_marks_failed_and_keeps_last_good_checkpoint(tmp_path, da
     assert ckpt["global_step"] == failed_at - 1 >= 1
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
     assert not (run_dir / "summary.json").exists()
+    # weights so large the very first forward pass overflows: the loss itself is NaN
+    cfg = compose(tiny(data_dir, tmp_path, mlflow_server, "model.init_std=1e18",
+                       "run_name=nan-at-init", steps=3))
+    with pytest.raises(NonFiniteLoss, match=r"non-finite train/loss=nan at step 1"):
+        train(cfg)
+    run_id = (tmp_path / "runs" / "nan-at-init" / "mlflow_run_id").read_text().strip()
+    run = client(mlflow_server).get_run(run_id)
+    assert run.info.status == "FAILED" and "train/loss=nan" in run.data.tags["failure_reason"]
 
 
 @pytest.mark.integration

@@ -63,7 +63,7 @@ class LanguageModelModule(pl.LightningModule):
         if not math.isfinite(loss) or not math.isfinite(norm):
             what = f"train/loss={loss}" if not math.isfinite(loss) else f"grad_norm={norm}"
             raise NonFiniteLoss(
-                f"non-finite {what} at step {step}: stopping. The last good checkpoint is "
+                f"non-finite {what} at step {step}: stopping. The last good checkpoint (if any) is "
                 f"kept; lower trainer.lr (now {self.tc.lr}) or check the data.")
         self.last = {"train/loss": loss, "grad_norm": norm,
                      "lr": optimizer.param_groups[0]["lr"]}
