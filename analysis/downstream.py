@@ -2,8 +2,8 @@
 (Leviathan - Dense) and its standard error sqrt(se_dense^2 + se_leviathan^2).
 
 Scores are the MLflow metrics leviathan.eval logs on each training run: eval/<task>/<metric>
-and eval/<task>/<metric>_stderr (the harness's standard errors), with the tag eval.limit
-("None" for full task sets). Use:
+and eval/<task>/<metric>_stderr (the harness's standard errors) over whole task sets (quick
+looks with eval.limit go to eval_limit<N>/... and are not read here). Use:
 
     long = from_mlflow(sweep, tracking_uri=uri, experiment="leviathan")  # a row per score
     table = pair_table(long)  # a row per pair x task x metric
@@ -23,11 +23,10 @@ import pandas as pd
 
 PREFIX = "eval/"
 LOWER_IS_BETTER = ("perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte")
-LONG_COLUMNS = ["run_id", "pair", "arm", "size", "family", "task", "metric", "value", "stderr",
-                "limit"]
+LONG_COLUMNS = ["run_id", "pair", "arm", "size", "family", "task", "metric", "value", "stderr"]
 PAIR_COLUMNS = ["family", "pair", "size", "task", "metric", "dense", "dense_se", "leviathan",
-                "leviathan_se", "diff", "diff_se", "z", "rel", "better", "n_dense",
-                "n_leviathan", "limit"]
+                "leviathan_se", "delta", "delta_se", "z", "rel", "better", "n_dense",
+                "n_leviathan"]
 
 
 def parse_metrics(metrics: Mapping[str, float]) -> dict[tuple[str, str], tuple[float, float]]:
@@ -45,8 +44,8 @@ def parse_metrics(metrics: Mapping[str, float]) -> dict[tuple[str, str], tuple[f
     return out
 
 
-def collect(runs: pd.DataFrame, metrics_by_run: Mapping[str, Mapping[str, float]],
-            limits: Mapping[str, str] | None = None) -> pd.DataFrame:
+def collect(runs: pd.DataFrame, metrics_by_run: Mapping[str, Mapping[str, float]]
+            ) -> pd.DataFrame:
     """Long table (LONG_COLUMNS) from a runs table (run_id, pair, arm, size, family, as in
     analysis.runs.Runs.table) and each run's MLflow metrics."""
     rows = []
@@ -55,8 +54,7 @@ def collect(runs: pd.DataFrame, metrics_by_run: Mapping[str, Mapping[str, float]
             rows.append({"run_id": r.run_id, "pair": str(getattr(r, "pair", "") or ""),
                          "arm": str(r.arm).lower(), "size": str(getattr(r, "size", "") or ""),
                          "family": str(getattr(r, "family", "") or "default"), "task": task,
-                         "metric": metric, "value": v, "stderr": se,
-                         "limit": (limits or {}).get(r.run_id, "None")})
+                         "metric": metric, "value": v, "stderr": se})
     return pd.DataFrame(rows, columns=LONG_COLUMNS)
 
 
@@ -71,9 +69,7 @@ def from_mlflow(sweep: str, *, tracking_uri: str, experiment: str = "leviathan")
                            "arm": r.data.tags.get("arm", ""), "size": r.data.tags.get("size", ""),
                            "family": r.data.tags.get("family", "")} for r in runs],
                          columns=["run_id", "pair", "arm", "size", "family"])
-    metrics = {r.info.run_id: r.data.metrics for r in runs}
-    limits = {r.info.run_id: r.data.tags.get("eval.limit", "None") for r in runs}
-    return collect(table, metrics, limits)
+    return collect(table, {r.info.run_id: r.data.metrics for r in runs})
 
 
 def _combine(g: pd.DataFrame) -> tuple[float, float, int]:
@@ -85,8 +81,8 @@ def _combine(g: pd.DataFrame) -> tuple[float, float, int]:
 
 def pair_table(long: pd.DataFrame, metrics: list[str] | None = None,
                z_threshold: float = 2.0) -> pd.DataFrame:
-    """One row per (family, pair, task, metric) with both arms: PAIR_COLUMNS. diff = Leviathan
-    - Dense; diff_se = sqrt(dense_se^2 + leviathan_se^2); z = diff / diff_se; rel = diff /
+    """One row per (family, pair, task, metric) with both arms: PAIR_COLUMNS. delta = Leviathan
+    - Dense; delta_se = sqrt(dense_se^2 + leviathan_se^2); z = delta / delta_se; rel = delta /
     |Dense|; better = the arm whose score is better when |z| >= z_threshold, else "~"."""
     if metrics is not None:
         long = long[long["metric"].isin(metrics)]
@@ -106,13 +102,12 @@ def pair_table(long: pd.DataFrame, metrics: list[str] | None = None,
         better = "~"
         if np.isfinite(z) and abs(z) >= z_threshold:
             better = "leviathan" if (diff < 0) == lower else "dense"
-        limits = sorted(set(g["limit"].astype(str)))
         rows.append({"family": family, "pair": pair,
                      "size": ",".join(sorted(set(arms["dense"]["size"]))), "task": task,
                      "metric": metric, "dense": d, "dense_se": d_se, "leviathan": lv,
-                     "leviathan_se": l_se, "diff": diff, "diff_se": diff_se, "z": z,
+                     "leviathan_se": l_se, "delta": diff, "delta_se": diff_se, "z": z,
                      "rel": diff / abs(d) if d else math.nan, "better": better,
-                     "n_dense": n_d, "n_leviathan": n_l, "limit": ",".join(limits)})
+                     "n_dense": n_d, "n_leviathan": n_l})
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
 
@@ -135,12 +130,8 @@ def downstream_md(table: pd.DataFrame) -> str:
         for r in ft.itertuples(index=False):
             out.append(f"| {r.pair} | {r.size} | {r.task} | {r.metric} | "
                        f"{_f(r.dense)} ± {_f(r.dense_se)} | {_f(r.leviathan)} ± "
-                       f"{_f(r.leviathan_se)} | {_f(r.diff)} ± {_f(r.diff_se)} | "
+                       f"{_f(r.leviathan_se)} | {_f(r.delta)} ± {_f(r.delta_se)} | "
                        f"{_f(100 * r.rel, 3)}% | {r.better} |")
-        limited = sorted({x for x in ft["limit"] if x not in ("None", "")})
-        if limited:
-            out.append(f"\nSome scores used only part of each task (eval.limit {limited}): "
-                       "quick looks, not results.")
         out.append("")
     out.append("Δ: Leviathan − Dense; se = sqrt(se_D² + se_L²) from the harness's standard "
                "errors; better: |Δ/se| ≥ 2, lower is better for perplexities.\n")

@@ -3,10 +3,11 @@
 Each task runs through `lm_eval.simple_evaluate` on its own, so a task whose data is missing
 (or that fails) is reported in one line and the others go on. Results go to
 <eval.output_dir or run dir/eval>/<spec key>.json and, as metrics eval/<task>/<metric> and
-eval/<task>/<metric>_stderr (step = the checkpoint's optimizer step), onto the run's own MLflow
-run, reopened by id. Idempotent: when that JSON holds every requested task for the same
-checkpoint step, nothing is evaluated again (metrics missing from the run are re-logged); when
-it holds some (others had no data last time), only the rest are evaluated and merged in.
+eval/<task>/<metric>_stderr (step = the checkpoint's optimizer step; eval_limit<N>/... for a
+quick look with eval.limit), onto the run's own MLflow run, reopened by id.
+Idempotent: when that JSON holds every requested task for the same checkpoint step, nothing is
+evaluated again (metrics missing from the run are re-logged); when it holds some (others had no
+data last time), only the rest are evaluated and merged in.
 """
 
 from __future__ import annotations
@@ -51,9 +52,16 @@ def task_metrics(harness_results: dict) -> dict[str, dict[str, float | None]]:
     return out
 
 
+def metric_prefix(limit) -> str:
+    """"eval" for full task sets; "eval_limit<N>" for quick looks (eval.limit), so a quick
+    look never overwrites a result."""
+    return METRIC_PREFIX if limit is None else f"{METRIC_PREFIX}_limit{limit}"
+
+
 def mlflow_metrics(results: dict) -> dict[str, float]:
-    """The flat MLflow metric dict eval/<task>/<metric> of a results JSON (finite values)."""
-    return {f"{METRIC_PREFIX}/{t}/{m}": v for t, ms in results["tasks"].items()
+    """The flat MLflow metric dict <prefix>/<task>/<metric> of a results JSON (finite values)."""
+    prefix = metric_prefix(results["spec"]["limit"])
+    return {f"{prefix}/{t}/{m}": v for t, ms in results["tasks"].items()
             for m, v in ms["metrics"].items() if v is not None}
 
 
@@ -95,9 +103,9 @@ def log_to_mlflow(results: dict, uri: str, run_id: str, json_path: Path | None =
     batch = [Metric(k, v, ts, step) for k, v in todo.items()]
     for i in range(0, len(batch), 500):
         client.log_batch(run_id, metrics=batch[i:i + 500])
-    client.set_tag(run_id, "eval.spec", results["spec_key"])
-    client.set_tag(run_id, "eval.limit", str(results["spec"]["limit"]))
-    client.set_tag(run_id, "eval.num_fewshot", str(results["spec"]["num_fewshot"]))
+    prefix = metric_prefix(results["spec"]["limit"])
+    client.set_tag(run_id, f"{prefix}.spec", results["spec_key"])
+    client.set_tag(run_id, f"{prefix}.num_fewshot", str(results["spec"]["num_fewshot"]))
     if json_path is not None and todo:
         client.log_artifact(run_id, str(json_path), artifact_path="eval")
     return len(todo)
