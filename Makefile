@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SWEEP ?=
 ARGS ?=
+# tiktoken's vocabulary cache: one place for every target (stage offline files here).
+export TIKTOKEN_CACHE_DIR ?= $(CURDIR)/.cache/tiktoken
 
 .DEFAULT_GOAL := help
 
@@ -42,7 +44,8 @@ MLFLOW_PORT ?= 5000
 dashboard: install ## MLflow UI on 127.0.0.1:$(MLFLOW_PORT) over the store the sweeps log to
 	$(PY) -m leviathan.tracking.dashboard --port $(MLFLOW_PORT)
 
-demo: install ## the whole platform end to end on this machine (filled in by the demo issue)
-	@echo "make demo is not wired up yet: it lands with the newcomer's-path issue." && exit 1
+DEMO_ARGS ?=
+demo: install ## the whole platform end to end: demo corpus, MLflow, smoke sweep, fit, summary
+	$(PY) -m leviathan.demo --port $(MLFLOW_PORT) $(DEMO_ARGS)
 
 .PHONY: help install test test-fast lint bench fit-scaling dashboard demo
