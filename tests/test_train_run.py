@@ -28,9 +28,12 @@ def compose(overrides: list[str]):
         return hydra_compose("train", overrides=overrides)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("train_data")
+    """One debug corpus (written and prepared on first use) for every training test."""
+    path = tmp_path_factory.getbasetemp() / "train-data"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 def tiny(data_dir: Path, scratch: Path, uri: str, *extra: str, steps: int = 8,

@@ -137,3 +137,35 @@ def test_blip_resume_and_spill(tmp_path, mlflow_server):
         assert [s for s, _ in hist] == list(range(1, 13)) and hist[-1] == (12, 0.25)
     finally:
         proxy.down()
+
+
+@pytest.mark.slow
+def test_training_survives_a_blip_mid_run(tmp_path, mlflow_server, tmp_path_factory):
+    """A real run logs through the proxy; the connection is cut at step 2 and restored at
+    step 5: the run finishes and every step's metrics are in MLflow exactly once."""
+    from test_train_run import client, one_value_per_step, run_cli, tiny
+
+    proxy = Proxy(mlflow_server)
+    proxy.up()
+    try:
+        steps = 8
+        data_dir = tmp_path_factory.getbasetemp() / "train-data"  # shared with test_train_run
+        proc = run_cli(tiny(data_dir, tmp_path, proxy.uri, "run_name=blip",
+                            "tracking.retry_backoff_s=0.2", "tracking.retry_max_backoff_s=1",
+                            "tracking.http_timeout_s=2", steps=steps))
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("step 2/"):
+                proxy.down()
+            if line.startswith("step 5/"):
+                proxy.up()
+        out = "".join(lines)
+        assert proc.wait(timeout=300) == 0, out[-3000:]
+        assert "kept for retry" in out  # the outage was real: sends failed and were retried
+    finally:
+        proxy.down()
+    run_id = (tmp_path / "runs" / "blip" / "mlflow_run_id").read_text().strip()
+    assert client(mlflow_server).get_run(run_id).info.status == "FINISHED"
+    for key in ("train/loss", "lr", "grad_norm", "tokens_seen", "tokens_per_s"):
+        assert len(one_value_per_step(mlflow_server, run_id, key)) == steps, key
