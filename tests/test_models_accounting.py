@@ -27,7 +27,9 @@ from leviathan.models.ladder import size_in_params
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 NAMED = [f"{lad}/{size}" for lad, sizes in LADDER_SIZES.items() for size in sizes]
-EXTRA = ["debug", "debug_small", "bench"]
+EXTRA = sorted(  # every other option of the `model` group (debug, bench, smoke sizes, ...)
+    str(f.relative_to(CONF / "model").with_suffix("")) for f in (CONF / "model").rglob("*.yaml")
+    if str(f.relative_to(CONF / "model").with_suffix("")) not in NAMED)
 
 
 @pytest.fixture(scope="module")
