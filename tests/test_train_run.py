@@ -277,3 +277,21 @@ def test_two_process_ddp_matches_single_process(tmp_path, data_dir, mlflow_serve
         b0, b1 = next(r0), next(r1)
         assert not torch.equal(b0, b1)
         assert torch.equal(torch.cat([b0, b1]), torch.cat([next(s), next(s)]))
+
+
+@pytest.mark.gpu
+@pytest.mark.integration
+@pytest.mark.slow
+def test_tiny_gpu_run_bf16_logs_mfu(tmp_path, data_dir, mlflow_server):
+    """trainer=gpu (bf16-mixed, fused AdamW, peak FLOP/s from the config): MFU is logged."""
+    from leviathan.training.run import train
+
+    base = [o for o in tiny(data_dir, tmp_path, mlflow_server, steps=6) if o != "trainer=debug"]
+    cfg = compose([*base, "trainer=gpu",
+                   "trainer.global_batch=8", "trainer.micro_batch=4", "trainer.max_steps=6",
+                   "trainer.val_every=3", "trainer.ckpt_every=3", "trainer.log_every=1"])
+    summary = train(cfg)
+    metrics = client(mlflow_server).get_run(summary["run_id"]).data.metrics
+    assert 0 < metrics["mfu"] < 1 and metrics["tokens_per_s"] > 0
+    assert summary["final_val_loss"] < 13
+    print(f"\ngpu: tokens/s {metrics['tokens_per_s']:.0f}, mfu {metrics['mfu']:.4f}")
