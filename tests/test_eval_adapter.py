@@ -16,6 +16,7 @@ TEXTS = [
     ("def f(x):\n    return", " x + 1"),
     ("", "An empty context is end-of-text."),
     ("Trailing space moves to the continuation ", "here"),
+    ("Question: what follows?\nAnswer:\n", "this line"),
     ("A much longer context that goes on and on about scaling laws, generators, "
      "codebooks and B-splines, until the final", " word"),
 ]
@@ -68,7 +69,7 @@ def test_loglikelihood_equals_direct_computation(encoding, arm, head):
         if ctx == "":
             c, t = [eot], encoding.encode_ordinary(cont)
         else:
-            stripped = ctx.rstrip(" ")
+            stripped = ctx.rstrip()
             moved = ctx[len(stripped):] + cont
             c = encoding.encode_ordinary(stripped)
             t = encoding.encode_ordinary(stripped + moved)[len(c):]
@@ -193,15 +194,19 @@ def test_missing_hub_dataset_message_names_dataset_and_fix(tmp_path, monkeypatch
         "task: absent_task\ndataset_path: leviathan-test/absent-dataset\ndataset_name: sub\n"
         "output_type: loglikelihood\ntest_split: test\ndoc_to_text: '{{a}}'\n"
         "doc_to_target: '{{b}}'\nmetric_list:\n  - metric: acc\n")
+    import datasets.config
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     set_offline(True)
-    try:
-        tm = task_manager([str(tmp_path)], include_defaults=False)
-        with pytest.raises(Exception) as err:
-            tm.load(["absent_task"])
-        msg = describe_failure(tm, "absent_task", err.value, offline=True)
-    finally:
-        set_offline(False)
+    tm = task_manager([str(tmp_path)], include_defaults=False)
+    with pytest.raises(Exception) as err:
+        tm.load(["absent_task"])
+    msg = describe_failure(tm, "absent_task", err.value, offline=True)
     assert "'absent_task'" in msg and "leviathan-test/absent-dataset (config sub)" in msg
     assert "huggingface-cli download --repo-type dataset leviathan-test/absent-dataset" in msg
     assert "HF_HOME" in msg and "eval.include_path" in msg and "\n" not in msg

@@ -75,11 +75,11 @@ class LeviathanLM(LM):
         return self.enc.encode_ordinary(text)
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """(context ids, continuation ids): trailing spaces of the context move to the
+        """(context ids, continuation ids): trailing whitespace of the context moves to the
         continuation, whose ids are the whole text's ids past the context's (as HFLM does)."""
         if context == "":
             return [self.eot], self.tok_encode(continuation)
-        n = len(context) - len(context.rstrip(" "))
+        n = len(context) - len(context.rstrip())
         if n:
             context, continuation = context[:-n], context[-n:] + continuation
         whole = self.tok_encode(context + continuation)

@@ -144,6 +144,9 @@ def evaluate_run(run_dir_or_id: str | os.PathLike, eval_cfg: Any = None, *,
     out_dir = Path(cfg.output_dir).expanduser() if cfg.output_dir else files.run_dir / "eval"
     json_path = out_dir / f"{cfg.spec_key()}.json"
     step = _checkpoint_step(files.checkpoint)
+    if not (files.run_dir / "summary.json").is_file():
+        say(f"note: {files.run_dir} has no summary.json (the run has not finished); "
+            f"evaluating its checkpoint at step {step}")
     track = cfg.log_mlflow and files.run_id is not None and files.tracking_uri is not None
     if cfg.log_mlflow and not track:
         say(f"note: {files.run_dir} has no MLflow run id or tracking URI; results go to the "
