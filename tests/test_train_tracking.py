@@ -135,6 +135,11 @@ def test_blip_resume_and_spill(tmp_path, mlflow_server):
         assert not (tmp_path / "spill.jsonl").exists()
         hist = _history(mlflow_server, run_id, "train/loss")
         assert [s for s, _ in hist] == list(range(1, 13)) and hist[-1] == (12, 0.25)
+
+        # a run id this server does not know (a new server): a new run, not an endless retry
+        tr5 = _tracker(proxy.uri, tmp_path)
+        assert tr5.start(run_id="0" * 32, run_name="lost") not in (None, "0" * 32)
+        assert tr5.finish("FINISHED")
     finally:
         proxy.down()
 

@@ -30,6 +30,16 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_CHARS = 6000
 
 
+# answers that retrying cannot change
+FINAL_ERRORS = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS",
+                "PERMISSION_DENIED", "UNAUTHENTICATED", "BAD_REQUEST"}
+HTTP_ENV = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+
+
+def _final(e: Exception) -> bool:
+    return getattr(e, "error_code", None) in FINAL_ERRORS
+
+
 def _retry(fn: Callable[[], Any], what: str, *, deadline_s: float, backoff_s: float,
            max_backoff_s: float) -> Any:
     """Call `fn` until it succeeds or `deadline_s` passes (then re-raise the last error)."""
@@ -39,7 +49,7 @@ def _retry(fn: Callable[[], Any], what: str, *, deadline_s: float, backoff_s: fl
         try:
             return fn()
         except Exception as e:  # noqa: BLE001 - any transport/server error is retried
-            if time.monotonic() + wait > end:
+            if _final(e) or time.monotonic() + wait > end:
                 raise
             log.warning("MLflow %s failed (%s); retrying in %.1fs", what, e, wait)
             time.sleep(wait)
@@ -54,6 +64,8 @@ class RunTracker:
                  retry_max_backoff_s: float = 60.0, final_flush_timeout_s: float = 300.0,
                  spill_path: str | Path | None = None) -> None:
         # One quick HTTP attempt per call: the retrying happens here, off the training thread.
+        # (MLflow reads these per request; the previous values come back in close().)
+        self._saved_env = {k: os.environ.get(k) for k in HTTP_ENV}
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, int(http_timeout_s)))
         from mlflow.tracking import MlflowClient
@@ -95,8 +107,15 @@ class RunTracker:
                              "create_run")
             self.run_id = run.info.run_id
         else:
+            try:
+                run = self._call(lambda: self.client.get_run(run_id), "get_run")
+            except Exception as e:
+                if not _final(e):
+                    raise
+                log.warning("MLflow run %s is not on %s (%s): starting a new run", run_id,
+                            self.uri, e)
+                return self.start(run_name=run_name, tags=tags, parent_run_id=parent_run_id)
             self.run_id = run_id
-            run = self._call(lambda: self.client.get_run(run_id), "get_run")
             self._call(lambda: self.client.update_run(run_id, status="RUNNING"), "update_run")
             for key in run.data.metrics:
                 hist = self._call(lambda k=key: self.client.get_metric_history(run_id, k),
@@ -119,16 +138,24 @@ class RunTracker:
 
     def finish(self, status: str = "FINISHED") -> bool:
         """Flush (with the final deadline), then mark the run; False when metrics were spilled."""
-        ok = self.close()
+        ok = self.close(restore_env=False)
         if self.run_id is not None:
             try:
                 self._call(lambda: self.client.set_terminated(self.run_id, status=status),
                            "set_terminated")
             except Exception as e:  # noqa: BLE001
                 log.error("could not mark MLflow run %s %s: %s", self.run_id, status, e)
+        self._restore_env()
         return ok
 
-    def close(self) -> bool:
+    def _restore_env(self) -> None:
+        for k, v in self._saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    def close(self, restore_env: bool = True) -> bool:
         """Stop the writer thread and flush what is buffered; spill on final failure."""
         self._stop.set()
         self._wake.set()
@@ -140,6 +167,8 @@ class RunTracker:
             self._spill()
         elif self.spill_path is not None and self.spill_path.exists():
             self.spill_path.unlink()  # everything it held has been sent
+        if restore_env:
+            self._restore_env()
         return ok
 
     # ---------------------------------------------------------------- logging

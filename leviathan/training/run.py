@@ -161,7 +161,7 @@ def start_tracker(*, trk, run_dir: Path, key: str, tags: dict, params: dict):
     id_file = run_dir / RUN_ID_FILE
     run_id = id_file.read_text().strip() if id_file.exists() else None
     tracker.start(run_id=run_id, run_name=key, tags=tags, parent_run_id=trk.parent_run_id)
-    if run_id is None:
+    if tracker.run_id != run_id:  # new, or the old id is unknown to this server
         write_atomic(id_file, tracker.run_id + "\n")
     tracker.log_params(params)
     return tracker
