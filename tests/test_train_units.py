@@ -198,3 +198,12 @@ def test_ctrl_c_checkpoints_first_and_aborts_when_pressed_twice():
     finally:
         flag.uninstall()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_module_state_dict_holds_the_model_once():
+    from leviathan.training.module import LanguageModelModule
+
+    tc = TrainerConfig(global_batch=2, micro_batch=1)
+    plan = make_plan(tc, 4, COUNTS, 1.0)
+    module = LanguageModelModule(torch.nn.Linear(2, 2), tc, plan, ResumableBatches(None))
+    assert sorted(module.state_dict()) == ["model.bias", "model.weight"]

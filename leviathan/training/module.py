@@ -28,8 +28,8 @@ class LanguageModelModule(pl.LightningModule):
         super().__init__()
         self.model = model
         self.tc, self.plan, self.batches = tc, plan, batches
-        # torch.compile'd forward kept outside the module tree (state_dict keys stay plain)
-        self._forward = torch.compile(model) if tc.compile else model
+        # the (compiled) forward is kept outside the module tree: state_dict keys stay model.*
+        object.__setattr__(self, "_forward", torch.compile(model) if tc.compile else model)
         self._loss_sum = torch.zeros(())  # micro-batch losses since the last optimizer step
         self._loss_n = 0
         self.last: dict[str, float] = {}  # loss, grad_norm, lr of the last optimizer step
