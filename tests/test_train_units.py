@@ -49,6 +49,7 @@ def test_plan_from_token_budget_and_accumulation():
     ({"lr": 1e-3, "min_lr": 1e-2}, "trainer.min_lr"),
     ({"budget_params": "embedding"}, "trainer.budget_params"),
     ({"micro_batch": 0}, "trainer.micro_batch"),
+    ({"strategy": "ddp_spawn", "devices": 2}, "trainer.strategy"),
 ])
 def test_bad_trainer_values_name_the_key(kw, key):
     base = {"global_batch": 8, "micro_batch": 4}

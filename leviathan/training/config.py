@@ -85,6 +85,9 @@ class TrainerConfig:
             raise bad("freq_bucket_base", f"must be > 1, got {self.freq_bucket_base}")
         if self.peak_flops is not None and not self.peak_flops > 0:
             raise bad("peak_flops", f"must be null or > 0, got {self.peak_flops}")
+        if any(w in self.strategy for w in ("spawn", "fork", "notebook")):
+            raise bad("strategy", f"{self.strategy!r}: every rank must start the run itself "
+                                  "(it builds its own share of the data); use ddp")
         world = self.world_size
         per_step = self.micro_batch * world
         if self.global_batch % per_step:

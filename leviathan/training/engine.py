@@ -37,7 +37,8 @@ def _trainer(tc, plan, run_dir: Path, callbacks):
         plugins.append(SLURMEnvironment(auto_requeue=False))
     return pl.Trainer(
         accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes,
-        strategy=tc.strategy, precision=tc.precision, max_steps=plan.max_steps,
+        strategy="ddp" if tc.strategy == "auto" and tc.world_size > 1 else tc.strategy,
+        precision=tc.precision, max_steps=plan.max_steps,
         accumulate_grad_batches=plan.accumulation, gradient_clip_val=None,
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
