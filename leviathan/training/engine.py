@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,6 +32,8 @@ def _trainer(tc, plan, run_dir: Path, callbacks):
     import lightning.pytorch as pl
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
+    # outside a SLURM job, Lightning warns whenever `srun` is installed: not useful here
+    warnings.filterwarnings("ignore", message="The `srun` command is available")
     plugins = []
     if SLURMEnvironment.detect():
         # the sweep's launcher (submitit) requeues; we only checkpoint on the signal
