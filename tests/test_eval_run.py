@@ -243,3 +243,14 @@ def test_downstream_table_per_pair_from_mlflow(evaluated, mlflow_server):
     md = downstream_md(table)
     assert "| p0 |" in md and "demo_lastword" in md
     assert downstream_section(SWEEP, tracking_uri=mlflow_server, experiment="test-eval") == md
+
+
+def test_unreachable_tracking_server_fails_before_evaluating(runs, task_dir, tmp_path):
+    from leviathan.eval import evaluate_run
+    from leviathan.tracking.server import TrackingUnreachable, free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(TrackingUnreachable, match="eval.tracking_uri"):
+        evaluate_run(runs["dense"], eval_cfg(task_dir, f"tracking_uri={uri}",
+                                             f"output_dir={tmp_path}"))
+    assert not list(tmp_path.iterdir())  # nothing evaluated, nothing written

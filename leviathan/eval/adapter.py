@@ -164,7 +164,8 @@ class LeviathanLM(LM):
             tgts += it.targets
         idx = idx.to(self._device)
         with self._autocast():
-            h = self.hidden(idx)[torch.tensor(rows), torch.tensor(cols)]  # (N, D) scored only
+            at = (torch.tensor(rows, device=self._device), torch.tensor(cols, device=self._device))
+            h = self.hidden(idx)[at]  # (N, D): the scored positions only
             lps, greedy = [], []
             targets = torch.tensor(tgts, device=self._device)
             for s in range(0, h.shape[0], LOGIT_ROWS):

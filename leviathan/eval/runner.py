@@ -148,7 +148,11 @@ def evaluate_run(run_dir_or_id: str | os.PathLike, eval_cfg: Any = None, *,
         say(f"note: {files.run_dir} has no summary.json (the run has not finished); "
             f"evaluating its checkpoint at step {step}")
     track = cfg.log_mlflow and files.run_id is not None and files.tracking_uri is not None
-    if cfg.log_mlflow and not track:
+    if track:  # fail before evaluating, not after
+        from leviathan.tracking.server import check_reachable
+
+        check_reachable(files.tracking_uri, key="eval.tracking_uri")
+    elif cfg.log_mlflow:
         say(f"note: {files.run_dir} has no MLflow run id or tracking URI; results go to the "
             "JSON only")
 
@@ -176,9 +180,6 @@ def evaluate_run(run_dir_or_id: str | os.PathLike, eval_cfg: Any = None, *,
     os.replace(tmp, json_path)
     results["json_path"] = str(json_path)
     if track:
-        from leviathan.tracking.server import check_reachable
-
-        check_reachable(files.tracking_uri)
         n = log_to_mlflow(results, files.tracking_uri, files.run_id, json_path)
         say(f"logged {n} metrics on MLflow run {files.run_id} at {files.tracking_uri}")
     say(f"results: {json_path}")
