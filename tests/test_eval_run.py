@@ -254,3 +254,24 @@ def test_unreachable_tracking_server_fails_before_evaluating(runs, task_dir, tmp
         evaluate_run(runs["dense"], eval_cfg(task_dir, f"tracking_uri={uri}",
                                              f"output_dir={tmp_path}"))
     assert not list(tmp_path.iterdir())  # nothing evaluated, nothing written
+
+
+def test_config_comes_from_the_mlflow_artifact_when_not_beside_the_checkpoint(runs, tmp_path,
+                                                                               mlflow_server):
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from leviathan.eval.checkpoint import CheckpointError, load_model, locate
+
+    src = runs["leviathan"]
+    shutil.copy(src / "last.ckpt", tmp_path / "last.ckpt")
+    shutil.copy(src / "mlflow_run_id", tmp_path / "mlflow_run_id")
+    files = locate(tmp_path / "last.ckpt", tracking_uri=mlflow_server)
+    assert OmegaConf.to_container(files.config) == \
+        OmegaConf.to_container(OmegaConf.load(src / "config.yaml"))
+    model, step = load_model(files)
+    assert step == 3 and model.cfg.arm == "leviathan"
+    (tmp_path / "mlflow_run_id").unlink()
+    with pytest.raises(CheckpointError, match="config.yaml: missing"):
+        locate(tmp_path, tracking_uri=mlflow_server)
