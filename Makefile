@@ -19,13 +19,13 @@ $(VENV)/.installed: pyproject.toml
 	@# CPU machines: install the local CPU build of torch first, so nothing pulls a CUDA build.
 	@if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(PY) -c 'import torch' 2>/dev/null; then \
 		$(PY) -m pip install --quiet torch==2.13.0; fi
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,eval]'
 	@touch $@
 
 install: $(VENV)/.installed ## create .venv and install the project (torch CPU build first on machines without a GPU)
 
 test: install ## run the whole test suite (unit + integration: mlflow server, SLURM)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest --durations=25 $(ARGS)
 
 test-fast: install ## unit tests only (no slow/integration)
 	$(PY) -m pytest -m "not slow and not integration" $(ARGS)

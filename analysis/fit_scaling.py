@@ -108,6 +108,20 @@ def run_chinchilla(path: Path, out: Path | None, bootstrap: int, seed: int) -> i
     return 0
 
 
+def add_downstream(out: Path, sweep: str, uri: str, experiment: str) -> list[Path]:
+    """Append the per-pair downstream table (lm-eval scores on the runs) to summary.md."""
+    from analysis.downstream import downstream_md, from_mlflow, pair_table
+
+    long = from_mlflow(sweep, tracking_uri=uri, experiment=experiment)
+    if long.empty:
+        return []
+    table = pair_table(long)
+    table.to_csv(out / "downstream.csv", index=False)
+    with open(out / "summary.md", "a") as f:
+        f.write("\n" + downstream_md(table))
+    return [out / "downstream.csv"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.chinchilla:
@@ -141,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                  plot_rare_tokens(out / "rare_tokens.png", runs.buckets, table)):
         if plot is not None:
             written.append(plot)
+    if runs.sweep and not args.csv:
+        written += add_downstream(out, runs.sweep, args.tracking_uri, args.experiment)
     print((out / "summary.md").read_text())
     print("wrote " + ", ".join(str(p) for p in written))
     if runs.sweep and not args.csv and not args.no_upload:

@@ -1,0 +1,42 @@
+"""The newcomer's path: `make demo` end to end (reduced smoke grid) from the same Makefile."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from leviathan.tracking.server import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_make_demo_reduced(tmp_path):
+    port = free_port()
+    env = dict(os.environ, LEVIATHAN_ROOT=str(tmp_path))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    out = subprocess.run(
+        ["make", "demo", f"MLFLOW_PORT={port}",
+         "DEMO_ARGS=--bootstrap 200 grid.tokens=[1024] trainer.warmup_steps=1"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    try:
+        assert out.returncode == 0, (out.stdout + out.stderr)[-6000:]
+        fit = tmp_path / "sweeps" / "smoke" / "fit"
+        for name in ("fit.json", "multipliers.csv", "summary.md", "scaling.png"):
+            assert (fit / name).stat().st_size > 0, name
+        mult = pd.read_csv(fit / "multipliers.csv", keep_default_na=False)
+        assert len(mult) == 3  # one row per Leviathan run of the smoke grid
+        for row in mult.itertuples():
+            value = float(row.multiplier) if row.multiplier != "" else math.nan
+            assert math.isfinite(value) or str(row.reason).strip(), row
+        assert "summary" in out.stdout.lower() or "| size" in out.stdout
+        assert f"http://127.0.0.1:{port}" in out.stdout and "scaling.png" in out.stdout
+        assert "demo finished in" in out.stdout
+    finally:
+        subprocess.run(["pkill", "-f", f"port {port}"], check=False)
