@@ -41,7 +41,7 @@ fit-scaling: install ## fit L(N) and multipliers for the latest sweep (or SWEEP=
 	$(PY) -m analysis.fit_scaling $(if $(SWEEP),--sweep $(SWEEP),--latest) $(ARGS)
 
 MLFLOW_PORT ?= 5000
-dashboard: install ## MLflow UI on 127.0.0.1:$(MLFLOW_PORT) over the store the sweeps log to
+dashboard: install ## MLflow UI on 127.0.0.1 (MLFLOW_PORT=5000) over the store the sweeps log to
 	$(PY) -m leviathan.tracking.dashboard --port $(MLFLOW_PORT)
 
 DEMO_ARGS ?=

@@ -68,17 +68,27 @@ def test_local_smoke_sweep_is_tracked_idempotent_and_has_status(mlflow_server, t
 
     again = sweep_cli(common)  # the same command: nothing to do
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "Nothing to launch" in again.stdout and again.stdout.count("skip ") == 4
+    assert "Nothing to train" in again.stdout and again.stdout.count("skip ") == 4
 
     # a run that went missing (deleted from MLflow, scratch gone) is submitted again, alone
     lost = next(r for r in runs if r.data.tags["arm"] == "leviathan")
     c.delete_run(lost.info.run_id)
     shutil.rmtree(tmp_path / "scratch" / "runs" / lost.info.run_name)
-    third = sweep_cli(common)
+    # ... and with sweep.eval=true every finished run is then scored downstream (local tasks)
+    from leviathan.eval.tasks import write_demo_tasks
+
+    tasks = write_demo_tasks(tmp_path / "tasks", n=8)[:2]
+    third = sweep_cli([*common, "sweep.eval=true", f"eval.tasks=[{','.join(tasks)}]",
+                       f"eval.include_path=[{tmp_path / 'tasks'}]", "eval.include_defaults=false",
+                       "eval.offline=true", "eval.bootstrap_iters=0"])
     assert third.returncode == 0, (third.stdout + third.stderr)[-5000:]
     assert "submitted 1 job(s)" in third.stdout and third.stdout.count("skip ") == 3
+    assert "Eval step: 4 job(s)" in third.stdout
     _c, runs = mlflow_runs(mlflow_server, "smoke-local")
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    for r in runs:
+        for task in tasks:
+            assert any(k.startswith(f"eval/{task}/") for k in r.data.metrics), (task, r.data)
 
 
 def _wait_for(pred, timeout: float, what: str, poll: float = 1.0):

@@ -16,3 +16,13 @@ def run_job(run_config: dict[str, Any]) -> dict[str, Any]:
     from leviathan.training.run import train
 
     return train(OmegaConf.create(run_config))
+
+
+def eval_job(run_dir: str, eval_config: dict[str, Any]) -> dict[str, Any]:
+    """The sweep's eval step for one run: lm-evaluation-harness on its last checkpoint.
+
+    Idempotent (results for the same spec and checkpoint are reused); a task whose data is
+    missing is reported in the result's `missing`, not raised."""
+    from leviathan.eval import evaluate_run
+
+    return evaluate_run(run_dir, eval_config)

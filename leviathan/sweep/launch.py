@@ -104,10 +104,12 @@ def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> int:
     for run, why in skipped:
         say(f"  skip {run}: {why}")
     if not todo:
-        say(f"Nothing to launch: all {len(plan.runs)} runs of sweep {plan.name} are finished or "
+        say(f"Nothing to train: all {len(plan.runs)} runs of sweep {plan.name} are finished or "
             f"active. `sweep.force=true` reruns them.")
         _finish_parent(c, parent_id, plan, manifest, manifest_path, active_left=bool(skipped and
                        any(w != "finished" for _, w in skipped)))
+        if plan.sweep.get("eval"):
+            return launch_eval(plan, cfg, manifest, manifest_path, after=[], say=say)
         return 0
 
     for data_cfg in {json.dumps(r.config["data"], sort_keys=True) for r in todo}:
@@ -135,8 +137,58 @@ def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> int:
     if not wait:
         ids = ", ".join(str(getattr(j, "job_id", "?")) for j in jobs)
         say(f"Job ids: {ids}\nStatus: python -m leviathan.sweep.status {plan.name}")
+        if plan.sweep.get("eval"):
+            launch_eval(plan, cfg, manifest, manifest_path, after=jobs, say=say)
         return 0
-    return _wait_local(plan, todo, jobs, manifest, manifest_path, c, parent_id, say)
+    code = _wait_local(plan, todo, jobs, manifest, manifest_path, c, parent_id, say)
+    if plan.sweep.get("eval"):
+        code = max(code, launch_eval(plan, cfg, manifest, manifest_path, after=[], say=say))
+    return code
+
+
+def launch_eval(plan: SweepPlan, cfg: Any, manifest: dict, manifest_path: Path, *,
+                after: list[Any], say=_say) -> int:
+    """The eval step: one job per run (lm-eval on its checkpoint), after the training jobs.
+
+    SLURM: an array that starts when the training array has ended (`afterany`), submitted now;
+    local: run here, with progress. Already evaluated runs are skipped by the job itself."""
+    from omegaconf import OmegaConf
+
+    from leviathan.sweep.job import eval_job
+    from leviathan.sweep.launcher import ResumableCall, make_executor, submit_array
+    from leviathan.sweep.launcher_config import slurm_parameters, to_launcher_config
+
+    lcfg = to_launcher_config(cfg.launcher)
+    folder = Path(str(cfg.launcher.folder)) / plan.name / "eval"
+    executor = make_executor(cfg.launcher, folder)
+    train_ids = sorted({str(j.job_id).split("_")[0] for j in after if getattr(j, "job_id", None)})
+    if lcfg.name == "slurm" and train_ids:
+        extra = dict(slurm_parameters(lcfg)["additional_parameters"])
+        extra["dependency"] = "afterany:" + ":".join(train_ids)
+        executor.update_parameters(additional_parameters=extra)
+    eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
+    runs = [r for r in plan.runs
+            if lcfg.name == "slurm" or (run_scratch_dir(r.config) / "summary.json").is_file()]
+    fns = [ResumableCall(eval_job, str(run_scratch_dir(r.config)), eval_cfg,
+                         requeue=lcfg.requeue) for r in runs]
+    jobs = submit_array(executor, fns)
+    manifest["eval_jobs"] = {r.run: {"job_id": getattr(j, "job_id", None), "folder":
+                                     str(folder.absolute()), "launcher": lcfg.name}
+                             for r, j in zip(runs, jobs, strict=True)}
+    _write_json(manifest_path, manifest)
+    say(f"Eval step: {len(jobs)} job(s) (tasks {', '.join(map(str, cfg.eval.tasks))})"
+        + (f", starting after job(s) {', '.join(train_ids)}" if train_ids else ""))
+    if lcfg.name == "slurm" or not jobs:
+        return 0
+    from leviathan.sweep.launcher import wait
+
+    states = wait(jobs, poll_s=1.0, on_change=lambda i, st: say(f"  eval {runs[i].run}: {st}"))
+    for r, j, st in zip(runs, jobs, states, strict=True):
+        if st == "finished":
+            res = j.result()
+            for task, why in (res.get("missing") or {}).items():
+                say(f"  eval {r.run}: {task} skipped: {why}")
+    return 0 if all(st == "finished" for st in states) else 1
 
 
 def _wait_local(plan, todo, jobs, manifest, manifest_path, c, parent_id, say) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 from leviathan.sweep.grid import GridError, RunSpec, expand, to_grid_config
 
 # Overrides of the sweep command that belong to the sweep itself, not to its runs.
-SWEEP_ONLY = ("sweep", "grid", "launcher", "hydra")
+SWEEP_ONLY = ("sweep", "grid", "launcher", "eval", "hydra")
 
 
 @dataclass
