@@ -103,11 +103,10 @@ def _wait_for(pred, timeout: float, what: str, poll: float = 1.0):
 
 def test_slurm_sweep_submits_returns_and_requeue_resumes(slurm_cluster, mlflow_server,
                                                          tmp_path):
-    common = ["+grid=smoke", "grid.sizes=[smoke/26M]", "~grid.arms.leviathan",
-              "grid.tokens=[8192]", "trainer.ckpt_every=2", "trainer.val_every=8",
-              "trainer.warmup_steps=1", "sweep.name=smoke-slurm", "launcher=slurm",
-              "launcher.mem_gb=3", "launcher.timeout_min=20", f"paths.root_dir={tmp_path}",
-              f"tracking.uri={mlflow_server}"]
+    common = ["+grid=smoke", "grid.tokens=[4096]", "trainer.ckpt_every=2",
+              "trainer.val_every=4", "trainer.warmup_steps=1", "sweep.name=smoke-slurm",
+              "launcher=slurm", "launcher.mem_gb=3", "launcher.timeout_min=20",
+              f"paths.root_dir={tmp_path}", f"tracking.uri={mlflow_server}"]
     bad = sweep_cli([*common, "launcher.partition=nosuchpartition"])
     assert bad.returncode == 2 and "launcher.partition" in bad.stderr
     manifest = tmp_path / "sweeps" / "smoke-slurm" / "manifest.json"
@@ -117,10 +116,12 @@ def test_slurm_sweep_submits_returns_and_requeue_resumes(slurm_cluster, mlflow_s
     out = sweep_cli(common)
     assert out.returncode == 0, (out.stdout + out.stderr)[-5000:]
     assert "python -m leviathan.sweep.status smoke-slurm" in out.stdout
-    (run, rec), = json.loads(manifest.read_text())["jobs"].items()
-    job_id = rec["job_id"]
-    assert time.monotonic() - t0 < 120  # submits and returns; does not wait for the job
+    jobs = json.loads(manifest.read_text())["jobs"]
+    assert len(jobs) == 6 and len({j["job_id"].split("_")[0] for j in jobs.values()}) == 1
+    assert time.monotonic() - t0 < 120  # submits one array and returns; does not wait
 
+    run = "smoke-slurm-26M-4.1Ktok-s0-dense"  # requeue this one mid-run
+    job_id = jobs[run]["job_id"]
     ckpt = tmp_path / "scratch" / "runs" / run / "last.ckpt"
     _wait_for(ckpt.exists, 600, f"the first checkpoint of {run}")
     subprocess.run(["scontrol", "requeue", job_id], check=True)
@@ -132,14 +133,21 @@ def test_slurm_sweep_submits_returns_and_requeue_resumes(slurm_cluster, mlflow_s
         return "Restarts=1" in out.stdout
 
     _wait_for(restarted, 300, "the requeued job to restart", poll=2.0)
-    _wait_for(lambda: status(tmp_path, "smoke-slurm")[0]["state"] == "finished", 900,
-              "the requeued job to finish", poll=5.0)
+    _wait_for(lambda: all(r["state"] in ("finished", "failed")
+                          for r in status(tmp_path, "smoke-slurm")), 1200,
+              "every run of the sweep to end", poll=5.0)
+    rows = status(tmp_path, "smoke-slurm")
+    assert [r["state"] for r in rows] == ["finished"] * 6, rows
 
     c, runs = mlflow_runs(mlflow_server, "smoke-slurm")
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # the same MLflow run continued
-    history = c.get_metric_history(runs[0].info.run_id, "train/loss")
-    steps = sorted(m.step for m in history)
-    assert steps == list(range(1, 17))  # 8192 tokens / 512 per step, each step once
-    logs = "".join(p.read_text(errors="replace") for p in
-                   (tmp_path / "scratch" / "submitit" / "smoke-slurm").glob("*_log.out"))
-    assert "resuming from" in logs  # the second attempt resumed rather than restarted
+    assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs)
+    for r in runs:  # every run landed with its tags
+        assert r.data.tags["family"] == "smoke" and r.data.tags["pair"] in r.info.run_name
+        assert r.data.metrics["final/tokens_seen"] == 4096
+    requeued = next(r for r in runs if r.info.run_name == run)  # the same MLflow run continued
+    steps = sorted(m.step for m in c.get_metric_history(requeued.info.run_id, "train/loss"))
+    assert steps == list(range(1, 9))  # 4096 tokens / 512 per step, each step once
+    log = "".join(p.read_text(errors="replace") for p in
+                  (tmp_path / "scratch" / "submitit" / "smoke-slurm").glob(
+                      f"{job_id}_*_log.out"))
+    assert "resuming from" in log  # the second attempt resumed rather than restarted
