@@ -8,7 +8,6 @@ key named. `make_plan(cfg)` returns a SweepPlan; `write_plan` writes `sweeps/<sw
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -80,21 +79,12 @@ def run_overrides(task_overrides: list[str]) -> list[str]:
     return out
 
 
-def code_version(root: Path | None = None) -> dict[str, Any]:
-    """The package version and the git commit of the code (not of the data/output root)."""
-    root = root or Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
+def code_version() -> dict[str, Any]:
+    """The package version and the git commit of the code (as training records it)."""
     from leviathan import __version__
+    from leviathan.training.run import git_commit
 
-    return {"package": __version__, "git_commit": git("rev-parse", "HEAD") or None,
-            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    return {"package": __version__, "git_commit": git_commit()}
 
 
 def dedupe_overrides(overrides: list[str]) -> list[str]:
@@ -226,9 +216,9 @@ def write_plan(plan: SweepPlan, sweep_dir: Path) -> Path:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    from leviathan.training.run import write_atomic
+
+    write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def format_plan(plan: SweepPlan) -> str:
