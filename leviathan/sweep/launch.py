@@ -138,7 +138,8 @@ def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> int:
         ids = ", ".join(str(getattr(j, "job_id", "?")) for j in jobs)
         say(f"Job ids: {ids}\nStatus: python -m leviathan.sweep.status {plan.name}")
         if plan.sweep.get("eval"):
-            launch_eval(plan, cfg, manifest, manifest_path, after=jobs, say=say)
+            launch_eval(plan, cfg, manifest, manifest_path, after=jobs,
+                        pending={r.run for r in todo}, say=say)
         return 0
     code = _wait_local(plan, todo, jobs, manifest, manifest_path, c, parent_id, say)
     if plan.sweep.get("eval"):
@@ -147,11 +148,12 @@ def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> int:
 
 
 def launch_eval(plan: SweepPlan, cfg: Any, manifest: dict, manifest_path: Path, *,
-                after: list[Any], say=_say) -> int:
+                after: list[Any], pending: set[str] | None = None, say=_say) -> int:
     """The eval step: one job per run (lm-eval on its checkpoint), after the training jobs.
 
     SLURM: an array that starts when the training array has ended (`afterany`), submitted now;
-    local: run here, with progress. Already evaluated runs are skipped by the job itself."""
+    local: run here, with progress. Only finished runs (or those training now) are evaluated;
+    already evaluated ones are skipped by the job itself."""
     from omegaconf import OmegaConf
 
     from leviathan.sweep.job import eval_job
@@ -167,8 +169,9 @@ def launch_eval(plan: SweepPlan, cfg: Any, manifest: dict, manifest_path: Path, 
         extra["dependency"] = "afterany:" + ":".join(train_ids)
         executor.update_parameters(additional_parameters=extra)
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
+    pending = pending or set()  # runs whose training jobs (`after`) were just submitted
     runs = [r for r in plan.runs
-            if lcfg.name == "slurm" or (run_scratch_dir(r.config) / "summary.json").is_file()]
+            if r.run in pending or (run_scratch_dir(r.config) / "summary.json").is_file()]
     fns = [ResumableCall(eval_job, str(run_scratch_dir(r.config)), eval_cfg,
                          requeue=lcfg.requeue) for r in runs]
     jobs = submit_array(executor, fns)
