@@ -106,7 +106,7 @@ def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> int:
     if not todo:
         say(f"Nothing to train: all {len(plan.runs)} runs of sweep {plan.name} are finished or "
             f"active. `sweep.force=true` reruns them.")
-        _finish_parent(c, parent_id, plan, manifest, manifest_path, active_left=bool(skipped and
+        _finish_parent(c, parent_id, manifest, manifest_path, active_left=bool(skipped and
                        any(w != "finished" for _, w in skipped)))
         if plan.sweep.get("eval"):
             return launch_eval(plan, cfg, manifest, manifest_path, after=[], say=say)
@@ -259,7 +259,7 @@ def _last_log_line(job: Any) -> str | None:
     return None
 
 
-def _finish_parent(c, parent_id, plan, manifest, manifest_path, active_left: bool) -> None:
+def _finish_parent(c, parent_id, manifest, manifest_path, active_left: bool) -> None:
     _write_json(manifest_path, manifest)
     if not active_left:
         c.set_terminated(parent_id, status="FINISHED")

@@ -58,10 +58,6 @@ class SweepPlan:
     user_overrides: list[str]
     code_version: dict[str, Any]
 
-    @property
-    def dir_name(self) -> str:
-        return self.name
-
     def frame(self):
         import pandas as pd
 
