@@ -9,6 +9,8 @@ import sys
 BENCHES = {
     "throughput": "leviathan.bench.throughput",  # Leviathan vs Dense training tokens/s
     "data": "leviathan.bench.data",  # raw tiktoken vs streaming vs prepared reader
+    "loss": "leviathan.bench.loss",  # plain vs lean (chunked) head + cross-entropy
+    "gpu": "leviathan.bench.gpu",  # real training steps on CUDA: tokens/s, MFU, peak memory
 }
 
 

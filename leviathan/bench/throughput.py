@@ -1,7 +1,9 @@
 """`python -m leviathan.bench throughput`: Leviathan vs Dense training tokens/s on this machine.
 
 An iso-body pair (same width and depth, o200k_base padded to 200,376; Dense head untied, the
-Leviathan head untied) is trained in one process with AdamW, alternating arms step by step (the
+Leviathan head untied) is trained in one process by training's own step (leviathan.training.step:
+the lean chunked loss by default, AdamW groups, clipping, the non-finite guard; --loss-impl plain
+for the all-logits loss), alternating arms step by step (the
 order flips every round, ABBA) so that a noisy, shared machine slows both alike. After warm-up
 the median step time of each arm gives its tokens/s, and ratio = their quotient (the median of
 the per-round ratios and that of the fastest steps are printed too, as checks against
@@ -19,9 +21,10 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from leviathan.models import ModelConfig, build_model, count_params
+from leviathan.training.config import LOSS_IMPLS, TrainerConfig
+from leviathan.training.step import TrainStep
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,25 +42,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="how batch token ids are drawn")
     p.add_argument("--zipf-s", type=float, default=1.1, help="Zipf exponent for --ids zipf")
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--loss-impl", default="chunked", choices=LOSS_IMPLS,
+                   help="trainer.loss_impl: the training loss")
+    p.add_argument("--loss-chunk", type=int, default=TrainerConfig.loss_chunk,
+                   help="trainer.loss_chunk: tokens per chunk of the chunked loss")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    for key in ("steps", "batch", "seq_len", "d_model", "n_layers", "n_heads"):
+    for key in ("steps", "batch", "seq_len", "d_model", "n_layers", "n_heads", "loss_chunk"):
         if getattr(args, key) <= 0:
             p.error(f"--{key.replace('_', '-')} must be positive")
     return args
 
 
-def make_batches(args, vocab_size: int, n: int) -> list[torch.Tensor]:
-    """n fixed (batch, seq_len + 1) batches of token ids."""
-    g = torch.Generator().manual_seed(args.seed)
-    shape = (args.batch, args.seq_len + 1)
-    if args.ids == "uniform":
+def token_batches(vocab_size: int, shape: tuple[int, int], n: int, *, ids: str = "zipf",
+                  zipf_s: float = 1.1, seed: int = 0) -> list[torch.Tensor]:
+    """n fixed batches of token ids of `shape` (batch, seq_len + 1): Zipf-distributed over the
+    ids (frequent ids spread over the id range by a fixed permutation) or uniform."""
+    g = torch.Generator().manual_seed(seed)
+    if ids == "uniform":
         return [torch.randint(0, vocab_size, shape, generator=g) for _ in range(n)]
     ranks = torch.arange(1, vocab_size + 1, dtype=torch.float64)
-    probs = ranks.pow(-args.zipf_s)
-    perm = torch.randperm(vocab_size, generator=g)  # frequent ids spread over the id range
+    probs = ranks.pow(-zipf_s)
+    perm = torch.randperm(vocab_size, generator=g)
     out = []
     for _ in range(n):
         draws = torch.multinomial(probs, shape[0] * shape[1], replacement=True, generator=g)
@@ -65,27 +73,28 @@ def make_batches(args, vocab_size: int, n: int) -> list[torch.Tensor]:
     return out
 
 
-class Arm:
-    """One model + AdamW, stepping on the shared batches."""
+def make_batches(args, vocab_size: int, n: int) -> list[torch.Tensor]:
+    """n fixed (batch, seq_len + 1) batches of token ids."""
+    return token_batches(vocab_size, (args.batch, args.seq_len + 1), n, ids=args.ids,
+                         zipf_s=args.zipf_s, seed=args.seed)
 
-    def __init__(self, name: str, cfg: ModelConfig, device: torch.device, lr: float) -> None:
+
+class Arm:
+    """One model and training's own step (loss, AdamW, clip, guard) on the shared batches."""
+
+    def __init__(self, name: str, cfg: ModelConfig, device: torch.device, args) -> None:
         self.name, self.cfg = name, cfg
         self.model = build_model(cfg).to(device).train()
-        self.opt = torch.optim.AdamW(self.model.optim_groups(0.1), lr=lr, betas=(0.9, 0.95))
+        tc = TrainerConfig(accelerator=device.type, lr=args.lr, min_lr=0.0,
+                           global_batch=args.batch, micro_batch=args.batch,
+                           loss_impl=args.loss_impl, loss_chunk=args.loss_chunk)
+        self.train_step = TrainStep(self.model, tc)
         self.times: list[float] = []
         self.losses: list[float] = []
 
     def step(self, batch: torch.Tensor, record: bool) -> None:
         t0 = time.perf_counter()
-        x, y = batch[:, :-1], batch[:, 1:]
-        logits = self.model(x)  # (B, T, V_pad)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-        del logits
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        loss_value = loss.item()  # synchronises on an accelerator
+        loss_value = self.train_step([batch])["loss"]  # .item() synchronises an accelerator
         if record:
             self.times.append(time.perf_counter() - t0)
             self.losses.append(loss_value)
@@ -114,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     base = ModelConfig(arm="dense", head="untied", ladder="bench", size="bench",
                        d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
                        max_seq_len=args.seq_len, lev={"impl": args.lev_impl})
-    arms = [Arm("dense", base, device, args.lr),
-            Arm("leviathan", base.replace(arm="leviathan"), device, args.lr)]
+    arms = [Arm("dense", base, device, args),
+            Arm("leviathan", base.replace(arm="leviathan"), device, args)]
     rounds = args.warmup + args.steps
     batches = [b.to(device) for b in make_batches(args, base.vocab_size, min(rounds, 8))]
     distinct = statistics.mean(int(b[:, :-1].unique().numel()) for b in batches)
@@ -126,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{n.head / 1e6:.2f}M, body {n.body / 1e6:.2f}M)")
     print(f"batch {args.batch} x {args.seq_len} = {tokens} tokens ({args.ids} ids, "
           f"{distinct:.0f} distinct per batch), {torch.get_num_threads()} threads, "
-          f"{args.warmup} warm-up + {args.steps} measured steps per arm, alternating")
+          f"{args.warmup} warm-up + {args.steps} measured steps per arm, alternating; "
+          f"loss {args.loss_impl}" + (f" (chunk {args.loss_chunk})"
+                                      if args.loss_impl == "chunked" else ""))
     for i in range(rounds):
         order = arms if i % 2 == 0 else arms[::-1]  # ABBA: neither arm always goes first
         for arm in order:
@@ -156,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     result.update(steps=args.steps, warmup=args.warmup, batch=args.batch, seq_len=args.seq_len,
                   d_model=args.d_model, n_layers=args.n_layers, ids=args.ids,
                   distinct_ids_per_batch=round(distinct, 1), threads=torch.get_num_threads(),
-                  device=str(device), lev_impl=args.lev_impl)
+                  device=str(device), lev_impl=args.lev_impl, loss_impl=args.loss_impl,
+                  loss_chunk=args.loss_chunk)
     print(json.dumps(result))
     return 0

@@ -122,7 +122,10 @@ def to_data_config(cfg: Any) -> DataConfig:
 
 def register_configs() -> None:
     """Register DataConfig as the schema `data/schema` in Hydra's ConfigStore."""
-    from hydra.core.config_store import ConfigStore
+    try:
+        from hydra.core.config_store import ConfigStore
+    except ModuleNotFoundError:  # torch alone (`bench gpu` on a bare GPU box): no schemas needed
+        return
 
     ConfigStore.instance().store(group="data", name="schema", node=DataConfig)
 

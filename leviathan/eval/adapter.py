@@ -144,11 +144,7 @@ class LeviathanLM(LM):
 
     @torch.no_grad()
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, D) final-normed
-        m = self.model
-        x = m.embed(idx)  # (B, T, D): the LEV table lookup for Leviathan in eval mode
-        for block in m.blocks:
-            x = block(x)
-        return m.norm(x)
+        return self.model.hidden(idx)  # Leviathan in eval mode: rows of the cached LEV table
 
     @torch.no_grad()
     def _score_batch(self, batch: list[_Item]) -> list[tuple[float, bool]]:

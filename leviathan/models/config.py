@@ -221,7 +221,10 @@ def to_model_config(cfg: Any) -> ModelConfig:
 
 def register_configs() -> None:
     """Register the schemas: `model/schema` (ModelConfig) and `model/lev/schema` (LevConfig)."""
-    from hydra.core.config_store import ConfigStore
+    try:
+        from hydra.core.config_store import ConfigStore
+    except ModuleNotFoundError:  # torch alone (`bench gpu` on a bare GPU box): no schemas needed
+        return
 
     cs = ConfigStore.instance()
     cs.store(group="model", name="schema", node=ModelConfig)

@@ -56,15 +56,22 @@ class LanguageModel(nn.Module):
         self.embed.reset_parameters()
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:  # (B, T) long -> (B, T, V_pad)
+        return self.logits(self.hidden(idx))
+
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:  # (B, T) long -> (B, T, D)
+        """The final-normed hidden states the head reads (training's lean loss starts here)."""
         x = self.embed(idx)  # (B, T, D)
         for block in self.blocks:
             x = block(x)
-        return self.logits(self.norm(x))
+        return self.norm(x)
+
+    def head_weight(self) -> torch.Tensor:  # (V_pad, D): logits = h @ head_weight().T
+        if self.head is not None:
+            return self.head.weight
+        return self.embed.table()  # tied table, or LEV(0..V_pad-1) for generator
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, V_pad)
-        if self.head is not None:
-            return self.head(h)
-        return F.linear(h, self.embed.table())  # tied table, or LEV(0..V_pad-1) for generator
+        return F.linear(h, self.head_weight())
 
     # ---- accounting and optimisation ------------------------------------------------------
     def param_counts(self):

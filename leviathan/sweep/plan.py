@@ -38,7 +38,8 @@ class PlannedRun:
     steps: int  # optimizer steps
     global_batch: int  # sequences per step
     flops: float  # training FLOPs: flops_per_token x tokens
-    gpu_hours: float  # flops / (sweep.mfu x sweep.peak_flops)
+    mfu: float  # measured by `bench gpu` for this size and arm (sweep.measured_mfu), else sweep.mfu
+    gpu_hours: float  # flops / (mfu x sweep.peak_flops)
     config_hash: str  # what training records; equal hashes compute the same thing
     config: dict[str, Any] = field(repr=False, default_factory=dict)  # resolved run config
 
@@ -57,6 +58,7 @@ class SweepPlan:
     sweep: dict[str, Any]
     user_overrides: list[str]
     code_version: dict[str, Any]
+    mfu_note: str = ""  # which runs' MFU was measured (and where it was read), which assumed
 
     def frame(self):
         import pandas as pd
@@ -89,6 +91,17 @@ def dedupe_overrides(overrides: list[str]) -> list[str]:
     return [o for i, o in enumerate(overrides) if last[o.lstrip("+~").split("=", 1)[0]] == i]
 
 
+def measured_throughput(path: str | None) -> tuple[dict[tuple[str, str], float], str]:
+    """FLOP/s per (ladder/size, arm) measured by `python -m leviathan.bench gpu`, read from
+    `path` (sweep.measured_mfu), and a note saying where from; ({}, "") without such a file."""
+    if not path or not Path(path).is_file():
+        return {}, ""
+    record = json.loads(Path(path).read_text())
+    out = {(shape, arm): float(r["flops_per_s"])
+           for shape, arms in record.get("shapes", {}).items() for arm, r in arms.items()}
+    return out, f"{path} ({record.get('device', '?')}, {record.get('written_at', '?')})"
+
+
 def _compose_run(spec: RunSpec, extra: list[str]):
     from hydra import compose
 
@@ -119,6 +132,9 @@ def make_plan(cfg: Any, task_overrides: list[str], root: Path) -> SweepPlan:
     abs_root = str(root.resolve())
 
     specs = expand(grid, name)
+    measured, source = measured_throughput(sweep.get("measured_mfu"))
+    n_measured = 0
+    peak = float(sweep["peak_flops"])
     runs: list[PlannedRun] = []
     checked_data: set[str] = set()
     pair_tokens: dict[str, int] = {}
@@ -148,18 +164,30 @@ def make_plan(cfg: Any, task_overrides: list[str], root: Path) -> SweepPlan:
         container = OmegaConf.to_container(run_cfg, resolve=True)
         container.pop("hydra", None)
         flops = fpt * rp.budget_tokens
+        fps = measured.get((f"{mc.ladder}/{mc.size}", spec.arm))  # the bench's shape key
+        mfu = fps / peak if fps else float(sweep["mfu"])
+        n_measured += fps is not None
         runs.append(PlannedRun(
             run=spec.name, pair=spec.pair, arm=spec.arm, size=str(mc.size), family=grid.family,
             seed=spec.seed, d_model=mc.d_model, n_layers=mc.n_layers, n_heads=mc.n_heads,
             params_total=counts.total, params_input=counts.input, params_head=counts.head,
             params_body=counts.body, tokens=rp.budget_tokens, steps=rp.max_steps,
-            global_batch=rp.global_batch, flops=flops,
-            gpu_hours=flops / (float(sweep["mfu"]) * float(sweep["peak_flops"])) / 3600.0,
+            global_batch=rp.global_batch, flops=flops, mfu=mfu,
+            gpu_hours=flops / (mfu * peak) / 3600.0,
             config_hash=config_hash(container), config=container))
     _check_pairs(runs, grid)
     return SweepPlan(name=name, grid=asdict(grid), runs=runs,
                      launcher=asdict(launcher), sweep=sweep, user_overrides=user,
-                     code_version=code_version())
+                     code_version=code_version(), mfu_note=_mfu_note(sweep, source, n_measured))
+
+
+def _mfu_note(sweep: dict, source: str, n_measured: int) -> str:
+    if n_measured:
+        return (f"MFU measured by `bench gpu` for {n_measured} runs, read from {source}; the "
+                f"others assume sweep.mfu={sweep['mfu']}")
+    where = f"{source} has none of these sizes" if source else "no `bench gpu` results at " \
+        f"sweep.measured_mfu={sweep.get('measured_mfu')}"
+    return f"MFU assumed: sweep.mfu={sweep['mfu']} ({where})"
 
 
 def _check_pairs(runs: list[PlannedRun], grid) -> None:
@@ -220,14 +248,16 @@ def _write_json(path: Path, obj: Any) -> None:
 def format_plan(plan: SweepPlan) -> str:
     """The plan as a markdown table, plus totals."""
     rows = ["| run | pair | arm | size | d_model | n_layers | total | embedding | body | tokens "
-            "| steps | FLOPs | GPU-h |", "|" + "---|" * 13]
+            "| steps | FLOPs | MFU | GPU-h |", "|" + "---|" * 14]
     for r in plan.runs:
         rows.append(f"| {r.run} | {r.pair} | {r.arm} | {r.size} | {r.d_model} | {r.n_layers} "
                     f"| {r.params_total:,} | {r.params_input:,} | {r.params_body:,} "
-                    f"| {r.tokens:,} | {r.steps:,} | {r.flops:.3g} | {r.gpu_hours:.3g} |")
+                    f"| {r.tokens:,} | {r.steps:,} | {r.flops:.3g} | {r.mfu:.3g} "
+                    f"| {r.gpu_hours:.3g} |")
     total_flops = sum(r.flops for r in plan.runs)
     total_h = sum(r.gpu_hours for r in plan.runs)
     rows.append(f"\n{len(plan.runs)} runs in {len({r.pair for r in plan.runs})} pairs; "
-                f"{total_flops:.3g} FLOPs, ~{total_h:.3g} GPU-hours at MFU "
-                f"{plan.sweep['mfu']} of {float(plan.sweep['peak_flops']):.3g} FLOP/s")
+                f"{total_flops:.3g} FLOPs, ~{total_h:.3g} GPU-hours at the MFU column of "
+                f"{float(plan.sweep['peak_flops']):.3g} FLOP/s")
+    rows.append(plan.mfu_note)
     return "\n".join(rows)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 BUDGET_PARAMS = ("total", "body", "input", "head")
+LOSS_IMPLS = ("chunked", "plain")  # the training loss (validation always uses the plain path)
 # config subtrees that do not change what a run computes: excluded from config_hash
 HASH_EXCLUDE = ("tracking", "paths", "meta", "run_name", "resume", "hydra", "local")
 
@@ -29,6 +30,8 @@ class TrainerConfig:
     strategy: str = "auto"  # Lightning strategy (auto | ddp | ...)
     precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed | ...
     compile: bool = False  # torch.compile the model
+    loss_impl: str = "chunked"  # chunked (lean head + loss, models/loss.py) | plain (all logits)
+    loss_chunk: int = 1024  # chunked: tokens whose (chunk, V_pad) logits exist at once
     matmul_precision: str = "high"  # torch.set_float32_matmul_precision
     global_batch: int = 512  # sequences per optimizer step over all ranks
     micro_batch: int = 16  # sequences per forward/backward on one device
@@ -57,7 +60,7 @@ class TrainerConfig:
             return TrainConfigError(f"trainer.{key}: {msg}")
 
         for key in ("devices", "num_nodes", "global_batch", "micro_batch", "val_every",
-                    "ckpt_every", "log_every"):
+                    "ckpt_every", "log_every", "loss_chunk"):
             v = getattr(self, key)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise bad(key, f"must be an integer >= 1, got {v!r}")
@@ -76,6 +79,8 @@ class TrainerConfig:
             raise bad("weight_decay", "weight_decay and grad_clip must be >= 0 and eps > 0")
         if not 0 <= self.warmup_fraction < 1:
             raise bad("warmup_fraction", f"must be in [0, 1), got {self.warmup_fraction}")
+        if self.loss_impl not in LOSS_IMPLS:
+            raise bad("loss_impl", f"must be one of {LOSS_IMPLS}, got {self.loss_impl!r}")
         if self.budget_params not in BUDGET_PARAMS:
             raise bad("budget_params", f"must be one of {BUDGET_PARAMS}, got "
                                        f"{self.budget_params!r}")

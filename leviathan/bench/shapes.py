@@ -1,0 +1,93 @@
+"""Model configs of a named size and a grid's arms, read from conf/ without Hydra.
+
+`bench gpu` must run on a GPU box that has torch and this package but maybe not Hydra, so it
+reads the same YAML files Hydra composes, in the one pattern they use: a size file
+(conf/model/<shape>.yaml, whose defaults list starts with /model/base or another model file)
+over its base, then the `model.*` overrides of one arm of a grid (conf/grid/<grid>.yaml `arms`).
+tests/test_bench_gpu.py checks the result against Hydra's own composition.
+
+    "v1/421M"            -> the isoparametric grid's arms (the v1 family)
+    "v2/1.2B"            -> the decoupled grid's arms (the v2 family)
+    "debug@isobody"      -> any size with any grid's arms
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from leviathan.configdoc import CONF
+from leviathan.models.accounting import resolve_model_config
+from leviathan.models.config import ModelConfig
+
+GRID_OF_LADDER = {"v1": "isoparametric", "v2": "decoupled", "smoke": "smoke"}
+
+
+class ShapeError(ValueError):
+    """A shape or grid name that conf/ does not have; the message names the file."""
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ShapeError(f"{path}: no such config file")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def model_node(name: str) -> dict[str, Any]:
+    """conf/model/<name>.yaml over its defaults (other model files), as Hydra composes it."""
+    node = _read(CONF / "model" / f"{name}.yaml")
+    out: dict[str, Any] = {}
+    for entry in node.pop("defaults", []):
+        if entry == "_self_":
+            continue
+        parent = str(entry).split("@", 1)[0].removeprefix("/model/")
+        out = _merge(out, model_node(parent))
+    return _merge(out, node)
+
+
+def split_shape(spec: str) -> tuple[str, str]:
+    """'v1/421M' -> ('v1/421M', 'isoparametric'); 'debug@isobody' -> ('debug', 'isobody')."""
+    shape, _, grid = spec.partition("@")
+    if not grid:
+        ladder = shape.split("/", 1)[0] if "/" in shape else shape
+        if ladder not in GRID_OF_LADDER:
+            raise ShapeError(f"{spec}: name the grid whose arms to use, e.g. {shape}@isobody")
+        grid = GRID_OF_LADDER[ladder]
+    return shape, grid
+
+
+def grid_arms(grid: str) -> dict[str, list[str]]:
+    """The arms of conf/grid/<grid>.yaml: arm name -> its overrides."""
+    arms = _read(CONF / "grid" / f"{grid}.yaml").get("arms")
+    if not isinstance(arms, dict) or not arms:
+        raise ShapeError(f"{CONF / 'grid' / f'{grid}.yaml'}: no `arms` mapping")
+    return arms
+
+
+def arm_config(spec: str, arm: str) -> ModelConfig:
+    """The resolved ModelConfig of one arm at one shape (isoparametric depth solved)."""
+    shape, grid = split_shape(spec)
+    arms = grid_arms(grid)
+    if arm not in arms:
+        raise ShapeError(f"conf/grid/{grid}.yaml has no arm {arm!r} (arms: {', '.join(arms)})")
+    node = model_node(shape)
+    for override in arms[arm]:
+        key, sep, value = str(override).partition("=")
+        parts = key.lstrip("+").split(".")
+        if not sep or parts[0] != "model":
+            raise ShapeError(f"conf/grid/{grid}.yaml arms.{arm}: {override!r} is not a model.* "
+                             "override (bench gpu reads only those)")
+        target = node
+        for p in parts[1:-1]:
+            target = target.setdefault(p, {})
+        target[parts[-1]] = yaml.safe_load(value)
+    return resolve_model_config(node)
