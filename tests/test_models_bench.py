@@ -32,3 +32,26 @@ def test_throughput_bench_rejects_bad_options(capsys):
     with pytest.raises(SystemExit):
         bench_main(["throughput", "--steps", "0"])
     assert "--steps must be positive" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_loss_bench_small_shape(capsys):
+    """Plain vs lean on a small shape, each in its own process: equal losses and gradient
+    norms, and the lean peak well under the plain one (the 200k-vocabulary figures: README)."""
+    argv = ["loss", "--tokens", "512", "--vocab", "20000", "--dim", "32", "--chunk", "64",
+            "--repeats", "1", "--threads", "1"]
+    assert bench_main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(lines[-1])
+    for key in ("plain_peak_mb", "lean_peak_mb", "plain_s", "lean_s"):
+        assert result[key] > 0, key
+    for key in ("loss_rel_diff", "h_grad_norm_rel_diff", "w_grad_norm_rel_diff"):
+        assert result[key] < 1e-5, key
+    assert result["lean_peak_mb"] * 3 < result["plain_peak_mb"]  # logits: 41 MB per fp32 copy
+    assert result["memory"].startswith("cpu: VmHWM")
+
+
+def test_loss_bench_rejects_bad_options(capsys):
+    with pytest.raises(SystemExit):
+        bench_main(["loss", "--variants", "lean"])
+    assert "--variants must name plain and lean" in capsys.readouterr().err

@@ -161,6 +161,26 @@ def test_tiny_run_lands_in_mlflow(arm, tmp_path, data_dir, mlflow_server):
 
 @pytest.mark.integration
 @pytest.mark.slow
+def test_lean_loss_run_matches_the_plain_loss_run(tmp_path, data_dir, mlflow_server):
+    """trainer.loss_impl=chunked (the default; 16-token chunks: two per micro-batch) against
+    plain: the same train/loss and grad_norm at every step, the same validation loss."""
+    from leviathan.training.run import train
+
+    runs = {}
+    for impl in ("plain", "chunked"):
+        cfg = compose(tiny(data_dir, tmp_path, mlflow_server, f"trainer.loss_impl={impl}",
+                           "trainer.loss_chunk=16", f"run_name=loss-{impl}", steps=4,
+                           arm="leviathan"))
+        runs[impl] = train(cfg)["run_id"]
+    for key, tol in (("train/loss", 1e-5), ("grad_norm", 1e-4), ("val/loss", 1e-5)):
+        plain = one_value_per_step(mlflow_server, runs["plain"], key)
+        lean = one_value_per_step(mlflow_server, runs["chunked"], key)
+        assert len(plain) == len(lean) > 0, key
+        assert lean == pytest.approx(plain, rel=tol), key
+
+
+@pytest.mark.integration
+@pytest.mark.slow
 def test_nan_loss_stops_marks_failed_and_keeps_last_good_checkpoint(tmp_path, data_dir,
                                                                    mlflow_server):
     from leviathan.training.module import NonFiniteLoss

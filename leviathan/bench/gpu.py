@@ -67,16 +67,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--peak-flops", type=float, default=H100_BF16, help="per-device peak FLOP/s")
     p.add_argument("--data", default=None,
                    help="Pile-format shards, a prepared dir, or `minipile` (default: synthetic)")
-    p.add_argument("--lev-steps", type=int, default=5, help="LEV-alone timings per path")
+    p.add_argument("--lev-steps", type=int, default=5,
+                   help="LEV-alone timings per path (0: skip them)")
     p.add_argument("--device", default="cuda", help="cuda (cpu: for tests of this code only)")
     p.add_argument("--out", type=Path, default=None, help=f"results JSON (default {DEFAULT_OUT})")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    for key in ("steps", "micro_batch", "accumulation", "seq_len", "loss_chunk", "lev_steps"):
+    for key in ("steps", "micro_batch", "accumulation", "seq_len", "loss_chunk"):
         if getattr(args, key) <= 0:
             p.error(f"--{key.replace('_', '-')} must be positive")
-    if args.warmup < 0:
-        p.error("--warmup must be >= 0")
+    if args.warmup < 0 or args.lev_steps < 0:
+        p.error("--warmup and --lev-steps must be >= 0")
     return args
 
 
@@ -174,7 +175,7 @@ def run_arm(args, spec: str, arm: str, device: torch.device, workdir: Path) -> d
            "flops_per_s": fpt * tokens / med, "mfu": fpt * tokens / med / args.peak_flops,
            "peak_mem_gb": peak_memory_gb(device), "loss_first": losses[0],
            "loss_last": losses[-1]}
-    if cfg.arm == "leviathan":
+    if cfg.arm == "leviathan" and args.lev_steps:
         batches = token_batches(cfg.vocab_size, (args.micro_batch, args.seq_len + 1), 4,
                                 seed=args.seed)
         out.update(time_lev(model.embed, batches, device, args.lev_steps))

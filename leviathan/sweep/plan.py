@@ -178,15 +178,16 @@ def make_plan(cfg: Any, task_overrides: list[str], root: Path) -> SweepPlan:
     _check_pairs(runs, grid)
     return SweepPlan(name=name, grid=asdict(grid), runs=runs,
                      launcher=asdict(launcher), sweep=sweep, user_overrides=user,
-                     code_version=code_version(), mfu_note=_mfu_note(sweep, source, n_measured))
+                     code_version=code_version(),
+                     mfu_note=_mfu_note(sweep, source, n_measured, len(runs)))
 
 
-def _mfu_note(sweep: dict, source: str, n_measured: int) -> str:
+def _mfu_note(sweep: dict, source: str, n_measured: int, n_runs: int) -> str:
     if n_measured:
-        return (f"MFU measured by `bench gpu` for {n_measured} runs, read from {source}; the "
-                f"others assume sweep.mfu={sweep['mfu']}")
-    where = f"{source} has none of these sizes" if source else "no `bench gpu` results at " \
-        f"sweep.measured_mfu={sweep.get('measured_mfu')}"
+        return (f"MFU measured by `bench gpu` for {n_measured} of {n_runs} runs, read from "
+                f"{source}; the others assume sweep.mfu={sweep['mfu']}")
+    where = (f"{source} has none of these sizes" if source else
+             f"no `bench gpu` results at sweep.measured_mfu={sweep.get('measured_mfu')}")
     return f"MFU assumed: sweep.mfu={sweep['mfu']} ({where})"
 
 

@@ -1,0 +1,132 @@
+"""`bench gpu`: says it needs CUDA and exits 0 without it; runs its real training steps (on CPU
+here) with torch and this package alone; reads the sizes as Hydra composes them; its results
+feed the sweep's GPU-hour estimate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from leviathan.bench.shapes import ShapeError, arm_config, grid_arms, split_shape
+from leviathan.models import resolve_model_config
+
+REPO = Path(__file__).resolve().parents[1]
+BLOCKED = ("hydra", "omegaconf", "mlflow", "submitit", "lightning", "pytorch_lightning")
+CPU_ARGS = ["--device", "cpu", "--steps", "2", "--warmup", "1", "--micro-batch", "2",
+            "--seq-len", "16"]
+
+
+def run_blocked(argv: list[str]) -> subprocess.CompletedProcess:
+    """`python -m leviathan.bench <argv>` in a process where BLOCKED cannot be imported."""
+    code = ("import sys\n"
+            f"for name in {BLOCKED!r}:\n"
+            "    sys.modules[name] = None  # any import of it raises ImportError\n"
+            "from leviathan.bench.__main__ import main\n"
+            f"rc = main({argv!r})\n"
+            f"assert not any(sys.modules.get(n) for n in {BLOCKED!r})\n"
+            "sys.exit(rc)\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ), timeout=900)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_without_cuda_it_says_so_and_exits_0(tmp_path):
+    out = tmp_path / "bench_gpu.json"
+    proc = run_blocked(["gpu", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "bench gpu needs CUDA" in proc.stdout
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_real_steps_on_the_real_data_pipeline_with_torch_alone(tmp_path):
+    """The whole path (shapes from conf/, minipile written, prepared and read, TrainStep with
+    the chunked loss, MFU, peak memory, the results file) without Hydra, OmegaConf, Lightning,
+    MLflow or submitit importable."""
+    out = tmp_path / "bench_gpu.json"
+    proc = run_blocked(["gpu", *CPU_ARGS, "--shapes", "debug@isobody", "--data", "minipile",
+                        "--lev-steps", "0", "--peak-flops", "1e9", "--out", str(out)])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    last = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("dense_mfu", "leviathan_mfu", "dense_tokens_per_s", "leviathan_tokens_per_s"):
+        assert last[key]["debug/debug"] > 0, key
+    assert last["peak_mem_gb"] > 0 and last["leviathan_dense_ratio"]["debug/debug"] > 0
+    record = json.loads(out.read_text())
+    dense = record["shapes"]["debug/debug"]["dense"]
+    assert dense["mfu"] == pytest.approx(dense["flops_per_s"] / record["peak_flops"])
+    assert dense["flops_per_s"] == pytest.approx(dense["flops_per_token"] * dense["tokens_per_s"])
+    assert record["settings"]["data"] == "minipile" and record["settings"]["loss_impl"] == "chunked"
+    assert 9 < dense["loss_first"] < 14  # ~ln(200,376) = 12.2 at init: real ids, real targets
+
+
+@pytest.mark.slow
+def test_lev_paths_are_timed_for_leviathan_arms(tmp_path, capsys):
+    from leviathan.bench.__main__ import main
+
+    out = tmp_path / "b.json"
+    assert main(["gpu", *CPU_ARGS, "--shapes", "debug_small@isobody", "--arms", "leviathan",
+                 "--lev-steps", "1", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())["shapes"]["debug/debug_small"]["leviathan"]
+    assert r["lev_unique_s"] > 0 and r["lev_table_s"] > 0
+    assert r["lev_faster"] in ("unique", "table")
+    assert "LEV unique" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spec", ["v1/421M", "v2/1.2B", "debug@isobody", "smoke/13M"])
+def test_shapes_are_what_hydra_composes(spec):
+    from hydra import compose, initialize_config_dir
+
+    shape, grid = split_shape(spec)
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        for arm, overrides in grid_arms(grid).items():
+            cfg = compose("train", overrides=[f"model={shape}", *overrides])
+            assert arm_config(spec, arm) == resolve_model_config(cfg.model), (spec, arm)
+
+
+def test_shape_errors_name_the_file():
+    with pytest.raises(ShapeError, match="421X.yaml"):
+        arm_config("v1/421X", "dense")
+    with pytest.raises(ShapeError, match="no arm 'control'"):
+        arm_config("v1/421M", "control")
+    with pytest.raises(ShapeError, match="debug@isobody"):
+        split_shape("debug")
+
+
+@pytest.mark.slow
+def test_sweep_estimate_uses_measured_mfu_where_it_exists(tmp_path, capsys):
+    """bench gpu (CPU, the smoke grid's 13M Dense arm) writes the results; the smoke grid's plan
+    takes that run's MFU from them, says where from, and assumes sweep.mfu for the rest."""
+    from hydra import compose, initialize_config_dir
+
+    from leviathan.bench.__main__ import main
+    from leviathan.sweep.grid import register_configs
+    from leviathan.sweep.plan import format_plan, make_plan
+
+    out = tmp_path / "sweeps" / "bench_gpu.json"
+    assert main(["gpu", *CPU_ARGS, "--shapes", "smoke/13M", "--arms", "dense",
+                 "--peak-flops", "1e9", "--out", str(out)]) == 0
+    fps = json.loads(out.read_text())["shapes"]["custom/13M"]["dense"]["flops_per_s"]
+    register_configs()
+    overrides = ["+grid=smoke", f"paths.root_dir={tmp_path}"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="sweep", overrides=overrides)
+        plan = make_plan(cfg, overrides, tmp_path)
+    peak = float(cfg.sweep.peak_flops)
+    for r in plan.runs:
+        measured = (r.size, r.arm) == ("13M", "dense")
+        assert r.mfu == pytest.approx(fps / peak if measured else 0.4), r.run
+        assert r.gpu_hours == pytest.approx(r.flops / (r.mfu * peak) / 3600)
+    text = format_plan(plan)
+    assert f"read from {out}" in text and "for 1 of 6 runs" in text and "sweep.mfu=0.4" in text
+    # without the file: the assumption throughout, and the plan says so
+    out.unlink()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        plan = make_plan(cfg, overrides, tmp_path)
+    assert {r.mfu for r in plan.runs} == {0.4}
+    assert "MFU assumed: sweep.mfu=0.4" in format_plan(plan)
