@@ -89,6 +89,17 @@ def test_shapes_are_what_hydra_composes(spec):
             assert arm_config(spec, arm) == resolve_model_config(cfg.model), (spec, arm)
 
 
+def test_trainer_defaults_are_what_hydra_composes():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from leviathan.bench.shapes import conf_node
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        composed = OmegaConf.to_container(compose("train", overrides=["trainer=gpu"]).trainer)
+    assert conf_node("trainer", "gpu") == composed
+
+
 def test_shape_errors_name_the_file():
     with pytest.raises(ShapeError, match="421X.yaml"):
         arm_config("v1/421X", "dense")

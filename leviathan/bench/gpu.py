@@ -3,16 +3,17 @@
 For each shape (default v1/421M with the isoparametric grid's arms, v2/1.2B with the decoupled
 grid's; every arm a grid file lists is run, so a control arm added there is measured too) it
 builds the model, then takes --warmup + --steps optimizer steps with training's own step
-(leviathan.training.step.TrainStep: the lean chunked loss unless --loss-impl plain, AdamW fused
-on CUDA, clipping, the non-finite guard) under bf16 autocast; attention is SDPA (flash on
-CUDA), torch.compile with --compile. Token ids come from --data through the real data pipeline
-(shards or a prepared dir, or `minipile` for the demo corpus written on the fly); without
---data they are Zipf-distributed synthetic ids.
+(leviathan.training.step.TrainStep: the loss of trainer.loss_impl, AdamW fused on CUDA,
+clipping, the non-finite guard) under bf16 autocast; attention is SDPA (flash on CUDA).
+Micro-batch, loss, chunk, torch.compile, matmul precision and peak FLOP/s default to
+conf/trainer/gpu.yaml (what `trainer=gpu` runs); the flags override them. Token ids come from
+--data through the real data pipeline (shards or a prepared dir, or `minipile` for the demo
+corpus written on the fly); without --data they are Zipf-distributed synthetic ids.
 
-MFU = flops_per_token (the models' own accounting, as training logs it) x tokens/s / --peak-flops
-(default H100 SXM bf16 dense, 989e12). For Leviathan arms it also times LEV alone, forward +
-backward, evaluated once per distinct id of the batch (what training does) and as the whole
-per-step table looked up by id, and names the faster.
+MFU = flops_per_token (the models' own accounting, as training logs it) x tokens/s / peak
+FLOP/s (conf/trainer/gpu.yaml: H100 SXM bf16 dense, 989e12). For Leviathan arms it also times
+LEV alone, forward + backward, evaluated once per distinct id of the batch (what training does)
+and as the whole per-step table looked up by id, and names the faster.
 Results go to --out (default $LEVIATHAN_ROOT/sweeps/bench_gpu.json, LEVIATHAN_ROOT defaulting
 to the working directory: the sweeps_dir of conf/paths), which the sweep's dry run reads for its
 GPU-hour estimate. Without CUDA it says so and exits 0. Imports: torch, PyYAML and this package
@@ -35,14 +36,13 @@ from pathlib import Path
 
 import torch
 
-from leviathan.bench.shapes import arm_config, grid_arms, split_shape
+from leviathan.bench.shapes import arm_config, conf_node, grid_arms, split_shape
 from leviathan.bench.throughput import token_batches
 from leviathan.models.accounting import count_params, flops_per_token
 from leviathan.models.build import build_model
 from leviathan.training.config import LOSS_IMPLS, TrainerConfig
 from leviathan.training.step import TrainStep
 
-H100_BF16 = 989e12
 DEFAULT_OUT = "sweeps/bench_gpu.json"  # under $LEVIATHAN_ROOT (default: the working directory)
 
 
@@ -58,13 +58,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--arms", default=None, help="comma-separated arms (default: the grid's)")
     p.add_argument("--steps", type=int, default=30, help="measured optimizer steps per arm")
     p.add_argument("--warmup", type=int, default=5, help="unmeasured steps first (compilation)")
-    p.add_argument("--micro-batch", type=int, default=32, help="sequences per forward")
+    p.add_argument("--micro-batch", type=int, help="sequences per forward")
     p.add_argument("--accumulation", type=int, default=1, help="micro-batches per step")
     p.add_argument("--seq-len", type=int, default=512, help="tokens per sequence")
-    p.add_argument("--loss-impl", default="chunked", choices=LOSS_IMPLS)
-    p.add_argument("--loss-chunk", type=int, default=TrainerConfig.loss_chunk)
-    p.add_argument("--compile", action="store_true", help="torch.compile the network")
-    p.add_argument("--peak-flops", type=float, default=H100_BF16, help="per-device peak FLOP/s")
+    p.add_argument("--loss-impl", choices=LOSS_IMPLS, help="trainer.loss_impl")
+    p.add_argument("--loss-chunk", type=int, help="trainer.loss_chunk")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="torch.compile the network (trainer.compile)")
+    p.add_argument("--peak-flops", type=float, help="per-device peak FLOP/s (trainer.peak_flops)")
     p.add_argument("--data", default=None,
                    help="Pile-format shards, a prepared dir, or `minipile` (default: synthetic)")
     p.add_argument("--lev-steps", type=int, default=5,
@@ -73,6 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help=f"results JSON (default {DEFAULT_OUT})")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    gpu = conf_node("trainer", "gpu")  # the defaults: what trainer=gpu runs
+    for key in ("micro_batch", "loss_impl", "loss_chunk", "compile", "peak_flops"):
+        if getattr(args, key) is None:
+            setattr(args, key, gpu[key])
+    args.peak_flops = float(args.peak_flops)
+    args.matmul_precision = gpu["matmul_precision"]
     for key in ("steps", "micro_batch", "accumulation", "seq_len", "loss_chunk"):
         if getattr(args, key) <= 0:
             p.error(f"--{key.replace('_', '-')} must be positive")
@@ -194,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench gpu needs CUDA: torch {torch.__version__} sees no CUDA device on this "
               "machine; nothing measured, nothing written")
         return 0
-    torch.set_float32_matmul_precision("high")
+    torch.set_float32_matmul_precision(args.matmul_precision)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     specs = [s.strip() for s in args.shapes.split(",") if s.strip()]
     print(f"device {name}, torch {torch.__version__}; micro-batch {args.micro_batch} x "

@@ -141,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             print("bench loss --device cuda needs CUDA, which this machine lacks")
             return 0
-    # the plain path holds ~4 fp32 (N, V) tensors at its peak: refuse what cannot fit
-    need_mb = 4 * args.tokens * args.vocab * 4 / 2**20
+    # the plain path peaks at ~2.2 fp32 (N, V) tensors plus dL/dW: refuse what cannot fit
+    need_mb = (2.5 * args.tokens * args.vocab + 2 * args.vocab * args.dim) * 4 / 2**20
     avail = _available_mb(args.device)
     if avail is not None and need_mb > 0.8 * avail:
         print(f"bench loss: the plain path needs ~{need_mb:,.0f} MB at --tokens {args.tokens} "

@@ -1,10 +1,11 @@
-"""Model configs of a named size and a grid's arms, read from conf/ without Hydra.
+"""Model configs of a named size and a grid's arms (and trainer options), read from conf/
+without Hydra.
 
 `bench gpu` must run on a GPU box that has torch and this package but maybe not Hydra, so it
-reads the same YAML files Hydra composes, in the one pattern they use: a size file
-(conf/model/<shape>.yaml, whose defaults list starts with /model/base or another model file)
-over its base, then the `model.*` overrides of one arm of a grid (conf/grid/<grid>.yaml `arms`).
-tests/test_bench_gpu.py checks the result against Hydra's own composition.
+reads the same YAML files Hydra composes, in the one pattern they use: an option file
+(conf/<group>/<name>.yaml, whose defaults list names other options of the same group) over
+those, then for a model the `model.*` overrides of one arm of a grid (conf/grid/<grid>.yaml
+`arms`). tests/test_bench_gpu.py checks the result against Hydra's own composition.
 
     "v1/421M"            -> the isoparametric grid's arms (the v1 family)
     "v2/1.2B"            -> the decoupled grid's arms (the v2 family)
@@ -42,15 +43,16 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def model_node(name: str) -> dict[str, Any]:
-    """conf/model/<name>.yaml over its defaults (other model files), as Hydra composes it."""
-    node = _read(CONF / "model" / f"{name}.yaml")
+def conf_node(group: str, name: str) -> dict[str, Any]:
+    """conf/<group>/<name>.yaml over its defaults (options of the same group, listed before
+    _self_), as Hydra composes it."""
+    node = _read(CONF / group / f"{name}.yaml")
     out: dict[str, Any] = {}
     for entry in node.pop("defaults", []):
         if entry == "_self_":
             continue
-        parent = str(entry).split("@", 1)[0].removeprefix("/model/")
-        out = _merge(out, model_node(parent))
+        parent = str(entry).split("@", 1)[0].removeprefix(f"/{group}/")
+        out = _merge(out, conf_node(group, parent))
     return _merge(out, node)
 
 
@@ -79,7 +81,7 @@ def arm_config(spec: str, arm: str) -> ModelConfig:
     arms = grid_arms(grid)
     if arm not in arms:
         raise ShapeError(f"conf/grid/{grid}.yaml has no arm {arm!r} (arms: {', '.join(arms)})")
-    node = model_node(shape)
+    node = conf_node("model", shape)
     for override in arms[arm]:
         key, sep, value = str(override).partition("=")
         parts = key.lstrip("+").split(".")

@@ -26,38 +26,45 @@ import torch
 import torch.nn.functional as F
 
 
+def _chunk(hc: torch.Tensor, yc: torch.Tensor, w: torch.Tensor, n: int,
+           dh: torch.Tensor | None, dw: torch.Tensor | None) -> torch.Tensor:
+    """One chunk: returns its summed loss; writes its rows of dL/dh into dh, adds its share of
+    dL/dW to dw (either may be None). Its logits die on return, before the next chunk's exist."""
+    z = (hc @ w.T).float()  # (c, V) logits; reused in place below
+    target_logit = z.gather(1, yc[:, None])  # (c, 1)
+    zmax = z.amax(1, keepdim=True)  # (c, 1)
+    z.sub_(zmax).exp_()  # exp(z - max)
+    sumexp = z.sum(1, keepdim=True)  # (c, 1)
+    loss = (zmax + sumexp.log() - target_logit).sum()
+    if dh is None and dw is None:
+        return loss
+    g = z.div_(sumexp)  # softmax (c, V)
+    g.scatter_add_(1, yc[:, None], torch.full_like(target_logit, -1.0))  # - onehot(y)
+    g = g.mul_(1.0 / n).to(w.dtype)  # dL/dz of the mean over all n tokens
+    if dh is not None:
+        dh.copy_(g @ w)  # (c, D)
+    if dw is not None:
+        if dw.dtype == w.dtype:
+            dw.addmm_(g.T, hc)  # (V, D) += (V, c) @ (c, D)
+        else:
+            dw += g.T @ hc  # bf16 product, accumulated in fp32
+    return loss
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
                 dtype: torch.dtype, grads: bool) -> torch.Tensor:
         n = h.shape[0]
-        need_h = grads and ctx.needs_input_grad[0]
-        need_w = grads and ctx.needs_input_grad[1]
-        w = weight.to(dtype)  # (V, D)
-        dh = torch.empty_like(h) if need_h else None  # (N, D)
+        w = weight.to(dtype)  # (V, D) in the compute dtype
+        dh = torch.empty_like(h) if grads and ctx.needs_input_grad[0] else None  # (N, D)
         acc = torch.promote_types(weight.dtype, torch.float32)  # dL/dW accumulates in >= fp32
-        dw = torch.zeros(weight.shape, dtype=acc, device=h.device) if need_w else None
+        dw = (torch.zeros(weight.shape, dtype=acc, device=h.device)
+              if grads and ctx.needs_input_grad[1] else None)  # (V, D)
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         for s in range(0, n, chunk):
-            hc, yc = h[s:s + chunk].to(dtype), targets[s:s + chunk]  # (c, D), (c,)
-            z = (hc @ w.T).float()  # (c, V) logits; reused in place below
-            target_logit = z.gather(1, yc[:, None])  # (c, 1)
-            zmax = z.amax(1, keepdim=True)  # (c, 1)
-            z.sub_(zmax).exp_()  # exp(z - max)
-            sumexp = z.sum(1, keepdim=True)  # (c, 1)
-            total += (zmax + sumexp.log() - target_logit).sum()
-            if not (need_h or need_w):
-                continue
-            g = z.div_(sumexp)  # softmax (c, V)
-            g.scatter_add_(1, yc[:, None], torch.full_like(target_logit, -1.0))  # - onehot(y)
-            g = g.mul_(1.0 / n).to(dtype)  # dL/dz of the mean loss
-            if need_h:
-                dh[s:s + chunk] = g @ w  # (c, D)
-            if need_w:
-                if dtype == acc:
-                    dw.addmm_(g.T, hc)  # (V, D) += (V, c) @ (c, D)
-                else:
-                    dw += g.T @ hc
+            total += _chunk(h[s:s + chunk].to(dtype), targets[s:s + chunk], w, n,
+                            None if dh is None else dh[s:s + chunk], dw)
         ctx.dh, ctx.dw, ctx.weight_dtype = dh, dw, weight.dtype
         return total / n
 
