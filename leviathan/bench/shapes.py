@@ -14,6 +14,7 @@ those, then for a model the `model.*` overrides of one arm of a grid (conf/grid/
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,21 @@ from leviathan.models.config import ModelConfig
 GRID_OF_LADDER = {"v1": "isoparametric", "v2": "decoupled", "smoke": "smoke"}
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 floats such as 989.0e12 are floats (as OmegaConf reads them), not strings."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"
+               r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF))$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+
 class ShapeError(ValueError):
     """A shape or grid name that conf/ does not have; the message names the file."""
 
@@ -33,7 +49,7 @@ class ShapeError(ValueError):
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ShapeError(f"{path}: no such config file")
-    return yaml.safe_load(path.read_text()) or {}
+    return load_yaml(path.read_text()) or {}
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -91,5 +107,5 @@ def arm_config(spec: str, arm: str) -> ModelConfig:
         target = node
         for p in parts[1:-1]:
             target = target.setdefault(p, {})
-        target[parts[-1]] = yaml.safe_load(value)
+        target[parts[-1]] = load_yaml(value)
     return resolve_model_config(node)
