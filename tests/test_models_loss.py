@@ -90,7 +90,8 @@ def test_lean_loss_without_autograd_and_bad_chunk():
 
 def test_bf16_autocast_tolerance():
     """Under bf16 autocast both paths run the matmuls in bf16 and the softmax in fp32: the
-    loss agrees within 1e-3 and the gradients within 2e-2 (relative norms)."""
+    loss agrees within 1e-3 and the gradients within 1e-2 (relative norms; measured here: 1e-7,
+    and 3e-8 / 2e-3 for h / W, whose chunks the lean path sums in fp32)."""
     g = torch.Generator().manual_seed(0)
     h = torch.randn(64, 32, generator=g).requires_grad_()
     w = (torch.randn(5000, 32, generator=g) * 0.2).requires_grad_()
@@ -106,7 +107,7 @@ def test_bf16_autocast_tolerance():
         out[name] = (loss.detach().float(), h.grad.clone(), w.grad.clone())
     (lp, hp, wp), (ll, hl, wl) = out["plain"], out["lean"]
     assert rel(ll, lp) < 1e-3
-    assert rel(hl, hp) < 2e-2 and rel(wl, wp) < 2e-2
+    assert rel(hl, hp) < 1e-2 and rel(wl, wp) < 1e-2
 
 
 def test_trainer_loss_keys_are_validated():
