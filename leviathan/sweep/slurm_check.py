@@ -179,14 +179,23 @@ def local_cluster_up(timeout: float = 600.0) -> LocalCluster:
     return LocalCluster(slurm_conf=env.strip().partition("=")[2], log=out)
 
 
-def count_steps(n: int, state_file: str, step_s: float = 0.1) -> dict[str, Any]:
+def count_steps(n: int, state_file: str, step_s: float = 0.1, hold_at: int | None = None,
+                hold_s: float = 900.0) -> dict[str, Any]:
     """Toy resumable job: counts to n, saving the count after every step; a rerun (requeue)
-    continues from the saved count. Returns the count each attempt started from."""
+    continues from the saved count. Returns the count each attempt started from.
+
+    `hold_at`: the first attempt stops counting at that count and waits (up to `hold_s`) to be
+    signalled or killed, so a test can requeue it mid-run without racing its end."""
     path = Path(state_file)
     state = json.loads(path.read_text()) if path.exists() else {"count": 0, "starts": []}
     state["starts"].append(state["count"])
     state["restart_count"] = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    first = len(state["starts"]) == 1
     while state["count"] < n:
+        if first and state["count"] == hold_at:
+            end = time.monotonic() + hold_s
+            while time.monotonic() < end:  # a signal handler (submitit) requeues and exits
+                time.sleep(0.05)
         time.sleep(step_s)
         state["count"] += 1
         tmp = path.with_suffix(".tmp")

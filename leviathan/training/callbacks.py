@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from leviathan.training.evaluation import FreqBuckets, evaluate
-from leviathan.training.signals import PreemptionFlag
+from leviathan.training.signals import PreemptionFlag, hold_step
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class StepCallback(pl.Callback):
         self._window_t = 0.0  # training seconds in the current throughput window
         self._window_steps = 0
         self._t_last: float | None = None
+        self._hold_at = hold_step(self.run_dir.name)  # rehearsing a preemption (signals.py)
 
     # --------------------------------------------------------------- state in the checkpoint
     def state_dict(self) -> dict:
@@ -93,6 +94,7 @@ class StepCallback(pl.Callback):
                                "same trainer.devices x trainer.num_nodes")
         self._module.batches.load_state_dict(state["data"][r])
         self._restored = state
+        self._hold_at = None  # a resumed attempt never holds
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self.preemption is not None:
@@ -128,6 +130,8 @@ class StepCallback(pl.Callback):
             self.tracker.log_metrics(metrics, step=step)
         if step % self.tc.val_every == 0 or last_step:
             self.validate(trainer, pl_module, step)
+        if step == self._hold_at and self.preemption is not None:
+            self.preemption.hold(step)
         signum = self._agreed_signal(trainer, pl_module)
         if step % self.tc.ckpt_every == 0 or last_step or signum:
             self.save(trainer, pl_module)
