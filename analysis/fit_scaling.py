@@ -12,15 +12,11 @@ the sweep's parent run under the artifact path `fit/`.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 from analysis.runs import AnalysisError, Runs
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_URI = "http://127.0.0.1:5000"
 
 
 def _b(value: str) -> float | None:
@@ -57,11 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
                      "[,size,pair,family,seed,params_body,status]")
     src.add_argument("--chinchilla", type=Path, metavar="CSV",
                      help="fit the joint L(N, D) on Epoch's Chinchilla data and compare")
-    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI),
-                   help="MLflow server (default: $MLFLOW_TRACKING_URI, else %(default)s)")
-    p.add_argument("--experiment", default="leviathan", help="MLflow experiment name")
-    p.add_argument("--out", type=Path, help="output folder (default sweeps/<sweep>/fit/, or "
-                   "<csv stem>_fit/ beside the CSV)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow server (default: the composed tracking.uri: conf/local, "
+                   "$MLFLOW_TRACKING_URI, else http://127.0.0.1:5000)")
+    p.add_argument("--experiment", default=None,
+                   help="MLflow experiment name (default: tracking.experiment)")
+    p.add_argument("--out", type=Path, help="output folder (default <paths.sweeps_dir>/<sweep>/"
+                   "fit/, or <csv stem>_fit/ beside the CSV)")
+    p.add_argument("overrides", nargs="*", help="config overrides as for the sweep command "
+                   "(e.g. tracking.uri=http://host:5000 paths.root_dir=/proj)")
     p.add_argument("--b", type=_b, default=1.69, help="irreducible loss b, or 'free' to fit it")
     p.add_argument("--params", choices=("total", "body"), default="total",
                    help="N = total parameters (as the paper) or body (non-embedding)")
@@ -122,8 +122,20 @@ def add_downstream(out: Path, sweep: str, uri: str, experiment: str) -> list[Pat
     return [out / "downstream.csv"]
 
 
+def site_settings(args: argparse.Namespace) -> None:
+    """Fill --tracking-uri, --experiment and the sweeps folder from the composed config (the
+    same one every entry point reads, conf/local included); flags win."""
+    from leviathan.config import compose
+
+    cfg = compose("sweep", args.overrides)
+    args.tracking_uri = args.tracking_uri or str(cfg.tracking.uri)
+    args.experiment = args.experiment or str(cfg.tracking.experiment)
+    args.sweeps_dir = Path(str(cfg.paths.sweeps_dir))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    site_settings(args)
     if args.chinchilla:
         return run_chinchilla(args.chinchilla, args.out, min(args.bootstrap, 400), args.seed)
     from analysis.plots import plot_multiplier_vs_tokens, plot_rare_tokens, plot_scaling
@@ -143,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fit-scaling: sweep {sweep!r} from {args.tracking_uri}")
             runs = load_mlflow(sweep, tracking_uri=args.tracking_uri,
                                experiment=args.experiment, params_kind=cfg.params)
-            out = args.out or REPO / "sweeps" / sweep / "fit"
+            out = args.out or args.sweeps_dir / sweep / "fit"
         results, table = analyse(runs, cfg)
     except (AnalysisError, TrackingUnreachable) as err:
         print(f"fit-scaling: error: {err}", file=sys.stderr)

@@ -155,25 +155,21 @@ def _experiment_id(client, experiment: str, tracking_uri: str) -> str:
 
 
 def _search(client, exp_id: str, filter_string: str, order_by=None, max_results=None):
-    runs, token = [], None
-    while True:
-        page = client.search_runs([exp_id], filter_string=filter_string, order_by=order_by,
-                                  max_results=min(max_results or 1000, 1000), page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token or (max_results and len(runs) >= max_results):
-            return runs
+    from leviathan.tracking.runs import search
+
+    return search(client, exp_id, filter_string, order_by, max_results)
 
 
 def latest_sweep(tracking_uri: str, experiment: str = "leviathan") -> str:
     """Name of the most recently started sweep parent run (tags.kind = 'sweep')."""
+    from leviathan.tracking import runs as tr
+
     client = _client(tracking_uri)
-    exp_id = _experiment_id(client, experiment, tracking_uri)
-    runs = _search(client, exp_id, "tags.kind = 'sweep'", ["attributes.start_time DESC"], 1)
-    if not runs or not runs[0].data.tags.get("sweep"):
+    name = tr.latest_sweep(client, _experiment_id(client, experiment, tracking_uri))
+    if not name:
         raise AnalysisError(f"--latest: no sweep parent run (tags.kind='sweep' with a 'sweep' "
                             f"tag) in experiment {experiment!r} at {tracking_uri}; pass --sweep")
-    return runs[0].data.tags["sweep"]
+    return name
 
 
 def _bucket_order(name: str, i: int) -> float:
@@ -206,9 +202,11 @@ def _summary_buckets(client, run_id: str) -> dict[str, float]:
 def load_mlflow(sweep: str, *, tracking_uri: str, experiment: str = "leviathan",
                 params_kind: str = "total", histories: bool = True) -> Runs:
     """The training runs of `sweep` (tags.kind='train', tags.sweep=sweep) with their histories."""
+    from leviathan.tracking import runs as tr
+
     client = _client(tracking_uri)
     exp_id = _experiment_id(client, experiment, tracking_uri)
-    runs = _search(client, exp_id, f"tags.kind = 'train' and tags.sweep = '{sweep}'")
+    runs = _search(client, exp_id, tr.sweep_filter(sweep))
     if not runs:
         raise AnalysisError(f"sweep {sweep!r}: no training runs (tags.kind='train', "
                             f"tags.sweep={sweep!r}) in experiment {experiment!r} at "
@@ -220,11 +218,11 @@ def load_mlflow(sweep: str, *, tracking_uri: str, experiment: str = "leviathan",
         seed = next((tags.get(k) or params.get(k) for k in SEED_KEYS
                      if tags.get(k) or params.get(k)), "")
         rows.append({
-            "run_id": rid, "name": run.info.run_name or "", "arm": tags.get("arm", ""),
-            "size": tags.get("size", ""), "pair": tags.get("pair", ""),
-            "family": tags.get("family", ""), "seed": seed,
-            "params_total": _float(params.get("n_params/total")),
-            "params_body": _float(params.get("n_params/body")),
+            "run_id": rid, "name": run.info.run_name or "", "arm": tags.get(tr.Tag.ARM, ""),
+            "size": tags.get(tr.Tag.SIZE, ""), "pair": tags.get(tr.Tag.PAIR, ""),
+            "family": tags.get(tr.Tag.FAMILY, ""), "seed": seed,
+            "params_total": _float(params.get(tr.N_PARAMS.format("total"))),
+            "params_body": _float(params.get(tr.N_PARAMS.format("body"))),
             "tokens": _float(metrics.get("final/tokens_seen", metrics.get("tokens_seen"))),
             "loss": _float(metrics.get("final/val_loss")), "status": run.info.status,
         })
@@ -246,17 +244,17 @@ def load_mlflow(sweep: str, *, tracking_uri: str, experiment: str = "leviathan",
 
 
 def sweep_parent(tracking_uri: str, experiment: str, sweep: str, create: bool = True):
-    """run_id of the sweep's parent run (tags.kind='sweep', tags.sweep); created when absent."""
+    """run_id of the sweep's parent run (tags.kind='sweep', tags.sweep); created when absent
+    (then marked FINISHED: it only carries the fit's outputs)."""
+    from leviathan.tracking import runs as tr
+
     client = _client(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
-    found = _search(client, exp_id, f"tags.kind = 'sweep' and tags.sweep = '{sweep}'",
-                    ["attributes.start_time DESC"], 1)
-    if found:
-        return found[0].info.run_id
+    exp_id = tr.experiment_id(client, experiment)
+    existed = tr.parent_run(client, exp_id, sweep, create=False)
+    if existed is not None:
+        return existed.info.run_id
     if not create:
         return None
-    run = client.create_run(exp_id, run_name=sweep,
-                            tags={"kind": "sweep", "sweep": sweep})
+    run = tr.parent_run(client, exp_id, sweep)
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id

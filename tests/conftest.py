@@ -42,6 +42,15 @@ def tiktoken_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def compose():
+    """`compose(name="train", overrides=[...])`: the primary config exactly as the entry points
+    compose it (the real conf/, schemas registered, conf/local included)."""
+    from leviathan.config import compose as compose_config
+
+    return compose_config
+
+
+@pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` process on 127.0.0.1 for the whole session; yields its URI."""
     from leviathan.tracking.server import start_server

@@ -6,12 +6,10 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from leviathan.config import compose
 from leviathan.models import (
-    LADDER_SIZES,
     ConfigError,
     ModelConfig,
     build_model,
@@ -20,13 +18,14 @@ from leviathan.models import (
     flops_per_token,
     isoparametric_depth,
     ladder_config,
+    ladder_sizes,
     resolve_model_config,
 )
 from leviathan.models.accounting import block_params, lev_params
 from leviathan.models.ladder import size_in_params
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-NAMED = [f"{lad}/{size}" for lad, sizes in LADDER_SIZES.items() for size in sizes]
+NAMED = [f"{lad}/{size}" for lad in ("v1", "v2") for size in ladder_sizes(lad)]
 EXTRA = sorted(  # every other option of the `model` group (debug, bench, smoke sizes, ...)
     str(f.relative_to(CONF / "model").with_suffix("")) for f in (CONF / "model").rglob("*.yaml")
     if str(f.relative_to(CONF / "model").with_suffix("")) not in NAMED)
@@ -35,12 +34,8 @@ EXTRA = sorted(  # every other option of the `model` group (debug, bench, smoke 
 @pytest.fixture(scope="module")
 def composed():
     """model name -> composed `model` node, through Hydra with the real conf/ directory."""
-    out = {}
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        for name in NAMED + EXTRA:
-            out[name] = compose(overrides=[f"+model={name}"]).model
-        out["v1/109M:leviathan"] = compose(
-            overrides=["+model=v1/109M", "model.arm=leviathan"]).model
+    out = {name: compose("train", [f"model={name}"]).model for name in NAMED + EXTRA}
+    out["v1/109M:leviathan"] = compose("train", ["model=v1/109M", "model.arm=leviathan"]).model
     return out
 
 
@@ -87,7 +82,7 @@ def test_dense_size_within_5_percent_of_its_name(composed, name):
     assert abs(total / size_in_params(size) - 1) <= 0.05, (name, total)
 
 
-@pytest.mark.parametrize("size", sorted(LADDER_SIZES["v1"]))
+@pytest.mark.parametrize("size", ladder_sizes("v1"))
 def test_v1_isoparametric_pairs_within_2_percent(size):
     dense = ladder_config("v1", size)
     lev = resolve_model_config(dense.replace(arm="leviathan"))
@@ -104,7 +99,7 @@ def test_v1_isoparametric_pairs_within_2_percent(size):
 
 
 def test_v2_leviathan_is_slightly_larger_than_tied_dense():
-    for size in LADDER_SIZES["v2"]:
+    for size in ladder_sizes("v2"):
         dense = ladder_config("v2", size)
         lev = resolve_model_config(dense.replace(arm="leviathan", head="untied"))
         assert lev.n_layers == dense.n_layers  # identical backbone (depth_rule fixed)
@@ -112,12 +107,11 @@ def test_v2_leviathan_is_slightly_larger_than_tied_dense():
         assert 1.001 < ratio < 1.01
 
 
-def test_yaml_ladder_matches_python_and_base_matches_dataclass(composed):
+def test_ladder_config_is_the_composed_size(composed):
+    """The sizes live in conf/model/ only: ladder_config composes them."""
     for name in NAMED:
         ladder, size = name.split("/")
         assert to_plain(composed[name]) == dataclasses.asdict(ladder_config(ladder, size))
-    base = yaml.safe_load((CONF / "model" / "base.yaml").read_text())
-    assert base == dataclasses.asdict(ModelConfig())
     lev = composed["v1/109M:leviathan"]
     assert lev.arm == "leviathan" and resolve_model_config(lev).n_layers == 70
 
@@ -194,17 +188,13 @@ def test_unknown_keys_and_hydra_errors(tmp_path):
         count_params({"widht": 3})
     with pytest.raises(ConfigError, match=r"model.lev.rank: unknown key"):
         resolve_model_config({"lev": {"rank": 3}})
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        with pytest.raises(Exception, match=r"(?s)v1/999M.*Available options"):
-            compose(overrides=["+model=v1/999M"])
+    with pytest.raises(Exception, match=r"(?s)v1/999M.*Available options"):
+        compose("train", ["model=v1/999M"])
 
 
 def test_model_group_composes_from_the_train_primary_config():
-    if not (CONF / "train.yaml").exists():
-        pytest.skip("conf/train.yaml not written yet")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["model=v1/109M", "model.arm=leviathan"])
-        default = compose(config_name="train").model
+    cfg = compose("train", ["model=v1/109M", "model.arm=leviathan"])
+    default = compose("train").model
     lev = resolve_model_config(cfg.model)
     assert (lev.arm, lev.size, lev.d_model, lev.dense_n_layers, lev.n_layers) == (
         "leviathan", "109M", 256, 8, 70)

@@ -10,23 +10,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
+from leviathan.config import compose
 from leviathan.models import build_model, count_params, resolve_model_config
-from leviathan.sweep.grid import GridError, register_configs
+from leviathan.sweep.grid import GridError
 from leviathan.sweep.plan import dedupe_overrides, make_plan, run_overrides, write_plan
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = str(REPO / "conf")
-register_configs()
 GRIDS = ["isoparametric", "isobody", "decoupled", "data_scaling", "smoke"]
 
 
 def plan_for(overrides: list[str], root: Path):
     overrides = [*overrides, f"paths.root_dir={root}"]
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="sweep", overrides=overrides)
-        return cfg, make_plan(cfg, overrides, root)
+    cfg = compose("sweep", overrides)
+    return cfg, make_plan(cfg, overrides, root)
 
 
 @pytest.mark.parametrize("grid", GRIDS)

@@ -21,11 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from leviathan.config import compose as compose_config
 
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        return hydra_compose("train", overrides=overrides)
+    return compose_config("train", overrides)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ Every error names the config key (``data.<field>``) or the path it refers to.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 MODES = ("stream", "prepared")
@@ -93,38 +93,16 @@ def n_val_windows(cfg: DataConfig) -> int:
 def to_data_config(cfg: Any) -> DataConfig:
     """DataConfig from a DataConfig, a dict or an OmegaConf node (a whole run config's `data`
     node is accepted too); unknown keys are errors that name them."""
-    if isinstance(cfg, DataConfig):
-        return cfg.validate()
-    try:
-        from omegaconf import DictConfig, OmegaConf
+    from leviathan.config import to_config
 
-        if isinstance(cfg, DictConfig):
-            if "data" in cfg and isinstance(cfg.get("data"), DictConfig) and "mode" not in cfg:
-                cfg = cfg.data
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    if isinstance(cfg, dict) and isinstance(cfg.get("data"), dict) and "mode" not in cfg:
+    if not isinstance(cfg, DataConfig) and hasattr(cfg, "keys") and "data" in cfg \
+            and "mode" not in cfg:
         cfg = cfg["data"]  # a whole run config
-    if not isinstance(cfg, dict):
-        raise DataError(f"data: expected a mapping, got {type(cfg).__name__}")
-    known = {f.name for f in fields(DataConfig)}
-    unknown = sorted(set(cfg) - known - {"_target_"})
-    if unknown:
-        raise DataError(f"data.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
-    kw = {k: v for k, v in cfg.items() if k in known}
-    for key in ("seq_len", "shuffle_buffer", "seed", "val_tokens", "num_threads",
-                "num_workers", "encode_batch_docs"):
-        if isinstance(kw.get(key), float) and float(kw[key]).is_integer():
-            kw[key] = int(kw[key])
-    return DataConfig(**kw)
+    return to_config(DataConfig, cfg, "data", DataError)
 
 
 def register_configs() -> None:
-    """Register DataConfig as the schema `data/schema` in Hydra's ConfigStore."""
-    from hydra.core.config_store import ConfigStore
+    """Register the schemas with Hydra (all groups at once: leviathan.config)."""
+    from leviathan.config import register_schemas
 
-    ConfigStore.instance().store(group="data", name="schema", node=DataConfig)
-
-
-register_configs()  # importing leviathan.data.config makes `data/schema` available to Hydra
+    register_schemas()

@@ -20,14 +20,11 @@ from leviathan.models.config import (
     register_configs,
     to_model_config,
 )
-from leviathan.models.ladder import LADDER_SIZES, ladder_config
+from leviathan.models.ladder import ladder_config, ladder_sizes
 from leviathan.models.lev import LevGenerator
 from leviathan.models.transformer import LanguageModel
 
-register_configs()
-
 __all__ = [
-    "LADDER_SIZES",
     "ConfigError",
     "LanguageModel",
     "LevConfig",
@@ -40,6 +37,7 @@ __all__ = [
     "flops_per_token",
     "isoparametric_depth",
     "ladder_config",
+    "ladder_sizes",
     "register_configs",
     "resolve_model_config",
     "to_model_config",

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ARMS = ("dense", "leviathan")
 HEADS = ("tied", "untied", "generator")
 HEADS_BY_ARM = {"dense": ("tied", "untied"), "leviathan": ("untied", "generator")}
 DEPTH_RULES = ("fixed", "isoparametric")
-LADDERS = ("v1", "v2", "debug", "bench", "custom")  # v1/v2 sizes are checked against ladder.py
+LADDERS = ("v1", "v2", "debug", "bench", "custom")  # v1/v2 sizes: conf/model/<ladder>/*.yaml
 LEV_IMPLS = ("matmul", "bag")
 
 
@@ -118,10 +118,10 @@ class ModelConfig:
         _choice("model.ladder", self.ladder, LADDERS)
         _choice("model.depth_rule", self.depth_rule, DEPTH_RULES)
         _choice("model.iso_dense_head", self.iso_dense_head, HEADS_BY_ARM["dense"])
-        if self.ladder in ("v1", "v2"):
-            from leviathan.models.ladder import LADDER_SIZES
+        if self.ladder in ("v1", "v2"):  # the sizes are the files conf/model/<ladder>/*.yaml
+            from leviathan.models.ladder import ladder_sizes
 
-            _choice("model.size", self.size, tuple(LADDER_SIZES[self.ladder]),
+            _choice("model.size", self.size, tuple(ladder_sizes(self.ladder)),
                     why=f" for model.ladder={self.ladder!r}")
         for key in ("d_model", "n_layers", "n_heads", "ffn_multiple", "vocab_size",
                     "vocab_pad_multiple", "max_seq_len"):
@@ -187,42 +187,23 @@ def _positive_int(key: str, value: Any) -> None:
 
 
 def _lev_from_dict(d: dict[str, Any]) -> LevConfig:
-    known = {f.name for f in fields(LevConfig)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ConfigError(f"model.lev.{unknown[0]}: unknown key; allowed keys: "
-                          f"{', '.join(sorted(known))}")
-    return LevConfig(**d)
+    from leviathan.config import to_config
+
+    return to_config(LevConfig, d, "model.lev", ConfigError)
 
 
 def to_model_config(cfg: Any) -> ModelConfig:
     """A validated ModelConfig from a ModelConfig, DictConfig, dict, or a config with `.model`."""
-    if isinstance(cfg, ModelConfig):
-        return dataclasses.replace(cfg)  # copy (re-validates)
-    if not isinstance(cfg, dict):
-        from omegaconf import DictConfig, OmegaConf
+    from leviathan.config import to_config
 
-        if not isinstance(cfg, DictConfig):
-            raise ConfigError(f"model config must be a ModelConfig, DictConfig or dict, got "
-                              f"{type(cfg).__name__}")
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    if "model" in cfg and "arm" not in cfg:
+    if not isinstance(cfg, ModelConfig) and hasattr(cfg, "keys") and "model" in cfg \
+            and "arm" not in cfg:
         cfg = cfg["model"]
-    known = {f.name for f in fields(ModelConfig)}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise ConfigError(f"model.{unknown[0]}: unknown key; allowed keys: "
-                          f"{', '.join(sorted(known))}")
-    d = dict(cfg)
-    if isinstance(d.get("lev"), dict):
-        d["lev"] = _lev_from_dict(d["lev"])
-    return ModelConfig(**d)
+    return to_config(ModelConfig, cfg, "model", ConfigError)
 
 
 def register_configs() -> None:
-    """Register the schemas: `model/schema` (ModelConfig) and `model/lev/schema` (LevConfig)."""
-    from hydra.core.config_store import ConfigStore
+    """Register the schemas with Hydra (all groups at once: leviathan.config)."""
+    from leviathan.config import register_schemas
 
-    cs = ConfigStore.instance()
-    cs.store(group="model", name="schema", node=ModelConfig)
-    cs.store(group="model/lev", name="schema", node=LevConfig)
+    register_schemas()

@@ -12,10 +12,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from leviathan.sweep.grid import register_configs
+from leviathan.config import conf_dir, register_schemas
 
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
-register_configs()
+CONF = str(conf_dir())
+register_schemas()
 
 
 def sweep(cfg: DictConfig, task_overrides: list[str]) -> int:

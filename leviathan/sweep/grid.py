@@ -47,10 +47,10 @@ class RunSpec:
 
 
 def register_configs() -> None:
-    """Register GridConfig as `grid/schema`; every grid file starts from it (typed defaults)."""
-    from hydra.core.config_store import ConfigStore
+    """Register the schemas with Hydra (all groups at once: leviathan.config)."""
+    from leviathan.config import register_schemas
 
-    ConfigStore.instance().store(group="grid", name="schema", node=GridConfig)
+    register_schemas()
 
 
 def _bad(key: str, msg: str) -> GridError:
@@ -59,18 +59,11 @@ def _bad(key: str, msg: str) -> GridError:
 
 def to_grid_config(node: Any) -> GridConfig:
     """A validated GridConfig from the composed `grid` node (DictConfig or dict)."""
-    from omegaconf import DictConfig, OmegaConf
+    from leviathan.config import to_config
 
-    raw = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-    if not isinstance(raw, dict):
+    if node is None or not hasattr(node, "keys"):
         raise GridError("grid: choose a grid with +grid=<name> (see conf/grid/)")
-    known = set(GridConfig.__dataclass_fields__)
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise _bad(unknown[0], f"unknown key; allowed keys: {', '.join(sorted(known))}")
-    grid = GridConfig(**raw)
-    validate(grid)
-    return grid
+    return validate(to_config(GridConfig, node, "grid", GridError))
 
 
 def validate(grid: GridConfig) -> GridConfig:

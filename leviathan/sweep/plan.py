@@ -90,11 +90,10 @@ def dedupe_overrides(overrides: list[str]) -> list[str]:
 
 
 def _compose_run(spec: RunSpec, extra: list[str]):
-    from hydra import compose
+    from leviathan.config import compose
 
     try:
-        return compose(config_name="train",
-                       overrides=dedupe_overrides([*spec.overrides, *extra]))
+        return compose("train", dedupe_overrides([*spec.overrides, *extra]))
     except Exception as e:  # hydra's errors name the bad override; add the run it belongs to
         raise GridError(f"run {spec.name}: cannot compose its config ({type(e).__name__}: {e})"
                         ) from e

@@ -21,12 +21,12 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from leviathan.tracking.runs import CKPT
 from leviathan.training.evaluation import FreqBuckets, evaluate
 from leviathan.training.signals import PreemptionFlag, hold_step
 
 log = logging.getLogger(__name__)
 
-CKPT_NAME = "last.ckpt"
 
 
 def rng_state() -> dict:
@@ -194,8 +194,8 @@ class StepCallback(pl.Callback):
         gathered = _gather(mine, trainer.world_size)
         self._gathered = {"data": [g["data"] for g in gathered],
                           "rng": [g["rng"] for g in gathered], "final": self.final}
-        final = self.run_dir / CKPT_NAME
-        tmp = self.run_dir / f".{CKPT_NAME}.tmp"
+        final = self.run_dir / CKPT
+        tmp = self.run_dir / f".{CKPT}.tmp"
         try:
             trainer.save_checkpoint(tmp)
         finally:

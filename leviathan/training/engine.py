@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
+from leviathan.tracking.runs import RunFolder, Tag
 from leviathan.training.run import (
     FINGERPRINT_BATCH,
     FINGERPRINT_K,
-    SUMMARY_FILE,
     params_of,
     start_tracker,
     tags_of,
@@ -58,7 +58,7 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
     from leviathan.data import token_frequencies as data_token_frequencies
     from leviathan.models import build_model
     from leviathan.training.batches import ResumableBatches
-    from leviathan.training.callbacks import CKPT_NAME, StepCallback
+    from leviathan.training.callbacks import StepCallback
     from leviathan.training.evaluation import frequency_buckets
     from leviathan.training.module import LanguageModelModule
     from leviathan.training.signals import Preempted, PreemptionFlag
@@ -93,7 +93,7 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
         step_cb = StepCallback(run_dir=run_dir, plan=plan, tc=tc, tracker=tracker,
                                val_batches=val, buckets=buckets, preemption=preemption, say=say)
         trainer = _trainer(tc, plan, run_dir, [step_cb])
-        ckpt = run_dir / CKPT_NAME
+        ckpt = RunFolder(run_dir).checkpoint
         if ckpt.exists():
             say(f"resuming from {ckpt}")
         preemption.install()
@@ -104,8 +104,8 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
         preemption.uninstall()
         if tracker is not None:
             step = trainer.global_step + 1 if trainer is not None else 0
-            tracker.set_tags({"failure_reason": f"{type(e).__name__}: {e}"[:4000],
-                              "failed_at_step": step})
+            tracker.set_tags({Tag.FAILURE_REASON: f"{type(e).__name__}: {e}"[:4000],
+                              Tag.FAILED_AT_STEP: step})
             interrupted = isinstance(e, (KeyboardInterrupt, SystemExit))
             tracker.finish("KILLED" if interrupted else "FAILED")
         raise
@@ -113,7 +113,7 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
 
     if step_cb.preempted_at is not None:
         if tracker is not None:
-            tracker.set_tags({"preempted_at_step": step_cb.preempted_at})
+            tracker.set_tags({Tag.PREEMPTED_AT_STEP: step_cb.preempted_at})
             tracker.finish("KILLED")
         say(f"preempted at step {step_cb.preempted_at}: checkpoint {ckpt}; start the same "
             "command again to resume")
@@ -125,7 +125,7 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
     if rank == 0:
         tracker.log_metrics({"final/val_loss": summary["final_val_loss"],
                              "final/tokens_seen": summary["tokens_seen"]}, step=plan.max_steps)
-        path = run_dir / SUMMARY_FILE
+        path = RunFolder(run_dir).summary
         write_atomic(path, json.dumps(summary, indent=2, default=str))
         tracker.log_artifact(path)
         tracker.finish("FINISHED")
@@ -142,7 +142,7 @@ def _data_rank(rank: int, world: int) -> int:
 def _log_yaml(tracker, run_dir: Path, container: dict) -> None:
     from omegaconf import OmegaConf
 
-    path = run_dir / "config.yaml"
+    path = RunFolder(run_dir).config
     write_atomic(path, OmegaConf.to_yaml(OmegaConf.create(container)))
     tracker.log_artifact(path)
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from leviathan.tracking.runs import KIND_TRAIN, RunFolder, Tag
 from leviathan.training.config import (
     TrainConfigError,
     config_hash,
@@ -28,8 +29,6 @@ from leviathan.training.config import (
 
 log = logging.getLogger(__name__)
 
-RUN_ID_FILE = "mlflow_run_id"
-SUMMARY_FILE = "summary.json"
 FINGERPRINT_BATCH, FINGERPRINT_K = 8, 8  # canonical data fingerprint: first 8 batches of 8
 
 
@@ -55,13 +54,6 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def run_key(cfg: Any, chash: str) -> str:
-    """The run's folder name: run_name, else <arm>-<size>-<config hash prefix>."""
-    if cfg.get("run_name"):
-        return str(cfg.run_name)
-    return f"{cfg.model.arm}-{cfg.model.size}-{chash[:12]}"
 
 
 def _say(rank: int):
@@ -116,11 +108,11 @@ def train(cfg: Any) -> dict:
     n_params = count_params(mcfg).as_dict()
     plan = make_plan(tc, data_cfg.seq_len, n_params, flops_per_token(mcfg, data_cfg.seq_len))
     chash = config_hash(container)
-    key = run_key(cfg, chash)
-    run_dir = Path(cfg.paths.scratch_dir).resolve() / "runs" / key
+    folder = RunFolder.of_config(cfg, chash)
+    key, run_dir = folder.key, folder.path
     run_dir.mkdir(parents=True, exist_ok=True)
     fresh = cfg.get("resume", "auto") == "never"
-    hash_file = run_dir / "config_hash"
+    hash_file = folder.config_hash
     old_hash = hash_file.read_text().strip() if hash_file.exists() else None
     if rank == 0 and old_hash is not None and old_hash != chash and not fresh:
         # same run_name, different config: never resume into it; keep the old run beside
@@ -130,11 +122,11 @@ def train(cfg: Any) -> dict:
         os.replace(run_dir, aside)
         run_dir.mkdir(parents=True)
     if fresh and rank == 0:
-        for name in ("last.ckpt", RUN_ID_FILE, SUMMARY_FILE):
-            (run_dir / name).unlink(missing_ok=True)
+        for path in (folder.checkpoint, folder.run_id_file, folder.summary):
+            path.unlink(missing_ok=True)
     if rank == 0:
         write_atomic(hash_file, chash + "\n")
-    summary_path = run_dir / SUMMARY_FILE
+    summary_path = folder.summary
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
         say(f"run {key} already finished (MLflow run {summary.get('run_id')}): {summary_path}")
@@ -157,9 +149,9 @@ def start_tracker(*, trk, run_dir: Path, key: str, tags: dict, params: dict):
                          flush_every_s=trk.flush_every_s, retry_backoff_s=trk.retry_backoff_s,
                          retry_max_backoff_s=trk.retry_max_backoff_s,
                          final_flush_timeout_s=trk.final_flush_timeout_s,
-                         spill_path=run_dir / "unsent_metrics.jsonl")
-    id_file = run_dir / RUN_ID_FILE
-    run_id = id_file.read_text().strip() if id_file.exists() else None
+                         spill_path=RunFolder(run_dir).spill)
+    id_file = RunFolder(run_dir).run_id_file
+    run_id = RunFolder(run_dir).run_id()
     tracker.start(run_id=run_id, run_name=key, tags=tags, parent_run_id=trk.parent_run_id)
     if tracker.run_id != run_id:  # new, or the old id is unknown to this server
         write_atomic(id_file, tracker.run_id + "\n")
@@ -179,11 +171,13 @@ def params_of(container: dict, mcfg, plan) -> dict:
 
 
 def tags_of(cfg, chash: str, fingerprint: str, key: str) -> dict:
+    """The training run's MLflow tags (names: leviathan.tracking.runs.Tag)."""
     meta = cfg.get("meta") or {}
-    return {"kind": "train", "sweep": meta.get("sweep"), "pair": meta.get("pair"),
-            "arm": meta.get("arm") or cfg.model.arm, "size": meta.get("size") or cfg.model.size,
-            "family": meta.get("family"), "config_hash": chash, "data_fingerprint": fingerprint,
-            "git_commit": git_commit(), "run_key": key}
+    return {Tag.KIND: KIND_TRAIN, Tag.SWEEP: meta.get("sweep"), Tag.PAIR: meta.get("pair"),
+            Tag.ARM: meta.get("arm") or cfg.model.arm,
+            Tag.SIZE: meta.get("size") or cfg.model.size, Tag.FAMILY: meta.get("family"),
+            Tag.SEED: cfg.get("seed"), Tag.CONFIG_HASH: chash, Tag.DATA_FINGERPRINT: fingerprint,
+            Tag.GIT_COMMIT: git_commit(), Tag.RUN_KEY: key}
 
 
 def now() -> float:

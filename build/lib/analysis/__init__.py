@@ -1,0 +1,1 @@
+"""Scaling-law analysis: fits, multipliers, bootstrap intervals, plots, tables."""

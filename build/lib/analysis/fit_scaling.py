@@ -1,0 +1,181 @@
+"""`make fit-scaling`: fit a sweep's runs and write the report, the tables and the plots.
+
+    python -m analysis.fit_scaling [--latest]               # newest sweep parent run in MLflow
+    python -m analysis.fit_scaling --sweep isoparametric    # a named sweep
+    python -m analysis.fit_scaling --csv runs.csv           # arm,params,tokens,loss[,size,...]
+    python -m analysis.fit_scaling --chinchilla PATH        # validate the joint fit on Chinchilla
+
+Outputs go to sweeps/<sweep>/fit/ (or beside the CSV, or --out) and, for an MLflow sweep, to
+the sweep's parent run under the artifact path `fit/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from analysis.runs import AnalysisError, Runs
+
+
+def _b(value: str) -> float | None:
+    if value.strip().lower() == "free":
+        return None
+    try:
+        b = float(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--b must be a number or 'free', got {value!r}") from err
+    if not b > 0:
+        raise argparse.ArgumentTypeError(f"--b must be > 0, got {value!r}")
+    return b
+
+
+def _floats(value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}") \
+            from err
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from analysis.scaling import B_GRID
+
+    p = argparse.ArgumentParser(prog="python -m analysis.fit_scaling", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--latest", action="store_true",
+                   help="the most recently started sweep parent run (tags.kind='sweep'); the "
+                   "default when no --sweep, --csv or --chinchilla is given")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--sweep", help="sweep name (MLflow tag `sweep`)")
+    src.add_argument("--csv", type=Path, help="runs from a CSV: arm,params,tokens,loss "
+                     "[,size,pair,family,seed,params_body,status]")
+    src.add_argument("--chinchilla", type=Path, metavar="CSV",
+                     help="fit the joint L(N, D) on Epoch's Chinchilla data and compare")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow server (default: the composed tracking.uri: conf/local, "
+                   "$MLFLOW_TRACKING_URI, else http://127.0.0.1:5000)")
+    p.add_argument("--experiment", default=None,
+                   help="MLflow experiment name (default: tracking.experiment)")
+    p.add_argument("--out", type=Path, help="output folder (default <paths.sweeps_dir>/<sweep>/"
+                   "fit/, or <csv stem>_fit/ beside the CSV)")
+    p.add_argument("overrides", nargs="*", help="config overrides as for the sweep command "
+                   "(e.g. tracking.uri=http://host:5000 paths.root_dir=/proj)")
+    p.add_argument("--b", type=_b, default=1.69, help="irreducible loss b, or 'free' to fit it")
+    p.add_argument("--params", choices=("total", "body"), default="total",
+                   help="N = total parameters (as the paper) or body (non-embedding)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed")
+    p.add_argument("--level", type=float, default=0.95, help="interval coverage")
+    p.add_argument("--huber-delta", type=float, default=1e-3, help="Huber delta (log residuals)")
+    p.add_argument("--b-grid", type=_floats, default=B_GRID,
+                   help="comma-separated b values for the sensitivity table")
+    p.add_argument("--no-upload", action="store_true",
+                   help="do not log the outputs to the sweep's MLflow parent run")
+    return p
+
+
+def upload(out_dir: Path, tracking_uri: str, experiment: str, sweep: str) -> str:
+    """Log every output file under the artifact path `fit/` of the sweep's parent run."""
+    from mlflow.tracking import MlflowClient
+
+    from analysis.runs import sweep_parent
+
+    run_id = sweep_parent(tracking_uri, experiment, sweep, create=True)
+    MlflowClient(tracking_uri=tracking_uri).log_artifacts(run_id, str(out_dir), "fit")
+    return run_id
+
+
+def run_chinchilla(path: Path, out: Path | None, bootstrap: int, seed: int) -> int:
+    import json
+
+    from analysis.joint import bootstrap_joint, fit_joint, load_chinchilla
+    from analysis.report import chinchilla_line
+
+    df = load_chinchilla(path)
+    t0 = time.perf_counter()
+    fit = fit_joint(df["N"], df["D"], df["loss"])
+    took = time.perf_counter() - t0
+    print(f"Chinchilla joint fit on {fit.n_points} points ({fit.n_starts} starts, {took:.1f}s): "
+          + chinchilla_line(fit))
+    se = bootstrap_joint(df["N"], df["D"], df["loss"], fit, n_rep=bootstrap, seed=seed)
+    print("bootstrap SE: " + ", ".join(f"{k} {v['se']:.3g}" for k, v in se.items()))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "chinchilla_fit.json").write_text(json.dumps(
+            {"fit": fit.as_dict(), "bootstrap": se, "seconds": took}, indent=2))
+    return 0
+
+
+def add_downstream(out: Path, sweep: str, uri: str, experiment: str) -> list[Path]:
+    """Append the per-pair downstream table (lm-eval scores on the runs) to summary.md."""
+    from analysis.downstream import downstream_md, from_mlflow, pair_table
+
+    long = from_mlflow(sweep, tracking_uri=uri, experiment=experiment)
+    if long.empty:
+        return []
+    table = pair_table(long)
+    table.to_csv(out / "downstream.csv", index=False)
+    with open(out / "summary.md", "a") as f:
+        f.write("\n" + downstream_md(table))
+    return [out / "downstream.csv"]
+
+
+def site_settings(args: argparse.Namespace) -> None:
+    """Fill --tracking-uri, --experiment and the sweeps folder from the composed config (the
+    same one every entry point reads, conf/local included); flags win."""
+    from leviathan.config import compose
+
+    cfg = compose("sweep", args.overrides)
+    args.tracking_uri = args.tracking_uri or str(cfg.tracking.uri)
+    args.experiment = args.experiment or str(cfg.tracking.experiment)
+    args.sweeps_dir = Path(str(cfg.paths.sweeps_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    site_settings(args)
+    if args.chinchilla:
+        return run_chinchilla(args.chinchilla, args.out, min(args.bootstrap, 400), args.seed)
+    from analysis.plots import plot_multiplier_vs_tokens, plot_rare_tokens, plot_scaling
+    from analysis.report import write_outputs
+    from analysis.runs import latest_sweep, load_csv, load_mlflow
+    from analysis.scaling import FitConfig, analyse
+    from leviathan.tracking.server import TrackingUnreachable
+
+    cfg = FitConfig(b=args.b, params=args.params, bootstrap=args.bootstrap, seed=args.seed,
+                    level=args.level, delta=args.huber_delta, b_grid=args.b_grid)
+    try:
+        if args.csv:
+            runs: Runs = load_csv(args.csv, cfg.params)
+            out = args.out or args.csv.resolve().parent / f"{args.csv.stem}_fit"
+        else:
+            sweep = args.sweep or latest_sweep(args.tracking_uri, args.experiment)
+            print(f"fit-scaling: sweep {sweep!r} from {args.tracking_uri}")
+            runs = load_mlflow(sweep, tracking_uri=args.tracking_uri,
+                               experiment=args.experiment, params_kind=cfg.params)
+            out = args.out or args.sweeps_dir / sweep / "fit"
+        results, table = analyse(runs, cfg)
+    except (AnalysisError, TrackingUnreachable) as err:
+        print(f"fit-scaling: error: {err}", file=sys.stderr)
+        return 2
+    out = Path(out)
+    written = write_outputs(out, runs, cfg, results, table)
+    for plot in (plot_scaling(out / "scaling.png", results, table, cfg.level),
+                 plot_multiplier_vs_tokens(out / "multiplier_vs_tokens.png", results),
+                 plot_rare_tokens(out / "rare_tokens.png", runs.buckets, table)):
+        if plot is not None:
+            written.append(plot)
+    if runs.sweep and not args.csv:
+        written += add_downstream(out, runs.sweep, args.tracking_uri, args.experiment)
+    print((out / "summary.md").read_text())
+    print("wrote " + ", ".join(str(p) for p in written))
+    if runs.sweep and not args.csv and not args.no_upload:
+        run_id = upload(out, args.tracking_uri, args.experiment, runs.sweep)
+        print(f"logged to MLflow run {run_id} (artifacts fit/) at {args.tracking_uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

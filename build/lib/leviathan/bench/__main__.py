@@ -1,0 +1,26 @@
+"""`python -m leviathan.bench <name> [options]` — dispatch to one benchmark module.
+
+Each benchmark prints human-readable progress and, as its last line, one JSON object.
+"""
+
+import importlib
+import sys
+
+BENCHES = {
+    "throughput": "leviathan.bench.throughput",  # Leviathan vs Dense training tokens/s
+    "data": "leviathan.bench.data",  # raw tiktoken vs streaming vs prepared reader
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in BENCHES:
+        names = ",".join(BENCHES)
+        print(f"usage: python -m leviathan.bench {{{names}}} [options]", file=sys.stderr)
+        return 2
+    module = importlib.import_module(BENCHES[argv[0]])
+    return module.main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""Pile-format data: reading, o200k_base tokenization, streaming and prepared training streams.
+
+Public API (leviathan/data/api.py): check_data, build_train_stream, build_val_batches,
+token_frequencies, fingerprint; DataConfig and DataError (config.py). Exports load lazily, so
+`python -m leviathan.data.<tool>` starts without importing the rest.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "build_train_stream": "api", "build_val_batches": "api", "check_data": "api",
+    "ensure_data": "api", "fingerprint": "api", "token_frequencies": "api", "val_windows": "api",
+    "DataConfig": "config", "DataError": "config", "register_configs": "config",
+    "to_data_config": "config",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"leviathan.data.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'leviathan.data' has no attribute {name!r}")

@@ -1,0 +1,63 @@
+"""`python -m leviathan.eval <run folder | checkpoint file | MLflow run id> [key=value ...]`
+
+Scores the run's checkpoint with lm-evaluation-harness on eval.tasks, logs the metrics on the
+run's MLflow run and writes the results JSON beside the checkpoint. Overrides are those of the
+sweep command (`eval.tasks=[lambada_openai,piqa] eval.limit=200 eval.device=cuda`,
+`tracking.uri=...`; a bare eval key such as `limit=200` works too); the config is composed like
+every entry point's (conf/local included), and eval.tracking_uri defaults to tracking.uri.
+Exit status: 0 every task scored; 3 some tasks skipped (listed); 1 none scored; 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m leviathan.eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", help="run scratch folder, checkpoint file, or MLflow run id")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.limit=100")
+    args = p.parse_args(argv)
+
+    from leviathan.config import compose
+    from leviathan.eval import CheckpointError, EvalConfigError, eval_config, evaluate_run
+    from leviathan.eval.config import eval_overrides
+    from leviathan.tracking.server import TrackingUnreachable
+
+    try:
+        site = compose("sweep", eval_overrides(args.overrides))
+        cfg = eval_config(site.eval)
+        cfg.tracking_uri = cfg.tracking_uri or str(site.tracking.uri)
+        res = evaluate_run(args.target, cfg)
+    except (CheckpointError, EvalConfigError, TrackingUnreachable, FileNotFoundError,
+            ValueError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for why in res.get("missing", {}).values():
+        print(f"not scored: {why}", file=sys.stderr)
+    print(render(res))
+    if not res["tasks"]:
+        return 1
+    return 3 if res.get("missing") else 0
+
+
+def render(res: dict) -> str:
+    lines = ["| task | metric | value | stderr |", "|---|---|---:|---:|"]
+    for task, r in sorted(res["tasks"].items()):
+        m = r["metrics"]
+        for k, v in m.items():
+            if k.endswith("_stderr"):
+                continue
+            se = m.get(f"{k}_stderr")
+            lines.append(f"| {task} | {k} | {_f(v)} | {_f(se)} |")
+    return "\n".join(lines)
+
+
+def _f(v) -> str:
+    return "" if v is None else f"{v:.4f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

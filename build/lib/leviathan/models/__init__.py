@@ -1,0 +1,44 @@
+"""leviathan.models: the Dense and Leviathan language models, their configs and accounting.
+
+    from leviathan.models import build_model, count_params, flops_per_token, \
+        resolve_model_config, isoparametric_depth
+"""
+
+from leviathan.models.accounting import (
+    ParamCounts,
+    count_params,
+    flops_per_token,
+    isoparametric_depth,
+    resolve_model_config,
+)
+from leviathan.models.build import build_model
+from leviathan.models.config import (
+    ConfigError,
+    LevConfig,
+    ModelConfig,
+    check_tokenizer_vocab,
+    register_configs,
+    to_model_config,
+)
+from leviathan.models.ladder import ladder_config, ladder_sizes
+from leviathan.models.lev import LevGenerator
+from leviathan.models.transformer import LanguageModel
+
+__all__ = [
+    "ConfigError",
+    "LanguageModel",
+    "LevConfig",
+    "LevGenerator",
+    "ModelConfig",
+    "ParamCounts",
+    "build_model",
+    "check_tokenizer_vocab",
+    "count_params",
+    "flops_per_token",
+    "isoparametric_depth",
+    "ladder_config",
+    "ladder_sizes",
+    "register_configs",
+    "resolve_model_config",
+    "to_model_config",
+]

@@ -1,0 +1,73 @@
+"""Uniform B-spline bases on [0, 1] with local support.
+
+G uniform intervals on [0, 1] and degree p give n_b = G + p basis functions B_0..B_{n_b-1} on the
+clamped-free knot vector t_i = (i - p) / G, i = 0..G + 2p (the knots extend p intervals beyond
+[0, 1] on each side, so that the basis is a partition of unity on all of [0, 1]).
+A point y = x G in the span [s, s + 1) (s = 0..G-1) touches only B_s..B_{s+p}; their values are
+the same polynomials of the local coordinate u = y - s for every span (uniform knots): their
+coefficients come once from de Boor's recursion, and evaluating them is one small matmul
+[1, u, .., u^p] @ C, so only p + 1 values per coordinate are ever computed.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+
+def knots(grid_size: int, degree: int) -> torch.Tensor:
+    """The knot vector t_i = (i - p) / G, i = 0..G + 2p (float64; for checks against scipy)."""
+    return (torch.arange(grid_size + 2 * degree + 1, dtype=torch.float64) - degree) / grid_size
+
+
+@functools.lru_cache(maxsize=8)
+def basis_polynomials(degree: int) -> torch.Tensor:
+    """C (p+1, p+1) float64: on every span, B_{span+j}(u) = sum_a C[a, j] u^a.
+
+    de Boor's triangular recursion (The NURBS Book, A2.2) run on polynomial coefficients; on
+    uniform knots right[r+1] = (r+1) - u, left[j-r] = u - 1 + (j-r), and their sum is j.
+    """
+    def times_linear(poly: torch.Tensor, c: float, slope: float) -> torch.Tensor:  # (c + slope u) P
+        out = c * poly
+        out[1:] += slope * poly[:-1]
+        return out
+
+    zero = torch.zeros(degree + 1, dtype=torch.float64)
+    values = [zero.clone()]
+    values[0][0] = 1.0
+    for j in range(1, degree + 1):  # raise the degree: j + 1 non-zeros of degree j
+        saved, nxt = zero.clone(), []
+        for r in range(j):
+            temp = values[r] / j
+            nxt.append(saved + times_linear(temp, r + 1.0, -1.0))
+            saved = times_linear(temp, j - r - 1.0, 1.0)
+        nxt.append(saved)
+        values = nxt
+    return torch.stack(values, dim=1)  # (power a, basis j)
+
+
+def local_basis(x: torch.Tensor, grid_size: int, degree: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-zero basis values at x in [0, 1].
+
+    x: (...) -> span (...) long in [0, G-1] and values (..., p+1): values[..., j] = B_{span+j}(x).
+    Differentiable in x (within a span); x is clamped to [0, 1].
+    """
+    y = x.clamp(0.0, 1.0) * grid_size
+    span = y.detach().floor().clamp_(0, grid_size - 1)
+    u = y - span  # (...) local coordinate in [0, 1]
+    powers = [torch.ones_like(u), u]
+    for _ in range(2, degree + 1):
+        powers.append(powers[-1] * u)
+    powers = torch.stack(powers[: degree + 1], dim=-1)  # (..., p+1): u^0..u^p
+    coeffs = basis_polynomials(degree).to(device=x.device, dtype=x.dtype)  # (p+1, p+1)
+    return span.long(), powers @ coeffs
+
+
+def dense_basis(x: torch.Tensor, grid_size: int, degree: int) -> torch.Tensor:
+    """All n_b basis values: x (...) -> (..., G + p), zeros outside the local support."""
+    span, values = local_basis(x, grid_size, degree)
+    index = span.unsqueeze(-1) + torch.arange(degree + 1, device=x.device)  # (..., p+1)
+    out = values.new_zeros(*x.shape, grid_size + degree)
+    return out.scatter(-1, index, values)

@@ -1,0 +1,209 @@
+"""The `model` config group: typed ModelConfig / LevConfig, registered in Hydra's ConfigStore.
+
+Every error is a ConfigError whose message starts with the config key (``model.<field>`` or
+``model.lev.<field>``) and, for a choice, lists the allowed values. ``to_model_config`` accepts a
+ModelConfig, an OmegaConf DictConfig or a plain dict (or a whole train config with a ``model``
+node) and returns a validated ModelConfig.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ARMS = ("dense", "leviathan")
+HEADS = ("tied", "untied", "generator")
+HEADS_BY_ARM = {"dense": ("tied", "untied"), "leviathan": ("untied", "generator")}
+DEPTH_RULES = ("fixed", "isoparametric")
+LADDERS = ("v1", "v2", "debug", "bench", "custom")  # v1/v2 sizes: conf/model/<ladder>/*.yaml
+LEV_IMPLS = ("matmul", "bag")
+
+
+class ConfigError(ValueError):
+    """A model config value is invalid; the message names the key and the allowed values."""
+
+
+@dataclass
+class LevConfig:
+    k: int = 3  # number of coordinates per token id = number of codebooks
+    d_seed: int = 128  # seed / latent dimension (paper: 128)
+    n_modes: int = 8  # M, rank: separable modes summed (paper: 8)
+    order: int = 4  # Q, interaction order: contiguous blocks of latent coords multiplied
+    grid_size: int = 8  # G, uniform B-spline intervals on [0, 1]
+    degree: int = 3  # B-spline degree (3 = cubic); n_b = grid_size + degree basis functions
+    hidden: int = 128  # h, width of every mode f_{m,q} before the output projection W_o
+    residual: bool = True  # add W_r z, the residual path from the seed to the embedding
+    base: int | None = None  # b; null = smallest integer with b**k >= padded vocabulary
+    impl: str = "matmul"  # "matmul" (dense basis x Theta, BLAS) | "bag" (local rows, embedding_bag)
+    table_chunk: int = 16384  # token ids per chunk when the eval table is materialised
+
+    @property
+    def n_basis(self) -> int:  # n_b, B-spline basis functions per latent coordinate
+        return self.grid_size + self.degree
+
+    def solve_base(self, v_pad: int) -> int:  # b: smallest integer with b**k >= v_pad
+        if self.base is not None:
+            return self.base
+        b = max(2, math.ceil(v_pad ** (1.0 / self.k)) - 1)
+        while b**self.k < v_pad:
+            b += 1
+        return b
+
+
+@dataclass
+class ModelConfig:
+    arm: str = "dense"  # "dense" (embedding table) | "leviathan" (LEV generator)
+    head: str = "untied"  # "tied" | "untied" (dense) ; "untied" | "generator" (leviathan)
+    size: str = "debug"  # ladder name of the Dense size ("109M", "1.2B", ...); a label elsewhere
+    ladder: str = "debug"  # v1 (Dense untied totals) | v2 (Dense tied totals) | debug|bench|custom
+    d_model: int = 64  # residual stream width D
+    n_layers: int = 2  # transformer blocks (with depth_rule=isoparametric: the Dense depth)
+    n_heads: int = 4  # attention heads; head_dim = d_model / n_heads
+    ffn_hidden: int | None = None  # SwiGLU hidden width; null = round_up(8/3 d_model, ffn_multiple)
+    ffn_multiple: int = 64  # rounding multiple for the default ffn_hidden
+    vocab_size: int = 200019  # token ids the tokenizer emits (o200k_base: 200,019)
+    vocab_pad_to: int | None = 200376  # padded vocabulary size (paper: 200,376); null = vocab_size
+    vocab_pad_multiple: int = 1  # then round the padded vocabulary up to this multiple
+    max_seq_len: int = 512  # longest sequence the rotary tables cover
+    depth_rule: str = "fixed"  # "fixed" | "isoparametric" (leviathan depth matched to the Dense)
+    iso_dense_head: str = "untied"  # head of the Dense model the isoparametric rule matches
+    dense_n_layers: int | None = None  # set by resolve_model_config: the Dense depth it matched
+    rope_theta: float = 10000.0  # rotary base frequency
+    norm_eps: float = 1e-5  # RMSNorm / LayerNorm epsilon
+    init_std: float = 0.02  # std of every weight matrix / table at init (residual outs scaled)
+    lev: LevConfig = field(default_factory=LevConfig)  # the LEV generator (arm=leviathan only)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lev, dict):
+            self.lev = _lev_from_dict(self.lev)
+        self.validate()
+
+    # ---- derived sizes ------------------------------------------------------------------
+    @property
+    def padded_vocab(self) -> int:  # V_pad
+        v = max(self.vocab_size, self.vocab_pad_to or 0)
+        m = self.vocab_pad_multiple
+        return -(-v // m) * m
+
+    @property
+    def ffn_dim(self) -> int:  # SwiGLU hidden width actually used
+        if self.ffn_hidden is not None:
+            return self.ffn_hidden
+        raw = int(8 * self.d_model / 3)
+        return -(-raw // self.ffn_multiple) * self.ffn_multiple
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def lev_base(self) -> int:  # b for this vocabulary
+        return self.lev.solve_base(self.padded_vocab)
+
+    def replace(self, **changes: Any) -> ModelConfig:  # a validated copy with fields changed
+        if "lev" in changes and isinstance(changes["lev"], dict):
+            changes["lev"] = dataclasses.replace(self.lev, **changes["lev"])
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    # ---- validation ---------------------------------------------------------------------
+    def validate(self) -> ModelConfig:
+        _choice("model.arm", self.arm, ARMS)
+        _choice("model.head", self.head, HEADS_BY_ARM[self.arm],
+                why=f" for model.arm={self.arm!r}")
+        _choice("model.ladder", self.ladder, LADDERS)
+        _choice("model.depth_rule", self.depth_rule, DEPTH_RULES)
+        _choice("model.iso_dense_head", self.iso_dense_head, HEADS_BY_ARM["dense"])
+        if self.ladder in ("v1", "v2"):  # the sizes are the files conf/model/<ladder>/*.yaml
+            from leviathan.models.ladder import ladder_sizes
+
+            _choice("model.size", self.size, tuple(ladder_sizes(self.ladder)),
+                    why=f" for model.ladder={self.ladder!r}")
+        for key in ("d_model", "n_layers", "n_heads", "ffn_multiple", "vocab_size",
+                    "vocab_pad_multiple", "max_seq_len"):
+            _positive_int(f"model.{key}", getattr(self, key))
+        for key in ("ffn_hidden", "vocab_pad_to", "dense_n_layers"):
+            if getattr(self, key) is not None:
+                _positive_int(f"model.{key}", getattr(self, key))
+        for key in ("rope_theta", "norm_eps", "init_std"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
+                raise ConfigError(f"model.{key}: must be a positive number, got {v!r}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"model.d_model={self.d_model} must be divisible by "
+                              f"model.n_heads={self.n_heads}")
+        if self.head_dim % 2:
+            raise ConfigError(f"model.n_heads={self.n_heads}: head_dim = d_model / n_heads = "
+                              f"{self.head_dim} must be even for rotary embeddings")
+        if self.vocab_pad_to is not None and self.vocab_pad_to < self.vocab_size:
+            raise ConfigError(f"model.vocab_pad_to={self.vocab_pad_to} must be >= "
+                              f"model.vocab_size={self.vocab_size} (the tokenizer's ids)")
+        self._validate_lev()
+        return self
+
+    def _validate_lev(self) -> None:
+        lev = self.lev
+        for key in ("k", "d_seed", "n_modes", "order", "grid_size", "hidden", "table_chunk"):
+            _positive_int(f"model.lev.{key}", getattr(lev, key))
+        if isinstance(lev.degree, bool) or not isinstance(lev.degree, int) or lev.degree < 0:
+            raise ConfigError(f"model.lev.degree: must be an integer >= 0, got {lev.degree!r}")
+        if not isinstance(lev.residual, bool):
+            raise ConfigError(f"model.lev.residual: must be true or false, got {lev.residual!r}")
+        _choice("model.lev.impl", lev.impl, LEV_IMPLS)
+        if lev.d_seed % lev.order:
+            raise ConfigError(f"model.lev.order={lev.order} (Q) must divide "
+                              f"model.lev.d_seed={lev.d_seed}")
+        if lev.base is not None:
+            _positive_int("model.lev.base", lev.base)
+            if lev.base < 2:
+                raise ConfigError(f"model.lev.base: must be >= 2, got {lev.base}")
+        b, v_pad = lev.solve_base(self.padded_vocab), self.padded_vocab
+        if b**lev.k < v_pad:
+            raise ConfigError(f"model.lev.base={b}: base**k = {b}**{lev.k} = {b**lev.k} must be "
+                              f">= the padded vocabulary {v_pad} (model.vocab_pad_to / "
+                              f"model.vocab_size)")
+
+
+def check_tokenizer_vocab(cfg: ModelConfig, n_vocab: int, *, tokenizer: str = "tokenizer") -> None:
+    """Raise ConfigError unless the model covers every id the tokenizer can emit."""
+    if cfg.vocab_size < n_vocab:
+        raise ConfigError(f"model.vocab_size={cfg.vocab_size} is smaller than the {n_vocab} ids "
+                          f"of {tokenizer}; set model.vocab_size >= {n_vocab}")
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...], why: str = "") -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed{why}; allowed values: "
+                          f"{', '.join(map(str, allowed))}")
+
+
+def _positive_int(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key}: must be a positive integer, got {value!r}")
+
+
+def _lev_from_dict(d: dict[str, Any]) -> LevConfig:
+    from leviathan.config import to_config
+
+    return to_config(LevConfig, d, "model.lev", ConfigError)
+
+
+def to_model_config(cfg: Any) -> ModelConfig:
+    """A validated ModelConfig from a ModelConfig, DictConfig, dict, or a config with `.model`."""
+    from leviathan.config import to_config
+
+    if not isinstance(cfg, ModelConfig) and hasattr(cfg, "keys") and "model" in cfg \
+            and "arm" not in cfg:
+        cfg = cfg["model"]
+    return to_config(ModelConfig, cfg, "model", ConfigError)
+
+
+def register_configs() -> None:
+    """Register the schemas with Hydra (all groups at once: leviathan.config)."""
+    from leviathan.config import register_schemas
+
+    register_schemas()

@@ -1,0 +1,58 @@
+"""`python -m leviathan.sweep +grid=<name> [sweep.dry_run=true] [overrides]`.
+
+Composes every run of the grid, validates all of them, prints and writes the plan
+(sweeps/<sweep>/plan.csv, manifest.json, configs/), then launches what is not finished yet.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from leviathan.config import conf_dir, register_schemas
+
+CONF = str(conf_dir())
+register_schemas()
+
+
+def sweep(cfg: DictConfig, task_overrides: list[str]) -> int:
+    from leviathan.sweep.grid import GridError
+    from leviathan.sweep.launch import launch
+    from leviathan.sweep.plan import format_plan, make_plan, write_plan
+
+    if cfg.get("grid") is None:
+        grids = sorted(p.stem for p in (Path(CONF) / "grid").glob("*.yaml"))
+        raise GridError(f"grid: choose a grid with +grid=<name>; available: {', '.join(grids)}")
+    root = Path(str(cfg.paths.root_dir)).resolve()
+    plan = make_plan(cfg, task_overrides, root)
+    sweep_dir = Path(str(cfg.paths.sweeps_dir)).resolve() / plan.name
+    write_plan(plan, sweep_dir)
+    print(format_plan(plan))
+    print(f"\nPlan written to {sweep_dir / 'plan.csv'} and {sweep_dir / 'manifest.json'}")
+    if cfg.sweep.dry_run:
+        print("Dry run: nothing launched.")
+        return 0
+    return launch(plan, cfg, sweep_dir)
+
+
+@hydra.main(config_path=CONF, config_name="sweep", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from leviathan.sweep.grid import GridError
+    from leviathan.sweep.launcher import LauncherError
+
+    try:
+        code = sweep(cfg, list(HydraConfig.get().overrides.task))
+    except (GridError, LauncherError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if code:
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

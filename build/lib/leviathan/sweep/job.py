@@ -1,0 +1,28 @@
+"""What one sweep job executes: `train(cfg)` on the run's resolved config.
+
+Kept tiny and importable on the compute node: the submitted callable is
+`ResumableCall(run_job, config_dict)`, so a requeued job calls it again with the same config and
+training resumes from the checkpoint in the run's scratch folder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def run_job(run_config: dict[str, Any]) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    from leviathan.training.run import train
+
+    return train(OmegaConf.create(run_config))
+
+
+def eval_job(run_dir: str, eval_config: dict[str, Any]) -> dict[str, Any]:
+    """The sweep's eval step for one run: lm-evaluation-harness on its last checkpoint.
+
+    Idempotent (results for the same spec and checkpoint are reused); a task whose data is
+    missing is reported in the result's `missing`, not raised."""
+    from leviathan.eval import evaluate_run
+
+    return evaluate_run(run_dir, eval_config)

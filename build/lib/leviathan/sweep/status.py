@@ -1,0 +1,118 @@
+"""`python -m leviathan.sweep.status <sweep>`: each run's state, tokens seen and last val loss.
+
+States come from the launcher (submitit: local processes or SLURM) and from MLflow; the sweep's
+manifest (sweeps/<sweep>/manifest.json) says which job ran which run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HIST_STATE = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "failed",
+              "RUNNING": "running", "SCHEDULED": "queued"}
+
+
+def collect(sweep_dir: Path, tracking_uri: str | None = None,
+            experiment: str | None = None) -> list[dict[str, Any]]:
+    """One row per planned run: run, pair, arm, size, state, job, tokens_seen, tokens, val_loss.
+
+    `tracking_uri`/`experiment` default to what the sweep's runs were configured with."""
+    import pandas as pd
+    import yaml
+
+    from leviathan.sweep.launcher import job_states, load_jobs
+    from leviathan.tracking import runs as tr
+
+    manifest_path = sweep_dir / "manifest.json"
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"{manifest_path}: no such sweep manifest (plan the sweep first "
+                                f"with `python -m leviathan.sweep +grid=<name>`)")
+    manifest = json.loads(manifest_path.read_text())
+    plan = pd.read_csv(sweep_dir / "plan.csv")
+    runs = list(plan["run"])
+    first_cfg = yaml.safe_load((sweep_dir / manifest["runs"][runs[0]]["config"]).read_text())
+    recorded = first_cfg["tracking"]["uri"]
+    uri = tracking_uri or recorded
+    if uri != recorded:
+        print(f"note: the sweep's runs were configured with tracking.uri={recorded}; reading "
+              f"{uri}", file=sys.stderr)
+    handles = load_jobs(manifest.get("jobs", {}), runs)
+    launcher_state = dict(zip(handles, job_states(list(handles.values())), strict=True))
+
+    by_name: dict[str, Any] = {}
+    try:
+        c = tr.client(uri)
+        exp = tr.experiment_id(c, experiment or first_cfg["tracking"]["experiment"],
+                               create=False)
+        for r in (tr.training_runs(c, exp, manifest["sweep"]) if exp else []):
+            name = r.data.tags.get(tr.Tag.RUN_NAME) or r.info.run_name
+            by_name.setdefault(name, r)  # newest first
+        reachable = True
+    except Exception:  # noqa: BLE001 - show launcher states even when MLflow is down
+        reachable = False
+    rows = []
+    for rec in plan.to_dict("records"):
+        r = by_name.get(rec["run"])
+        state = launcher_state.get(rec["run"])
+        if r is not None and (state is None or state in ("finished", "unknown")):
+            state = HIST_STATE.get(r.info.status, state)
+        m = r.data.metrics if r is not None else {}
+        rows.append({
+            "run": rec["run"], "pair": rec["pair"], "arm": rec["arm"], "size": rec["size"],
+            "state": state or ("not launched" if rec["run"] not in manifest.get("jobs", {})
+                               else "unknown"),
+            "job": (manifest.get("jobs", {}).get(rec["run"]) or {}).get("job_id"),
+            "tokens_seen": int(m["tokens_seen"]) if "tokens_seen" in m else 0,
+            "tokens": int(rec["tokens"]),
+            "val_loss": m.get("final/val_loss", m.get("val/loss")),
+        })
+    if not reachable:
+        print(f"warning: MLflow at {uri} is not reachable; states come from the launcher only",
+              file=sys.stderr)
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    out = ["| run | arm | size | state | job | tokens seen / budget | val loss |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        frac = r["tokens_seen"] / r["tokens"] if r["tokens"] else 0.0
+        loss = "" if r["val_loss"] is None else f"{r['val_loss']:.4f}"
+        out.append(f"| {r['run']} | {r['arm']} | {r['size']} | {r['state']} | {r['job'] or ''} "
+                   f"| {r['tokens_seen']:,} / {r['tokens']:,} ({frac:.0%}) | {loss} |")
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    out.append("\n" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m leviathan.sweep.status", description=__doc__)
+    ap.add_argument("sweep", help="sweep name (its folder under paths.sweeps_dir)")
+    ap.add_argument("overrides", nargs="*", help="config overrides, as for the sweep command "
+                    "(e.g. tracking.uri=http://host:5000 paths.root_dir=/proj)")
+    ap.add_argument("--sweeps-dir", default=None, help="shortcut for paths.sweeps_dir")
+    ap.add_argument("--tracking-uri", default=None, help="shortcut for tracking.uri")
+    ap.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    args = ap.parse_args(argv)
+    from leviathan.config import compose
+
+    cfg = compose("sweep", args.overrides)
+    sweeps_dir = Path(args.sweeps_dir or str(cfg.paths.sweeps_dir))
+    try:
+        rows = collect(sweeps_dir / args.sweep, args.tracking_uri or str(cfg.tracking.uri),
+                       str(cfg.tracking.experiment))
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(rows, indent=1) if args.json else format_rows(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""MLflow tracking: the local server and helpers shared by training, sweeps and analysis."""

@@ -1,0 +1,149 @@
+"""Start, find and check an MLflow tracking server.
+
+The platform logs over HTTP to one `mlflow server` (SQLite backend by default), so many
+concurrent jobs have a single writer. `ensure_local_server` starts one on loopback when nothing
+is listening there; `check_reachable` fails fast with a message that names the URI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+class TrackingUnreachable(RuntimeError):
+    """The configured MLflow tracking URI does not answer."""
+
+
+def is_http(uri: str) -> bool:
+    return urlparse(uri).scheme in ("http", "https")
+
+
+def is_local(uri: str) -> bool:
+    return is_http(uri) and (urlparse(uri).hostname or "") in LOCAL_HOSTS
+
+
+def is_up(uri: str, timeout: float = 2.0) -> bool:
+    """True when `uri`'s /health endpoint answers OK."""
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def check_reachable(uri: str, timeout: float = 5.0, key: str = "tracking.uri") -> None:
+    """Raise TrackingUnreachable naming `uri` (and the config key) when it does not answer."""
+    if not is_http(uri):
+        return  # file:// or sqlite:// stores are local paths, nothing to reach
+    deadline = time.monotonic() + timeout
+    while True:
+        if is_up(uri, timeout=min(2.0, timeout)):
+            return
+        if time.monotonic() >= deadline:
+            raise TrackingUnreachable(
+                f"MLflow tracking server {uri} ({key}) is not reachable: nothing answered at "
+                f"{uri.rstrip('/')}/health within {timeout:.0f}s. Start one with `make dashboard` "
+                f"or point {key} at a running server."
+            )
+        time.sleep(0.25)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LocalServer:
+    """A `mlflow server` child process on loopback."""
+
+    uri: str
+    store_dir: Path
+    process: subprocess.Popen | None  # None when an already running server was reused
+    log_path: Path | None = None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _mlflow_executable() -> list[str]:
+    exe = Path(sys.executable).with_name("mlflow")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("mlflow")
+    return [found] if found else [sys.executable, "-m", "mlflow"]
+
+
+def server_command(store: Path, host: str, port: int, backend_uri: str | None = None) -> list[str]:
+    """`mlflow server` over a store folder: SQLite backend (or `backend_uri`) + artifacts."""
+    backend = backend_uri or f"sqlite:///{store / 'mlflow.db'}"
+    return [*_mlflow_executable(), "server", "--backend-store-uri", backend,
+            "--artifacts-destination", str(store / "artifacts"), "--serve-artifacts",
+            "--host", host, "--port", str(port), "--workers", "1"]
+
+
+def start_server(
+    store_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    backend_uri: str | None = None,
+    timeout: float = 90.0,
+) -> LocalServer:
+    """Start `mlflow server` (SQLite store, or `backend_uri`) under `store_dir`; wait for it."""
+    store = Path(store_dir).resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    port = port or free_port(host)
+    uri = f"http://{host}:{port}"
+    log_path = store / f"server-{port}.log"
+    cmd = server_command(store, host, port, backend_uri)
+    env = dict(os.environ, MLFLOW_HOME=str(store))
+    log = open(log_path, "ab")  # noqa: SIM115 - the child process owns it
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"mlflow server exited with code {proc.returncode}; see {log_path}:\n"
+                + log_path.read_text(errors="replace")[-3000:]
+            )
+        if is_up(uri, timeout=1.0):
+            return LocalServer(uri=uri, store_dir=store, process=proc, log_path=log_path)
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(
+        f"mlflow server on {uri} did not come up within {timeout:.0f}s; see {log_path}"
+    )
+
+
+def ensure_local_server(uri: str, store_dir: str | Path, say=print) -> LocalServer:
+    """Reuse the server at `uri` if it answers; start one there when `uri` is local and silent.
+
+    A remote URI that does not answer is an error (TrackingUnreachable), never started here.
+    """
+    if is_up(uri):
+        return LocalServer(uri=uri, store_dir=Path(store_dir), process=None)
+    if not is_local(uri):
+        check_reachable(uri)
+    parsed = urlparse(uri)
+    say(f"No MLflow server at {uri}: starting one (store {store_dir}).")
+    return start_server(store_dir, host=parsed.hostname or "127.0.0.1", port=parsed.port or 5000)

@@ -1,0 +1,24 @@
+"""`python -m leviathan.train [overrides]`: one training run (what every sweep job executes).
+
+The Hydra wrapper only composes conf/train.yaml (schemas registered, conf/local included) and
+calls leviathan.training.run.train(cfg); tests call `train` directly.
+"""
+
+from __future__ import annotations
+
+import hydra
+
+from leviathan.config import conf_dir, register_schemas
+
+register_schemas()
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="train")
+def main(cfg) -> None:
+    from leviathan.training.run import train
+
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

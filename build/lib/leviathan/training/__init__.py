@@ -1,0 +1,13 @@
+"""leviathan.training: one training run (Lightning), tracked in MLflow, exactly resumable.
+
+    from leviathan.training.run import train          # train(cfg) -> summary dict
+    from leviathan.training.config import config_hash, trainer_config, make_plan
+
+Files: config.py (typed trainer/tracking configs, run plan, config hash), run.py (train: checks
+before building), engine.py (data, model, Lightning fit, MLflow run lifecycle), module.py
+(LightningModule: loss, AdamW groups, schedule, clipping, NaN guard), callbacks.py (per-step
+metrics, throughput/MFU, validation, atomic checkpoints, preemption), evaluation.py
+(validation and the rare-token buckets), batches.py (data position exact under prefetching),
+schedule.py, signals.py, mlflow_logger.py (buffered, retrying MLflow writer).
+Heavy modules are imported by the functions that need them.
+"""

@@ -1,0 +1,209 @@
+"""What happens at every optimizer-step boundary: metrics, throughput/MFU, validation,
+atomic checkpoints, and preemption.
+
+All of it runs in `on_train_batch_end` right after an optimizer step, the one point where the
+model, optimizer, scheduler, data position and RNG agree. Checkpoints go to <run dir>/last.ckpt
+through a temporary file and `os.replace`, so a kill at any moment leaves the previous one
+intact. The run's extra state (per-rank data position and RNG) travels in the callback's
+state_dict inside the Lightning checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from leviathan.tracking.runs import CKPT
+from leviathan.training.evaluation import FreqBuckets, evaluate
+from leviathan.training.signals import PreemptionFlag, hold_step
+
+log = logging.getLogger(__name__)
+
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _gather(obj: Any, world_size: int) -> list[Any]:
+    if world_size > 1 and torch.distributed.is_initialized():
+        out: list[Any] = [None] * world_size
+        torch.distributed.all_gather_object(out, obj)
+        return out
+    return [obj]
+
+
+class StepCallback(pl.Callback):
+    """Per-step bookkeeping; `tracker` is the RunTracker on global rank 0, None elsewhere."""
+
+    def __init__(self, *, run_dir: Path, plan, tc, tracker=None, val_batches=(),
+                 buckets: FreqBuckets | None = None, preemption: PreemptionFlag | None = None,
+                 say=print) -> None:
+        self.run_dir = Path(run_dir)
+        self.plan, self.tc, self.tracker = plan, tc, tracker
+        self.val_batches = list(val_batches)
+        self.buckets = buckets
+        self.preemption = preemption
+        self.say = say
+        self.final: dict[str, float] = {}  # last validation numbers
+        self.throughput: dict[str, float] = {}  # last tokens_per_s / flops_per_s / mfu
+        self.preempted_at: int | None = None
+        self.last_ckpt_step: int | None = None
+        self._seen_step = -1
+        self._restored: dict | None = None
+        self._window_t = 0.0  # training seconds in the current throughput window
+        self._window_steps = 0
+        self._t_last: float | None = None
+        self._hold_at = hold_step(self.run_dir.name)  # rehearsing a preemption (signals.py)
+
+    # --------------------------------------------------------------- state in the checkpoint
+    def state_dict(self) -> dict:
+        return dict(self._gathered) if getattr(self, "_gathered", None) else {}
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        self._module = pl_module  # needed by load_state_dict, which Lightning calls bare
+
+    def load_state_dict(self, state: dict) -> None:
+        # Called while restoring, before Lightning first iterates (and prefetches) the data.
+        if not state:
+            return
+        r = self._module.global_rank
+        if len(state["data"]) != self._module.trainer.world_size:
+            raise RuntimeError(f"checkpoint has data state for {len(state['data'])} ranks, this "
+                               f"run has {self._module.trainer.world_size}: resume with the "
+                               "same trainer.devices x trainer.num_nodes")
+        self._module.batches.load_state_dict(state["data"][r])
+        self._restored = state
+        self._hold_at = None  # a resumed attempt never holds
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.preemption is not None:
+            self.preemption.reinstall()  # Lightning put its own SIGTERM handler in at fit start
+        self._seen_step = trainer.global_step
+        if self._restored:
+            set_rng_state(self._restored["rng"][trainer.global_rank])
+            self.final = dict(self._restored.get("final", {}))
+            self._restored = None
+        self._t_last = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._t_last is None:
+            self._t_last = time.perf_counter()
+
+    # --------------------------------------------------------------- the step boundary
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step == self._seen_step:
+            return  # inside gradient accumulation
+        self._seen_step = step
+        now = time.perf_counter()
+        self._window_t += now - (self._t_last or now)
+        self._window_steps += 1
+        tokens = step * self.plan.tokens_per_step
+        last_step = step >= self.plan.max_steps
+        metrics = dict(pl_module.last)
+        metrics["tokens_seen"] = float(tokens)
+        if step % self.tc.log_every == 0 or last_step:
+            self._throughput(metrics)
+            self._progress(step, metrics)
+        if self.tracker is not None:
+            self.tracker.log_metrics(metrics, step=step)
+        if step % self.tc.val_every == 0 or last_step:
+            self.validate(trainer, pl_module, step)
+        if step == self._hold_at and self.preemption is not None:
+            self.preemption.hold(step)
+        signum = self._agreed_signal(trainer, pl_module)
+        if step % self.tc.ckpt_every == 0 or last_step or signum:
+            self.save(trainer, pl_module)
+        if signum and not last_step:
+            self.preempted_at = step
+            trainer.should_stop = True
+        self._t_last = time.perf_counter()  # validation and checkpoint time are not training
+
+    def _throughput(self, metrics: dict) -> None:
+        if self._window_t <= 0:
+            return
+        tps = self._window_steps * self.plan.tokens_per_step / self._window_t
+        flops = tps * self.plan.flops_per_token
+        self.throughput = {"tokens_per_s": tps, "flops_per_s": flops}
+        if self.tc.peak_flops:
+            self.throughput["mfu"] = flops / (self.tc.peak_flops * self.plan.world_size)
+        metrics.update(self.throughput)
+        self._window_t, self._window_steps = 0.0, 0
+
+    def _progress(self, step: int, m: dict) -> None:
+        if self.tracker is None:
+            return
+        extra = f" mfu {m['mfu']:.3f}" if "mfu" in m else ""
+        tps = f" tok/s {m['tokens_per_s']:.0f}" if "tokens_per_s" in m else ""
+        self.say(f"step {step}/{self.plan.max_steps} loss {m.get('train/loss', float('nan')):.4f}"
+                 f" lr {m.get('lr', 0):.3e} grad_norm {m.get('grad_norm', 0):.3f}{tps}{extra}",
+                 flush=True)
+
+    def validate(self, trainer, pl_module, step: int) -> None:
+        if not self.val_batches:
+            return
+        batches = self.val_batches[: self.tc.val_batches or None]
+        dtype = torch.bfloat16 if "bf16" in str(self.tc.precision) else (
+            torch.float16 if str(self.tc.precision).startswith("16") else None)
+        out = evaluate(pl_module.model, batches, device=pl_module.device, buckets=self.buckets,
+                       rank=trainer.global_rank, world_size=trainer.world_size,
+                       autocast_dtype=dtype)
+        self.final = {"val/loss": out["val/loss"], "step": step,
+                      "tokens": float(step * self.plan.tokens_per_step),
+                      "tokens_evaluated": out.pop("val/tokens_evaluated"),
+                      "buckets": {k.rsplit("/", 1)[1]: v for k, v in out.items()
+                                  if k.startswith("val/loss_freq/")}}
+        out["val/tokens"] = self.final["tokens"]
+        if self.tracker is not None:
+            self.tracker.log_metrics(out, step=step)
+            self.say(f"step {step}/{self.plan.max_steps} val/loss {out['val/loss']:.4f}",
+                     flush=True)
+
+    def _agreed_signal(self, trainer, pl_module) -> int:
+        local = self.preemption.received if self.preemption is not None else None
+        flag = torch.tensor([local or 0], device=pl_module.device)
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item())
+
+    # --------------------------------------------------------------- checkpoints
+    def save(self, trainer, pl_module) -> Path:
+        """Write <run dir>/last.ckpt atomically (all ranks call; rank 0 writes)."""
+        mine = {"data": pl_module.batches.state_dict(), "rng": rng_state()}
+        gathered = _gather(mine, trainer.world_size)
+        self._gathered = {"data": [g["data"] for g in gathered],
+                          "rng": [g["rng"] for g in gathered], "final": self.final}
+        final = self.run_dir / CKPT
+        tmp = self.run_dir / f".{CKPT}.tmp"
+        try:
+            trainer.save_checkpoint(tmp)
+        finally:
+            self._gathered = None
+        if trainer.is_global_zero:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        trainer.strategy.barrier("leviathan.checkpoint")
+        self.last_ckpt_step = trainer.global_step
+        return final

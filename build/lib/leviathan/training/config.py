@@ -1,0 +1,236 @@
+"""Typed `trainer` and `tracking` configs, the derived run plan, and the config hash.
+
+Errors name the config key (``trainer.<field>``). The plan turns a token budget into steps:
+tokens per step = global_batch x seq_len, steps = ceil(budget / tokens per step).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+BUDGET_PARAMS = ("total", "body", "input", "head")
+# config subtrees that do not change what a run computes: excluded from config_hash
+HASH_EXCLUDE = ("tracking", "paths", "meta", "run_name", "resume", "hydra", "local")
+
+
+class TrainConfigError(ValueError):
+    """A training config value that cannot work; the message names the key."""
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "cpu"  # cpu | gpu | auto (Lightning)
+    devices: int = 1  # devices per node
+    num_nodes: int = 1  # nodes (multi-node through Lightning's SLURM environment)
+    strategy: str = "auto"  # Lightning strategy: auto | ddp (several devices) | ...
+    precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed | ...
+    compile: bool = False  # torch.compile the model
+    matmul_precision: str = "high"  # torch.set_float32_matmul_precision (TF32 on Ampere+)
+    global_batch: int = 512  # sequences per optimizer step over all ranks (paper: 512 x 512 tokens)
+    micro_batch: int = 16  # sequences per forward/backward on one device
+    lr: float = 3e-4  # peak learning rate (AdamW)
+    min_lr: float = 3e-5  # cosine decay floor
+    betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas
+    eps: float = 1e-8  # AdamW epsilon
+    weight_decay: float = 0.1  # decoupled weight decay; none on norms, gains, codebooks, biases
+    grad_clip: float = 1.0  # max global gradient norm (0: no clipping; the norm is logged either
+    #   way)
+    warmup_steps: int | None = None  # linear warm-up steps; null: warmup_fraction x total steps
+    warmup_fraction: float = 0.01  # warm-up share of the run when warmup_steps is null
+    tokens: int | None = None  # absolute token budget; null: tokens_per_param x
+    #   n_params[budget_params]
+    tokens_per_param: float = 20.0  # the budget in tokens per parameter (Chinchilla-style 20 N)
+    budget_params: str = "total"  # which count N is: total | body | input | head
+    max_steps: int | None = None  # fixed step count, overriding the token budget (debugging)
+    val_every: int = 500  # validate every K optimizer steps (and always at the end)
+    val_batches: int | None = None  # validation micro-batches to use (null: the whole fixed set)
+    val_micro_batch: int | None = None  # sequences per validation batch (null: micro_batch)
+    freq_bucket_base: float = 10.0  # rare-token metric: buckets of training count [b^(i-1), b^i),
+    #   plus 0
+    ckpt_every: int = 500  # checkpoint every K optimizer steps (and on SIGTERM/SIGUSR1, at the end)
+    log_every: int = 10  # train metrics and a progress line every K optimizer steps
+    peak_flops: float | None = None  # peak FLOP/s of one device for MFU (null: MFU not logged,
+    #   FLOP/s is)
+
+    def __post_init__(self) -> None:
+        def bad(key: str, msg: str) -> TrainConfigError:
+            return TrainConfigError(f"trainer.{key}: {msg}")
+
+        self.betas = tuple(float(b) for b in self.betas)
+        for key in ("devices", "num_nodes", "global_batch", "micro_batch", "val_every",
+                    "ckpt_every", "log_every"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise bad(key, f"must be an integer >= 1, got {v!r}")
+        for key in ("warmup_steps", "tokens", "max_steps", "val_batches", "val_micro_batch"):
+            v = getattr(self, key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise bad(key, f"must be null or an integer >= 0, got {v!r}")
+        if self.max_steps == 0:
+            raise bad("max_steps", "must be null or >= 1")
+        if not self.lr > 0 or not 0 <= self.min_lr <= self.lr:
+            raise bad("min_lr", f"need lr > 0 and 0 <= min_lr <= lr, got lr={self.lr}, "
+                                f"min_lr={self.min_lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise bad("betas", f"must be two numbers in [0, 1), got {list(self.betas)}")
+        if self.weight_decay < 0 or self.grad_clip < 0 or self.eps <= 0:
+            raise bad("weight_decay", "weight_decay and grad_clip must be >= 0 and eps > 0")
+        if not 0 <= self.warmup_fraction < 1:
+            raise bad("warmup_fraction", f"must be in [0, 1), got {self.warmup_fraction}")
+        if self.budget_params not in BUDGET_PARAMS:
+            raise bad("budget_params", f"must be one of {BUDGET_PARAMS}, got "
+                                       f"{self.budget_params!r}")
+        if self.tokens is None and self.max_steps is None and not self.tokens_per_param > 0:
+            raise bad("tokens_per_param", "must be > 0 when trainer.tokens and max_steps are null")
+        if self.freq_bucket_base <= 1:
+            raise bad("freq_bucket_base", f"must be > 1, got {self.freq_bucket_base}")
+        if self.peak_flops is not None and not self.peak_flops > 0:
+            raise bad("peak_flops", f"must be null or > 0, got {self.peak_flops}")
+        if any(w in self.strategy for w in ("spawn", "fork", "notebook")):
+            raise bad("strategy", f"{self.strategy!r}: every rank must start the run itself "
+                                  "(it builds its own share of the data); use ddp")
+        world = self.world_size
+        per_step = self.micro_batch * world
+        if self.global_batch % per_step:
+            raise bad("global_batch", f"{self.global_batch} is not a multiple of micro_batch x "
+                                      f"devices x num_nodes = {self.micro_batch} x "
+                                      f"{self.devices} x {self.num_nodes} = {per_step}")
+
+    @property
+    def world_size(self) -> int:  # data-parallel ranks
+        return self.devices * self.num_nodes
+
+    @property
+    def accumulation(self) -> int:  # micro-batches per rank per optimizer step
+        return self.global_batch // (self.micro_batch * self.world_size)
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = "${oc.env:MLFLOW_TRACKING_URI,http://127.0.0.1:5000}"  # tracking server; must answer
+    #   at start
+    experiment: str = "leviathan"  # MLflow experiment name
+    parent_run_id: str | None = None  # a sweep's parent run: this run becomes its nested child
+    connect_timeout_s: float = 5.0  # fail at start when the server does not answer within this
+    http_timeout_s: float = 10.0  # one HTTP request's timeout
+    flush_every_s: float = 5.0  # the background writer sends buffered metrics this often
+    retry_backoff_s: float = 1.0  # first wait after a failed send; doubles each failure
+    retry_max_backoff_s: float = 60.0  # cap on the wait between retries
+    final_flush_timeout_s: float = 300.0  # at the end, keep retrying this long before spilling to
+    #   disk
+
+    def __post_init__(self) -> None:
+        if not self.uri:
+            raise TrainConfigError("tracking.uri: must be set (e.g. http://127.0.0.1:5000)")
+        for f in fields(self):
+            if f.name.endswith("_s") and not getattr(self, f.name) > 0:
+                raise TrainConfigError(f"tracking.{f.name}: must be > 0")
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "${oc.env:LEVIATHAN_ROOT,.}"  # the repository root (relative paths resolve from
+    #   the cwd)
+    data_dir: str = "${oc.env:LEVIATHAN_DATA,${paths.root_dir}/data}"  # corpora and prepared
+    #   datasets
+    scratch_dir: str = "${oc.env:LEVIATHAN_SCRATCH,${paths.root_dir}/scratch}"  # checkpoints and ru
+    #   n state: <scratch_dir>/runs/<run key>
+    sweeps_dir: str = "${paths.root_dir}/sweeps"  # one folder per sweep: plan, manifest, analysis
+    mlflow_dir: str = "${paths.root_dir}/.mlflow"  # the local MLflow server's SQLite store and
+    #   artifacts
+
+
+def _typed(cls, node: Any, group: str):
+    from leviathan.config import to_config
+
+    return to_config(cls, node, group, TrainConfigError)
+
+
+def trainer_config(cfg: Any) -> TrainerConfig:
+    """TrainerConfig from the run config's `trainer` node (or the node itself)."""
+    node = cfg.trainer if hasattr(cfg, "trainer") else cfg
+    return _typed(TrainerConfig, node, "trainer")
+
+
+def tracking_config(cfg: Any) -> TrackingConfig:
+    node = cfg.tracking if hasattr(cfg, "tracking") else cfg
+    return _typed(TrackingConfig, node, "tracking")
+
+
+@dataclass
+class RunPlan:
+    """Numbers derived from the configs before anything is built."""
+
+    seq_len: int  # tokens per sequence (data.seq_len)
+    world_size: int  # data-parallel ranks
+    micro_batch: int  # sequences per forward on one rank
+    accumulation: int  # micro-batches per rank per step
+    global_batch: int  # sequences per optimizer step
+    tokens_per_step: int  # global_batch x seq_len
+    budget_tokens: int  # the token budget the steps were derived from
+    max_steps: int  # optimizer steps
+    warmup_steps: int  # linear warm-up steps
+    n_params: dict[str, int]  # total, input, head, body
+    flops_per_token: float  # training FLOPs per token (model's own accounting)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_plan(tc: TrainerConfig, seq_len: int, n_params: dict[str, int],
+              flops_per_token: float) -> RunPlan:
+    tokens_per_step = tc.global_batch * seq_len
+    if tc.max_steps is not None:
+        steps = tc.max_steps
+        budget = steps * tokens_per_step
+    else:
+        if tc.tokens is not None:
+            budget = tc.tokens
+        else:
+            budget = int(round(tc.tokens_per_param * n_params[tc.budget_params]))
+        steps = max(1, math.ceil(budget / tokens_per_step))
+    warmup = tc.warmup_steps if tc.warmup_steps is not None else int(tc.warmup_fraction * steps)
+    if warmup >= steps and steps > 1:
+        raise TrainConfigError(f"trainer.warmup_steps: {warmup} warm-up steps leave nothing of "
+                               f"a {steps}-step run")
+    return RunPlan(seq_len=seq_len, world_size=tc.world_size, micro_batch=tc.micro_batch,
+                   accumulation=tc.accumulation, global_batch=tc.global_batch,
+                   tokens_per_step=tokens_per_step, budget_tokens=int(budget), max_steps=steps,
+                   warmup_steps=min(warmup, steps), n_params=dict(n_params),
+                   flops_per_token=float(flops_per_token))
+
+
+def resolved_container(cfg: Any) -> dict:
+    """The run config as plain, fully resolved Python (without Hydra's own node)."""
+    from omegaconf import OmegaConf
+
+    out = OmegaConf.to_container(cfg, resolve=True)
+    out.pop("hydra", None)
+    return out
+
+
+def config_hash(cfg: Any) -> str:
+    """sha256 of the resolved config minus tracking, paths, meta and naming keys.
+
+    Two runs with the same hash compute the same thing, whatever sweep launched them.
+    """
+    container = cfg if isinstance(cfg, dict) else resolved_container(cfg)
+    kept = {k: v for k, v in container.items() if k not in HASH_EXCLUDE}
+    blob = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{"model": {"d_model": 64}} -> {"model.d_model": 64}; lists are kept as values."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

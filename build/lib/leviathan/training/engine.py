@@ -1,0 +1,168 @@
+"""The Lightning part of a run: build data and model, fit, and close the MLflow run.
+
+Called by run.train() once everything has been validated. Global rank 0 owns the MLflow run;
+other ranks (DDP) train and checkpoint collectively but never talk to the server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from leviathan.tracking.runs import RunFolder, Tag
+from leviathan.training.run import (
+    FINGERPRINT_BATCH,
+    FINGERPRINT_K,
+    params_of,
+    start_tracker,
+    tags_of,
+    write_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _trainer(tc, plan, run_dir: Path, callbacks):
+    import lightning.pytorch as pl
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    # outside a SLURM job, Lightning warns whenever `srun` is installed: not useful here
+    warnings.filterwarnings("ignore", message="The `srun` command is available")
+    plugins = []
+    if SLURMEnvironment.detect():
+        # the sweep's launcher (submitit) requeues; we only checkpoint on the signal
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return pl.Trainer(
+        accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes,
+        strategy="ddp" if tc.strategy == "auto" and tc.world_size > 1 else tc.strategy,
+        precision=tc.precision, max_steps=plan.max_steps,
+        accumulate_grad_batches=plan.accumulation, gradient_clip_val=None,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+        use_distributed_sampler=False, default_root_dir=str(run_dir), callbacks=callbacks,
+        plugins=plugins or None,
+    )
+
+
+def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: Path, rank: int,
+        say) -> dict:
+    import lightning.pytorch as pl
+
+    from leviathan.data import build_train_stream, build_val_batches, fingerprint
+    from leviathan.data import token_frequencies as data_token_frequencies
+    from leviathan.models import build_model
+    from leviathan.training.batches import ResumableBatches
+    from leviathan.training.callbacks import StepCallback
+    from leviathan.training.evaluation import frequency_buckets
+    from leviathan.training.module import LanguageModelModule
+    from leviathan.training.signals import Preempted, PreemptionFlag
+
+    t0 = time.time()
+    torch.set_float32_matmul_precision(tc.matmul_precision)
+    world = plan.world_size
+    # ---- data (built, or prepared, here on first use; every rank reads its own share)
+    stream = build_train_stream(data_cfg, batch_size=tc.micro_batch,
+                                rank=_data_rank(rank, world), world_size=world)
+    batches = ResumableBatches(stream)
+    val = build_val_batches(data_cfg, batch_size=tc.val_micro_batch or tc.micro_batch)
+    buckets = frequency_buckets(data_token_frequencies(data_cfg), mcfg.padded_vocab,
+                                tc.freq_bucket_base)
+
+    tracker = None
+    if rank == 0:
+        fp = fingerprint(data_cfg, batch_size=FINGERPRINT_BATCH, k=FINGERPRINT_K)
+        tracker = start_tracker(trk=trk, run_dir=run_dir, key=key,
+                                tags=tags_of(cfg, chash, fp, key),
+                                params=params_of(container, mcfg, plan))
+        _log_yaml(tracker, run_dir, container)
+        say(f"MLflow run {tracker.run_id} at {trk.uri} (experiment {trk.experiment})")
+
+    # ---- model, module, trainer (any failure from here on marks the MLflow run FAILED)
+    preemption = PreemptionFlag()
+    trainer = None
+    try:
+        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        model = build_model(mcfg)
+        module = LanguageModelModule(model, tc, plan, batches)
+        step_cb = StepCallback(run_dir=run_dir, plan=plan, tc=tc, tracker=tracker,
+                               val_batches=val, buckets=buckets, preemption=preemption, say=say)
+        trainer = _trainer(tc, plan, run_dir, [step_cb])
+        ckpt = RunFolder(run_dir).checkpoint
+        if ckpt.exists():
+            say(f"resuming from {ckpt}")
+        preemption.install()
+        trainer.fit(module, train_dataloaders=batches,
+                    ckpt_path=str(ckpt) if ckpt.exists() else None,
+                    weights_only=False)  # our own file: it holds RNG and data state too
+    except BaseException as e:
+        preemption.uninstall()
+        if tracker is not None:
+            step = trainer.global_step + 1 if trainer is not None else 0
+            tracker.set_tags({Tag.FAILURE_REASON: f"{type(e).__name__}: {e}"[:4000],
+                              Tag.FAILED_AT_STEP: step})
+            interrupted = isinstance(e, (KeyboardInterrupt, SystemExit))
+            tracker.finish("KILLED" if interrupted else "FAILED")
+        raise
+    preemption.uninstall()
+
+    if step_cb.preempted_at is not None:
+        if tracker is not None:
+            tracker.set_tags({Tag.PREEMPTED_AT_STEP: step_cb.preempted_at})
+            tracker.finish("KILLED")
+        say(f"preempted at step {step_cb.preempted_at}: checkpoint {ckpt}; start the same "
+            "command again to resume")
+        preemption.chain()
+        raise Preempted(preemption.received or 15, step_cb.preempted_at, str(ckpt))
+
+    summary = _summary(step_cb, module, plan, tracker, key, chash, buckets, stream,
+                       time.time() - t0)
+    if rank == 0:
+        tracker.log_metrics({"final/val_loss": summary["final_val_loss"],
+                             "final/tokens_seen": summary["tokens_seen"]}, step=plan.max_steps)
+        path = RunFolder(run_dir).summary
+        write_atomic(path, json.dumps(summary, indent=2, default=str))
+        tracker.log_artifact(path)
+        tracker.finish("FINISHED")
+        say(f"finished: val/loss {summary['final_val_loss']:.4f} after "
+            f"{summary['tokens_seen']:,} tokens; summary {path}")
+    return summary
+
+
+def _data_rank(rank: int, world: int) -> int:
+    """This process's data-parallel rank (the global rank; 0 outside DDP)."""
+    return rank if world > 1 else 0
+
+
+def _log_yaml(tracker, run_dir: Path, container: dict) -> None:
+    from omegaconf import OmegaConf
+
+    path = RunFolder(run_dir).config
+    write_atomic(path, OmegaConf.to_yaml(OmegaConf.create(container)))
+    tracker.log_artifact(path)
+
+
+def _summary(cb, module, plan, tracker, key, chash, buckets, stream, wall_s) -> dict:
+    final = cb.final or {}
+    stats = getattr(stream, "stats", None)
+    out = {
+        "run_id": tracker.run_id if tracker is not None else None,
+        "run_key": key, "config_hash": chash, "status": "finished",
+        "n_params": plan.n_params, "plan": {k: v for k, v in plan.as_dict().items()
+                                            if k != "n_params"},
+        "steps": plan.max_steps, "tokens_seen": plan.max_steps * plan.tokens_per_step,
+        "final_val_loss": final.get("val/loss"),
+        "final_train_loss": module.last.get("train/loss"),
+        "val_tokens_evaluated": final.get("tokens_evaluated"),
+        "bucket_losses": final.get("buckets", {}),
+        "buckets": buckets.as_dict() if buckets is not None else None,
+        "throughput": cb.throughput, "wall_s": wall_s, "pid": os.getpid(),
+    }
+    if stats is not None:
+        out["data_skipped"] = stats.as_dict() if hasattr(stats, "as_dict") else str(stats)
+    return out

@@ -1,0 +1,184 @@
+"""train(cfg): one training run, from a composed config to a finished (or resumable) MLflow run.
+
+Order matters: every config is validated, the data path and the tracking server are checked,
+and the plan is derived *before* the model is built, so a bad run fails in seconds. The run's
+scratch folder (${paths.scratch_dir}/runs/<run key>) holds last.ckpt, the MLflow run id and,
+once finished, summary.json; starting the same config again resumes (or returns the summary).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from leviathan.tracking.runs import KIND_TRAIN, RunFolder, Tag
+from leviathan.training.config import (
+    TrainConfigError,
+    config_hash,
+    flatten,
+    make_plan,
+    resolved_container,
+    tracking_config,
+    trainer_config,
+)
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_BATCH, FINGERPRINT_K = 8, 8  # canonical data fingerprint: first 8 batches of 8
+
+
+def global_rank() -> int:
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
+def git_commit() -> str:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout
+        return sha + ("-dirty" if dirty.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _say(rank: int):
+    def say(msg: str, **_: Any) -> None:
+        if rank == 0:
+            print(msg, flush=True)
+
+    return say
+
+
+def train(cfg: Any) -> dict:
+    """Train one model as `cfg` says; return the summary dict (also written to summary.json).
+
+    Raises TrainConfigError / ConfigError / DataError / TrackingUnreachable before building
+    anything, NonFiniteLoss when the loss diverges (MLflow run FAILED), and Preempted (a
+    SystemExit) after the checkpoint a SIGTERM/SIGUSR1 asked for.
+    """
+    from omegaconf import OmegaConf
+
+    from leviathan.data import check_data
+    from leviathan.data.tokenizer import get_encoding
+    from leviathan.models import (
+        check_tokenizer_vocab,
+        count_params,
+        flops_per_token,
+        resolve_model_config,
+    )
+    from leviathan.tracking.server import check_reachable
+
+    # ---- 1. configs, data, tracking: all checked before any model exists
+    try:
+        container = resolved_container(cfg)
+    except Exception as e:  # interpolation errors name the key in their message
+        raise TrainConfigError(f"config does not resolve: {e}") from e
+    cfg = OmegaConf.create(container)
+    tc = trainer_config(cfg)
+    trk = tracking_config(cfg)
+    if cfg.get("resume", "auto") not in ("auto", "never"):
+        raise TrainConfigError(f"resume: must be auto or never, got {cfg.resume!r}")
+    mcfg = resolve_model_config(cfg.model)
+    data_cfg = check_data(cfg.data)
+    check_tokenizer_vocab(mcfg, get_encoding(data_cfg.tokenizer).n_vocab,
+                          tokenizer=f"data.tokenizer={data_cfg.tokenizer}")
+    if mcfg.max_seq_len < data_cfg.seq_len:
+        raise TrainConfigError(f"model.max_seq_len={mcfg.max_seq_len} is shorter than "
+                               f"data.seq_len={data_cfg.seq_len}")
+    rank = global_rank()
+    say = _say(rank)
+    if rank == 0:
+        check_reachable(trk.uri, timeout=trk.connect_timeout_s)
+
+    n_params = count_params(mcfg).as_dict()
+    plan = make_plan(tc, data_cfg.seq_len, n_params, flops_per_token(mcfg, data_cfg.seq_len))
+    chash = config_hash(container)
+    folder = RunFolder.of_config(cfg, chash)
+    key, run_dir = folder.key, folder.path
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fresh = cfg.get("resume", "auto") == "never"
+    hash_file = folder.config_hash
+    old_hash = hash_file.read_text().strip() if hash_file.exists() else None
+    if rank == 0 and old_hash is not None and old_hash != chash and not fresh:
+        # same run_name, different config: never resume into it; keep the old run beside
+        aside = run_dir.with_name(f"{key}.{old_hash[:12]}")
+        say(f"{run_dir} holds a run of another config (hash {old_hash[:12]} != {chash[:12]}): "
+            f"moved to {aside}, starting afresh")
+        os.replace(run_dir, aside)
+        run_dir.mkdir(parents=True)
+    if fresh and rank == 0:
+        for path in (folder.checkpoint, folder.run_id_file, folder.summary):
+            path.unlink(missing_ok=True)
+    if rank == 0:
+        write_atomic(hash_file, chash + "\n")
+    summary_path = folder.summary
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        say(f"run {key} already finished (MLflow run {summary.get('run_id')}): {summary_path}")
+        return summary
+
+    say(f"run {key}: {n_params['total']:,} params, {plan.max_steps} steps x "
+        f"{plan.tokens_per_step:,} tokens (global batch {plan.global_batch} = {plan.micro_batch}"
+        f" x {plan.world_size} ranks x {plan.accumulation} accumulation), dir {run_dir}")
+    from leviathan.training.engine import fit
+
+    return fit(cfg=cfg, container=container, mcfg=mcfg, data_cfg=data_cfg, tc=tc, trk=trk,
+               plan=plan, chash=chash, key=key, run_dir=run_dir, rank=rank, say=say)
+
+
+def start_tracker(*, trk, run_dir: Path, key: str, tags: dict, params: dict):
+    """Create (or reopen, from <run dir>/mlflow_run_id) the MLflow run; rank 0 only."""
+    from leviathan.training.mlflow_logger import RunTracker
+
+    tracker = RunTracker(trk.uri, trk.experiment, http_timeout_s=trk.http_timeout_s,
+                         flush_every_s=trk.flush_every_s, retry_backoff_s=trk.retry_backoff_s,
+                         retry_max_backoff_s=trk.retry_max_backoff_s,
+                         final_flush_timeout_s=trk.final_flush_timeout_s,
+                         spill_path=RunFolder(run_dir).spill)
+    id_file = RunFolder(run_dir).run_id_file
+    run_id = RunFolder(run_dir).run_id()
+    tracker.start(run_id=run_id, run_name=key, tags=tags, parent_run_id=trk.parent_run_id)
+    if tracker.run_id != run_id:  # new, or the old id is unknown to this server
+        write_atomic(id_file, tracker.run_id + "\n")
+    tracker.log_params(params)
+    return tracker
+
+
+def params_of(container: dict, mcfg, plan) -> dict:
+    """MLflow params: the resolved config flattened with dots (model with its solved depth),
+    the derived plan, and the parameter counts."""
+    c = dict(container)
+    c["model"] = {**c["model"], **mcfg.as_dict()}
+    params = {k: v for k, v in flatten(c).items()}
+    params.update({f"plan.{k}": v for k, v in plan.as_dict().items() if k != "n_params"})
+    params.update({f"n_params/{k}": v for k, v in plan.n_params.items()})
+    return params
+
+
+def tags_of(cfg, chash: str, fingerprint: str, key: str) -> dict:
+    """The training run's MLflow tags (names: leviathan.tracking.runs.Tag)."""
+    meta = cfg.get("meta") or {}
+    return {Tag.KIND: KIND_TRAIN, Tag.SWEEP: meta.get("sweep"), Tag.PAIR: meta.get("pair"),
+            Tag.ARM: meta.get("arm") or cfg.model.arm,
+            Tag.SIZE: meta.get("size") or cfg.model.size, Tag.FAMILY: meta.get("family"),
+            Tag.SEED: cfg.get("seed"), Tag.CONFIG_HASH: chash, Tag.DATA_FINGERPRINT: fingerprint,
+            Tag.GIT_COMMIT: git_commit(), Tag.RUN_KEY: key}
+
+
+def now() -> float:
+    return time.time()
