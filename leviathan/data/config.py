@@ -35,6 +35,10 @@ class DataConfig:
     #                       process); the merge order depends on it, so it is part of the stream
     encode_batch_docs: int = 256  # documents per encode_ordinary_batch call
     minipile_mb: float = 4.0  # build_corpus=minipile: approximate corpus size in MB
+    freq_tokens: int = 50_000_000  # stream mode: training-token frequencies (rare-token buckets)
+    #   are counted over this prefix of the training stream; 0: no rare-token metric
+    freq_cache_dir: str | None = None  # stream mode: where those counts are cached (by data
+    #   config and stream fingerprint); null: counted by every run
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, ignored by the code
 
     def __post_init__(self) -> None:
@@ -60,6 +64,7 @@ class DataConfig:
         if not isinstance(self.tokenizer, str) or not self.tokenizer:
             raise bad("tokenizer", f"must be a tiktoken encoding name, got {self.tokenizer!r}")
         for key, lo in (("seq_len", 1), ("shuffle_buffer", 1), ("val_tokens", 0),
+                        ("freq_tokens", 0),
                         ("num_threads", 0), ("num_workers", 0), ("encode_batch_docs", 1)):
             v = getattr(self, key)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:

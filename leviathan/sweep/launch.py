@@ -93,35 +93,51 @@ def select_runs(plan: SweepPlan, trk: SweepTracking, manifest: dict, force: bool
     return todo, skipped
 
 
-def submit_runs(executor: Any, todo: list[Any], parent_id: str, *, force: bool,
-                requeue: bool) -> list[Any]:
-    """Build each run's data once, then submit one job per run (one array on SLURM)."""
+def job_groups(plan: SweepPlan, todo: list[Any]) -> list[tuple[Any, list[Any]]]:
+    """[(run, its branches to train)]: one job per run to train and per main run whose WSD-S
+    branches are to train (the main itself returns at once when finished)."""
+    by_name = {r.run: r for r in plan.runs}
+    groups: dict[str, list[Any]] = {}
+    for r in todo:
+        groups.setdefault(r.branch_of or r.run, [])
+        if r.branch_of:
+            groups[r.branch_of].append(r)
+    return [(by_name[name], members) for name, members in groups.items()]
+
+
+def submit_runs(executor: Any, groups: list[tuple[Any, list[Any]]], parent_id: str, *,
+                force: bool, requeue: bool) -> list[Any]:
+    """Build each run's data once, then submit one job per group (one array on SLURM)."""
     from omegaconf import OmegaConf
 
     from leviathan.data import ensure_data
     from leviathan.sweep.job import run_job
     from leviathan.sweep.launcher import ResumableCall, submit_array
 
-    for data_cfg in {json.dumps(r.config["data"], sort_keys=True) for r in todo}:
+    for data_cfg in {json.dumps(r.config["data"], sort_keys=True) for r, _ in groups}:
         ensure_data(OmegaConf.create(json.loads(data_cfg)))  # build demo data once, not per job
     fns = []
-    for r in todo:
-        conf = copy.deepcopy(r.config)
-        conf["tracking"]["parent_run_id"] = parent_id
-        if force:  # start over: drop the old checkpoints, so a requeued attempt still resumes
-            shutil.rmtree(run_folder(conf), ignore_errors=True)
-        fns.append(ResumableCall(run_job, conf, requeue=requeue))
+    for main, branches in groups:
+        confs = []
+        for r in (main, *branches):
+            conf = copy.deepcopy(r.config)
+            conf["tracking"]["parent_run_id"] = parent_id
+            if force:  # start over: drop the old checkpoints, so a requeued attempt resumes
+                shutil.rmtree(run_folder(conf), ignore_errors=True)
+            confs.append(conf)
+        fns.append(ResumableCall(run_job, confs[0], confs[1:], requeue=requeue))
     return submit_array(executor, fns)
 
 
-def record_jobs(manifest: dict, todo: list[Any], jobs: list[Any], launcher: str,
-                folder: Path) -> None:
+def record_jobs(manifest: dict, groups: list[tuple[Any, list[Any]]], jobs: list[Any],
+                launcher: str, folder: Path) -> None:
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    for r, job in zip(todo, jobs, strict=True):
-        manifest.setdefault("jobs", {})[r.run] = {
-            "job_id": getattr(job, "job_id", None), "launcher": launcher,
-            "folder": str(folder.absolute()), "submitted_at": now,
-            "config_hash": r.config_hash}
+    for (main, branches), job in zip(groups, jobs, strict=True):
+        for r in (main, *branches):
+            manifest.setdefault("jobs", {})[r.run] = {
+                "job_id": getattr(job, "job_id", None), "launcher": launcher,
+                "folder": str(folder.absolute()), "submitted_at": now,
+                "config_hash": r.config_hash}
 
 
 def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> int:
@@ -149,10 +165,11 @@ def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> int:
             return launch_eval(plan, cfg, manifest, manifest_path, after=[], say=say)
         return 0
 
-    jobs = submit_runs(executor, todo, trk.parent_id, force=force, requeue=lcfg.requeue)
-    record_jobs(manifest, todo, jobs, lcfg.name, folder)
+    groups = job_groups(plan, todo)
+    jobs = submit_runs(executor, groups, trk.parent_id, force=force, requeue=lcfg.requeue)
+    record_jobs(manifest, groups, jobs, lcfg.name, folder)
     _write_json(manifest_path, manifest)
-    say(f"Sweep {plan.name}: submitted {len(todo)} job(s) with launcher={lcfg.name}, "
+    say(f"Sweep {plan.name}: submitted {len(jobs)} job(s) with launcher={lcfg.name}, "
         f"skipped {len(skipped)}. MLflow parent run {trk.parent_id} at {trk.uri}.")
     wait = plan.sweep.get("wait")
     if not (lcfg.name == "local" if wait is None else wait):
@@ -162,7 +179,8 @@ def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> int:
             launch_eval(plan, cfg, manifest, manifest_path, after=jobs,
                         pending={r.run for r in todo}, say=say)
         return 0
-    code = _wait_local(plan, todo, jobs, manifest, manifest_path, trk.client, trk.parent_id, say)
+    code = _wait_local(plan, groups, jobs, manifest, manifest_path, trk.client, trk.parent_id,
+                       say)
     if plan.sweep.get("eval"):
         code = max(code, launch_eval(plan, cfg, manifest, manifest_path, after=[], say=say))
     return code
@@ -215,7 +233,8 @@ def launch_eval(plan: SweepPlan, cfg: Any, manifest: dict, manifest_path: Path, 
     return 0 if all(st == "finished" for st in states) else 1
 
 
-def _wait_local(plan, todo, jobs, manifest, manifest_path, c, parent_id, say) -> int:
+def _wait_local(plan, groups, jobs, manifest, manifest_path, c, parent_id, say) -> int:
+    todo = [main for main, _ in groups]
     from tqdm import tqdm
 
     from leviathan.sweep.launcher import wait
@@ -228,8 +247,9 @@ def _wait_local(plan, todo, jobs, manifest, manifest_path, c, parent_id, say) ->
         if state in ("finished", "failed"):
             bar.update(1)
         # ids are known once a queued local job starts
-        manifest["jobs"][todo[i].run]["job_id"] = getattr(jobs[i], "job_id", None)
-        manifest["jobs"][todo[i].run]["state"] = state
+        for r in (groups[i][0], *groups[i][1]):
+            manifest["jobs"][r.run]["job_id"] = getattr(jobs[i], "job_id", None)
+            manifest["jobs"][r.run]["state"] = state
         bar.write(f"  {todo[i].run}: {state}")
 
     def peek() -> None:  # the running jobs' own progress lines (their logs)

@@ -27,6 +27,10 @@ class Tag:
     SIZE = "size"  # the Dense size's ladder name, e.g. 109M
     FAMILY = "family"  # isoparametric | isobody | decoupled | data_scaling | ...
     SEED = "seed"  # model-init seed
+    LR = "lr"  # the run's peak learning rate (trainer.lr)
+    SCHEDULE = "schedule"  # cosine | wsd | constant (a WSD-S main run: never cooled down)
+    COOLDOWN = "cooldown"  # WSD-S branch: the multiple of the token budget it decays to
+    BRANCH_OF = "branch_of"  # WSD-S branch: the main run's name
     CONFIG_HASH = "config_hash"  # sha256 of what the run computes (training.config.config_hash)
     DATA_FINGERPRINT = "data_fingerprint"  # hash of the first batches of the run's data layout
     GIT_COMMIT = "git_commit"  # code version (with -dirty)
@@ -88,6 +92,10 @@ class RunFolder:
     @property
     def checkpoint(self) -> Path:
         return self.path / CKPT
+
+    def snapshot(self, step: int) -> Path:
+        """A checkpoint kept at `step` (trainer.snapshot_steps): where WSD-S branches start."""
+        return self.path / f"step_{step}.ckpt"
 
     @property
     def run_id_file(self) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from leviathan.tracking.runs import CKPT
+from leviathan.tracking.runs import CKPT, RunFolder
 from leviathan.training.evaluation import FreqBuckets, evaluate
 from leviathan.training.signals import PreemptionFlag, hold_step
 
@@ -133,8 +134,11 @@ class StepCallback(pl.Callback):
         if step == self._hold_at and self.preemption is not None:
             self.preemption.hold(step)
         signum = self._agreed_signal(trainer, pl_module)
-        if step % self.tc.ckpt_every == 0 or last_step or signum:
+        snapshot = step in self.tc.snapshot_steps
+        if step % self.tc.ckpt_every == 0 or last_step or signum or snapshot:
             self.save(trainer, pl_module)
+        if snapshot and trainer.is_global_zero:
+            self.keep_snapshot(step)
         if signum and not last_step:
             self.preempted_at = step
             trainer.should_stop = True
@@ -188,6 +192,18 @@ class StepCallback(pl.Callback):
         return int(flag.item())
 
     # --------------------------------------------------------------- checkpoints
+    def keep_snapshot(self, step: int) -> Path:
+        """Keep the checkpoint just written as step_<s>.ckpt (a hard link where possible)."""
+        src, dst = self.run_dir / CKPT, RunFolder(self.run_dir).snapshot(step)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+        return dst
+
     def save(self, trainer, pl_module) -> Path:
         """Write <run dir>/last.ckpt atomically (all ranks call; rank 0 writes)."""
         mine = {"data": pl_module.batches.state_dict(), "rng": rng_state()}

@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from leviathan.training.schedule import COOLDOWN_SHAPES, SCHEDULES
 
 BUDGET_PARAMS = ("total", "body", "input", "head")
 # config subtrees that do not change what a run computes: excluded from config_hash
@@ -33,7 +35,14 @@ class TrainerConfig:
     global_batch: int = 512  # sequences per optimizer step over all ranks (paper: 512 x 512 tokens)
     micro_batch: int = 16  # sequences per forward/backward on one device
     lr: float = 3e-4  # peak learning rate (AdamW)
-    min_lr: float = 3e-5  # cosine decay floor
+    min_lr: float = 3e-5  # the floor the schedule decays to (cosine, wsd)
+    schedule: str = "cosine"  # cosine | wsd (warm-up, stable, cooldown) | constant (WSD-S main run)
+    cooldown_fraction: float = 0.2  # wsd: share of the steps spent decaying (10-20%: Hägele 2024)
+    cooldown_shape: str = "linear"  # wsd: linear | 1-sqrt decay to min_lr
+    init_from: str | None = None  # start (not resume) from this checkpoint: weights, optimizer,
+    #   step, data position and RNG, in a new MLflow run (a WSD-S cooldown branch)
+    snapshot_steps: list[int] = field(default_factory=list)  # also keep step_<s>.ckpt at these
+    #   steps (the WSD-S main run: its branches start there)
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas
     eps: float = 1e-8  # AdamW epsilon
     weight_decay: float = 0.1  # decoupled weight decay; none on norms, gains, codebooks, biases
@@ -49,6 +58,9 @@ class TrainerConfig:
     val_every: int = 500  # validate every K optimizer steps (and always at the end)
     val_batches: int | None = None  # validation micro-batches to use (null: the whole fixed set)
     val_micro_batch: int | None = None  # sequences per validation batch (null: micro_batch)
+    freq_buckets: str = "quantile"  # rare-token buckets: quantile (equal shares of the
+    #   validation tokens, rarest first) | log (training count [b^(i-1), b^i))
+    freq_quantiles: int = 10  # quantile buckets: how many (10: deciles)
     freq_bucket_base: float = 10.0  # rare-token metric: buckets of training count [b^(i-1), b^i),
     #   plus 0
     ckpt_every: int = 500  # checkpoint every K optimizer steps (and on SIGTERM/SIGUSR1, at the end)
@@ -77,6 +89,15 @@ class TrainerConfig:
                                 f"min_lr={self.min_lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise bad("betas", f"must be two numbers in [0, 1), got {list(self.betas)}")
+        if self.schedule not in SCHEDULES:
+            raise bad("schedule", f"must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.cooldown_shape not in COOLDOWN_SHAPES:
+            raise bad("cooldown_shape", f"must be one of {COOLDOWN_SHAPES}, got "
+                                        f"{self.cooldown_shape!r}")
+        if not 0 < self.cooldown_fraction <= 1:
+            raise bad("cooldown_fraction", f"must be in (0, 1], got {self.cooldown_fraction}")
+        if any(not isinstance(s, int) or s < 1 for s in self.snapshot_steps):
+            raise bad("snapshot_steps", f"must be steps >= 1, got {list(self.snapshot_steps)}")
         if self.weight_decay < 0 or self.grad_clip < 0 or self.eps <= 0:
             raise bad("weight_decay", "weight_decay and grad_clip must be >= 0 and eps > 0")
         if not 0 <= self.warmup_fraction < 1:
@@ -86,6 +107,10 @@ class TrainerConfig:
                                        f"{self.budget_params!r}")
         if self.tokens is None and self.max_steps is None and not self.tokens_per_param > 0:
             raise bad("tokens_per_param", "must be > 0 when trainer.tokens and max_steps are null")
+        if self.freq_buckets not in ("quantile", "log"):
+            raise bad("freq_buckets", f"must be quantile or log, got {self.freq_buckets!r}")
+        if not isinstance(self.freq_quantiles, int) or self.freq_quantiles < 2:
+            raise bad("freq_quantiles", f"must be an integer >= 2, got {self.freq_quantiles!r}")
         if self.freq_bucket_base <= 1:
             raise bad("freq_bucket_base", f"must be > 1, got {self.freq_bucket_base}")
         if self.peak_flops is not None and not self.peak_flops > 0:

@@ -17,8 +17,7 @@ import torch
 
 from leviathan.tracking.runs import RunFolder, Tag
 from leviathan.training.run import (
-    FINGERPRINT_BATCH,
-    FINGERPRINT_K,
+    FINGERPRINT_WINDOWS,
     params_of,
     start_tracker,
     tags_of,
@@ -71,12 +70,19 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
                                 rank=_data_rank(rank, world), world_size=world)
     batches = ResumableBatches(stream)
     val = build_val_batches(data_cfg, batch_size=tc.val_micro_batch or tc.micro_batch)
-    buckets = frequency_buckets(data_token_frequencies(data_cfg), mcfg.padded_vocab,
-                                tc.freq_bucket_base)
+    buckets = None
+    if val:  # the rare-token buckets (evaluation.py), in both data modes
+        buckets = frequency_buckets(
+            data_token_frequencies(data_cfg), mcfg.padded_vocab, tc.freq_bucket_base,
+            scheme=tc.freq_buckets, quantiles=tc.freq_quantiles,
+            targets=torch.cat([b[:, 1:].reshape(-1) for b in val]).numpy())
+        if buckets is None:
+            say("rare-token buckets: off (data.freq_tokens=0: no training-token counts)")
 
     tracker = None
     if rank == 0:
-        fp = fingerprint(data_cfg, batch_size=FINGERPRINT_BATCH, k=FINGERPRINT_K)
+        fp = fingerprint(data_cfg, batch_size=tc.micro_batch, windows=FINGERPRINT_WINDOWS,
+                         rank=0, world_size=world)  # the run's real layout
         tracker = start_tracker(trk=trk, run_dir=run_dir, key=key,
                                 tags=tags_of(cfg, chash, fp, key),
                                 params=params_of(container, mcfg, plan))
@@ -94,11 +100,9 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
                                val_batches=val, buckets=buckets, preemption=preemption, say=say)
         trainer = _trainer(tc, plan, run_dir, [step_cb])
         ckpt = RunFolder(run_dir).checkpoint
-        if ckpt.exists():
-            say(f"resuming from {ckpt}")
+        start = _start_checkpoint(ckpt, tc, say)
         preemption.install()
-        trainer.fit(module, train_dataloaders=batches,
-                    ckpt_path=str(ckpt) if ckpt.exists() else None,
+        trainer.fit(module, train_dataloaders=batches, ckpt_path=start,
                     weights_only=False)  # our own file: it holds RNG and data state too
     except BaseException as e:
         preemption.uninstall()
@@ -132,6 +136,21 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
         say(f"finished: val/loss {summary['final_val_loss']:.4f} after "
             f"{summary['tokens_seen']:,} tokens; summary {path}")
     return summary
+
+
+def _start_checkpoint(ckpt: Path, tc, say) -> str | None:
+    """The run's own last checkpoint (resume), else trainer.init_from (a WSD-S branch starts
+    from its main run's snapshot: a new run that continues that step, optimizer and data)."""
+    if ckpt.exists():
+        say(f"resuming from {ckpt}")
+        return str(ckpt)
+    if tc.init_from:
+        if not Path(tc.init_from).is_file():
+            raise FileNotFoundError(f"trainer.init_from: {tc.init_from} does not exist (has the "
+                                    "main run reached that step?)")
+        say(f"starting from {tc.init_from}")
+        return str(tc.init_from)
+    return None
 
 
 def _data_rank(rank: int, world: int) -> int:

@@ -1,8 +1,9 @@
 """The thin LightningModule around a Leviathan/Dense language model.
 
 It owns the loss, AdamW (param groups from the model: no decay on norms, gains, codebooks,
-biases), the warm-up + cosine schedule, gradient clipping (done here so the pre-clip norm is
-logged) and the non-finite guard. Validation, logging and checkpoints live in callbacks.py.
+biases), the learning-rate schedule (schedule.py), gradient clipping (done here so the
+pre-clip norm is logged) and the non-finite guard. Validation, logging and checkpoints live in
+callbacks.py.
 """
 
 from __future__ import annotations
@@ -76,5 +77,7 @@ class LanguageModelModule(pl.LightningModule):
                                 eps=self.tc.eps, fused=fused or None)
         sched = build_scheduler(opt, lr=self.tc.lr, min_lr=self.tc.min_lr,
                                 warmup_steps=self.plan.warmup_steps,
-                                total_steps=self.plan.max_steps)
+                                total_steps=self.plan.max_steps, schedule=self.tc.schedule,
+                                cooldown_fraction=self.tc.cooldown_fraction,
+                                cooldown_shape=self.tc.cooldown_shape)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -29,7 +29,7 @@ from leviathan.training.config import (
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT_BATCH, FINGERPRINT_K = 8, 8  # canonical data fingerprint: first 8 batches of 8
+FINGERPRINT_WINDOWS = 64  # the data fingerprint hashes rank 0's first 64 windows
 
 
 def global_rank() -> int:
@@ -176,7 +176,9 @@ def tags_of(cfg, chash: str, fingerprint: str, key: str) -> dict:
     return {Tag.KIND: KIND_TRAIN, Tag.SWEEP: meta.get("sweep"), Tag.PAIR: meta.get("pair"),
             Tag.ARM: meta.get("arm") or cfg.model.arm,
             Tag.SIZE: meta.get("size") or cfg.model.size, Tag.FAMILY: meta.get("family"),
-            Tag.SEED: cfg.get("seed"), Tag.CONFIG_HASH: chash, Tag.DATA_FINGERPRINT: fingerprint,
+            Tag.SEED: cfg.get("seed"), Tag.LR: cfg.trainer.lr, Tag.SCHEDULE: cfg.trainer.schedule,
+            Tag.COOLDOWN: meta.get("cooldown"), Tag.BRANCH_OF: meta.get("branch_of"),
+            Tag.CONFIG_HASH: chash, Tag.DATA_FINGERPRINT: fingerprint,
             Tag.GIT_COMMIT: git_commit(), Tag.RUN_KEY: key}
 
 
