@@ -51,6 +51,14 @@ def compose():
 
 
 @pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """One debug corpus (written and prepared on first use) for every training test."""
+    path = tmp_path_factory.getbasetemp() / "train-data"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` process on 127.0.0.1 for the whole session; yields its URI."""
     from leviathan.tracking.server import start_server

@@ -26,14 +26,6 @@ def compose(overrides: list[str]):
     return compose_config("train", overrides)
 
 
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> Path:
-    """One debug corpus (written and prepared on first use) for every training test."""
-    path = tmp_path_factory.getbasetemp() / "train-data"
-    path.mkdir(exist_ok=True)
-    return path
-
-
 def tiny(data_dir: Path, scratch: Path, uri: str, *extra: str, steps: int = 8,
          arm: str = "dense") -> list[str]:
     head = "tied" if arm == "dense" else "untied"

@@ -69,6 +69,15 @@ class LanguageModelModule(pl.LightningModule):
         self.last = {"train/loss": loss, "grad_norm": norm,
                      "lr": optimizer.param_groups[0]["lr"]}
 
+    def on_train_start(self) -> None:
+        # The restored optimizer holds the LR of the run it came from; a WSD-S branch starting
+        # from its main run's snapshot must use its own schedule from its first step on.
+        for config in self.trainer.lr_scheduler_configs:
+            sched = config.scheduler
+            for group, base, fn in zip(sched.optimizer.param_groups, sched.base_lrs,
+                                       sched.lr_lambdas, strict=True):
+                group["lr"] = base * fn(sched.last_epoch)
+
     def configure_optimizers(self):
         groups = self.model.optim_groups(self.tc.weight_decay)
         groups = [{k: v for k, v in g.items() if k != "name"} for g in groups]
