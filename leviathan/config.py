@@ -1,7 +1,5 @@
-"""The configuration, in one place: where conf/ is, the schemas, composing, typed groups.
+"""Composing the configuration, in one place: the schemas and the primary configs.
 
-- `conf_dir()`: the Hydra config folder. A source checkout uses the repository's `conf/`; an
-  installed package ships the same files as `leviathan/conf/` (pyproject.toml maps them).
 - `register_schemas()`: every group's dataclass goes into Hydra's ConfigStore as
   `<group>/schema` (launcher: `local_schema`, `slurm_schema`), which the YAML options list first
   in their defaults, so a composed config is typed and a bad key fails when it is composed.
@@ -9,29 +7,17 @@
   `python -m leviathan.train|sweep` entry points see it (conf/local included). Every other
   entry point (status, fit-scaling, eval, dashboard, demo) composes through this function, so a
   site setting such as `tracking.uri` in conf/local/default.yaml holds everywhere.
-- `to_config(cls, node, group, error)`: a validated dataclass instance from a composed node, a
-  plain dict or an instance; unknown keys and wrong types are reported as `<group>.<key>`.
+- `ladder_config(ladder, size)`: the ModelConfig of a named size, as composed.
+The typed-config base (`conf_dir`: where conf/ is, in a checkout or the installed package;
+`to_config`: a validated dataclass from a node) is leviathan.schema.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
-from pathlib import Path
-from typing import Any, TypeVar
+from leviathan.schema import conf_dir, to_config
 
-T = TypeVar("T")
+__all__ = ["compose", "conf_dir", "ladder_config", "register_schemas", "to_config"]
 _REGISTERED = False
-
-
-def conf_dir() -> Path:
-    """The folder holding train.yaml, sweep.yaml and the groups."""
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent / "conf", here / "conf"):  # source checkout, installed package
-        if (cand / "train.yaml").is_file():
-            return cand
-    raise FileNotFoundError(f"no Hydra config folder beside {here} (looked for conf/train.yaml "
-                            "in the repository and in the installed package)")
 
 
 def register_schemas() -> None:
@@ -74,46 +60,10 @@ def compose(config_name: str = "train", overrides: list[str] | tuple[str, ...] =
         return hydra_compose(config_name, overrides=list(overrides))
 
 
-def to_config(cls: type[T], node: Any, group: str, error: type[Exception] = ValueError) -> T:
-    """A validated `cls` (a dataclass) from an instance, a dict or an OmegaConf node.
+def ladder_config(ladder: str, size: str, **overrides):
+    """The ModelConfig of a named size as conf/model/<ladder>/<size>.yaml composes it (Dense arm
+    unless overridden), with keyword overrides of ModelConfig fields."""
+    from leviathan.models.config import to_model_config
 
-    Interpolations are resolved against the node's own config first; the dataclass's
-    __post_init__ then checks ranges and choices. Errors read `<group>.<key>: <what>`."""
-    from omegaconf import DictConfig, OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    if isinstance(node, cls):
-        return dataclasses.replace(node)  # a copy, validated again
-    if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=True)
-    if dataclasses.is_dataclass(node):
-        node = dataclasses.asdict(node)
-    if not isinstance(node, dict):
-        raise error(f"{group}: expected a mapping, got {type(node).__name__}")
-    node = _integral(cls, {k: v for k, v in node.items() if k != "_target_"})
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(cls), node)
-        return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as e:
-        key = f"{group}.{e.full_key}" if getattr(e, "full_key", None) else group
-        msg = str(e).splitlines()[0]
-        if "not in" in msg:
-            obj = getattr(e, "object_type", None)
-            known = ", ".join(f.name for f in dataclasses.fields(
-                obj if dataclasses.is_dataclass(obj) else cls))
-            msg = f"unknown key; allowed keys: {known}"
-        raise error(f"{key}: {msg}") from None
-
-
-def _integral(cls: type, d: dict) -> dict:
-    """Whole floats for integer fields become ints (`trainer.tokens=1e9` on a command line)."""
-    hints = typing.get_type_hints(cls)
-    out = dict(d)
-    for f in dataclasses.fields(cls):
-        v, t = out.get(f.name), hints.get(f.name)
-        kinds = (t, *typing.get_args(t))
-        if dataclasses.is_dataclass(t) and isinstance(v, dict):
-            out[f.name] = _integral(t, v)
-        elif isinstance(v, float) and v.is_integer() and int in kinds and float not in kinds:
-            out[f.name] = int(v)
-    return out
+    return to_model_config(compose("train", [f"model={ladder}/{size}"]).model).replace(
+        **overrides)

@@ -74,7 +74,11 @@ def slurm_cluster():
     afterwards if this session started it. Skips, saying why, only when it cannot be started."""
     import subprocess
 
-    from leviathan.sweep.slurm_check import CLUSTER_SH, ClusterUnavailable, local_cluster_up
+    from leviathan.sweep.local_cluster import (
+        CLUSTER_SH,
+        ClusterUnavailable,
+        local_cluster_up,
+    )
 
     was_up = os.geteuid() == 0 and subprocess.run(
         ["bash", str(CLUSTER_SH), "status"], capture_output=True).returncode == 0

@@ -217,9 +217,9 @@ def test_path_matching_nothing_fails_before_training(tmp_path):
 def test_hydra_config_store_schema():
     from hydra.core.config_store import ConfigStore
 
-    from leviathan.data import register_configs
+    from leviathan.config import register_schemas
 
-    register_configs()
+    register_schemas()
     node = ConfigStore.instance().load("data/schema.yaml").node
     assert node.seq_len == 512 and node.shuffle_buffer == 10_000
     assert node.tokenizer == "o200k_base"

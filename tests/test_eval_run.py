@@ -76,9 +76,9 @@ def task_dir(tmp_path_factory) -> Path:
 
 
 def eval_cfg(task_dir: Path, *extra: str):
-    from leviathan.eval import eval_config
+    from leviathan.eval.__main__ import site_config
 
-    return eval_config(overrides=[
+    return site_config([
         "tasks=[demo_lastword,demo_choice,demo_text,absent_task,no_such_task]",
         f"include_path=[{task_dir}]", "include_defaults=false", "batch_size=8", *extra])
 

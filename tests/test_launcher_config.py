@@ -15,11 +15,11 @@ from leviathan.sweep.launcher_config import (
     LocalLauncherConfig,
     SlurmLauncherConfig,
     local_parameters,
-    register_configs,
     slurm_parameters,
     to_launcher_config,
 )
-from leviathan.sweep.slurm_check import _gpus, count_steps, map_slurm_state
+from leviathan.sweep.selfcheck import count_steps
+from leviathan.sweep.slurm_check import _gpus, map_slurm_state
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "launcher"
 SCHEMAS = {"local": LocalLauncherConfig, "slurm": SlurmLauncherConfig}
@@ -55,7 +55,9 @@ def test_each_option_composes_into_its_schema(name):
 def test_register_configs_puts_schemas_in_config_store():
     from hydra.core.config_store import ConfigStore
 
-    register_configs()
+    from leviathan.config import register_schemas
+
+    register_schemas()
     repo = ConfigStore.instance().repo["launcher"]
     assert {"local_schema.yaml", "slurm_schema.yaml"} <= set(repo)
 

@@ -21,7 +21,7 @@ from leviathan.sweep.launcher import (
     submit_array,
     wait,
 )
-from leviathan.sweep.slurm_check import count_steps
+from leviathan.sweep.selfcheck import count_steps
 
 # The job processes cannot import this test module: send its functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from leviathan.config import compose
+from leviathan.config import compose, ladder_config
 from leviathan.models import (
     ConfigError,
     ModelConfig,
@@ -17,7 +17,6 @@ from leviathan.models import (
     count_params,
     flops_per_token,
     isoparametric_depth,
-    ladder_config,
     ladder_sizes,
     resolve_model_config,
 )

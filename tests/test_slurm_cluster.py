@@ -20,12 +20,9 @@ from leviathan.sweep.launcher import (
     submit_array,
     wait,
 )
-from leviathan.sweep.slurm_check import (
-    CLUSTER_SH,
-    count_steps,
-    main,
-    slurm_states,
-)
+from leviathan.sweep.local_cluster import CLUSTER_SH
+from leviathan.sweep.selfcheck import count_steps, main
+from leviathan.sweep.slurm_check import slurm_states
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +136,7 @@ def test_resources_the_partition_lacks_fail_naming_the_key(slurm_cluster, tmp_pa
 
 
 @pytest.mark.slow
-def test_slurm_check_cli(slurm_cluster, tmp_path, capsys):
+def test_selfcheck_cli(slurm_cluster, tmp_path, capsys):
     rc = main(["--folder", str(tmp_path / "check"), "--jobs", "2", "partition=debug",
                "mem_gb=0.25", "poll_s=0.5"])
     out = capsys.readouterr().out

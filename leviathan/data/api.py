@@ -1,5 +1,6 @@
-"""The data API training and sweeps use: check, build streams, validation set, frequencies,
-fingerprint. Every function takes the `data` config (DataConfig, dict or OmegaConf node)."""
+"""The data API training and sweeps use: check, build streams, validation set, fingerprint
+(token frequencies: frequencies.py). Every function takes the `data` config (DataConfig, dict
+or OmegaConf node)."""
 
 from __future__ import annotations
 
@@ -95,13 +96,6 @@ def build_val_batches(data_cfg: Any, *, batch_size: int) -> list[torch.Tensor]:
         log.warning("data: the validation split is empty (data.val_fraction too small?)")
     return [torch.from_numpy(w[i:i + batch_size].astype(np.int64))
             for i in range(0, len(w), batch_size)]
-
-
-def token_frequencies(data_cfg: Any) -> np.ndarray | None:
-    """int64 count per token id of the training split, in both modes (frequencies.py)."""
-    from leviathan.data.frequencies import token_frequencies as counts
-
-    return counts(data_cfg)
 
 
 def fingerprint(data_cfg: Any, *, batch_size: int, k: int = 8, rank: int = 0,

@@ -98,16 +98,9 @@ def n_val_windows(cfg: DataConfig) -> int:
 def to_data_config(cfg: Any) -> DataConfig:
     """DataConfig from a DataConfig, a dict or an OmegaConf node (a whole run config's `data`
     node is accepted too); unknown keys are errors that name them."""
-    from leviathan.config import to_config
+    from leviathan.schema import to_config
 
     if not isinstance(cfg, DataConfig) and hasattr(cfg, "keys") and "data" in cfg \
             and "mode" not in cfg:
         cfg = cfg["data"]  # a whole run config
     return to_config(DataConfig, cfg, "data", DataError)
-
-
-def register_configs() -> None:
-    """Register the schemas with Hydra (all groups at once: leviathan.config)."""
-    from leviathan.config import register_schemas
-
-    register_schemas()

@@ -21,16 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.limit=100")
     args = p.parse_args(argv)
 
-    from leviathan.config import compose
-    from leviathan.eval import CheckpointError, EvalConfigError, eval_config, evaluate_run
-    from leviathan.eval.config import eval_overrides
+    from leviathan.eval import CheckpointError, EvalConfigError, evaluate_run
     from leviathan.tracking.server import TrackingUnreachable
 
     try:
-        site = compose("sweep", eval_overrides(args.overrides))
-        cfg = eval_config(site.eval)
-        cfg.tracking_uri = cfg.tracking_uri or str(site.tracking.uri)
-        res = evaluate_run(args.target, cfg)
+        res = evaluate_run(args.target, site_config(args.overrides))
     except (CheckpointError, EvalConfigError, TrackingUnreachable, FileNotFoundError,
             ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -41,6 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     if not res["tasks"]:
         return 1
     return 3 if res.get("missing") else 0
+
+
+def site_config(overrides: list[str] | None = None):
+    """The EvalConfig as every entry point composes it (conf/eval/, conf/local included), with
+    the sweep command's overrides; eval.tracking_uri defaults to the composed tracking.uri."""
+    from leviathan.config import compose
+    from leviathan.eval.config import eval_config, eval_overrides
+
+    site = compose("sweep", eval_overrides(overrides))
+    cfg = eval_config(site.eval)
+    cfg.tracking_uri = cfg.tracking_uri or str(site.tracking.uri)
+    return cfg
 
 
 def render(res: dict) -> str:

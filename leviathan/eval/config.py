@@ -119,16 +119,14 @@ def eval_overrides(overrides: list[str] | None) -> list[str]:
     return out
 
 
-def eval_config(cfg: Any = None, overrides: list[str] | None = None) -> EvalConfig:
-    """EvalConfig from a DictConfig / dict / EvalConfig, with `eval.<key>=value` overrides;
-    None: the composed `eval` group (conf/eval/, conf/local included). Unknown keys are errors."""
+def eval_config(cfg: Any, overrides: list[str] | None = None) -> EvalConfig:
+    """EvalConfig from a DictConfig / dict / EvalConfig (the composed `eval` group: see
+    leviathan.eval.__main__.site_config), with `eval.<key>=value` overrides. Unknown keys are
+    errors."""
     from omegaconf import OmegaConf
 
-    from leviathan.config import compose, to_config
+    from leviathan.schema import to_config
 
-    if cfg is None:
-        return to_config(EvalConfig, compose("sweep", eval_overrides(overrides)).eval, "eval",
-                         EvalConfigError)
     if isinstance(cfg, EvalConfig):
         cfg = cfg.as_dict()
     if overrides:

@@ -17,10 +17,9 @@ from leviathan.models.config import (
     LevConfig,
     ModelConfig,
     check_tokenizer_vocab,
-    register_configs,
     to_model_config,
 )
-from leviathan.models.ladder import ladder_config, ladder_sizes
+from leviathan.models.ladder import ladder_sizes
 from leviathan.models.lev import LevGenerator
 from leviathan.models.transformer import LanguageModel
 
@@ -36,9 +35,7 @@ __all__ = [
     "count_params",
     "flops_per_token",
     "isoparametric_depth",
-    "ladder_config",
     "ladder_sizes",
-    "register_configs",
     "resolve_model_config",
     "to_model_config",
 ]

@@ -187,23 +187,16 @@ def _positive_int(key: str, value: Any) -> None:
 
 
 def _lev_from_dict(d: dict[str, Any]) -> LevConfig:
-    from leviathan.config import to_config
+    from leviathan.schema import to_config
 
     return to_config(LevConfig, d, "model.lev", ConfigError)
 
 
 def to_model_config(cfg: Any) -> ModelConfig:
     """A validated ModelConfig from a ModelConfig, DictConfig, dict, or a config with `.model`."""
-    from leviathan.config import to_config
+    from leviathan.schema import to_config
 
     if not isinstance(cfg, ModelConfig) and hasattr(cfg, "keys") and "model" in cfg \
             and "arm" not in cfg:
         cfg = cfg["model"]
     return to_config(ModelConfig, cfg, "model", ConfigError)
-
-
-def register_configs() -> None:
-    """Register the schemas with Hydra (all groups at once: leviathan.config)."""
-    from leviathan.config import register_schemas
-
-    register_schemas()

@@ -2,8 +2,8 @@
 
 The sizes live in conf/model/<ladder>/<size>.yaml only (shape and the ladder's head/depth rule;
 everything else is ModelConfig's default: o200k_base padded to 200,376, the paper's LEV).
-Adding a size is adding a file; tests check each Dense size is within 5% of its name and every
-v1 isoparametric pair within 2%.
+Adding a size is adding a file (leviathan.config.ladder_config composes one); tests check
+each Dense size is within 5% of its name and every v1 isoparametric pair within 2%.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ LADDERS_WITH_SIZES = ("v1", "v2")  # ladders whose size names are checked agains
 
 def ladder_sizes(ladder: str) -> list[str]:
     """The size names of a ladder, from conf/model/<ladder>/*.yaml, smallest first."""
-    from leviathan.config import conf_dir
+    from leviathan.schema import conf_dir
 
     names = [p.stem for p in (conf_dir() / "model" / ladder).glob("*.yaml")]
     return sorted(names, key=size_in_params)
@@ -23,13 +23,3 @@ def size_in_params(name: str) -> float:
     """'109M' -> 109e6, '1.2B' -> 1.2e9."""
     scale = {"K": 1e3, "M": 1e6, "B": 1e9}[name[-1].upper()]
     return float(name[:-1]) * scale
-
-
-def ladder_config(ladder: str, size: str, **overrides):
-    """The ModelConfig of a named size as conf/model/<ladder>/<size>.yaml composes it (Dense arm
-    unless overridden), with keyword overrides of ModelConfig fields."""
-    from leviathan.config import compose
-    from leviathan.models.config import to_model_config
-
-    return to_model_config(compose("train", [f"model={ladder}/{size}"]).model).replace(
-        **overrides)

@@ -72,12 +72,6 @@ class RunSpec:
     main: str | None = None  # WSD-S branch: the main run it starts from
 
 
-def register_configs() -> None:
-    """Register the schemas with Hydra (all groups at once: leviathan.config)."""
-    from leviathan.config import register_schemas
-
-    register_schemas()
-
 
 def _bad(key: str, msg: str) -> GridError:
     return GridError(f"grid.{key}: {msg}")
@@ -85,7 +79,7 @@ def _bad(key: str, msg: str) -> GridError:
 
 def to_grid_config(node: Any) -> GridConfig:
     """A validated GridConfig from the composed `grid` node (DictConfig or dict)."""
-    from leviathan.config import to_config
+    from leviathan.schema import to_config
 
     if node is None or not hasattr(node, "keys"):
         raise GridError("grid: choose a grid with +grid=<name> (see conf/grid/)")

@@ -11,7 +11,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from leviathan.sweep.slurm_check import LauncherError
+
+class LauncherError(ValueError):
+    """A launcher config that does not fit the machine or cluster; the message names the key."""
 
 
 @dataclass
@@ -120,7 +122,7 @@ def validate(cfg: LauncherConfig) -> LauncherConfig:
 def to_launcher_config(cfg: Any) -> LauncherConfig:
     """A validated Local/SlurmLauncherConfig from a dataclass, dict or OmegaConf node (a whole
     sweep config's `launcher` node is accepted too); unknown keys are errors naming them."""
-    from leviathan.config import to_config
+    from leviathan.schema import to_config
 
     if isinstance(cfg, LocalLauncherConfig | SlurmLauncherConfig):
         return validate(dataclasses.replace(cfg))
@@ -158,10 +160,3 @@ def local_parameters(cfg: LocalLauncherConfig) -> dict[str, Any]:
     return {"timeout_min": cfg.timeout_min, "signal_delay_s": cfg.signal_delay_s,
             "tasks_per_node": cfg.tasks_per_node, "gpus_per_node": cfg.gpus_per_node,
             "setup": list(cfg.setup)}
-
-
-def register_configs() -> None:
-    """Register the schemas with Hydra (all groups at once: leviathan.config)."""
-    from leviathan.config import register_schemas
-
-    register_schemas()

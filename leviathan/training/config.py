@@ -170,7 +170,7 @@ class PathsConfig:
 
 
 def _typed(cls, node: Any, group: str):
-    from leviathan.config import to_config
+    from leviathan.schema import to_config
 
     return to_config(cls, node, group, TrainConfigError)
 

@@ -1,1 +1,0 @@
-"""Scaling-law analysis: fits, multipliers, bootstrap intervals, plots, tables."""

@@ -1,1 +1,0 @@
-"""leviathan.sweep"""

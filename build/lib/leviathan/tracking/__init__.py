@@ -1,1 +1,0 @@
-"""MLflow tracking: the local server and helpers shared by training, sweeps and analysis."""
