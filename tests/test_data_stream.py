@@ -189,8 +189,25 @@ def test_dataloader_workers_run_the_stream(corpus):
     assert np.array_equal(torch.cat(got[1::2]).flatten().numpy(), w1[:6 * 32])
 
 
-def test_token_frequencies_none_in_pure_streaming(corpus):
-    assert token_frequencies(_cfg(corpus)) is None
+def test_token_frequencies_in_streaming_mode_count_a_cached_prefix(corpus, tmp_path):
+    """Stream mode counts the targets of the first data.freq_tokens training tokens (rank 0 of
+    1), caches them by config and fingerprint, and is switched off by freq_tokens=0."""
+    from leviathan.data import frequencies
+
+    cfg = _cfg(corpus, freq_tokens=1000, freq_cache_dir=str(tmp_path / "counts"))
+    vocab = get_encoding("o200k_base").n_vocab
+    counts = token_frequencies(cfg)
+    windows = torch.cat(_take(build_train_stream(cfg, batch_size=frequencies.COUNT_BATCH), 1))
+    direct = np.bincount(windows[:, 1:].reshape(-1).numpy()[:1000], minlength=vocab)
+    assert counts.sum() == 1000 and np.array_equal(counts, direct)
+    cached = list((tmp_path / "counts").glob("counts-*-1000.npy"))
+    assert len(cached) == 1
+    np.save(cached[0], counts * 7)  # a second call reads the cache instead of counting again
+    assert np.array_equal(token_frequencies(cfg), counts * 7)
+    assert len(set((tmp_path / "counts").glob("*.npy"))) == 1
+    other = token_frequencies(dict(cfg, seed=3))  # another stream: its own counts and file
+    assert other.sum() == 1000 and len(list((tmp_path / "counts").glob("*.npy"))) == 2
+    assert token_frequencies(dict(cfg, freq_tokens=0)) is None
 
 
 @pytest.mark.parametrize("override,key", [
