@@ -122,6 +122,18 @@ def add_downstream(out: Path, sweep: str, uri: str, experiment: str) -> list[Pat
     return [out / "downstream.csv"]
 
 
+def add_environments(out: Path, sweep: str, uri: str, experiment: str) -> None:
+    """Append to summary.md on which environments the sweep's runs ran (which packages differ)."""
+    from leviathan.sweep import mlflow_runs as mr
+    from leviathan.tracking.environment import sweep_report
+
+    c = mr.client(uri)
+    exp = mr.experiment_id(c, experiment, create=False)
+    lines = sweep_report(c, mr.training_runs(c, exp, sweep) if exp else [])
+    with open(out / "summary.md", "a") as f:
+        f.write("\n".join(["", "## Environments", "", *lines]) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.chinchilla:
@@ -156,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         if plot is not None:
             written.append(plot)
     if runs.sweep and not args.csv:
+        add_environments(out, runs.sweep, args.tracking_uri, args.experiment)
         written += add_downstream(out, runs.sweep, args.tracking_uri, args.experiment)
     print((out / "summary.md").read_text())
     print("wrote " + ", ".join(str(p) for p in written))

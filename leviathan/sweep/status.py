@@ -70,6 +70,26 @@ def collect(sweep_dir: Path, tracking_uri: str | None = None) -> list[dict[str, 
     return rows
 
 
+def environments(sweep_dir: Path, tracking_uri: str | None = None) -> list[str]:
+    """Whether the sweep's runs ran on one environment and, if not, which packages differ
+    (nothing when MLflow cannot be reached: `collect` has said so)."""
+    import yaml
+
+    from leviathan.sweep import mlflow_runs as mr
+    from leviathan.tracking.environment import sweep_report
+    from leviathan.tracking.server import is_up
+
+    manifest = json.loads((sweep_dir / "manifest.json").read_text())
+    first = next(iter(manifest["runs"].values()))
+    trk = yaml.safe_load((sweep_dir / first["config"]).read_text())["tracking"]
+    uri = tracking_uri or trk["uri"]
+    if uri.startswith("http") and not is_up(uri):
+        return []
+    c = mr.client(uri)
+    exp = mr.experiment_id(c, trk["experiment"], create=False)
+    return sweep_report(c, mr.training_runs(c, exp, manifest["sweep"]) if exp else [])
+
+
 def format_rows(rows: list[dict[str, Any]]) -> str:
     out = ["| run | arm | size | state | job | tokens seen / budget | val loss |",
            "|---|---|---|---|---|---|---|"]
@@ -98,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(rows, indent=1) if args.json else format_rows(rows))
+    if not args.json:
+        print("\n".join(["", *environments(Path(args.sweeps_dir) / args.sweep,
+                                            args.tracking_uri)]))
     return 0
 
 
