@@ -177,6 +177,7 @@ def _record(uri: str, experiment: str, env: Environment, folder: Path, *, run_id
     """Record `env` on a run as training does (a new run, or run_id reopened), then finish."""
     from leviathan.training.mlflow_logger import RunTracker
 
+    folder.mkdir(parents=True, exist_ok=True)  # the run folder training would have made
     tracker = RunTracker(uri, experiment, flush_every_s=0.5)
     tracker.start(run_id=run_id, run_name=name, tags=tags)
     record_training(tracker, folder, say=print, env=env)
@@ -225,6 +226,7 @@ def test_sweep_status_names_the_packages_that_differ(tmp_path, mlflow_server):
     assert f"| {PROBE} | absent | 1.0 |" in text
     assert (f"- {names[-1]} was resumed on another environment than its first attempt: "
             f"{PROBE} absent -> 1.0, torch {env.packages['torch']} -> 2.99.0") in text
+    print(text)
 
 
 @pytest.mark.integration
@@ -253,3 +255,4 @@ def test_fit_summary_names_the_packages_that_differ(tmp_path, mlflow_server):
     assert f"The {len(runs)} runs ran on 2 different environments" in section, section
     assert f"| torch | {env.packages['torch']} | 2.99.0 |" in section
     assert f"| {PROBE} | absent | 1.0 |" in section
+    print(section)
