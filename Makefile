@@ -18,7 +18,7 @@ help: ## list the targets
 LOCK := requirements.lock
 TORCH_VERSION = $(shell sed -n 's/^torch==\([^ ;]*\).*/\1/p' $(LOCK))
 # Where torch comes from. Empty: pip's configured sources (the CPU build on this machine).
-# GPU cluster: TORCH_INDEX=https://download.pytorch.org/whl/cu128 (its CUDA build, same version).
+# GPU cluster: TORCH_INDEX=https://download.pytorch.org/whl/cu130 (its CUDA build, same version).
 TORCH_INDEX ?=
 UPGRADE ?=
 
