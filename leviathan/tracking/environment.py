@@ -236,7 +236,8 @@ def sweep_report(client, runs: list[Any]) -> list[str]:
         v = latest[names[0]].data.params
         shown = ", ".join(f"{k} {v.get(PREFIX + k, '?')}" for k in ("python", "torch",
                                                                       "lightning", "cuda", "gpu"))
-        out.append(f"All {len(names)} runs ran on one environment, {h[:12]} ({shown}).")
+        who = f"The {len(names)} runs that recorded one" if unrecorded else f"All {len(names)} runs"
+        out.append(f"{who} ran on one environment, {h[:12]} ({shown}).")
     elif groups:
         found = {h: _run_environment(client, latest[names[0]]) for h, names in groups.items()}
         envs = {h: e for h, (e, _) in found.items()}
