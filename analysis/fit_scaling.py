@@ -133,6 +133,18 @@ def site_settings(args: argparse.Namespace) -> None:
     args.sweeps_dir = Path(str(cfg.paths.sweeps_dir))
 
 
+def add_environments(out: Path, sweep: str, uri: str, experiment: str) -> None:
+    """Append to summary.md on which environments the sweep's runs ran (which packages differ)."""
+    from leviathan.tracking import runs as tr
+    from leviathan.tracking.environment import sweep_report
+
+    c = tr.client(uri)
+    exp = tr.experiment_id(c, experiment, create=False)
+    lines = sweep_report(c, tr.training_runs(c, exp, sweep) if exp else [])
+    with open(out / "summary.md", "a") as f:
+        f.write("\n".join(["", "## Environments", "", *lines]) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     site_settings(args)
@@ -168,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         if plot is not None:
             written.append(plot)
     if runs.sweep and not args.csv:
+        add_environments(out, runs.sweep, args.tracking_uri, args.experiment)
         written += add_downstream(out, runs.sweep, args.tracking_uri, args.experiment)
     print((out / "summary.md").read_text())
     print("wrote " + ", ".join(str(p) for p in written))

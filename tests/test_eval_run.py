@@ -132,6 +132,8 @@ def test_metrics_land_on_the_run_and_json_beside_the_checkpoint(runs, evaluated,
                                                                  arm):
     from mlflow.tracking import MlflowClient
 
+    from leviathan.tracking.environment import capture
+
     res = evaluated[arm]
     assert set(res["tasks"]) == {"demo_lastword", "demo_choice", "demo_text"}
     assert res["requested_done"] == ["demo_lastword", "demo_choice", "demo_text"]
@@ -161,6 +163,10 @@ def test_metrics_land_on_the_run_and_json_beside_the_checkpoint(runs, evaluated,
     assert run.info.status == "FINISHED"  # reopened by id, not a new run, still finished
     arts = [a.path for a in client.list_artifacts(run_id, "eval")]
     assert f"eval/{path.name}" in arts
+    env = capture().versions()  # the evaluating process's versions
+    assert {k: run.data.tags[f"eval.env.{k}"] for k in env} == env == on_disk["environment"]
+    assert f"eval/{res['spec_key']}.environment.json" in arts
+    assert "eval.env.changed" not in run.data.tags  # trained on this same environment
 
 
 def test_second_evaluation_skips_and_fills_only_what_is_missing(runs, task_dir, evaluated,

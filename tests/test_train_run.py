@@ -102,6 +102,7 @@ def test_bad_trainer_config_fails_naming_the_key(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("arm", ["dense", "leviathan"])
 def test_tiny_run_lands_in_mlflow(arm, tmp_path, data_dir, mlflow_server):
+    from leviathan.tracking.environment import capture
     from leviathan.training.run import train
 
     steps = 8
@@ -139,7 +140,9 @@ def test_tiny_run_lands_in_mlflow(arm, tmp_path, data_dir, mlflow_server):
     assert metrics["final/val_loss"] == pytest.approx(summary["final_val_loss"])
     assert metrics["final/tokens_seen"] == steps * 2 * 32 == summary["tokens_seen"]
     arts = {a.path for a in client(mlflow_server).list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "summary.json"} <= arts
+    assert {"config.yaml", "summary.json", "environment.json"} <= arts
+    # python, torch, lightning, ..., cuda, cudnn, gpu and the hash of the full installed set
+    assert {k: params[f"env.{k}"] for k in capture().versions()} == capture().versions()
     assert summary["buckets"]["names"][0] == "0"
     assert set(summary["bucket_losses"]) <= set(summary["buckets"]["names"])
     print(f"\n{arm}: tokens/s {metrics['tokens_per_s']:.0f}, achieved FLOP/s "

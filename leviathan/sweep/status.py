@@ -76,6 +76,27 @@ def collect(sweep_dir: Path, tracking_uri: str | None = None,
     return rows
 
 
+def environments(sweep_dir: Path, tracking_uri: str | None = None,
+                 experiment: str | None = None) -> list[str]:
+    """Whether the sweep's runs ran on one environment and, if not, which packages differ
+    (nothing when MLflow cannot be reached: `collect` has said so)."""
+    import yaml
+
+    from leviathan.tracking import runs as tr
+    from leviathan.tracking.environment import sweep_report
+    from leviathan.tracking.server import is_up
+
+    manifest = json.loads((sweep_dir / "manifest.json").read_text())
+    first = next(iter(manifest["runs"].values()))
+    trk = yaml.safe_load((sweep_dir / first["config"]).read_text())["tracking"]
+    uri = tracking_uri or trk["uri"]
+    if uri.startswith("http") and not is_up(uri):
+        return []
+    c = tr.client(uri)
+    exp = tr.experiment_id(c, experiment or trk["experiment"], create=False)
+    return sweep_report(c, tr.training_runs(c, exp, manifest["sweep"]) if exp else [])
+
+
 def format_rows(rows: list[dict[str, Any]]) -> str:
     out = ["| run | arm | size | state | job | tokens seen / budget | val loss |",
            "|---|---|---|---|---|---|---|"]
@@ -104,13 +125,15 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = compose("sweep", args.overrides)
     sweeps_dir = Path(args.sweeps_dir or str(cfg.paths.sweeps_dir))
+    uri, experiment = args.tracking_uri or str(cfg.tracking.uri), str(cfg.tracking.experiment)
     try:
-        rows = collect(sweeps_dir / args.sweep, args.tracking_uri or str(cfg.tracking.uri),
-                       str(cfg.tracking.experiment))
+        rows = collect(sweeps_dir / args.sweep, uri, experiment)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(rows, indent=1) if args.json else format_rows(rows))
+    if not args.json:
+        print("\n".join(["", *environments(sweeps_dir / args.sweep, uri, experiment)]))
     return 0
 
 

@@ -56,6 +56,7 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
     from leviathan.data import build_train_stream, build_val_batches, fingerprint
     from leviathan.data import token_frequencies as data_token_frequencies
     from leviathan.models import build_model
+    from leviathan.tracking.environment import record_training
     from leviathan.training.batches import ResumableBatches
     from leviathan.training.callbacks import StepCallback
     from leviathan.training.evaluation import frequency_buckets
@@ -87,6 +88,7 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
                                 tags=tags_of(cfg, chash, fp, key),
                                 params=params_of(container, mcfg, plan))
         _log_yaml(tracker, run_dir, container)
+        record_training(tracker, run_dir, say)  # versions, hash, full list; resume: differs?
         say(f"MLflow run {tracker.run_id} at {trk.uri} (experiment {trk.experiment})")
 
     # ---- model, module, trainer (any failure from here on marks the MLflow run FAILED)
