@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from leviathan.schema import conf_dir, to_config
 
-__all__ = ["compose", "conf_dir", "ladder_config", "register_schemas", "to_config"]
+__all__ = ["compose", "conf_dir", "ladder_config", "register_schemas", "site_overrides",
+           "to_config"]
 _REGISTERED = False
 
 
@@ -46,6 +47,19 @@ def register_schemas() -> None:
     _REGISTERED = True
 
 
+SITE_ENV = "LEVIATHAN_SITE_CONF"  # a folder whose local/default.yaml applies like conf/local
+
+
+def site_overrides() -> list[str]:
+    """Hydra's search path gains $LEVIATHAN_SITE_CONF when set: a site's own config folder
+    (local/default.yaml, or extra group options) for an installed package, whose conf/ lives in
+    site-packages. Entry points add this to their command line."""
+    import os
+
+    site = os.environ.get(SITE_ENV)
+    return [f"hydra.searchpath=[file://{os.path.abspath(site)}]"] if site else []
+
+
 def compose(config_name: str = "train", overrides: list[str] | tuple[str, ...] = ()):
     """The composed primary config (DictConfig), as `python -m leviathan.<train|sweep>` sees
     it with these command-line overrides; works inside and outside an initialised Hydra."""
@@ -54,10 +68,11 @@ def compose(config_name: str = "train", overrides: list[str] | tuple[str, ...] =
     from hydra.core.global_hydra import GlobalHydra
 
     register_schemas()
+    overrides = [*site_overrides(), *overrides]
     if GlobalHydra.instance().is_initialized():
-        return hydra_compose(config_name, overrides=list(overrides))
+        return hydra_compose(config_name, overrides=overrides)
     with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir())):
-        return hydra_compose(config_name, overrides=list(overrides))
+        return hydra_compose(config_name, overrides=overrides)
 
 
 def ladder_config(ladder: str, size: str, **overrides):

@@ -6,9 +6,11 @@ calls leviathan.training.run.train(cfg); tests call `train` directly.
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 
-from leviathan.config import conf_dir, register_schemas
+from leviathan.config import conf_dir, register_schemas, site_overrides
 
 register_schemas()
 
@@ -21,4 +23,5 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:1] = site_overrides()  # $LEVIATHAN_SITE_CONF joins Hydra's search path
     main()

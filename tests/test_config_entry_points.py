@@ -77,12 +77,17 @@ def test_packaged_config_composes_without_the_repository(tmp_path):
                            str(site), *map(str, (tmp_path / "dist").glob("*.whl"))],
                           capture_output=True, text=True, timeout=600)
     assert inst.returncode == 0, inst.stderr[-3000:]
+    site_conf = tmp_path / "site-conf"  # the installed package's conf/local: a folder of one's own
+    (site_conf / "local").mkdir(parents=True)
+    (site_conf / "local" / "default.yaml").write_text(
+        "# @package _global_\ntracking:\n  uri: http://mlflow.site:5000\n")
     code = ("from leviathan.config import compose, conf_dir; print(conf_dir()); "
             "c = compose('sweep', ['+grid=isoparametric', 'launcher=slurm']); "
-            "print(c.grid.sizes[0], c.model.size, c.launcher.name)")
+            "print(c.grid.sizes[0], c.model.size, c.launcher.name, c.tracking.uri)")
+    env = {**os.environ, "PYTHONPATH": str(site), "LEVIATHAN_SITE_CONF": str(site_conf)}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(site)})
+                         text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.split("\n")
     assert lines[0] == str(site / "leviathan" / "conf")
-    assert lines[1] == "v1/60M debug slurm"
+    assert lines[1] == "v1/60M debug slurm http://mlflow.site:5000"

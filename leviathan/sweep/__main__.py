@@ -12,7 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from leviathan.config import conf_dir, register_schemas
+from leviathan.config import conf_dir, register_schemas, site_overrides
 
 CONF = str(conf_dir())
 register_schemas()
@@ -55,4 +55,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:1] = site_overrides()  # $LEVIATHAN_SITE_CONF joins Hydra's search path
     main()
