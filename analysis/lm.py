@@ -53,7 +53,8 @@ def solve(residuals: Residuals, theta0, *, delta: float, weights=1.0, lower=None
     f = objective(r, weights, delta)
     eye = np.eye(k)
     for _ in range(iters):
-        q = weights * np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))  # IRLS weights
+        big = np.abs(r) > delta
+        q = weights * np.where(big, delta / np.where(big, np.abs(r), 1.0), 1.0)  # IRLS weights
         jq = jac * q[..., None]  # (S, n, k)
         h = np.einsum("snp,snq->spq", jq, jac)
         g = np.where(free, np.einsum("snp,sn->sp", jq, r), 0.0)

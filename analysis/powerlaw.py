@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from analysis import lm
-from analysis.lm import huber  # noqa: F401 - re-exported (joint, tests)
 
 B_DEFAULT = 1.69  # Hoffmann et al.'s fitted irreducible loss E
 HUBER_DELTA = 1e-3  # Hoffmann et al. / Epoch AI
@@ -205,6 +204,37 @@ def fit_shared_exponent(n_dense, l_dense, n_lev, l_lev, *, b: float = B_DEFAULT,
     return SharedExponent(A_dense=math.exp(a_dc + alpha * x0), A_lev=math.exp(a_lc + alpha * x0),
                           alpha=alpha, b=float(b), multiplier=math.exp((a_dc - a_lc) / alpha),
                           n_dense=int(n_dense.size), n_lev=int(n_lev.size))
+
+
+def shared_lack_of_fit(n_dense, l_dense, n_lev, l_lev, sh: SharedExponent,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the shared-exponent multiplier from the fit's own residuals.
+
+    The scatter of log L around the fitted law (measurement noise and lack of fit alike) sets
+    s^2 = RSS / (n - 3); cov = s^2 (J'J)^-1 over (a_dense, a_lev, alpha); the multiplier
+    M = exp((a_dense - a_lev) / alpha) gets exp(log M +- t_{n-3} se(log M)) (the delta method),
+    as Marin's pinned-asymptote effective speedup reports (marin-community/marin#8096).
+    (nan, nan) with fewer than four points.
+    """
+    from scipy.stats import t as student_t
+
+    n = np.concatenate([np.asarray(n_dense, float), np.asarray(n_lev, float)])
+    y = np.log(np.concatenate([np.asarray(l_dense, float), np.asarray(l_lev, float)]))
+    dof = n.size - 3
+    if dof < 1:
+        return math.nan, math.nan
+    u = np.log(n) - np.log(n).mean()
+    group = np.r_[np.zeros(len(n_dense), int), np.ones(len(n_lev), int)]
+    x0 = float(np.log(n).mean())
+    theta = np.array([[math.log(sh.A_dense) - sh.alpha * x0, math.log(sh.A_lev) - sh.alpha * x0,
+                       sh.alpha]])
+    pred, jac = _model(u, np.eye(2)[group], math.log(sh.b))(theta)
+    r, jac = pred[0] - y, jac[0]
+    cov = float(r @ r) / dof * np.linalg.pinv(jac.T @ jac)
+    grad = np.array([1.0, -1.0, -(theta[0, 0] - theta[0, 1]) / sh.alpha]) / sh.alpha
+    half = float(student_t.ppf((1 + level) / 2, dof)) * math.sqrt(max(grad @ cov @ grad, 0.0))
+    log_m = math.log(sh.multiplier)
+    return math.exp(log_m - half), math.exp(log_m + half)
 
 
 def effective_size(fit: PowerLaw, loss, params) -> tuple[np.ndarray, np.ndarray]:

@@ -39,7 +39,8 @@ def log_run(client, exp_id, parent, sweep, *, arm, size, n, mult=lambda frac: 1.
     rid = run.info.run_id
     n_run = n * (0.98 if arm == "leviathan" else 1.0)
     params = [Param("n_params/total", str(int(n_run))), Param("n_params/body", str(int(n / 2))),
-              Param("model.arm", arm), Param("data.seed", str(seed))]
+              Param("model.arm", arm), Param("data.seed", str(seed)),
+              Param("plan.flops_per_token", str(6.0 * n_run)), Param("trainer.lr", "0.0003")]
     now = int(time.time() * 1000)
     budget = 20 * n
     metrics = []
@@ -114,10 +115,15 @@ def test_sweep_end_to_end_with_artifacts_on_the_parent(mlflow_server, experiment
     assert fit["sweep"] == sweep
     fam = fit["families"]["isoparametric"]
     # final losses lie exactly on L = 1.69 + 400 N^-0.34, Leviathan's at 2x its own N
-    m = pd.read_csv(out / "multipliers.csv")
+    m = pd.read_csv(out / "multipliers_by_run.csv")
     ok = m[m["reason"].isna()]
     assert len(ok) == 4 and np.allclose(ok["multiplier"], 2.0, rtol=1e-4)
     assert (ok["multiplier_lo"] <= 2.0 + 1e-6).all() and (ok["multiplier_hi"] >= 2.0 - 1e-6).all()
+    # the three matchings from the run params (n_params/body, plan.flops_per_token x tokens)
+    mm = pd.read_csv(out / "multipliers.csv")
+    assert set(mm["basis"]) == {"params", "body", "compute"}
+    p = mm[(mm["basis"] == "params") & (mm["size"] != "20M")]  # 20M: a second seed at 1.6
+    assert len(p) == 3 and np.allclose(p["multiplier"], 2.0, rtol=1e-4)
     assert fam["dense"]["n_points"] == 4
     reasons = {e["reason"] for e in fit["excluded"]}
     assert "unfinished (status RUNNING)" in reasons
