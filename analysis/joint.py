@@ -88,7 +88,7 @@ def _scipy_objective(theta, u, v, y, delta):
 
 def _batched_lm(theta, u, v, y, delta, iters, weights=1.0):
     """All starts (or bootstrap rows, weights (S, n)) advanced together by analysis.lm."""
-    def residuals(th):
+    def residuals(th, rows):
         pred, s = _terms(th, u, v)
         return pred - y, _jacobian(s, u, v)
 

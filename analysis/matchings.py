@@ -54,7 +54,7 @@ def degenerate(fit) -> bool:
     return not ALPHA_BOUNDS[0] * 10 < fit.alpha < ALPHA_BOUNDS[1] * 0.99
 
 
-def _x_eff(a, alpha, b, loss):
+def x_eff(a, alpha, b, loss):
     """X at which A·X^-alpha + b = loss, broadcasting; NaN where loss <= b."""
     with np.errstate(all="ignore"):
         gap = loss - b
@@ -81,6 +81,18 @@ def _range_fits(x, loss, sizes, b, cfg) -> dict:
     return out
 
 
+def dense_draws(x, y, weights, start, b: float, delta: float) -> np.ndarray:
+    """(R, 2) bootstrap (A, alpha): the Dense curve refitted on every row of y (R, n) (or one
+    y (n,)) with point weights (R, n), from start (A, alpha) per row (R, 2) or shared (2,)."""
+    lx = np.log(np.asarray(x, float))
+    u0 = float(lx.mean())
+    start = np.atleast_2d(np.asarray(start, float))
+    theta = refit_batch(lx - u0, y, np.zeros(lx.size, int), weights, math.log(b),
+                        np.column_stack([np.log(start[:, 0]) - start[:, 1] * u0, start[:, 1]]),
+                        delta=delta)
+    return np.column_stack([np.exp(theta[:, 0] + theta[:, 1] * u0), theta[:, 1]])
+
+
 def pure_error(loss, groups) -> tuple[float, int]:
     """(SS, df) of log losses around their group means: the seeds' own scatter."""
     y = pd.Series(np.log(np.asarray(loss, float)))
@@ -94,7 +106,7 @@ def lack_of_fit(loss, sizes, fit, x, pe: tuple[float, int]) -> dict | None:
     fitted Dense curve against the seeds' scatter (pure error, pooled over the family's arms).
     A small p: the power law in this basis does not fit within seed noise, and intervals made
     of seed noise understate how uncertain the multipliers are."""
-    from scipy.stats import f as f_dist
+    from scipy.special import fdtrc  # F survival function (scipy.stats imports slowly)
 
     ss_pe, df_pe = pe
     y = pd.Series(np.log(loss))
@@ -105,7 +117,7 @@ def lack_of_fit(loss, sizes, fit, x, pe: tuple[float, int]) -> dict | None:
     if df_lof < 1 or df_pe < 1 or ss_pe <= 0:
         return None
     f_stat = float((count * (mean - pred) ** 2).sum() / df_lof / (ss_pe / df_pe))
-    return {"F": f_stat, "p": float(f_dist.sf(f_stat, df_lof, df_pe)), "df_lof": df_lof,
+    return {"F": f_stat, "p": float(fdtrc(df_lof, df_pe, f_stat)), "df_lof": df_lof,
             "df_pe": df_pe}
 
 
@@ -156,13 +168,10 @@ def match_all(dense: pd.DataFrame, arms: pd.DataFrame, cfg, rng) -> Matching:
         fit = fit_power_law(x, loss, b=cfg.b, delta=cfg.delta)
         res.fits[basis] = fit
         res.lack_of_fit[basis] = lack_of_fit(loss, sizes, fit, x, pe)
-        u0 = float(np.log(x).mean())
         y = np.log(loss) if reps is None else np.log(reps[:, :nd][:, ok])
-        theta = refit_batch(np.log(x) - u0, y, np.zeros(x.size, int), counts[:, ok],
-                            math.log(fit.b), [math.log(fit.A) - fit.alpha * u0, fit.alpha],
-                            delta=cfg.delta)
-        a_s, alpha_s = np.exp(theta[:, 0] + theta[:, 1] * u0), theta[:, 1]
-        res.samples[basis] = np.column_stack([a_s, alpha_s])
+        res.samples[basis] = dense_draws(x, y, counts[:, ok], [fit.A, fit.alpha], fit.b,
+                                         cfg.delta)
+        a_s, alpha_s = res.samples[basis].T
         spread = _range_fits(x, loss, sizes, fit.b, cfg)
         lo_x, hi_x = float(x.min()), float(x.max())
         dense_loss = dense.groupby("size")["loss"].mean()
@@ -174,7 +183,7 @@ def match_all(dense: pd.DataFrame, arms: pd.DataFrame, cfg, rng) -> Matching:
             lbar, xbar = float(g["loss"].mean()), float(gx.mean())
             l_rep = lbar if reps is None else reps[:, idx].mean(axis=1)
             n_eff = float(fit.inverse(lbar))
-            draws = _x_eff(a_s, alpha_s, fit.b, l_rep) / xbar
+            draws = x_eff(a_s, alpha_s, fit.b, l_rep) / xbar
             lo, hi = percentile_interval(draws * xbar, cfg.level)
             reason = _reason(lbar, n_eff, fit, lo_x, hi_x)
             far = max(n_eff / hi_x, lo_x / n_eff, 1.0) if np.isfinite(n_eff) and n_eff > 0 \

@@ -80,9 +80,9 @@ def refit_batch(u, y, group, weights, e, start, *, delta: float = HUBER_DELTA, i
     free = np.concatenate([(weights @ onehot) > 0, np.ones((n_rep, 1), bool)], axis=1)
     model = _model(u, onehot, e)
 
-    def residuals(th):
+    def residuals(th, rows):
         pred, jac = model(th)
-        return pred - y, jac
+        return pred - (y if y.ndim == 1 else y[rows]), jac
 
     lower = np.r_[np.full(n_groups, -np.inf), ALPHA_BOUNDS[0]]
     upper = np.r_[np.full(n_groups, np.inf), ALPHA_BOUNDS[1]]
@@ -150,7 +150,7 @@ def fit_power_law(
     # b free: theta = (a_c, alpha, e), e = log b kept below log(min L)
     st = np.column_stack([st, np.full(len(st), math.log(b_start))])
 
-    def residuals(th):
+    def residuals(th, rows):
         t1 = th[:, :1] - th[:, 1:2] * u
         pred = np.logaddexp(t1, th[:, 2:3])
         w = np.exp(t1 - pred)
@@ -216,7 +216,7 @@ def shared_lack_of_fit(n_dense, l_dense, n_lev, l_lev, sh: SharedExponent,
     as Marin's pinned-asymptote effective speedup reports (marin-community/marin#8096).
     (nan, nan) with fewer than four points.
     """
-    from scipy.stats import t as student_t
+    from scipy.special import stdtrit  # Student-t quantile (scipy.stats imports slowly)
 
     n = np.concatenate([np.asarray(n_dense, float), np.asarray(n_lev, float)])
     y = np.log(np.concatenate([np.asarray(l_dense, float), np.asarray(l_lev, float)]))
@@ -232,7 +232,7 @@ def shared_lack_of_fit(n_dense, l_dense, n_lev, l_lev, sh: SharedExponent,
     r, jac = pred[0] - y, jac[0]
     cov = float(r @ r) / dof * np.linalg.pinv(jac.T @ jac)
     grad = np.array([1.0, -1.0, -(theta[0, 0] - theta[0, 1]) / sh.alpha]) / sh.alpha
-    half = float(student_t.ppf((1 + level) / 2, dof)) * math.sqrt(max(grad @ cov @ grad, 0.0))
+    half = float(stdtrit(dof, (1 + level) / 2)) * math.sqrt(max(grad @ cov @ grad, 0.0))
     log_m = math.log(sh.multiplier)
     return math.exp(log_m - half), math.exp(log_m + half)
 
