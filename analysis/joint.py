@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize
 
 from analysis import lm
 from analysis.lm import huber
@@ -103,6 +102,8 @@ def fit_joint(n, d, loss, *, delta: float = HUBER_DELTA, grid: dict | None = Non
     `schedule`: (starts kept, LM iterations run before keeping them) stages; `polish`: how many
     distinct best end points L-BFGS-B refines.
     """
+    from scipy.optimize import minimize
+
     n, d, loss = (np.asarray(x, float) for x in (n, d, loss))
     ok = np.isfinite(n) & np.isfinite(d) & np.isfinite(loss) & (n > 0) & (d > 0) & (loss > 0)
     n, d, loss = n[ok], d[ok], loss[ok]
