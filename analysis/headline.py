@@ -44,7 +44,7 @@ def _cell(row) -> str:
     out = f"{row['multiplier']:.2f}×{ci(row['multiplier_lo'], row['multiplier_hi'])}"
     if row["extrapolated"]:
         way = "above" if row["n_eff"] > row["x"] else "below"
-        out += f" †{row['extrapolation']:.3g}× {way}"
+        out += f" †{row['extrapolation']:.2f}× {way}"
     return out
 
 

@@ -165,7 +165,11 @@ def match_all(dense: pd.DataFrame, arms: pd.DataFrame, cfg, rng) -> Matching:
                               f"{np.unique(dx[ok]).size}")
             continue
         x, loss, sizes = dx[ok], dense["loss"].to_numpy(float)[ok], dense["size"].to_numpy()[ok]
-        fit = fit_power_law(x, loss, b=cfg.b, delta=cfg.delta)
+        try:
+            fit = fit_power_law(x, loss, b=cfg.b, delta=cfg.delta)
+        except FitError as err:
+            res.off[basis] = str(err)
+            continue
         res.fits[basis] = fit
         res.lack_of_fit[basis] = lack_of_fit(loss, sizes, fit, x, pe)
         y = np.log(loss) if reps is None else np.log(reps[:, :nd][:, ok])
@@ -184,8 +188,9 @@ def match_all(dense: pd.DataFrame, arms: pd.DataFrame, cfg, rng) -> Matching:
             l_rep = lbar if reps is None else reps[:, idx].mean(axis=1)
             n_eff = float(fit.inverse(lbar))
             draws = x_eff(a_s, alpha_s, fit.b, l_rep) / xbar
-            lo, hi = percentile_interval(draws * xbar, cfg.level)
             reason = _reason(lbar, n_eff, fit, lo_x, hi_x)
+            lo, hi = percentile_interval(draws * xbar, cfg.level) if not reason else (
+                math.nan, math.nan)
             far = max(n_eff / hi_x, lo_x / n_eff, 1.0) if np.isfinite(n_eff) and n_eff > 0 \
                 else math.nan
             b_min, b_max = _spread(spread["b"], lbar, xbar)

@@ -78,7 +78,7 @@ def _panel(ax, basis: str, fam: str, r: FamilyResult, dense: pd.DataFrame, level
     ax.set_ylabel("validation loss")
     ax.set_title(f"{fam}: by {LABEL[basis]}")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="lower left")
 
 
 def plot_scaling(path: Path, results: dict[str, FamilyResult], table: pd.DataFrame,

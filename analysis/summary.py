@@ -52,7 +52,8 @@ def inputs_md(runs: Runs, table: pd.DataFrame, results: dict[str, FamilyResult])
     else:
         n = sum(len(r.lr_choices) for r in results.values() if r.lr_choices is not None)
         out.append(f"- LR selection: {n} sweep points with two or more LRs; the best kept")
-    seeds = u.groupby(["family", "arm", "size"]).size().max() if len(u) else 0
+    seeds = max([int(r.matching.rows["n_seeds"].max()) for r in results.values()
+                 if r.matching is not None and len(r.matching.rows)] or [1])
     if seeds <= 1:
         out.append("- seeds: one per arm and size: **intervals exclude run-to-run noise**")
     else:
