@@ -170,3 +170,20 @@ def test_bucket_ratios_by_frequency_quantile_and_log10_names(tmp_path):
     assert "| 50M | leviathan | 0.607 | 0.638 |" in summary  # exp(-0.5), exp(-0.45)
     assert "| Size | Arm | b0_unseen | b1_1-10 | b2_10-100 | b3_100-1k |" in summary
     assert plot_rare_tokens(tmp_path / "rare_tokens.png", res).stat().st_size > 10000
+
+
+def test_curves_must_join_the_runs(tmp_path, capsys):
+    runs = [{"run": f"d{i}", "arm": "dense", "size": f"S{i}", "params": n, "tokens": 20 * n,
+             "loss": final(n)} for i, n in enumerate(SIZES.values())]
+    pd.DataFrame(runs).to_csv(tmp_path / "runs.csv", index=False)
+    pd.DataFrame(runs).drop(columns="run").to_csv(tmp_path / "norun.csv", index=False)
+    pd.DataFrame([{"run": "d9", "tokens": 1e9, "loss": 3.0}]).to_csv(tmp_path / "c.csv",
+                                                                       index=False)
+    pd.DataFrame([{"step": 1, "loss": 3.0}]).to_csv(tmp_path / "bad.csv", index=False)
+    for csv, curves, message in (
+            ("runs.csv", "c.csv", "run ['d9'] not in"),
+            ("norun.csv", "c.csv", "joins runs by `run`, but"),
+            ("runs.csv", "bad.csv", "missing column(s) ['tokens', 'run']")):
+        assert main(["--csv", str(tmp_path / csv), "--curves", str(tmp_path / curves),
+                     "--bootstrap", "10"]) == 2
+        assert message in capsys.readouterr().err
