@@ -2,7 +2,7 @@
 
     python -m analysis.fit_scaling [--latest]               # newest sweep parent run in MLflow
     python -m analysis.fit_scaling --sweep isoparametric    # a named sweep
-    python -m analysis.fit_scaling --csv runs.csv           # arm,params,tokens,loss[,size,...]
+    python -m analysis.fit_scaling --csv runs.csv --out DIR [--curves curves.csv]
     python -m analysis.fit_scaling --chinchilla PATH        # validate the joint fit on Chinchilla
 
 Outputs go to sweeps/<sweep>/fit/ (or beside the CSV, or --out) and, for an MLflow sweep, to
@@ -40,7 +40,7 @@ def _floats(value: str) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from analysis.scaling import B_GRID
+    from analysis.family import B_GRID, FIT_DELTA
 
     p = argparse.ArgumentParser(prog="python -m analysis.fit_scaling", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,10 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "default when no --sweep, --csv or --chinchilla is given")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--sweep", help="sweep name (MLflow tag `sweep`)")
-    src.add_argument("--csv", type=Path, help="runs from a CSV: arm,params,tokens,loss "
-                     "[,size,pair,family,seed,params_body,status]")
+    src.add_argument("--csv", type=Path, help="runs from a CSV: arm (dense | leviathan | "
+                     "factorized | dense_untied), params, tokens, loss [, body_params, flops, "
+                     "size, pair, seed, lr, family, status, cooled, run, name]; see "
+                     "analysis/csv_input.py")
     src.add_argument("--chinchilla", type=Path, metavar="CSV",
                      help="fit the joint L(N, D) on Epoch's Chinchilla data and compare")
+    p.add_argument("--curves", type=Path, metavar="CSV",
+                   help="with --csv: validation curves run (or name), tokens, loss [, cooled] "
+                   "for the token multiplier and the multiplier against tokens")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow server (default: the composed tracking.uri: conf/local, "
                    "$MLFLOW_TRACKING_URI, else http://127.0.0.1:5000)")
@@ -68,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed")
     p.add_argument("--level", type=float, default=0.95, help="interval coverage")
-    p.add_argument("--huber-delta", type=float, default=1e-3, help="Huber delta (log residuals)")
+    p.add_argument("--huber-delta", type=float, default=FIT_DELTA,
+                   help="Huber delta on log residuals of L(N), L(C), L(D) (default %(default)s)")
     p.add_argument("--b-grid", type=_floats, default=B_GRID,
                    help="comma-separated b values for the sensitivity table")
     p.add_argument("--no-upload", action="store_true",
@@ -146,21 +152,26 @@ def add_environments(out: Path, sweep: str, uri: str, experiment: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.curves and not args.csv:
+        parser.error("--curves goes with --csv (MLflow runs bring their own curves)")
     site_settings(args)
     if args.chinchilla:
         return run_chinchilla(args.chinchilla, args.out, min(args.bootstrap, 400), args.seed)
+    from analysis.csv_input import load_csv
+    from analysis.family import FitConfig
     from analysis.plots import plot_multiplier_vs_tokens, plot_rare_tokens, plot_scaling
     from analysis.report import write_outputs
-    from analysis.runs import latest_sweep, load_csv, load_mlflow
-    from analysis.scaling import FitConfig, analyse
+    from analysis.runs import latest_sweep, load_mlflow
+    from analysis.scaling import analyse
     from leviathan.tracking.server import TrackingUnreachable
 
     cfg = FitConfig(b=args.b, params=args.params, bootstrap=args.bootstrap, seed=args.seed,
                     level=args.level, delta=args.huber_delta, b_grid=args.b_grid)
     try:
         if args.csv:
-            runs: Runs = load_csv(args.csv, cfg.params)
+            runs: Runs = load_csv(args.csv, cfg.params, curves=args.curves)
             out = args.out or args.csv.resolve().parent / f"{args.csv.stem}_fit"
         else:
             sweep = args.sweep or latest_sweep(args.tracking_uri, args.experiment)
@@ -176,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     written = write_outputs(out, runs, cfg, results, table)
     for plot in (plot_scaling(out / "scaling.png", results, table, cfg.level),
                  plot_multiplier_vs_tokens(out / "multiplier_vs_tokens.png", results),
-                 plot_rare_tokens(out / "rare_tokens.png", runs.buckets, table)):
+                 plot_rare_tokens(out / "rare_tokens.png", results)):
         if plot is not None:
             written.append(plot)
     if runs.sweep and not args.csv:
