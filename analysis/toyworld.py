@@ -40,6 +40,7 @@ BASIS_COLUMN = {"params": "params", "body": "body_params", "compute": "flops"}
 @cache
 def shapes(tokens_per_param: float = 20.0) -> pd.DataFrame:
     """One row per (size, arm): params, body_params, flops_per_token, tokens, flops."""
+    from leviathan.config import ladder_config
     from leviathan.models.accounting import (
         count_params,
         flops_per_token,
@@ -48,7 +49,6 @@ def shapes(tokens_per_param: float = 20.0) -> pd.DataFrame:
         resolve_model_config,
     )
     from leviathan.models.config import ModelConfig
-    from leviathan.models.ladder import ladder_config
 
     rows = []
     configs = [(s, ladder_config("v1", s)) for s in SIZES]
