@@ -1,4 +1,4 @@
-"""leviathan.models: the Dense and Leviathan language models, their configs and accounting.
+"""leviathan.models: the Dense, Leviathan and factorized language models, configs, accounting.
 
     from leviathan.models import build_model, count_params, flops_per_token, \
         resolve_model_config, isoparametric_depth
@@ -7,6 +7,7 @@
 from leviathan.models.accounting import (
     ParamCounts,
     count_params,
+    factorized_rank,
     flops_per_token,
     isoparametric_depth,
     resolve_model_config,
@@ -20,6 +21,7 @@ from leviathan.models.config import (
     register_configs,
     to_model_config,
 )
+from leviathan.models.factorized import FactorizedEmbedding
 from leviathan.models.ladder import LADDER_SIZES, ladder_config
 from leviathan.models.lev import LevGenerator
 from leviathan.models.transformer import LanguageModel
@@ -29,6 +31,7 @@ register_configs()
 __all__ = [
     "LADDER_SIZES",
     "ConfigError",
+    "FactorizedEmbedding",
     "LanguageModel",
     "LevConfig",
     "LevGenerator",
@@ -37,6 +40,7 @@ __all__ = [
     "build_model",
     "check_tokenizer_vocab",
     "count_params",
+    "factorized_rank",
     "flops_per_token",
     "isoparametric_depth",
     "ladder_config",

@@ -36,7 +36,7 @@ class TrainerConfig:
     min_lr: float = 3e-5  # cosine floor
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas
     eps: float = 1e-8  # AdamW epsilon
-    weight_decay: float = 0.1  # decoupled weight decay (not on norms/gains/codebooks/biases)
+    weight_decay: float = 0.1  # decoupled; by parameter role, every arm alike (models/roles.py)
     grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
     warmup_steps: int | None = None  # linear warm-up steps (null: warmup_fraction x steps)
     warmup_fraction: float = 0.01  # warm-up share when warmup_steps is null
