@@ -17,7 +17,7 @@ from leviathan.models import LevGenerator, ModelConfig, build_model
 from leviathan.models.bspline import centred_dense_basis, centred_local_basis
 from leviathan.models.lev_khronos import KhronosLev, mode_product
 
-SMALL = dict(form="khronos", k=2, d_seed=4, heads=2, knots=5, knot_degree=2, rank=3)
+SMALL = dict(form="khronos", k=2, d_seed=4, heads=2, knots=5, knot_degree=2, rank=3, order=2)
 
 
 def small_cfg(**lev) -> ModelConfig:
@@ -178,3 +178,19 @@ def test_paper_settings_gradients_finite_at_init():
     for name, p in gen.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("form", ["blocks", "khronos"])
+def test_lev_generator_builds_its_form_and_survives_deepcopy_and_pickle(form):
+    import copy
+    import pickle
+
+    from leviathan.models.lev_blocks import BlocksLev
+
+    gen = LevGenerator(small_cfg(form=form))
+    assert type(gen) is {"blocks": BlocksLev, "khronos": KhronosLev}[form]
+    ids = torch.arange(gen.vocab)
+    with torch.no_grad():
+        for clone in (copy.deepcopy(gen), pickle.loads(pickle.dumps(gen))):
+            assert type(clone) is type(gen)
+            torch.testing.assert_close(clone.generate(ids), gen.generate(ids), rtol=0, atol=0)

@@ -38,6 +38,10 @@ def token_coordinates(ids: torch.Tensor, base: int, k: int) -> torch.Tensor:
     return torch.div(ids.long().unsqueeze(-1), powers, rounding_mode="floor") % base
 
 
+def _after_load(module: LevGenerator, _keys) -> None:
+    module.invalidate_cache()
+
+
 class LevGenerator(nn.Module):
     """The shared shell of both forms: codebooks, seed, the three evaluation paths, the cache.
 
@@ -64,7 +68,7 @@ class LevGenerator(nn.Module):
         self.register_buffer("offsets", torch.arange(self.k) * self.base, persistent=False)
         self._table: torch.Tensor | None = None  # (V_pad, D) cached eval table
         self._table_key: list[torch.Tensor] | None = None  # parameter snapshot
-        self.register_load_state_dict_post_hook(lambda module, _keys: module.invalidate_cache())
+        self.register_load_state_dict_post_hook(_after_load)  # a function: the module pickles
 
     def reset_offsets(self) -> None:  # the buffer, after a meta build + to_empty
         with torch.no_grad():
