@@ -9,6 +9,7 @@ import sys
 BENCHES = {
     "throughput": "leviathan.bench.throughput",  # Leviathan vs Dense training tokens/s
     "data": "leviathan.bench.data",  # raw tiktoken vs streaming vs prepared reader
+    "lev": "leviathan.bench.lev",  # the two LEV forms: params, time, init scale, training
 }
 
 

@@ -85,7 +85,7 @@ def run_overrides(task_overrides: list[str]) -> list[str]:
 def code_version() -> dict[str, Any]:
     """The package version and the git commit of the code (as training records it)."""
     from leviathan import __version__
-    from leviathan.training.run import git_commit
+    from leviathan.training.records import git_commit
 
     return {"package": __version__, "git_commit": git_commit()}
 
@@ -287,7 +287,7 @@ def write_plan(plan: SweepPlan, sweep_dir: Path) -> Path:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from leviathan.training.run import write_atomic
+    from leviathan.tracking.runs import write_atomic
 
     write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 

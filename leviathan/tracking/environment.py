@@ -128,7 +128,7 @@ def describe(changes: dict[str, tuple[str | None, str | None]]) -> str:
 
 
 def save(env: Environment, path: Path, **extra: Any) -> Path:
-    from leviathan.training.run import write_atomic
+    from leviathan.tracking.runs import write_atomic
 
     write_atomic(path, json.dumps({**env.as_dict(), **extra}, indent=1, sort_keys=True))
     return path

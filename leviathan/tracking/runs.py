@@ -12,9 +12,17 @@ family, config_hash, ...); a sweep has one parent run (kind=sweep). Parameter co
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a run-folder file whole or not at all (a temporary file renamed over it)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 class Tag:

@@ -45,7 +45,7 @@ class TrainerConfig:
     #   steps (the WSD-S main run: its branches start there)
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas
     eps: float = 1e-8  # AdamW epsilon
-    weight_decay: float = 0.1  # decoupled weight decay; none on norms, gains, codebooks, biases
+    weight_decay: float = 0.1  # decoupled; by parameter role, every arm alike (models/roles.py)
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping; the norm is logged either
     #   way)
     warmup_steps: int | None = None  # linear warm-up steps; null: warmup_fraction x total steps

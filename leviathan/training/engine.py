@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from leviathan.tracking.runs import RunFolder, Tag
-from leviathan.training.run import (
+from leviathan.training.records import (
     FINGERPRINT_WINDOWS,
     params_of,
     start_tracker,

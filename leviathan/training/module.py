@@ -1,9 +1,9 @@
 """The thin LightningModule around a Leviathan/Dense language model.
 
-It owns the loss, AdamW (param groups from the model: no decay on norms, gains, codebooks,
-biases), the learning-rate schedule (schedule.py), gradient clipping (done here so the
-pre-clip norm is logged) and the non-finite guard. Validation, logging and checkpoints live in
-callbacks.py.
+It owns the loss, AdamW (param groups from the model: one weight-decay rule by parameter
+role for every arm, leviathan/models/roles.py), the learning-rate schedule (schedule.py),
+gradient clipping (done here so the pre-clip norm is logged) and the non-finite guard.
+Validation, logging and checkpoints live in callbacks.py.
 """
 
 from __future__ import annotations
