@@ -244,20 +244,22 @@ def test_hydra_config_store_schema():
 
 
 @pytest.mark.parametrize("n,ahead", [(0, 1), (5, 1), (40, 3), (60, 8)])
-def test_state_of_an_earlier_batch_for_prefetching_trainers(small_corpus, n, ahead):
+def test_exact_resume_under_a_prefetching_trainer(small_corpus, n, ahead):
+    """The trainer fetched `ahead` batches it has not trained on: the batch wrapper keeps them
+    and the stream's own state is its current one (no undo log in the hot loop)."""
+    from leviathan.training.batches import ResumableBatches
+
     cfg = _cfg(small_corpus, shuffle_buffer=24)
     ref = _take(build_train_stream(cfg, batch_size=4), n + 6)
-    s = build_train_stream(cfg, batch_size=4)
+    s = ResumableBatches(build_train_stream(cfg, batch_size=4))
     it = iter(s)
-    for _ in range(n + ahead):  # the trainer fetched `ahead` batches it has not trained on
-        next(it)
-    state = s.state_dict(batches=n)
-    assert state["batches"] == n
-    fresh = build_train_stream(cfg, batch_size=4)
+    for b in [next(it) for _ in range(n + ahead)][:n]:
+        s.consume(b)
+    state = s.state_dict()
+    assert state["stream"]["batches"] == n + ahead and len(state["pending"]) == ahead
+    fresh = ResumableBatches(build_train_stream(cfg, batch_size=4))
     fresh.load_state_dict(state)
     assert all(torch.equal(a, b) for a, b in zip(_take(fresh, 6), ref[n:], strict=True))
-    with pytest.raises(DataError, match="not available"):
-        s.state_dict(batches=n + ahead - 9)
     it.close()
 
 
@@ -295,19 +297,21 @@ def test_worker_processes_merge_sub_streams_in_turn(corpus, rank, world_size):
 def test_exact_resume_with_worker_processes(small_corpus, n, ahead):
     cfg = _cfg(small_corpus, shuffle_buffer=24, num_workers=2)
     ref = _take(build_train_stream(cfg, batch_size=4), n + 6)
-    s = build_train_stream(cfg, batch_size=4)
+    from leviathan.training.batches import ResumableBatches
+
+    s = ResumableBatches(build_train_stream(cfg, batch_size=4))
     it = iter(s)
-    for _ in range(n + ahead):
-        next(it)
+    for b in [next(it) for _ in range(n + ahead)][:n]:
+        s.consume(b)
     buf = io.BytesIO()
-    torch.save(s.state_dict(batches=n), buf)
+    torch.save(s.state_dict(), buf)
     it.close()
-    fresh = build_train_stream(cfg, batch_size=4)
+    fresh = ResumableBatches(build_train_stream(cfg, batch_size=4))
     fresh.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
     assert all(torch.equal(a, b) for a, b in zip(_take(fresh, 6), ref[n:], strict=True))
     with pytest.raises(DataError, match="num_workers: 2 != 0"):
         build_train_stream(dict(cfg, num_workers=0), batch_size=4).load_state_dict(
-            s.state_dict())
+            s.stream.state_dict())
 
 
 def test_no_validation_when_val_tokens_is_zero(corpus):
