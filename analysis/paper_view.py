@@ -70,7 +70,7 @@ def bootstrap_dense(dense: pd.DataFrame, fit: PowerLaw, cfg: FitConfig, rng, x: 
                             np.full(len(theta), fit.b)])
 
 
-def fit_ln(res: FamilyResult, dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitConfig, rng):
+def fit_ln(res: FamilyResult, dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitConfig, rng):  # noqa: C901 - one branch per optional column of the paper's table
     fit = fit_power_law(dense["params"], dense["loss"], b=cfg.b, delta=cfg.delta)
     res.dense = fit
     samples = bootstrap_dense(dense, fit, cfg, rng)

@@ -79,7 +79,7 @@ def flag(value) -> float:
     return math.nan
 
 
-def finalize(table: pd.DataFrame, params_kind: str = "total", source: str = "runs"
+def finalize(table: pd.DataFrame, params_kind: str = "total", source: str = "runs"  # noqa: C901 - one normalisation per MLflow field a run may lack
              ) -> pd.DataFrame:
     """Choose N (`params_kind`: total | body), normalise arms, and fill the exclusion reasons.
 

@@ -39,7 +39,7 @@ def _top_budget(runs: pd.DataFrame, top: pd.Series, tol: float) -> pd.Series:
     return ~short.fillna(False).astype(bool)
 
 
-def analyse_family(family: str, usable: pd.DataFrame, table: pd.DataFrame, runs: Runs,
+def analyse_family(family: str, usable: pd.DataFrame, table: pd.DataFrame, runs: Runs,  # noqa: C901 - the family's steps in order; each skips what its columns lack
                    cfg: FitConfig, rng) -> FamilyResult:
     res = FamilyResult(family)
     fam = usable[usable["family"] == family]

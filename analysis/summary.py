@@ -82,7 +82,7 @@ def _ci(lo, hi, digits=3) -> str:
     return f" [{lo:.{digits}g}, {hi:.{digits}g}]"
 
 
-def summary_md(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
+def summary_md(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],  # noqa: C901 - one optional section per table the fit produced
                table: pd.DataFrame) -> str:
     pct = f"{cfg.level:.0%}"
     out = [f"# Scaling fit: {runs.sweep or runs.source}", "",

@@ -72,7 +72,7 @@ def loss_at(history: pd.DataFrame, tokens: float) -> float:
     return float(np.interp(np.log(tokens), np.log(np.maximum(t, 1e-300)), h["loss"].to_numpy()))
 
 
-def multiplier_vs_tokens(points: pd.DataFrame, dense: pd.DataFrame, lev: pd.DataFrame,
+def multiplier_vs_tokens(points: pd.DataFrame, dense: pd.DataFrame, lev: pd.DataFrame,  # noqa: C901 - per-run curve edge cases (too short, never reached)
                          b: float, delta: float, merge: bool = False) -> pd.DataFrame | None:
     """One row per (Leviathan lineage, point) with N_eff(t); None without enough curves.
 

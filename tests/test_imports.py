@@ -87,3 +87,16 @@ def test_analysis_imports_leviathan_never_the_reverse():
     bad = sorted(m for m, deps in graph.items() if m.startswith("leviathan")
                  and any(d.startswith("analysis") for d in deps))
     assert not bad, f"leviathan modules importing analysis: {bad}"
+
+
+def test_lint_and_complexity():
+    """ruff (pyproject: pycodestyle, pyflakes, isort, bugbear, pyupgrade and C901 at complexity
+    10; each function over it carries a one-line reason) is clean over the whole tree."""
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    out = subprocess.run([ruff, "check", "--output-format", "concise", str(REPO)], cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:]

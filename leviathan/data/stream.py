@@ -109,7 +109,7 @@ class StreamTrainStream(torch.utils.data.IterableDataset):
         finally:
             del it  # shuts the worker processes down
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[torch.Tensor]:  # noqa: C901 - the hot loop, kept inline (no per-window call overhead)
         slots, n_slots = self._slots()
         if self.slot is not None and self.slot != [slots, n_slots]:
             raise DataError(f"stream state belongs to slots {self.slot}, iterated as "

@@ -158,7 +158,7 @@ class ModelConfig:
         self._validate_lev()
         return self
 
-    def _validate_lev(self) -> None:
+    def _validate_lev(self) -> None:  # noqa: C901 - flat independent value checks, each naming its key
         lev = self.lev
         _choice("model.lev.form", lev.form, LEV_FORMS)
         for key in ("k", "d_seed", "n_modes", "order", "grid_size", "hidden", "table_chunk",

@@ -74,7 +74,7 @@ def _bad(key: str, msg: str) -> LauncherError:
     return LauncherError(f"launcher.{key}: {msg}")
 
 
-def validate(cfg: LauncherConfig) -> LauncherConfig:
+def validate(cfg: LauncherConfig) -> LauncherConfig:  # noqa: C901 - flat independent value checks, each naming its key
     """Check types and ranges; every error names the `launcher.<key>`."""
     ints = {"signal_delay_s": 0, "max_num_timeout": 0, "tasks_per_node": 1, "gpus_per_node": 0}
     if isinstance(cfg, LocalLauncherConfig):

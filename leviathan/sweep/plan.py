@@ -146,7 +146,7 @@ class _Context:
     checked_data: set[str] = field(default_factory=set)
 
 
-def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:
+def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:  # noqa: C901 - one run's overrides: arm, size, LR, schedule, branch, each optional
     """One run: composed, counted, its ladder rules applied, validated, costed."""
     from omegaconf import OmegaConf
 

@@ -68,7 +68,7 @@ class TrainerConfig:
     peak_flops: float | None = None  # peak FLOP/s of one device for MFU (null: MFU not logged,
     #   FLOP/s is)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # noqa: C901 - flat independent value checks, each naming its key
         def bad(key: str, msg: str) -> TrainConfigError:
             return TrainConfigError(f"trainer.{key}: {msg}")
 
