@@ -80,23 +80,21 @@ def test_lev_paths_are_timed_for_leviathan_arms(tmp_path, capsys):
 
 @pytest.mark.parametrize("spec", ["v1/421M", "v2/1.2B", "debug@isobody", "smoke/13M"])
 def test_shapes_are_what_hydra_composes(spec):
-    from hydra import compose, initialize_config_dir
+    from leviathan.config import compose
 
     shape, grid = split_shape(spec)
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        for arm, overrides in grid_arms(grid).items():
-            cfg = compose("train", overrides=[f"model={shape}", *overrides])
-            assert arm_config(spec, arm) == resolve_model_config(cfg.model), (spec, arm)
+    for arm, overrides in grid_arms(grid).items():
+        cfg = compose("train", [f"model={shape}", *overrides])
+        assert arm_config(spec, arm) == resolve_model_config(cfg.model), (spec, arm)
 
 
 def test_trainer_defaults_are_what_hydra_composes():
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from leviathan.bench.shapes import conf_node
+    from leviathan.config import compose
 
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        composed = OmegaConf.to_container(compose("train", overrides=["trainer=gpu"]).trainer)
+    composed = OmegaConf.to_container(compose("train", ["trainer=gpu"]).trainer)
     assert conf_node("trainer", "gpu") == composed
 
 
@@ -113,21 +111,17 @@ def test_shape_errors_name_the_file():
 def test_sweep_estimate_uses_measured_mfu_where_it_exists(tmp_path, capsys):
     """bench gpu (CPU, the smoke grid's 13M Dense arm) writes the results; the smoke grid's plan
     takes that run's MFU from them, says where from, and assumes sweep.mfu for the rest."""
-    from hydra import compose, initialize_config_dir
-
     from leviathan.bench.__main__ import main
-    from leviathan.sweep.grid import register_configs
+    from leviathan.config import compose
     from leviathan.sweep.plan import format_plan, make_plan
 
     out = tmp_path / "sweeps" / "bench_gpu.json"
     assert main(["gpu", *CPU_ARGS, "--shapes", "smoke/13M", "--arms", "dense",
                  "--peak-flops", "1e9", "--out", str(out)]) == 0
     fps = json.loads(out.read_text())["shapes"]["custom/13M"]["dense"]["flops_per_s"]
-    register_configs()
     overrides = ["+grid=smoke", f"paths.root_dir={tmp_path}"]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="sweep", overrides=overrides)
-        plan = make_plan(cfg, overrides, tmp_path)
+    cfg = compose("sweep", overrides)
+    plan = make_plan(cfg, overrides, tmp_path)
     peak = float(cfg.sweep.peak_flops)
     for r in plan.runs:
         measured = (r.size, r.arm) == ("13M", "dense")
@@ -137,7 +131,6 @@ def test_sweep_estimate_uses_measured_mfu_where_it_exists(tmp_path, capsys):
     assert f"read from {out}" in text and "for 1 of 6 runs" in text and "sweep.mfu=0.4" in text
     # without the file: the assumption throughout, and the plan says so
     out.unlink()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        plan = make_plan(cfg, overrides, tmp_path)
+    plan = make_plan(cfg, overrides, tmp_path)
     assert {r.mfu for r in plan.runs} == {0.4}
     assert "MFU assumed: sweep.mfu=0.4" in format_plan(plan)

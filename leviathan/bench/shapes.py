@@ -1,11 +1,12 @@
 """Model configs of a named size and a grid's arms (and trainer options), read from conf/
 without Hydra.
 
-`bench gpu` must run on a GPU box that has torch and this package but maybe not Hydra, so it
-reads the same YAML files Hydra composes, in the one pattern they use: an option file
-(conf/<group>/<name>.yaml, whose defaults list names other options of the same group) over
-those, then for a model the `model.*` overrides of one arm of a grid (conf/grid/<grid>.yaml
-`arms`). tests/test_bench_gpu.py checks the result against Hydra's own composition.
+`bench gpu` must run on a GPU box that has torch and this package but maybe not Hydra or
+OmegaConf, so it reads the same YAML files Hydra composes, in the one pattern they use: an
+option file (conf/<group>/<name>.yaml, whose defaults list names the group's `schema`, i.e. the
+dataclass defaults, or other options of the same group) over those, then for a model the
+`model.*` overrides of one arm of a grid (conf/grid/<grid>.yaml `arms`).
+tests/test_bench_gpu.py checks the result against Hydra's own composition.
 
     "v1/421M"            -> the isoparametric grid's arms (the v1 family)
     "v2/1.2B"            -> the decoupled grid's arms (the v2 family)
@@ -14,17 +15,20 @@ those, then for a model the `model.*` overrides of one arm of a grid (conf/grid/
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from leviathan.configdoc import CONF
 from leviathan.models.accounting import resolve_model_config
-from leviathan.models.config import ModelConfig
+from leviathan.models.config import LevConfig, ModelConfig
+from leviathan.schema import conf_dir
+from leviathan.training.config import TrainerConfig
 
 GRID_OF_LADDER = {"v1": "isoparametric", "v2": "decoupled", "smoke": "smoke"}
+SCHEMAS = {"model": ModelConfig, "trainer": TrainerConfig}  # leviathan.config.register_schemas
 
 
 class _Loader(yaml.SafeLoader):
@@ -59,16 +63,33 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively (what OmegaConf.to_container gives)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def schema_defaults(group: str) -> dict[str, Any]:
+    """The `<group>/schema` node: the group's dataclass with every default."""
+    if group not in SCHEMAS:
+        raise ShapeError(f"conf/{group}: bench gpu reads only the groups {', '.join(SCHEMAS)}")
+    return _plain(dataclasses.asdict(SCHEMAS[group]()))
+
+
 def conf_node(group: str, name: str) -> dict[str, Any]:
-    """conf/<group>/<name>.yaml over its defaults (options of the same group, listed before
-    _self_), as Hydra composes it."""
-    node = _read(CONF / group / f"{name}.yaml")
+    """conf/<group>/<name>.yaml over its defaults (the group's schema or other options of the
+    same group, listed before _self_), as Hydra composes it."""
+    node = _read(conf_dir() / group / f"{name}.yaml")
     out: dict[str, Any] = {}
     for entry in node.pop("defaults", []):
         if entry == "_self_":
             continue
         parent = str(entry).split("@", 1)[0].removeprefix(f"/{group}/")
-        out = _merge(out, conf_node(group, parent))
+        out = _merge(out, schema_defaults(group) if parent == "schema"
+                     else conf_node(group, parent))
     return _merge(out, node)
 
 
@@ -85,9 +106,9 @@ def split_shape(spec: str) -> tuple[str, str]:
 
 def grid_arms(grid: str) -> dict[str, list[str]]:
     """The arms of conf/grid/<grid>.yaml: arm name -> its overrides."""
-    arms = _read(CONF / "grid" / f"{grid}.yaml").get("arms")
+    arms = _read(conf_dir() / "grid" / f"{grid}.yaml").get("arms")
     if not isinstance(arms, dict) or not arms:
-        raise ShapeError(f"{CONF / 'grid' / f'{grid}.yaml'}: no `arms` mapping")
+        raise ShapeError(f"{conf_dir() / 'grid' / f'{grid}.yaml'}: no `arms` mapping")
     return arms
 
 
@@ -108,4 +129,5 @@ def arm_config(spec: str, arm: str) -> ModelConfig:
         for p in parts[1:-1]:
             target = target.setdefault(p, {})
         target[parts[-1]] = load_yaml(value)
-    return resolve_model_config(node)
+    lev = LevConfig(**node.pop("lev", {}))
+    return resolve_model_config(ModelConfig(**node, lev=lev))  # plain dataclasses: no OmegaConf

@@ -12,17 +12,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+HIST_STATE = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "failed",
+              "RUNNING": "running", "SCHEDULED": "queued"}
 
 
-def collect(sweep_dir: Path, tracking_uri: str | None = None) -> list[dict[str, Any]]:
-    """One row per planned run: run, pair, arm, size, state, job, tokens_seen, tokens, val_loss."""
+def collect(sweep_dir: Path, tracking_uri: str | None = None,
+            experiment: str | None = None) -> list[dict[str, Any]]:
+    """One row per planned run: run, pair, arm, size, state, job, tokens_seen, tokens, val_loss.
+
+    `tracking_uri`/`experiment` default to what the sweep's runs were configured with."""
     import pandas as pd
     import yaml
 
-    from leviathan.sweep import mlflow_runs as mr
-    from leviathan.sweep.launch import _job_handles
-    from leviathan.sweep.launcher import job_states
+    from leviathan.sweep.launcher import job_states, load_jobs
+    from leviathan.tracking import runs as tr
 
     manifest_path = sweep_dir / "manifest.json"
     if not manifest_path.exists():
@@ -32,16 +35,21 @@ def collect(sweep_dir: Path, tracking_uri: str | None = None) -> list[dict[str, 
     plan = pd.read_csv(sweep_dir / "plan.csv")
     runs = list(plan["run"])
     first_cfg = yaml.safe_load((sweep_dir / manifest["runs"][runs[0]]["config"]).read_text())
-    uri = tracking_uri or first_cfg["tracking"]["uri"]
-    handles = _job_handles(manifest, runs)
+    recorded = first_cfg["tracking"]["uri"]
+    uri = tracking_uri or recorded
+    if uri != recorded:
+        print(f"note: the sweep's runs were configured with tracking.uri={recorded}; reading "
+              f"{uri}", file=sys.stderr)
+    handles = load_jobs(manifest.get("jobs", {}), runs)
     launcher_state = dict(zip(handles, job_states(list(handles.values())), strict=True))
 
     by_name: dict[str, Any] = {}
     try:
-        c = mr.client(uri)
-        exp = mr.experiment_id(c, first_cfg["tracking"]["experiment"], create=False)
-        for r in (mr.training_runs(c, exp, manifest["sweep"]) if exp else []):
-            name = r.data.tags.get("mlflow.runName") or r.info.run_name
+        c = tr.client(uri)
+        exp = tr.experiment_id(c, experiment or first_cfg["tracking"]["experiment"],
+                               create=False)
+        for r in (tr.training_runs(c, exp, manifest["sweep"]) if exp else []):
+            name = r.data.tags.get(tr.Tag.RUN_NAME) or r.info.run_name
             by_name.setdefault(name, r)  # newest first
         reachable = True
     except Exception:  # noqa: BLE001 - show launcher states even when MLflow is down
@@ -49,11 +57,9 @@ def collect(sweep_dir: Path, tracking_uri: str | None = None) -> list[dict[str, 
     rows = []
     for rec in plan.to_dict("records"):
         r = by_name.get(rec["run"])
-        hist_state = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "failed",
-                      "RUNNING": "running", "SCHEDULED": "queued"}
         state = launcher_state.get(rec["run"])
         if r is not None and (state is None or state in ("finished", "unknown")):
-            state = hist_state.get(r.info.status, state)
+            state = HIST_STATE.get(r.info.status, state)
         m = r.data.metrics if r is not None else {}
         rows.append({
             "run": rec["run"], "pair": rec["pair"], "arm": rec["arm"], "size": rec["size"],
@@ -68,6 +74,27 @@ def collect(sweep_dir: Path, tracking_uri: str | None = None) -> list[dict[str, 
         print(f"warning: MLflow at {uri} is not reachable; states come from the launcher only",
               file=sys.stderr)
     return rows
+
+
+def environments(sweep_dir: Path, tracking_uri: str | None = None,
+                 experiment: str | None = None) -> list[str]:
+    """Whether the sweep's runs ran on one environment and, if not, which packages differ
+    (nothing when MLflow cannot be reached: `collect` has said so)."""
+    import yaml
+
+    from leviathan.tracking import runs as tr
+    from leviathan.tracking.environment import sweep_report
+    from leviathan.tracking.server import is_up
+
+    manifest = json.loads((sweep_dir / "manifest.json").read_text())
+    first = next(iter(manifest["runs"].values()))
+    trk = yaml.safe_load((sweep_dir / first["config"]).read_text())["tracking"]
+    uri = tracking_uri or trk["uri"]
+    if uri.startswith("http") and not is_up(uri):
+        return []
+    c = tr.client(uri)
+    exp = tr.experiment_id(c, experiment or trk["experiment"], create=False)
+    return sweep_report(c, tr.training_runs(c, exp, manifest["sweep"]) if exp else [])
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
@@ -87,17 +114,26 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m leviathan.sweep.status", description=__doc__)
-    ap.add_argument("sweep", help="sweep name (folder under --sweeps-dir)")
-    ap.add_argument("--sweeps-dir", default=str(REPO / "sweeps"))
-    ap.add_argument("--tracking-uri", default=None, help="default: the runs' tracking.uri")
+    ap.add_argument("sweep", help="sweep name (its folder under paths.sweeps_dir)")
+    ap.add_argument("overrides", nargs="*", help="config overrides, as for the sweep command "
+                    "(e.g. tracking.uri=http://host:5000 paths.root_dir=/proj)")
+    ap.add_argument("--sweeps-dir", default=None, help="shortcut for paths.sweeps_dir")
+    ap.add_argument("--tracking-uri", default=None, help="shortcut for tracking.uri")
     ap.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = ap.parse_args(argv)
+    from leviathan.config import compose
+
+    cfg = compose("sweep", args.overrides)
+    sweeps_dir = Path(args.sweeps_dir or str(cfg.paths.sweeps_dir))
+    uri, experiment = args.tracking_uri or str(cfg.tracking.uri), str(cfg.tracking.experiment)
     try:
-        rows = collect(Path(args.sweeps_dir) / args.sweep, args.tracking_uri)
+        rows = collect(sweeps_dir / args.sweep, uri, experiment)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(rows, indent=1) if args.json else format_rows(rows))
+    if not args.json:
+        print("\n".join(["", *environments(sweeps_dir / args.sweep, uri, experiment)]))
     return 0
 
 

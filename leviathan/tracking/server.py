@@ -115,7 +115,10 @@ def start_server(
     uri = f"http://{host}:{port}"
     log_path = store / f"server-{port}.log"
     cmd = server_command(store, host, port, backend_uri)
-    env = dict(os.environ, MLFLOW_HOME=str(store))
+    # MLflow 3 starts a pool of "huey" job-runner processes for its GenAI jobs; tracking needs
+    # none of them (a dozen processes less per server: faster start, less memory)
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ,
+           "MLFLOW_HOME": str(store)}
     log = open(log_path, "ab")  # noqa: SIM115 - the child process owns it
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)

@@ -1,8 +1,9 @@
 """The thin LightningModule around a Leviathan/Dense language model.
 
-Its loss, AdamW (param groups from the model: no decay on norms, gains, codebooks, biases),
-gradient clipping (done here so the pre-clip norm is logged) and non-finite guard are the plain
-torch pieces of step.py, which the benches run too; the warm-up + cosine schedule is
+Its loss (trainer.loss_impl: the lean chunked head + loss by default), AdamW (param groups
+from the model: one weight-decay rule by parameter role for every arm, leviathan/models/roles.py),
+gradient clipping (done here so the pre-clip norm is logged) and the non-finite guard are the
+plain torch pieces of step.py, which the benches run too; the learning-rate schedule is
 schedule.py. Validation, logging and checkpoints live in callbacks.py.
 """
 
@@ -58,9 +59,20 @@ class LanguageModelModule(pl.LightningModule):
         self.last = {"train/loss": loss, "grad_norm": norm,
                      "lr": optimizer.param_groups[0]["lr"]}
 
+    def on_train_start(self) -> None:
+        # The restored optimizer holds the LR of the run it came from; a WSD-S branch starting
+        # from its main run's snapshot must use its own schedule from its first step on.
+        for config in self.trainer.lr_scheduler_configs:
+            sched = config.scheduler
+            for group, base, fn in zip(sched.optimizer.param_groups, sched.base_lrs,
+                                       sched.lr_lambdas, strict=True):
+                group["lr"] = base * fn(sched.last_epoch)
+
     def configure_optimizers(self):
         opt = make_optimizer(self.model, self.tc)
         sched = build_scheduler(opt, lr=self.tc.lr, min_lr=self.tc.min_lr,
                                 warmup_steps=self.plan.warmup_steps,
-                                total_steps=self.plan.max_steps)
+                                total_steps=self.plan.max_steps, schedule=self.tc.schedule,
+                                cooldown_fraction=self.tc.cooldown_fraction,
+                                cooldown_shape=self.tc.cooldown_shape)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
