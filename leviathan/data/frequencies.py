@@ -2,9 +2,10 @@
 
 - prepared: the index's counts over the whole training split (written by `prepare`);
 - stream: counted over the first `data.freq_tokens` target tokens of the canonical training
-  stream, or one pass over it if the corpus is smaller (rank 0 of 1, the config's own order and shuffle buffer), once, and cached in
-  `data.freq_cache_dir` under a key made of the data config and the stream's fingerprint, so a
-  sweep counts once per corpus and every run of it buckets tokens identically.
+  stream, or one pass over it if the corpus is smaller (rank 0 of 1, the config's own order
+  and shuffle buffer), once, and cached in `data.freq_cache_dir` under a key made of the data
+  config and the stream's fingerprint, so a sweep counts once per corpus and every run of it
+  buckets tokens identically.
 """
 
 from __future__ import annotations
