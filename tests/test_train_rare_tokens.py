@@ -30,5 +30,6 @@ def test_streaming_run_logs_quantile_buckets(tmp_path, data_dir, mlflow_server):
     assert list((tmp_path / "counts").glob("counts-*-4000.npy"))  # counted once, cached
     # rarest first: the smallest training count in each decile never falls (4 steps teach the
     # model too little for the losses themselves to be ordered yet)
-    edges = [e for n, e in zip(names, summary["buckets"]["lower_count_edges"], strict=True) if n in logged]
+    edges = [e for n, e in zip(names, summary["buckets"]["lower_count_edges"], strict=True)
+             if n in logged]
     assert edges == sorted(edges) and edges[0] < edges[-1], edges
