@@ -12,6 +12,9 @@ was interrupted resumes from its last checkpoint (every steps/6) when the comman
 
 from __future__ import annotations
 
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
 FORMS = ("blocks", "khronos")
 
 
@@ -27,7 +30,6 @@ def base_overrides(steps: int, seq_len: int, seed: int) -> list[str]:
 
 
 def compose(overrides: list[str]):
-    """The train config as `python -m leviathan.train` composes it (schemas, conf/local)."""
     from leviathan.config import compose as compose_config
 
     return compose_config("train", overrides)
