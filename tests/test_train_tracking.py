@@ -12,8 +12,9 @@ import threading
 
 import pytest
 
+from leviathan.tracking.outbox import JOURNAL_FILE
+from leviathan.tracking.run_tracker import RunTracker
 from leviathan.tracking.server import free_port
-from leviathan.training.mlflow_logger import RunTracker
 
 pytestmark = pytest.mark.integration
 
@@ -79,11 +80,10 @@ class Proxy:
                     pass
 
 
-def _tracker(uri, tmp_path, **kw):
+def _tracker(uri, state_dir, **kw):
     kw = {"flush_every_s": 0.2, "retry_backoff_s": 0.2, "retry_max_backoff_s": 1.0,
-          "http_timeout_s": 2, "final_flush_timeout_s": 30.0,
-          "spill_path": tmp_path / "spill.jsonl", **kw}
-    return RunTracker(uri, "test-tracker", **kw)
+          "http_timeout_s": 2, "final_flush_timeout_s": 30.0, **kw}
+    return RunTracker(uri, "test-tracker", state_dir=state_dir, **kw)
 
 
 def _history(uri, run_id, key):
@@ -127,17 +127,17 @@ def test_blip_resume_and_spill(tmp_path, mlflow_server):
         proxy.down()
         tr3.log_metrics({"train/loss": 0.25}, step=12)
         assert not tr3.finish("KILLED")
-        assert (tmp_path / "spill.jsonl").exists()
+        assert (tmp_path / JOURNAL_FILE).exists()
         proxy.up()
         tr4 = _tracker(proxy.uri, tmp_path)
         tr4.start(run_id=run_id)
         assert tr4.finish("FINISHED")
-        assert not (tmp_path / "spill.jsonl").exists()
+        assert not (tmp_path / JOURNAL_FILE).exists()
         hist = _history(mlflow_server, run_id, "train/loss")
         assert [s for s, _ in hist] == list(range(1, 13)) and hist[-1] == (12, 0.25)
 
         # a run id this server does not know (a new server): a new run, not an endless retry
-        tr5 = _tracker(proxy.uri, tmp_path)
+        tr5 = _tracker(proxy.uri, tmp_path / "other")
         assert tr5.start(run_id="0" * 32, run_name="lost") not in (None, "0" * 32)
         assert tr5.finish("FINISHED")
     finally:

@@ -1,8 +1,10 @@
 """Start, find and check an MLflow tracking server.
 
-The platform logs over HTTP to one `mlflow server` (SQLite backend by default), so many
-concurrent jobs have a single writer. `ensure_local_server` starts one on loopback when nothing
-is listening there; `check_reachable` fails fast with a message that names the URI.
+The platform logs over HTTP to one `mlflow server` (SQLite backend by default; a cluster runs
+PostgreSQL with several workers, leviathan.tracking.service), so many concurrent jobs have a
+single writer. `ensure_local_server` starts one on loopback when nothing is listening there;
+`check_reachable` fails fast with a message that names the URI (the sweep driver uses it before
+submitting); `probe_at_start` is a job's gentler version.
 """
 
 from __future__ import annotations
@@ -60,6 +62,24 @@ def check_reachable(uri: str, timeout: float = 5.0, key: str = "tracking.uri") -
         time.sleep(0.25)
 
 
+def probe_at_start(uri: str, *, connect_timeout_s: float, start_timeout_s: float,
+                   say=print) -> bool:
+    """A training job's start: True when `uri` answers within connect_timeout_s. Otherwise
+    raise TrackingUnreachable when start_timeout_s is 0, else say that training starts anyway
+    (leviathan.tracking.run_tracker opens the run in the background) and return False."""
+    if start_timeout_s <= 0:
+        check_reachable(uri, timeout=connect_timeout_s)
+        return True
+    try:
+        check_reachable(uri, timeout=connect_timeout_s)
+        return True
+    except TrackingUnreachable as e:
+        say(f"{e}\nTraining starts anyway: params, tags and metrics wait in the run folder's "
+            f"outbox and the MLflow run is opened as soon as {uri} answers (tried for "
+            f"tracking.start_timeout_s={start_timeout_s:.0f}s).")
+        return False
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -93,12 +113,21 @@ def _mlflow_executable() -> list[str]:
     return [found] if found else [sys.executable, "-m", "mlflow"]
 
 
-def server_command(store: Path, host: str, port: int, backend_uri: str | None = None) -> list[str]:
+def server_command(store: Path, host: str, port: int, backend_uri: str | None = None,
+                   workers: int = 1) -> list[str]:
     """`mlflow server` over a store folder: SQLite backend (or `backend_uri`) + artifacts."""
     backend = backend_uri or f"sqlite:///{store / 'mlflow.db'}"
     return [*_mlflow_executable(), "server", "--backend-store-uri", backend,
             "--artifacts-destination", str(store / "artifacts"), "--serve-artifacts",
-            "--host", host, "--port", str(port), "--workers", "1"]
+            "--host", host, "--port", str(port), "--workers", str(workers)]
+
+
+def server_env(store: Path, **extra: str) -> dict[str, str]:
+    """The server's environment: MLFLOW_HOME in the store, and MLflow 3's GenAI job runner
+    (huey consumers: scorers, trace roll-ups; four more processes, ~1 GB) switched off, since
+    the platform never uses it."""
+    return dict(os.environ, MLFLOW_HOME=str(store), MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+                **extra)
 
 
 def start_server(
@@ -115,7 +144,7 @@ def start_server(
     uri = f"http://{host}:{port}"
     log_path = store / f"server-{port}.log"
     cmd = server_command(store, host, port, backend_uri)
-    env = dict(os.environ, MLFLOW_HOME=str(store))
+    env = server_env(store)
     log = open(log_path, "ab")  # noqa: SIM115 - the child process owns it
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)

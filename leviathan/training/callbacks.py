@@ -186,6 +186,8 @@ class StepCallback(pl.Callback):
     # --------------------------------------------------------------- checkpoints
     def save(self, trainer, pl_module) -> Path:
         """Write <run dir>/last.ckpt atomically (all ranks call; rank 0 writes)."""
+        if self.tracker is not None:
+            self.tracker.sync()  # the metrics of every step this checkpoint covers are on disk
         mine = {"data": pl_module.batches.state_dict(), "rng": rng_state()}
         gathered = _gather(mine, trainer.world_size)
         self._gathered = {"data": [g["data"] for g in gathered],

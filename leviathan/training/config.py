@@ -110,17 +110,22 @@ class TrackingConfig:
     experiment: str = "leviathan"  # experiment name
     parent_run_id: str | None = None  # sweep parent run (mlflow.parentRunId)
     connect_timeout_s: float = 5.0  # start-up reachability check
+    start_timeout_s: float = 900.0  # keep trying to open the run while training (0: fail at once)
     http_timeout_s: float = 10.0  # one HTTP request
     flush_every_s: float = 5.0  # background metric sends
+    heartbeat_every_s: float = 60.0  # `heartbeat` tag cadence (a dead job's run shows as lost)
     retry_backoff_s: float = 1.0  # first retry wait, doubling
     retry_max_backoff_s: float = 60.0  # retry wait cap
-    final_flush_timeout_s: float = 300.0  # final flush deadline before spilling to disk
+    final_flush_timeout_s: float = 300.0  # final flush deadline; the rest stays in the outbox
 
     def __post_init__(self) -> None:
         if not self.uri:
             raise TrainConfigError("tracking.uri: must be set (e.g. http://127.0.0.1:5000)")
         for f in fields(self):
-            if f.name.endswith("_s") and not getattr(self, f.name) > 0:
+            if f.name == "start_timeout_s":
+                if not self.start_timeout_s >= 0:
+                    raise TrainConfigError("tracking.start_timeout_s: must be >= 0")
+            elif f.name.endswith("_s") and not getattr(self, f.name) > 0:
                 raise TrainConfigError(f"tracking.{f.name}: must be > 0")
 
 

@@ -81,7 +81,7 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
                                 tags=tags_of(cfg, chash, fp, key),
                                 params=params_of(container, mcfg, plan))
         _log_yaml(tracker, run_dir, container)
-        say(f"MLflow run {tracker.run_id} at {trk.uri} (experiment {trk.experiment})")
+        say(tracker.describe())
 
     # ---- model, module, trainer (any failure from here on marks the MLflow run FAILED)
     preemption = PreemptionFlag()

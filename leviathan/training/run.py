@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from leviathan.tracking.outbox import TRACKING_FILES
 from leviathan.training.config import (
     TrainConfigError,
     config_hash,
@@ -75,7 +76,8 @@ def _say(rank: int):
 def train(cfg: Any) -> dict:
     """Train one model as `cfg` says; return the summary dict (also written to summary.json).
 
-    Raises TrainConfigError / ConfigError / DataError / TrackingUnreachable before building
+    Raises TrainConfigError / ConfigError / DataError (and TrackingUnreachable, only with
+    tracking.start_timeout_s=0: otherwise training starts without the server) before building
     anything, NonFiniteLoss when the loss diverges (MLflow run FAILED), and Preempted (a
     SystemExit) after the checkpoint a SIGTERM/SIGUSR1 asked for.
     """
@@ -89,7 +91,7 @@ def train(cfg: Any) -> dict:
         flops_per_token,
         resolve_model_config,
     )
-    from leviathan.tracking.server import check_reachable
+    from leviathan.tracking.server import probe_at_start
 
     # ---- 1. configs, data, tracking: all checked before any model exists
     try:
@@ -111,7 +113,8 @@ def train(cfg: Any) -> dict:
     rank = global_rank()
     say = _say(rank)
     if rank == 0:
-        check_reachable(trk.uri, timeout=trk.connect_timeout_s)
+        probe_at_start(trk.uri, connect_timeout_s=trk.connect_timeout_s,
+                       start_timeout_s=trk.start_timeout_s, say=say)
 
     n_params = count_params(mcfg).as_dict()
     plan = make_plan(tc, data_cfg.seq_len, n_params, flops_per_token(mcfg, data_cfg.seq_len))
@@ -130,13 +133,17 @@ def train(cfg: Any) -> dict:
         os.replace(run_dir, aside)
         run_dir.mkdir(parents=True)
     if fresh and rank == 0:
-        for name in ("last.ckpt", RUN_ID_FILE, SUMMARY_FILE):
+        for name in ("last.ckpt", RUN_ID_FILE, SUMMARY_FILE, *TRACKING_FILES):
             (run_dir / name).unlink(missing_ok=True)
     if rank == 0:
         write_atomic(hash_file, chash + "\n")
     summary_path = run_dir / SUMMARY_FILE
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
+        if rank == 0:  # what an outage kept from MLflow at the end (final status included)
+            from leviathan.tracking.sync import sync_run_dir
+
+            sync_run_dir(run_dir, uri=trk.uri, timeout_s=trk.connect_timeout_s)
         say(f"run {key} already finished (MLflow run {summary.get('run_id')}): {summary_path}")
         return summary
 
@@ -150,20 +157,13 @@ def train(cfg: Any) -> dict:
 
 
 def start_tracker(*, trk, run_dir: Path, key: str, tags: dict, params: dict):
-    """Create (or reopen, from <run dir>/mlflow_run_id) the MLflow run; rank 0 only."""
-    from leviathan.training.mlflow_logger import RunTracker
+    """Create (or reopen: the run folder keeps its id) the MLflow run; rank 0 only. Never waits
+    for the server: leviathan.tracking.run_tracker opens the run in the background if needed."""
+    from leviathan.tracking.run_tracker import RunTracker
 
-    tracker = RunTracker(trk.uri, trk.experiment, http_timeout_s=trk.http_timeout_s,
-                         flush_every_s=trk.flush_every_s, retry_backoff_s=trk.retry_backoff_s,
-                         retry_max_backoff_s=trk.retry_max_backoff_s,
-                         final_flush_timeout_s=trk.final_flush_timeout_s,
-                         spill_path=run_dir / "unsent_metrics.jsonl")
-    id_file = run_dir / RUN_ID_FILE
-    run_id = id_file.read_text().strip() if id_file.exists() else None
-    tracker.start(run_id=run_id, run_name=key, tags=tags, parent_run_id=trk.parent_run_id)
-    if tracker.run_id != run_id:  # new, or the old id is unknown to this server
-        write_atomic(id_file, tracker.run_id + "\n")
-    tracker.log_params(params)
+    tracker = RunTracker.from_config(trk, state_dir=run_dir)
+    tracker.start(run_name=key, tags=tags, parent_run_id=trk.parent_run_id, params=params,
+                  wait_s=trk.connect_timeout_s)
     return tracker
 
 

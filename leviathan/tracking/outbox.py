@@ -1,0 +1,154 @@
+"""A run's tracking state on disk, beside its checkpoints: which MLflow run it is, and every
+operation the server has not confirmed yet.
+
+    <run dir>/mlflow_run_id        the MLflow run id, once the server has answered
+    <run dir>/mlflow_run.json      identity: run_uid (an idempotency key, also the run's `run_uid`
+                                   tag), tracking uri, experiment, run name, tags, parent run
+    <run dir>/mlflow_outbox.jsonl  one JSON operation per line (params, tags, metrics, artifact,
+                                   status), appended before it is sent; emptied once all is sent
+    <run dir>/.mlflow_outbox.lock  flock held by the one process that sends this outbox
+
+Appends go to the OS at once (a killed process loses nothing); `sync()` makes them durable and
+is called before each checkpoint, so every metric of a step a checkpoint covers survives a node
+crash. A torn last line (a kill in mid-write) is skipped on reading. Locks use flock(2): on a
+shared file system it needs flock support (NFSv4 has it; Lustre needs `-o flock`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RUN_ID_FILE = "mlflow_run_id"
+IDENTITY_FILE = "mlflow_run.json"
+JOURNAL_FILE = "mlflow_outbox.jsonl"
+LOCK_FILE = ".mlflow_outbox.lock"
+TRACKING_FILES = (RUN_ID_FILE, IDENTITY_FILE, JOURNAL_FILE)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Outbox:
+    """The tracking files of one run folder (see the module docstring)."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.dir = Path(state_dir)
+        self.journal = self.dir / JOURNAL_FILE
+        self._fh = None  # append handle, while this process owns the outbox
+        self._lock_fh = None
+
+    # ------------------------------------------------------------ identity and run id
+    def identity(self) -> dict[str, Any] | None:
+        path = self.dir / IDENTITY_FILE
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def write_identity(self, ident: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.dir / IDENTITY_FILE, json.dumps(ident, indent=1, sort_keys=True))
+
+    def run_id(self) -> str | None:
+        path = self.dir / RUN_ID_FILE
+        rid = path.read_text().strip() if path.is_file() else ""
+        return rid or None
+
+    def write_run_id(self, run_id: str) -> None:
+        if self.run_id() != run_id:
+            _write_atomic(self.dir / RUN_ID_FILE, run_id + "\n")
+
+    # ------------------------------------------------------------ the journal
+    def load(self) -> list[dict[str, Any]]:
+        """The operations in the journal, oldest first (a torn or unreadable line is skipped)."""
+        if not self.journal.is_file():
+            return []
+        ops = []
+        lines = self.journal.read_bytes().split(b"\n")
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                ops.append(json.loads(line))
+            except ValueError:
+                where = "its last line (cut by a kill)" if i >= len(lines) - 2 else f"line {i + 1}"
+                log.warning("%s: skipped %s: not JSON", self.journal, where)
+        return ops
+
+    def pending_count(self) -> int:
+        """Lines in the journal (0 when absent): operations perhaps not on the server yet."""
+        if not self.journal.is_file():
+            return 0
+        with open(self.journal, "rb") as f:
+            return sum(1 for line in f if line.strip())
+
+    def rewrite(self, ops: list[dict[str, Any]]) -> None:
+        """Replace the journal by `ops` (atomically) and keep appending after them."""
+        self.close()
+        if not ops:
+            self.journal.unlink(missing_ok=True)
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.journal.with_name(f".{self.journal.name}.tmp")
+            with open(tmp, "w") as f:
+                f.writelines(json.dumps(op, separators=(",", ":")) + "\n" for op in ops)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.journal)
+
+    def append(self, op: dict[str, Any]) -> None:
+        if self._fh is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.journal, "a")  # noqa: SIM115 - kept open while we own it
+        self._fh.write(json.dumps(op, separators=(",", ":")) + "\n")
+        self._fh.flush()  # in the OS now: a killed process loses nothing
+
+    def sync(self) -> None:
+        """Make every appended operation durable (fsync): called before a checkpoint."""
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+    def clear(self) -> None:
+        """Everything was sent: remove the journal."""
+        self.close()
+        self.journal.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    # ------------------------------------------------------------ the sender's lock
+    def lock(self, timeout_s: float = 0.0) -> bool:
+        """Take the outbox's lock (waiting up to `timeout_s`); False when another process holds
+        it (a job still sending, or a concurrent `--sync`)."""
+        if self._lock_fh is not None:
+            return True
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fh = open(self.dir / LOCK_FILE, "a")  # noqa: SIM115 - held until unlock()
+        end = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock_fh = fh
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= end:
+                    fh.close()
+                    return False
+                time.sleep(0.2)
+
+    def unlock(self) -> None:
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None

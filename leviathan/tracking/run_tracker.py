@@ -1,0 +1,395 @@
+"""MLflow for a training job that never waits on, and never loses anything to, the server.
+
+`RunTracker` owns one MLflow run. Every operation (params, tags, metrics, artifacts, the final
+status) is appended to the run folder's outbox (leviathan.tracking.outbox) and queued; a writer
+thread sends the queue in order, with exponential backoff after a failure, so a network blip or
+a server restart never stops training and never loses a value.
+
+Training does not wait for the server at start. When it does not answer, training begins anyway
+and everything waits in the outbox while the writer keeps trying to open the run (create it, or
+find it again) for `start_timeout_s`; then params, tags and the buffered metrics follow, in
+order. Waiting before training instead would leave the allocation idle (after hours in the queue,
+perhaps) and, in a DDP job, hold the other ranks in their first collective on rank 0's network.
+If the server still has not answered after `start_timeout_s`, the writer stops trying and
+training still finishes; the outbox is sent by the next start of the run or by
+`python -m leviathan.sweep.status <sweep> --sync`. While the run is open, the writer sets its
+`heartbeat` tag every `heartbeat_every_s`, so a run left RUNNING by a dead job can be told apart.
+
+Nothing is written twice:
+- the run is created once: its `run_uid` tag (kept in the run folder) lets a retry, a resumed
+  attempt or a sync find a run whose creation answer was lost instead of creating another;
+- an opened run loads the (key, step) pairs the server holds; a metric for a pair already held
+  or queued is dropped, so the steps a resumed job recomputes after its checkpoint are not
+  logged again;
+- a batch re-sent after a lost answer carries the same timestamps, and MLflow's SQL store drops
+  exact duplicates.
+At the end the queue is sent within `final_flush_timeout_s`; what remains stays in the outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from leviathan.tracking.mlflow_ops import (
+    HEARTBEAT_TAG,
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_CHARS,
+    is_final,
+    open_run,
+    send_group,
+)
+from leviathan.tracking.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+HTTP_ENV = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+SYNC_HINT = "python -m leviathan.sweep.status <sweep> --sync"
+
+
+class OutboxBusy(RuntimeError):
+    """Another process (a running job, or a sync) is sending this run's outbox."""
+
+
+class RunTracker:
+    """One MLflow run, fed from an on-disk outbox by a writer thread."""
+
+    def __init__(self, uri: str, experiment: str, *, state_dir: str | Path | None = None,
+                 http_timeout_s: float = 10.0, flush_every_s: float = 5.0,
+                 retry_backoff_s: float = 1.0, retry_max_backoff_s: float = 60.0,
+                 final_flush_timeout_s: float = 300.0, start_timeout_s: float = 900.0,
+                 heartbeat_every_s: float = 60.0) -> None:
+        # One quick HTTP attempt per call: the retrying happens here, off the training thread.
+        # (MLflow reads these per request; the previous values come back in close().)
+        self._saved_env = {k: os.environ.get(k) for k in HTTP_ENV}
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, int(http_timeout_s)))
+        from mlflow.tracking import MlflowClient
+
+        self.uri, self.experiment = uri, experiment
+        self.client = MlflowClient(tracking_uri=uri)
+        self.outbox = Outbox(state_dir) if state_dir is not None else None
+        self.flush_every_s, self.backoff_s = flush_every_s, retry_backoff_s
+        self.max_backoff_s, self.final_flush_timeout_s = retry_max_backoff_s, final_flush_timeout_s
+        self.start_timeout_s, self.heartbeat_every_s = start_timeout_s, heartbeat_every_s
+        self.run_id: str | None = None
+        self._ident: dict[str, Any] = {}
+        self._known_id: str | None = None  # the run id to reopen (from the run folder)
+        self._attempt = True  # a training attempt (RUNNING, heartbeat), not a replay
+        self._ops: list[dict[str, Any]] = []  # queued operations, oldest first
+        self._claimed: dict[str, set[int]] = {}  # steps per key: on the server or queued
+        self._have_params: set[str] | None = None
+        self._pending_metrics = 0
+        self._sent_since_rewrite = 0
+        self._lock = threading.Lock()  # the queue, the claims and the journal
+        self._send_lock = threading.Lock()  # one sender at a time
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_deadline = 0.0
+        self._gave_up = False
+        self._last_beat = 0.0
+        self._head_since: float | None = None
+        self.failed_sends = 0  # sends that failed and were retried (observability, tests)
+        self.flush_ms: list[float] = []  # per metrics batch: first attempt -> stored (bench)
+
+    @classmethod
+    def from_config(cls, trk: Any, state_dir: str | Path) -> RunTracker:
+        """From a TrackingConfig (leviathan.training.config)."""
+        return cls(trk.uri, trk.experiment, state_dir=state_dir, http_timeout_s=trk.http_timeout_s,
+                   flush_every_s=trk.flush_every_s, retry_backoff_s=trk.retry_backoff_s,
+                   retry_max_backoff_s=trk.retry_max_backoff_s,
+                   final_flush_timeout_s=trk.final_flush_timeout_s,
+                   start_timeout_s=trk.start_timeout_s, heartbeat_every_s=trk.heartbeat_every_s)
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self, *, run_id: str | None = None, run_name: str | None = None,
+              tags: dict[str, Any] | None = None, parent_run_id: str | None = None,
+              params: dict[str, Any] | None = None, wait_s: float | None = None) -> str | None:
+        """Begin a training attempt: replay what an earlier attempt left in the outbox, queue
+        `params`, try to open the run (create it, or reopen `run_id` / the run folder's run) for
+        up to `wait_s` here (None: one try), then keep going in the writer thread.
+        Returns the run id, or None while the server does not answer."""
+        ob = self.outbox
+        if ob is not None and not ob.lock(timeout_s=60.0):
+            log.warning("%s: another process holds its outbox lock; sending anyway", ob.dir)
+        old = (ob.identity() if ob is not None else None) or {}
+        self._ident = {"run_uid": old.get("run_uid") or uuid.uuid4().hex, "uri": self.uri,
+                       "experiment": self.experiment, "run_name": run_name or old.get("run_name"),
+                       "tags": {k: str(v) for k, v in (tags or {}).items() if v is not None}
+                       or old.get("tags", {}),
+                       "parent_run_id": parent_run_id or old.get("parent_run_id")}
+        if ob is not None:
+            ob.write_identity(self._ident)
+        self._known_id = run_id or (ob.run_id() if ob is not None else None)
+        self._attempt = True
+        self._load_outbox(drop_status=True)  # an earlier attempt's final status is superseded
+        if params:
+            self.log_params(params)
+        self._start_deadline = time.monotonic() + self.start_timeout_s
+        self._try_open(wait_s or 0.0)
+        self._thread = threading.Thread(target=self._loop, name="mlflow-writer", daemon=True)
+        self._thread.start()
+        return self.run_id
+
+    def replay(self) -> bool:
+        """Send what an earlier process left in the outbox (no new attempt: the run's status is
+        not touched except by the operations themselves). True when all of it was sent;
+        OutboxBusy when a live process owns the outbox."""
+        ob = self.outbox
+        if ob is None or not ob.lock(timeout_s=0.0):
+            raise OutboxBusy(f"{ob.dir if ob else '?'}: its outbox is being sent by another "
+                             "process (a running job or a sync)")
+        ident = ob.identity()
+        if ident is None:
+            ob.unlock()
+            raise FileNotFoundError(f"{ob.dir}: outbox without mlflow_run.json: cannot tell "
+                                    "which MLflow run it belongs to")
+        self._ident, self._known_id, self._attempt = ident, ob.run_id(), False
+        self._load_outbox(drop_status=False)
+        return self.close()
+
+    def finish(self, status: str = "FINISHED") -> bool:
+        """Queue the final status and close; False when something is left in the outbox."""
+        self._enqueue({"op": "status", "s": status})
+        return self.close()
+
+    def close(self) -> bool:
+        """Stop the writer, send the queue within final_flush_timeout_s; what cannot be sent
+        stays in the outbox. True when everything was sent."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        ok = self.flush(deadline_s=self.final_flush_timeout_s)
+        ob = self.outbox
+        if ob is not None:
+            if ok:
+                ob.clear()
+            else:
+                ob.close()
+                log.error("MLflow %s unreachable: %d operations (%d metric values) of run %s kept "
+                          "in %s; sent by the next start of this run or `%s`", self.uri,
+                          len(self._ops), self._pending_metrics, self.run_id or "(not created)",
+                          ob.journal, SYNC_HINT)
+            ob.unlock()
+        elif not ok:
+            log.error("MLflow %s unreachable: %d metric values lost (no outbox)", self.uri,
+                      self._pending_metrics)
+        for k, v in self._saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        return ok
+
+    def describe(self) -> str:
+        if self.run_id:
+            return f"MLflow run {self.run_id} at {self.uri} (experiment {self.experiment})"
+        where = self.outbox.journal if self.outbox else "memory"
+        return (f"MLflow at {self.uri} is not answering yet: the run opens when it does; until "
+                f"then params, tags and metrics wait in {where}")
+
+    # ---------------------------------------------------------------- logging (never blocks)
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Params the run does not hold yet (a resumed run keeps its first values)."""
+        self._enqueue({"op": "params", "p": {k: str(v)[:MAX_PARAM_CHARS]
+                                             for k, v in params.items()}})
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        tags = {k: str(v) for k, v in tags.items() if v is not None}
+        if tags:
+            self._enqueue({"op": "tags", "t": tags})
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Queue metrics for `step` (non-finite values are skipped)."""
+        ms = int(time.time() * 1000)
+        vals = [[k, float(v), ms, int(step)] for k, v in metrics.items()
+                if math.isfinite(float(v))]
+        for i in range(0, len(vals), MAX_METRICS_PER_BATCH):
+            self._enqueue({"op": "metrics", "m": vals[i:i + MAX_METRICS_PER_BATCH]})
+        if self._pending_metrics >= MAX_METRICS_PER_BATCH:
+            self._wake.set()
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._enqueue({"op": "artifact", "path": str(Path(path).resolve()), "dir": artifact_path})
+
+    def sync(self) -> None:
+        """Make everything queued so far durable on disk (called before each checkpoint)."""
+        if self.outbox is not None:
+            with self._lock:
+                self.outbox.sync()
+
+    @property
+    def pending(self) -> int:
+        """Metric values not confirmed by the server yet."""
+        return self._pending_metrics
+
+    # ---------------------------------------------------------------- the queue
+    def _admit(self, op: dict[str, Any]) -> bool:
+        """Queue `op` (lock held); a metric whose (key, step) is held or queued is dropped."""
+        if op["op"] == "metrics":
+            keep = [m for m in op["m"] if m[3] not in self._claimed.get(m[0], ())]
+            if not keep:
+                return False
+            for m in keep:
+                self._claimed.setdefault(m[0], set()).add(m[3])
+            op = {"op": "metrics", "m": keep}
+            self._pending_metrics += len(keep)
+        self._ops.append(op)
+        return True
+
+    def _enqueue(self, op: dict[str, Any]) -> None:
+        with self._lock:
+            if self._admit(op) and self.outbox is not None:
+                self.outbox.append(self._ops[-1])
+
+    def _load_outbox(self, drop_status: bool) -> None:
+        ops = self.outbox.load() if self.outbox is not None else []
+        with self._lock:
+            for op in ops:
+                if not (drop_status and op.get("op") == "status"):
+                    self._admit(op)
+            if self.outbox is not None:
+                self.outbox.rewrite(self._ops)
+        if ops:
+            log.info("%s: %d operations from an earlier process queued again",
+                     self.outbox.journal, len(self._ops))
+
+    # ---------------------------------------------------------------- sending
+    def _open(self) -> None:
+        open_run(self)
+
+    def _send_next(self) -> bool:
+        """Send the head of the queue (consecutive metrics merged into one batch); False when
+        the server failed (the operation stays queued)."""
+        with self._lock:
+            if not self._ops:
+                return True
+            group = [self._ops[0]]
+            if group[0]["op"] == "metrics":
+                n = len(group[0]["m"])
+                for op in self._ops[1:]:
+                    if op["op"] != "metrics" or n + len(op["m"]) > MAX_METRICS_PER_BATCH:
+                        break
+                    group.append(op)
+                    n += len(op["m"])
+        kind = group[0]["op"]
+        if self._head_since is None:
+            self._head_since = time.monotonic()
+        try:
+            send_group(self, kind, group)
+        except Exception as e:  # noqa: BLE001 - any transport/server error is retried
+            if not is_final(e):
+                self.failed_sends += 1
+                log.warning("MLflow %s to %s failed (%s); kept for retry", kind, self.uri, e)
+                return False
+            log.error("MLflow %s refused by %s (%s): dropped", kind, self.uri, e)
+        if kind == "metrics":
+            self.flush_ms.append((time.monotonic() - self._head_since) * 1000)
+        self._head_since = None
+        with self._lock:
+            del self._ops[:len(group)]
+            if kind == "metrics":
+                self._pending_metrics -= sum(len(op["m"]) for op in group)
+            self._sent_since_rewrite += len(group)
+            if self.outbox is not None:
+                if not self._ops:
+                    self.outbox.clear()
+                    self._sent_since_rewrite = 0
+                elif self._sent_since_rewrite > max(1000, len(self._ops)):
+                    self.outbox.rewrite(self._ops)  # keep the journal near the queue's size
+                    self._sent_since_rewrite = 0
+        return True
+
+    def _drain_locked(self) -> bool:
+        """Open the run if needed, then send the whole queue (send lock held)."""
+        if self.run_id is None:
+            self._open()
+        while self._ops:
+            if not self._send_next():
+                return False
+        return True
+
+    def _try_open(self, wait_s: float) -> bool:
+        end = time.monotonic() + wait_s
+        wait = self.backoff_s
+        while True:
+            with self._send_lock:
+                try:
+                    self._open()
+                    return True
+                except Exception as e:  # noqa: BLE001
+                    if is_final(e) or time.monotonic() + wait > end:
+                        log.warning("MLflow %s: cannot open the run yet (%s)", self.uri, e)
+                        return False
+            time.sleep(wait)
+            wait = min(self.max_backoff_s, wait * 2)
+
+    def flush(self, deadline_s: float | None = None) -> bool:
+        """Send everything queued, retrying with backoff until `deadline_s` (default
+        flush_every_s) passes. True when the queue is empty."""
+        end = time.monotonic() + (deadline_s if deadline_s is not None else self.flush_every_s)
+        wait = self.backoff_s
+        while True:
+            with self._send_lock:
+                try:
+                    if self._drain_locked():
+                        return True
+                except Exception as e:  # noqa: BLE001 - opening failed
+                    if is_final(e):
+                        log.error("MLflow %s refused to open the run: %s", self.uri, e)
+                        return False
+            if time.monotonic() + wait > end:
+                return False
+            time.sleep(wait)
+            wait = min(self.max_backoff_s, wait * 2)
+
+    def _pump(self) -> bool:
+        """One round of the writer: open, send, heartbeat. False when the server failed."""
+        with self._send_lock:
+            if self.run_id is None and self._gave_up:
+                return True
+            try:
+                if not self._drain_locked():
+                    return False
+            except Exception as e:  # noqa: BLE001 - opening failed
+                if is_final(e) or time.monotonic() >= self._start_deadline:
+                    self._gave_up = True
+                    log.error("MLflow %s (tracking.uri) has not opened the run within "
+                              "tracking.start_timeout_s=%.0fs (%s): training goes on; everything "
+                              "stays in %s, sent by the next start of this run or `%s`",
+                              self.uri, self.start_timeout_s, e,
+                              self.outbox.journal if self.outbox else "memory", SYNC_HINT)
+                    return True
+                log.warning("MLflow %s not answering (%s); the run opens when it does",
+                            self.uri, e)
+                return False
+            if self._attempt and time.monotonic() - self._last_beat >= self.heartbeat_every_s:
+                self._last_beat = time.monotonic()
+                try:
+                    self.client.set_tag(self.run_id, HEARTBEAT_TAG, str(int(time.time())))
+                except Exception as e:  # noqa: BLE001 - the next beat tries again
+                    log.debug("heartbeat failed: %s", e)
+            return True
+
+    def _loop(self) -> None:
+        wait, backoff = 0.0, self.backoff_s
+        while not self._stop.is_set():
+            self._wake.wait(wait)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if self._pump():
+                backoff = self.backoff_s
+                beat_in = (self._last_beat + self.heartbeat_every_s - time.monotonic()
+                           if self.run_id else self.flush_every_s)
+                wait = max(0.05, min(self.flush_every_s, beat_in))
+            else:
+                wait, backoff = backoff, min(self.max_backoff_s, backoff * 2)
