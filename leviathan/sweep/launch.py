@@ -71,6 +71,8 @@ def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> int:
         submit_array,
         to_launcher_config,
     )
+    from leviathan.sweep.liveness import run_state
+    from leviathan.tracking.sync import sync_runs
 
     lcfg = to_launcher_config(cfg.launcher)
     folder = Path(str(cfg.launcher.folder)) / plan.name
@@ -89,17 +91,28 @@ def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> int:
     manifest = json.loads(manifest_path.read_text())
     manifest["parent_run_id"] = parent_id
     force = bool(plan.sweep.get("force"))
-    done = set() if force else mr.finished_hashes(mr.training_runs(c, exp, plan.name))
     handles = _job_handles(manifest, [r.run for r in plan.runs])
     active = dict(zip(handles, job_states(list(handles.values())), strict=True))
+    if not force:  # what ended jobs left in their outboxes (a finished run's status, too)
+        sync_runs({r.run: run_scratch_dir(r.config) for r in plan.runs
+                   if active.get(r.run) not in ("queued", "running")}, uri=uri, say=say)
+    train_runs = mr.training_runs(c, exp, plan.name)
+    done = set() if force else mr.finished_hashes(train_runs)
+    latest: dict[str, Any] = {}
+    for run in train_runs:  # newest first
+        latest.setdefault(run.data.tags.get("mlflow.runName") or run.info.run_name, run)
 
     todo, skipped = [], []
     for r in plan.runs:
+        state = run_state(active.get(r.run), latest.get(r.run))
         if r.config_hash in done:
             skipped.append((r.run, "finished"))
-        elif active.get(r.run) in ACTIVE and not force:
-            skipped.append((r.run, f"{active[r.run]} (job {manifest['jobs'][r.run]['job_id']})"))
+        elif state in ACTIVE and not force:
+            skipped.append((r.run, f"{state} (job {manifest['jobs'][r.run]['job_id']})"
+                            if r.run in manifest.get("jobs", {}) else state))
         else:
+            if state == "lost":
+                say(f"  resume {r.run}: lost (its job is gone, its MLflow run was left RUNNING)")
             todo.append(r)
     for run, why in skipped:
         say(f"  skip {run}: {why}")

@@ -1,7 +1,11 @@
-"""`python -m leviathan.sweep.status <sweep>`: each run's state, tokens seen and last val loss.
+"""`python -m leviathan.sweep.status <sweep> [--sync]`: each run's state, tokens seen, last val
+loss, and what its outbox still holds.
 
-States come from the launcher (submitit: local processes or SLURM) and from MLflow; the sweep's
-manifest (sweeps/<sweep>/manifest.json) says which job ran which run.
+States come from the launcher (submitit: local processes or SLURM) and from MLflow, read
+together by leviathan.sweep.liveness (`lost`: the job died and left its MLflow run RUNNING;
+`unsynced`: finished, final writes still in the outbox); the sweep's manifest
+(sweeps/<sweep>/manifest.json) says which job ran which run. `--sync` first sends what jobs left
+in their run folders' outboxes (leviathan.tracking.sync), skipping runs whose job is alive.
 """
 
 from __future__ import annotations
@@ -15,14 +19,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 
 
-def collect(sweep_dir: Path, tracking_uri: str | None = None) -> list[dict[str, Any]]:
-    """One row per planned run: run, pair, arm, size, state, job, tokens_seen, tokens, val_loss."""
+def _load(sweep_dir: Path) -> tuple[dict, Any, dict[str, dict]]:
+    """(manifest, plan table, {run: its resolved config})."""
     import pandas as pd
     import yaml
-
-    from leviathan.sweep import mlflow_runs as mr
-    from leviathan.sweep.launch import _job_handles
-    from leviathan.sweep.launcher import job_states
 
     manifest_path = sweep_dir / "manifest.json"
     if not manifest_path.exists():
@@ -30,11 +30,36 @@ def collect(sweep_dir: Path, tracking_uri: str | None = None) -> list[dict[str, 
                                 f"with `python -m leviathan.sweep +grid=<name>`)")
     manifest = json.loads(manifest_path.read_text())
     plan = pd.read_csv(sweep_dir / "plan.csv")
+    configs = {run: yaml.safe_load((sweep_dir / manifest["runs"][run]["config"]).read_text())
+               for run in plan["run"]}
+    return manifest, plan, configs
+
+
+def collect(sweep_dir: Path, tracking_uri: str | None = None, sync: bool = False,
+            say=print) -> list[dict[str, Any]]:
+    """One row per planned run: run, pair, arm, size, state, job, tokens_seen, tokens, val_loss,
+    unsent (operations waiting in its outbox), heartbeat_age_s."""
+    from leviathan.sweep import mlflow_runs as mr
+    from leviathan.sweep.launch import _job_handles, run_scratch_dir
+    from leviathan.sweep.launcher import job_states
+    from leviathan.sweep.liveness import heartbeat_age_s, run_state
+    from leviathan.tracking.outbox import Outbox
+
+    manifest, plan, configs = _load(sweep_dir)
     runs = list(plan["run"])
-    first_cfg = yaml.safe_load((sweep_dir / manifest["runs"][runs[0]]["config"]).read_text())
+    first_cfg = configs[runs[0]]
     uri = tracking_uri or first_cfg["tracking"]["uri"]
     handles = _job_handles(manifest, runs)
     launcher_state = dict(zip(handles, job_states(list(handles.values())), strict=True))
+    run_dirs = {run: run_scratch_dir(configs[run]) for run in runs}
+    if sync:
+        from leviathan.tracking.sync import sync_runs
+
+        alive = {r for r, st in launcher_state.items() if st in ("queued", "running")}
+        done = sync_runs({r: d for r, d in run_dirs.items() if r not in alive},
+                         uri=tracking_uri, say=say)
+        say(f"sync: {len(done)} run folder(s) had queued MLflow operations"
+            + (f"; skipped {len(alive)} with a live job (it sends its own)" if alive else ""))
 
     by_name: dict[str, Any] = {}
     try:
@@ -49,11 +74,7 @@ def collect(sweep_dir: Path, tracking_uri: str | None = None) -> list[dict[str, 
     rows = []
     for rec in plan.to_dict("records"):
         r = by_name.get(rec["run"])
-        hist_state = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "failed",
-                      "RUNNING": "running", "SCHEDULED": "queued"}
-        state = launcher_state.get(rec["run"])
-        if r is not None and (state is None or state in ("finished", "unknown")):
-            state = hist_state.get(r.info.status, state)
+        state = run_state(launcher_state.get(rec["run"]), r)
         m = r.data.metrics if r is not None else {}
         rows.append({
             "run": rec["run"], "pair": rec["pair"], "arm": rec["arm"], "size": rec["size"],
@@ -63,6 +84,8 @@ def collect(sweep_dir: Path, tracking_uri: str | None = None) -> list[dict[str, 
             "tokens_seen": int(m["tokens_seen"]) if "tokens_seen" in m else 0,
             "tokens": int(rec["tokens"]),
             "val_loss": m.get("final/val_loss", m.get("val/loss")),
+            "unsent": Outbox(run_dirs[rec["run"]]).pending_count(),
+            "heartbeat_age_s": round(heartbeat_age_s(r)) if r is not None else None,
         })
     if not reachable:
         print(f"warning: MLflow at {uri} is not reachable; states come from the launcher only",
@@ -82,6 +105,14 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     out.append("\n" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    unsent = [r["run"] for r in rows if r.get("unsent")]
+    if unsent:
+        out.append(f"{len(unsent)} run(s) hold MLflow writes in their outbox ({', '.join(unsent)})"
+                   ": sent when the run starts again, or now with --sync")
+    lost = [r["run"] for r in rows if r["state"] == "lost"]
+    if lost:
+        out.append(f"lost (job gone, MLflow run left RUNNING): {', '.join(lost)}; launching the "
+                   "sweep again resumes them into the same MLflow runs")
     return "\n".join(out)
 
 
@@ -91,9 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweeps-dir", default=str(REPO / "sweeps"))
     ap.add_argument("--tracking-uri", default=None, help="default: the runs' tracking.uri")
     ap.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    ap.add_argument("--sync", action="store_true",
+                    help="first send what dead or finished jobs left in their run folders' "
+                         "outboxes (to --tracking-uri, else the uri each run was started with)")
     args = ap.parse_args(argv)
     try:
-        rows = collect(Path(args.sweeps_dir) / args.sweep, args.tracking_uri)
+        say = (lambda m: print(m, file=sys.stderr)) if args.json else print
+        rows = collect(Path(args.sweeps_dir) / args.sweep, args.tracking_uri, sync=args.sync,
+                       say=say)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
