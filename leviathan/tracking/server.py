@@ -136,15 +136,22 @@ def start_server(
     port: int | None = None,
     backend_uri: str | None = None,
     timeout: float = 90.0,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
 ) -> LocalServer:
-    """Start `mlflow server` (SQLite store, or `backend_uri`) under `store_dir`; wait for it."""
+    """Start `mlflow server` (SQLite store, or `backend_uri`) under `store_dir`; wait for it.
+
+    A server bound to every interface (0.0.0.0) is probed, and named in the result, as
+    127.0.0.1. `env` adds to the server's environment, `extra_args` to its command line."""
     store = Path(store_dir).resolve()
     store.mkdir(parents=True, exist_ok=True)
-    port = port or free_port(host)
-    uri = f"http://{host}:{port}"
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    port = port or free_port(local)
+    uri = f"http://{local}:{port}"
     log_path = store / f"server-{port}.log"
-    cmd = server_command(store, host, port, backend_uri)
-    env = server_env(store)
+    cmd = server_command(store, host, port, backend_uri, workers=workers) + list(extra_args or [])
+    env = server_env(store, **(env or {}))
     log = open(log_path, "ab")  # noqa: SIM115 - the child process owns it
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)
