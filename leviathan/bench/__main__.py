@@ -9,6 +9,7 @@ import sys
 BENCHES = {
     "throughput": "leviathan.bench.throughput",  # Leviathan vs Dense training tokens/s
     "data": "leviathan.bench.data",  # raw tiktoken vs streaming vs prepared reader
+    "tracking": "leviathan.bench.tracking",  # N concurrent jobs' MLflow writers vs one server
 }
 
 

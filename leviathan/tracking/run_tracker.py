@@ -143,11 +143,13 @@ class RunTracker:
         OutboxBusy when a live process owns the outbox."""
         ob = self.outbox
         if ob is None or not ob.lock(timeout_s=0.0):
+            self._restore_env()
             raise OutboxBusy(f"{ob.dir if ob else '?'}: its outbox is being sent by another "
                              "process (a running job or a sync)")
         ident = ob.identity()
         if ident is None:
             ob.unlock()
+            self._restore_env()
             raise FileNotFoundError(f"{ob.dir}: outbox without mlflow_run.json: cannot tell "
                                     "which MLflow run it belongs to")
         self._ident, self._known_id, self._attempt = ident, ob.run_id(), False
@@ -182,12 +184,15 @@ class RunTracker:
         elif not ok:
             log.error("MLflow %s unreachable: %d metric values lost (no outbox)", self.uri,
                       self._pending_metrics)
+        self._restore_env()
+        return ok
+
+    def _restore_env(self) -> None:
         for k, v in self._saved_env.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        return ok
 
     def describe(self) -> str:
         if self.run_id:

@@ -115,11 +115,19 @@ def _mlflow_executable() -> list[str]:
 
 def server_command(store: Path, host: str, port: int, backend_uri: str | None = None,
                    workers: int = 1) -> list[str]:
-    """`mlflow server` over a store folder: SQLite backend (or `backend_uri`) + artifacts."""
+    """`mlflow server` over a store folder: SQLite backend (or `backend_uri`) + artifacts.
+
+    uvicorn's defaults do not suit many writers: an idle connection is closed after 5 s, the
+    writers' flush interval, so a send can race the close; and with several workers a worker
+    busy for 5 s misses the supervisor's health check and is killed with every request it holds.
+    """
     backend = backend_uri or f"sqlite:///{store / 'mlflow.db'}"
+    uvicorn = "--timeout-keep-alive 75" + (" --timeout-worker-healthcheck 60" if workers > 1
+                                           else "")
     return [*_mlflow_executable(), "server", "--backend-store-uri", backend,
             "--artifacts-destination", str(store / "artifacts"), "--serve-artifacts",
-            "--host", host, "--port", str(port), "--workers", str(workers)]
+            "--host", host, "--port", str(port), "--workers", str(workers),
+            "--uvicorn-opts", uvicorn]
 
 
 def server_env(store: Path, **extra: str) -> dict[str, str]:
