@@ -85,23 +85,10 @@ def open_run(t) -> None:
             c.log_batch(rid, tags=[RunTag(k, v) for k, v in tags.items()])
         for key in run.data.metrics:
             held[key] = {m.step for m in c.get_metric_history(rid, key)}
-    with t._lock:
-        keep = []
-        for op in t._ops:
-            if op["op"] == "metrics" and held:
-                vals = [m for m in op["m"] if m[3] not in held.get(m[0], ())]
-                t._pending_metrics -= len(op["m"]) - len(vals)
-                if not vals:
-                    continue
-                op = {"op": "metrics", "m": vals}
-            keep.append(op)
-        t._ops[:] = keep
-        for key, steps in held.items():
-            t._claimed.setdefault(key, set()).update(steps)
-        t._have_params = set(run.data.params)
-        t.run_id = run.info.run_id
-    if t.outbox is not None:
-        t.outbox.write_run_id(t.run_id)
+    t.outbox.held(held)
+    t._have_params = set(run.data.params)
+    t.run_id = run.info.run_id
+    t.outbox.write_run_id(t.run_id)
     log.info("MLflow run %s open at %s", t.run_id, t.uri)
 
 

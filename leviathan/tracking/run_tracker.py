@@ -74,7 +74,7 @@ class RunTracker:
 
         self.uri, self.experiment = uri, experiment
         self.client = MlflowClient(tracking_uri=uri)
-        self.outbox = Outbox(state_dir) if state_dir is not None else None
+        self.outbox = Outbox(state_dir)  # the queue (journaled when state_dir is given)
         self.flush_every_s, self.backoff_s = flush_every_s, retry_backoff_s
         self.max_backoff_s, self.final_flush_timeout_s = retry_max_backoff_s, final_flush_timeout_s
         self.start_timeout_s, self.heartbeat_every_s = start_timeout_s, heartbeat_every_s
@@ -82,12 +82,7 @@ class RunTracker:
         self._ident: dict[str, Any] = {}
         self._known_id: str | None = None  # the run id to reopen (from the run folder)
         self._attempt = True  # a training attempt (RUNNING, heartbeat), not a replay
-        self._ops: list[dict[str, Any]] = []  # queued operations, oldest first
-        self._claimed: dict[str, set[int]] = {}  # steps per key: on the server or queued
         self._have_params: set[str] | None = None
-        self._pending_metrics = 0
-        self._sent_since_rewrite = 0
-        self._lock = threading.Lock()  # the queue, the claims and the journal
         self._send_lock = threading.Lock()  # one sender at a time
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
@@ -116,19 +111,20 @@ class RunTracker:
         up to `wait_s` here (None: one try), then keep going in the writer thread.
         Returns the run id, or None while the server does not answer."""
         ob = self.outbox
-        if ob is not None and not ob.lock(timeout_s=60.0):
+        if not ob.lock(timeout_s=60.0):
             log.warning("%s: another process holds its outbox lock; sending anyway", ob.dir)
-        old = (ob.identity() if ob is not None else None) or {}
+        old = ob.identity() or {}
         self._ident = {"run_uid": old.get("run_uid") or uuid.uuid4().hex, "uri": self.uri,
                        "experiment": self.experiment, "run_name": run_name or old.get("run_name"),
                        "tags": {k: str(v) for k, v in (tags or {}).items() if v is not None}
                        or old.get("tags", {}),
                        "parent_run_id": parent_run_id or old.get("parent_run_id")}
-        if ob is not None:
-            ob.write_identity(self._ident)
-        self._known_id = run_id or (ob.run_id() if ob is not None else None)
+        ob.write_identity(self._ident)
+        self._known_id = run_id or ob.run_id()
         self._attempt = True
-        self._load_outbox(drop_status=True)  # an earlier attempt's final status is superseded
+        if ob.restore(drop_status=True):  # an earlier attempt's final status is superseded
+            log.info("%s: %d operations of an earlier attempt queued again", ob.journal,
+                     len(ob.ops))
         if params:
             self.log_params(params)
         self._start_deadline = time.monotonic() + self.start_timeout_s
@@ -142,10 +138,10 @@ class RunTracker:
         not touched except by the operations themselves). True when all of it was sent;
         OutboxBusy when a live process owns the outbox."""
         ob = self.outbox
-        if ob is None or not ob.lock(timeout_s=0.0):
+        if ob.dir is None or not ob.lock(timeout_s=0.0):
             self._restore_env()
-            raise OutboxBusy(f"{ob.dir if ob else '?'}: its outbox is being sent by another "
-                             "process (a running job or a sync)")
+            raise OutboxBusy(f"{ob.dir}: its outbox is being sent by another process (a running "
+                             "job or a sync)")
         ident = ob.identity()
         if ident is None:
             ob.unlock()
@@ -153,12 +149,12 @@ class RunTracker:
             raise FileNotFoundError(f"{ob.dir}: outbox without mlflow_run.json: cannot tell "
                                     "which MLflow run it belongs to")
         self._ident, self._known_id, self._attempt = ident, ob.run_id(), False
-        self._load_outbox(drop_status=False)
+        ob.restore(drop_status=False)
         return self.close()
 
     def finish(self, status: str = "FINISHED") -> bool:
         """Queue the final status and close; False when something is left in the outbox."""
-        self._enqueue({"op": "status", "s": status})
+        self.outbox.put({"op": "status", "s": status})
         return self.close()
 
     def close(self) -> bool:
@@ -171,19 +167,15 @@ class RunTracker:
             self._thread = None
         ok = self.flush(deadline_s=self.final_flush_timeout_s)
         ob = self.outbox
-        if ob is not None:
-            if ok:
-                ob.clear()
-            else:
-                ob.close()
-                log.error("MLflow %s unreachable: %d operations (%d metric values) of run %s kept "
-                          "in %s; sent by the next start of this run or `%s`", self.uri,
-                          len(self._ops), self._pending_metrics, self.run_id or "(not created)",
-                          ob.journal, SYNC_HINT)
-            ob.unlock()
-        elif not ok:
-            log.error("MLflow %s unreachable: %d metric values lost (no outbox)", self.uri,
-                      self._pending_metrics)
+        if ok:
+            ob.clear()
+        else:
+            ob.close()
+            log.error("MLflow %s unreachable: %d operations (%d metric values) of run %s %s",
+                      self.uri, len(ob.ops), ob.pending_metrics, self.run_id or "(not created)",
+                      f"kept in {ob.journal}; sent by the next start of this run or `{SYNC_HINT}`"
+                      if ob.journal else "lost (no run folder)")
+        ob.unlock()
         self._restore_env()
         return ok
 
@@ -197,20 +189,20 @@ class RunTracker:
     def describe(self) -> str:
         if self.run_id:
             return f"MLflow run {self.run_id} at {self.uri} (experiment {self.experiment})"
-        where = self.outbox.journal if self.outbox else "memory"
+        where = self.outbox.journal or "memory"
         return (f"MLflow at {self.uri} is not answering yet: the run opens when it does; until "
                 f"then params, tags and metrics wait in {where}")
 
     # ---------------------------------------------------------------- logging (never blocks)
     def log_params(self, params: dict[str, Any]) -> None:
         """Params the run does not hold yet (a resumed run keeps its first values)."""
-        self._enqueue({"op": "params", "p": {k: str(v)[:MAX_PARAM_CHARS]
-                                             for k, v in params.items()}})
+        self.outbox.put({"op": "params", "p": {k: str(v)[:MAX_PARAM_CHARS]
+                                               for k, v in params.items()}})
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         tags = {k: str(v) for k, v in tags.items() if v is not None}
         if tags:
-            self._enqueue({"op": "tags", "t": tags})
+            self.outbox.put({"op": "tags", "t": tags})
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Queue metrics for `step` (non-finite values are skipped)."""
@@ -218,73 +210,32 @@ class RunTracker:
         vals = [[k, float(v), ms, int(step)] for k, v in metrics.items()
                 if math.isfinite(float(v))]
         for i in range(0, len(vals), MAX_METRICS_PER_BATCH):
-            self._enqueue({"op": "metrics", "m": vals[i:i + MAX_METRICS_PER_BATCH]})
-        if self._pending_metrics >= MAX_METRICS_PER_BATCH:
+            self.outbox.put({"op": "metrics", "m": vals[i:i + MAX_METRICS_PER_BATCH]})
+        if self.outbox.pending_metrics >= MAX_METRICS_PER_BATCH:
             self._wake.set()
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self._enqueue({"op": "artifact", "path": str(Path(path).resolve()), "dir": artifact_path})
+        self.outbox.put({"op": "artifact", "path": str(Path(path).resolve()),
+                         "dir": artifact_path})
 
     def sync(self) -> None:
         """Make everything queued so far durable on disk (called before each checkpoint)."""
-        if self.outbox is not None:
-            with self._lock:
-                self.outbox.sync()
+        self.outbox.sync()
 
     @property
     def pending(self) -> int:
         """Metric values not confirmed by the server yet."""
-        return self._pending_metrics
-
-    # ---------------------------------------------------------------- the queue
-    def _admit(self, op: dict[str, Any]) -> bool:
-        """Queue `op` (lock held); a metric whose (key, step) is held or queued is dropped."""
-        if op["op"] == "metrics":
-            keep = [m for m in op["m"] if m[3] not in self._claimed.get(m[0], ())]
-            if not keep:
-                return False
-            for m in keep:
-                self._claimed.setdefault(m[0], set()).add(m[3])
-            op = {"op": "metrics", "m": keep}
-            self._pending_metrics += len(keep)
-        self._ops.append(op)
-        return True
-
-    def _enqueue(self, op: dict[str, Any]) -> None:
-        with self._lock:
-            if self._admit(op) and self.outbox is not None:
-                self.outbox.append(self._ops[-1])
-
-    def _load_outbox(self, drop_status: bool) -> None:
-        ops = self.outbox.load() if self.outbox is not None else []
-        with self._lock:
-            for op in ops:
-                if not (drop_status and op.get("op") == "status"):
-                    self._admit(op)
-            if self.outbox is not None:
-                self.outbox.rewrite(self._ops)
-        if ops:
-            log.info("%s: %d operations from an earlier process queued again",
-                     self.outbox.journal, len(self._ops))
+        return self.outbox.pending_metrics
 
     # ---------------------------------------------------------------- sending
     def _open(self) -> None:
         open_run(self)
 
     def _send_next(self) -> bool:
-        """Send the head of the queue (consecutive metrics merged into one batch); False when
-        the server failed (the operation stays queued)."""
-        with self._lock:
-            if not self._ops:
-                return True
-            group = [self._ops[0]]
-            if group[0]["op"] == "metrics":
-                n = len(group[0]["m"])
-                for op in self._ops[1:]:
-                    if op["op"] != "metrics" or n + len(op["m"]) > MAX_METRICS_PER_BATCH:
-                        break
-                    group.append(op)
-                    n += len(op["m"])
+        """Send the head of the queue; False when the server failed (it stays queued)."""
+        group = self.outbox.head(MAX_METRICS_PER_BATCH)
+        if not group:
+            return True
         kind = group[0]["op"]
         if self._head_since is None:
             self._head_since = time.monotonic()
@@ -299,25 +250,14 @@ class RunTracker:
         if kind == "metrics":
             self.flush_ms.append((time.monotonic() - self._head_since) * 1000)
         self._head_since = None
-        with self._lock:
-            del self._ops[:len(group)]
-            if kind == "metrics":
-                self._pending_metrics -= sum(len(op["m"]) for op in group)
-            self._sent_since_rewrite += len(group)
-            if self.outbox is not None:
-                if not self._ops:
-                    self.outbox.clear()
-                    self._sent_since_rewrite = 0
-                elif self._sent_since_rewrite > max(1000, len(self._ops)):
-                    self.outbox.rewrite(self._ops)  # keep the journal near the queue's size
-                    self._sent_since_rewrite = 0
+        self.outbox.done(group)
         return True
 
     def _drain_locked(self) -> bool:
         """Open the run if needed, then send the whole queue (send lock held)."""
         if self.run_id is None:
             self._open()
-        while self._ops:
+        while self.outbox.ops:
             if not self._send_next():
                 return False
         return True
@@ -356,13 +296,17 @@ class RunTracker:
             time.sleep(wait)
             wait = min(self.max_backoff_s, wait * 2)
 
-    def _pump(self) -> bool:
-        """One round of the writer: open, send, heartbeat. False when the server failed."""
+    def _pump(self, send: bool) -> bool:
+        """One round of the writer: open the run if needed (then send what waited), send the
+        queue when `send`, beat when due. False when the server failed."""
         with self._send_lock:
             if self.run_id is None and self._gave_up:
                 return True
             try:
-                if not self._drain_locked():
+                if self.run_id is None:
+                    self._open()
+                    send = True
+                if send and not self._drain_locked():
                     return False
             except Exception as e:  # noqa: BLE001 - opening failed
                 if is_final(e) or time.monotonic() >= self._start_deadline:
@@ -371,7 +315,7 @@ class RunTracker:
                               "tracking.start_timeout_s=%.0fs (%s): training goes on; everything "
                               "stays in %s, sent by the next start of this run or `%s`",
                               self.uri, self.start_timeout_s, e,
-                              self.outbox.journal if self.outbox else "memory", SYNC_HINT)
+                              self.outbox.journal or "memory", SYNC_HINT)
                     return True
                 log.warning("MLflow %s not answering (%s); the run opens when it does",
                             self.uri, e)
@@ -385,16 +329,22 @@ class RunTracker:
             return True
 
     def _loop(self) -> None:
-        wait, backoff = 0.0, self.backoff_s
+        """Send every flush_every_s (at once when log_metrics wakes it: a full batch), beat every
+        heartbeat_every_s; after a failure retry with exponential backoff."""
+        backoff, next_send = self.backoff_s, 0.0
         while not self._stop.is_set():
-            self._wake.wait(wait)
+            due = next_send
+            if self.run_id is not None and self._attempt:
+                due = min(due, self._last_beat + self.heartbeat_every_s)
+            woke = self._wake.wait(max(0.0, due - time.monotonic()))
             self._wake.clear()
             if self._stop.is_set():
                 return
-            if self._pump():
+            send = woke or time.monotonic() >= next_send
+            if self._pump(send):
                 backoff = self.backoff_s
-                beat_in = (self._last_beat + self.heartbeat_every_s - time.monotonic()
-                           if self.run_id else self.flush_every_s)
-                wait = max(0.05, min(self.flush_every_s, beat_in))
+                if send:
+                    next_send = time.monotonic() + self.flush_every_s
             else:
-                wait, backoff = backoff, min(self.max_backoff_s, backoff * 2)
+                next_send = time.monotonic() + backoff
+                backoff = min(self.max_backoff_s, backoff * 2)

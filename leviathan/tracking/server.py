@@ -96,13 +96,32 @@ class LocalServer:
     log_path: Path | None = None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+        """Stop the server's whole process group (the `mlflow` CLI, its uvicorn workers)."""
+        if self.process is not None:
+            stop_group(self.process)
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL, to the process group `proc` leads (start_new_session=True): a
+    signal to the `mlflow` CLI alone leaves its uvicorn children running."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            continue
+        deadline = time.monotonic() + timeout  # the leader is gone: wait for its children
+        while time.monotonic() < deadline:
             try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 def _mlflow_executable() -> list[str]:
@@ -173,7 +192,7 @@ def start_server(
         if is_up(uri, timeout=1.0):
             return LocalServer(uri=uri, store_dir=store, process=proc, log_path=log_path)
         time.sleep(0.3)
-    proc.kill()
+    stop_group(proc)
     raise RuntimeError(
         f"mlflow server on {uri} did not come up within {timeout:.0f}s; see {log_path}"
     )
