@@ -120,9 +120,11 @@ def test_sweep_through_mlflow_on_postgresql(pg_dir, tmp_path):
     info = service.up(pg_dir, port=free_port(), workers=2, timeout_s=600)
     assert service.main(["status", "--dir", str(pg_dir)]) == 0
     assert info["backend"].startswith("postgresql+psycopg2://") and info["workers"] == 2
-    out = sweep_cli(["+grid=smoke", "grid.sizes=[smoke/20M]", "grid.tokens=[1024]",
-                     "trainer.warmup_steps=1", "sweep.name=smoke-pg", f"paths.root_dir={tmp_path}",
-                     f"tracking.uri={info['uri']}"])
+    # the dense arm only: what is tested is the tracking backend, and the smoke Leviathan
+    # model (2.5 GB) is what a crowded test machine cannot always spare
+    out = sweep_cli(["+grid=smoke", "grid.sizes=[smoke/13M,smoke/20M]", "grid.tokens=[1024]",
+                     "~grid.arms.leviathan", "trainer.warmup_steps=1", "sweep.name=smoke-pg",
+                     f"paths.root_dir={tmp_path}", f"tracking.uri={info['uri']}"])
     assert out.returncode == 0, (out.stdout + out.stderr)[-5000:]
     assert "2 finished, 0 failed" in out.stdout
     c, runs = mlflow_runs(info["uri"], "smoke-pg")

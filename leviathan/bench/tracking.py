@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp.mkdir(parents=True, exist_ok=True)
     os.chmod(tmp, 0o755)  # PostgreSQL runs as `postgres` when we are root: it must get in
     uri, stop = _server(a, tmp, say)
+    import gc
+
+    gc.freeze()  # the forked jobs share the imported modules' pages instead of copying them
     ctx = mp.get_context("fork")
     barrier, results = ctx.Barrier(a.jobs), ctx.Queue()
     say(f"{a.jobs} jobs x {a.steps} steps x {a.metrics} metrics, a step every {a.step_s}s, "

@@ -253,13 +253,18 @@ class RunTracker:
         self.outbox.done(group)
         return True
 
-    def _drain_locked(self) -> bool:
-        """Open the run if needed, then send the whole queue (send lock held)."""
+    def _drain_locked(self, everything: bool = True) -> bool:
+        """Open the run if needed, then send the queue (send lock held). The writer's rounds
+        send only what was queued when they began: under a slow server, steps queued meanwhile
+        wait for the next round as one batch instead of trickling out as many small ones."""
         if self.run_id is None:
             self._open()
-        while self.outbox.ops:
+        todo = len(self.outbox.ops)
+        while self.outbox.ops and (everything or todo > 0):
+            n = len(self.outbox.head(MAX_METRICS_PER_BATCH))
             if not self._send_next():
                 return False
+            todo -= n
         return True
 
     def _try_open(self, wait_s: float) -> bool:
@@ -306,7 +311,7 @@ class RunTracker:
                 if self.run_id is None:
                     self._open()
                     send = True
-                if send and not self._drain_locked():
+                if send and not self._drain_locked(everything=False):
                     return False
             except Exception as e:  # noqa: BLE001 - opening failed
                 if is_final(e) or time.monotonic() >= self._start_deadline:
