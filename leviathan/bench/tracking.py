@@ -91,9 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=8, help="concurrent writer processes")
     p.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument("--workers", type=int, default=4, help="postgres: MLflow server workers")
-    p.add_argument("--steps", type=int, default=200, help="steps per job")
+    p.add_argument("--steps", type=int, default=60, help="steps per job")
     p.add_argument("--metrics", type=int, default=10, help="metric values per step")
-    p.add_argument("--step-s", type=float, default=0.2, help="seconds between steps")
+    p.add_argument("--step-s", type=float, default=1.0,
+                   help="seconds between steps (1 s: a fast real step; smaller: a stress test)")
     p.add_argument("--flush-every-s", type=float, default=5.0, help="tracking.flush_every_s")
     p.add_argument("--uri", help="use this running server instead of starting one")
     p.add_argument("--dir", help="work folder (default: a new one under /var/tmp)")

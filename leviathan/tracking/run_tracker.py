@@ -61,7 +61,7 @@ class RunTracker:
     """One MLflow run, fed from an on-disk outbox by a writer thread."""
 
     def __init__(self, uri: str, experiment: str, *, state_dir: str | Path | None = None,
-                 http_timeout_s: float = 10.0, flush_every_s: float = 5.0,
+                 http_timeout_s: float = 30.0, flush_every_s: float = 5.0,
                  retry_backoff_s: float = 1.0, retry_max_backoff_s: float = 60.0,
                  final_flush_timeout_s: float = 300.0, start_timeout_s: float = 900.0,
                  heartbeat_every_s: float = 60.0) -> None:
@@ -70,6 +70,8 @@ class RunTracker:
         self._saved_env = {k: os.environ.get(k) for k in HTTP_ENV}
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, int(http_timeout_s)))
+        # MLflow's usage telemetry calls home from a thread (compute nodes are often offline)
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         from mlflow.tracking import MlflowClient
 
         self.uri, self.experiment = uri, experiment

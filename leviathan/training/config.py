@@ -111,7 +111,7 @@ class TrackingConfig:
     parent_run_id: str | None = None  # sweep parent run (mlflow.parentRunId)
     connect_timeout_s: float = 5.0  # start-up reachability check
     start_timeout_s: float = 900.0  # keep trying to open the run while training (0: fail at once)
-    http_timeout_s: float = 10.0  # one HTTP request
+    http_timeout_s: float = 30.0  # one HTTP request (a busy server's answer is not abandoned)
     flush_every_s: float = 5.0  # background metric sends
     heartbeat_every_s: float = 60.0  # `heartbeat` tag cadence (a dead job's run shows as lost)
     retry_backoff_s: float = 1.0  # first retry wait, doubling
