@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     barrier, results = ctx.Barrier(a.jobs), ctx.Queue()
     say(f"{a.jobs} jobs x {a.steps} steps x {a.metrics} metrics, a step every {a.step_s}s, "
         f"flush every {a.flush_every_s}s -> {uri}")
+    load_before = os.getloadavg()[0]
     procs = [ctx.Process(target=_job, args=(i, a, uri, tmp / "jobs", barrier, results))
              for i in range(a.jobs)]
     try:
@@ -155,9 +156,12 @@ def main(argv: list[str] | None = None) -> int:
            "offered_metrics_per_s": round(a.jobs * a.metrics / a.step_s, 1),
            "metrics_sent": sent, "metrics_stored": stored, "lost": lost, "duplicated": dup,
            "flushes": len(flush), "p50_flush_ms": round(_pct(flush, 50), 1),
+           "p90_flush_ms": round(_pct(flush, 90), 1),
            "p99_flush_ms": round(_pct(flush, 99), 1), "max_flush_ms": round(max(flush or [0]), 1),
            "failed_sends": sum(r["failed_sends"] for r in runs),
-           "jobs_with_unsent_outbox": sum(1 for r in runs if not r["ok"]), "wall_s": round(wall, 1)}
+           "jobs_with_unsent_outbox": sum(1 for r in runs if not r["ok"]), "wall_s": round(wall, 1),
+           "cpus": os.cpu_count(), "loadavg_1min_before": round(load_before, 1),
+           "loadavg_1min_after": round(os.getloadavg()[0], 1)}
     say(f"stored {stored}/{sent} metric values, lost {lost}, duplicated {dup}; flush p50 "
         f"{out['p50_flush_ms']} ms, p99 {out['p99_flush_ms']} ms over {len(flush)} batches; "
         f"{out['failed_sends']} failed sends (retried)")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import threading
 import time
 import uuid
@@ -336,8 +337,8 @@ class RunTracker:
             return True
 
     def _loop(self) -> None:
-        """Send every flush_every_s (at once when log_metrics wakes it: a full batch), beat every
-        heartbeat_every_s; after a failure retry with exponential backoff."""
+        """Send every flush_every_s (+-20%; at once when log_metrics wakes it: a full batch), beat
+        every heartbeat_every_s; after a failure retry with exponential backoff."""
         backoff, next_send = self.backoff_s, 0.0
         while not self._stop.is_set():
             due = next_send
@@ -350,8 +351,9 @@ class RunTracker:
             send = woke or time.monotonic() >= next_send
             if self._pump(send):
                 backoff = self.backoff_s
-                if send:
-                    next_send = time.monotonic() + self.flush_every_s
+                if send:  # +-20% jitter: the jobs of an array that started together drift
+                    # apart instead of hitting the server at the same instant every interval
+                    next_send = time.monotonic() + self.flush_every_s * random.uniform(0.8, 1.2)
             else:
                 next_send = time.monotonic() + backoff
                 backoff = min(self.max_backoff_s, backoff * 2)
