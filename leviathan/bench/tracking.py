@@ -39,8 +39,10 @@ def _job(i: int, a, uri: str, root: Path, barrier, results) -> None:
     for step in range(1, a.steps + 1):
         tracker.log_metrics({f"m{k}": float(step + k) for k in range(a.metrics)}, step=step)
         time.sleep(max(0.0, t0 + step * a.step_s - time.monotonic()))
+    n_training = len(tracker.flush_ms)  # the batches sent before the final flush
     ok = tracker.finish("FINISHED")
     results.put({"job": i, "run_id": tracker.run_id, "ok": ok, "flush_ms": tracker.flush_ms,
+                 "n_training": n_training,
                  "failed_sends": tracker.failed_sends})
 
 
@@ -148,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                 proc.terminate()
         stop()
     flush = [ms for r in runs for ms in r["flush_ms"]]
+    during = [ms for r in runs for ms in r["flush_ms"][:r["n_training"]]]
+    final = [ms for r in runs for ms in r["flush_ms"][r["n_training"]:]]
     sent = a.jobs * a.steps * a.metrics
     lost += (a.jobs - len(runs)) * a.steps * a.metrics  # a job that never reported lost it all
     out = {"bench": "tracking", "backend": a.backend, "jobs": a.jobs,
@@ -158,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
            "flushes": len(flush), "p50_flush_ms": round(_pct(flush, 50), 1),
            "p90_flush_ms": round(_pct(flush, 90), 1),
            "p99_flush_ms": round(_pct(flush, 99), 1), "max_flush_ms": round(max(flush or [0]), 1),
+           "p99_flush_ms_training": round(_pct(during, 99), 1),
+           "p99_flush_ms_final": round(_pct(final, 99), 1),
            "failed_sends": sum(r["failed_sends"] for r in runs),
            "jobs_with_unsent_outbox": sum(1 for r in runs if not r["ok"]), "wall_s": round(wall, 1),
            "cpus": os.cpu_count(), "loadavg_1min_before": round(load_before, 1),
