@@ -13,16 +13,45 @@ export TIKTOKEN_CACHE_DIR ?= $(CURDIR)/.cache/tiktoken
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-22s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+# The environment: requirements.lock (uv, from pyproject.toml + lock-constraints.txt) pins every
+# package; `make install` installs exactly those versions, `make lock` refreshes the file.
+LOCK := requirements.lock
+TORCH_VERSION = $(shell sed -n 's/^torch==\([^ ;]*\).*/\1/p' $(LOCK))
+# Where torch comes from. Empty: pip's configured sources (the CPU build on this machine).
+# GPU cluster: TORCH_INDEX=https://download.pytorch.org/whl/cu130 (its CUDA build, same version).
+TORCH_INDEX ?=
+UPGRADE ?=
+
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	@# CPU machines: install the local CPU build of torch first, so nothing pulls a CUDA build.
-	@if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(PY) -c 'import torch' 2>/dev/null; then \
-		$(PY) -m pip install --quiet torch==2.13.0; fi
-	$(PY) -m pip install --quiet -e '.[dev,eval,tracking]'
+	@# torch first, with its own dependencies (a CUDA build brings its CUDA libraries); the lock
+	@# pins the version only, so the build installed here satisfies it.
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install --quiet --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip check
 	@touch $@
 
-install: $(VENV)/.installed ## create .venv and install the project (torch CPU build first on machines without a GPU)
+install: $(VENV)/.installed ## create .venv and install exactly requirements.lock (TORCH_INDEX=<url>: torch from there)
+
+$(VENV)/bin/uv:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $$(grep '^uv==' $(LOCK))
+
+# uv does not read pip's configuration: hand it the sources pip uses on this machine (index,
+# extra indexes, find-links), so that the lock resolves from what `make install` installs from.
+lock: $(VENV)/bin/uv ## refresh requirements.lock with uv after a pyproject change (UPGRADE=1: newest allowed versions)
+	@set -e; cfg() { $(PY) -m pip config get "global.$$1" 2>/dev/null || true; }; src=(); \
+	for u in $${PIP_INDEX_URL:-$$(cfg index-url)}; do src+=(--default-index "$$u"); done; \
+	for u in $${PIP_EXTRA_INDEX_URL:-$$(cfg extra-index-url)}; do src+=(--index "$$u"); done; \
+	for u in $${PIP_FIND_LINKS:-$$(cfg find-links)}; do src+=(--find-links "$$u"); done; \
+	set -x; $(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra eval --extra tracking \
+		-c lock-constraints.txt --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		"$${src[@]}" --index-strategy unsafe-best-match --custom-compile-command 'make lock' \
+		$(if $(UPGRADE),--upgrade) --quiet -o $(LOCK)
+	@# the lock names torch's version, not its build: each machine installs its own build
+	sed -i 's/^torch==\([^+ ]*\)+[^ ]*/torch==\1/' $(LOCK)
 
 test: install ## run the whole test suite (unit + integration: mlflow server, SLURM)
 	$(PY) -m pytest --durations=25 $(ARGS)
@@ -63,5 +92,5 @@ DEMO_ARGS ?=
 demo: install ## the whole platform end to end: demo corpus, MLflow, smoke sweep, fit, summary
 	$(PY) -m leviathan.demo --port $(MLFLOW_PORT) $(DEMO_ARGS)
 
-.PHONY: help install test test-fast lint bench fit-scaling dashboard demo tracking-server \
+.PHONY: help install lock test test-fast lint bench fit-scaling dashboard demo tracking-server \
 	tracking-server-status tracking-server-stop

@@ -1,11 +1,15 @@
-"""Bootstrap over runs (and seeds): resample weights and a vectorised refit of every replicate.
+"""Bootstrap over runs and seeds: resample weights, seed-noise replicates, percentile intervals.
 
-A replicate is a vector of integer counts over the points (the multiplicity each run has in the
-resample), so thousands of replicates refit at once: a Gauss-Newton step on the Huber loss with
-iteratively reweighted least squares (weight min(1, delta/|r|)), batched over replicates, starting
-from the full-data fit. Resampling is two-stage: groups (sizes) with replacement, then the runs
-(seeds) inside each chosen group with replacement; with one run per size it is plain case
-resampling over runs. Replicates with fewer than two distinct sizes are drawn again.
+Two ways to make a replicate, both refitted all at once by analysis.lm:
+- case resampling (`resample_counts`): a vector of integer counts over the points, two-stage:
+  groups (sizes) with replacement, then the runs (seeds) inside each chosen group; with one run
+  per size it is plain case resampling over runs (the fit's spread only: no run-to-run noise
+  can be seen with one seed). Replicates with fewer than two distinct sizes are drawn again.
+- seed-noise resampling (`seed_noise_replicates`): with several seeds, every run's loss is
+  replaced by its group's (arm, size) mean times (1 + e), e drawn from the seeds' relative
+  deviations from their group means, pooled over all groups (a noise level estimated from all
+  of them, each deviation scaled by sqrt(n / (n - 1)) for the mean it was measured against).
+  This puts the run-to-run noise of both arms into every interval, through the Dense fit too.
 """
 
 from __future__ import annotations
@@ -51,3 +55,27 @@ def percentile_interval(samples, level: float = 0.95, axis: int = 0):
         warnings.simplefilter("ignore", RuntimeWarning)
         lo, hi = np.nanpercentile(np.where(np.isfinite(samples), samples, np.nan), q, axis=axis)
     return lo, hi
+
+
+def seed_deviations(loss, groups) -> np.ndarray:
+    """Relative deviations of runs from their group mean, from groups with two or more runs,
+    each scaled by sqrt(n / (n - 1)); empty when every group has one run."""
+    loss = np.asarray(loss, float)
+    labels, inverse, counts = np.unique(np.asarray(groups), return_inverse=True,
+                                        return_counts=True)
+    means = np.bincount(inverse, weights=loss) / counts
+    n = counts[inverse]
+    keep = n >= 2
+    return (loss[keep] / means[inverse][keep] - 1.0) * np.sqrt(n[keep] / (n[keep] - 1.0))
+
+
+def seed_noise_replicates(loss, groups, n_rep: int, rng: np.random.Generator,
+                          deviations: np.ndarray | None = None):
+    """(n_rep, n) replicate losses: group mean x (1 + pooled deviation); None without seeds."""
+    loss = np.asarray(loss, float)
+    dev = seed_deviations(loss, groups) if deviations is None else deviations
+    if dev.size == 0:
+        return None
+    _, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    means = (np.bincount(inverse, weights=loss) / counts)[inverse]
+    return means[None, :] * (1.0 + rng.choice(dev, (n_rep, loss.size)))

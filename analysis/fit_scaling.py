@@ -2,7 +2,7 @@
 
     python -m analysis.fit_scaling [--latest]               # newest sweep parent run in MLflow
     python -m analysis.fit_scaling --sweep isoparametric    # a named sweep
-    python -m analysis.fit_scaling --csv runs.csv           # arm,params,tokens,loss[,size,...]
+    python -m analysis.fit_scaling --csv runs.csv --out DIR [--curves curves.csv]
     python -m analysis.fit_scaling --chinchilla PATH        # validate the joint fit on Chinchilla
 
 Outputs go to sweeps/<sweep>/fit/ (or beside the CSV, or --out) and, for an MLflow sweep, to
@@ -12,15 +12,11 @@ the sweep's parent run under the artifact path `fit/`.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 from analysis.runs import AnalysisError, Runs
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_URI = "http://127.0.0.1:5000"
 
 
 def _b(value: str) -> float | None:
@@ -44,7 +40,7 @@ def _floats(value: str) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from analysis.scaling import B_GRID
+    from analysis.family import B_GRID, FIT_DELTA
 
     p = argparse.ArgumentParser(prog="python -m analysis.fit_scaling", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,22 +49,32 @@ def build_parser() -> argparse.ArgumentParser:
                    "default when no --sweep, --csv or --chinchilla is given")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--sweep", help="sweep name (MLflow tag `sweep`)")
-    src.add_argument("--csv", type=Path, help="runs from a CSV: arm,params,tokens,loss "
-                     "[,size,pair,family,seed,params_body,status]")
+    src.add_argument("--csv", type=Path, help="runs from a CSV: arm (dense | leviathan | "
+                     "factorized | dense_untied), params, tokens, loss [, body_params, flops, "
+                     "size, pair, seed, lr, family, status, cooled, run, name]; see "
+                     "analysis/csv_input.py")
     src.add_argument("--chinchilla", type=Path, metavar="CSV",
                      help="fit the joint L(N, D) on Epoch's Chinchilla data and compare")
-    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI),
-                   help="MLflow server (default: $MLFLOW_TRACKING_URI, else %(default)s)")
-    p.add_argument("--experiment", default="leviathan", help="MLflow experiment name")
-    p.add_argument("--out", type=Path, help="output folder (default sweeps/<sweep>/fit/, or "
-                   "<csv stem>_fit/ beside the CSV)")
+    p.add_argument("--curves", type=Path, metavar="CSV",
+                   help="with --csv: validation curves run (or name), tokens, loss [, cooled] "
+                   "for the token multiplier and the multiplier against tokens")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow server (default: the composed tracking.uri: conf/local, "
+                   "$MLFLOW_TRACKING_URI, else http://127.0.0.1:5000)")
+    p.add_argument("--experiment", default=None,
+                   help="MLflow experiment name (default: tracking.experiment)")
+    p.add_argument("--out", type=Path, help="output folder (default <paths.sweeps_dir>/<sweep>/"
+                   "fit/, or <csv stem>_fit/ beside the CSV)")
+    p.add_argument("overrides", nargs="*", help="config overrides as for the sweep command "
+                   "(e.g. tracking.uri=http://host:5000 paths.root_dir=/proj)")
     p.add_argument("--b", type=_b, default=1.69, help="irreducible loss b, or 'free' to fit it")
     p.add_argument("--params", choices=("total", "body"), default="total",
                    help="N = total parameters (as the paper) or body (non-embedding)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed")
     p.add_argument("--level", type=float, default=0.95, help="interval coverage")
-    p.add_argument("--huber-delta", type=float, default=1e-3, help="Huber delta (log residuals)")
+    p.add_argument("--huber-delta", type=float, default=FIT_DELTA,
+                   help="Huber delta on log residuals of L(N), L(C), L(D) (default %(default)s)")
     p.add_argument("--b-grid", type=_floats, default=B_GRID,
                    help="comma-separated b values for the sensitivity table")
     p.add_argument("--no-upload", action="store_true",
@@ -122,28 +128,57 @@ def add_downstream(out: Path, sweep: str, uri: str, experiment: str) -> list[Pat
     return [out / "downstream.csv"]
 
 
+def site_settings(args: argparse.Namespace) -> None:
+    """Fill --tracking-uri, --experiment and the sweeps folder from the composed config (the
+    same one every entry point reads, conf/local included); flags win."""
+    from leviathan.config import compose
+
+    cfg = compose("sweep", args.overrides)
+    args.tracking_uri = args.tracking_uri or str(cfg.tracking.uri)
+    args.experiment = args.experiment or str(cfg.tracking.experiment)
+    args.sweeps_dir = Path(str(cfg.paths.sweeps_dir))
+
+
+def add_environments(out: Path, sweep: str, uri: str, experiment: str) -> None:
+    """Append to summary.md on which environments the sweep's runs ran (which packages differ)."""
+    from leviathan.tracking import runs as tr
+    from leviathan.tracking.environment import sweep_report
+
+    c = tr.client(uri)
+    exp = tr.experiment_id(c, experiment, create=False)
+    lines = sweep_report(c, tr.training_runs(c, exp, sweep) if exp else [])
+    with open(out / "summary.md", "a") as f:
+        f.write("\n".join(["", "## Environments", "", *lines]) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.curves and not args.csv:
+        parser.error("--curves goes with --csv (MLflow runs bring their own curves)")
+    site_settings(args)
     if args.chinchilla:
         return run_chinchilla(args.chinchilla, args.out, min(args.bootstrap, 400), args.seed)
+    from analysis.csv_input import load_csv
+    from analysis.family import FitConfig
     from analysis.plots import plot_multiplier_vs_tokens, plot_rare_tokens, plot_scaling
     from analysis.report import write_outputs
-    from analysis.runs import latest_sweep, load_csv, load_mlflow
-    from analysis.scaling import FitConfig, analyse
+    from analysis.runs import latest_sweep, load_mlflow
+    from analysis.scaling import analyse
     from leviathan.tracking.server import TrackingUnreachable
 
     cfg = FitConfig(b=args.b, params=args.params, bootstrap=args.bootstrap, seed=args.seed,
                     level=args.level, delta=args.huber_delta, b_grid=args.b_grid)
     try:
         if args.csv:
-            runs: Runs = load_csv(args.csv, cfg.params)
+            runs: Runs = load_csv(args.csv, cfg.params, curves=args.curves)
             out = args.out or args.csv.resolve().parent / f"{args.csv.stem}_fit"
         else:
             sweep = args.sweep or latest_sweep(args.tracking_uri, args.experiment)
             print(f"fit-scaling: sweep {sweep!r} from {args.tracking_uri}")
             runs = load_mlflow(sweep, tracking_uri=args.tracking_uri,
                                experiment=args.experiment, params_kind=cfg.params)
-            out = args.out or REPO / "sweeps" / sweep / "fit"
+            out = args.out or args.sweeps_dir / sweep / "fit"
         results, table = analyse(runs, cfg)
     except (AnalysisError, TrackingUnreachable) as err:
         print(f"fit-scaling: error: {err}", file=sys.stderr)
@@ -152,10 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     written = write_outputs(out, runs, cfg, results, table)
     for plot in (plot_scaling(out / "scaling.png", results, table, cfg.level),
                  plot_multiplier_vs_tokens(out / "multiplier_vs_tokens.png", results),
-                 plot_rare_tokens(out / "rare_tokens.png", runs.buckets, table)):
+                 plot_rare_tokens(out / "rare_tokens.png", results)):
         if plot is not None:
             written.append(plot)
     if runs.sweep and not args.csv:
+        add_environments(out, runs.sweep, args.tracking_uri, args.experiment)
         written += add_downstream(out, runs.sweep, args.tracking_uri, args.experiment)
     print((out / "summary.md").read_text())
     print("wrote " + ", ".join(str(p) for p in written))

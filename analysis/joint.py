@@ -4,9 +4,9 @@ Objective (Besiroglu et al. 2024): sum of Huber(delta = 1e-3) of log L - LSE(a -
 b - beta·log D, e), with A = exp(a), B = exp(b), E = exp(e); minimised by L-BFGS from every point
 of a grid of starts (alpha, beta in 0..2 step 0.5; e in -1..1 step 0.5; a, b in 0..25 step 5:
 4,500 starts) keeping the best. A loop of 4,500 scipy runs takes minutes, so here every start
-advances at once: batched Levenberg-Marquardt steps with Huber reweighting (one numpy einsum per
-iteration over all starts), then the best few distinct end points are polished with scipy's
-L-BFGS-B and the lowest objective wins.
+advances at once through the analysis' one batched Levenberg-Marquardt solver (analysis.lm, one
+einsum per iteration over all starts), then the best few distinct end points are polished with
+scipy's L-BFGS-B and the lowest objective wins.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize
 
-from analysis.powerlaw import HUBER_DELTA, huber
+from analysis import lm
+from analysis.lm import huber
+from analysis.powerlaw import HUBER_DELTA
 
 EPOCH_GRID = {  # Epoch AI's grid of starting points (their notebook)
     "alpha": np.arange(0, 2.5, 0.5),
@@ -78,11 +79,6 @@ def _jacobian(s, u, v):
     return np.stack([s1, s2, s3, -s1 * u, -s2 * v], axis=-1)  # (S, n, 5)
 
 
-def _total(theta, u, v, y, delta, weights=1.0):
-    pred, _ = _terms(theta, u, v)
-    return (weights * huber(pred - y, delta)[0]).sum(axis=-1)
-
-
 def _scipy_objective(theta, u, v, y, delta):
     pred, s = _terms(theta[None], u, v)
     value, g = huber(pred - y, delta)
@@ -90,30 +86,13 @@ def _scipy_objective(theta, u, v, y, delta):
 
 
 def _batched_lm(theta, u, v, y, delta, iters, weights=1.0):
-    # weights: scalar or (S, n) bootstrap counts
-    lam = np.full(theta.shape[0], 1e-2)
-    f = _total(theta, u, v, y, delta, weights)
-    eye = np.eye(5)
-    for _ in range(iters):
-        pred, s = _terms(theta, u, v)
-        r = pred - y
-        q = weights * np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))
-        jac = _jacobian(s, u, v)  # (S, n, 5)
-        jq = jac * q[..., None]
-        h = np.einsum("snp,snq->spq", jq, jac)
-        g = np.einsum("snp,sn->sp", jq, r)
-        diag = np.einsum("spp->sp", h)
-        h = h + lam[:, None, None] * (eye * (diag[:, None, :] + 1e-9))
-        step = np.linalg.solve(h, -g[..., None])[..., 0]
-        trial = theta + step
-        trial[:, 3:] = np.clip(trial[:, 3:], 0.0, 10.0)
-        f_trial = _total(trial, u, v, y, delta, weights)
-        better = np.isfinite(f_trial) & (f_trial < f)
-        theta = np.where(better[:, None], trial, theta)
-        f = np.where(better, f_trial, f)
-        lam = np.where(better, lam / 3.0, lam * 4.0)
-        lam = np.clip(lam, 1e-9, 1e9)
-    return theta, f
+    """All starts (or bootstrap rows, weights (S, n)) advanced together by analysis.lm."""
+    def residuals(th, rows):
+        pred, s = _terms(th, u, v)
+        return pred - y, _jacobian(s, u, v)
+
+    return lm.solve(residuals, theta, delta=delta, weights=weights, lam0=1e-2, iters=iters,
+                    tol=0.0, lower=[-np.inf] * 3 + [0.0, 0.0], upper=[np.inf] * 3 + [10.0, 10.0])
 
 
 def fit_joint(n, d, loss, *, delta: float = HUBER_DELTA, grid: dict | None = None,
@@ -123,6 +102,8 @@ def fit_joint(n, d, loss, *, delta: float = HUBER_DELTA, grid: dict | None = Non
     `schedule`: (starts kept, LM iterations run before keeping them) stages; `polish`: how many
     distinct best end points L-BFGS-B refines.
     """
+    from scipy.optimize import minimize
+
     n, d, loss = (np.asarray(x, float) for x in (n, d, loss))
     ok = np.isfinite(n) & np.isfinite(d) & np.isfinite(loss) & (n > 0) & (d > 0) & (loss > 0)
     n, d, loss = n[ok], d[ok], loss[ok]

@@ -8,9 +8,12 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import percentile_interval
-from analysis.scaling import FamilyResult
+from analysis.family import FamilyResult
+from analysis.matchings import BASES, COLUMN, LABEL
 
-DENSE, LEV = "#1f77b4", "#d62728"
+DENSE = "#1f77b4"
+ARM_STYLE = {"leviathan": ("#d62728", "s"), "factorized": ("#2ca02c", "^"),
+             "dense_untied": ("#9467bd", "D")}
 
 
 def _pyplot():
@@ -22,65 +25,82 @@ def _pyplot():
     return plt
 
 
-def NullFormatter():  # noqa: N802 - matplotlib's class, imported lazily
-    from matplotlib.ticker import NullFormatter as _Null
+def _grid(plt, n_rows: int, n_cols: int, width: float = 6.0, height: float = 4.5):
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width * n_cols, height * n_rows),
+                             squeeze=False)
+    return fig, axes
 
-    return _Null()
+
+def _save(fig, plt, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
-def _panels(plt, n: int, width: float = 6.0, height: float = 4.5):
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
-    return fig, axes[0]
+def _panel(ax, basis: str, fam: str, r: FamilyResult, dense: pd.DataFrame, level: float):
+    """One basis: Dense points, fit and band; every (arm, size) -> its Dense-equivalent."""
+    m = r.matching
+    fit, rows = m.fits[basis], m.rows[m.rows["basis"] == basis]
+    dx = dense[COLUMN[basis]].to_numpy(float)
+    xs = np.concatenate([dx, rows["x"], rows["n_eff"].dropna()])
+    xs = xs[np.isfinite(xs) & (xs > 0)]
+    grid = np.geomspace(xs.min() / 1.3, xs.max() * 1.3, 200)
+    s = m.samples.get(basis)
+    if s is not None and len(s):
+        with np.errstate(all="ignore"):
+            curves = s[:, 0:1] * grid[None, :] ** (-s[:, 1:2]) + fit.b
+        lo, hi = percentile_interval(curves, level)
+        ax.fill_between(grid, lo, hi, color=DENSE, alpha=0.2, lw=0,
+                        label=f"Dense fit, {level:.0%} band")
+    ax.plot(grid, fit.predict(grid), color=DENSE, lw=1.5,
+            label=f"L = {fit.A:.3g}·X^-{fit.alpha:.3f} + {fit.b:.3g}")
+    ax.scatter(dx, dense["loss"], color=DENSE, zorder=3, label="Dense")
+    lo_x, hi_x = np.nanmin(dx), np.nanmax(dx)
+    for edge in (ax.axvspan(grid[0], lo_x, color="0.85", alpha=0.5, lw=0),
+                 ax.axvspan(hi_x, grid[-1], color="0.85", alpha=0.5, lw=0)):
+        edge.set_label("_nolegend_")
+    ax.text(hi_x * 1.05, ax.get_ylim()[1], "extrapolated", fontsize=7, va="top", color="0.4")
+    for arm, g in rows.groupby("arm", sort=False):
+        color, marker = ARM_STYLE.get(arm, ("k", "o"))
+        ax.scatter(g["x"], g["loss"], color=color, marker=marker, zorder=3, label=arm)
+        for row in g.itertuples(index=False):
+            if not np.isfinite(row.n_eff):
+                continue
+            ls = "--" if row.extrapolated else "-"
+            ax.annotate("", xy=(row.n_eff, row.loss), xytext=(row.x, row.loss),
+                        arrowprops={"arrowstyle": "->", "color": color, "lw": 1.0, "ls": ls})
+            mark = f" † {row.extrapolation:.2g}× out" if row.extrapolated else ""
+            ax.text(row.n_eff * 1.03, row.loss, f"{row.multiplier:.2f}×{mark}", color=color,
+                    fontsize=7, va="center")
+    ax.set_xscale("log")
+    ax.set_xlabel(LABEL[basis] + (" (FLOPs)" if basis == "compute" else ""))
+    ax.set_ylabel("validation loss")
+    ax.set_title(f"{fam}: by {LABEL[basis]}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
 
 
 def plot_scaling(path: Path, results: dict[str, FamilyResult], table: pd.DataFrame,
                  level: float = 0.95) -> Path | None:
-    """Loss against N (log axis): Dense points, fit and band; Leviathan -> effective size."""
-    fams = {f: r for f, r in results.items() if r.dense is not None}
+    """One row per family, one panel per matching; arrows to each arm's Dense-equivalent,
+    dashed and marked † where it lies outside the Dense points (grey)."""
+    fams = {f: r for f, r in results.items() if r.matching is not None and r.matching.fits}
     if not fams:
         return None
     plt = _pyplot()
-    fig, axes = _panels(plt, len(fams))
-    for ax, (fam, r) in zip(axes, fams.items(), strict=True):
+    n_cols = max(len(r.matching.fits) for r in fams.values())
+    fig, axes = _grid(plt, len(fams), n_cols)
+    for i, (fam, r) in enumerate(fams.items()):
         usable = table[(table["family"] == fam) & (table["reason"] == "")]
         dense = usable[usable["arm"] == "dense"]
-        m = r.multipliers
-        xs = np.concatenate([dense["params"], m["params"], m["n_eff"].dropna()])
-        xs = xs[np.isfinite(xs) & (xs > 0)]
-        grid = np.geomspace(xs.min() / 1.3, xs.max() * 1.3, 200)
-        if r.dense_samples is not None and len(r.dense_samples):
-            s = r.dense_samples
-            with np.errstate(all="ignore"):
-                curves = s[:, 0:1] * grid[None, :] ** (-s[:, 1:2]) + s[:, 2:3]
-            lo, hi = percentile_interval(curves, level)
-            ax.fill_between(grid, lo, hi, color=DENSE, alpha=0.2, lw=0,
-                            label=f"Dense fit, {level:.0%} bootstrap band")
-        ax.plot(grid, r.dense.predict(grid), color=DENSE, lw=1.5,
-                label=f"L = {r.dense.A:.3g}·N^-{r.dense.alpha:.3f} + {r.dense.b:.3g}")
-        ax.scatter(dense["params"], dense["loss"], color=DENSE, zorder=3, label="Dense")
-        ok = m["reason"] == ""
-        ax.scatter(m.loc[ok, "params"], m.loc[ok, "loss"], color=LEV, marker="s", zorder=3,
-                   label="Leviathan")
-        if (~ok).any():
-            ax.scatter(m.loc[~ok, "params"], m.loc[~ok, "loss"], facecolors="none",
-                       edgecolors=LEV, marker="s", zorder=3, label="Leviathan (excluded)")
-        for row in m.itertuples():
-            if np.isfinite(row.n_eff):
-                ax.annotate("", xy=(row.n_eff, row.loss), xytext=(row.params, row.loss),
-                            arrowprops={"arrowstyle": "->", "color": LEV, "lw": 1.2})
-                ax.text(row.n_eff * 1.03, row.loss, f"{row.multiplier:.2f}x", color=LEV,
-                        fontsize=8, va="center")
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel(f"parameters N ({fam})")
-        ax.set_ylabel("validation loss")
-        ax.set_title(f"{fam}: Leviathan runs and their Dense-equivalent size")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        bases = [b for b in BASES if b in r.matching.fits]
+        for j in range(n_cols):
+            if j < len(bases):
+                _panel(axes[i][j], bases[j], fam, r, dense, level)
+            else:
+                axes[i][j].axis("off")
+    return _save(fig, plt, path)
 
 
 def plot_multiplier_vs_tokens(path: Path, results: dict[str, FamilyResult]) -> Path | None:
@@ -88,58 +108,47 @@ def plot_multiplier_vs_tokens(path: Path, results: dict[str, FamilyResult]) -> P
     if not fams:
         return None
     plt = _pyplot()
-    fig, axes = _panels(plt, len(fams))
-    for ax, (fam, r) in zip(axes, fams.items(), strict=True):
-        for (_rid, size), g in r.trajectory.groupby(["run_id", "size"], sort=False):
+    fig, axes = _grid(plt, 1, len(fams))
+    for ax, (fam, r) in zip(axes[0], fams.items(), strict=True):
+        for lineage, g in r.trajectory.groupby("lineage", sort=False):
             g = g.sort_values("tokens")
-            ax.plot(g["tokens"], g["multiplier"], marker="o", ms=3, label=f"{size}")
+            ax.plot(g["tokens"], g["multiplier"], marker="o", ms=3,
+                    label=str(g["size"].iloc[0]) if lineage == g["run_id"].iloc[0] else lineage)
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log")
         ax.set_xlabel("tokens seen")
         ax.set_ylabel("effective-size multiplier N_eff / N")
         ax.set_title(f"{fam}: multiplier during training")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, title="Leviathan size")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        ax.legend(fontsize=8, title="Leviathan")
+    return _save(fig, plt, path)
 
 
-def plot_rare_tokens(path: Path, buckets: pd.DataFrame, table: pd.DataFrame) -> Path | None:
-    """Loss per token-frequency bucket (rare -> frequent), Dense solid, Leviathan dashed."""
-    if buckets is None or buckets.empty:
-        return None
-    usable = table[table["reason"] == ""]
-    b = buckets.merge(usable[["run_id", "arm", "size", "family", "params"]], on="run_id")
-    if b.empty:
+def plot_rare_tokens(path: Path, results: dict[str, FamilyResult]) -> Path | None:
+    """Per family: the arm/Dense perplexity ratio in each token-frequency bucket (rare ->
+    frequent), one line per size (Leviathan solid, controls dashed)."""
+    fams = {f: r for f, r in results.items() if r.bucket_ratios is not None}
+    if not fams:
         return None
     plt = _pyplot()
-    fams = sorted(b["family"].unique())
-    fig, axes = _panels(plt, len(fams))
-    for ax, fam in zip(axes, fams, strict=True):
-        fb = b[b["family"] == fam]
-        order = fb.groupby("bucket")["order"].first().sort_values()
+    fig, axes = _grid(plt, 1, len(fams))
+    for ax, (fam, r) in zip(axes[0], fams.items(), strict=True):
+        b = r.bucket_ratios
+        order = b.groupby("bucket")["order"].first().sort_values()
         pos = {name: i for i, name in enumerate(order.index)}
-        sizes = fb.groupby("size")["params"].mean().sort_values().index
+        sizes = list(dict.fromkeys(b["size"]))
         colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(sizes), 1)))
         for color, size in zip(colors, sizes, strict=True):
-            for arm, ls in (("dense", "-"), ("leviathan", "--")):
-                g = fb[(fb["size"] == size) & (fb["arm"] == arm)]
-                if g.empty:
-                    continue
-                g = g.groupby("bucket")["loss"].mean()
-                x = [pos[k] for k in g.index]
-                idx = np.argsort(x)
-                ax.plot(np.array(x)[idx], g.to_numpy()[idx], ls=ls, marker="o", ms=3,
-                        color=color, label=f"{size} {arm}")
+            for arm, g in b[b["size"] == size].groupby("arm", sort=False):
+                g = g.sort_values("order")
+                ax.plot([pos[k] for k in g["bucket"]], g["ppl_ratio"], marker="o", ms=3,
+                        color=color, ls="-" if arm == "leviathan" else "--",
+                        label=f"{size} {arm}")
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
         ax.set_xticks(range(len(order)), list(order.index), rotation=45, ha="right", fontsize=7)
         ax.set_xlabel("token-frequency bucket (rare -> frequent)")
-        ax.set_ylabel("validation loss")
-        ax.set_title(f"{fam}: loss by token frequency")
+        ax.set_ylabel("perplexity ratio arm / Dense")
+        ax.set_title(f"{fam}: where the gain sits")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, plt, path)

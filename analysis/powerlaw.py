@@ -3,7 +3,8 @@
 The fit minimises a Huber loss on log residuals, log L - log(A·x^-alpha + b), the objective
 Hoffmann et al. and Epoch AI use for the Chinchilla fits. Parameters live in log space
 (a = log A, e = log b) with x centred on its mean log so that a and alpha decorrelate; a few
-starting points (an OLS fit of log(L - b) plus a grid of exponents) go to L-BFGS-B with bounds.
+starting points (an OLS fit of log(L - b) plus a grid of exponents) all go at once to the one
+batched Levenberg-Marquardt solver (analysis.lm), the best end point wins.
 The same code fits L(N) (x = parameters) and L(D) (x = tokens).
 """
 
@@ -13,7 +14,8 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.optimize import minimize
+
+from analysis import lm
 
 B_DEFAULT = 1.69  # Hoffmann et al.'s fitted irreducible loss E
 HUBER_DELTA = 1e-3  # Hoffmann et al. / Epoch AI
@@ -51,81 +53,49 @@ class PowerLaw:
         return asdict(self)
 
 
-def huber(r: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
-    """Huber loss and its derivative, both divided by delta (same minimiser, better scaling)."""
-    small = np.abs(r) <= delta
-    value = np.where(small, 0.5 * r * r / delta, np.abs(r) - 0.5 * delta)
-    grad = np.where(small, r / delta, np.sign(r))
-    return value, grad
-
-
-def _objective(theta, u, y, e_fixed, delta):
-    # theta = (a_c, alpha[, e]); u = log x - mean log x; y = log L
-    a_c, alpha = theta[0], theta[1]
-    e = theta[2] if e_fixed is None else e_fixed
-    t1 = a_c - alpha * u
-    m = np.maximum(t1, e)
-    z1, z2 = np.exp(t1 - m), np.exp(e - m)
-    pred = m + np.log(z1 + z2)
-    w = z1 / (z1 + z2)  # d pred / d a_c
-    value, g = huber(pred - y, delta)
-    grad = [np.sum(g * w), np.sum(-g * w * u)]
-    if e_fixed is None:
-        grad.append(np.sum(g * (1.0 - w)))
-    return float(np.sum(value)), np.array(grad)
-
-
-def _batch_objective(theta, u, y, onehot, weights, e, delta):
-    a = theta[:, :-1] @ onehot.T  # (R, n)
-    t1 = a - theta[:, -1:] * u
-    pred = np.logaddexp(t1, e)
-    r = pred - y
-    return (weights * huber(r, delta)[0]).sum(axis=1), t1, pred, r
+def _model(u, onehot, e):
+    """log L = logaddexp(a_group - alpha·u, e) and its Jacobian, for theta (S, G + 1)."""
+    def pred_jac(theta):
+        t1 = theta[:, :-1] @ onehot.T - theta[:, -1:] * u  # (S, n)
+        pred = np.logaddexp(t1, e)
+        w = np.exp(t1 - pred)  # d pred / d a_group
+        return pred, np.concatenate([w[:, :, None] * onehot[None], (-w * u)[:, :, None]], axis=2)
+    return pred_jac
 
 
 def refit_batch(u, y, group, weights, e, start, *, delta: float = HUBER_DELTA, iters: int = 100):
     """Fit log L = logaddexp(a_group - alpha·u, e) once per row of `weights`, all at once.
 
-    u, y, group: (n,) centred log x, log L, group index in [0, G). weights: (R, n) point counts
-    (bootstrap multiplicities, or ones). e: log b (fixed). start: (G + 1,) or (R, G + 1) =
-    (a_0 .. a_{G-1}, alpha). Levenberg-Marquardt steps on the Huber loss with IRLS weights
-    min(1, delta/|r|), a step kept only when it lowers the objective. Returns (R, G + 1).
+    u, group: (n,) centred log x and group index in [0, G). y: (n,) log L, or (R, n) one target
+    per row (a residual bootstrap). weights: (R, n) point counts (bootstrap multiplicities, or
+    ones). e: log b (fixed). start: (G + 1,) or (R, G + 1) = (a_0 .. a_{G-1}, alpha). A group
+    absent from a row (weight 0) keeps its start. Returns (R, G + 1).
     """
     u, y = np.asarray(u, float), np.asarray(y, float)
     group = np.asarray(group, int)
     weights = np.asarray(weights, float)
     n_rep, n_groups = weights.shape[0], int(group.max()) + 1
-    k = n_groups + 1
     onehot = np.eye(n_groups)[group]  # (n, G)
-    theta = np.broadcast_to(np.asarray(start, float), (n_rep, k)).copy()
-    # a group absent from a replicate has no information: its scale stays at the start
+    theta = np.broadcast_to(np.asarray(start, float), (n_rep, n_groups + 1))
     free = np.concatenate([(weights @ onehot) > 0, np.ones((n_rep, 1), bool)], axis=1)
-    lam = np.full(n_rep, 1e-3)
-    f, t1, pred, r = _batch_objective(theta, u, y, onehot, weights, e, delta)
-    for _ in range(iters):
-        w = np.exp(t1 - pred)  # d pred / d a
-        q = weights * np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))
-        jac = np.concatenate([w[:, :, None] * onehot[None], (-w * u)[:, :, None]], axis=2)
-        jq = jac * q[:, :, None]  # (R, n, k)
-        h = np.einsum("rnp,rnq->rpq", jq, jac)
-        g = np.where(free, np.einsum("rnp,rn->rp", jq, r), 0.0)
-        diag = np.einsum("rpp->rp", h)
-        h = h + np.eye(k)[None] * (lam[:, None, None] * diag[:, None, :] + 1e-12
-                                   + (~free[:, :, None]) * 1.0)
-        step = np.linalg.solve(h, -g[:, :, None])[:, :, 0]
-        trial = theta + step
-        trial[:, -1] = np.clip(trial[:, -1], *ALPHA_BOUNDS)
-        ft, t1t, predt, rt = _batch_objective(trial, u, y, onehot, weights, e, delta)
-        better = ft < f
-        theta = np.where(better[:, None], trial, theta)
-        f = np.where(better, ft, f)
-        t1 = np.where(better[:, None], t1t, t1)
-        pred = np.where(better[:, None], predt, pred)
-        r = np.where(better[:, None], rt, r)
-        lam = np.clip(np.where(better, lam / 3.0, lam * 4.0), 1e-12, 1e12)
-        if np.abs(step).max() < 1e-9:  # every row: even the proposed step is negligible
-            break
+    model = _model(u, onehot, e)
+
+    def residuals(th, rows):
+        pred, jac = model(th)
+        return pred - (y if y.ndim == 1 else y[rows]), jac
+
+    lower = np.r_[np.full(n_groups, -np.inf), ALPHA_BOUNDS[0]]
+    upper = np.r_[np.full(n_groups, np.inf), ALPHA_BOUNDS[1]]
+    theta, _ = lm.solve(residuals, theta, delta=delta, weights=weights, lower=lower,
+                        upper=upper, free=free, iters=iters)
     return theta
+
+
+def batch_objective(theta, u, y, group, weights, e, delta) -> np.ndarray:
+    """(R,) Huber objective of each row of theta (as refit_batch's rows)."""
+    group = np.asarray(group, int)
+    pred, _ = _model(np.asarray(u, float), np.eye(int(group.max()) + 1)[group], e)(theta)
+    return lm.objective(pred - y, weights, delta)
 
 
 def fit_power_law(
@@ -168,31 +138,30 @@ def fit_power_law(
     else:
         starts += [(math.log(gap), a) for a in alpha_starts]
 
+    st = np.array(starts, float)
     if b is not None:  # all starts at once through the batched solver
         e = math.log(b)
-        st = np.array(starts, float)
         ones = np.ones((st.shape[0], u.size))
         theta = refit_batch(u, y, np.zeros(u.size, int), ones, e, st, delta=delta)
-        obj = _batch_objective(theta, u, y, np.ones((u.size, 1)), ones, e, delta)[0]
+        obj = batch_objective(theta, u, y, np.zeros(u.size, int), ones, e, delta)
         a_c, alpha = (float(v) for v in theta[int(np.argmin(obj))])
         return PowerLaw(A=math.exp(a_c + alpha * x0), alpha=alpha, b=float(b), b_fixed=True,
                         n_points=int(x.size), objective=float(obj.min()) / x.size)
-    e_fixed = None
-    bounds = [(-50.0, 50.0), ALPHA_BOUNDS]
-    if b is None:
-        bounds.append((math.log(1e-3), math.log(float(loss.min())) - 1e-9))
-    best = None
-    for a_c, alpha in starts:
-        theta0 = [a_c, alpha] + ([] if b is not None else [math.log(b_start)])
-        res = minimize(_objective, np.array(theta0), args=(u, y, e_fixed, delta), jac=True,
-                       method="L-BFGS-B", bounds=bounds,
-                       options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-9})
-        if best is None or res.fun < best.fun:
-            best = res
-    a_c, alpha = float(best.x[0]), float(best.x[1])
-    b_hat = float(b) if b is not None else math.exp(float(best.x[2]))
-    return PowerLaw(A=math.exp(a_c + alpha * x0), alpha=alpha, b=b_hat, b_fixed=b is not None,
-                    n_points=int(x.size), objective=float(best.fun) / x.size)
+    # b free: theta = (a_c, alpha, e), e = log b kept below log(min L)
+    st = np.column_stack([st, np.full(len(st), math.log(b_start))])
+
+    def residuals(th, rows):
+        t1 = th[:, :1] - th[:, 1:2] * u
+        pred = np.logaddexp(t1, th[:, 2:3])
+        w = np.exp(t1 - pred)
+        return pred - y, np.stack([w, -w * u, 1.0 - w], axis=-1)
+
+    theta, obj = lm.solve(residuals, st, delta=delta, iters=500,
+                          lower=[-50.0, ALPHA_BOUNDS[0], math.log(1e-3)],
+                          upper=[50.0, ALPHA_BOUNDS[1], math.log(float(loss.min())) - 1e-9])
+    a_c, alpha, e = (float(v) for v in theta[int(np.argmin(obj))])
+    return PowerLaw(A=math.exp(a_c + alpha * x0), alpha=alpha, b=math.exp(e), b_fixed=False,
+                    n_points=int(x.size), objective=float(obj.min()) / x.size)
 
 
 @dataclass
@@ -230,11 +199,42 @@ def fit_shared_exponent(n_dense, l_dense, n_lev, l_lev, *, b: float = B_DEFAULT,
     ones = np.ones((starts.shape[0], u.size))
     group = is_lev.astype(int)
     theta = refit_batch(u, y, group, ones, math.log(b), starts, delta=delta)
-    obj = _batch_objective(theta, u, y, np.eye(2)[group], ones, math.log(b), delta)[0]
+    obj = batch_objective(theta, u, y, group, ones, math.log(b), delta)
     a_dc, a_lc, alpha = (float(v) for v in theta[int(np.argmin(obj))])
     return SharedExponent(A_dense=math.exp(a_dc + alpha * x0), A_lev=math.exp(a_lc + alpha * x0),
                           alpha=alpha, b=float(b), multiplier=math.exp((a_dc - a_lc) / alpha),
                           n_dense=int(n_dense.size), n_lev=int(n_lev.size))
+
+
+def shared_lack_of_fit(n_dense, l_dense, n_lev, l_lev, sh: SharedExponent,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the shared-exponent multiplier from the fit's own residuals.
+
+    The scatter of log L around the fitted law (measurement noise and lack of fit alike) sets
+    s^2 = RSS / (n - 3); cov = s^2 (J'J)^-1 over (a_dense, a_lev, alpha); the multiplier
+    M = exp((a_dense - a_lev) / alpha) gets exp(log M +- t_{n-3} se(log M)) (the delta method),
+    as Marin's pinned-asymptote effective speedup reports (marin-community/marin#8096).
+    (nan, nan) with fewer than four points.
+    """
+    from scipy.special import stdtrit  # Student-t quantile (scipy.stats imports slowly)
+
+    n = np.concatenate([np.asarray(n_dense, float), np.asarray(n_lev, float)])
+    y = np.log(np.concatenate([np.asarray(l_dense, float), np.asarray(l_lev, float)]))
+    dof = n.size - 3
+    if dof < 1:
+        return math.nan, math.nan
+    u = np.log(n) - np.log(n).mean()
+    group = np.r_[np.zeros(len(n_dense), int), np.ones(len(n_lev), int)]
+    x0 = float(np.log(n).mean())
+    theta = np.array([[math.log(sh.A_dense) - sh.alpha * x0, math.log(sh.A_lev) - sh.alpha * x0,
+                       sh.alpha]])
+    pred, jac = _model(u, np.eye(2)[group], math.log(sh.b))(theta)
+    r, jac = pred[0] - y, jac[0]
+    cov = float(r @ r) / dof * np.linalg.pinv(jac.T @ jac)
+    grad = np.array([1.0, -1.0, -(theta[0, 0] - theta[0, 1]) / sh.alpha]) / sh.alpha
+    half = float(stdtrit(dof, (1 + level) / 2)) * math.sqrt(max(grad @ cov @ grad, 0.0))
+    log_m = math.log(sh.multiplier)
+    return math.exp(log_m - half), math.exp(log_m + half)
 
 
 def effective_size(fit: PowerLaw, loss, params) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,13 @@
-"""Write a fit's results: fit.json, multipliers.csv, b_sensitivity.csv, summary.md."""
+"""Write a fit's results: fit.json, summary.md and the tables.
+
+multipliers.csv: one row per (family, non-Dense arm, size, basis): analysis/matchings.py
+ROW_COLUMNS (x: the run's quantity in that basis: total or body parameters, or training FLOPs;
+n_eff: the Dense-equivalent in the same unit; extrapolated/extrapolation: outside the Dense
+points, and by what factor). lev_vs_control.csv: size, control, basis, ratio, ratio_lo,
+ratio_hi (+ both multipliers). multipliers_by_run.csv: the paper's per-run table (every
+Leviathan run, N = --params). Also b_sensitivity.csv, lr_choices.csv, token_multipliers.csv,
+bucket_ratios.csv, multiplier_vs_tokens.csv where there is something to write.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.controls import RATIO_COLUMNS
+from analysis.family import FamilyResult, FitConfig
 from analysis.joint import EPOCH_CHINCHILLA
-from analysis.runs import Runs, human
-from analysis.scaling import FamilyResult, FitConfig
+from analysis.matchings import ROW_COLUMNS
+from analysis.runs import Runs
+from analysis.summary import excluded_runs, summary_md
 
 
 def _clean(obj):
@@ -32,18 +44,6 @@ def _records(df: pd.DataFrame | None) -> list:
     return [] if df is None else df.to_dict(orient="records")
 
 
-def excluded_runs(table: pd.DataFrame, results: dict[str, FamilyResult]) -> pd.DataFrame:
-    """Every run a fit did not use, with the reason (unfinished, NaN, below b, ...)."""
-    rows = table[table["reason"] != ""][["run_id", "name", "arm", "size", "family", "loss",
-                                         "reason"]]
-    extra = []
-    for fam, res in results.items():
-        if res.multipliers is not None:
-            m = res.multipliers[res.multipliers["reason"] != ""]
-            extra.append(m.assign(arm="leviathan", family=fam)[list(rows.columns)])
-    return pd.concat([rows, *extra], ignore_index=True).drop_duplicates("run_id")
-
-
 def fit_dict(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
              table: pd.DataFrame) -> dict:
     fams = {}
@@ -57,6 +57,7 @@ def fit_dict(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
                 **r.lev.as_dict(), "A_ci": iv.get("A_lev"), "alpha_ci": iv.get("alpha_lev")}
             d["shared_exponent"] = None if r.shared is None else {
                 **r.shared.as_dict(), "multiplier_ci": iv.get("shared_multiplier"),
+                "multiplier_t_ci": iv.get("shared_multiplier_t"),
                 "alpha_ci": iv.get("shared_alpha")}
             d["multipliers"] = _records(r.multipliers)
             if r.b_sensitivity is not None:
@@ -67,6 +68,15 @@ def fit_dict(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
             **r.joint.as_dict(), **{f"{k}_ci": iv.get(f"joint_{k}")
                                    for k in ("E", "A", "B", "alpha", "beta")}}
         d["multiplier_vs_tokens"] = _records(r.trajectory)
+        m = r.matching
+        d["matchings"] = None if m is None else {
+            "interval": m.interval, "off": m.off, "lack_of_fit": m.lack_of_fit,
+            "rows": _records(m.rows),
+            "dense_fits": {b: f.as_dict() for b, f in m.fits.items()}}
+        d["lev_vs_control"] = _records(r.controls)
+        d["lr_choices"] = _records(r.lr_choices)
+        d["token_multipliers"] = _records(r.token_multipliers)
+        d["bucket_ratios"] = _records(r.bucket_ratios)
         fams[fam] = d
     return _clean({
         "sweep": runs.sweep, "source": runs.source,
@@ -76,103 +86,9 @@ def fit_dict(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
     })
 
 
-def _fmt(x, digits=4) -> str:
-    return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}g}"
-
-
-def _ci(lo, hi, digits=3) -> str:
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
-        return ""
-    return f" [{lo:.{digits}g}, {hi:.{digits}g}]"
-
-
-def summary_md(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
-               table: pd.DataFrame) -> str:
-    pct = f"{cfg.level:.0%}"
-    b_txt = "fitted" if cfg.b is None else f"fixed at {cfg.b:g}"
-    out = [f"# Scaling fit: {runs.sweep or runs.source}", "",
-           f"Source: {runs.source}. N = {cfg.params} parameters; b {b_txt}; Huber delta "
-           f"{cfg.delta:g} on log residuals; intervals: {pct} bootstrap percentile over runs "
-           f"(and seeds), {cfg.bootstrap} resamples (seed {cfg.seed}).", ""]
-    for fam, r in results.items():
-        out += [f"## Family `{fam}`", ""]
-        iv = r.intervals
-        if r.dense is not None:
-            f = r.dense
-            out += [f"Dense L(N) = A·N^-α + b: A = {_fmt(f.A)}{_ci(*iv.get('A', (None, None)))}, "
-                    f"α = {f.alpha:.4f}{_ci(*iv.get('alpha', (None, None)))}, b = {f.b:.4g}"
-                    f"{_ci(*iv.get('b', (None, None)))} ({f.n_points} runs).", ""]
-            out += [f"| Size | N | Dense loss | Leviathan loss | N_eff | Multiplier ({pct} CI) |",
-                    "|---|---|---|---|---|---|"]
-            for m in r.multipliers.itertuples():
-                if m.reason:
-                    mult = f"excluded: {m.reason}"
-                else:
-                    mult = f"{m.multiplier:.2f}x{_ci(m.multiplier_lo, m.multiplier_hi)}"
-                dl = getattr(m, "dense_loss", np.nan)
-                out.append(f"| {m.size} | {human(m.params)} | {_fmt(dl)} | {m.loss:.4f} | "
-                           f"{human(m.n_eff) if np.isfinite(m.n_eff) else '–'} | {mult} |")
-            out.append("")
-            if r.lev is not None:
-                out.append(f"Leviathan alone: α = {r.lev.alpha:.4f}"
-                           f"{_ci(*iv.get('alpha_lev', (None, None)))} (Dense {f.alpha:.4f}; "
-                           "the paper: 0.47 vs 0.38).")
-            if r.shared is not None:
-                s = r.shared
-                out.append(f"Shared exponent (A_dense, A_lev, one α, b = {s.b:g}): "
-                           f"multiplier (A_dense/A_lev)^(1/α) = {s.multiplier:.3f}x"
-                           f"{_ci(*iv.get('shared_multiplier', (None, None)))}, α = "
-                           f"{s.alpha:.4f}{_ci(*iv.get('shared_alpha', (None, None)))}.")
-            out.append("")
-            if r.b_sensitivity is not None and len(r.b_sensitivity):
-                bs = [c for c in r.b_sensitivity.columns if c not in ("run_id", "size")]
-                out += ["Sensitivity of the multipliers to b (Dense refitted at each b):", "",
-                        "| Size | " + " | ".join(f"b={b}" for b in bs) + " |",
-                        "|---|" + "---|" * len(bs)]
-                for row in r.b_sensitivity.itertuples(index=False):
-                    vals = [_fmt(v, 3) for v in row[2:]]
-                    out.append(f"| {row.size} | " + " | ".join(vals) + " |")
-                out.append("")
-        for dfit in r.data_fits:
-            out.append(f"L(D) = B·D^-β + b, {dfit['arm']} {dfit['size']}: B = {_fmt(dfit['B'])}"
-                       f"{_ci(*dfit['B_ci'])}, β = {dfit['beta']:.4f}{_ci(*dfit['beta_ci'])}, "
-                       f"b = {dfit['b']:.4g} ({dfit['n_points']} runs).")
-        if r.data_multipliers is not None:
-            for m in r.data_multipliers.itertuples():
-                out.append(f"Data multiplier {m.size} at {human(m.tokens)} tokens: "
-                           f"D_eff = {human(m.d_eff)}, {_fmt(m.data_multiplier, 3)}x.")
-        if r.joint is not None:
-            j = r.joint
-            c = {k: _ci(*iv.get(f"joint_{k}", (None, None))) for k in ("E", "A", "B", "alpha",
-                                                                          "beta")}
-            out.append(f"Joint L(N, D) = E + A·N^-α + B·D^-β (Epoch AI's fitting procedure): "
-                       f"E = {j.E:.4f}{c['E']}, A = {j.A:.4g}{c['A']}, B = {j.B:.4g}{c['B']}, "
-                       f"α = {j.alpha:.4f}{c['alpha']}, β = {j.beta:.4f}{c['beta']} "
-                       f"({j.n_points} runs).")
-            if r.multipliers is not None and "multiplier_joint" in r.multipliers:
-                out.append("Multipliers from the joint law at each run's own D: " + ", ".join(
-                    f"{m.size} at {human(m.tokens)} tokens {_fmt(m.multiplier_joint, 3)}x"
-                    for m in r.multipliers.itertuples()) + ".")
-        if r.trajectory is not None:
-            last = r.trajectory.sort_values("tokens").groupby("run_id").tail(1)
-            out.append("Multiplier at the last matched token count: " + ", ".join(
-                f"{row.size} {row.multiplier:.3g}x at {human(row.tokens)}"
-                for row in last.itertuples()) + " (multiplier_vs_tokens.png).")
-        out += [f"- {n}" for n in r.notes] + [""]
-    exc = excluded_runs(table, results)
-    out += ["## Excluded runs", ""]
-    if exc.empty:
-        out.append("None.")
-    else:
-        out += ["| Run | Arm | Size | Family | Reason |", "|---|---|---|---|---|"]
-        out += [f"| {e.name or e.run_id} | {e.arm} | {e.size} | {e.family} | {e.reason} |"
-                for e in exc.itertuples()]
-    return "\n".join(out) + "\n"
-
-
 def write_outputs(out_dir: Path, runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
                   table: pd.DataFrame) -> list[Path]:
-    """fit.json, multipliers.csv, b_sensitivity.csv, summary.md (+ tokens CSV when present)."""
+    """Every output file (module docstring); returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     p = out_dir / "fit.json"
@@ -184,11 +100,30 @@ def write_outputs(out_dir: Path, runs: Runs, cfg: FitConfig, results: dict[str, 
     mults = [r.multipliers.assign(family=f) for f, r in results.items()
              if r.multipliers is not None]
     mdf = pd.concat(mults, ignore_index=True) if mults else pd.DataFrame(columns=cols)
-    p = out_dir / "multipliers.csv"
+    p = out_dir / "multipliers_by_run.csv"
     if "multiplier_joint" not in mdf.columns:
         cols = [c for c in cols if not c.endswith("_joint")]
     mdf.reindex(columns=cols).to_csv(p, index=False)
     written.append(p)
+    rows = [r.matching.rows.assign(family=f) for f, r in results.items()
+            if r.matching is not None]
+    p = out_dir / "multipliers.csv"
+    (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()).reindex(
+        columns=["family", *ROW_COLUMNS]).to_csv(p, index=False)
+    written.append(p)
+    p = out_dir / "lev_vs_control.csv"
+    ctl = [r.controls.assign(family=f) for f, r in results.items() if r.controls is not None]
+    (pd.concat(ctl, ignore_index=True) if ctl else pd.DataFrame()).reindex(
+        columns=["family", *RATIO_COLUMNS]).to_csv(p, index=False)
+    written.append(p)
+    for name, attr in (("lr_choices", "lr_choices"), ("token_multipliers", "token_multipliers"),
+                       ("bucket_ratios", "bucket_ratios")):
+        frames = [getattr(r, attr).assign(family=f) for f, r in results.items()
+                  if getattr(r, attr) is not None and len(getattr(r, attr))]
+        if frames:
+            p = out_dir / f"{name}.csv"
+            pd.concat(frames, ignore_index=True).to_csv(p, index=False)
+            written.append(p)
     sens = [r.b_sensitivity.assign(family=f) for f, r in results.items()
             if r.b_sensitivity is not None]
     if sens:

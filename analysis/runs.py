@@ -2,7 +2,10 @@
 
 One row per run in `Runs.table` (excluded runs stay, with the reason in `reason`), the
 intermediate validation losses in `Runs.history` and the token-frequency bucket losses in
-`Runs.buckets`. Nothing is dropped silently: a run the fits cannot use says why.
+`Runs.buckets`. Nothing is dropped silently: a run the fits cannot use says why. Input that cannot
+be analysed at all (an unknown arm, a control arm without its Leviathan partner) is an error.
+The CSV path is analysis/csv_input.py; the MLflow names (tags, params, metrics) live in
+`row_of` below, the one place that knows them.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ARMS = ("dense", "leviathan")
-COLUMNS = ["run_id", "name", "arm", "size", "pair", "family", "seed", "params", "params_total",
-           "params_body", "tokens", "loss", "status", "reason"]
-CSV_REQUIRED = ("arm", "params", "tokens", "loss")
+ARMS = ("dense", "leviathan", "factorized", "dense_untied")
+CONTROLS = {"factorized": "isoparametric", "dense_untied": "decoupled"}  # control -> its family
+COLUMNS = ["run_id", "name", "arm", "size", "pair", "family", "seed", "lr", "params",
+           "params_total", "params_body", "flops", "tokens", "loss", "cooled", "status", "reason"]
+HISTORY = ["run_id", "tokens", "loss", "cooled"]
 SEED_KEYS = ("seed", "trainer.seed", "data.seed")  # first present wins (tag, then param)
 BUCKET_PREFIX = "val/loss_freq/"
 CONNECT_TIMEOUT = 10.0  # seconds to wait for the tracking server before failing
@@ -37,8 +41,8 @@ class Runs:
     table: pd.DataFrame  # one row per run, COLUMNS; `reason` non-empty = excluded
     source: str  # where the runs came from (for the report)
     sweep: str | None = None  # sweep name (None for a CSV without one)
-    history: pd.DataFrame = field(  # run_id, tokens, loss: validation during training
-        default_factory=lambda: pd.DataFrame(columns=["run_id", "tokens", "loss"]))
+    history: pd.DataFrame = field(  # run_id, tokens, loss, cooled: validation during training
+        default_factory=lambda: pd.DataFrame(columns=HISTORY))
     buckets: pd.DataFrame = field(  # run_id, bucket, order, loss: frequency-bucket losses
         default_factory=lambda: pd.DataFrame(columns=["run_id", "bucket", "order", "loss"]))
 
@@ -48,7 +52,7 @@ class Runs:
     def counts(self) -> str:
         """'dense: 4 runs (3 finished), leviathan: 4 runs (4 finished)' for error messages."""
         parts = []
-        for arm in sorted(set(self.table["arm"]) | set(ARMS)):
+        for arm in sorted(set(self.table["arm"]) | {"dense", "leviathan"}):
             rows = self.table[self.table["arm"] == arm]
             fin = int((rows["status"] == "FINISHED").sum())
             parts.append(f"{arm}: {len(rows)} runs ({fin} finished, "
@@ -63,28 +67,49 @@ def _float(value) -> float:
         return math.nan
 
 
-def finalize(table: pd.DataFrame, params_kind: str = "total") -> pd.DataFrame:
-    """Choose N (`params_kind`: total | body), normalise arms, and fill the exclusion reasons."""
+def flag(value) -> float:
+    """A yes/no cell (True, "true", 1, "yes" ...) as 1.0 / 0.0, NaN when empty or unknown."""
+    if isinstance(value, bool | np.bool_):
+        return float(value)
+    text = str(value).strip().lower()
+    if text in ("true", "1", "1.0", "yes", "y", "t"):
+        return 1.0
+    if text in ("false", "0", "0.0", "no", "n", "f"):
+        return 0.0
+    return math.nan
+
+
+def finalize(table: pd.DataFrame, params_kind: str = "total", source: str = "runs"  # noqa: C901 - one normalisation per MLflow field a run may lack
+             ) -> pd.DataFrame:
+    """Choose N (`params_kind`: total | body), normalise arms, and fill the exclusion reasons.
+
+    Raises AnalysisError for input no fit can use: an arm outside ARMS, or a control arm at a
+    size (of a family) where no Leviathan run exists.
+    """
     if params_kind not in ("total", "body"):
         raise ValueError(f"--params must be 'total' or 'body', got {params_kind!r}")
     t = table.copy()
     for col in COLUMNS:
         if col not in t.columns:
             t[col] = "" if col in ("name", "size", "pair", "family", "seed", "reason") else np.nan
-    t["arm"] = t["arm"].astype(str).str.strip().str.lower().replace({"lev": "leviathan"})
+    t["arm"] = t["arm"].fillna("").astype(str).str.strip().str.lower().replace(
+        {"lev": "leviathan"})
+    unknown = sorted(set(t["arm"]) - set(ARMS))
+    if unknown:
+        raise AnalysisError(f"{source}: unknown arm(s) {unknown} (column `arm`); allowed: "
+                            f"{', '.join(ARMS)}")
     t["family"] = t["family"].fillna("").astype(str).replace("", "default")
     for col in ("size", "pair", "seed", "name", "reason"):
-        t[col] = t[col].fillna("").astype(str)
-    for col in ("params_total", "params_body", "tokens", "loss"):
+        t[col] = t[col].fillna("").astype(str).replace("nan", "")
+    for col in ("params_total", "params_body", "flops", "tokens", "loss", "lr"):
         t[col] = pd.to_numeric(t[col], errors="coerce")
+    t["cooled"] = t["cooled"].map(flag)
     t["params"] = t[f"params_{params_kind}"]
     t["status"] = t["status"].fillna("FINISHED").astype(str)
     reasons = []
     for row in t.itertuples():
         if row.reason:
             reasons.append(row.reason)
-        elif row.arm not in ARMS:
-            reasons.append(f"unknown arm {row.arm!r} (expected dense or leviathan)")
         elif row.status != "FINISHED":
             reasons.append(f"unfinished (status {row.status})")
         elif not np.isfinite(row.loss):
@@ -94,9 +119,61 @@ def finalize(table: pd.DataFrame, params_kind: str = "total") -> pd.DataFrame:
         else:
             reasons.append("")
     t["reason"] = reasons
-    if not t["size"].astype(bool).all():  # name unnamed sizes by their parameter count
-        t.loc[t["size"] == "", "size"] = t.loc[t["size"] == "", "params"].map(human)
+    _name_sizes(t)
+    check_controls(t, source)
     return t[COLUMNS].reset_index(drop=True)
+
+
+def _name_sizes(t: pd.DataFrame) -> None:
+    """Unnamed sizes: a Dense run by its parameter count; any other arm by the Dense size of its
+    family nearest in (log) parameters, so that the arms of a size meet."""
+    todo = t["size"] == ""
+    if not todo.any():
+        return
+    dense = t["arm"] == "dense"
+    t.loc[todo & dense, "size"] = t.loc[todo & dense, "params_total"].map(human)
+    for i in t.index[todo & ~dense]:
+        fam = t[(t["family"] == t.at[i, "family"]) & dense & np.isfinite(t["params_total"])]
+        n = t.at[i, "params_total"]
+        if len(fam) and np.isfinite(n) and n > 0:
+            j = (np.log(fam["params_total"]) - math.log(n)).abs().idxmin()
+            t.at[i, "size"] = t.at[j, "size"]
+        else:
+            t.at[i, "size"] = human(n)
+
+
+def check_controls(t: pd.DataFrame, source: str = "runs") -> None:
+    """A control arm is read only against its Leviathan partner: each (family, size) holding a
+    control must hold a Leviathan run too."""
+    lev = set(zip(t.loc[t["arm"] == "leviathan", "family"],
+                  t.loc[t["arm"] == "leviathan", "size"], strict=True))
+    for arm in CONTROLS:
+        rows = t[t["arm"] == arm]
+        for fam, size in sorted(set(zip(rows["family"], rows["size"], strict=True))):
+            if (fam, size) not in lev:
+                raise AnalysisError(
+                    f"{source}: arm {arm!r} at size {size!r} (family {fam!r}) has no leviathan "
+                    f"run at that size; a control arm ({', '.join(CONTROLS)}) is only read "
+                    f"against its Leviathan partner. Allowed arms: {', '.join(ARMS)}")
+
+
+def budget_ids(tokens: np.ndarray, tol: float) -> np.ndarray:
+    """Cluster token counts: a new budget starts where the relative gap exceeds `tol`."""
+    tokens = np.asarray(tokens, float)
+    ids = np.zeros(tokens.size, int)
+    finite = np.isfinite(tokens)
+    if not finite.any():
+        return ids
+    order = np.argsort(np.where(finite, tokens, np.inf))
+    cur, prev = 0, None
+    for i in order:
+        if not finite[i]:
+            ids[i] = 0
+            continue
+        if prev is not None and tokens[i] > prev * (1 + tol):
+            cur += 1
+        ids[i], prev = cur, tokens[i]
+    return ids
 
 
 def human(n: float) -> str:
@@ -107,34 +184,6 @@ def human(n: float) -> str:
         if abs(n) >= div:
             return f"{n / div:.3g}{suffix}"
     return f"{n:.3g}"
-
-
-def load_csv(path: str | Path, params_kind: str = "total") -> Runs:
-    """Runs from a CSV with columns arm,params,tokens,loss (+ size,pair,family,seed,params_body)."""
-    path = Path(path)
-    if not path.is_file():
-        raise AnalysisError(f"--csv {path}: no such file")
-    df = pd.read_csv(path)
-    df.columns = [c.strip() for c in df.columns]
-    missing = [c for c in CSV_REQUIRED if c not in df.columns]
-    if missing:
-        raise AnalysisError(f"{path}: missing column(s) {missing}; need {list(CSV_REQUIRED)} "
-                            f"(optional size,pair,family,seed,params_body,status), found "
-                            f"{list(df.columns)}")
-    t = pd.DataFrame({
-        "run_id": df["run"].astype(str) if "run" in df else [f"row{i + 2}" for i in range(len(df))],
-        "name": df["name"] if "name" in df else "",
-        "arm": df["arm"], "params_total": df["params"],
-        "params_body": df["params_body"] if "params_body" in df else df["params"],
-        "tokens": df["tokens"], "loss": df["loss"],
-    })
-    for col in ("size", "pair", "family", "seed", "status"):
-        if col in df:
-            t[col] = df[col]
-    if params_kind == "body" and "params_body" not in df:
-        # a CSV has one count per run: with --params body it must be the non-embedding one
-        t["params_body"] = df["params"]
-    return Runs(table=finalize(t, params_kind), source=str(path), sweep=None)
 
 
 def _client(tracking_uri: str):
@@ -155,25 +204,21 @@ def _experiment_id(client, experiment: str, tracking_uri: str) -> str:
 
 
 def _search(client, exp_id: str, filter_string: str, order_by=None, max_results=None):
-    runs, token = [], None
-    while True:
-        page = client.search_runs([exp_id], filter_string=filter_string, order_by=order_by,
-                                  max_results=min(max_results or 1000, 1000), page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token or (max_results and len(runs) >= max_results):
-            return runs
+    from leviathan.tracking.runs import search
+
+    return search(client, exp_id, filter_string, order_by, max_results)
 
 
 def latest_sweep(tracking_uri: str, experiment: str = "leviathan") -> str:
     """Name of the most recently started sweep parent run (tags.kind = 'sweep')."""
+    from leviathan.tracking import runs as tr
+
     client = _client(tracking_uri)
-    exp_id = _experiment_id(client, experiment, tracking_uri)
-    runs = _search(client, exp_id, "tags.kind = 'sweep'", ["attributes.start_time DESC"], 1)
-    if not runs or not runs[0].data.tags.get("sweep"):
+    name = tr.latest_sweep(client, _experiment_id(client, experiment, tracking_uri))
+    if not name:
         raise AnalysisError(f"--latest: no sweep parent run (tags.kind='sweep' with a 'sweep' "
                             f"tag) in experiment {experiment!r} at {tracking_uri}; pass --sweep")
-    return runs[0].data.tags["sweep"]
+    return name
 
 
 def _bucket_order(name: str, i: int) -> float:
@@ -203,60 +248,93 @@ def _summary_buckets(client, run_id: str) -> dict[str, float]:
     return {}
 
 
+def row_of(run) -> dict:
+    """One MLflow training run as a table row. The names are leviathan.tracking.runs' (tags,
+    params) and the metrics training logs (final/val_loss, final/tokens_seen). A WSD-S cooldown
+    branch (tag `cooldown`, or `cooled=true`) is cooled down; a WSD-S main run (tag
+    schedule=constant) never is; other runs are unmarked."""
+    from leviathan.tracking.runs import N_PARAMS, Tag
+
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    seed = next((tags.get(k) or params.get(k) for k in SEED_KEYS
+                 if tags.get(k) or params.get(k)), "")
+    tokens = _float(metrics.get("final/tokens_seen", metrics.get("tokens_seen")))
+    if not np.isfinite(tokens):
+        tokens = _float(params.get("plan.budget_tokens"))
+    if "cooled" in tags:
+        cooled = flag(tags["cooled"])
+    elif tags.get(Tag.COOLDOWN) or tags.get("branch"):
+        cooled = 1.0
+    else:
+        cooled = 0.0 if tags.get(Tag.SCHEDULE) == "constant" else math.nan
+    return {
+        "run_id": run.info.run_id, "name": run.info.run_name or "",
+        "arm": tags.get(Tag.ARM, ""), "size": tags.get(Tag.SIZE, ""),
+        "pair": tags.get(Tag.PAIR, ""), "family": tags.get(Tag.FAMILY, ""), "seed": seed,
+        "lr": _float(params.get("trainer.lr")),
+        "params_total": _float(params.get(N_PARAMS.format("total"))),
+        "params_body": _float(params.get(N_PARAMS.format("body"))),
+        "flops": _float(params.get("plan.flops_per_token")) * tokens, "tokens": tokens,
+        "loss": _float(metrics.get("final/val_loss")), "cooled": cooled,
+        "status": run.info.status,
+    }
+
+
+def _history(client, row: dict) -> list[dict]:
+    """Validation points of one run; a cooled-down run's last point is marked cooled."""
+    rid = row["run_id"]
+    vl = {m.step: m.value for m in client.get_metric_history(rid, "val/loss")}
+    vt = {m.step: m.value for m in client.get_metric_history(rid, "val/tokens")}
+    points = [{"run_id": rid, "tokens": vt[s], "loss": vl[s], "cooled": 0.0} for s in sorted(vl)
+              if s in vt]
+    if row["cooled"] == 1.0 and points:
+        points[-1]["cooled"] = 1.0
+    return points
+
+
 def load_mlflow(sweep: str, *, tracking_uri: str, experiment: str = "leviathan",
                 params_kind: str = "total", histories: bool = True) -> Runs:
     """The training runs of `sweep` (tags.kind='train', tags.sweep=sweep) with their histories."""
+    from leviathan.tracking import runs as tr
+
     client = _client(tracking_uri)
     exp_id = _experiment_id(client, experiment, tracking_uri)
-    runs = _search(client, exp_id, f"tags.kind = 'train' and tags.sweep = '{sweep}'")
+    runs = _search(client, exp_id, tr.sweep_filter(sweep))
     if not runs:
         raise AnalysisError(f"sweep {sweep!r}: no training runs (tags.kind='train', "
                             f"tags.sweep={sweep!r}) in experiment {experiment!r} at "
                             f"{tracking_uri}; found 0 runs of each arm (dense 0, leviathan 0)")
     rows, hist, buckets = [], [], []
     for run in runs:
-        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-        rid = run.info.run_id
-        seed = next((tags.get(k) or params.get(k) for k in SEED_KEYS
-                     if tags.get(k) or params.get(k)), "")
-        rows.append({
-            "run_id": rid, "name": run.info.run_name or "", "arm": tags.get("arm", ""),
-            "size": tags.get("size", ""), "pair": tags.get("pair", ""),
-            "family": tags.get("family", ""), "seed": seed,
-            "params_total": _float(params.get("n_params/total")),
-            "params_body": _float(params.get("n_params/body")),
-            "tokens": _float(metrics.get("final/tokens_seen", metrics.get("tokens_seen"))),
-            "loss": _float(metrics.get("final/val_loss")), "status": run.info.status,
-        })
+        row = row_of(run)
+        rows.append(row)
+        rid = row["run_id"]
         if histories:
-            vl = {m.step: m.value for m in client.get_metric_history(rid, "val/loss")}
-            vt = {m.step: m.value for m in client.get_metric_history(rid, "val/tokens")}
-            hist += [{"run_id": rid, "tokens": vt[s], "loss": vl[s]} for s in sorted(vl)
-                     if s in vt]
-        found = {k[len(BUCKET_PREFIX):]: v for k, v in metrics.items()
+            hist += _history(client, row)
+        found = {k[len(BUCKET_PREFIX):]: v for k, v in run.data.metrics.items()
                  if k.startswith(BUCKET_PREFIX)}
         if not found and histories and run.info.status == "FINISHED":
             found = _summary_buckets(client, rid)
         buckets += [{"run_id": rid, "bucket": k, "order": _bucket_order(k, i), "loss": v}
                     for i, (k, v) in enumerate(found.items())]
-    return Runs(table=finalize(pd.DataFrame(rows), params_kind),
-                source=f"MLflow {tracking_uri} experiment {experiment!r}", sweep=sweep,
-                history=pd.DataFrame(hist, columns=["run_id", "tokens", "loss"]),
+    source = f"MLflow {tracking_uri} experiment {experiment!r}"
+    return Runs(table=finalize(pd.DataFrame(rows), params_kind, f"sweep {sweep!r}"),
+                source=source, sweep=sweep, history=pd.DataFrame(hist, columns=HISTORY),
                 buckets=pd.DataFrame(buckets, columns=["run_id", "bucket", "order", "loss"]))
 
 
 def sweep_parent(tracking_uri: str, experiment: str, sweep: str, create: bool = True):
-    """run_id of the sweep's parent run (tags.kind='sweep', tags.sweep); created when absent."""
+    """run_id of the sweep's parent run (tags.kind='sweep', tags.sweep); created when absent
+    (then marked FINISHED: it only carries the fit's outputs)."""
+    from leviathan.tracking import runs as tr
+
     client = _client(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
-    found = _search(client, exp_id, f"tags.kind = 'sweep' and tags.sweep = '{sweep}'",
-                    ["attributes.start_time DESC"], 1)
-    if found:
-        return found[0].info.run_id
+    exp_id = tr.experiment_id(client, experiment)
+    existed = tr.parent_run(client, exp_id, sweep, create=False)
+    if existed is not None:
+        return existed.info.run_id
     if not create:
         return None
-    run = client.create_run(exp_id, run_name=sweep,
-                            tags={"kind": "sweep", "sweep": sweep})
+    run = tr.parent_run(client, exp_id, sweep)
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id

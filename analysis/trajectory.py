@@ -1,10 +1,15 @@
 """The multiplier as a function of tokens seen, from the validation losses logged in training.
 
-At every token count t where a Leviathan run was validated, each Dense run of the ladder that
-reached t gives its loss at t (linear interpolation in log tokens between its validations);
-L(N) is refitted on those losses (b fixed) and the Leviathan loss at t gives N_eff(t) and the
-multiplier N_eff(t) / N_lev. Pairs see the identical token stream with the same validation
-cadence, so the token counts usually match exactly and the interpolation is a no-op.
+A checkpoint in the middle of a cosine (or the stable phase of a WSD) schedule is not a trained
+model of that token count. When the history marks cooled-down points (column `cooled`: the end
+of a WSD cooldown branch), only those are used, and a family with cooldown branches fits only
+its cooled-down runs; otherwise every validation point is used and the report says so.
+
+A lineage is one (arm, size, seed, lr): a main run and its cooldown branches, whose cooled
+points together make one curve. At every token count t where a Leviathan lineage has a point,
+each Dense lineage of the ladder that reaches t gives its loss at t (linear interpolation in
+log tokens between its points); L(N) is refitted on those losses (b fixed) and the Leviathan
+loss at t gives N_eff(t) and the multiplier N_eff(t) / N_lev.
 """
 
 from __future__ import annotations
@@ -14,12 +19,51 @@ import pandas as pd
 
 from analysis.powerlaw import ALPHA_BOUNDS, FitError, effective_size, fit_power_law
 
-COLUMNS = ["run_id", "size", "params", "tokens", "loss", "n_dense", "n_eff", "multiplier"]
+COLUMNS = ["run_id", "lineage", "size", "params", "tokens", "loss", "n_dense", "n_eff",
+           "multiplier"]
+UNCOOLED = ("not a cooled-down point: this family has WSD cooldown branches (cooled) and the "
+            "fits use only those")
+
+
+def marks_cooled(history: pd.DataFrame | None) -> bool:
+    return history is not None and "cooled" in history and bool((history["cooled"] == 1).any())
+
+
+def curve_points(history: pd.DataFrame | None) -> tuple[pd.DataFrame, str]:
+    """(points, 'cooled' | 'all'): the cooled-down points when the history marks any."""
+    if history is None or history.empty:
+        return pd.DataFrame(columns=["run_id", "tokens", "loss"]), "none"
+    if marks_cooled(history):
+        return history[history["cooled"] == 1], "cooled"
+    return history, "all"
+
+
+def exclude_uncooled(table: pd.DataFrame) -> list[str]:
+    """In a family with cooled-down runs (table `cooled` = 1), exclude its other usable runs
+    (WSD main runs: their final loss is mid-schedule). Returns the families affected."""
+    hit = []
+    for fam, g in table[table["reason"] == ""].groupby("family"):
+        if (g["cooled"] == 1).any():
+            idx = g.index[g["cooled"] != 1]
+            table.loc[idx, "reason"] = UNCOOLED
+            hit.append(fam)
+    return hit
+
+
+def lineage_of(runs: pd.DataFrame, merge: bool = True) -> pd.Series:
+    """run_id -> 'arm size s<seed> lr<lr>' (a main run and its cooldown branches share it);
+    merge=False: every run is its own curve (separate runs of a cosine grid are no lineage)."""
+    if not merge:
+        return pd.Series(runs["run_id"].to_numpy(), index=runs["run_id"].to_numpy())
+    lr = runs["lr"].map(lambda v: f" lr{v:.3g}" if np.isfinite(v) else "")
+    seed = runs["seed"].map(lambda s: f" s{s}" if s else "")
+    return pd.Series((runs["arm"] + " " + runs["size"] + seed + lr).to_numpy(),
+                     index=runs["run_id"].to_numpy())
 
 
 def loss_at(history: pd.DataFrame, tokens: float) -> float:
-    """A run's validation loss at `tokens` (log-linear interpolation; NaN outside its range)."""
-    h = history.dropna().sort_values("tokens")
+    """A curve's validation loss at `tokens` (log-linear interpolation; NaN outside its range)."""
+    h = history[["tokens", "loss"]].dropna().sort_values("tokens")
     t = h["tokens"].to_numpy(float)
     if t.size == 0 or tokens < t[0] * (1 - 1e-9) or tokens > t[-1] * (1 + 1e-9) or tokens <= 0:
         return float("nan")
@@ -28,43 +72,50 @@ def loss_at(history: pd.DataFrame, tokens: float) -> float:
     return float(np.interp(np.log(tokens), np.log(np.maximum(t, 1e-300)), h["loss"].to_numpy()))
 
 
-def multiplier_vs_tokens(history: pd.DataFrame, dense: pd.DataFrame, lev: pd.DataFrame,
-                         b: float, delta: float) -> pd.DataFrame | None:
-    """One row per (Leviathan run, validation point) with N_eff(t); None without histories."""
-    if history is None or history.empty:
+def multiplier_vs_tokens(points: pd.DataFrame, dense: pd.DataFrame, lev: pd.DataFrame,  # noqa: C901 - per-run curve edge cases (too short, never reached)
+                         b: float, delta: float, merge: bool = False) -> pd.DataFrame | None:
+    """One row per (Leviathan lineage, point) with N_eff(t); None without enough curves.
+
+    points: history rows (run_id, tokens, loss) to use; dense: the Dense runs whose curves
+    count; lev: the Leviathan runs whose curves count; merge: join each lineage's runs (cooled
+    points of cooldown branches) into one curve.
+    """
+    if points is None or points.empty:
         return None
-    by_run = {rid: h for rid, h in history.groupby("run_id")}
-    dense_h = {rid: by_run[rid] for rid in dense["run_id"] if rid in by_run}
-    if len({dense.set_index("run_id").loc[r, "params"] for r in dense_h}) < 2:
+    runs = pd.concat([dense, lev], ignore_index=True).drop_duplicates("run_id")
+    lineage = lineage_of(runs, merge)
+    pts = points[points["run_id"].isin(runs["run_id"])].assign(
+        lineage=lambda d: d["run_id"].map(lineage))
+    n_of = runs.groupby(runs["run_id"].map(lineage))["params"].mean()
+    size_of = runs.groupby(runs["run_id"].map(lineage))["size"].first()
+    dense_lin = {k: g for k, g in pts[pts["run_id"].isin(dense["run_id"])].groupby("lineage")}
+    if len({n_of[k] for k in dense_lin}) < 2:
         return None
     fits: dict[float, object] = {}
     rows = []
-    for lrow in lev.itertuples():
-        h = by_run.get(lrow.run_id)
-        if h is None:
-            continue
-        for t, loss in h.sort_values("tokens")[["tokens", "loss"]].itertuples(index=False):
+    for lin, h in pts[pts["run_id"].isin(lev["run_id"])].groupby("lineage", sort=False):
+        for rid, t, loss in h.sort_values("tokens")[["run_id", "tokens", "loss"]].itertuples(
+                index=False):
             if not (np.isfinite(t) and t > 0 and np.isfinite(loss)):
                 continue
             key = float(t)
             if key not in fits:
-                pts = [(dense.set_index("run_id").loc[r, "params"], loss_at(dh, t))
-                       for r, dh in dense_h.items()]
-                pts = [(n, lo) for n, lo in pts if np.isfinite(lo) and lo > b]
+                pairs = [(n_of[k], loss_at(dh, t)) for k, dh in dense_lin.items()]
+                pairs = [(n, lo) for n, lo in pairs if np.isfinite(lo) and lo > b]
                 fits[key] = None
-                if len({n for n, _ in pts}) >= 2:
+                if len({n for n, _ in pairs}) >= 2:
                     try:
-                        fit = fit_power_law([p[0] for p in pts], [p[1] for p in pts], b=b,
+                        fit = fit_power_law([p[0] for p in pairs], [p[1] for p in pairs], b=b,
                                             delta=delta)
                         if ALPHA_BOUNDS[0] * 10 < fit.alpha < ALPHA_BOUNDS[1] * 0.99:
-                            fits[key] = (fit, len(pts))  # else degenerate: no N_eff at t
+                            fits[key] = (fit, len(pairs))  # else degenerate: no N_eff at t
                     except FitError:
                         pass
             if fits[key] is None:
                 continue
             fit, n_dense = fits[key]
-            n_eff, mult = effective_size(fit, loss, lrow.params)
-            rows.append((lrow.run_id, lrow.size, lrow.params, key, float(loss), n_dense,
+            n_eff, mult = effective_size(fit, loss, n_of[lin])
+            rows.append((rid, lin, size_of[lin], n_of[lin], key, float(loss), n_dense,
                          float(n_eff), float(mult)))
     if not rows:
         return None

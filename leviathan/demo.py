@@ -52,17 +52,12 @@ def ensure_tokenizer(name: str = "o200k_base") -> bool:
 
 def compose(overrides: list[str]):
     """The smoke sweep's config, and one of its runs' config (grid overrides + the user's)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from leviathan.sweep.grid import register_configs
+    from leviathan.config import compose as compose_config
     from leviathan.sweep.plan import dedupe_overrides, run_overrides
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = hydra_compose(config_name="sweep", overrides=["+grid=smoke", *overrides])
-        run = hydra_compose(config_name="train", overrides=dedupe_overrides(
-            [*cfg.grid.overrides, *run_overrides(overrides)]))
+    cfg = compose_config("sweep", ["+grid=smoke", *overrides])
+    run = compose_config("train", dedupe_overrides([*cfg.grid.overrides,
+                                                    *run_overrides(overrides)]))
     return cfg, run
 
 

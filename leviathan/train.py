@@ -1,18 +1,21 @@
 """`python -m leviathan.train [overrides]`: one training run (what every sweep job executes).
 
-The Hydra wrapper only composes conf/train.yaml and calls leviathan.training.run.train(cfg).
+The Hydra wrapper only composes conf/train.yaml (schemas registered, conf/local included) and
+calls leviathan.training.run.train(cfg); tests call `train` directly.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import sys
 
 import hydra
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+from leviathan.config import conf_dir, register_schemas, site_overrides
+
+register_schemas()
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="train")
 def main(cfg) -> None:
     from leviathan.training.run import train
 
@@ -20,4 +23,5 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:1] = site_overrides()  # $LEVIATHAN_SITE_CONF joins Hydra's search path
     main()

@@ -42,6 +42,23 @@ def tiktoken_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def compose():
+    """`compose(name="train", overrides=[...])`: the primary config exactly as the entry points
+    compose it (the real conf/, schemas registered, conf/local included)."""
+    from leviathan.config import compose as compose_config
+
+    return compose_config
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """One debug corpus (written and prepared on first use) for every training test."""
+    path = tmp_path_factory.getbasetemp() / "train-data"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` process on 127.0.0.1 for the whole session; yields its URI."""
     from leviathan.tracking.server import start_server
@@ -57,7 +74,11 @@ def slurm_cluster():
     afterwards if this session started it. Skips, saying why, only when it cannot be started."""
     import subprocess
 
-    from leviathan.sweep.slurm_check import CLUSTER_SH, ClusterUnavailable, local_cluster_up
+    from leviathan.sweep.local_cluster import (
+        CLUSTER_SH,
+        ClusterUnavailable,
+        local_cluster_up,
+    )
 
     was_up = os.geteuid() == 0 and subprocess.run(
         ["bash", str(CLUSTER_SH), "status"], capture_output=True).returncode == 0

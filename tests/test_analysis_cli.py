@@ -67,7 +67,7 @@ def test_csv_end_to_end_outputs(tmp_path, capsys):
     assert fam["shared_exponent"]["multiplier"] == pytest.approx(2.0, rel=1e-6)
     assert {e["reason"].split(" ")[0] for e in fit["excluded"]} == {"loss", "final", "unfinished"}
 
-    m = pd.read_csv(out / "multipliers.csv")
+    m = pd.read_csv(out / "multipliers_by_run.csv")  # the paper's table: one row per run
     for col in ("params", "loss", "n_eff", "multiplier", "multiplier_lo", "multiplier_hi"):
         assert col in m.columns
     ok = m[m["reason"].isna()]
@@ -75,6 +75,15 @@ def test_csv_end_to_end_outputs(tmp_path, capsys):
     bad = m[m["reason"].notna()]
     assert len(bad) == 1 and "N_eff undefined" in bad["reason"].iloc[0]
     assert np.isnan(bad["multiplier"].iloc[0])
+    # multipliers.csv: one row per (arm, size, basis); no flops column: no compute matching
+    mm = pd.read_csv(out / "multipliers.csv")
+    for col in ("arm", "size", "params", "loss", "basis", "n_eff", "multiplier",
+                "multiplier_lo", "multiplier_hi", "extrapolated"):
+        assert col in mm.columns
+    assert sorted(set(mm["basis"])) == ["body", "params"] and len(mm) == 2 * 5
+    by_params = mm[mm["basis"] == "params"].set_index("size")
+    assert np.allclose(by_params.drop(index="60M")["multiplier"], 2.0, rtol=1e-6)
+    assert by_params.loc["60M", "n_seeds"] == 2  # the 1.6 run is one of its two seeds
 
     summary = (out / "summary.md").read_text()
     assert "| Size | N | Dense loss | Leviathan loss | N_eff | Multiplier (95% CI) |" in summary
@@ -82,6 +91,8 @@ def test_csv_end_to_end_outputs(tmp_path, capsys):
     assert "## Excluded runs" in summary and "unfinished (status RUNNING)" in summary
     assert "final validation loss is missing or NaN" in summary
     assert "Shared exponent" in summary and "b=1.82" in summary
+    assert "compute matching: off (no flops column" in summary
+    assert "LR selection: off" in summary
     assert_png(out / "scaling.png")
     assert not (out / "rare_tokens.png").exists()  # no bucket losses in a CSV
 
@@ -89,8 +100,10 @@ def test_csv_end_to_end_outputs(tmp_path, capsys):
 def test_csv_default_out_dir_is_beside_the_csv(tmp_path):
     csv = write_csv(tmp_path / "paper.csv", paper_like_rows(1.5))
     assert main(["--csv", str(csv), "--bootstrap", "50"]) == 0
-    m = pd.read_csv(tmp_path / "paper_fit" / "multipliers.csv")
+    m = pd.read_csv(tmp_path / "paper_fit" / "multipliers_by_run.csv")
     assert np.allclose(m["multiplier"], 1.5, rtol=1e-6)
+    m = pd.read_csv(tmp_path / "paper_fit" / "multipliers.csv")
+    assert np.allclose(m[m["basis"] == "params"]["multiplier"], 1.5, rtol=1e-6)
 
 
 def test_params_body_uses_non_embedding_counts(tmp_path):
@@ -98,7 +111,7 @@ def test_params_body_uses_non_embedding_counts(tmp_path):
     out = tmp_path / "fit"
     assert main(["--csv", str(csv), "--out", str(out), "--params", "body",
                  "--bootstrap", "50"]) == 0
-    m = pd.read_csv(out / "multipliers.csv")
+    m = pd.read_csv(out / "multipliers_by_run.csv")
     assert np.allclose(m["params"], 0.6 * np.array(SIZES))
 
 
@@ -200,7 +213,7 @@ def test_size_by_budget_grid_reports_ld_and_joint_fits(tmp_path):
     assert fam["joint"]["alpha"] == pytest.approx(0.35, rel=1e-3)
     assert fam["joint"]["E_ci"][0] - 1e-6 <= 1.8 <= fam["joint"]["E_ci"][1] + 1e-6
     assert len(fam["data_fits"]) == 4 + 4  # L(D) per size: Dense 4 budgets, Leviathan 2
-    m = pd.read_csv(out / "multipliers.csv")
+    m = pd.read_csv(out / "multipliers_by_run.csv")
     assert len(m) == 8  # every Leviathan run has a row: 4 on the ladder, 4 with a reason
     assert (m["reason"].fillna("").str.contains("token budget below").sum()) == 4
     summary = (out / "summary.md").read_text()
@@ -218,9 +231,11 @@ def test_dense_losses_that_do_not_fall_give_reasons_not_absurd_multipliers(tmp_p
     csv = write_csv(tmp_path / "smoke.csv", rows)
     out = tmp_path / "fit"
     assert main(["--csv", str(csv), "--out", str(out), "--bootstrap", "20"]) == 0
-    m = pd.read_csv(out / "multipliers.csv")
+    m = pd.read_csv(out / "multipliers_by_run.csv")
     assert m["multiplier"].isna().all()
     assert m["reason"].str.contains("Dense L(N) fit degenerate", regex=False).all()
+    m = pd.read_csv(out / "multipliers.csv")
+    assert m["multiplier"].isna().all() and m["reason"].str.contains("degenerate").all()
     summary = (out / "summary.md").read_text()
     assert "do not fall with N" in summary and "Shared exponent" not in summary
     assert_png(out / "scaling.png")

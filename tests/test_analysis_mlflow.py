@@ -39,7 +39,8 @@ def log_run(client, exp_id, parent, sweep, *, arm, size, n, mult=lambda frac: 1.
     rid = run.info.run_id
     n_run = n * (0.98 if arm == "leviathan" else 1.0)
     params = [Param("n_params/total", str(int(n_run))), Param("n_params/body", str(int(n / 2))),
-              Param("model.arm", arm), Param("data.seed", str(seed))]
+              Param("model.arm", arm), Param("data.seed", str(seed)),
+              Param("plan.flops_per_token", str(6.0 * n_run)), Param("trainer.lr", "0.0003")]
     now = int(time.time() * 1000)
     budget = 20 * n
     metrics = []
@@ -114,10 +115,15 @@ def test_sweep_end_to_end_with_artifacts_on_the_parent(mlflow_server, experiment
     assert fit["sweep"] == sweep
     fam = fit["families"]["isoparametric"]
     # final losses lie exactly on L = 1.69 + 400 N^-0.34, Leviathan's at 2x its own N
-    m = pd.read_csv(out / "multipliers.csv")
+    m = pd.read_csv(out / "multipliers_by_run.csv")
     ok = m[m["reason"].isna()]
     assert len(ok) == 4 and np.allclose(ok["multiplier"], 2.0, rtol=1e-4)
     assert (ok["multiplier_lo"] <= 2.0 + 1e-6).all() and (ok["multiplier_hi"] >= 2.0 - 1e-6).all()
+    # the three matchings from the run params (n_params/body, plan.flops_per_token x tokens)
+    mm = pd.read_csv(out / "multipliers.csv")
+    assert set(mm["basis"]) == {"params", "body", "compute"}
+    p = mm[(mm["basis"] == "params") & (mm["size"] != "20M")]  # 20M: a second seed at 1.6
+    assert len(p) == 3 and np.allclose(p["multiplier"], 2.0, rtol=1e-4)
     assert fam["dense"]["n_points"] == 4
     reasons = {e["reason"] for e in fit["excluded"]}
     assert "unfinished (status RUNNING)" in reasons
@@ -198,3 +204,62 @@ def test_multiplier_grows_when_leviathan_pulls_ahead(mlflow_server, experiment):
         if len(g) >= 3:
             assert g["multiplier"].iloc[-1] > g["multiplier"].iloc[0] + 0.3, g
     assert res["isoparametric"].multipliers["multiplier"].between(1.9, 2.1).all()
+
+
+@pytest.mark.slow
+def test_mlflow_runs_carry_controls_lr_flops_and_cooldown_branches(mlflow_server, experiment):
+    """The MLflow mapping (analysis.runs.row_of): arm=factorized, trainer.lr, seed,
+    n_params/body, plan.flops_per_token x tokens, and a cooldown branch's cooled final point."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    from analysis.runs import load_mlflow
+    from analysis.scaling import FitConfig, analyse
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    exp_id = client.get_experiment_by_name(experiment).experiment_id \
+        if client.get_experiment_by_name(experiment) else client.create_experiment(experiment)
+    sweep, now = "iso-controls", int(time.time() * 1000)
+    for size, n in list(SIZES.items())[:3]:
+        for arm, worth in (("dense", 1.0), ("leviathan", 2.0), ("factorized", 1.6)):
+            for lr, penalty in ((3e-4, 0.0), (1e-3, 0.05)):
+                for branch in ("", "cooldown-1x"):
+                    tags = {"kind": "train", "sweep": sweep, "arm": arm, "size": size,
+                            "family": "isoparametric", "pair": f"{size}-s0"}
+                    if branch:
+                        tags["cooldown"] = branch
+                    rid = client.create_run(exp_id, tags=tags).info.run_id
+                    final = E + A * (worth * n) ** -ALPHA + penalty + (0 if branch else 0.05)
+                    budget = 20 * n
+                    metrics = [Metric("final/val_loss", final, now, 9),
+                               Metric("final/tokens_seen", budget, now, 9)]
+                    metrics += [Metric(k, v, now, s) for s, (t, lo) in
+                                enumerate([(budget / 2, final + 0.1), (budget, final)])
+                                for k, v in (("val/tokens", t), ("val/loss", lo))]
+                    params = [Param("n_params/total", str(int(n))),
+                              Param("n_params/body", str(int(n / 3))),
+                              Param("plan.flops_per_token", str(6.0 * n)),
+                              Param("plan.budget_tokens", str(int(budget))),
+                              Param("trainer.lr", str(lr)), Param("seed", "0")]
+                    client.log_batch(rid, metrics=metrics, params=params)
+                    client.set_terminated(rid, "FINISHED")
+    runs = load_mlflow(sweep, tracking_uri=mlflow_server, experiment=experiment)
+    t = runs.table
+    assert set(t["arm"]) == {"dense", "leviathan", "factorized"} and len(t) == 36
+    assert set(t["lr"]) == {3e-4, 1e-3} and set(t["seed"]) == {"0"}
+    assert np.allclose(t["flops"], 6.0 * t["params_total"] * t["tokens"])
+    assert np.allclose(t["params_body"], t["params_total"] / 3, rtol=1e-6)
+    assert t["cooled"].fillna(0).sum() == 18  # every branch; main runs unmarked
+    h = runs.history.merge(t[["run_id", "cooled"]], on="run_id", suffixes=("", "_run"))
+    assert (h.loc[h["cooled"] == 1, "cooled_run"] == 1).all()
+    assert (h["cooled"] == 1).sum() == 18  # the last point of each branch only
+
+    res, table = analyse(runs, FitConfig(bootstrap=50))
+    r = res["isoparametric"]
+    assert (r.lr_choices["lr"] == 3e-4).all()
+    kept = table[table["reason"] == ""]
+    assert len(kept) == 9 and (kept["cooled"] == 1).all()  # best LR, cooled branch: 9 runs
+    m = r.matching.rows.set_index(["arm", "size", "basis"])
+    assert math.isclose(m.loc[("leviathan", "40M", "params"), "multiplier"], 2.0, rel_tol=1e-4)
+    c = r.controls.set_index(["size", "basis"])
+    assert math.isclose(c.loc[("40M", "params"), "ratio"], 2.0 / 1.6, rel_tol=1e-4)

@@ -1,6 +1,6 @@
 """The streams inside a real Lightning fit: Lightning fetches one batch ahead and saves the
-train loader's state_dict() in its checkpoint; with `stream.lag = 1` a resumed fit trains on
-exactly the batches an uninterrupted fit would have."""
+train loader's state_dict() in its checkpoint; wrapped in ResumableBatches (as training wraps
+them), a resumed fit trains on exactly the batches an uninterrupted fit would have."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from leviathan.data import build_train_stream
 from leviathan.data.testing import write_corpus
 
 
-def _module():
+def _module(loader):
     import lightning as L
 
     class Recorder(L.LightningModule):
@@ -21,6 +21,7 @@ def _module():
             self.seen: list[torch.Tensor] = []
 
         def training_step(self, batch, i):  # batch: (B, seq_len + 1)
+            loader.consume(batch)
             self.seen.append(batch.clone())
             return (self.w * batch.float().mean()).sum()
 
@@ -33,8 +34,10 @@ def _module():
 def _fit(stream, max_steps, root, ckpt_path=None, save=None):
     import lightning as L
 
-    stream.lag = 1  # Lightning's fetcher prefetches one batch
-    m = _module()
+    from leviathan.training.batches import ResumableBatches
+
+    stream = ResumableBatches(stream)  # Lightning's fetcher prefetches one batch
+    m = _module(stream)
     t = L.Trainer(max_steps=max_steps, logger=False, enable_checkpointing=False,
                   enable_progress_bar=False, enable_model_summary=False,
                   default_root_dir=root, accelerator="cpu", devices=1)
@@ -55,7 +58,8 @@ def test_lightning_checkpoint_resume_is_exact(tmp_path, mode):
                  save=tmp_path / "x.ckpt")
     ckpt = torch.load(tmp_path / "x.ckpt", weights_only=False)
     states = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]
-    assert states[0]["batches"] == 3  # what was trained on, not what was fetched (4)
+    # the stream has yielded 4 (one fetched ahead); the wrapper holds the one not trained on
+    assert states[0]["stream"]["batches"] == 4 and len(states[0]["pending"]) == 1
     rest = _fit(build_train_stream(cfg, batch_size=2), 8, tmp_path / "b",
                 ckpt_path=tmp_path / "x.ckpt")
     assert len(ref) == 8 and len(first) == 3 and len(rest) == 5

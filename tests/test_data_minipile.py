@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from leviathan.data import build_train_stream, build_val_batches, check_data, to_data_config
 from leviathan.data.minipile import cached_minipile
@@ -65,9 +64,9 @@ def test_cached_minipile_reuses_and_rebuilds(tmp_path):
 
 
 def _compose(name: str, data_dir: Path):
-    cfg = OmegaConf.create({"paths": {"data_dir": str(data_dir)},
-                            "data": OmegaConf.load(CONF / f"{name}.yaml")})
-    return to_data_config(cfg)
+    from leviathan.config import compose
+
+    return to_data_config(compose("train", [f"data={name}", f"paths.data_dir={data_dir}"]))
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONF.glob("*.yaml")))
@@ -110,13 +109,10 @@ def test_minipile_demo_config_builds(tmp_path):
 
 def test_composed_dense_and_leviathan_runs_get_identical_batches(tmp_path):
     """The real conf/train.yaml, composed for a Dense and a Leviathan run: same data stream."""
-    from hydra import compose, initialize_config_dir
-
+    from leviathan.config import compose
     from leviathan.data import fingerprint
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        runs = [compose(config_name="train", overrides=[
-            f"model.arm={arm}", "data=debug", f"paths.data_dir={tmp_path}"])
+    runs = [compose("train", [f"model.arm={arm}", "data=debug", f"paths.data_dir={tmp_path}"])
             for arm in ("dense", "leviathan")]
     assert runs[0].model.arm == "dense" and runs[1].model.arm == "leviathan"
     assert runs[0].data == runs[1].data

@@ -189,8 +189,25 @@ def test_dataloader_workers_run_the_stream(corpus):
     assert np.array_equal(torch.cat(got[1::2]).flatten().numpy(), w1[:6 * 32])
 
 
-def test_token_frequencies_none_in_pure_streaming(corpus):
-    assert token_frequencies(_cfg(corpus)) is None
+def test_token_frequencies_in_streaming_mode_count_a_cached_prefix(corpus, tmp_path):
+    """Stream mode counts the targets of the first data.freq_tokens training tokens (rank 0 of
+    1), caches them by config and fingerprint, and is switched off by freq_tokens=0."""
+    from leviathan.data import frequencies
+
+    cfg = _cfg(corpus, freq_tokens=1000, freq_cache_dir=str(tmp_path / "counts"))
+    vocab = get_encoding("o200k_base").n_vocab
+    counts = token_frequencies(cfg)
+    windows = torch.cat(_take(build_train_stream(cfg, batch_size=frequencies.COUNT_BATCH), 1))
+    direct = np.bincount(windows[:, 1:].reshape(-1).numpy()[:1000], minlength=vocab)
+    assert counts.sum() == 1000 and np.array_equal(counts, direct)
+    cached = list((tmp_path / "counts").glob("counts-*-1000.npy"))
+    assert len(cached) == 1
+    np.save(cached[0], counts * 7)  # a second call reads the cache instead of counting again
+    assert np.array_equal(token_frequencies(cfg), counts * 7)
+    assert len(set((tmp_path / "counts").glob("*.npy"))) == 1
+    other = token_frequencies(dict(cfg, seed=3))  # another stream: its own counts and file
+    assert other.sum() == 1000 and len(list((tmp_path / "counts").glob("*.npy"))) == 2
+    assert token_frequencies(dict(cfg, freq_tokens=0)) is None
 
 
 @pytest.mark.parametrize("override,key", [
@@ -217,9 +234,9 @@ def test_path_matching_nothing_fails_before_training(tmp_path):
 def test_hydra_config_store_schema():
     from hydra.core.config_store import ConfigStore
 
-    from leviathan.data import register_configs
+    from leviathan.config import register_schemas
 
-    register_configs()
+    register_schemas()
     node = ConfigStore.instance().load("data/schema.yaml").node
     assert node.seq_len == 512 and node.shuffle_buffer == 10_000
     assert node.tokenizer == "o200k_base"
@@ -227,20 +244,22 @@ def test_hydra_config_store_schema():
 
 
 @pytest.mark.parametrize("n,ahead", [(0, 1), (5, 1), (40, 3), (60, 8)])
-def test_state_of_an_earlier_batch_for_prefetching_trainers(small_corpus, n, ahead):
+def test_exact_resume_under_a_prefetching_trainer(small_corpus, n, ahead):
+    """The trainer fetched `ahead` batches it has not trained on: the batch wrapper keeps them
+    and the stream's own state is its current one (no undo log in the hot loop)."""
+    from leviathan.training.batches import ResumableBatches
+
     cfg = _cfg(small_corpus, shuffle_buffer=24)
     ref = _take(build_train_stream(cfg, batch_size=4), n + 6)
-    s = build_train_stream(cfg, batch_size=4)
+    s = ResumableBatches(build_train_stream(cfg, batch_size=4))
     it = iter(s)
-    for _ in range(n + ahead):  # the trainer fetched `ahead` batches it has not trained on
-        next(it)
-    state = s.state_dict(batches=n)
-    assert state["batches"] == n
-    fresh = build_train_stream(cfg, batch_size=4)
+    for b in [next(it) for _ in range(n + ahead)][:n]:
+        s.consume(b)
+    state = s.state_dict()
+    assert state["stream"]["batches"] == n + ahead and len(state["pending"]) == ahead
+    fresh = ResumableBatches(build_train_stream(cfg, batch_size=4))
     fresh.load_state_dict(state)
     assert all(torch.equal(a, b) for a, b in zip(_take(fresh, 6), ref[n:], strict=True))
-    with pytest.raises(DataError, match="not available"):
-        s.state_dict(batches=n + ahead - 9)
     it.close()
 
 
@@ -278,19 +297,21 @@ def test_worker_processes_merge_sub_streams_in_turn(corpus, rank, world_size):
 def test_exact_resume_with_worker_processes(small_corpus, n, ahead):
     cfg = _cfg(small_corpus, shuffle_buffer=24, num_workers=2)
     ref = _take(build_train_stream(cfg, batch_size=4), n + 6)
-    s = build_train_stream(cfg, batch_size=4)
+    from leviathan.training.batches import ResumableBatches
+
+    s = ResumableBatches(build_train_stream(cfg, batch_size=4))
     it = iter(s)
-    for _ in range(n + ahead):
-        next(it)
+    for b in [next(it) for _ in range(n + ahead)][:n]:
+        s.consume(b)
     buf = io.BytesIO()
-    torch.save(s.state_dict(batches=n), buf)
+    torch.save(s.state_dict(), buf)
     it.close()
-    fresh = build_train_stream(cfg, batch_size=4)
+    fresh = ResumableBatches(build_train_stream(cfg, batch_size=4))
     fresh.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
     assert all(torch.equal(a, b) for a, b in zip(_take(fresh, 6), ref[n:], strict=True))
     with pytest.raises(DataError, match="num_workers: 2 != 0"):
         build_train_stream(dict(cfg, num_workers=0), batch_size=4).load_state_dict(
-            s.state_dict())
+            s.stream.state_dict())
 
 
 def test_no_validation_when_val_tokens_is_zero(corpus):

@@ -30,9 +30,14 @@ def test_make_demo_reduced(tmp_path):
         fit = tmp_path / "sweeps" / "smoke" / "fit"
         for name in ("fit.json", "multipliers.csv", "summary.md", "scaling.png"):
             assert (fit / name).stat().st_size > 0, name
-        mult = pd.read_csv(fit / "multipliers.csv", keep_default_na=False)
+        mult = pd.read_csv(fit / "multipliers_by_run.csv", keep_default_na=False)
         assert len(mult) == 3  # one row per Leviathan run of the smoke grid
         for row in mult.itertuples():
+            value = float(row.multiplier) if row.multiplier != "" else math.nan
+            assert math.isfinite(value) or str(row.reason).strip(), row
+        matched = pd.read_csv(fit / "multipliers.csv", keep_default_na=False)
+        assert len(matched) == 3 * matched["basis"].nunique()  # per size and matching
+        for row in matched.itertuples():
             value = float(row.multiplier) if row.multiplier != "" else math.nan
             assert math.isfinite(value) or str(row.reason).strip(), row
         assert "summary" in out.stdout.lower() or "| size" in out.stdout

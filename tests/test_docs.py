@@ -27,3 +27,24 @@ def test_readme_make_targets_exist_and_every_target_has_help():
         assert target in targets, f"README mentions `make {target}`, which the Makefile lacks"
     for grid in re.findall(r"\+grid=([a-z_]+)", readme):
         assert (REPO / "conf" / "grid" / f"{grid}.yaml").exists(), grid
+
+
+def test_every_schema_key_has_a_comment_and_every_option_composes():
+    """The schemas are the single source of each key's meaning (docs/CONFIG.md comes from
+    them); every option file of every group composes into its schema."""
+    import dataclasses
+
+    from leviathan.config import compose, conf_dir
+    from leviathan.configdoc import field_comments, schemas
+
+    for group, classes in schemas().items():
+        for cls in classes:
+            missing = [f.name for f in dataclasses.fields(cls)
+                       if not field_comments(cls).get(f.name)]
+            assert not missing, f"{cls.__name__}: keys without a comment: {missing}"
+        if group == "grid":
+            continue  # grids are composed by the sweep planner (tests/test_sweep_plan.py)
+        for path in sorted((conf_dir() / group).rglob("*.yaml")):
+            option = path.relative_to(conf_dir() / group).with_suffix("").as_posix()
+            cfg = compose("sweep", [f"{group}={option}"])
+            assert cfg[group] is not None, option

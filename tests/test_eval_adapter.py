@@ -145,23 +145,24 @@ def test_leviathan_eval_uses_the_materialised_table(encoding):
 
 # ------------------------------------------------------------------ config
 def test_eval_config_defaults_overrides_and_errors():
-    from leviathan.eval.config import EvalConfigError, eval_config
+    from leviathan.eval.__main__ import site_config
+    from leviathan.eval.config import EvalConfigError
 
-    cfg = eval_config()
+    cfg = site_config()
     assert cfg.tasks == ["lambada_openai", "hellaswag", "piqa", "arc_easy", "arc_challenge",
                          "winogrande"]
     assert cfg.num_fewshot == 0 and cfg.limit is None
-    quick = eval_config(overrides=["eval.tasks=[piqa]", "limit=50", "device=cpu"])
+    quick = site_config(["eval.tasks=[piqa]", "limit=50", "device=cpu"])
     assert quick.tasks == ["piqa"] and quick.limit == 50
-    assert quick.spec_key() != eval_config(overrides=["tasks=[piqa]"]).spec_key()
+    assert quick.spec_key() != site_config(["tasks=[piqa]"]).spec_key()
     assert quick.spec_key().startswith("fewshot0-limit50-")
     for bad, key in (("limit=-3", "eval.limit"), ("tasks=[]", "eval.tasks"),
                      ("batch_size=0", "eval.batch_size"), ("precision=fp8", "eval.precision"),
                      ("device=tpu", "eval.device"), ("offline=maybe", "eval.offline")):
         with pytest.raises(EvalConfigError, match=key.replace(".", r"\.")):
-            eval_config(overrides=[bad])
+            site_config([bad])
     with pytest.raises(EvalConfigError, match="unknown eval config key"):
-        eval_config(overrides=["taks=[piqa]"])
+        site_config(["taks=[piqa]"])
 
 
 # ------------------------------------------------------------------ offline and failures

@@ -28,11 +28,9 @@ ABSENT_YAML = ("task: absent_task\ndataset_path: leviathan-test/absent-dataset\n
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from leviathan.config import compose as compose_config
 
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        return hydra_compose("train", overrides=overrides)
+    return compose_config("train", overrides)
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +76,9 @@ def task_dir(tmp_path_factory) -> Path:
 
 
 def eval_cfg(task_dir: Path, *extra: str):
-    from leviathan.eval import eval_config
+    from leviathan.eval.__main__ import site_config
 
-    return eval_config(overrides=[
+    return site_config([
         "tasks=[demo_lastword,demo_choice,demo_text,absent_task,no_such_task]",
         f"include_path=[{task_dir}]", "include_defaults=false", "batch_size=8", *extra])
 
@@ -134,6 +132,8 @@ def test_metrics_land_on_the_run_and_json_beside_the_checkpoint(runs, evaluated,
                                                                  arm):
     from mlflow.tracking import MlflowClient
 
+    from leviathan.tracking.environment import capture
+
     res = evaluated[arm]
     assert set(res["tasks"]) == {"demo_lastword", "demo_choice", "demo_text"}
     assert res["requested_done"] == ["demo_lastword", "demo_choice", "demo_text"]
@@ -163,6 +163,10 @@ def test_metrics_land_on_the_run_and_json_beside_the_checkpoint(runs, evaluated,
     assert run.info.status == "FINISHED"  # reopened by id, not a new run, still finished
     arts = [a.path for a in client.list_artifacts(run_id, "eval")]
     assert f"eval/{path.name}" in arts
+    env = capture().versions()  # the evaluating process's versions
+    assert {k: run.data.tags[f"eval.env.{k}"] for k in env} == env == on_disk["environment"]
+    assert f"eval/{res['spec_key']}.environment.json" in arts
+    assert "eval.env.changed" not in run.data.tags  # trained on this same environment
 
 
 def test_second_evaluation_skips_and_fills_only_what_is_missing(runs, task_dir, evaluated,

@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from leviathan.models import ModelConfig, build_model
+from leviathan.models import FactorizedEmbedding, ModelConfig, build_model
 from leviathan.models.lev import LevGenerator
 
 TINY = dict(vocab_size=512, vocab_pad_to=None, d_model=64, n_layers=2, n_heads=4, max_seq_len=64,
             lev=dict(d_seed=32, n_modes=4, order=4, hidden=32))
 ARMS = [("dense", "untied"), ("dense", "tied"), ("leviathan", "untied"),
-        ("leviathan", "generator")]
+        ("leviathan", "generator"), ("factorized", "untied")]
 
 
 def tiny(arm: str, head: str = "untied", **kw) -> ModelConfig:
@@ -61,6 +61,7 @@ def test_shapes_heads_and_shared_weights():
         model = build_model(tiny(arm, head))
         assert model(idx).shape == (3, 10, 512)
         assert isinstance(model.embed, LevGenerator) == (arm == "leviathan")
+        assert isinstance(model.embed, FactorizedEmbedding) == (arm == "factorized")
         assert (model.head is None) == (head in ("tied", "generator"))
     tied = build_model(tiny("dense", "tied"))
     h = torch.randn(1, 2, 64)
@@ -74,7 +75,8 @@ def test_sequence_longer_than_max_seq_len_names_the_key():
         model(torch.zeros(1, 17, dtype=torch.long))
 
 
-def test_optim_groups_decay_only_weight_matrices():
+def test_optim_groups_hold_every_parameter_once():
+    """Every parameter in exactly one of the two groups; the by-role rule: test_models_optim.py."""
     for arm, head in ARMS:
         model = build_model(tiny(arm, head))
         decay, no_decay = model.optim_groups(0.1)
@@ -88,14 +90,6 @@ def test_optim_groups_decay_only_weight_matrices():
         assert all(p.ndim >= 2 for p in decay["params"])
         assert {"norm.weight", "blocks.0.attn_norm.weight"} <= no_decay_names
         assert "blocks.1.mlp.down.weight" in decay_names
-        if arm == "dense":
-            assert "embed.weight" in no_decay_names  # lookup table (and tied head)
-        else:
-            assert {"embed.codebooks.weight", "embed.seed_proj.bias", "embed.seed_norm.weight",
-                    "embed.seed_norm.bias"} <= no_decay_names
-            assert {"embed.theta", "embed.seed_proj.weight", "embed.out_proj.weight"} <= decay_names
-        if head == "untied":
-            assert "head.weight" in decay_names
         torch.optim.AdamW(model.optim_groups(0.1), lr=1e-3)  # accepted as is
 
 
@@ -111,7 +105,7 @@ def test_meta_build_and_num_params():
 def test_init_scale_of_both_input_representations():
     torch.manual_seed(0)
     idx = torch.arange(512).view(8, 64)
-    for arm in ("dense", "leviathan"):
+    for arm in ("dense", "leviathan", "factorized"):
         model = build_model(tiny(arm))
         e = model.embed(idx)
         assert 0.5 * 0.02 < e.std().item() < 2 * 0.02, arm
@@ -120,7 +114,7 @@ def test_init_scale_of_both_input_representations():
 
 def test_meta_build_then_materialise_and_reset():
     """build on meta, to_empty, reset_parameters: buffers (rotary, LEV offsets) are rebuilt."""
-    for arm in ("dense", "leviathan"):
+    for arm in ("dense", "leviathan", "factorized"):
         torch.manual_seed(0)
         ref = build_model(tiny(arm))
         model = build_model(tiny(arm), device="meta").to_empty(device="cpu")

@@ -32,3 +32,62 @@ def test_throughput_bench_rejects_bad_options(capsys):
     with pytest.raises(SystemExit):
         bench_main(["throughput", "--steps", "0"])
     assert "--steps must be positive" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_lev_forms_bench_smoke(capsys):
+    """Both forms: parameters equal to the built generator, timings, init scale (tiny vocab)."""
+    from leviathan.models import count_params
+
+    argv = ["lev", "--dims", "64", "--ids", "32", "--vocab", "512", "--repeats", "1",
+            "--chunk", "256", "--train-steps", "0", "--threads", "1"]
+    threads = torch.get_num_threads()
+    try:
+        assert bench_main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(out[-1])
+    from leviathan.bench.lev import lev_config
+
+    for form in ("blocks", "khronos"):
+        r = result["forms"][f"{form}_D64"]
+        assert r["params"] == count_params(lev_config(form, 64, "matmul", 512)).input
+        assert r["ids_fwd_bwd_s"] > 0 and r["table_fwd_bwd_s"] > 0
+        assert 0 < r["init_std"] < 1 and 0 <= r["init_shared"] <= 1
+    assert "training" not in result
+    assert any(line.startswith("khronos     64") for line in out)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_lev_forms_training_comparison_is_one_sweep_in_mlflow(mlflow_server, tmp_path,
+                                                              tmp_path_factory):
+    """Two short runs (blocks, khronos) of one sweep: children of its parent run, same data."""
+    from mlflow.tracking import MlflowClient
+
+    from leviathan.bench.lev_train import compare_forms
+
+    data_dir = tmp_path_factory.getbasetemp() / "train-data"
+    data_dir.mkdir(exist_ok=True)
+    out = compare_forms(steps=2, seq_len=32, sweep="lev-forms-test", tracking_uri=mlflow_server,
+                        overrides=["model.d_model=32", "model.n_heads=2",
+                                   "tracking.experiment=test-lev-forms",
+                                   "tracking.flush_every_s=0.5", f"paths.data_dir={data_dir}",
+                                   f"paths.scratch_dir={tmp_path}"])
+    client = MlflowClient(mlflow_server)
+    runs = {form: client.get_run(out[form]["run_id"]) for form in ("blocks", "khronos")}
+    for form, run in runs.items():
+        assert run.info.status == "FINISHED"
+        tags, params = run.data.tags, run.data.params
+        assert tags["mlflow.parentRunId"] == out["parent_run_id"]
+        assert (tags["sweep"], tags["arm"], tags["family"]) == ("lev-forms-test", "leviathan",
+                                                                "lev_forms")
+        assert params["model.lev.form"] == form and params["model.arm"] == "leviathan"
+        assert "train/loss" in run.data.metrics and "val/loss" in run.data.metrics
+    parent = client.get_run(out["parent_run_id"])
+    assert (parent.data.tags["kind"], parent.data.tags["sweep"]) == ("sweep", "lev-forms-test")
+    assert out["blocks"]["lev_params"] != out["khronos"]["lev_params"]
+    assert out["blocks"]["params"] - out["blocks"]["lev_params"] == (
+        out["khronos"]["params"] - out["khronos"]["lev_params"])  # the same backbone and head
+    assert len({runs[f].data.tags["data_fingerprint"] for f in runs}) == 1

@@ -20,12 +20,9 @@ from leviathan.sweep.launcher import (
     submit_array,
     wait,
 )
-from leviathan.sweep.slurm_check import (
-    CLUSTER_SH,
-    count_steps,
-    main,
-    slurm_states,
-)
+from leviathan.sweep.local_cluster import CLUSTER_SH
+from leviathan.sweep.selfcheck import count_steps, main
+from leviathan.sweep.slurm_check import slurm_states
 
 pytestmark = pytest.mark.integration
 
@@ -99,10 +96,10 @@ def test_requeued_jobs_resume_from_their_checkpoint(slurm_cluster, tmp_path):
     """Job 0 is requeued from outside (`scontrol requeue`: killed, rerun); job 1 gets USR2 as at
     pre-emption or before its time limit (submitit calls checkpoint() and requeues it). Both
     reruns continue counting from the saved count instead of starting again from 0."""
-    n = 400  # 0.05 s a step: still running when SLURM kills the job KillWait=10 s later
+    n = 40  # the first attempts hold at 10 until SLURM kills or signals them
     files = [tmp_path / "ext.json", tmp_path / "sig.json"]
     jobs = submit_array(make_executor(_slurm(tmp_path)),
-                        [ResumableCall(count_steps, n, str(f), 0.05) for f in files])
+                        [ResumableCall(count_steps, n, str(f), 0.05, hold_at=10) for f in files])
     for f in files:
         _wait_for_count(f, 10)
     subprocess.run(["scontrol", "requeue", jobs[0].job_id], check=True)
@@ -114,8 +111,7 @@ def test_requeued_jobs_resume_from_their_checkpoint(slurm_cluster, tmp_path):
     for job in jobs:
         out = job.result()
         assert out["count"] == n
-        assert len(out["starts"]) == 2 and out["starts"][0] == 0, out
-        assert 10 <= out["starts"][1] < n, out  # resumed, not restarted
+        assert out["starts"] == [0, 10], out  # resumed where it was stopped, not restarted
     state = json.loads(files[0].read_text())
     assert state["restart_count"] == 1  # SLURM_RESTART_COUNT of the second attempt
 
@@ -140,7 +136,7 @@ def test_resources_the_partition_lacks_fail_naming_the_key(slurm_cluster, tmp_pa
 
 
 @pytest.mark.slow
-def test_slurm_check_cli(slurm_cluster, tmp_path, capsys):
+def test_selfcheck_cli(slurm_cluster, tmp_path, capsys):
     rc = main(["--folder", str(tmp_path / "check"), "--jobs", "2", "partition=debug",
                "mem_gb=0.25", "poll_s=0.5"])
     out = capsys.readouterr().out

@@ -4,6 +4,7 @@ status), and the SLURM launcher on a real one-node cluster (requeue resumes, bad
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,16 +17,19 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def sweep_cli(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+def sweep_cli(args: list[str], timeout: float = 900,
+              env: dict | None = None) -> subprocess.CompletedProcess:
     out = subprocess.run([sys.executable, "-m", "leviathan.sweep", *args], cwd=REPO,
-                         capture_output=True, text=True, timeout=timeout)
+                         capture_output=True, text=True, timeout=timeout,
+                         env=None if env is None else {**os.environ, **env})
     return out
 
 
-def status(root: Path, sweep: str) -> list[dict]:
+def status(root: Path, sweep: str, uri: str) -> list[dict]:
+    """The status rows, read from `uri` (status reads tracking.uri, not the runs' recorded one)."""
     out = subprocess.run([sys.executable, "-m", "leviathan.sweep.status", sweep, "--json",
-                          "--sweeps-dir", str(root / "sweeps")], cwd=REPO, capture_output=True,
-                         text=True, timeout=300)
+                          "--sweeps-dir", str(root / "sweeps"), "--tracking-uri", uri],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout)
 
@@ -62,7 +66,7 @@ def test_local_smoke_sweep_is_tracked_idempotent_and_has_status(mlflow_server, t
         (tmp_path / "sweeps" / "smoke-local" / "manifest.json").read_text())["runs"].values()}
     assert {r.data.tags["config_hash"] for r in runs} == plan_hashes
 
-    rows = status(tmp_path, "smoke-local")
+    rows = status(tmp_path, "smoke-local", mlflow_server)
     assert [r["state"] for r in rows] == ["finished"] * 4
     assert all(r["tokens_seen"] == r["tokens"] == 1024 and r["val_loss"] > 0 for r in rows)
 
@@ -112,18 +116,24 @@ def test_slurm_sweep_submits_returns_and_requeue_resumes(slurm_cluster, mlflow_s
     manifest = tmp_path / "sweeps" / "smoke-slurm" / "manifest.json"
     assert json.loads(manifest.read_text())["jobs"] == {}  # nothing was submitted
 
-    t0 = time.monotonic()
-    out = sweep_cli(common)
+    run = "smoke-slurm-26M-4.1Ktok-s0-dense"  # requeue this one mid-run: its first attempt
+    # holds at step 2 until a preemption signal comes, so the requeue never races its end
+    out = sweep_cli(common, env={"LEVIATHAN_HOLD_AT": f"{run}@2"})
     assert out.returncode == 0, (out.stdout + out.stderr)[-5000:]
     assert "python -m leviathan.sweep.status smoke-slurm" in out.stdout
     jobs = json.loads(manifest.read_text())["jobs"]
     assert len(jobs) == 6 and len({j["job_id"].split("_")[0] for j in jobs.values()}) == 1
-    assert time.monotonic() - t0 < 120  # submits one array and returns; does not wait
+    # the sweep submitted one array and returned: the held run cannot have finished
+    rows = status(tmp_path, "smoke-slurm", mlflow_server)
+    assert next(r for r in rows if r["run"] == run)["state"] in ("queued", "running")
 
-    run = "smoke-slurm-26M-4.1Ktok-s0-dense"  # requeue this one mid-run
     job_id = jobs[run]["job_id"]
-    ckpt = tmp_path / "scratch" / "runs" / run / "last.ckpt"
-    _wait_for(ckpt.exists, 600, f"the first checkpoint of {run}")
+    logs = tmp_path / "scratch" / "submitit" / "smoke-slurm"
+
+    def job_log() -> str:
+        return "".join(p.read_text(errors="replace") for p in logs.glob(f"{job_id}_*_log.out"))
+
+    _wait_for(lambda: "holding at step 2" in job_log(), 900, f"{run} to reach step 2")
     subprocess.run(["scontrol", "requeue", job_id], check=True)
 
     def restarted():  # SLURM holds a requeued job ~2 min; release it at once
@@ -134,9 +144,9 @@ def test_slurm_sweep_submits_returns_and_requeue_resumes(slurm_cluster, mlflow_s
 
     _wait_for(restarted, 300, "the requeued job to restart", poll=2.0)
     _wait_for(lambda: all(r["state"] in ("finished", "failed")
-                          for r in status(tmp_path, "smoke-slurm")), 1200,
+                          for r in status(tmp_path, "smoke-slurm", mlflow_server)), 1200,
               "every run of the sweep to end", poll=5.0)
-    rows = status(tmp_path, "smoke-slurm")
+    rows = status(tmp_path, "smoke-slurm", mlflow_server)
     assert [r["state"] for r in rows] == ["finished"] * 6, rows
 
     c, runs = mlflow_runs(mlflow_server, "smoke-slurm")
@@ -147,7 +157,4 @@ def test_slurm_sweep_submits_returns_and_requeue_resumes(slurm_cluster, mlflow_s
     requeued = next(r for r in runs if r.info.run_name == run)  # the same MLflow run continued
     steps = sorted(m.step for m in c.get_metric_history(requeued.info.run_id, "train/loss"))
     assert steps == list(range(1, 9))  # 4096 tokens / 512 per step, each step once
-    log = "".join(p.read_text(errors="replace") for p in
-                  (tmp_path / "scratch" / "submitit" / "smoke-slurm").glob(
-                      f"{job_id}_*_log.out"))
-    assert "resuming from" in log  # the second attempt resumed rather than restarted
+    assert "resuming from" in job_log()  # the second attempt resumed rather than restarted

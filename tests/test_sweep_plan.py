@@ -10,53 +10,67 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
+from leviathan.config import compose
 from leviathan.models import build_model, count_params, resolve_model_config
-from leviathan.sweep.grid import GridError, register_configs
+from leviathan.sweep.grid import GridError
 from leviathan.sweep.plan import dedupe_overrides, make_plan, run_overrides, write_plan
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = str(REPO / "conf")
-register_configs()
 GRIDS = ["isoparametric", "isobody", "decoupled", "data_scaling", "smoke"]
 
 
 def plan_for(overrides: list[str], root: Path):
     overrides = [*overrides, f"paths.root_dir={root}"]
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="sweep", overrides=overrides)
-        return cfg, make_plan(cfg, overrides, root)
+    cfg = compose("sweep", overrides)
+    return cfg, make_plan(cfg, overrides, root)
 
 
 @pytest.mark.parametrize("grid", GRIDS)
 def test_every_grid_plans(grid, tmp_path):
     cfg, plan = plan_for([f"+grid={grid}"], tmp_path)
+    g = cfg.grid
     df = plan.frame()
-    assert len(df) == 2 * len(cfg.grid.sizes) * len(cfg.grid.seeds) * len(
-        cfg.grid.tokens or cfg.grid.tokens_per_param)
-    assert set(df.arm) == {"dense", "leviathan"}
-    for _pair, g in df.groupby("pair"):
-        assert len(g) == 2 and g.tokens.nunique() == 1  # matched pairs: identical budgets
-        assert len({r.config["data"]["seed"] for r in plan.runs if r.pair == _pair}) == 1
-        dense, lev = g[g.arm == "dense"].iloc[0], g[g.arm == "leviathan"].iloc[0]
+    budgets = len(g.tokens or g.tokens_per_param) * len(g.seeds) * len(g.lr) * (
+        1 + len(g.cooldowns))
+    assert len(df) == budgets * (len(g.arms) * len(g.sizes) + len(g.dense_sizes))
+    assert set(df.arm) == set(g.arms)  # the paper's families carry their control arm
+    assert "factorized" in g.arms or grid not in ("isoparametric", "data_scaling")
+    assert "dense_untied" in g.arms or grid != "decoupled"
+    for (pair, _cd), members in df.groupby(["pair", df.cooldown.fillna(0)]):
+        assert members.tokens.nunique() == 1  # matched pairs: identical budgets
+        assert len({r.config["data"]["seed"] for r in plan.runs if r.pair == pair}) == 1
+        arms = {a: m.iloc[0] for a, m in members.groupby("arm")}
+        dense = arms["dense"]
+        if set(arms) == {"dense"}:
+            assert any(pair.startswith(s.rsplit("/", 1)[1]) for s in g.dense_sizes)
+            continue
+        lev = arms["leviathan"]
         if grid in ("isoparametric", "smoke", "data_scaling"):
-            assert abs(lev.params_total - dense.params_total) / dense.params_total <= 0.02
-            assert lev.n_layers > dense.n_layers
+            for other in [lev] + ([arms["factorized"]] if "factorized" in arms else []):
+                assert abs(other.params_total - dense.params_total) / dense.params_total <= 0.02
+                assert other.n_layers > dense.n_layers
+        if "factorized" in arms:  # the control runs on Leviathan's backbone
+            assert arms["factorized"].n_layers == lev.n_layers
         if grid in ("isobody", "decoupled"):
             assert (lev.n_layers, lev.d_model) == (dense.n_layers, dense.d_model)
         if grid == "decoupled":
             assert 0 < (lev.params_total - dense.params_total) / dense.params_total < 0.02
-        if grid != "smoke":
-            assert dense.tokens == round(20 * dense.params_total) or grid == "data_scaling"
+            assert arms["dense_untied"].params_total > dense.params_total
+        if grid not in ("smoke", "data_scaling"):
+            assert dense.tokens == round(20 * dense.params_total)
     for r in plan.runs:  # the plan's counts are the models' own accounting
         c = count_params(resolve_model_config(r.config["model"]))
         assert (r.params_total, r.params_input, r.params_body) == (c.total, c.input, c.body)
         assert r.config["meta"]["sweep"] == grid and r.config["run_name"] == r.run
-    if grid == "data_scaling":
-        dense = df[df.arm == "dense"].sort_values("tokens")
+        assert r.config["meta"]["arm"] == r.arm
+    if grid == "data_scaling":  # WSD-S: cooled-down branches at 5 N ... 100 N
+        dense = df[(df.arm == "dense") & df.cooldown.notna()].sort_values("tokens")
         ratios = dense.tokens / dense.params_total
-        assert ratios.round().tolist() == [5, 10, 20, 50, 100]
+        assert (ratios - pd.Series([5, 10, 20, 50, 100], index=ratios.index)).abs().max() < 0.01
+        assert set(df[df.cooldown.isna()].schedule) == {"constant"}
+        assert set(df[df.cooldown.notna()].schedule) == {"wsd"}
 
 
 def test_smoke_counts_equal_built_models(tmp_path):
@@ -121,7 +135,9 @@ def _cli(args, cwd):
 def test_cli_dry_run_and_errors(tmp_path):
     out = _cli(["+grid=isoparametric", "sweep.dry_run=true", f"paths.root_dir={tmp_path}"], REPO)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "isoparametric-109M-20N-s0-leviathan" in out.stdout and "Dry run" in out.stdout
+    assert "isoparametric-109M-20N-s0-leviathan-lr1 " in out.stdout and "Dry run" in out.stdout
+    assert "isoparametric-752M-20N-s0-dense-lr1 " in out.stdout  # a Dense-only rung
+    assert "factorized" in out.stdout
     assert (tmp_path / "sweeps" / "isoparametric" / "plan.csv").exists()
     out = _cli(["sweep.dry_run=true", f"paths.root_dir={tmp_path}"], REPO)
     assert out.returncode == 2 and "+grid=<name>" in out.stderr and "smoke" in out.stderr

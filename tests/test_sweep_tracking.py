@@ -61,18 +61,22 @@ def test_crashed_job_shows_lost_is_synced_and_resumes_into_its_run(mlflow_server
     c, runs = mlflow_runs(mlflow_server, "crash")
     assert [(r.info.run_id, r.info.status) for r in runs] == [(run_id, "RUNNING")]
 
-    rows = {r["run"]: r for r in status(tmp_path, "crash")}
+    rows = {r["run"]: r for r in status(tmp_path, "crash", mlflow_server)}
     assert rows[run]["state"] == "lost" and rows[run]["unsent"] > 0, rows[run]
     manifest_path = tmp_path / "sweeps" / "crash" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     del manifest["jobs"][run]  # the launcher forgot the job (e.g. squeue after MinJobAge)
     manifest_path.write_text(json.dumps(manifest))
-    _wait_for(lambda: {r["run"]: r["state"] for r in status(tmp_path, "crash")}[run] == "lost",
-              120, "the missed heartbeats to mark the run lost", poll=2)
+
+    def state() -> str:
+        return next(r["state"] for r in status(tmp_path, "crash", mlflow_server) if r["run"] == run)
+
+    _wait_for(lambda: state() == "lost", 120, "the missed heartbeats to mark the run lost", poll=2)
 
     synced = subprocess.run([sys.executable, "-m", "leviathan.sweep.status", "crash", "--sync",
-                             "--sweeps-dir", str(tmp_path / "sweeps")], cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
+                             "--sweeps-dir", str(tmp_path / "sweeps"),
+                             "--tracking-uri", mlflow_server],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
     assert synced.returncode == 0, synced.stderr[-3000:]
     assert f"sync {run}: sent" in synced.stdout and not (run_dir / JOURNAL_FILE).exists()
     steps = sorted(m.step for m in c.get_metric_history(run_id, "train/loss"))
@@ -91,7 +95,7 @@ def test_crashed_job_shows_lost_is_synced_and_resumes_into_its_run(mlflow_server
     logs = "".join(p.read_text(errors="replace") for p in
                    (tmp_path / "scratch" / "submitit" / "crash").glob("*_log.out"))
     assert "resuming from" in logs
-    rows = status(tmp_path, "crash")
+    rows = status(tmp_path, "crash", mlflow_server)
     assert [r["state"] for r in rows] == ["finished"] * 2 and all(r["unsent"] == 0 for r in rows)
 
 

@@ -21,19 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from leviathan.config import compose as compose_config
 
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        return hydra_compose("train", overrides=overrides)
-
-
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> Path:
-    """One debug corpus (written and prepared on first use) for every training test."""
-    path = tmp_path_factory.getbasetemp() / "train-data"
-    path.mkdir(exist_ok=True)
-    return path
+    return compose_config("train", overrides)
 
 
 def tiny(data_dir: Path, scratch: Path, uri: str, *extra: str, steps: int = 8,
@@ -113,6 +103,7 @@ def test_bad_trainer_config_fails_naming_the_key(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("arm", ["dense", "leviathan"])
 def test_tiny_run_lands_in_mlflow(arm, tmp_path, data_dir, mlflow_server):
+    from leviathan.tracking.environment import capture
     from leviathan.training.run import train
 
     steps = 8
@@ -150,8 +141,10 @@ def test_tiny_run_lands_in_mlflow(arm, tmp_path, data_dir, mlflow_server):
     assert metrics["final/val_loss"] == pytest.approx(summary["final_val_loss"])
     assert metrics["final/tokens_seen"] == steps * 2 * 32 == summary["tokens_seen"]
     arts = {a.path for a in client(mlflow_server).list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "summary.json"} <= arts
-    assert summary["buckets"]["names"][0] == "0"
+    assert {"config.yaml", "summary.json", "environment.json"} <= arts
+    # python, torch, lightning, ..., cuda, cudnn, gpu and the hash of the full installed set
+    assert {k: params[f"env.{k}"] for k in capture().versions()} == capture().versions()
+    assert summary["buckets"]["names"][0] == "q00-10"  # deciles of the validation tokens
     assert set(summary["bucket_losses"]) <= set(summary["buckets"]["names"])
     print(f"\n{arm}: tokens/s {metrics['tokens_per_s']:.0f}, achieved FLOP/s "
           f"{metrics['flops_per_s']:.3e}, mfu {metrics.get('mfu', 'n/a')}, flops/token "

@@ -1,1 +1,1 @@
-"""Benchmarks: `python -m leviathan.bench {throughput,data}`."""
+"""Benchmarks: `python -m leviathan.bench {throughput,data,lev}`."""

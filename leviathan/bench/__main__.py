@@ -10,6 +10,7 @@ BENCHES = {
     "throughput": "leviathan.bench.throughput",  # Leviathan vs Dense training tokens/s
     "data": "leviathan.bench.data",  # raw tiktoken vs streaming vs prepared reader
     "tracking": "leviathan.bench.tracking",  # N concurrent jobs' MLflow writers vs one server
+    "lev": "leviathan.bench.lev",  # the two LEV forms: params, time, init scale, training
 }
 
 

@@ -9,8 +9,9 @@ import importlib
 
 _EXPORTS = {
     "build_train_stream": "api", "build_val_batches": "api", "check_data": "api",
-    "ensure_data": "api", "fingerprint": "api", "token_frequencies": "api", "val_windows": "api",
-    "DataConfig": "config", "DataError": "config", "register_configs": "config",
+    "ensure_data": "api", "fingerprint": "api", "val_windows": "api",
+    "token_frequencies": "frequencies",
+    "DataConfig": "config", "DataError": "config",
     "to_data_config": "config",
 }
 __all__ = sorted(_EXPORTS)

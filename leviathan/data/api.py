@@ -1,5 +1,6 @@
-"""The data API training and sweeps use: check, build streams, validation set, frequencies,
-fingerprint. Every function takes the `data` config (DataConfig, dict or OmegaConf node)."""
+"""The data API training and sweeps use: check, build streams, validation set, fingerprint
+(token frequencies: frequencies.py). Every function takes the `data` config (DataConfig, dict
+or OmegaConf node)."""
 
 from __future__ import annotations
 
@@ -97,30 +98,22 @@ def build_val_batches(data_cfg: Any, *, batch_size: int) -> list[torch.Tensor]:
             for i in range(0, len(w), batch_size)]
 
 
-def token_frequencies(data_cfg: Any) -> np.ndarray | None:
-    """int64 count per token id over the training split (prepared index), else None."""
-    cfg = to_data_config(data_cfg)
-    if cfg.mode == "prepared":
-        cfg = ensure_data(cfg)
-        return Prepared(cfg).token_counts()
-    if cfg.prepared_dir and (Path(cfg.prepared_dir) / INDEX).is_file():
-        try:
-            return Prepared(cfg).token_counts()
-        except DataError as e:
-            log.warning("data: token frequencies unavailable: %s", e)
-    return None
-
-
-def fingerprint(data_cfg: Any, *, batch_size: int, k: int = 8) -> str:
-    """sha256 hex of the first k training batches (rank 0 of 1): equal fingerprints mean
-    identical token streams."""
-    stream = build_train_stream(data_cfg, batch_size=batch_size)
+def fingerprint(data_cfg: Any, *, batch_size: int, k: int = 8, rank: int = 0,
+                world_size: int = 1, windows: int | None = None) -> str:
+    """sha256 hex of the first `windows` (default k x batch_size) training windows that `rank`
+    of `world_size` reads, in order: equal fingerprints mean identical token streams in that
+    rank layout (workers and world size included; the micro-batch size does not matter)."""
+    n = windows if windows is not None else k * batch_size
+    stream = build_train_stream(data_cfg, batch_size=batch_size, rank=rank,
+                                world_size=world_size)
     h = hashlib.sha256()
+    h.update(f"rank {rank}/{world_size}".encode())
     it = iter(stream)
-    for _ in range(k):
-        b = next(it)
-        h.update(str(tuple(b.shape)).encode())
-        h.update(b.numpy().astype("<i8").tobytes())
+    seen = 0
+    while seen < n:
+        for row in next(it)[: n - seen]:
+            h.update(row.numpy().astype("<i8").tobytes())
+            seen += 1
     if hasattr(it, "close"):
         it.close()
     return h.hexdigest()

@@ -6,7 +6,7 @@ Every error names the config key (``data.<field>``) or the path it refers to.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 MODES = ("stream", "prepared")
@@ -35,12 +35,16 @@ class DataConfig:
     #                       process); the merge order depends on it, so it is part of the stream
     encode_batch_docs: int = 256  # documents per encode_ordinary_batch call
     minipile_mb: float = 4.0  # build_corpus=minipile: approximate corpus size in MB
+    freq_tokens: int = 50_000_000  # stream mode: training-token frequencies (rare-token buckets)
+    #   are counted over this prefix of the training stream; 0: no rare-token metric
+    freq_cache_dir: str | None = None  # stream mode: where those counts are cached (by data
+    #   config and stream fingerprint); null: counted by every run
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, ignored by the code
 
     def __post_init__(self) -> None:
         self.validate()
 
-    def validate(self) -> DataConfig:
+    def validate(self) -> DataConfig:  # noqa: C901 - flat independent value checks, each naming its key
         def bad(key: str, msg: str) -> DataError:
             return DataError(f"data.{key}: {msg}")
 
@@ -60,6 +64,7 @@ class DataConfig:
         if not isinstance(self.tokenizer, str) or not self.tokenizer:
             raise bad("tokenizer", f"must be a tiktoken encoding name, got {self.tokenizer!r}")
         for key, lo in (("seq_len", 1), ("shuffle_buffer", 1), ("val_tokens", 0),
+                        ("freq_tokens", 0),
                         ("num_threads", 0), ("num_workers", 0), ("encode_batch_docs", 1)):
             v = getattr(self, key)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
@@ -93,38 +98,9 @@ def n_val_windows(cfg: DataConfig) -> int:
 def to_data_config(cfg: Any) -> DataConfig:
     """DataConfig from a DataConfig, a dict or an OmegaConf node (a whole run config's `data`
     node is accepted too); unknown keys are errors that name them."""
-    if isinstance(cfg, DataConfig):
-        return cfg.validate()
-    try:
-        from omegaconf import DictConfig, OmegaConf
+    from leviathan.schema import to_config
 
-        if isinstance(cfg, DictConfig):
-            if "data" in cfg and isinstance(cfg.get("data"), DictConfig) and "mode" not in cfg:
-                cfg = cfg.data
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    if isinstance(cfg, dict) and isinstance(cfg.get("data"), dict) and "mode" not in cfg:
+    if not isinstance(cfg, DataConfig) and hasattr(cfg, "keys") and "data" in cfg \
+            and "mode" not in cfg:
         cfg = cfg["data"]  # a whole run config
-    if not isinstance(cfg, dict):
-        raise DataError(f"data: expected a mapping, got {type(cfg).__name__}")
-    known = {f.name for f in fields(DataConfig)}
-    unknown = sorted(set(cfg) - known - {"_target_"})
-    if unknown:
-        raise DataError(f"data.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
-    kw = {k: v for k, v in cfg.items() if k in known}
-    for key in ("seq_len", "shuffle_buffer", "seed", "val_tokens", "num_threads",
-                "num_workers", "encode_batch_docs"):
-        if isinstance(kw.get(key), float) and float(kw[key]).is_integer():
-            kw[key] = int(kw[key])
-    return DataConfig(**kw)
-
-
-def register_configs() -> None:
-    """Register DataConfig as the schema `data/schema` in Hydra's ConfigStore."""
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(group="data", name="schema", node=DataConfig)
-
-
-register_configs()  # importing leviathan.data.config makes `data/schema` available to Hydra
+    return to_config(DataConfig, cfg, "data", DataError)

@@ -31,7 +31,7 @@ def epoch_parts(shards: list, seed: int, epoch: int, slot: int, n_slots: int):
     return assign_shards([shards[i] for i in perm], slot, n_slots)
 
 
-def threaded(make: Callable[[], Iterator], stop: threading.Event, maxsize: int = 4) -> Iterator:
+def threaded(make: Callable[[], Iterator], stop: threading.Event, maxsize: int = 4) -> Iterator:  # noqa: C901 - the producer thread's start/stop/error protocol in one place
     """Run the generator ``make()`` in a daemon thread; iterate its items here."""
     q: queue.Queue = queue.Queue(maxsize)
 

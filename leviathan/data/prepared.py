@@ -101,7 +101,6 @@ class PreparedTrainStream(torch.utils.data.IterableDataset):
         self.batches = 0  # batches yielded so far
         self.stats = SkipStats.from_state(self.data.index["skipped"])  # bad records at prepare
         self._perms: dict[int, np.ndarray] = {}
-        self.lag = 0  # batches fetched ahead of training (Lightning: 1); state_dict() skips them
 
     def permutation(self, epoch: int) -> np.ndarray:
         if epoch not in self._perms:
@@ -137,9 +136,8 @@ class PreparedTrainStream(torch.utils.data.IterableDataset):
                 "world_size": self.world_size}
 
     def state_dict(self, batches: int | None = None) -> dict:
-        """The position after ``batches`` batches (default: all yielded so far, less
-        ``self.lag``)."""
-        n = max(0, self.batches - self.lag) if batches is None else int(batches)
+        """The position after ``batches`` batches (default: all yielded so far)."""
+        n = self.batches if batches is None else int(batches)
         if not 0 <= n <= self.batches:
             raise DataError(f"data state after {n} batches is not available: the stream has "
                             f"yielded {self.batches}")

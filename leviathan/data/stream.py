@@ -32,8 +32,6 @@ from leviathan.data.pipeline import (
 )
 from leviathan.data.reading import SkipStats, current_slot, resolve_shards
 
-UNDO = 8  # batch boundaries kept for state_dict(batches=...)
-
 
 @dataclass
 class _Sub:
@@ -65,8 +63,6 @@ class StreamTrainStream(torch.utils.data.IterableDataset):
         self.fill = 0
         self.rng_state: dict | None = None
         self.slot: list | None = None  # [slots, n_slots] this state belongs to
-        self._log: collections.deque = collections.deque(maxlen=UNDO)  # recent boundaries
-        self.lag = 0  # batches fetched ahead of training (Lightning: 1); state_dict() skips them
 
     @property
     def stats(self) -> SkipStats:
@@ -113,7 +109,7 @@ class StreamTrainStream(torch.utils.data.IterableDataset):
         finally:
             del it  # shuts the worker processes down
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[torch.Tensor]:  # noqa: C901 - the hot loop, kept inline (no per-window call overhead)
         slots, n_slots = self._slots()
         if self.slot is not None and self.slot != [slots, n_slots]:
             raise DataError(f"stream state belongs to slots {self.slot}, iterated as "
@@ -132,7 +128,6 @@ class StreamTrainStream(torch.utils.data.IterableDataset):
             s.i = 0
         out = np.empty((B, self.window), np.uint32)
         k = 0
-        entry = self._boundary(rng)
         try:
             while True:
                 s = self.subs[self.turn]
@@ -152,7 +147,6 @@ class StreamTrainStream(torch.utils.data.IterableDataset):
                     continue
                 j = int(rng.integers(S))
                 out[k] = self.buffer[j]
-                entry["replaced"].append((j, out[k].copy()))
                 self.buffer[j] = w
                 k += 1
                 if k == B:
@@ -161,45 +155,22 @@ class StreamTrainStream(torch.utils.data.IterableDataset):
                     for s in self.subs:
                         s.pending, s.i = s.pending[s.i:], 0
                     self.rng_state = rng.bit_generator.state
-                    self._log.append(entry)
-                    entry = self._boundary(rng)
                     yield torch.from_numpy(out.astype(np.int64))  # (B, seq_len + 1)
         finally:
             stop.set()
             source.close()
 
-    def _boundary(self, rng) -> dict:
-        """The (cheap, by reference) state at this batch boundary, plus an undo list of the
-        buffer rows the next batch replaces."""
-        return {"batches": self.batches, "turn": self.turn, "fill": self.fill,
-                "subs": [(s.pos, s.leftover, s.pending, s.stats) for s in self.subs],
-                "rng": rng.bit_generator.state, "replaced": []}
-
-    def state_dict(self, batches: int | None = None) -> dict:
-        """Exact position after ``batches`` batches (default: all yielded so far, less
-        ``self.lag``), as tensors and plain values. Any of the last UNDO batch boundaries can
-        be asked for, so a trainer that prefetches (Lightning fetches one batch ahead) saves
-        what it has consumed."""
-        n = max(0, self.batches - self.lag) if batches is None else int(batches)
+    def state_dict(self) -> dict:
+        """The exact position after the batches yielded so far, as tensors and plain values.
+        A trainer that fetches ahead keeps the batches it has not trained on itself
+        (leviathan.training.batches.ResumableBatches)."""
         buf = self.buffer if self.buffer is not None else np.empty((0, self.window), np.uint32)
-        cur = {"turn": self.turn, "fill": self.fill, "rng": self.rng_state,
-               "subs": [(s.pos, s.leftover, s.pending[s.i:], s.stats) for s in self.subs]}
-        if n != self.batches:
-            back = [e for e in self._log if e["batches"] >= n]
-            if n > self.batches or not back or back[0]["batches"] != n:
-                raise DataError(f"data state after {n} batches is not available: the stream "
-                                f"has yielded {self.batches} and keeps the last {UNDO}")
-            buf = buf.copy()
-            for e in reversed(back):
-                for j, row in reversed(e["replaced"]):
-                    buf[j] = row
-            cur = back[0]
-        subs = [{"pos": list(pos), "leftover": torch.from_numpy(lo.astype(np.int32)),
-                 "pending": torch.from_numpy(pend.astype(np.int32)), "stats": st}
-                for pos, lo, pend, st in cur["subs"]]
-        return {"key": self._key(), "batches": n, "turn": cur["turn"], "subs": subs,
-                "buffer": torch.from_numpy(buf[:cur["fill"]].astype(np.int32)),
-                "rng": cur["rng"], "slot": self.slot}
+        subs = [{"pos": list(s.pos), "leftover": torch.from_numpy(s.leftover.astype(np.int32)),
+                 "pending": torch.from_numpy(s.pending[s.i:].astype(np.int32)),
+                 "stats": s.stats} for s in self.subs]
+        return {"key": self._key(), "batches": self.batches, "turn": self.turn, "subs": subs,
+                "buffer": torch.from_numpy(buf[:self.fill].astype(np.int32)),
+                "rng": self.rng_state, "slot": self.slot}
 
     def load_state_dict(self, state: dict) -> None:
         key = self._key()
@@ -220,4 +191,3 @@ class StreamTrainStream(torch.utils.data.IterableDataset):
         self.buffer[:self.fill] = buf
         self.rng_state = state["rng"]
         self.slot = state["slot"]
-        self._log.clear()

@@ -1,8 +1,10 @@
 """`python -m leviathan.eval <run folder | checkpoint file | MLflow run id> [key=value ...]`
 
-Scores the run's checkpoint with lm-evaluation-harness on eval.tasks (conf/eval/default.yaml;
-override any key, e.g. `tasks=[lambada_openai,piqa] limit=200 device=cuda`), logs the metrics
-on the run's MLflow run and writes the results JSON beside the checkpoint.
+Scores the run's checkpoint with lm-evaluation-harness on eval.tasks, logs the metrics on the
+run's MLflow run and writes the results JSON beside the checkpoint. Overrides are those of the
+sweep command (`eval.tasks=[lambada_openai,piqa] eval.limit=200 eval.device=cuda`,
+`tracking.uri=...`; a bare eval key such as `limit=200` works too); the config is composed like
+every entry point's (conf/local included), and eval.tracking_uri defaults to tracking.uri.
 Exit status: 0 every task scored; 3 some tasks skipped (listed); 1 none scored; 2 bad input.
 """
 
@@ -16,15 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m leviathan.eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", help="run scratch folder, checkpoint file, or MLflow run id")
-    p.add_argument("overrides", nargs="*", help="eval config overrides key=value")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.limit=100")
     args = p.parse_args(argv)
 
-    from leviathan.eval import CheckpointError, EvalConfigError, eval_config, evaluate_run
+    from leviathan.eval import CheckpointError, EvalConfigError, evaluate_run
     from leviathan.tracking.server import TrackingUnreachable
 
     try:
-        cfg = eval_config(overrides=args.overrides)
-        res = evaluate_run(args.target, cfg)
+        res = evaluate_run(args.target, site_config(args.overrides))
     except (CheckpointError, EvalConfigError, TrackingUnreachable, FileNotFoundError,
             ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -35,6 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     if not res["tasks"]:
         return 1
     return 3 if res.get("missing") else 0
+
+
+def site_config(overrides: list[str] | None = None):
+    """The EvalConfig as every entry point composes it (conf/eval/, conf/local included), with
+    the sweep command's overrides; eval.tracking_uri defaults to the composed tracking.uri."""
+    from leviathan.config import compose
+    from leviathan.eval.config import eval_config, eval_overrides
+
+    site = compose("sweep", eval_overrides(overrides))
+    cfg = eval_config(site.eval)
+    cfg.tracking_uri = cfg.tracking_uri or str(site.tracking.uri)
+    return cfg
 
 
 def render(res: dict) -> str:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-CKPT_NAME = "last.ckpt"  # leviathan.training.callbacks.CKPT_NAME
-RUN_ID_FILE = "mlflow_run_id"  # leviathan.training.run.RUN_ID_FILE
-CONFIG_FILE = "config.yaml"
+from leviathan.tracking.runs import CKPT as CKPT_NAME
+from leviathan.tracking.runs import CONFIG as CONFIG_FILE
+from leviathan.tracking.runs import RunFolder, run_folder_of
+
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -31,10 +32,6 @@ class RunFiles:
     config: Any  # the resolved training config (DictConfig)
     run_id: str | None  # the MLflow run id (None: the run was never tracked)
     tracking_uri: str | None  # where that run lives (the training config's tracking.uri)
-
-
-def default_tracking_uri() -> str | None:
-    return os.environ.get("MLFLOW_TRACKING_URI") or None
 
 
 def locate(target: str | os.PathLike, *, tracking_uri: str | None = None) -> RunFiles:
@@ -55,21 +52,20 @@ def locate(target: str | os.PathLike, *, tracking_uri: str | None = None) -> Run
                                       " has the run saved a checkpoint yet?")
             ckpt = found[-1]
     elif RUN_ID_RE.match(s):
-        return _from_run_id(s, tracking_uri or default_tracking_uri())
+        return _from_run_id(s, tracking_uri)
     else:
         raise CheckpointError(f"{s!r} is neither a checkpoint file, a run folder, nor an MLflow "
                               "run id (32 hex digits)")
-    cfg_path = run_dir / CONFIG_FILE
-    id_path = run_dir / RUN_ID_FILE
-    run_id = id_path.read_text().strip() if id_path.is_file() else None
+    cfg_path = RunFolder(run_dir).config
+    run_id = RunFolder(run_dir).run_id()
     if cfg_path.is_file():
         config = OmegaConf.load(cfg_path)
-    elif run_id and (tracking_uri or default_tracking_uri()):
-        config = _artifact_config(run_id, tracking_uri or default_tracking_uri())
+    elif run_id and tracking_uri:
+        config = _artifact_config(run_id, tracking_uri)
     else:
         raise CheckpointError(f"{cfg_path}: missing (the resolved training config written beside "
                               "the checkpoint), and no MLflow run to fetch it from")
-    uri = tracking_uri or default_tracking_uri() or OmegaConf.select(config, "tracking.uri")
+    uri = tracking_uri or OmegaConf.select(config, "tracking.uri")
     return RunFiles(run_dir=run_dir, checkpoint=ckpt, config=config, run_id=run_id,
                     tracking_uri=uri)
 
@@ -95,20 +91,19 @@ def _from_run_id(run_id: str, uri: str | None) -> RunFiles:
     from leviathan.tracking.server import check_reachable
 
     if not uri:
-        raise CheckpointError(f"{run_id} looks like an MLflow run id: set MLFLOW_TRACKING_URI "
-                              "(or eval.tracking_uri) to the server that holds it")
+        raise CheckpointError(f"{run_id} looks like an MLflow run id: set tracking.uri (or "
+                              "eval.tracking_uri) to the server that holds it")
     check_reachable(uri)
     try:
         run = MlflowClient(uri).get_run(run_id)
     except Exception as e:
         raise CheckpointError(f"MLflow run {run_id} not found at {uri} "
                               f"({type(e).__name__}: {str(e)[:200]})") from e
-    scratch = run.data.params.get("paths.scratch_dir")
-    key = run.data.tags.get("run_key") or run.info.run_name
-    if not scratch or not key:
+    folder = run_folder_of(run)
+    if folder is None:
         raise CheckpointError(f"MLflow run {run_id} has no paths.scratch_dir param or run_key "
                               "tag: pass its scratch folder instead")
-    run_dir = Path(scratch) / "runs" / key
+    run_dir = folder.path
     if not run_dir.is_dir():
         raise CheckpointError(f"MLflow run {run_id}: its scratch folder {run_dir} (from the "
                               "paths.scratch_dir param and run_key tag) is not on this machine")

@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_YAML = REPO / "conf" / "eval" / "default.yaml"
+# top-level names of the composed config that a bare `name=value` may also mean
+TOP_LEVEL = ("model", "data", "trainer", "tracking", "paths", "launcher", "eval", "seed",
+             "run_name", "resume")
+DEFAULT_TASKS = ("lambada_openai", "hellaswag", "piqa", "arc_easy", "arc_challenge", "winogrande")
 
 
 class EvalConfigError(ValueError):
@@ -23,25 +24,30 @@ class EvalConfigError(ValueError):
 
 @dataclass
 class EvalConfig:
-    tasks: list[str] = field(default_factory=list)  # harness task / group names
-    limit: int | float | None = None  # examples per task (int, or fraction < 1); None: all
+    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))  # harness task or group
+    #   names (default: LAMBADA, HellaSwag, PIQA, ARC easy and challenge, WinoGrande)
+    limit: int | float | None = None  # examples per task (an int, or a fraction < 1); null: all.
+    #   For quick looks only
     num_fewshot: int = 0  # in-context examples per prompt
     batch_size: int = 16  # sequences per forward pass
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto | fp32 | bf16
-    max_length: int | None = None  # tokens per forward; None: the model's max_seq_len
-    include_path: list[str] = field(default_factory=list)  # extra task-YAML folders
-    include_defaults: bool = True  # index the harness's built-in tasks too
-    offline: str | bool = "auto"  # auto | true | false
-    hub_probe_timeout_s: float = 3.0  # offline=auto: wait this long for the hub
-    output_dir: str | None = None  # results JSON folder; None: <run dir>/eval
-    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else the run's tracking.uri
-    log_mlflow: bool = True  # metrics + JSON artifact on the run's MLflow run
-    force: bool = False  # evaluate even when results for this spec exist
-    seed: int = 0  # harness seeds
-    bootstrap_iters: int = 1000  # draws for bootstrapped standard errors; 0: none
+    device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 autocast on cuda, fp32 on cpu) | fp32 | bf16
+    max_length: int | None = None  # tokens per forward; null: the model's max_seq_len
+    include_path: list[str] = field(default_factory=list)  # extra folders of task YAMLs (your own /
+    #   local copies of datasets)
+    include_defaults: bool = True  # also index the harness's built-in tasks (~15 s to index)
+    offline: str | bool = "auto"  # auto: offline if HF_DATASETS_OFFLINE/HF_HUB_OFFLINE say so or
+    #   the hub is silent
+    hub_probe_timeout_s: float = 3.0  # offline=auto: how long to wait for the hub to answer
+    output_dir: str | None = None  # where results JSON goes; null: <run dir>/eval
+    tracking_uri: str | None = None  # MLflow server; null: the run's own tracking.uri (a run
+    #   folder) or the composed tracking.uri (an MLflow run id)
+    log_mlflow: bool = True  # log metrics (and the JSON as an artifact) on the run's MLflow run
+    force: bool = False  # evaluate again even if results for the same spec exist
+    seed: int = 0  # harness random/numpy/torch/fewshot seed
+    bootstrap_iters: int = 1000  # draws for bootstrapped standard errors (perplexity); 0: none
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # noqa: C901 - flat independent value checks, each naming its key
         if isinstance(self.tasks, str):
             self.tasks = [t.strip() for t in self.tasks.split(",") if t.strip()]
         self.tasks = [str(t) for t in self.tasks]
@@ -97,27 +103,34 @@ class EvalConfig:
         return asdict(self)
 
 
-def eval_config(cfg: Any = None, overrides: list[str] | None = None) -> EvalConfig:
-    """EvalConfig from a DictConfig / dict / EvalConfig (None: conf/eval/default.yaml), with
-    `key=value` overrides (an `eval.` prefix is accepted). Unknown keys are errors."""
-    from omegaconf import DictConfig, OmegaConf
+def eval_overrides(overrides: list[str] | None) -> list[str]:
+    """Command-line overrides for the composed config: `eval.<key>=v` as the sweep takes them;
+    a bare `<key>=v` naming an eval key is read as `eval.<key>=v` (the older form)."""
+    known = {f.name for f in fields(EvalConfig)}
+    out = []
+    for o in overrides or []:
+        if "=" not in o:
+            raise EvalConfigError(f"overrides must be key=value, got {o!r}")
+        key = o.split("=", 1)[0].lstrip("+~")
+        if "." not in key and key not in known and key not in TOP_LEVEL:
+            raise EvalConfigError(f"unknown eval config key {key!r}; eval keys: "
+                                  f"{', '.join(sorted(known))} (or any `group.key=value`)")
+        out.append(f"eval.{o}" if "." not in key and key in known else o)
+    return out
+
+
+def eval_config(cfg: Any, overrides: list[str] | None = None) -> EvalConfig:
+    """EvalConfig from a DictConfig / dict / EvalConfig (the composed `eval` group: see
+    leviathan.eval.__main__.site_config), with `eval.<key>=value` overrides. Unknown keys are
+    errors."""
+    from omegaconf import OmegaConf
+
+    from leviathan.schema import to_config
 
     if isinstance(cfg, EvalConfig):
         cfg = cfg.as_dict()
-    base = OmegaConf.load(DEFAULT_YAML)
-    if cfg is not None:
-        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)
-                               if isinstance(cfg, DictConfig) else dict(cfg))
-        base = OmegaConf.merge(base, cfg)
     if overrides:
-        dots = [o[len("eval."):] if o.startswith("eval.") else o for o in overrides]
-        bad = [o for o in dots if "=" not in o]
-        if bad:
-            raise EvalConfigError(f"overrides must be key=value, got {bad}")
-        base = OmegaConf.merge(base, OmegaConf.from_dotlist(dots))
-    data = OmegaConf.to_container(base, resolve=True)
-    known = {f.name for f in fields(EvalConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise EvalConfigError(f"unknown eval config key(s) {unknown}; known: {sorted(known)}")
-    return EvalConfig(**data)
+        dots = [o[len("eval."):] for o in eval_overrides(overrides) if o.startswith("eval.")]
+        cfg = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(
+            OmegaConf.create(cfg), resolve=True)), OmegaConf.from_dotlist(dots))
+    return to_config(EvalConfig, cfg, "eval", EvalConfigError)

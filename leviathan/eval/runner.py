@@ -138,6 +138,7 @@ def evaluate_run(run_dir_or_id: str | os.PathLike, eval_cfg: Any = None, *,
     the JSON): tasks -> {metrics, n_samples}, missing -> {task: why and how to provide it},
     plus run_id, checkpoint, checkpoint_step, spec, json_path, skipped."""
     from leviathan.eval.checkpoint import locate
+    from leviathan.tracking.environment import record_eval
 
     cfg = eval_config(eval_cfg)
     files = locate(run_dir_or_id, tracking_uri=cfg.tracking_uri)
@@ -174,6 +175,10 @@ def evaluate_run(run_dir_or_id: str | os.PathLike, eval_cfg: Any = None, *,
         results["tasks"] = {**prev["tasks"], **results["tasks"]}
         results["requested_done"] = [t for t in cfg.tasks if t in prev["requested_done"]
                                      or t in results["requested_done"]]
+    results["environment"] = record_eval(files.run_dir, out_dir, cfg.spec_key(),
+                                         uri=files.tracking_uri if track else None,
+                                         run_id=files.run_id, prefix=metric_prefix(cfg.limit),
+                                         say=say)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = json_path.with_name(f".{json_path.name}.tmp")
     tmp.write_text(json.dumps(results, indent=2, default=str))

@@ -1,4 +1,4 @@
-"""leviathan.models: the Dense and Leviathan language models, their configs and accounting.
+"""leviathan.models: the Dense, Leviathan and factorized language models, configs, accounting.
 
     from leviathan.models import build_model, count_params, flops_per_token, \
         resolve_model_config, isoparametric_depth
@@ -7,6 +7,7 @@
 from leviathan.models.accounting import (
     ParamCounts,
     count_params,
+    factorized_rank,
     flops_per_token,
     isoparametric_depth,
     resolve_model_config,
@@ -17,18 +18,16 @@ from leviathan.models.config import (
     LevConfig,
     ModelConfig,
     check_tokenizer_vocab,
-    register_configs,
     to_model_config,
 )
-from leviathan.models.ladder import LADDER_SIZES, ladder_config
+from leviathan.models.factorized import FactorizedEmbedding
+from leviathan.models.ladder import ladder_sizes
 from leviathan.models.lev import LevGenerator
 from leviathan.models.transformer import LanguageModel
 
-register_configs()
-
 __all__ = [
-    "LADDER_SIZES",
     "ConfigError",
+    "FactorizedEmbedding",
     "LanguageModel",
     "LevConfig",
     "LevGenerator",
@@ -37,10 +36,10 @@ __all__ = [
     "build_model",
     "check_tokenizer_vocab",
     "count_params",
+    "factorized_rank",
     "flops_per_token",
     "isoparametric_depth",
-    "ladder_config",
-    "register_configs",
+    "ladder_sizes",
     "resolve_model_config",
     "to_model_config",
 ]

@@ -71,3 +71,37 @@ def dense_basis(x: torch.Tensor, grid_size: int, degree: int) -> torch.Tensor:
     index = span.unsqueeze(-1) + torch.arange(degree + 1, device=x.device)  # (..., p+1)
     out = values.new_zeros(*x.shape, grid_size + degree)
     return out.scatter(-1, index, values)
+
+
+# ---- knot-centred, normalised bases (LEV's khronos form) --------------------------------------
+def centred_local_basis(x: torch.Tensor, n_knots: int, degree: int
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The khronos basis: kappa = n_knots knots t_g = g / (kappa - 1) on [0, 1], basis function g
+    the uniform degree-p B-spline centred on t_g (support (p + 1) knot spacings), the kappa values
+    divided by their sum (near 0 and 1 the functions centred beyond [0, 1] are missing).
+
+    x: (...) -> index (..., p+1) long in [0, kappa-1] and values (..., p+1) summing to 1;
+    values[..., j] = B_{index[..., j]}(x), zero where the function lies outside [0, kappa-1].
+    On the shifted coordinate s = x (kappa - 1) - (p - 1) / 2, functions span..span+p are
+    non-zero with the same local polynomials as `local_basis`.
+    """
+    s = x.clamp(0.0, 1.0) * (n_knots - 1) - (degree - 1) / 2
+    span = s.detach().floor()
+    u = s - span  # (...) local coordinate in [0, 1)
+    powers = [torch.ones_like(u), u]
+    for _ in range(2, degree + 1):
+        powers.append(powers[-1] * u)
+    powers = torch.stack(powers[: degree + 1], dim=-1)  # (..., p+1)
+    values = powers @ basis_polynomials(degree).to(device=x.device, dtype=x.dtype)
+    index = span.long().unsqueeze(-1) + torch.arange(degree + 1, device=x.device)  # (..., p+1)
+    inside = (index >= 0) & (index < n_knots)
+    values = values * inside
+    values = values / values.sum(-1, keepdim=True)  # > 0: the nearest knot's function is inside
+    return index.clamp(0, n_knots - 1), values
+
+
+def centred_dense_basis(x: torch.Tensor, n_knots: int, degree: int) -> torch.Tensor:
+    """All kappa values of the khronos basis: x (...) -> (..., kappa)."""
+    index, values = centred_local_basis(x, n_knots, degree)
+    out = values.new_zeros(*x.shape, n_knots)
+    return out.scatter_add(-1, index, values)  # clamped indices carry zeros

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ARMS = ("dense", "leviathan")
+ARMS = ("dense", "leviathan", "factorized")
 HEADS = ("tied", "untied", "generator")
-HEADS_BY_ARM = {"dense": ("tied", "untied"), "leviathan": ("untied", "generator")}
+HEADS_BY_ARM = {"dense": ("tied", "untied"), "leviathan": ("untied", "generator"),
+                "factorized": ("untied",)}
 DEPTH_RULES = ("fixed", "isoparametric")
-LADDERS = ("v1", "v2", "debug", "bench", "custom")  # v1/v2 sizes are checked against ladder.py
+LADDERS = ("v1", "v2", "debug", "bench", "custom")  # v1/v2 sizes: conf/model/<ladder>/*.yaml
 LEV_IMPLS = ("matmul", "bag")
+LEV_FORMS = ("blocks", "khronos")  # docs/LEV_FORMS.md
 
 
 class ConfigError(ValueError):
@@ -27,6 +29,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class LevConfig:
+    form: str = "blocks"  # "blocks" (LEV.md: Q blocks, M modes, W_r) | "khronos" (heads, knots)
     k: int = 3  # number of coordinates per token id = number of codebooks
     d_seed: int = 128  # seed / latent dimension (paper: 128)
     n_modes: int = 8  # M, rank: separable modes summed (paper: 8)
@@ -38,6 +41,15 @@ class LevConfig:
     base: int | None = None  # b; null = smallest integer with b**k >= padded vocabulary
     impl: str = "matmul"  # "matmul" (dense basis x Theta, BLAS) | "bag" (local rows, embedding_bag)
     table_chunk: int = 16384  # token ids per chunk when the eval table is materialised
+    heads: int = 8  # (khronos) h heads, each with its own W_seed, LayerNorm, S and W_out
+    knots: int = 16  # (khronos) kappa knots on [0, 1], one basis function centred on each
+    knot_degree: int = 2  # (khronos) degree of the knot-centred B-splines (2 = quadratic)
+    rank: int = 64  # (khronos) r, modes per head: S is d_seed x kappa x r, W_out is r x D
+    one_plus_delta: bool = True  # (khronos) S = 1 + Delta with Delta learned; false: S learned
+    delta_std: float = 0.1  # (khronos) init std of Delta (S starts at 1 + N(0, delta_std))
+    latent_temp: float = 2.0  # (khronos) x = sigmoid(LayerNorm(W_seed z) / latent_temp)
+    log_product: bool = True  # (khronos) product over d_seed as log magnitude + sign parity
+    checkpoint: bool = True  # (khronos) recompute each head's factors in backward (memory)
 
     @property
     def n_basis(self) -> int:  # n_b, B-spline basis functions per latent coordinate
@@ -54,8 +66,8 @@ class LevConfig:
 
 @dataclass
 class ModelConfig:
-    arm: str = "dense"  # "dense" (embedding table) | "leviathan" (LEV generator)
-    head: str = "untied"  # "tied" | "untied" (dense) ; "untied" | "generator" (leviathan)
+    arm: str = "dense"  # "dense" (table) | "leviathan" (LEV) | "factorized" (V x r, r x D control)
+    head: str = "untied"  # tied|untied (dense); untied|generator (leviathan); untied (factorized)
     size: str = "debug"  # ladder name of the Dense size ("109M", "1.2B", ...); a label elsewhere
     ladder: str = "debug"  # v1 (Dense untied totals) | v2 (Dense tied totals) | debug|bench|custom
     d_model: int = 64  # residual stream width D
@@ -73,6 +85,7 @@ class ModelConfig:
     rope_theta: float = 10000.0  # rotary base frequency
     norm_eps: float = 1e-5  # RMSNorm / LayerNorm epsilon
     init_std: float = 0.02  # std of every weight matrix / table at init (residual outs scaled)
+    factorized_rank: int | None = None  # r of arm=factorized; null: LEV's parameter count
     lev: LevConfig = field(default_factory=LevConfig)  # the LEV generator (arm=leviathan only)
 
     def __post_init__(self) -> None:
@@ -118,15 +131,15 @@ class ModelConfig:
         _choice("model.ladder", self.ladder, LADDERS)
         _choice("model.depth_rule", self.depth_rule, DEPTH_RULES)
         _choice("model.iso_dense_head", self.iso_dense_head, HEADS_BY_ARM["dense"])
-        if self.ladder in ("v1", "v2"):
-            from leviathan.models.ladder import LADDER_SIZES
+        if self.ladder in ("v1", "v2"):  # the sizes are the files conf/model/<ladder>/*.yaml
+            from leviathan.models.ladder import ladder_sizes
 
-            _choice("model.size", self.size, tuple(LADDER_SIZES[self.ladder]),
+            _choice("model.size", self.size, tuple(ladder_sizes(self.ladder)),
                     why=f" for model.ladder={self.ladder!r}")
         for key in ("d_model", "n_layers", "n_heads", "ffn_multiple", "vocab_size",
                     "vocab_pad_multiple", "max_seq_len"):
             _positive_int(f"model.{key}", getattr(self, key))
-        for key in ("ffn_hidden", "vocab_pad_to", "dense_n_layers"):
+        for key in ("ffn_hidden", "vocab_pad_to", "dense_n_layers", "factorized_rank"):
             if getattr(self, key) is not None:
                 _positive_int(f"model.{key}", getattr(self, key))
         for key in ("rope_theta", "norm_eps", "init_std"):
@@ -145,16 +158,32 @@ class ModelConfig:
         self._validate_lev()
         return self
 
-    def _validate_lev(self) -> None:
+    def _validate_lev(self) -> None:  # noqa: C901 - flat independent value checks, each naming its key
         lev = self.lev
-        for key in ("k", "d_seed", "n_modes", "order", "grid_size", "hidden", "table_chunk"):
+        _choice("model.lev.form", lev.form, LEV_FORMS)
+        for key in ("k", "d_seed", "n_modes", "order", "grid_size", "hidden", "table_chunk",
+                    "heads", "knots", "rank"):
             _positive_int(f"model.lev.{key}", getattr(lev, key))
-        if isinstance(lev.degree, bool) or not isinstance(lev.degree, int) or lev.degree < 0:
-            raise ConfigError(f"model.lev.degree: must be an integer >= 0, got {lev.degree!r}")
-        if not isinstance(lev.residual, bool):
-            raise ConfigError(f"model.lev.residual: must be true or false, got {lev.residual!r}")
+        for key in ("degree", "knot_degree"):
+            v = getattr(lev, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"model.lev.{key}: must be an integer >= 0, got {v!r}")
+        for key in ("residual", "one_plus_delta", "log_product", "checkpoint"):
+            if not isinstance(getattr(lev, key), bool):
+                raise ConfigError(f"model.lev.{key}: must be true or false, got "
+                                  f"{getattr(lev, key)!r}")
         _choice("model.lev.impl", lev.impl, LEV_IMPLS)
-        if lev.d_seed % lev.order:
+        if lev.knots < 2:
+            raise ConfigError(f"model.lev.knots: at least 2 knots span [0, 1], got {lev.knots}")
+        if isinstance(lev.delta_std, bool) or not isinstance(lev.delta_std, int | float) or (
+                lev.delta_std < 0):
+            raise ConfigError(f"model.lev.delta_std: must be a number >= 0, got "
+                              f"{lev.delta_std!r}")
+        if isinstance(lev.latent_temp, bool) or not isinstance(lev.latent_temp, int | float) or (
+                not lev.latent_temp > 0):
+            raise ConfigError(f"model.lev.latent_temp: must be a positive number, got "
+                              f"{lev.latent_temp!r}")
+        if lev.form == "blocks" and lev.d_seed % lev.order:
             raise ConfigError(f"model.lev.order={lev.order} (Q) must divide "
                               f"model.lev.d_seed={lev.d_seed}")
         if lev.base is not None:
@@ -187,42 +216,16 @@ def _positive_int(key: str, value: Any) -> None:
 
 
 def _lev_from_dict(d: dict[str, Any]) -> LevConfig:
-    known = {f.name for f in fields(LevConfig)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ConfigError(f"model.lev.{unknown[0]}: unknown key; allowed keys: "
-                          f"{', '.join(sorted(known))}")
-    return LevConfig(**d)
+    from leviathan.schema import to_config
+
+    return to_config(LevConfig, d, "model.lev", ConfigError)
 
 
 def to_model_config(cfg: Any) -> ModelConfig:
     """A validated ModelConfig from a ModelConfig, DictConfig, dict, or a config with `.model`."""
-    if isinstance(cfg, ModelConfig):
-        return dataclasses.replace(cfg)  # copy (re-validates)
-    if not isinstance(cfg, dict):
-        from omegaconf import DictConfig, OmegaConf
+    from leviathan.schema import to_config
 
-        if not isinstance(cfg, DictConfig):
-            raise ConfigError(f"model config must be a ModelConfig, DictConfig or dict, got "
-                              f"{type(cfg).__name__}")
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    if "model" in cfg and "arm" not in cfg:
+    if not isinstance(cfg, ModelConfig) and hasattr(cfg, "keys") and "model" in cfg \
+            and "arm" not in cfg:
         cfg = cfg["model"]
-    known = {f.name for f in fields(ModelConfig)}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise ConfigError(f"model.{unknown[0]}: unknown key; allowed keys: "
-                          f"{', '.join(sorted(known))}")
-    d = dict(cfg)
-    if isinstance(d.get("lev"), dict):
-        d["lev"] = _lev_from_dict(d["lev"])
-    return ModelConfig(**d)
-
-
-def register_configs() -> None:
-    """Register the schemas: `model/schema` (ModelConfig) and `model/lev/schema` (LevConfig)."""
-    from hydra.core.config_store import ConfigStore
-
-    cs = ConfigStore.instance()
-    cs.store(group="model", name="schema", node=ModelConfig)
-    cs.store(group="model/lev", name="schema", node=LevConfig)
+    return to_config(ModelConfig, cfg, "model", ConfigError)

@@ -23,5 +23,5 @@ class DenseEmbedding(nn.Module):
     def table(self) -> torch.Tensor:  # (V_pad, D): the whole input representation
         return self.weight
 
-    def lookup_tables(self) -> list[nn.Parameter]:  # tables are never weight-decayed
-        return [self.weight]
+    def param_roles(self) -> dict[str, str]:  # a table; the tied head makes it the head (roles.py)
+        return {"weight": "table"}

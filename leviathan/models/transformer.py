@@ -1,6 +1,7 @@
-"""The decoder-only language model shared by both arms.
+"""The decoder-only language model shared by every arm.
 
-    idx (B, T) -> input representation (DenseEmbedding | LevGenerator) -> (B, T, D)
+    idx (B, T) -> input representation (DenseEmbedding | LevGenerator | FactorizedEmbedding)
+               -> (B, T, D)
                -> n_layers pre-norm blocks -> final RMSNorm -> head -> logits (B, T, V_pad)
 
 Heads: `untied` (its own V_pad x D matrix), `tied` (Dense: the input table), `generator`
@@ -19,6 +20,7 @@ from torch import nn
 from leviathan.models.block import Block
 from leviathan.models.config import ModelConfig
 from leviathan.models.embedding import DenseEmbedding
+from leviathan.models.factorized import FactorizedEmbedding
 from leviathan.models.lev import LevGenerator
 from leviathan.models.norm import RMSNorm
 from leviathan.models.rope import RotaryEmbedding
@@ -29,8 +31,7 @@ class LanguageModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         V, D = cfg.padded_vocab, cfg.d_model
-        self.embed: DenseEmbedding | LevGenerator = (
-            DenseEmbedding(V, D, cfg.init_std) if cfg.arm == "dense" else LevGenerator(cfg))
+        self.embed: DenseEmbedding | LevGenerator | FactorizedEmbedding = input_representation(cfg)
         self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
         self.blocks = nn.ModuleList(Block(D, cfg.n_heads, cfg.ffn_dim, self.rope, cfg.norm_eps)
                                     for _ in range(cfg.n_layers))
@@ -85,19 +86,39 @@ class LanguageModel(nn.Module):
         counts = self.param_counts()
         return counts.total - counts.input if exclude_input else counts.total
 
+    def param_roles(self) -> dict[str, str]:
+        """Parameter name -> role (head, weight, table, coefficients, gain, bias; roles.py)."""
+        roles = {f"embed.{n}": r for n, r in self.embed.param_roles().items()}
+        if self.cfg.head == "tied":
+            roles["embed.weight"] = "head"  # the tied table is scored as the head
+        for name, p in self.named_parameters():
+            if not name.startswith("embed."):
+                roles[name] = "head" if name == "head.weight" else (
+                    "weight" if p.ndim >= 2 else "gain")
+        assert roles.keys() == dict(self.named_parameters()).keys(), "a parameter has no role"
+        return roles
+
     def optim_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW groups: decay on weight matrices (and Theta); none on norms, gains, biases,
-        lookup tables (the Dense input table / tied head, LEV codebooks)."""
-        tables = {id(p) for p in self.embed.lookup_tables()}
-        decay, no_decay = [], []
-        for _name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            (no_decay if p.ndim < 2 or id(p) in tables else decay).append(p)
-        return [{"params": decay, "weight_decay": weight_decay, "name": "decay"},
-                {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
+        """AdamW groups [decay, no_decay] by the one rule of roles.py, the same for every arm:
+        decay heads (tied or untied) and weight matrices; not tables, spline coefficients,
+        gains, biases."""
+        from leviathan.models.roles import optim_groups
+
+        return optim_groups(self.named_parameters(), self.param_roles(), weight_decay)
 
     def flops_per_token(self, seq_len: int) -> float:
         from leviathan.models.accounting import flops_per_token
 
         return flops_per_token(self.cfg, seq_len)
+
+
+def input_representation(cfg: ModelConfig) -> nn.Module:
+    """The arm's input: the Dense table, the LEV generator (its form) or the factorized table."""
+    if cfg.arm == "dense":
+        return DenseEmbedding(cfg.padded_vocab, cfg.d_model, cfg.init_std)
+    if cfg.arm == "factorized":
+        from leviathan.models.accounting import factorized_rank
+
+        rank = cfg.factorized_rank or factorized_rank(cfg)
+        return FactorizedEmbedding(cfg.padded_vocab, rank, cfg.d_model, cfg.init_std)
+    return LevGenerator(cfg)

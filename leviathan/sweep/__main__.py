@@ -12,10 +12,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from leviathan.sweep.grid import register_configs
+from leviathan.config import conf_dir, register_schemas, site_overrides
 
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
-register_configs()
+CONF = str(conf_dir())
+register_schemas()
 
 
 def sweep(cfg: DictConfig, task_overrides: list[str]) -> int:
@@ -55,4 +55,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:1] = site_overrides()  # $LEVIATHAN_SITE_CONF joins Hydra's search path
     main()

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FAMILIES = ("isoparametric", "isobody", "decoupled", "data_scaling", "smoke", "custom")
-ARM_NAMES = ("dense", "leviathan")
+# the arms a grid may run, in plan order; a control needs its Leviathan partner at every size
+ARM_NAMES = ("dense", "leviathan", "factorized", "dense_untied")
+CONTROLS = ("factorized", "dense_untied")
 
 
 class GridError(ValueError):
@@ -20,15 +22,36 @@ class GridError(ValueError):
 
 
 @dataclass
+class LRRule:
+    enabled: bool = False  # derive each run's LR and warm-up from its size (else trainer.lr)
+    lr: float = 3.0e-4  # peak learning rate of a model with `params` body parameters
+    params: float = 1.0e8  # the reference body-parameter count
+    exponent: float = -0.3333333333  # lr = lr x (N_body / params)^exponent (OLMo's ladder: -1/3)
+    warmup_tokens_per_param: float = 1.0  # warm-up tokens = this x N_body (OLMo's ladder: 1)
+
+
+@dataclass
 class GridConfig:
     name: str = "???"  # grid name; the sweep's name defaults to it
     family: str = "custom"  # experiment family (MLflow tag `family`), see FAMILIES
     sizes: list[str] = field(default_factory=list)  # model configs, e.g. v1/109M (conf/model/)
-    arms: dict[str, list[str]] = field(default_factory=dict)  # arm -> overrides of that arm
+    arms: dict[str, list[str]] = field(default_factory=dict)  # arm -> overrides of that arm: dense,
+    #   leviathan and the controls factorized (LEV's parameters as a low-rank table on
+    #   Leviathan's backbone) and dense_untied (Dense with an untied head)
+    dense_sizes: list[str] = field(default_factory=list)  # Dense-only rungs (no pair): extend the
+    #   Dense fit so that effective sizes are read by interpolation, not extrapolation
     tokens_per_param: list[float] = field(default_factory=lambda: [20.0])  # budgets, x N_dense
     tokens: list[int] | None = None  # absolute token budgets instead of tokens_per_param
     budget_params: str = "total"  # N for tokens_per_param: the Dense arm's total | body count
     seeds: list[int] = field(default_factory=lambda: [0])  # model-init seeds, one pair each
+    lr: list[float] = field(default_factory=lambda: [1.0])  # learning-rate variants of every
+    #   (size, arm): multipliers of the run's default LR (lr_rule's, else trainer.lr); the
+    #   analysis keeps the best per (size, arm, tokens, seed)
+    lr_rule: LRRule = field(default_factory=LRRule)  # per-run default LR and warm-up from the
+    #   run's body size (lr_rule.enabled=true); off: trainer.lr and its warm-up as configured
+    cooldowns: list[float] = field(default_factory=list)  # WSD-S: one constant-LR main run per
+    #   (size, arm, seed, lr) and one cooldown branch per multiple of the token budget listed
+    #   (e.g. [0.5, 1, 2, 4]), each branch decaying over trainer.cooldown_fraction of its tokens
     overrides: list[str] = field(default_factory=list)  # applied to every run (before the CLI)
     iso_tolerance: float = 0.02  # isoparametric pairs must match total params within this
 
@@ -37,20 +60,17 @@ class GridConfig:
 class RunSpec:
     """One run of a sweep, before its config is composed."""
 
-    name: str  # unique, stable run name: <sweep>-<pair>-<arm> (scratch folder, MLflow run)
+    name: str  # unique, stable run name: <sweep>-<pair>-<arm>[-lr<x>][-cd<m>]
     pair: str  # matched-pair id: <size>-<budget>-s<seed>
-    arm: str  # dense | leviathan
+    arm: str  # dense | leviathan | factorized | dense_untied
     size_config: str  # the model config, e.g. v1/109M
     budget: tuple[str, float]  # ("tokens_per_param", 20.0) or ("tokens", 1e9)
     seed: int
-    overrides: tuple[str, ...]  # size + arm + grid overrides, in that order
+    overrides: tuple[str, ...]  # size, grid-wide, then the arm's overrides (later ones win)
+    lr_scale: float = 1.0  # multiplier of the run's default learning rate
+    cooldown: float | None = None  # WSD-S branch: decays to this multiple of the budget
+    main: str | None = None  # WSD-S branch: the main run it starts from
 
-
-def register_configs() -> None:
-    """Register GridConfig as `grid/schema`; every grid file starts from it (typed defaults)."""
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(group="grid", name="schema", node=GridConfig)
 
 
 def _bad(key: str, msg: str) -> GridError:
@@ -59,27 +79,20 @@ def _bad(key: str, msg: str) -> GridError:
 
 def to_grid_config(node: Any) -> GridConfig:
     """A validated GridConfig from the composed `grid` node (DictConfig or dict)."""
-    from omegaconf import DictConfig, OmegaConf
+    from leviathan.schema import to_config
 
-    raw = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-    if not isinstance(raw, dict):
+    if node is None or not hasattr(node, "keys"):
         raise GridError("grid: choose a grid with +grid=<name> (see conf/grid/)")
-    known = set(GridConfig.__dataclass_fields__)
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise _bad(unknown[0], f"unknown key; allowed keys: {', '.join(sorted(known))}")
-    grid = GridConfig(**raw)
-    validate(grid)
-    return grid
+    return validate(to_config(GridConfig, node, "grid", GridError))
 
 
-def validate(grid: GridConfig) -> GridConfig:
+def validate(grid: GridConfig) -> GridConfig:  # noqa: C901 - flat independent value checks, each naming its key
     if not grid.name or grid.name == "???":
         raise _bad("name", "a grid needs a name")
     if grid.family not in FAMILIES:
         raise _bad("family", f"{grid.family!r} is not allowed; allowed values: "
                    f"{', '.join(FAMILIES)}")
-    if not grid.sizes:
+    if not grid.sizes and not grid.dense_sizes:
         raise _bad("sizes", "list at least one model size, e.g. [v1/109M]")
     if not grid.arms:
         raise _bad("arms", f"give the arms to run, among {', '.join(ARM_NAMES)}")
@@ -88,6 +101,12 @@ def validate(grid: GridConfig) -> GridConfig:
             raise _bad(f"arms.{arm}", f"unknown arm; allowed values: {', '.join(ARM_NAMES)}")
         if not isinstance(ovr, list) or not all(isinstance(o, str) and "=" in o for o in ovr):
             raise _bad(f"arms.{arm}", "must be a list of key=value overrides")
+    for control in CONTROLS:
+        if control in grid.arms and "leviathan" not in grid.arms:
+            raise _bad(f"arms.{control}", f"the {control} control needs its Leviathan partner: "
+                       "add arms.leviathan (a control is only read against Leviathan)")
+    if grid.dense_sizes and "dense" not in grid.arms:
+        raise _bad("dense_sizes", "Dense-only rungs need arms.dense (their overrides)")
     budgets = grid.tokens if grid.tokens is not None else grid.tokens_per_param
     key = "tokens" if grid.tokens is not None else "tokens_per_param"
     if not budgets or any(not isinstance(b, int | float) or b <= 0 for b in budgets):
@@ -96,6 +115,15 @@ def validate(grid: GridConfig) -> GridConfig:
         raise _bad("budget_params", f"{grid.budget_params!r}; allowed values: total, body")
     if not grid.seeds or len(set(grid.seeds)) != len(grid.seeds):
         raise _bad("seeds", f"must be a non-empty list of distinct integers, got {grid.seeds!r}")
+    if not grid.lr or any(not v > 0 for v in grid.lr) or len(set(grid.lr)) != len(grid.lr):
+        raise _bad("lr", f"must be distinct positive multipliers, got {grid.lr!r}")
+    if not (grid.lr_rule.lr > 0 and grid.lr_rule.params > 0
+            and grid.lr_rule.warmup_tokens_per_param >= 0):
+        raise _bad("lr_rule", f"needs lr > 0, params > 0, warmup_tokens_per_param >= 0, got "
+                   f"{grid.lr_rule}")
+    if any(not m > 0 for m in grid.cooldowns) or len(set(grid.cooldowns)) != len(grid.cooldowns):
+        raise _bad("cooldowns", f"must be distinct positive multiples of the token budget, got "
+                   f"{grid.cooldowns!r}")
     if not 0 < grid.iso_tolerance < 1:
         raise _bad("iso_tolerance", f"must be in (0, 1), got {grid.iso_tolerance!r}")
     for o in grid.overrides:
@@ -117,20 +145,39 @@ def _si(x: float) -> str:
     return f"{x:g}"
 
 
+def _num(x: float) -> str:
+    return f"{x:g}".replace(".", "p")
+
+
 def expand(grid: GridConfig, sweep_name: str) -> list[RunSpec]:
-    """Every run of the grid, pairs adjacent (dense first), in a stable order."""
+    """Every run of the grid in a stable order: per (size, budget, seed) the pair's arms (dense
+    first), each arm's LR variants, each main run followed by its cooldown branches; then the
+    Dense-only rungs."""
     kind = "tokens" if grid.tokens is not None else "tokens_per_param"
     budgets = grid.tokens if grid.tokens is not None else grid.tokens_per_param
     arms = [a for a in ARM_NAMES if a in grid.arms]
     runs: list[RunSpec] = []
-    for size in grid.sizes:
+    rungs = [(s, arms) for s in grid.sizes] + [(s, ["dense"]) for s in grid.dense_sizes]
+    for size, size_arms in rungs:
         for budget in budgets:
             for seed in grid.seeds:
                 size_label = size.rsplit("/", 1)[-1]
                 pair = f"{size_label}-{_budget_label(kind, budget)}-s{seed}"
-                for arm in arms:
-                    overrides = (f"model={size}", *grid.arms[arm], *grid.overrides)
-                    runs.append(RunSpec(name=f"{sweep_name}-{pair}-{arm}", pair=pair, arm=arm,
-                                        size_config=size, budget=(kind, float(budget)),
-                                        seed=int(seed), overrides=overrides))
+                for arm in size_arms:
+                    # the arm's own overrides beat the grid-wide ones (the command line beats
+                    # both: it is applied last, when each run is composed)
+                    overrides = (f"model={size}", *grid.overrides, *grid.arms[arm])
+                    for scale in grid.lr:
+                        name = f"{sweep_name}-{pair}-{arm}" + (
+                            f"-lr{_num(scale)}" if len(grid.lr) > 1 else "")
+                        main = RunSpec(name=name, pair=pair, arm=arm, size_config=size,
+                                       budget=(kind, float(budget)), seed=int(seed),
+                                       overrides=overrides, lr_scale=float(scale))
+                        runs.append(main)
+                        for m in sorted(grid.cooldowns):
+                            runs.append(RunSpec(
+                                name=f"{name}-cd{_num(m)}", pair=pair, arm=arm, size_config=size,
+                                budget=(kind, float(budget)), seed=int(seed),
+                                overrides=overrides, lr_scale=float(scale), cooldown=float(m),
+                                main=name))
     return runs

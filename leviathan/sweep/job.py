@@ -10,12 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 
-def run_job(run_config: dict[str, Any]) -> dict[str, Any]:
+def run_job(run_config: dict[str, Any], branches: list[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Train the run, then its WSD-S cooldown branches (each starts from one of the run's
+    snapshots); a requeued job skips what is finished and resumes the rest."""
     from omegaconf import OmegaConf
 
     from leviathan.training.run import train
 
-    return train(OmegaConf.create(run_config))
+    summary = train(OmegaConf.create(run_config))
+    if branches:
+        summary = {**summary, "branches": [train(OmegaConf.create(b)) for b in branches]}
+    return summary
 
 
 def eval_job(run_dir: str, eval_config: dict[str, Any]) -> dict[str, Any]:

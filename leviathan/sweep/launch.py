@@ -11,10 +11,12 @@ import copy
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from leviathan.sweep.plan import SweepPlan, _write_json
+from leviathan.tracking.runs import RunFolder
 
 ACTIVE = ("queued", "running", "unknown")
 
@@ -38,123 +40,161 @@ def prepare_tracking(plan: SweepPlan, cfg: Any, say=_say):
     return uri, server
 
 
-def run_scratch_dir(conf: dict[str, Any]) -> Path:
-    """Where training keeps a run's checkpoints and MLflow run id (leviathan.training.run)."""
-    return Path(conf["paths"]["scratch_dir"]).resolve() / "runs" / conf["run_name"]
+def run_folder(conf: dict[str, Any]) -> Path:
+    """Where training keeps a run's checkpoints and MLflow run id (leviathan.tracking.runs)."""
+    return RunFolder.of_config(conf).path
 
 
-def _job_handles(manifest: dict, runs: list[str]) -> dict[str, Any]:
-    from leviathan.sweep.launcher import load_job
+@dataclass
+class SweepTracking:
+    """The sweep's MLflow side: client, experiment, parent run."""
 
-    out = {}
-    for run in runs:
-        rec = manifest.get("jobs", {}).get(run)
-        if rec and rec.get("job_id"):
-            try:
-                out[run] = load_job(rec["launcher"], rec["folder"], str(rec["job_id"]))
-            except Exception:  # noqa: BLE001 - a stale record only means "not active"
-                continue
-    return out
+    uri: str
+    client: Any
+    experiment_id: str
+    parent_id: str
 
 
-def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> int:
-    """Submit what is not finished yet; wait with progress for local jobs. Returns 0/1."""
-    from omegaconf import OmegaConf
+def open_tracking(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> SweepTracking:
+    """Reach the server (starting the local one if allowed), open the sweep's parent run and
+    attach the plan to it."""
+    from leviathan.tracking import runs
 
-    from leviathan.data import ensure_data
-    from leviathan.sweep import mlflow_runs as mr
-    from leviathan.sweep.job import run_job
-    from leviathan.sweep.launcher import (
-        ResumableCall,
-        job_states,
-        make_executor,
-        submit_array,
-        to_launcher_config,
-    )
+    uri, _server = prepare_tracking(plan, cfg, say)
+    c = runs.client(uri)
+    exp = runs.experiment_id(c, str(cfg.tracking.experiment))
+    parent = runs.parent_run(c, exp, plan.name, {runs.Tag.FAMILY: plan.grid["family"],
+                                                 "grid": plan.grid["name"]})
+    if parent.info.status != "RUNNING":
+        c.update_run(parent.info.run_id, status="RUNNING")
+    c.log_artifact(parent.info.run_id, str(sweep_dir / "plan.csv"))
+    return SweepTracking(uri, c, exp, parent.info.run_id)
+
+
+def select_runs(plan: SweepPlan, trk: SweepTracking, manifest: dict, force: bool, say=_say
+                ) -> tuple[list[Any], list[tuple[str, str]]]:
+    """(runs to submit, [(run, why skipped)]): finished (same config hash in MLflow) and
+    still queued/running runs are skipped unless `force`. First the outboxes that ended jobs
+    left are sent (a finished run's final status may be among them); a `lost` run (its job
+    gone, its MLflow run left RUNNING: leviathan.sweep.liveness) is resubmitted and resumes."""
+    from leviathan.sweep.launcher import job_states, load_jobs
     from leviathan.sweep.liveness import run_state
+    from leviathan.tracking import runs
     from leviathan.tracking.sync import sync_runs
 
-    lcfg = to_launcher_config(cfg.launcher)
-    folder = Path(str(cfg.launcher.folder)) / plan.name
-    executor = make_executor(cfg.launcher, folder)  # SLURM: checked against sinfo here
-    uri, _server = prepare_tracking(plan, cfg, say)
-    c = mr.client(uri)
-    exp = mr.experiment_id(c, str(cfg.tracking.experiment))
-    parent = mr.parent_run(c, exp, plan.name, {"family": plan.grid["family"],
-                                               "grid": plan.grid["name"]})
-    parent_id = parent.info.run_id
-    if parent.info.status != "RUNNING":
-        c.update_run(parent_id, status="RUNNING")
-    c.log_artifact(parent_id, str(sweep_dir / "plan.csv"))
-
-    manifest_path = sweep_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["parent_run_id"] = parent_id
-    force = bool(plan.sweep.get("force"))
-    handles = _job_handles(manifest, [r.run for r in plan.runs])
+    handles = load_jobs(manifest.get("jobs", {}), [r.run for r in plan.runs])
     active = dict(zip(handles, job_states(list(handles.values())), strict=True))
-    if not force:  # what ended jobs left in their outboxes (a finished run's status, too)
-        sync_runs({r.run: run_scratch_dir(r.config) for r in plan.runs
-                   if active.get(r.run) not in ("queued", "running")}, uri=uri, say=say)
-    train_runs = mr.training_runs(c, exp, plan.name)
-    done = set() if force else mr.finished_hashes(train_runs)
+    if not force:
+        sync_runs({r.run: run_folder(r.config) for r in plan.runs
+                   if active.get(r.run) not in ("queued", "running")}, uri=trk.uri, say=say)
+    train_runs = runs.training_runs(trk.client, trk.experiment_id, plan.name)
+    done = set() if force else runs.finished_hashes(train_runs)
     latest: dict[str, Any] = {}
     for run in train_runs:  # newest first
-        latest.setdefault(run.data.tags.get("mlflow.runName") or run.info.run_name, run)
-
+        latest.setdefault(run.data.tags.get(runs.Tag.RUN_NAME) or run.info.run_name, run)
     todo, skipped = [], []
     for r in plan.runs:
         state = run_state(active.get(r.run), latest.get(r.run))
         if r.config_hash in done:
             skipped.append((r.run, "finished"))
         elif state in ACTIVE and not force:
-            skipped.append((r.run, f"{state} (job {manifest['jobs'][r.run]['job_id']})"
-                            if r.run in manifest.get("jobs", {}) else state))
+            job = manifest.get("jobs", {}).get(r.run)
+            skipped.append((r.run, f"{state} (job {job['job_id']})" if job else state))
         else:
             if state == "lost":
                 say(f"  resume {r.run}: lost (its job is gone, its MLflow run was left RUNNING)")
             todo.append(r)
+    return todo, skipped
+
+
+def job_groups(plan: SweepPlan, todo: list[Any]) -> list[tuple[Any, list[Any]]]:
+    """[(run, its branches to train)]: one job per run to train and per main run whose WSD-S
+    branches are to train (the main itself returns at once when finished)."""
+    by_name = {r.run: r for r in plan.runs}
+    groups: dict[str, list[Any]] = {}
+    for r in todo:
+        groups.setdefault(r.branch_of or r.run, [])
+        if r.branch_of:
+            groups[r.branch_of].append(r)
+    return [(by_name[name], members) for name, members in groups.items()]
+
+
+def submit_runs(executor: Any, groups: list[tuple[Any, list[Any]]], parent_id: str, *,
+                force: bool, requeue: bool) -> list[Any]:
+    """Build each run's data once, then submit one job per group (one array on SLURM)."""
+    from omegaconf import OmegaConf
+
+    from leviathan.data import ensure_data
+    from leviathan.sweep.job import run_job
+    from leviathan.sweep.launcher import ResumableCall, submit_array
+
+    for data_cfg in {json.dumps(r.config["data"], sort_keys=True) for r, _ in groups}:
+        ensure_data(OmegaConf.create(json.loads(data_cfg)))  # build demo data once, not per job
+    fns = []
+    for main, branches in groups:
+        confs = []
+        for r in (main, *branches):
+            conf = copy.deepcopy(r.config)
+            conf["tracking"]["parent_run_id"] = parent_id
+            if force:  # start over: drop the old checkpoints, so a requeued attempt resumes
+                shutil.rmtree(run_folder(conf), ignore_errors=True)
+            confs.append(conf)
+        fns.append(ResumableCall(run_job, confs[0], confs[1:], requeue=requeue))
+    return submit_array(executor, fns)
+
+
+def record_jobs(manifest: dict, groups: list[tuple[Any, list[Any]]], jobs: list[Any],
+                launcher: str, folder: Path) -> None:
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    for (main, branches), job in zip(groups, jobs, strict=True):
+        for r in (main, *branches):
+            manifest.setdefault("jobs", {})[r.run] = {
+                "job_id": getattr(job, "job_id", None), "launcher": launcher,
+                "folder": str(folder.absolute()), "submitted_at": now,
+                "config_hash": r.config_hash}
+
+
+def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> int:
+    """Submit what is not finished yet; wait with progress for local jobs. Returns 0/1."""
+    from leviathan.sweep.launcher import make_executor, to_launcher_config
+
+    lcfg = to_launcher_config(cfg.launcher)
+    folder = Path(str(cfg.launcher.folder)) / plan.name
+    executor = make_executor(cfg.launcher, folder)  # SLURM: checked against sinfo here
+    trk = open_tracking(plan, cfg, sweep_dir, say)
+    manifest_path = sweep_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["parent_run_id"] = trk.parent_id
+    force = bool(plan.sweep.get("force"))
+    todo, skipped = select_runs(plan, trk, manifest, force, say)
     for run, why in skipped:
         say(f"  skip {run}: {why}")
     if not todo:
         say(f"Nothing to train: all {len(plan.runs)} runs of sweep {plan.name} are finished or "
             f"active. `sweep.force=true` reruns them.")
-        _finish_parent(c, parent_id, manifest, manifest_path, active_left=bool(skipped and
-                       any(w != "finished" for _, w in skipped)))
+        _write_json(manifest_path, manifest)
+        if not any(w != "finished" for _, w in skipped):
+            trk.client.set_terminated(trk.parent_id, status="FINISHED")
         if plan.sweep.get("eval"):
             return launch_eval(plan, cfg, manifest, manifest_path, after=[], say=say)
         return 0
 
-    for data_cfg in {json.dumps(r.config["data"], sort_keys=True) for r in todo}:
-        ensure_data(OmegaConf.create(json.loads(data_cfg)))  # build demo data once, not per job
-    fns = []
-    for r in todo:
-        conf = copy.deepcopy(r.config)
-        conf["tracking"]["parent_run_id"] = parent_id
-        if force:  # start over: drop the old checkpoints, so a requeued attempt still resumes
-            shutil.rmtree(run_scratch_dir(conf), ignore_errors=True)
-        fns.append(ResumableCall(run_job, conf, requeue=lcfg.requeue))
-    jobs = submit_array(executor, fns)
-    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    for r, job in zip(todo, jobs, strict=True):
-        manifest.setdefault("jobs", {})[r.run] = {
-            "job_id": getattr(job, "job_id", None), "launcher": lcfg.name,
-            "folder": str(folder.absolute()), "submitted_at": now,
-            "config_hash": r.config_hash}
+    groups = job_groups(plan, todo)
+    jobs = submit_runs(executor, groups, trk.parent_id, force=force, requeue=lcfg.requeue)
+    record_jobs(manifest, groups, jobs, lcfg.name, folder)
     _write_json(manifest_path, manifest)
-    say(f"Sweep {plan.name}: submitted {len(todo)} job(s) with launcher={lcfg.name}, "
-        f"skipped {len(skipped)}. MLflow parent run {parent_id} at {uri}.")
+    say(f"Sweep {plan.name}: submitted {len(jobs)} job(s) with launcher={lcfg.name}, "
+        f"skipped {len(skipped)}. MLflow parent run {trk.parent_id} at {trk.uri}.")
     wait = plan.sweep.get("wait")
-    if wait is None:
-        wait = lcfg.name == "local"
-    if not wait:
+    if not (lcfg.name == "local" if wait is None else wait):
         ids = ", ".join(str(getattr(j, "job_id", "?")) for j in jobs)
         say(f"Job ids: {ids}\nStatus: python -m leviathan.sweep.status {plan.name}")
         if plan.sweep.get("eval"):
             launch_eval(plan, cfg, manifest, manifest_path, after=jobs,
                         pending={r.run for r in todo}, say=say)
         return 0
-    code = _wait_local(plan, todo, jobs, manifest, manifest_path, c, parent_id, say)
+    code = _wait_local(plan, groups, jobs, manifest, manifest_path, trk.client, trk.parent_id,
+                       say)
     if plan.sweep.get("eval"):
         code = max(code, launch_eval(plan, cfg, manifest, manifest_path, after=[], say=say))
     return code
@@ -184,8 +224,8 @@ def launch_eval(plan: SweepPlan, cfg: Any, manifest: dict, manifest_path: Path, 
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
     pending = pending or set()  # runs whose training jobs (`after`) were just submitted
     runs = [r for r in plan.runs
-            if r.run in pending or (run_scratch_dir(r.config) / "summary.json").is_file()]
-    fns = [ResumableCall(eval_job, str(run_scratch_dir(r.config)), eval_cfg,
+            if r.run in pending or RunFolder.of_config(r.config).finished()]
+    fns = [ResumableCall(eval_job, str(run_folder(r.config)), eval_cfg,
                          requeue=lcfg.requeue) for r in runs]
     jobs = submit_array(executor, fns)
     manifest["eval_jobs"] = {r.run: {"job_id": getattr(j, "job_id", None), "folder":
@@ -207,7 +247,8 @@ def launch_eval(plan: SweepPlan, cfg: Any, manifest: dict, manifest_path: Path, 
     return 0 if all(st == "finished" for st in states) else 1
 
 
-def _wait_local(plan, todo, jobs, manifest, manifest_path, c, parent_id, say) -> int:
+def _wait_local(plan, groups, jobs, manifest, manifest_path, c, parent_id, say) -> int:
+    todo = [main for main, _ in groups]
     from tqdm import tqdm
 
     from leviathan.sweep.launcher import wait
@@ -220,8 +261,9 @@ def _wait_local(plan, todo, jobs, manifest, manifest_path, c, parent_id, say) ->
         if state in ("finished", "failed"):
             bar.update(1)
         # ids are known once a queued local job starts
-        manifest["jobs"][todo[i].run]["job_id"] = getattr(jobs[i], "job_id", None)
-        manifest["jobs"][todo[i].run]["state"] = state
+        for r in (groups[i][0], *groups[i][1]):
+            manifest["jobs"][r.run]["job_id"] = getattr(jobs[i], "job_id", None)
+            manifest["jobs"][r.run]["state"] = state
         bar.write(f"  {todo[i].run}: {state}")
 
     def peek() -> None:  # the running jobs' own progress lines (their logs)
@@ -270,9 +312,3 @@ def _last_log_line(job: Any) -> str | None:
         if lines:
             return lines[-1][:160]
     return None
-
-
-def _finish_parent(c, parent_id, manifest, manifest_path, active_left: bool) -> None:
-    _write_json(manifest_path, manifest)
-    if not active_left:
-        c.set_terminated(parent_id, status="FINISHED")

@@ -34,7 +34,8 @@ from leviathan.sweep.slurm_check import (
 )
 
 __all__ = ["STATES", "LauncherError", "LocalLauncherConfig", "SlurmLauncherConfig",
-           "ResumableCall", "cancel", "job_state", "job_states", "load_job", "make_executor",
+           "ResumableCall", "cancel", "job_state", "job_states", "load_job", "load_jobs",
+           "make_executor",
            "submit_array", "to_launcher_config", "wait"]
 
 
@@ -236,6 +237,20 @@ def load_job(name: str, folder: str | os.PathLike, job_id: str) -> Any:
 
         return SlurmJob(Path(folder).absolute(), job_id)
     raise LauncherError(f"launcher.name: must be local or slurm, got {name!r}")
+
+
+def load_jobs(records: dict[str, dict], names: Sequence[str]) -> dict[str, Any]:
+    """Job handles of the named runs from a manifest's job records ({run: {job_id, launcher,
+    folder}}); a record that cannot be loaded only means "not active" and is left out."""
+    out = {}
+    for name in names:
+        rec = records.get(name)
+        if rec and rec.get("job_id"):
+            try:
+                out[name] = load_job(rec["launcher"], rec["folder"], str(rec["job_id"]))
+            except Exception:  # noqa: BLE001 - a stale record only means "not active"
+                continue
+    return out
 
 
 def cancel(jobs: Sequence[Any]) -> None:

@@ -6,32 +6,39 @@ mapping to submitit's parameters. The executors themselves live in leviathan/swe
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
-from leviathan.sweep.slurm_check import LauncherError
+
+class LauncherError(ValueError):
+    """A launcher config that does not fit the machine or cluster; the message names the key."""
 
 
 @dataclass
 class LocalLauncherConfig:
     name: str = "local"  # launcher kind: jobs run as local processes (submitit LocalExecutor)
-    max_parallel: int = 1  # jobs running at once; the others wait (1 on a CPU machine)
+    max_parallel: int = 1  # jobs running at once; the others wait (1 on a CPU machine, #GPUs on a
+    #   GPU box)
     timeout_min: float = 1440.0  # wall-clock limit of one job attempt, minutes
     signal_delay_s: int = 60  # the checkpoint signal (USR2) comes this long before the limit
     max_num_timeout: int = 3  # times a job may be requeued after hitting timeout_min
     requeue: bool = True  # on the signal, rerun the job with the same arguments (it resumes)
     tasks_per_node: int = 1  # processes per job
-    gpus_per_node: int = 0  # GPUs given to each job (from visible_gpus), 0 for CPU jobs
-    visible_gpus: list[int] = field(default_factory=list)  # GPU ids to share out (e.g. [0,1])
-    setup: list[str] = field(default_factory=list)  # shell lines run before each job
+    gpus_per_node: int = 0  # GPUs given to each job, taken from visible_gpus (0: CPU jobs)
+    visible_gpus: list[int] = field(default_factory=list)  # GPU ids shared out among running jobs,
+    #   e.g. [0, 1, 2, 3]
+    setup: list[str] = field(default_factory=list)  # shell lines run before each job (e.g. "source
+    #   .venv/bin/activate")
     poll_s: float = 1.0  # seconds between state checks while waiting
-    folder: str = "submitit"  # submitit's pickles and logs (${paths.scratch_dir}/submitit)
+    folder: str = "${paths.scratch_dir}/submitit"  # submitit's pickles and logs
+    #   (${paths.scratch_dir}/submitit)
 
 
 @dataclass
 class SlurmLauncherConfig:
-    name: str = "slurm"  # launcher kind: one sbatch job array through submitit
+    name: str = "slurm"  # launcher kind (this file: a SLURM job array via submitit)
     partition: str | None = None  # sbatch --partition (null: the cluster's default partition)
     account: str | None = None  # sbatch --account (null: the user's default)
     qos: str | None = None  # sbatch --qos (null: none)
@@ -39,21 +46,24 @@ class SlurmLauncherConfig:
     gpus_per_node: int = 0  # sbatch --gpus-per-node (0: CPU job, flag left out)
     tasks_per_node: int = 1  # sbatch --ntasks-per-node: one per GPU for DDP
     cpus_per_task: int = 1  # sbatch --cpus-per-task (data loading threads + 1)
-    mem_gb: float = 4.0  # sbatch --mem per node, GB (0: the cluster's default)
-    timeout_min: int = 60  # sbatch --time, minutes, for one attempt
+    mem_gb: float = 4.0  # sbatch --mem per node in GB (0: the cluster's default)
+    timeout_min: int = 60  # sbatch --time in minutes, for one attempt
     constraint: str | None = None  # sbatch --constraint, e.g. "a100|h100" (null: none)
     array_parallelism: int = 256  # array tasks running at once (--array=0-N%k)
-    setup: list[str] = field(default_factory=list)  # sbatch lines before srun: module load, ...
+    setup: list[str] = field(default_factory=list)  # lines in the sbatch script before srun: module
+    #   load, env activation
     signal_delay_s: int = 120  # USR2 this long before the time limit: checkpoint and requeue
-    max_num_timeout: int = 3  # times a job may be requeued after a time-out (preemption: any)
+    max_num_timeout: int = 3  # times a job may be requeued after a time-out (preemptions: any)
     requeue: bool = True  # requeue on time-out/preemption (--requeue) and resume; false: fail
-    additional_parameters: dict[str, Any] = field(default_factory=dict)  # more #SBATCH flags
+    additional_parameters: dict[str, Any] = field(default_factory=dict)  # more #SBATCH flags, e.g.
+    #   {mail-type: END, exclusive: true}
     srun_args: list[str] = field(default_factory=list)  # extra arguments to the job's srun
     job_name: str = "leviathan"  # sbatch --job-name
     python: str | None = None  # command starting Python on the nodes (null: this interpreter)
     check: bool = True  # check partition/nodes/cpus/mem/gpus against `sinfo` before submitting
-    poll_s: float = 15.0  # seconds between state checks while waiting
-    folder: str = "submitit"  # submitit's pickles and logs, on a filesystem the nodes share
+    poll_s: float = 15.0  # seconds between state checks (status, waiting)
+    folder: str = "${paths.scratch_dir}/submitit"  # submitit's pickles and logs, on a filesystem
+    #   the nodes share
 
 
 LauncherConfig = LocalLauncherConfig | SlurmLauncherConfig
@@ -64,7 +74,7 @@ def _bad(key: str, msg: str) -> LauncherError:
     return LauncherError(f"launcher.{key}: {msg}")
 
 
-def validate(cfg: LauncherConfig) -> LauncherConfig:
+def validate(cfg: LauncherConfig) -> LauncherConfig:  # noqa: C901 - flat independent value checks, each naming its key
     """Check types and ranges; every error names the `launcher.<key>`."""
     ints = {"signal_delay_s": 0, "max_num_timeout": 0, "tasks_per_node": 1, "gpus_per_node": 0}
     if isinstance(cfg, LocalLauncherConfig):
@@ -112,25 +122,16 @@ def validate(cfg: LauncherConfig) -> LauncherConfig:
 def to_launcher_config(cfg: Any) -> LauncherConfig:
     """A validated Local/SlurmLauncherConfig from a dataclass, dict or OmegaConf node (a whole
     sweep config's `launcher` node is accepted too); unknown keys are errors naming them."""
-    if isinstance(cfg, LocalLauncherConfig | SlurmLauncherConfig):
-        return validate(cfg)
-    from omegaconf import DictConfig, OmegaConf
+    from leviathan.schema import to_config
 
-    if isinstance(cfg, DictConfig):
-        if "launcher" in cfg and "name" not in cfg:
-            cfg = cfg.launcher
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    if not isinstance(cfg, dict):
-        raise LauncherError(f"launcher: expected a mapping, got {type(cfg).__name__}")
-    kind = cfg.get("name", "local")
+    if isinstance(cfg, LocalLauncherConfig | SlurmLauncherConfig):
+        return validate(dataclasses.replace(cfg))
+    if hasattr(cfg, "keys") and "launcher" in cfg and "name" not in cfg:
+        cfg = cfg["launcher"]
+    kind = cfg.get("name", "local") if hasattr(cfg, "get") else None
     if kind not in _KINDS:
         raise _bad("name", f"must be one of {sorted(_KINDS)}, got {kind!r}")
-    known = {f.name for f in fields(_KINDS[kind])}
-    unknown = sorted(set(cfg) - known - {"_target_"})
-    if unknown:
-        raise _bad(unknown[0], f"unknown key for launcher={kind} "
-                               f"(known: {', '.join(sorted(known))})")
-    return validate(_KINDS[kind](**{k: v for k, v in cfg.items() if k in known}))
+    return validate(to_config(_KINDS[kind], cfg, "launcher", LauncherError))
 
 
 def slurm_parameters(cfg: SlurmLauncherConfig) -> dict[str, Any]:
@@ -159,12 +160,3 @@ def local_parameters(cfg: LocalLauncherConfig) -> dict[str, Any]:
     return {"timeout_min": cfg.timeout_min, "signal_delay_s": cfg.signal_delay_s,
             "tasks_per_node": cfg.tasks_per_node, "gpus_per_node": cfg.gpus_per_node,
             "setup": list(cfg.setup)}
-
-
-def register_configs() -> None:
-    """Register the schemas `launcher/local_schema` and `launcher/slurm_schema` in Hydra."""
-    from hydra.core.config_store import ConfigStore
-
-    store = ConfigStore.instance()
-    store.store(group="launcher", name="local_schema", node=LocalLauncherConfig)
-    store.store(group="launcher", name="slurm_schema", node=SlurmLauncherConfig)

@@ -22,9 +22,9 @@ MLFLOW_STATES = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "failed",
 
 def heartbeat_age_s(run: Any, now: float | None = None) -> float:
     """Seconds since the run's last heartbeat (since its start when it never sent one)."""
-    from leviathan.tracking.mlflow_ops import HEARTBEAT_TAG
+    from leviathan.tracking.runs import Tag
 
-    beat = run.data.tags.get(HEARTBEAT_TAG)
+    beat = run.data.tags.get(Tag.HEARTBEAT)
     t = float(beat) if beat else run.info.start_time / 1000.0
     return (time.time() if now is None else now) - t
 

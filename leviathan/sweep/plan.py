@@ -8,6 +8,7 @@ key named. `make_plan(cfg)` returns a SweepPlan; `write_plan` writes `sweeps/<sw
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ SWEEP_ONLY = ("sweep", "grid", "launcher", "eval", "hydra")
 class PlannedRun:
     run: str  # run name (stable: scratch folder and MLflow run name)
     pair: str  # matched-pair id
-    arm: str  # dense | leviathan
+    arm: str  # dense | leviathan | factorized | dense_untied
     size: str  # the Dense size's ladder name, e.g. 109M
     family: str  # experiment family
     seed: int  # model-init seed
@@ -34,10 +35,14 @@ class PlannedRun:
     params_input: int  # embedding table or LEV generator
     params_head: int
     params_body: int
-    tokens: int  # token budget
+    tokens: int  # token budget (a WSD-S branch: the tokens it has seen when it ends)
     steps: int  # optimizer steps
     global_batch: int  # sequences per step
-    flops: float  # training FLOPs: flops_per_token x tokens
+    lr: float  # peak learning rate
+    schedule: str  # cosine | wsd | constant (WSD-S main run)
+    cooldown: float | None  # WSD-S branch: its multiple of the token budget
+    branch_of: str | None  # WSD-S branch: the main run it starts from (inside the main's job)
+    flops: float  # FLOPs this run computes: flops_per_token x tokens (a branch: its own steps)
     gpu_hours: float  # flops / (sweep.mfu x sweep.peak_flops)
     config_hash: str  # what training records; equal hashes compute the same thing
     config: dict[str, Any] = field(repr=False, default_factory=dict)  # resolved run config
@@ -64,37 +69,39 @@ class SweepPlan:
         return pd.DataFrame([r.row() for r in self.runs])
 
 
+def override_key(override: str) -> str:
+    """The key (or group) an override sets, as Hydra's own parser reads it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_override(override).key_or_group
+
+
 def run_overrides(task_overrides: list[str]) -> list[str]:
     """The sweep command's overrides that apply to every run (not sweep./grid/launcher ones)."""
-    out = []
-    for o in task_overrides:
-        key = o.lstrip("+~").split("=", 1)[0]
-        if key.split(".", 1)[0].split("/", 1)[0] in SWEEP_ONLY:
-            continue
-        out.append(o)
-    return out
+    return [o for o in task_overrides
+            if override_key(o).split(".", 1)[0].split("/", 1)[0] not in SWEEP_ONLY]
 
 
 def code_version() -> dict[str, Any]:
     """The package version and the git commit of the code (as training records it)."""
     from leviathan import __version__
-    from leviathan.training.run import git_commit
+    from leviathan.training.records import git_commit
 
     return {"package": __version__, "git_commit": git_commit()}
 
 
 def dedupe_overrides(overrides: list[str]) -> list[str]:
     """Keep the last override of each key, so the command line beats the grid beats the size."""
-    last = {o.lstrip("+~").split("=", 1)[0]: i for i, o in enumerate(overrides)}
-    return [o for i, o in enumerate(overrides) if last[o.lstrip("+~").split("=", 1)[0]] == i]
+    keys = [override_key(o) for o in overrides]
+    last = {k: i for i, k in enumerate(keys)}
+    return [o for i, (o, k) in enumerate(zip(overrides, keys, strict=True)) if last[k] == i]
 
 
 def _compose_run(spec: RunSpec, extra: list[str]):
-    from hydra import compose
+    from leviathan.config import compose
 
     try:
-        return compose(config_name="train",
-                       overrides=dedupe_overrides([*spec.overrides, *extra]))
+        return compose("train", dedupe_overrides([*spec.overrides, *extra]))
     except Exception as e:  # hydra's errors name the bad override; add the run it belongs to
         raise GridError(f"run {spec.name}: cannot compose its config ({type(e).__name__}: {e})"
                         ) from e
@@ -104,85 +111,153 @@ def make_plan(cfg: Any, task_overrides: list[str], root: Path) -> SweepPlan:
     """Compose, validate, count and cost every run of `cfg.grid` (Hydra initialised)."""
     from omegaconf import OmegaConf
 
-    from leviathan.data import check_data
-    from leviathan.models import count_params, flops_per_token, resolve_model_config
     from leviathan.sweep.launcher import to_launcher_config
-    from leviathan.training.config import config_hash, trainer_config
-    from leviathan.training.config import make_plan as run_plan
+    from leviathan.sweep.rules import check_pairs
 
     grid = to_grid_config(cfg.get("grid"))
     sweep = OmegaConf.to_container(cfg.sweep, resolve=True)
     name = sweep.get("name") or grid.name
     launcher = to_launcher_config(cfg.launcher)
     user = run_overrides(task_overrides)
-    user_keys = {o.lstrip("+~").split("=", 1)[0] for o in [*user, *grid.overrides]}
-    abs_root = str(root.resolve())
-
-    specs = expand(grid, name)
-    runs: list[PlannedRun] = []
-    checked_data: set[str] = set()
-    pair_tokens: dict[str, int] = {}
-    for spec in specs:
-        extra = [f"seed={spec.seed}", f"run_name={spec.name}", f"meta.sweep={name}",
-                 f"meta.pair={spec.pair}", f"meta.family={grid.family}",
-                 f"paths.root_dir={abs_root}", *user]
-        run_cfg = _compose_run(spec, extra)
-        try:
-            mc = resolve_model_config(run_cfg.model)
-            counts = count_params(mc)
-        except ValueError as e:
-            raise GridError(f"run {spec.name} ({spec.size_config}, arm {spec.arm}): {e}") from e
-        if spec.pair not in pair_tokens:  # the first arm of a pair (dense if present) sets N
-            kind, value = spec.budget
-            n = counts.total if grid.budget_params == "total" else counts.body
-            pair_tokens[spec.pair] = int(value) if kind == "tokens" else int(round(value * n))
-        if "trainer.tokens" not in user_keys:
-            OmegaConf.update(run_cfg, "trainer.tokens", pair_tokens[spec.pair], merge=False)
-        data_key = json.dumps(OmegaConf.to_container(run_cfg.data, resolve=True), sort_keys=True)
-        if data_key not in checked_data:
-            check_data(run_cfg.data)
-            checked_data.add(data_key)
-        tc = trainer_config(run_cfg)
-        fpt = flops_per_token(mc, int(run_cfg.data.seq_len))
-        rp = run_plan(tc, int(run_cfg.data.seq_len), counts.as_dict(), fpt)
-        container = OmegaConf.to_container(run_cfg, resolve=True)
-        container.pop("hydra", None)
-        flops = fpt * rp.budget_tokens
-        runs.append(PlannedRun(
-            run=spec.name, pair=spec.pair, arm=spec.arm, size=str(mc.size), family=grid.family,
-            seed=spec.seed, d_model=mc.d_model, n_layers=mc.n_layers, n_heads=mc.n_heads,
-            params_total=counts.total, params_input=counts.input, params_head=counts.head,
-            params_body=counts.body, tokens=rp.budget_tokens, steps=rp.max_steps,
-            global_batch=rp.global_batch, flops=flops,
-            gpu_hours=flops / (float(sweep["mfu"]) * float(sweep["peak_flops"])) / 3600.0,
-            config_hash=config_hash(container), config=container))
-    _check_pairs(runs, grid)
+    ctx = _Context(grid=grid, sweep=sweep, name=name, user=user, root=str(root.resolve()),
+                   user_keys={override_key(o) for o in [*user, *grid.overrides]},
+                   cli_keys={override_key(o) for o in user})
+    runs = [_plan_run(spec, ctx) for spec in expand(grid, name)]
+    _check_names(runs)
+    check_pairs(runs)
+    if grid.family in ("isoparametric", "smoke"):
+        _check_isoparametric(runs, grid)
     return SweepPlan(name=name, grid=asdict(grid), runs=runs,
                      launcher=asdict(launcher), sweep=sweep, user_overrides=user,
                      code_version=code_version())
 
 
-def _check_pairs(runs: list[PlannedRun], grid) -> None:
-    """Isoparametric families: each pair's totals within grid.iso_tolerance; names unique."""
+@dataclass
+class _Context:
+    grid: Any
+    sweep: dict[str, Any]
+    name: str
+    user: list[str]
+    root: str
+    user_keys: set[str]  # keys the command line or the grid's overrides set
+    cli_keys: set[str]  # keys the command line sets (they beat the grid's rules)
+    pair_tokens: dict[str, int] = field(default_factory=dict)  # pair -> its token budget
+    mains: dict[str, Any] = field(default_factory=dict)  # WSD-S main run -> its branches
+    checked_data: set[str] = field(default_factory=set)
+
+
+def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:  # noqa: C901 - one run's overrides: arm, size, LR, schedule, branch, each optional
+    """One run: composed, counted, its ladder rules applied, validated, costed."""
+    from omegaconf import OmegaConf
+
+    from leviathan.data import check_data
+    from leviathan.models import count_params, flops_per_token, resolve_model_config
+    from leviathan.sweep.rules import branches, lr_settings
+    from leviathan.training.config import config_hash, trainer_config
+    from leviathan.training.config import make_plan as run_plan
+
+    grid = ctx.grid
+    extra = [f"seed={spec.seed}", f"run_name={spec.name}", f"meta.sweep={ctx.name}",
+             f"meta.pair={spec.pair}", f"meta.family={grid.family}", f"meta.arm={spec.arm}",
+             f"paths.root_dir={ctx.root}", *ctx.user]
+    if spec.cooldown is not None:
+        extra += [f"+meta.cooldown={spec.cooldown:g}", f"+meta.branch_of={spec.main}"]
+    run_cfg = _compose_run(spec, extra)
+    try:
+        mc = resolve_model_config(run_cfg.model)
+        counts = count_params(mc)
+    except ValueError as e:
+        raise GridError(f"run {spec.name} ({spec.size_config}, arm {spec.arm}): {e}") from e
+    if spec.pair not in ctx.pair_tokens:  # the first arm of a pair (dense if present) sets N
+        kind, value = spec.budget
+        n = counts.total if grid.budget_params == "total" else counts.body
+        ctx.pair_tokens[spec.pair] = int(value) if kind == "tokens" else int(round(value * n))
+    budget = ctx.pair_tokens[spec.pair]
+    seq_len = int(run_cfg.data.seq_len)
+    tps = int(run_cfg.trainer.global_batch) * seq_len
+    sets: dict[str, Any] = {}
+    if "trainer.tokens" not in ctx.user_keys:
+        sets["trainer.tokens"] = budget
+    rule = grid.lr_rule if grid.lr_rule.enabled else None
+    if "trainer.lr" not in ctx.cli_keys and (rule is not None or spec.lr_scale != 1):
+        sets.update(lr_settings(rule, spec.lr_scale, counts.body, tps, run_cfg.trainer))
+    if grid.cooldowns:  # WSD-S: fixed warm-up (from the base budget) shared by main and branches
+        warmup = sets.get("trainer.warmup_steps", run_cfg.trainer.warmup_steps)
+        if warmup is None:
+            warmup = int(float(run_cfg.trainer.warmup_fraction) * math.ceil(budget / tps))
+        sets["trainer.warmup_steps"] = int(warmup)
+        if spec.cooldown is None:
+            plan_b = branches(budget, tps, grid.cooldowns, float(run_cfg.trainer.cooldown_fraction),
+                              int(warmup))
+            ctx.mains[spec.name] = {b.multiple: b for b in plan_b}
+            sets.update({"trainer.schedule": "constant",
+                         "trainer.tokens": max(b.start_step for b in plan_b) * tps,
+                         "trainer.snapshot_steps": sorted({b.start_step for b in plan_b})})
+        else:
+            b = ctx.mains[spec.main][spec.cooldown]
+            sets.update({"trainer.schedule": "wsd", "trainer.tokens": b.total_steps * tps,
+                         "trainer.init_from": str(_folder(run_cfg, spec.main).snapshot(
+                             b.start_step))})
+    for key, value in sets.items():
+        OmegaConf.update(run_cfg, key, value, merge=False)
+    data_key = json.dumps(OmegaConf.to_container(run_cfg.data, resolve=True), sort_keys=True)
+    if data_key not in ctx.checked_data:
+        check_data(run_cfg.data)
+        ctx.checked_data.add(data_key)
+    tc = trainer_config(run_cfg)
+    fpt = flops_per_token(mc, seq_len)
+    rp = run_plan(tc, seq_len, counts.as_dict(), fpt)
+    container = OmegaConf.to_container(run_cfg, resolve=True)
+    container.pop("hydra", None)
+    own_steps = rp.max_steps - (ctx.mains[spec.main][spec.cooldown].start_step
+                                if spec.cooldown is not None else 0)
+    flops = fpt * own_steps * rp.tokens_per_step
+    return PlannedRun(
+        run=spec.name, pair=spec.pair, arm=spec.arm, size=str(mc.size), family=grid.family,
+        seed=spec.seed, d_model=mc.d_model, n_layers=mc.n_layers, n_heads=mc.n_heads,
+        params_total=counts.total, params_input=counts.input, params_head=counts.head,
+        params_body=counts.body, tokens=rp.budget_tokens, steps=rp.max_steps,
+        global_batch=rp.global_batch, lr=tc.lr, schedule=tc.schedule, cooldown=spec.cooldown,
+        branch_of=spec.main, flops=flops,
+        gpu_hours=flops / (float(ctx.sweep["mfu"]) * float(ctx.sweep["peak_flops"])) / 3600.0,
+        config_hash=config_hash(container), config=container)
+
+
+def _folder(run_cfg: Any, run_name: str):
+    from omegaconf import OmegaConf
+
+    from leviathan.tracking.runs import RunFolder
+
+    return RunFolder.of(OmegaConf.select(run_cfg, "paths.scratch_dir"), run_name)
+
+
+def _check_names(runs: list[PlannedRun]) -> None:
     seen: set[str] = set()
     for r in runs:
         if r.run in seen:
             raise GridError(f"grid.sizes: run {r.run} appears twice (duplicate size or seed)")
         seen.add(r.run)
-    if grid.family not in ("isoparametric", "smoke"):
-        return
+
+
+def _check_isoparametric(runs: list[PlannedRun], grid) -> None:
+    """Each pair's Dense and Leviathan (and factorized) totals within grid.iso_tolerance."""
     by_pair: dict[str, dict[str, PlannedRun]] = {}
     for r in runs:
-        by_pair.setdefault(r.pair, {})[r.arm] = r
+        by_pair.setdefault(r.pair, {}).setdefault(r.arm, r)
     for pair, arms in by_pair.items():
-        if {"dense", "leviathan"} <= set(arms):
-            d, lv = arms["dense"].params_total, arms["leviathan"].params_total
-            gap = abs(lv - d) / d
+        if "dense" not in arms:
+            continue
+        d = arms["dense"].params_total
+        for arm in ("leviathan", "factorized"):
+            if arm not in arms:
+                continue
+            other = arms[arm].params_total
+            gap = abs(other - d) / d
             if gap > grid.iso_tolerance:
                 raise GridError(
                     f"grid.sizes: pair {pair} cannot be matched isoparametrically: Dense "
-                    f"{d:,} vs Leviathan {lv:,} parameters ({gap:.2%} > grid.iso_tolerance="
-                    f"{grid.iso_tolerance:.0%}; Leviathan depth {arms['leviathan'].n_layers})")
+                    f"{d:,} vs {arm} {other:,} parameters ({gap:.2%} > grid.iso_tolerance="
+                    f"{grid.iso_tolerance:.0%}; {arm} depth {arms[arm].n_layers})")
 
 
 def write_plan(plan: SweepPlan, sweep_dir: Path) -> Path:
@@ -212,22 +287,36 @@ def write_plan(plan: SweepPlan, sweep_dir: Path) -> Path:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from leviathan.training.run import write_atomic
+    from leviathan.tracking.runs import write_atomic
 
     write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def format_plan(plan: SweepPlan) -> str:
-    """The plan as a markdown table, plus totals."""
+    """The plan as a markdown table, plus totals (and, for WSD-S, the cost of the branches next
+    to separate cosine runs of each length)."""
     rows = ["| run | pair | arm | size | d_model | n_layers | total | embedding | body | tokens "
-            "| steps | FLOPs | GPU-h |", "|" + "---|" * 13]
+            "| steps | lr | schedule | FLOPs | GPU-h |", "|" + "---|" * 15]
     for r in plan.runs:
         rows.append(f"| {r.run} | {r.pair} | {r.arm} | {r.size} | {r.d_model} | {r.n_layers} "
                     f"| {r.params_total:,} | {r.params_input:,} | {r.params_body:,} "
-                    f"| {r.tokens:,} | {r.steps:,} | {r.flops:.3g} | {r.gpu_hours:.3g} |")
+                    f"| {r.tokens:,} | {r.steps:,} | {r.lr:.3g} | {r.schedule} "
+                    f"| {r.flops:.3g} | {r.gpu_hours:.3g} |")
     total_flops = sum(r.flops for r in plan.runs)
     total_h = sum(r.gpu_hours for r in plan.runs)
-    rows.append(f"\n{len(plan.runs)} runs in {len({r.pair for r in plan.runs})} pairs; "
-                f"{total_flops:.3g} FLOPs, ~{total_h:.3g} GPU-hours at MFU "
+    arms = sorted({r.arm for r in plan.runs}, key=lambda a: (a != "dense", a))
+    per_arm = ", ".join(f"{sum(r.arm == a for r in plan.runs)} {a}" for a in arms)
+    rows.append(f"\n{len(plan.runs)} runs ({per_arm}) in {len({r.pair for r in plan.runs})} "
+                f"pairs; {total_flops:.3g} FLOPs, ~{total_h:.3g} GPU-hours at MFU "
                 f"{plan.sweep['mfu']} of {float(plan.sweep['peak_flops']):.3g} FLOP/s")
+    branches = [r for r in plan.runs if r.branch_of]
+    if branches:
+        h_per_flop = total_h / total_flops if total_flops else 0.0
+        fpt = {r.run: r.flops / max(1, r.tokens) for r in plan.runs if not r.branch_of}
+        separate = sum(fpt[r.branch_of] * r.tokens for r in branches) * h_per_flop
+        wsd = sum(r.gpu_hours for r in plan.runs if r.branch_of or r.schedule == "constant")
+        rows.append(f"WSD-S: {len(branches)} cooldown branches from "
+                    f"{len({r.branch_of for r in branches})} main runs cost ~{wsd:.3g} GPU-hours; "
+                    f"separate cosine runs of the same lengths would cost ~{separate:.3g} "
+                    f"({wsd / separate:.2f}x)" if separate else "")
     return "\n".join(rows)

@@ -4,23 +4,18 @@
 `launcher.<key>` that does not fit the cluster (a partition that does not exist, more nodes,
 CPUs, memory or GPUs per node than the partition has). `slurm_states(ids)` reads job states from
 `squeue` (slurmctld keeps finished jobs for MinJobAge seconds), which works without accounting.
-
-`python -m leviathan.sweep.slurm_check` submits a small array of `count_steps` toy jobs through
-the configured launcher and waits for them: a one-minute test that submitit, SLURM and the shared
-folder work on a cluster before a sweep goes to it.
+The one-node test cluster is local_cluster.py; the toy-array self-check is selfcheck.py.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from leviathan.sweep.launcher_config import LauncherError
 
 STATES = ("queued", "running", "finished", "failed", "unknown")  # what job_state() answers
 _SLURM_STATES = {
@@ -32,12 +27,6 @@ _SLURM_STATES = {
     "failed": {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
                "DEADLINE", "REVOKED", "INTERRUPTED"},
 }
-REPO = Path(__file__).resolve().parents[2]
-CLUSTER_SH = REPO / "slurm" / "cluster.sh"
-
-
-class LauncherError(ValueError):
-    """A launcher config that does not fit the machine or cluster; the message names the key."""
 
 
 @dataclass
@@ -148,84 +137,3 @@ def map_slurm_state(raw: str | None) -> str:
     words = (raw or "").split()
     name = words[0].rstrip("+").upper() if words else "UNKNOWN"  # "CANCELLED by 0" -> CANCELLED
     return next((s for s, names in _SLURM_STATES.items() if name in names), "unknown")
-
-
-class ClusterUnavailable(RuntimeError):
-    """The local test cluster cannot be started here (not root, no apt or packages)."""
-
-
-@dataclass
-class LocalCluster:
-    slurm_conf: str  # the generated slurm.conf; export SLURM_CONF=<this> for sbatch/sinfo
-    log: str  # what `slurm/cluster.sh up` printed
-
-
-def local_cluster_up(timeout: float = 600.0) -> LocalCluster:
-    """`slurm/cluster.sh up` (installs packages if needed) and where its slurm.conf is.
-
-    Raises ClusterUnavailable (tests skip on it) when not root or the
-    packages cannot be installed, RuntimeError with the script's output on other failures."""
-    if os.geteuid() != 0:
-        raise ClusterUnavailable("the local SLURM cluster needs root (munged, slurmctld, slurmd)")
-    res = subprocess.run(["bash", str(CLUSTER_SH), "up"], capture_output=True, text=True,
-                         timeout=timeout)
-    out = (res.stdout + res.stderr).strip()
-    if res.returncode in (2, 3):
-        raise ClusterUnavailable(f"slurm/cluster.sh up: {out.splitlines()[-1]}")
-    if res.returncode != 0:
-        raise RuntimeError(f"slurm/cluster.sh up failed (exit {res.returncode}):\n{out}")
-    env = subprocess.run(["bash", str(CLUSTER_SH), "env"], capture_output=True, text=True,
-                         check=True).stdout
-    return LocalCluster(slurm_conf=env.strip().partition("=")[2], log=out)
-
-
-def count_steps(n: int, state_file: str, step_s: float = 0.1) -> dict[str, Any]:
-    """Toy resumable job: counts to n, saving the count after every step; a rerun (requeue)
-    continues from the saved count. Returns the count each attempt started from."""
-    path = Path(state_file)
-    state = json.loads(path.read_text()) if path.exists() else {"count": 0, "starts": []}
-    state["starts"].append(state["count"])
-    state["restart_count"] = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
-    while state["count"] < n:
-        time.sleep(step_s)
-        state["count"] += 1
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, path)  # atomic: a kill between steps never loses the count
-    return {"count": state["count"], "starts": state["starts"], "host": os.uname().nodename}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Submit `--jobs` toy jobs with the launcher config (a yaml file + key=value overrides)."""
-    import argparse
-
-    from omegaconf import OmegaConf
-
-    from leviathan.sweep.launcher import ResumableCall, make_executor, submit_array, wait
-
-    ap = argparse.ArgumentParser(prog="python -m leviathan.sweep.slurm_check",
-                                 description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(REPO / "conf/launcher/slurm.yaml"),
-                    help="launcher yaml (default: conf/launcher/slurm.yaml)")
-    ap.add_argument("--folder", required=True, help="shared folder for submitit files")
-    ap.add_argument("--jobs", type=int, default=2, help="toy jobs in the array")
-    ap.add_argument("overrides", nargs="*", help="launcher keys, e.g. partition=gpu mem_gb=1")
-    args = ap.parse_args(argv)
-    node = OmegaConf.merge(OmegaConf.load(args.config), OmegaConf.from_dotlist(args.overrides))
-    node.folder = args.folder
-    executor = make_executor(node)
-    folder = Path(args.folder)
-    for old in folder.glob("toy_*.json"):
-        old.unlink()  # a fresh count, not a resume of an earlier check
-    fns = [ResumableCall(count_steps, 20, str(folder / f"toy_{i}.json"))
-           for i in range(args.jobs)]
-    jobs = submit_array(executor, fns)
-    print("submitted:", ", ".join(str(j.job_id) for j in jobs), flush=True)
-    states = wait(jobs, on_change=lambda i, s: print(f"  job {jobs[i].job_id}: {s}", flush=True))
-    for job, state in zip(jobs, states, strict=True):
-        print(job.job_id, state, job.result() if state == "finished" else job.stderr())
-    return 0 if all(s == "finished" for s in states) else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _load(sweep_dir: Path) -> tuple[dict, Any, dict[str, dict]]:
     """(manifest, plan table, {run: its resolved config})."""
@@ -35,38 +33,45 @@ def _load(sweep_dir: Path) -> tuple[dict, Any, dict[str, dict]]:
     return manifest, plan, configs
 
 
-def collect(sweep_dir: Path, tracking_uri: str | None = None, sync: bool = False,
-            say=print) -> list[dict[str, Any]]:
+def collect(sweep_dir: Path, tracking_uri: str | None = None, experiment: str | None = None,
+            sync: bool = False, say=print) -> list[dict[str, Any]]:
     """One row per planned run: run, pair, arm, size, state, job, tokens_seen, tokens, val_loss,
-    unsent (operations waiting in its outbox), heartbeat_age_s."""
-    from leviathan.sweep import mlflow_runs as mr
-    from leviathan.sweep.launch import _job_handles, run_scratch_dir
-    from leviathan.sweep.launcher import job_states
+    unsent (operations waiting in its outbox), heartbeat_age_s. `sync`: first send the outboxes
+    of runs whose job is not alive to the server read here.
+
+    `tracking_uri`/`experiment` default to what the sweep's runs were configured with."""
+    from leviathan.sweep.launch import run_folder
+    from leviathan.sweep.launcher import job_states, load_jobs
     from leviathan.sweep.liveness import heartbeat_age_s, run_state
+    from leviathan.tracking import runs as tr
     from leviathan.tracking.outbox import Outbox
 
     manifest, plan, configs = _load(sweep_dir)
     runs = list(plan["run"])
     first_cfg = configs[runs[0]]
-    uri = tracking_uri or first_cfg["tracking"]["uri"]
-    handles = _job_handles(manifest, runs)
+    recorded = first_cfg["tracking"]["uri"]
+    uri = tracking_uri or recorded
+    if uri != recorded:
+        print(f"note: the sweep's runs were configured with tracking.uri={recorded}; reading "
+              f"{uri}", file=sys.stderr)
+    handles = load_jobs(manifest.get("jobs", {}), runs)
     launcher_state = dict(zip(handles, job_states(list(handles.values())), strict=True))
-    run_dirs = {run: run_scratch_dir(configs[run]) for run in runs}
+    run_dirs = {run: run_folder(configs[run]) for run in runs}
     if sync:
         from leviathan.tracking.sync import sync_runs
 
         alive = {r for r, st in launcher_state.items() if st in ("queued", "running")}
-        done = sync_runs({r: d for r, d in run_dirs.items() if r not in alive},
-                         uri=tracking_uri, say=say)
+        done = sync_runs({r: d for r, d in run_dirs.items() if r not in alive}, uri=uri, say=say)
         say(f"sync: {len(done)} run folder(s) had queued MLflow operations"
             + (f"; skipped {len(alive)} with a live job (it sends its own)" if alive else ""))
 
     by_name: dict[str, Any] = {}
     try:
-        c = mr.client(uri)
-        exp = mr.experiment_id(c, first_cfg["tracking"]["experiment"], create=False)
-        for r in (mr.training_runs(c, exp, manifest["sweep"]) if exp else []):
-            name = r.data.tags.get("mlflow.runName") or r.info.run_name
+        c = tr.client(uri)
+        exp = tr.experiment_id(c, experiment or first_cfg["tracking"]["experiment"],
+                               create=False)
+        for r in (tr.training_runs(c, exp, manifest["sweep"]) if exp else []):
+            name = r.data.tags.get(tr.Tag.RUN_NAME) or r.info.run_name
             by_name.setdefault(name, r)  # newest first
         reachable = True
     except Exception:  # noqa: BLE001 - show launcher states even when MLflow is down
@@ -91,6 +96,27 @@ def collect(sweep_dir: Path, tracking_uri: str | None = None, sync: bool = False
         print(f"warning: MLflow at {uri} is not reachable; states come from the launcher only",
               file=sys.stderr)
     return rows
+
+
+def environments(sweep_dir: Path, tracking_uri: str | None = None,
+                 experiment: str | None = None) -> list[str]:
+    """Whether the sweep's runs ran on one environment and, if not, which packages differ
+    (nothing when MLflow cannot be reached: `collect` has said so)."""
+    import yaml
+
+    from leviathan.tracking import runs as tr
+    from leviathan.tracking.environment import sweep_report
+    from leviathan.tracking.server import is_up
+
+    manifest = json.loads((sweep_dir / "manifest.json").read_text())
+    first = next(iter(manifest["runs"].values()))
+    trk = yaml.safe_load((sweep_dir / first["config"]).read_text())["tracking"]
+    uri = tracking_uri or trk["uri"]
+    if uri.startswith("http") and not is_up(uri):
+        return []
+    c = tr.client(uri)
+    exp = tr.experiment_id(c, experiment or trk["experiment"], create=False)
+    return sweep_report(c, tr.training_runs(c, exp, manifest["sweep"]) if exp else [])
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
@@ -118,22 +144,30 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m leviathan.sweep.status", description=__doc__)
-    ap.add_argument("sweep", help="sweep name (folder under --sweeps-dir)")
-    ap.add_argument("--sweeps-dir", default=str(REPO / "sweeps"))
-    ap.add_argument("--tracking-uri", default=None, help="default: the runs' tracking.uri")
+    ap.add_argument("sweep", help="sweep name (its folder under paths.sweeps_dir)")
+    ap.add_argument("overrides", nargs="*", help="config overrides, as for the sweep command "
+                    "(e.g. tracking.uri=http://host:5000 paths.root_dir=/proj)")
+    ap.add_argument("--sweeps-dir", default=None, help="shortcut for paths.sweeps_dir")
+    ap.add_argument("--tracking-uri", default=None, help="shortcut for tracking.uri")
     ap.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     ap.add_argument("--sync", action="store_true",
                     help="first send what dead or finished jobs left in their run folders' "
-                         "outboxes (to --tracking-uri, else the uri each run was started with)")
+                         "outboxes (to the server this command reads: tracking.uri)")
     args = ap.parse_args(argv)
+    from leviathan.config import compose
+
+    cfg = compose("sweep", args.overrides)
+    sweeps_dir = Path(args.sweeps_dir or str(cfg.paths.sweeps_dir))
+    uri, experiment = args.tracking_uri or str(cfg.tracking.uri), str(cfg.tracking.experiment)
     try:
         say = (lambda m: print(m, file=sys.stderr)) if args.json else print
-        rows = collect(Path(args.sweeps_dir) / args.sweep, args.tracking_uri, sync=args.sync,
-                       say=say)
+        rows = collect(sweeps_dir / args.sweep, uri, experiment, sync=args.sync, say=say)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(rows, indent=1) if args.json else format_rows(rows))
+    if not args.json:
+        print("\n".join(["", *environments(sweeps_dir / args.sweep, uri, experiment)]))
     return 0
 
 

@@ -11,15 +11,12 @@ import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def _defaults() -> tuple[str, str]:
+def _defaults(overrides: list[str]) -> tuple[str, str]:
     """tracking.uri and paths.mlflow_dir from the composed config (conf/local/ applies)."""
-    from hydra import compose, initialize_config_dir
+    from leviathan.config import compose
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"paths.root_dir={REPO}"])
+    cfg = compose("train", overrides)
     return str(cfg.tracking.uri), str(cfg.paths.mlflow_dir)
 
 
@@ -28,21 +25,22 @@ def main(argv: list[str] | None = None) -> int:
 
     from leviathan.tracking.server import is_up, server_command, server_env
 
-    uri, store = _defaults()
-    parsed = urlparse(uri)
     ap = argparse.ArgumentParser(prog="python -m leviathan.tracking.dashboard", description=__doc__)
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=parsed.port or 5000)
-    ap.add_argument("--store", default=store, help="the server's store (paths.mlflow_dir)")
+    ap.add_argument("--port", type=int, default=None, help="default: tracking.uri's port")
+    ap.add_argument("--store", default=None, help="the server's store (default: paths.mlflow_dir)")
+    ap.add_argument("overrides", nargs="*", help="config overrides, e.g. paths.root_dir=/x")
     args = ap.parse_args(argv)
-    address = f"http://{args.host}:{args.port}"
+    uri, store = _defaults(args.overrides)
+    port = args.port or urlparse(uri).port or 5000
+    address = f"http://{args.host}:{port}"
     if is_up(address):
         print(f"MLflow UI already running: {address}")
         return 0
-    store_dir = Path(args.store).resolve()
+    store_dir = Path(args.store or store).resolve()
     store_dir.mkdir(parents=True, exist_ok=True)
     print(f"MLflow UI on {address} (store {store_dir}); Ctrl-C stops it.", flush=True)
-    cmd = server_command(store_dir, args.host, args.port)
+    cmd = server_command(store_dir, args.host, port)
     os.environ.update(server_env(store_dir))
     os.execv(cmd[0], cmd) if os.path.isabs(cmd[0]) else os.execvp(cmd[0], cmd)
     return 0

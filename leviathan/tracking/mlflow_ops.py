@@ -10,13 +10,13 @@ import logging
 import os
 from typing import Any
 
+from leviathan.tracking.runs import Tag, experiment_id, quote
+
 log = logging.getLogger(__name__)
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
 MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_CHARS = 6000
-HEARTBEAT_TAG = "heartbeat"  # unix seconds; set by a live job's writer every heartbeat_every_s
-UID_TAG = "run_uid"  # the run's idempotency key (also in <run dir>/mlflow_run.json)
 # answers that retrying cannot change
 FINAL_ERRORS = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS",
                 "PERMISSION_DENIED", "UNAUTHENTICATED", "BAD_REQUEST"}
@@ -24,19 +24,6 @@ FINAL_ERRORS = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "RESOURCE_
 
 def is_final(e: Exception) -> bool:
     return getattr(e, "error_code", None) in FINAL_ERRORS
-
-
-def experiment_id(client, name: str) -> str:
-    """The experiment's id, created when absent (another job may create it concurrently)."""
-    from mlflow.exceptions import MlflowException
-
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name)
-    except MlflowException:
-        return client.get_experiment_by_name(name).experiment_id
 
 
 def _find(t) -> Any:
@@ -55,11 +42,11 @@ def _find(t) -> Any:
             return None
     if run is None:
         exp = experiment_id(c, ident["experiment"])
-        found = c.search_runs([exp], filter_string=f"tags.{UID_TAG} = '{ident['run_uid']}'",
-                              max_results=1)
+        uid = quote(ident["run_uid"])
+        found = c.search_runs([exp], filter_string=f"tags.{Tag.RUN_UID} = {uid}", max_results=1)
         if found:
             run = found[0]
-            log.info("found MLflow run %s by its %s tag", run.info.run_id, UID_TAG)
+            log.info("found MLflow run %s by its %s tag", run.info.run_id, Tag.RUN_UID)
     return run
 
 
@@ -70,9 +57,9 @@ def open_run(t) -> None:
     from mlflow.entities import RunTag
 
     c, ident = t.client, t._ident
-    tags = {**ident.get("tags", {}), UID_TAG: ident["run_uid"]}
+    tags = {**ident.get("tags", {}), Tag.RUN_UID: ident["run_uid"]}
     if ident.get("parent_run_id"):
-        tags["mlflow.parentRunId"] = ident["parent_run_id"]
+        tags[Tag.PARENT] = ident["parent_run_id"]
     run = _find(t)
     held: dict[str, set[int]] = {}
     if run is None:

@@ -29,19 +29,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from leviathan.tracking.runs import IDENTITY, OUTBOX, RUN_ID, write_atomic
+
 log = logging.getLogger(__name__)
 
-RUN_ID_FILE = "mlflow_run_id"
-IDENTITY_FILE = "mlflow_run.json"
-JOURNAL_FILE = "mlflow_outbox.jsonl"
+# the run folder's file names (leviathan.tracking.runs owns them)
+RUN_ID_FILE, IDENTITY_FILE, JOURNAL_FILE = RUN_ID, IDENTITY, OUTBOX
 LOCK_FILE = ".mlflow_outbox.lock"
-TRACKING_FILES = (RUN_ID_FILE, IDENTITY_FILE, JOURNAL_FILE)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class Outbox:
@@ -141,7 +135,7 @@ class Outbox:
         if self.dir is None:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.dir / IDENTITY_FILE, json.dumps(ident, indent=1, sort_keys=True))
+        write_atomic(self.dir / IDENTITY_FILE, json.dumps(ident, indent=1, sort_keys=True))
 
     def run_id(self) -> str | None:
         path = self.dir / RUN_ID_FILE if self.dir is not None else None
@@ -150,7 +144,7 @@ class Outbox:
 
     def write_run_id(self, run_id: str) -> None:
         if self.dir is not None and self.run_id() != run_id:
-            _write_atomic(self.dir / RUN_ID_FILE, run_id + "\n")
+            write_atomic(self.dir / RUN_ID_FILE, run_id + "\n")
 
     # ------------------------------------------------------------ the journal
     def load(self) -> list[dict[str, Any]]:

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 from leviathan.tracking.mlflow_ops import (
-    HEARTBEAT_TAG,
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_CHARS,
     is_final,
@@ -47,6 +46,7 @@ from leviathan.tracking.mlflow_ops import (
     send_group,
 )
 from leviathan.tracking.outbox import Outbox
+from leviathan.tracking.runs import Tag
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,11 @@ class RunTracker:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+    @property
+    def run_uid(self) -> str | None:
+        """The run's idempotency key (its `run_uid` tag), known before the server answers."""
+        return self._ident.get("run_uid")
 
     def describe(self) -> str:
         if self.run_id:
@@ -331,7 +336,7 @@ class RunTracker:
             if self._attempt and time.monotonic() - self._last_beat >= self.heartbeat_every_s:
                 self._last_beat = time.monotonic()
                 try:
-                    self.client.set_tag(self.run_id, HEARTBEAT_TAG, str(int(time.time())))
+                    self.client.set_tag(self.run_id, Tag.HEARTBEAT, str(int(time.time())))
                 except Exception as e:  # noqa: BLE001 - the next beat tries again
                     log.debug("heartbeat failed: %s", e)
             return True

@@ -150,11 +150,12 @@ def server_command(store: Path, host: str, port: int, backend_uri: str | None = 
 
 
 def server_env(store: Path, **extra: str) -> dict[str, str]:
-    """The server's environment: MLFLOW_HOME in the store; MLflow 3's GenAI job runner (huey
-    consumers for scorers and trace roll-ups: seven more processes, ~1.4 GB) and its usage
-    telemetry (calls home; a cluster's nodes are often offline) switched off."""
-    return dict(os.environ, MLFLOW_HOME=str(store), MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
-                MLFLOW_DISABLE_TELEMETRY="true", **extra)
+    """The server's environment: MLFLOW_HOME in the store; unless the environment says
+    otherwise, MLflow 3's GenAI job runner (huey consumers for scorers and trace roll-ups: seven
+    more processes, ~1.4 GB; tracking needs none) and its usage telemetry (calls home; a
+    cluster's nodes are often offline) switched off."""
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+            **os.environ, "MLFLOW_HOME": str(store), **extra}
 
 
 def start_server(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,12 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from leviathan.tracking.runs import CKPT, RunFolder
 from leviathan.training.evaluation import FreqBuckets, evaluate
-from leviathan.training.signals import PreemptionFlag
+from leviathan.training.signals import PreemptionFlag, hold_step
 
 log = logging.getLogger(__name__)
 
-CKPT_NAME = "last.ckpt"
 
 
 def rng_state() -> dict:
@@ -74,6 +75,7 @@ class StepCallback(pl.Callback):
         self._window_t = 0.0  # training seconds in the current throughput window
         self._window_steps = 0
         self._t_last: float | None = None
+        self._hold_at = hold_step(self.run_dir.name)  # rehearsing a preemption (signals.py)
 
     # --------------------------------------------------------------- state in the checkpoint
     def state_dict(self) -> dict:
@@ -93,6 +95,7 @@ class StepCallback(pl.Callback):
                                "same trainer.devices x trainer.num_nodes")
         self._module.batches.load_state_dict(state["data"][r])
         self._restored = state
+        self._hold_at = None  # a resumed attempt never holds
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self.preemption is not None:
@@ -128,9 +131,14 @@ class StepCallback(pl.Callback):
             self.tracker.log_metrics(metrics, step=step)
         if step % self.tc.val_every == 0 or last_step:
             self.validate(trainer, pl_module, step)
+        if step == self._hold_at and self.preemption is not None:
+            self.preemption.hold(step)
         signum = self._agreed_signal(trainer, pl_module)
-        if step % self.tc.ckpt_every == 0 or last_step or signum:
+        snapshot = step in self.tc.snapshot_steps
+        if step % self.tc.ckpt_every == 0 or last_step or signum or snapshot:
             self.save(trainer, pl_module)
+        if snapshot and trainer.is_global_zero:
+            self.keep_snapshot(step)
         if signum and not last_step:
             self.preempted_at = step
             trainer.should_stop = True
@@ -184,6 +192,18 @@ class StepCallback(pl.Callback):
         return int(flag.item())
 
     # --------------------------------------------------------------- checkpoints
+    def keep_snapshot(self, step: int) -> Path:
+        """Keep the checkpoint just written as step_<s>.ckpt (a hard link where possible)."""
+        src, dst = self.run_dir / CKPT, RunFolder(self.run_dir).snapshot(step)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+        return dst
+
     def save(self, trainer, pl_module) -> Path:
         """Write <run dir>/last.ckpt atomically (all ranks call; rank 0 writes)."""
         if self.tracker is not None:
@@ -192,8 +212,8 @@ class StepCallback(pl.Callback):
         gathered = _gather(mine, trainer.world_size)
         self._gathered = {"data": [g["data"] for g in gathered],
                           "rng": [g["rng"] for g in gathered], "final": self.final}
-        final = self.run_dir / CKPT_NAME
-        tmp = self.run_dir / f".{CKPT_NAME}.tmp"
+        final = self.run_dir / CKPT
+        tmp = self.run_dir / f".{CKPT}.tmp"
         try:
             trainer.save_checkpoint(tmp)
         finally:

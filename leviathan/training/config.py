@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from leviathan.training.schedule import COOLDOWN_SHAPES, SCHEDULES
 
 BUDGET_PARAMS = ("total", "body", "input", "head")
 # config subtrees that do not change what a run computes: excluded from config_hash
@@ -25,37 +27,52 @@ class TrainConfigError(ValueError):
 class TrainerConfig:
     accelerator: str = "cpu"  # cpu | gpu | auto (Lightning)
     devices: int = 1  # devices per node
-    num_nodes: int = 1  # nodes
-    strategy: str = "auto"  # Lightning strategy (auto | ddp | ...)
+    num_nodes: int = 1  # nodes (multi-node through Lightning's SLURM environment)
+    strategy: str = "auto"  # Lightning strategy: auto | ddp (several devices) | ...
     precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed | ...
     compile: bool = False  # torch.compile the model
-    matmul_precision: str = "high"  # torch.set_float32_matmul_precision
-    global_batch: int = 512  # sequences per optimizer step over all ranks
+    matmul_precision: str = "high"  # torch.set_float32_matmul_precision (TF32 on Ampere+)
+    global_batch: int = 512  # sequences per optimizer step over all ranks (paper: 512 x 512 tokens)
     micro_batch: int = 16  # sequences per forward/backward on one device
-    lr: float = 3e-4  # peak learning rate
-    min_lr: float = 3e-5  # cosine floor
+    lr: float = 3e-4  # peak learning rate (AdamW)
+    min_lr: float = 3e-5  # the floor the schedule decays to (cosine, wsd)
+    schedule: str = "cosine"  # cosine | wsd (warm-up, stable, cooldown) | constant (WSD-S main run)
+    cooldown_fraction: float = 0.2  # wsd: share of the steps spent decaying (10-20%: Hägele 2024)
+    cooldown_shape: str = "linear"  # wsd: linear | 1-sqrt decay to min_lr
+    init_from: str | None = None  # start (not resume) from this checkpoint: weights, optimizer,
+    #   step, data position and RNG, in a new MLflow run (a WSD-S cooldown branch)
+    snapshot_steps: list[int] = field(default_factory=list)  # also keep step_<s>.ckpt at these
+    #   steps (the WSD-S main run: its branches start there)
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas
     eps: float = 1e-8  # AdamW epsilon
-    weight_decay: float = 0.1  # decoupled weight decay (not on norms/gains/codebooks/biases)
-    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
-    warmup_steps: int | None = None  # linear warm-up steps (null: warmup_fraction x steps)
-    warmup_fraction: float = 0.01  # warm-up share when warmup_steps is null
-    tokens: int | None = None  # absolute token budget
-    tokens_per_param: float = 20.0  # budget = tokens_per_param x n_params[budget_params]
-    budget_params: str = "total"  # total | body | input | head
-    max_steps: int | None = None  # fixed step count overriding the budget
-    val_every: int = 500  # validation cadence in optimizer steps
-    val_batches: int | None = None  # validation batches used (null: all)
-    val_micro_batch: int | None = None  # validation batch size (null: micro_batch)
-    freq_bucket_base: float = 10.0  # rare-token buckets: counts in [b^(i-1), b^i), plus 0
-    ckpt_every: int = 500  # checkpoint cadence in optimizer steps
-    log_every: int = 10  # train-metric and progress-line cadence in optimizer steps
-    peak_flops: float | None = None  # peak FLOP/s per device for MFU (null: no MFU)
+    weight_decay: float = 0.1  # decoupled; by parameter role, every arm alike (models/roles.py)
+    grad_clip: float = 1.0  # max global gradient norm (0: no clipping; the norm is logged either
+    #   way)
+    warmup_steps: int | None = None  # linear warm-up steps; null: warmup_fraction x total steps
+    warmup_fraction: float = 0.01  # warm-up share of the run when warmup_steps is null
+    tokens: int | None = None  # absolute token budget; null: tokens_per_param x
+    #   n_params[budget_params]
+    tokens_per_param: float = 20.0  # the budget in tokens per parameter (Chinchilla-style 20 N)
+    budget_params: str = "total"  # which count N is: total | body | input | head
+    max_steps: int | None = None  # fixed step count, overriding the token budget (debugging)
+    val_every: int = 500  # validate every K optimizer steps (and always at the end)
+    val_batches: int | None = None  # validation micro-batches to use (null: the whole fixed set)
+    val_micro_batch: int | None = None  # sequences per validation batch (null: micro_batch)
+    freq_buckets: str = "quantile"  # rare-token buckets: quantile (equal shares of the
+    #   validation tokens, rarest first) | log (training count [b^(i-1), b^i))
+    freq_quantiles: int = 10  # quantile buckets: how many (10: deciles)
+    freq_bucket_base: float = 10.0  # rare-token metric: buckets of training count [b^(i-1), b^i),
+    #   plus 0
+    ckpt_every: int = 500  # checkpoint every K optimizer steps (and on SIGTERM/SIGUSR1, at the end)
+    log_every: int = 10  # train metrics and a progress line every K optimizer steps
+    peak_flops: float | None = None  # peak FLOP/s of one device for MFU (null: MFU not logged,
+    #   FLOP/s is)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # noqa: C901 - flat independent value checks, each naming its key
         def bad(key: str, msg: str) -> TrainConfigError:
             return TrainConfigError(f"trainer.{key}: {msg}")
 
+        self.betas = tuple(float(b) for b in self.betas)
         for key in ("devices", "num_nodes", "global_batch", "micro_batch", "val_every",
                     "ckpt_every", "log_every"):
             v = getattr(self, key)
@@ -72,6 +89,15 @@ class TrainerConfig:
                                 f"min_lr={self.min_lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise bad("betas", f"must be two numbers in [0, 1), got {list(self.betas)}")
+        if self.schedule not in SCHEDULES:
+            raise bad("schedule", f"must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.cooldown_shape not in COOLDOWN_SHAPES:
+            raise bad("cooldown_shape", f"must be one of {COOLDOWN_SHAPES}, got "
+                                        f"{self.cooldown_shape!r}")
+        if not 0 < self.cooldown_fraction <= 1:
+            raise bad("cooldown_fraction", f"must be in (0, 1], got {self.cooldown_fraction}")
+        if any(not isinstance(s, int) or s < 1 for s in self.snapshot_steps):
+            raise bad("snapshot_steps", f"must be steps >= 1, got {list(self.snapshot_steps)}")
         if self.weight_decay < 0 or self.grad_clip < 0 or self.eps <= 0:
             raise bad("weight_decay", "weight_decay and grad_clip must be >= 0 and eps > 0")
         if not 0 <= self.warmup_fraction < 1:
@@ -81,6 +107,10 @@ class TrainerConfig:
                                        f"{self.budget_params!r}")
         if self.tokens is None and self.max_steps is None and not self.tokens_per_param > 0:
             raise bad("tokens_per_param", "must be > 0 when trainer.tokens and max_steps are null")
+        if self.freq_buckets not in ("quantile", "log"):
+            raise bad("freq_buckets", f"must be quantile or log, got {self.freq_buckets!r}")
+        if not isinstance(self.freq_quantiles, int) or self.freq_quantiles < 2:
+            raise bad("freq_quantiles", f"must be an integer >= 2, got {self.freq_quantiles!r}")
         if self.freq_bucket_base <= 1:
             raise bad("freq_bucket_base", f"must be > 1, got {self.freq_bucket_base}")
         if self.peak_flops is not None and not self.peak_flops > 0:
@@ -106,17 +136,23 @@ class TrainerConfig:
 
 @dataclass
 class TrackingConfig:
-    uri: str = "http://127.0.0.1:5000"  # MLflow tracking server
-    experiment: str = "leviathan"  # experiment name
-    parent_run_id: str | None = None  # sweep parent run (mlflow.parentRunId)
-    connect_timeout_s: float = 5.0  # start-up reachability check
-    start_timeout_s: float = 900.0  # keep trying to open the run while training (0: fail at once)
-    http_timeout_s: float = 30.0  # one HTTP request (a busy server's answer is not abandoned)
-    flush_every_s: float = 5.0  # background metric sends
-    heartbeat_every_s: float = 60.0  # `heartbeat` tag cadence (a dead job's run shows as lost)
-    retry_backoff_s: float = 1.0  # first retry wait, doubling
-    retry_max_backoff_s: float = 60.0  # retry wait cap
-    final_flush_timeout_s: float = 300.0  # final flush deadline; the rest stays in the outbox
+    uri: str = "${oc.env:MLFLOW_TRACKING_URI,http://127.0.0.1:5000}"  # tracking server (a sweep
+    #   checks it before submitting; `make tracking-server`: PostgreSQL with several workers)
+    experiment: str = "leviathan"  # MLflow experiment name
+    parent_run_id: str | None = None  # a sweep's parent run: this run becomes its nested child
+    connect_timeout_s: float = 5.0  # at start, how long to wait for an answer before training
+    #   without one (start_timeout_s=0: fail instead)
+    start_timeout_s: float = 900.0  # keep trying to open the run this long while training
+    #   (metrics wait in the run folder's mlflow_outbox.jsonl); 0: fail at once instead
+    http_timeout_s: float = 30.0  # one HTTP request's timeout (an abandoned request is sent again:
+    #   more load)
+    flush_every_s: float = 5.0  # the background writer sends buffered metrics this often
+    heartbeat_every_s: float = 60.0  # the run's `heartbeat` tag is set this often (sweep.status:
+    #   lost after 5 missed)
+    retry_backoff_s: float = 1.0  # first wait after a failed send; doubles each failure
+    retry_max_backoff_s: float = 60.0  # cap on the wait between retries
+    final_flush_timeout_s: float = 300.0  # at the end, keep retrying this long; the rest stays in
+    #   the outbox (re-sent by the next launch/resume or `sweep.status --sync`)
 
     def __post_init__(self) -> None:
         if not self.uri:
@@ -129,32 +165,23 @@ class TrackingConfig:
                 raise TrainConfigError(f"tracking.{f.name}: must be > 0")
 
 
-def _typed(cls, node: Any, group: str):
-    from omegaconf import DictConfig, OmegaConf
+@dataclass
+class PathsConfig:
+    root_dir: str = "${oc.env:LEVIATHAN_ROOT,.}"  # the repository root (relative paths resolve from
+    #   the cwd)
+    data_dir: str = "${oc.env:LEVIATHAN_DATA,${paths.root_dir}/data}"  # corpora and prepared
+    #   datasets
+    scratch_dir: str = "${oc.env:LEVIATHAN_SCRATCH,${paths.root_dir}/scratch}"  # checkpoints and ru
+    #   n state: <scratch_dir>/runs/<run key>
+    sweeps_dir: str = "${paths.root_dir}/sweeps"  # one folder per sweep: plan, manifest, analysis
+    mlflow_dir: str = "${paths.root_dir}/.mlflow"  # the local MLflow server's SQLite store and
+    #   artifacts
 
-    if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=True)
-    if not isinstance(node, dict):
-        raise TrainConfigError(f"{group}: expected a mapping, got {type(node).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(node) - known)
-    if unknown:
-        raise TrainConfigError(f"{group}.{unknown[0]}: unknown key (known: {sorted(known)})")
-    kw = dict(node)
-    for f in fields(cls):  # YAML writes 1e9 as a float and 3.0e-4 as a string in places
-        v = kw.get(f.name)
-        if isinstance(v, float) and v.is_integer() and f.type in ("int", "int | None"):
-            kw[f.name] = int(v)
-        if isinstance(v, str) and f.type in ("float", "float | None"):
-            try:
-                kw[f.name] = float(v)
-            except ValueError as e:
-                raise TrainConfigError(f"{group}.{f.name}: not a number: {v!r}") from e
-        if isinstance(v, int) and not isinstance(v, bool) and f.type in ("float", "float | None"):
-            kw[f.name] = float(v)
-    if "betas" in kw:
-        kw["betas"] = tuple(float(b) for b in kw["betas"])
-    return cls(**kw)
+
+def _typed(cls, node: Any, group: str):
+    from leviathan.schema import to_config
+
+    return to_config(cls, node, group, TrainConfigError)
 
 
 def trainer_config(cfg: Any) -> TrainerConfig:

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import torch
 
-from leviathan.training.run import (
-    FINGERPRINT_BATCH,
-    FINGERPRINT_K,
-    SUMMARY_FILE,
+from leviathan.tracking.runs import RunFolder, Tag
+from leviathan.training.records import (
+    FINGERPRINT_WINDOWS,
     params_of,
     start_tracker,
     tags_of,
@@ -57,8 +56,9 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
     from leviathan.data import build_train_stream, build_val_batches, fingerprint
     from leviathan.data import token_frequencies as data_token_frequencies
     from leviathan.models import build_model
+    from leviathan.tracking.environment import record_training
     from leviathan.training.batches import ResumableBatches
-    from leviathan.training.callbacks import CKPT_NAME, StepCallback
+    from leviathan.training.callbacks import StepCallback
     from leviathan.training.evaluation import frequency_buckets
     from leviathan.training.module import LanguageModelModule
     from leviathan.training.signals import Preempted, PreemptionFlag
@@ -71,16 +71,24 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
                                 rank=_data_rank(rank, world), world_size=world)
     batches = ResumableBatches(stream)
     val = build_val_batches(data_cfg, batch_size=tc.val_micro_batch or tc.micro_batch)
-    buckets = frequency_buckets(data_token_frequencies(data_cfg), mcfg.padded_vocab,
-                                tc.freq_bucket_base)
+    buckets = None
+    if val:  # the rare-token buckets (evaluation.py), in both data modes
+        buckets = frequency_buckets(
+            data_token_frequencies(data_cfg), mcfg.padded_vocab, tc.freq_bucket_base,
+            scheme=tc.freq_buckets, quantiles=tc.freq_quantiles,
+            targets=torch.cat([b[:, 1:].reshape(-1) for b in val]).numpy())
+        if buckets is None:
+            say("rare-token buckets: off (data.freq_tokens=0: no training-token counts)")
 
     tracker = None
     if rank == 0:
-        fp = fingerprint(data_cfg, batch_size=FINGERPRINT_BATCH, k=FINGERPRINT_K)
+        fp = fingerprint(data_cfg, batch_size=tc.micro_batch, windows=FINGERPRINT_WINDOWS,
+                         rank=0, world_size=world)  # the run's real layout
         tracker = start_tracker(trk=trk, run_dir=run_dir, key=key,
                                 tags=tags_of(cfg, chash, fp, key),
                                 params=params_of(container, mcfg, plan))
         _log_yaml(tracker, run_dir, container)
+        record_training(tracker, run_dir, say)  # versions, hash, full list; resume: differs?
         say(tracker.describe())
 
     # ---- model, module, trainer (any failure from here on marks the MLflow run FAILED)
@@ -93,19 +101,17 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
         step_cb = StepCallback(run_dir=run_dir, plan=plan, tc=tc, tracker=tracker,
                                val_batches=val, buckets=buckets, preemption=preemption, say=say)
         trainer = _trainer(tc, plan, run_dir, [step_cb])
-        ckpt = run_dir / CKPT_NAME
-        if ckpt.exists():
-            say(f"resuming from {ckpt}")
+        ckpt = RunFolder(run_dir).checkpoint
+        start = _start_checkpoint(ckpt, tc, say)
         preemption.install()
-        trainer.fit(module, train_dataloaders=batches,
-                    ckpt_path=str(ckpt) if ckpt.exists() else None,
+        trainer.fit(module, train_dataloaders=batches, ckpt_path=start,
                     weights_only=False)  # our own file: it holds RNG and data state too
     except BaseException as e:
         preemption.uninstall()
         if tracker is not None:
             step = trainer.global_step + 1 if trainer is not None else 0
-            tracker.set_tags({"failure_reason": f"{type(e).__name__}: {e}"[:4000],
-                              "failed_at_step": step})
+            tracker.set_tags({Tag.FAILURE_REASON: f"{type(e).__name__}: {e}"[:4000],
+                              Tag.FAILED_AT_STEP: step})
             interrupted = isinstance(e, (KeyboardInterrupt, SystemExit))
             tracker.finish("KILLED" if interrupted else "FAILED")
         raise
@@ -113,7 +119,7 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
 
     if step_cb.preempted_at is not None:
         if tracker is not None:
-            tracker.set_tags({"preempted_at_step": step_cb.preempted_at})
+            tracker.set_tags({Tag.PREEMPTED_AT_STEP: step_cb.preempted_at})
             tracker.finish("KILLED")
         say(f"preempted at step {step_cb.preempted_at}: checkpoint {ckpt}; start the same "
             "command again to resume")
@@ -125,13 +131,28 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
     if rank == 0:
         tracker.log_metrics({"final/val_loss": summary["final_val_loss"],
                              "final/tokens_seen": summary["tokens_seen"]}, step=plan.max_steps)
-        path = run_dir / SUMMARY_FILE
+        path = RunFolder(run_dir).summary
         write_atomic(path, json.dumps(summary, indent=2, default=str))
         tracker.log_artifact(path)
         tracker.finish("FINISHED")
         say(f"finished: val/loss {summary['final_val_loss']:.4f} after "
             f"{summary['tokens_seen']:,} tokens; summary {path}")
     return summary
+
+
+def _start_checkpoint(ckpt: Path, tc, say) -> str | None:
+    """The run's own last checkpoint (resume), else trainer.init_from (a WSD-S branch starts
+    from its main run's snapshot: a new run that continues that step, optimizer and data)."""
+    if ckpt.exists():
+        say(f"resuming from {ckpt}")
+        return str(ckpt)
+    if tc.init_from:
+        if not Path(tc.init_from).is_file():
+            raise FileNotFoundError(f"trainer.init_from: {tc.init_from} does not exist (has the "
+                                    "main run reached that step?)")
+        say(f"starting from {tc.init_from}")
+        return str(tc.init_from)
+    return None
 
 
 def _data_rank(rank: int, world: int) -> int:
@@ -142,7 +163,7 @@ def _data_rank(rank: int, world: int) -> int:
 def _log_yaml(tracker, run_dir: Path, container: dict) -> None:
     from omegaconf import OmegaConf
 
-    path = run_dir / "config.yaml"
+    path = RunFolder(run_dir).config
     write_atomic(path, OmegaConf.to_yaml(OmegaConf.create(container)))
     tracker.log_artifact(path)
 

@@ -1,9 +1,12 @@
 """Validation on the fixed held-out set, with the rare-token metric.
 
-Token ids are put in buckets by how often they occur in the training split: bucket "0" holds
-ids never seen, bucket "b^(i-1)-b^i" ids seen in [b^(i-1), b^i) times (log-spaced; b=10 gives
-1e0-1e1, 1e1-1e2, ...). The validation loss is then averaged per bucket of the *target* token,
-so the rare end of the vocabulary gets its own curve (val/loss_freq/<bucket>).
+Token ids are put in buckets by how often they occur in the training split (counted in both
+data modes: leviathan.data.frequencies), and the validation loss is averaged per bucket of the
+*target* token (val/loss_freq/<bucket>):
+- `quantile` (default): ids ranked from rarest to most frequent, cut so that each bucket holds
+  an equal share of the validation tokens: q00-10 is the rarest tenth of what the model is
+  asked to predict, q90-100 the most frequent (every bucket is populated by construction);
+- `log`: bucket "0" holds ids never seen, "b^(i-1)-b^i" ids seen [b^(i-1), b^i) times.
 Under DDP each rank evaluates a disjoint share of the batches and the sums are all-reduced.
 """
 
@@ -35,14 +38,18 @@ def _fmt(x: float, base: float) -> str:
     return f"{x:g}"
 
 
-def frequency_buckets(counts: np.ndarray | None, vocab: int, base: float = 10.0
-                      ) -> FreqBuckets | None:
-    """Buckets over ids [0, vocab) from training counts (ids beyond `counts` count as 0)."""
+def frequency_buckets(counts: np.ndarray | None, vocab: int, base: float = 10.0, *,
+                      scheme: str = "log", quantiles: int = 10,
+                      targets: np.ndarray | None = None) -> FreqBuckets | None:
+    """Buckets over ids [0, vocab) from training counts (ids beyond `counts` count as 0);
+    `scheme="quantile"` needs the validation `targets` (token ids) to cut equal shares."""
     if counts is None:
         return None
     c = np.zeros(vocab, dtype=np.int64)
     n = min(vocab, len(counts))
     c[:n] = counts[:n]
+    if scheme == "quantile":
+        return _quantile_buckets(c, quantiles, targets)
     top = max(1, int(c.max()))
     n_pos = int(math.floor(math.log(top, base) + 1e-9)) + 1  # buckets for counts >= 1
     idx = np.zeros(vocab, dtype=np.int64)
@@ -53,6 +60,24 @@ def frequency_buckets(counts: np.ndarray | None, vocab: int, base: float = 10.0
                      for i in range(n_pos)]
     edges = [0.0] + [float(base ** i) for i in range(n_pos)]
     per = np.bincount(idx, minlength=n_pos + 1).tolist()
+    return FreqBuckets(names=names, edges=edges, bucket_of_id=torch.from_numpy(idx),
+                       ids_per_bucket=per)
+
+
+def _quantile_buckets(c: np.ndarray, q: int, targets: np.ndarray | None) -> FreqBuckets:
+    vocab = len(c)
+    if targets is None or len(targets) == 0:
+        raise ValueError("quantile frequency buckets need the validation targets")
+    mass = np.bincount(np.asarray(targets, dtype=np.int64), minlength=vocab)[:vocab]
+    order = np.lexsort((np.arange(vocab), c))  # rarest first; ties by id
+    share_before = (np.cumsum(mass[order]) - mass[order]) / mass.sum()  # rarer mass, in [0, 1)
+    idx = np.empty(vocab, dtype=np.int64)
+    idx[order] = np.minimum((share_before * q + 1e-9).astype(np.int64), q - 1)
+    names = [f"q{100 * i // q:02d}-{100 * (i + 1) // q:02d}" for i in range(q)]
+    seen = mass > 0
+    edges = [float(c[seen & (idx == i)].min()) if (seen & (idx == i)).any() else math.nan
+             for i in range(q)]  # the smallest training count in each bucket
+    per = np.bincount(idx, minlength=q).tolist()
     return FreqBuckets(names=names, edges=edges, bucket_of_id=torch.from_numpy(idx),
                        ids_per_bucket=per)
 

@@ -1,8 +1,9 @@
 """The thin LightningModule around a Leviathan/Dense language model.
 
-It owns the loss, AdamW (param groups from the model: no decay on norms, gains, codebooks,
-biases), the warm-up + cosine schedule, gradient clipping (done here so the pre-clip norm is
-logged) and the non-finite guard. Validation, logging and checkpoints live in callbacks.py.
+It owns the loss, AdamW (param groups from the model: one weight-decay rule by parameter
+role for every arm, leviathan/models/roles.py), the learning-rate schedule (schedule.py),
+gradient clipping (done here so the pre-clip norm is logged) and the non-finite guard.
+Validation, logging and checkpoints live in callbacks.py.
 """
 
 from __future__ import annotations
@@ -68,6 +69,15 @@ class LanguageModelModule(pl.LightningModule):
         self.last = {"train/loss": loss, "grad_norm": norm,
                      "lr": optimizer.param_groups[0]["lr"]}
 
+    def on_train_start(self) -> None:
+        # The restored optimizer holds the LR of the run it came from; a WSD-S branch starting
+        # from its main run's snapshot must use its own schedule from its first step on.
+        for config in self.trainer.lr_scheduler_configs:
+            sched = config.scheduler
+            for group, base, fn in zip(sched.optimizer.param_groups, sched.base_lrs,
+                                       sched.lr_lambdas, strict=True):
+                group["lr"] = base * fn(sched.last_epoch)
+
     def configure_optimizers(self):
         groups = self.model.optim_groups(self.tc.weight_decay)
         groups = [{k: v for k, v in g.items() if k != "name"} for g in groups]
@@ -76,5 +86,7 @@ class LanguageModelModule(pl.LightningModule):
                                 eps=self.tc.eps, fused=fused or None)
         sched = build_scheduler(opt, lr=self.tc.lr, min_lr=self.tc.min_lr,
                                 warmup_steps=self.plan.warmup_steps,
-                                total_steps=self.plan.max_steps)
+                                total_steps=self.plan.max_steps, schedule=self.tc.schedule,
+                                cooldown_fraction=self.tc.cooldown_fraction,
+                                cooldown_shape=self.tc.cooldown_shape)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -11,16 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
-from leviathan.tracking.outbox import TRACKING_FILES
+from leviathan.tracking.runs import RunFolder, write_atomic
 from leviathan.training.config import (
     TrainConfigError,
     config_hash,
-    flatten,
     make_plan,
     resolved_container,
     tracking_config,
@@ -29,40 +26,11 @@ from leviathan.training.config import (
 
 log = logging.getLogger(__name__)
 
-RUN_ID_FILE = "mlflow_run_id"
-SUMMARY_FILE = "summary.json"
-FINGERPRINT_BATCH, FINGERPRINT_K = 8, 8  # canonical data fingerprint: first 8 batches of 8
-
 
 def global_rank() -> int:
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     return int(getattr(rank_zero_only, "rank", 0) or 0)
-
-
-def git_commit() -> str:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, timeout=10).stdout
-        return sha + ("-dirty" if dirty.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def run_key(cfg: Any, chash: str) -> str:
-    """The run's folder name: run_name, else <arm>-<size>-<config hash prefix>."""
-    if cfg.get("run_name"):
-        return str(cfg.run_name)
-    return f"{cfg.model.arm}-{cfg.model.size}-{chash[:12]}"
 
 
 def _say(rank: int):
@@ -119,11 +87,11 @@ def train(cfg: Any) -> dict:
     n_params = count_params(mcfg).as_dict()
     plan = make_plan(tc, data_cfg.seq_len, n_params, flops_per_token(mcfg, data_cfg.seq_len))
     chash = config_hash(container)
-    key = run_key(cfg, chash)
-    run_dir = Path(cfg.paths.scratch_dir).resolve() / "runs" / key
+    folder = RunFolder.of_config(cfg, chash)
+    key, run_dir = folder.key, folder.path
     run_dir.mkdir(parents=True, exist_ok=True)
     fresh = cfg.get("resume", "auto") == "never"
-    hash_file = run_dir / "config_hash"
+    hash_file = folder.config_hash
     old_hash = hash_file.read_text().strip() if hash_file.exists() else None
     if rank == 0 and old_hash is not None and old_hash != chash and not fresh:
         # same run_name, different config: never resume into it; keep the old run beside
@@ -133,19 +101,12 @@ def train(cfg: Any) -> dict:
         os.replace(run_dir, aside)
         run_dir.mkdir(parents=True)
     if fresh and rank == 0:
-        for name in ("last.ckpt", RUN_ID_FILE, SUMMARY_FILE, *TRACKING_FILES):
-            (run_dir / name).unlink(missing_ok=True)
+        for path in (folder.checkpoint, folder.run_id_file, folder.summary, *folder.outbox_files):
+            path.unlink(missing_ok=True)
     if rank == 0:
         write_atomic(hash_file, chash + "\n")
-    summary_path = run_dir / SUMMARY_FILE
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        if rank == 0:  # what an outage kept from MLflow at the end (final status included)
-            from leviathan.tracking.sync import sync_run_dir
-
-            sync_run_dir(run_dir, uri=trk.uri, timeout_s=trk.connect_timeout_s)
-        say(f"run {key} already finished (MLflow run {summary.get('run_id')}): {summary_path}")
-        return summary
+    if folder.finished():
+        return _finished(folder, trk, rank, say)
 
     say(f"run {key}: {n_params['total']:,} params, {plan.max_steps} steps x "
         f"{plan.tokens_per_step:,} tokens (global batch {plan.global_batch} = {plan.micro_batch}"
@@ -156,34 +117,17 @@ def train(cfg: Any) -> dict:
                plan=plan, chash=chash, key=key, run_dir=run_dir, rank=rank, say=say)
 
 
-def start_tracker(*, trk, run_dir: Path, key: str, tags: dict, params: dict):
-    """Create (or reopen: the run folder keeps its id) the MLflow run; rank 0 only. Never waits
-    for the server: leviathan.tracking.run_tracker opens the run in the background if needed."""
-    from leviathan.tracking.run_tracker import RunTracker
+def _finished(folder: RunFolder, trk, rank: int, say) -> dict:
+    """The summary of a run that finished earlier; rank 0 first sends what an outage kept from
+    MLflow at its end (its final status included) from the run folder's outbox."""
+    summary = json.loads(folder.summary.read_text())
+    if rank == 0:
+        from leviathan.tracking.sync import sync_run_dir
 
-    tracker = RunTracker.from_config(trk, state_dir=run_dir)
-    tracker.start(run_name=key, tags=tags, parent_run_id=trk.parent_run_id, params=params,
-                  wait_s=trk.connect_timeout_s)
-    return tracker
-
-
-def params_of(container: dict, mcfg, plan) -> dict:
-    """MLflow params: the resolved config flattened with dots (model with its solved depth),
-    the derived plan, and the parameter counts."""
-    c = dict(container)
-    c["model"] = {**c["model"], **mcfg.as_dict()}
-    params = {k: v for k, v in flatten(c).items()}
-    params.update({f"plan.{k}": v for k, v in plan.as_dict().items() if k != "n_params"})
-    params.update({f"n_params/{k}": v for k, v in plan.n_params.items()})
-    return params
-
-
-def tags_of(cfg, chash: str, fingerprint: str, key: str) -> dict:
-    meta = cfg.get("meta") or {}
-    return {"kind": "train", "sweep": meta.get("sweep"), "pair": meta.get("pair"),
-            "arm": meta.get("arm") or cfg.model.arm, "size": meta.get("size") or cfg.model.size,
-            "family": meta.get("family"), "config_hash": chash, "data_fingerprint": fingerprint,
-            "git_commit": git_commit(), "run_key": key}
+        sync_run_dir(folder.path, uri=trk.uri, timeout_s=trk.connect_timeout_s)
+    say(f"run {folder.key} already finished (MLflow run {summary.get('run_id')}): "
+        f"{folder.summary}")
+    return summary
 
 
 def now() -> float:

@@ -11,14 +11,28 @@ auto-requeue stays off.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+import time
 from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
 
 # SIGINT too: Ctrl-C checkpoints and stops at the next step; a second Ctrl-C aborts at once.
 DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
+# Rehearsing a preemption: LEVIATHAN_HOLD_AT=<run key>@<step> makes the first attempt of that
+# run wait at that step boundary until a preemption signal comes (`scontrol requeue`, `scancel
+# --signal=USR2`, Ctrl-C), which it then handles as usual. Tests use it to requeue a real job
+# mid-run without racing its end; cluster engineers can use it to try requeueing by hand.
+HOLD_ENV = "LEVIATHAN_HOLD_AT"
+HOLD_MAX_S = 3600.0  # a forgotten hold ends after an hour
+
+
+def hold_step(run_key: str) -> int | None:
+    """The step at which this run's first attempt should hold (from $LEVIATHAN_HOLD_AT)."""
+    key, _, step = os.environ.get(HOLD_ENV, "").rpartition("@")
+    return int(step) if key == run_key and step.isdigit() else None
 
 
 class Preempted(SystemExit):
@@ -56,6 +70,14 @@ class PreemptionFlag:
             for sig in self.signals:
                 if signal.getsignal(sig) is not self._handle:
                     signal.signal(sig, self._handle)
+
+    def hold(self, step: int, max_s: float = HOLD_MAX_S) -> None:
+        """Wait at this step boundary until a preemption signal is received ($LEVIATHAN_HOLD_AT)."""
+        log.warning("%s: holding at step %d until a preemption signal", HOLD_ENV, step)
+        print(f"holding at step {step} until a preemption signal ({HOLD_ENV})", flush=True)
+        end = time.monotonic() + max_s
+        while self.received is None and time.monotonic() < end:
+            time.sleep(0.05)
 
     def _handle(self, signum, frame) -> None:
         if self.received is not None and signum == signal.SIGINT:

@@ -1,0 +1,179 @@
+"""The paper's view: Dense L(N) and one effective size per Leviathan run.
+
+N is FitConfig.params (total parameters, as the paper; or body). Every finished Leviathan run
+gets N_eff and the multiplier N_eff / N with a bootstrap interval (Dense sizes and seeds
+resampled, the run's own loss drawn from its seed group); alpha on the Leviathan runs alone;
+the shared-exponent multiplier with a bootstrap and a lack-of-fit (Student-t) interval; the
+multipliers' sensitivity to b. The three matchings and the controls are analysis/matchings.py
+and analysis/controls.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis.bootstrap import percentile_interval, refit_batch, resample_counts
+from analysis.family import FamilyResult, FitConfig
+from analysis.matchings import EXTRAPOLATION, degenerate
+from analysis.powerlaw import (
+    FitError,
+    PowerLaw,
+    effective_size,
+    fit_power_law,
+    fit_shared_exponent,
+    shared_lack_of_fit,
+)
+
+
+def _interval(samples, level):
+    lo, hi = percentile_interval(samples, level)
+    return [float(lo), float(hi)]
+
+
+def _lev_loss_draws(lev: pd.DataFrame, n_rep: int, rng, b: float) -> np.ndarray:
+    """(R, n_lev): each run's own loss, or a draw from its seed group (runs above b)."""
+    draws = np.tile(lev["loss"].to_numpy(float), (n_rep, 1))
+    for j, (_, row) in enumerate(lev.iterrows()):
+        if not row["loss"] > b:
+            continue
+        group = lev[(lev["size"] == row["size"]) & (lev["loss"] > b) & np.isclose(
+            lev["tokens"], row["tokens"], rtol=0.05, equal_nan=True)]
+        if len(group) > 1:
+            draws[:, j] = rng.choice(group["loss"].to_numpy(float), n_rep)
+    return draws
+
+
+def bootstrap_dense(dense: pd.DataFrame, fit: PowerLaw, cfg: FitConfig, rng, x: str = "params",
+                     groups=None) -> np.ndarray:
+    """(R, 3) samples of (A, alpha, b) refitted on resampled runs (x: params or tokens)."""
+    n, loss = dense[x].to_numpy(float), dense["loss"].to_numpy(float)
+    groups = dense["size"].to_numpy() if groups is None else groups
+    counts = resample_counts(groups, cfg.bootstrap, rng)
+    if cfg.b is None:  # b fitted too: one scalar fit per replicate
+        out = []
+        for c in counts:
+            idx = np.repeat(np.arange(n.size), c)
+            try:
+                f = fit_power_law(n[idx], loss[idx], b=None, delta=cfg.delta, near=fit)
+                out.append((f.A, f.alpha, f.b))
+            except FitError:
+                out.append((np.nan, np.nan, np.nan))
+        return np.array(out)
+    lx = np.log(n)
+    x0 = float(lx.mean())
+    theta = refit_batch(lx - x0, np.log(loss), np.zeros(n.size, int), counts, math.log(fit.b),
+                        [math.log(fit.A) - fit.alpha * x0, fit.alpha], delta=cfg.delta)
+    return np.column_stack([np.exp(theta[:, 0] + theta[:, 1] * x0), theta[:, 1],
+                            np.full(len(theta), fit.b)])
+
+
+def fit_ln(res: FamilyResult, dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitConfig, rng):  # noqa: C901 - one branch per optional column of the paper's table
+    fit = fit_power_law(dense["params"], dense["loss"], b=cfg.b, delta=cfg.delta)
+    res.dense = fit
+    samples = bootstrap_dense(dense, fit, cfg, rng)
+    res.dense_samples = samples
+    res.intervals["A"] = _interval(samples[:, 0], cfg.level)
+    res.intervals["alpha"] = _interval(samples[:, 1], cfg.level)
+    if cfg.b is None:
+        res.intervals["b"] = _interval(samples[:, 2], cfg.level)
+
+    # multipliers: every finished Leviathan run, N_eff undefined where L <= b
+    m = lev[["run_id", "name", "size", "pair", "seed", "params", "tokens", "loss"]].copy()
+    n_eff, mult = effective_size(fit, m["loss"], m["params"])
+    draws = _lev_loss_draws(lev, len(samples), rng, fit.b)
+    with np.errstate(all="ignore"):
+        gap = draws - samples[:, 2:3]
+        n_eff_s = np.exp((np.log(samples[:, 0:1]) - np.log(gap)) / samples[:, 1:2])
+        n_eff_s = np.where(gap > 0, n_eff_s, np.nan)
+    lo, hi = percentile_interval(n_eff_s, cfg.level)
+    dense_loss = dense.groupby("size")["loss"].mean()
+    dense_n = dense.groupby("size")["params"].mean()
+    m["dense_params"] = m["size"].map(dense_n)
+    m["dense_loss"] = m["size"].map(dense_loss)
+    m["n_eff"], m["n_eff_lo"], m["n_eff_hi"] = n_eff, lo, hi
+    m["multiplier"], m["multiplier_lo"], m["multiplier_hi"] = (
+        mult, lo / m["params"].to_numpy(), hi / m["params"].to_numpy())
+    reasons = []
+    flat = degenerate(fit)
+    if flat:
+        res.notes.append(f"Dense L(N) fit is degenerate (alpha = {fit.alpha:.3g} at its bound): "
+                         "the Dense losses do not fall with N as a power law, so no N_eff")
+    n_lo, n_hi = float(dense["params"].min()), float(dense["params"].max())
+    for row in m.itertuples():
+        if not row.loss > fit.b:
+            reasons.append(f"loss {row.loss:.4f} <= b = {fit.b:.3g}: N_eff undefined")
+        elif flat:
+            reasons.append(f"Dense L(N) fit degenerate (alpha = {fit.alpha:.3g})")
+        elif not np.isfinite(row.n_eff) or row.n_eff <= 0:
+            reasons.append(f"N_eff overflows (alpha = {fit.alpha:.3g}): the Dense fit does not "
+                           "reach this loss")
+        elif not n_lo / EXTRAPOLATION <= row.n_eff <= n_hi * EXTRAPOLATION:
+            reasons.append(f"N_eff = {row.n_eff:.3g} is over {EXTRAPOLATION:g}x outside the "
+                           f"Dense sizes fitted ({n_lo:.3g}..{n_hi:.3g}): not extrapolated")
+        else:
+            reasons.append("")
+    m["reason"] = reasons
+    for col in ("n_eff", "multiplier"):
+        m.loc[m["reason"] != "", col] = np.nan
+    res.multipliers = m.sort_values(["params", "name", "run_id"]).reset_index(drop=True)
+
+    ok = lev[lev["loss"] > fit.b]
+    if lev.empty:
+        res.notes.append("no finished Leviathan runs in this family: Dense fit only")
+    elif ok["params"].nunique() >= 2:  # exponent on the Leviathan runs alone
+        res.lev = fit_power_law(ok["params"], ok["loss"], b=fit.b, delta=cfg.delta)
+        s = bootstrap_dense(ok, res.lev, FitConfig(**{**cfg.__dict__, "b": fit.b}), rng)
+        res.intervals["alpha_lev"] = _interval(s[:, 1], cfg.level)
+        res.intervals["A_lev"] = _interval(s[:, 0], cfg.level)
+    else:
+        res.notes.append(f"alpha on Leviathan runs alone needs two Leviathan sizes above b; "
+                         f"found {ok['params'].nunique()}")
+    if len(ok) and not flat:
+        _fit_shared(res, dense, ok, fit.b, cfg, rng)
+        if degenerate(res.shared):
+            res.notes.append(f"shared-exponent fit degenerate (alpha = {res.shared.alpha:.3g}); "
+                             "not reported")
+            res.shared = None
+    res.b_sensitivity = _b_sensitivity(dense, lev, cfg)
+
+
+def _fit_shared(res, dense, lev, b, cfg, rng):
+    sh = fit_shared_exponent(dense["params"], dense["loss"], lev["params"], lev["loss"], b=b,
+                             delta=cfg.delta)
+    res.shared = sh
+    n = np.concatenate([dense["params"], lev["params"]]).astype(float)
+    y = np.log(np.concatenate([dense["loss"], lev["loss"]]).astype(float))
+    x0 = float(np.log(n).mean())
+    counts = np.concatenate([resample_counts(dense["size"].to_numpy(), cfg.bootstrap, rng),
+                             resample_counts(lev["size"].to_numpy(), cfg.bootstrap, rng, 1)],
+                            axis=1)
+    group = np.r_[np.zeros(len(dense), int), np.ones(len(lev), int)]
+    start = [math.log(sh.A_dense) - sh.alpha * x0, math.log(sh.A_lev) - sh.alpha * x0, sh.alpha]
+    theta = refit_batch(np.log(n) - x0, y, group, counts, math.log(b), start, delta=cfg.delta)
+    with np.errstate(over="ignore"):
+        res.intervals["shared_multiplier"] = _interval(
+            np.exp((theta[:, 0] - theta[:, 1]) / theta[:, 2]), cfg.level)
+    res.intervals["shared_alpha"] = _interval(theta[:, 2], cfg.level)
+    res.intervals["shared_multiplier_t"] = list(shared_lack_of_fit(
+        dense["params"], dense["loss"], lev["params"], lev["loss"], sh, cfg.level))
+
+
+def _b_sensitivity(dense, lev, cfg) -> pd.DataFrame:
+    rows = {}
+    bs = sorted(set(cfg.b_grid) | ({cfg.b} if cfg.b is not None else set()))
+    for b in bs:
+        d = dense[dense["loss"] > b]
+        col = np.full(len(lev), np.nan)
+        if d["params"].nunique() >= 2:
+            f = fit_power_law(d["params"], d["loss"], b=b, delta=cfg.delta)
+            n_eff, col = effective_size(f, lev["loss"], lev["params"])
+            lo, hi = d["params"].min() / EXTRAPOLATION, d["params"].max() * EXTRAPOLATION
+            col = np.where(degenerate(f) | ~((n_eff >= lo) & (n_eff <= hi)), np.nan, col)
+        rows[f"{b:g}"] = col
+    out = pd.DataFrame(rows)
+    out.insert(0, "size", lev["size"].to_numpy())
+    out.insert(0, "run_id", lev["run_id"].to_numpy())
+    return out

@@ -1,0 +1,175 @@
+"""summary.md: the headline first (three matchings, LEV over its control), what was switched
+on or off by the input, then the supporting tables (LR choices, token multiplier, rare tokens,
+the paper's per-run table, data scaling, excluded runs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.buckets import bucket_table_md
+from analysis.family import FamilyResult, FitConfig
+from analysis.headline import headline_md, robustness_md, tokens_md
+from analysis.lr_selection import lr_table_md
+from analysis.runs import Runs, human
+from analysis.trajectory import marks_cooled
+
+
+def excluded_runs(table: pd.DataFrame, results: dict[str, FamilyResult]) -> pd.DataFrame:
+    """Every run a fit did not use, with the reason (unfinished, NaN, below b, ...)."""
+    rows = table[table["reason"] != ""][["run_id", "name", "arm", "size", "family", "loss",
+                                         "reason"]]
+    extra = []
+    for fam, res in results.items():
+        if res.multipliers is not None:
+            m = res.multipliers[res.multipliers["reason"] != ""]
+            extra.append(m.assign(arm="leviathan", family=fam)[list(rows.columns)])
+    return pd.concat([rows, *extra], ignore_index=True).drop_duplicates("run_id")
+
+
+def fit_line(cfg: FitConfig) -> str:
+    b_txt = "fitted" if cfg.b is None else f"fixed at {cfg.b:g}"
+    return (f"Fit: L(X) = A·X^-α + b with b {b_txt}, minimising the Huber loss (δ = {cfg.delta:g})"
+            " of the log residuals log L − log(A·X^-α + b): least squares for residuals below "
+            f"{cfg.delta:.0%} of the loss, absolute deviations beyond (a run that is off by "
+            "more counts less); on 4–8 Dense points it is not worse than least squares "
+            "(tests/test_analysis_noise.py). The joint L(N, D) keeps Epoch AI's δ = 1e-3.")
+
+
+def inputs_md(runs: Runs, table: pd.DataFrame, results: dict[str, FamilyResult]) -> list[str]:
+    """What the input switched on or off, in one list."""
+    u = table[table["reason"] == ""]
+    dense = u[u["arm"] == "dense"]
+    out = ["Inputs:"]
+    for col, what, why in (
+            ("params_body", "body matching", "body_params column (MLflow n_params/body)"),
+            ("flops", "compute matching", "flops column (MLflow plan.flops_per_token)")):
+        if np.isfinite(dense[col]).sum() == 0:
+            out.append(f"- {what}: off (no {why} for the Dense runs)")
+    lr = table[np.isfinite(table["lr"])]
+    if lr.empty:
+        out.append("- LR selection: off (no lr column / trainer.lr): one LR per run as given")
+    else:
+        n = sum(len(r.lr_choices) for r in results.values() if r.lr_choices is not None)
+        out.append(f"- LR selection: {n} sweep points with two or more LRs; the best kept")
+    seeds = max([int(r.matching.rows["n_seeds"].max()) for r in results.values()
+                 if r.matching is not None and len(r.matching.rows)] or [1])
+    if seeds <= 1:
+        out.append("- seeds: one per arm and size: **intervals exclude run-to-run noise**")
+    else:
+        out.append(f"- seeds: up to {seeds} per arm and size: intervals include run-to-run "
+                   "noise of both arms")
+    if runs.history is None or runs.history.empty:
+        out.append("- validation curves: none (--curves, or val/loss with val/tokens): no "
+                   "token multiplier and no multiplier against tokens")
+    elif marks_cooled(runs.history):
+        out.append("- validation curves: cooled-down points only (WSD cooldown branches)")
+    else:
+        out.append("- validation curves: no cooled-down marks: every point is used "
+                   "(mid-schedule checkpoints)")
+    if runs.buckets is None or runs.buckets.empty:
+        out.append("- token-frequency buckets: none (val/loss_freq/*): no rare-token table")
+    return out + [""]
+
+
+def _fmt(x, digits=4) -> str:
+    return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}g}"
+
+
+def _ci(lo, hi, digits=3) -> str:
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return ""
+    return f" [{lo:.{digits}g}, {hi:.{digits}g}]"
+
+
+def summary_md(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],  # noqa: C901 - one optional section per table the fit produced
+               table: pd.DataFrame) -> str:
+    pct = f"{cfg.level:.0%}"
+    out = [f"# Scaling fit: {runs.sweep or runs.source}", "",
+           f"Source: {runs.source}. Intervals: {pct} bootstrap percentile, {cfg.bootstrap} "
+           f"resamples (seed {cfg.seed}).", "", fit_line(cfg), ""]
+    out += inputs_md(runs, table, results)
+    for fam, r in results.items():
+        out += [f"## Family `{fam}`", ""]
+        out += headline_md(r, cfg) + robustness_md(r, cfg)
+        if r.lr_choices is not None:
+            out += lr_table_md(r.lr_choices, fam)
+        out += tokens_md(r, cfg) + bucket_table_md(r.bucket_ratios)
+        iv = r.intervals
+        if r.dense is not None:
+            out += [f"### The paper's table: each Leviathan run (N = {cfg.params} parameters)",
+                    ""]
+            f = r.dense
+            out += [f"Dense L(N) = A·N^-α + b: A = {_fmt(f.A)}{_ci(*iv.get('A', (None, None)))}, "
+                    f"α = {f.alpha:.4f}{_ci(*iv.get('alpha', (None, None)))}, b = {f.b:.4g}"
+                    f"{_ci(*iv.get('b', (None, None)))} ({f.n_points} runs).", ""]
+            out += [f"| Size | N | Dense loss | Leviathan loss | N_eff | Multiplier ({pct} CI) |",
+                    "|---|---|---|---|---|---|"]
+            for m in r.multipliers.itertuples():
+                if m.reason:
+                    mult = f"excluded: {m.reason}"
+                else:
+                    mult = f"{m.multiplier:.2f}x{_ci(m.multiplier_lo, m.multiplier_hi)}"
+                dl = getattr(m, "dense_loss", np.nan)
+                out.append(f"| {m.size} | {human(m.params)} | {_fmt(dl)} | {m.loss:.4f} | "
+                           f"{human(m.n_eff) if np.isfinite(m.n_eff) else '–'} | {mult} |")
+            out.append("")
+            if r.lev is not None:
+                out.append(f"Leviathan alone: α = {r.lev.alpha:.4f}"
+                           f"{_ci(*iv.get('alpha_lev', (None, None)))} (Dense {f.alpha:.4f}; "
+                           "the paper: 0.47 vs 0.38).")
+            if r.shared is not None:
+                s = r.shared
+                out.append(f"Shared exponent (A_dense, A_lev, one α, b = {s.b:g}): "
+                           f"multiplier (A_dense/A_lev)^(1/α) = {s.multiplier:.3f}x"
+                           f"{_ci(*iv.get('shared_multiplier', (None, None)))} (bootstrap), "
+                           f"{_ci(*iv.get('shared_multiplier_t', (None, None)))[1:]} "
+                           f"(lack of fit, Student-t), α = "
+                           f"{s.alpha:.4f}{_ci(*iv.get('shared_alpha', (None, None)))}.")
+            out.append("")
+            if r.b_sensitivity is not None and len(r.b_sensitivity):
+                bs = [c for c in r.b_sensitivity.columns if c not in ("run_id", "size")]
+                out += ["Sensitivity of the multipliers to b (Dense refitted at each b):", "",
+                        "| Size | " + " | ".join(f"b={b}" for b in bs) + " |",
+                        "|---|" + "---|" * len(bs)]
+                for row in r.b_sensitivity.itertuples(index=False):
+                    vals = [_fmt(v, 3) for v in row[2:]]
+                    out.append(f"| {row.size} | " + " | ".join(vals) + " |")
+                out.append("")
+        for dfit in r.data_fits:
+            out.append(f"L(D) = B·D^-β + b, {dfit['arm']} {dfit['size']}: B = {_fmt(dfit['B'])}"
+                       f"{_ci(*dfit['B_ci'])}, β = {dfit['beta']:.4f}{_ci(*dfit['beta_ci'])}, "
+                       f"b = {dfit['b']:.4g} ({dfit['n_points']} runs).")
+        if r.data_multipliers is not None:
+            for m in r.data_multipliers.itertuples():
+                out.append(f"Data multiplier {m.size} at {human(m.tokens)} tokens: "
+                           f"D_eff = {human(m.d_eff)}, {_fmt(m.data_multiplier, 3)}x.")
+        if r.joint is not None:
+            j = r.joint
+            c = {k: _ci(*iv.get(f"joint_{k}", (None, None))) for k in ("E", "A", "B", "alpha",
+                                                                          "beta")}
+            out.append(f"Joint L(N, D) = E + A·N^-α + B·D^-β (Epoch AI's fitting procedure): "
+                       f"E = {j.E:.4f}{c['E']}, A = {j.A:.4g}{c['A']}, B = {j.B:.4g}{c['B']}, "
+                       f"α = {j.alpha:.4f}{c['alpha']}, β = {j.beta:.4f}{c['beta']} "
+                       f"({j.n_points} runs).")
+            if r.multipliers is not None and "multiplier_joint" in r.multipliers:
+                out.append("Multipliers from the joint law at each run's own D: " + ", ".join(
+                    f"{m.size} at {human(m.tokens)} tokens {_fmt(m.multiplier_joint, 3)}x"
+                    for m in r.multipliers.itertuples()) + ".")
+        if r.trajectory is not None:
+            last = r.trajectory.sort_values("tokens").groupby("run_id").tail(1)
+            out.append("Multiplier at the last matched token count: " + ", ".join(
+                f"{row.size} {row.multiplier:.3g}x at {human(row.tokens)}"
+                for row in last.itertuples()) + " (multiplier_vs_tokens.png).")
+        out += [f"- {n}" for n in r.notes] + [""]
+    exc = excluded_runs(table, results)
+    out += ["## Excluded runs", ""]
+    if exc.empty:
+        out.append("None.")
+    else:
+        out += ["| Run | Arm | Size | Family | Reason |", "|---|---|---|---|---|"]
+        out += [f"| {e.name or e.run_id} | {e.arm} | {e.size} | {e.family} | {e.reason} |"
+                for e in exc.itertuples()]
+    return "\n".join(out) + "\n"
+
+

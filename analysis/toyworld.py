@@ -1,0 +1,119 @@
+"""Toy worlds: synthetic runs on the real v1 ladder shapes, where we decide what LEV is worth.
+
+Each run's total and body parameters and FLOPs per token come from leviathan.models' exact
+accounting (Dense and isoparametric Leviathan from conf/model/v1; the factorized control on
+Leviathan's backbone with the rank whose V_pad x r + r x D table is closest to LEV's
+parameters). The loss depends on one quantity X of the run, the world's `basis`: total
+parameters, body parameters or training FLOPs, L = b + A·(w_arm·X)^-alpha, times log-normal
+seed noise. `worth` w_arm is what each arm's X is worth (Dense 1): in the `body-only` world
+every arm is worth its body and nothing else, so embeddings and LEV buy nothing; in `lev-1.3`
+LEV makes the body worth 1.3x the control's.
+
+    python -m analysis.toyworld body-only runs.csv      # then: python -m analysis.fit_scaling
+    python -m analysis.toyworld lev-1.3 runs.csv --seeds 3 --noise 0.005   --csv runs.csv
+
+Sizes: the v1 ladder without 109M (8 layers of width 256: a smaller body than 60M's 40 layers
+of 128, so in a body world it would sit above 60M) and with one Dense-only rung above 421M
+(width 1024, 28 layers, the v1 shape rule), as issue 11 asks of the real ladder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from functools import cache
+
+import numpy as np
+import pandas as pd
+
+SIZES = ("60M", "164M", "231M", "296M", "421M")
+EXTRA_DENSE = {"765M": dict(d_model=1024, n_layers=28, n_heads=16, ffn_hidden=2752)}
+ALPHA, B, TOP_LOSS = 0.34, 1.69, 3.5  # exponent, asymptote, loss of the smallest Dense model
+SEQ_LEN = 512
+WORLDS = {  # name -> (basis the loss depends on, what each arm's X is worth)
+    "body-only": ("body", {"dense": 1.0, "leviathan": 1.0, "factorized": 1.0}),
+    "lev-1.3": ("body", {"dense": 1.0, "leviathan": 1.3, "factorized": 1.0}),
+}
+BASIS_COLUMN = {"params": "params", "body": "body_params", "compute": "flops"}
+
+
+@cache
+def shapes(tokens_per_param: float = 20.0) -> pd.DataFrame:
+    """One row per (size, arm): params, body_params, flops_per_token, tokens, flops."""
+    from leviathan.config import ladder_config
+    from leviathan.models.accounting import (
+        count_params,
+        flops_per_token,
+        lev_macs_per_id,
+        lev_params,
+        resolve_model_config,
+    )
+    from leviathan.models.config import ModelConfig
+
+    rows = []
+    configs = [(s, ladder_config("v1", s)) for s in SIZES]
+    configs += [(s, ModelConfig(ladder="custom", size=s, head="untied", **kw))
+                for s, kw in EXTRA_DENSE.items()]
+    for size, dense in configs:
+        tokens = tokens_per_param * count_params(dense).total
+        arms = {"dense": (count_params(dense), flops_per_token(dense, SEQ_LEN))}
+        if size in SIZES:
+            lev = resolve_model_config(ladder_config("v1", size, arm="leviathan"))
+            c = count_params(lev)
+            arms["leviathan"] = (c, flops_per_token(lev, SEQ_LEN))
+            per_rank = lev.padded_vocab + lev.d_model  # factorized: V x r, r x D
+            r = min((max(1, lev_params(lev) // per_rank), lev_params(lev) // per_rank + 1),
+                    key=lambda k: abs(k * per_rank - lev_params(lev)))
+            fpt = flops_per_token(lev, SEQ_LEN) + 6.0 * (r * lev.d_model - lev_macs_per_id(lev))
+            arms["factorized"] = (c.__class__(total=r * per_rank + c.head + c.body,
+                                              input=r * per_rank, head=c.head, body=c.body), fpt)
+        for arm, (cnt, fpt) in arms.items():
+            rows.append({"size": size, "arm": arm, "params": float(cnt.total),
+                         "body_params": float(cnt.body), "flops_per_token": fpt,
+                         "tokens": tokens, "flops": fpt * tokens})
+    return pd.DataFrame(rows)
+
+
+def toy_world(basis: str = "body", worth: dict | None = None, *, seeds: int = 3,
+              noise: float = 0.005, seed: int = 0, alpha: float = ALPHA,
+              arms: tuple[str, ...] = ("dense", "leviathan", "factorized")) -> pd.DataFrame:
+    """A runs.csv table (analysis/csv_input.py columns) of one toy world."""
+    worth = {"dense": 1.0, **(worth or {})}
+    s = shapes()
+    s = s[s["arm"].isin(arms)].reset_index(drop=True)
+    x = s[BASIS_COLUMN[basis]].to_numpy(float) * s["arm"].map(worth).fillna(1.0).to_numpy()
+    x_min = s.loc[s["arm"] == "dense", BASIS_COLUMN[basis]].min()
+    scale = (TOP_LOSS - B) * x_min ** alpha  # A, so that the smallest Dense model has TOP_LOSS
+    clean = B + scale * x ** -alpha
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in range(seeds):
+        loss = clean * np.exp(rng.normal(0.0, noise, clean.size)) if noise else clean
+        rows.append(s.assign(seed=k, loss=loss, pair=s["size"] + f"-s{k}"))
+    out = pd.concat(rows, ignore_index=True)
+    out.insert(0, "run", [f"{a}-{z}-s{k}" for a, z, k in zip(out["arm"], out["size"],
+                                                             out["seed"], strict=True)])
+    return out[["run", "arm", "size", "pair", "seed", "params", "body_params", "flops", "tokens",
+                "loss"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analysis.toyworld", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("world", choices=sorted(WORLDS))
+    p.add_argument("out", help="runs.csv to write")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per arm and size")
+    p.add_argument("--noise", type=float, default=0.005, help="seed noise, fraction of loss")
+    p.add_argument("--seed", type=int, default=0, help="RNG seed")
+    args = p.parse_args(argv)
+    basis, worth = WORLDS[args.world]
+    df = toy_world(basis, worth, seeds=args.seeds, noise=args.noise, seed=args.seed)
+    df.to_csv(args.out, index=False)
+    print(f"wrote {len(df)} runs of the {args.world!r} world to {args.out} "
+          f"(loss depends on {basis}; worth {worth}; noise {args.noise:g} x {args.seeds} seeds)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,47 @@
+"""The `factorized` control arm's input representation: an ordinary low-rank table, no generator.
+
+    e(i) = T[i] P        T: V_pad x r lookup table,  P: r x D projection
+
+It sits on the Leviathan arm's backbone (same depth) with r chosen so that r (V_pad + D) is as
+close as possible to the LEV generator's parameter count for the same config and form
+(accounting.factorized_rank), so "LEV over factorized" isolates what the generator itself buys
+from "a cheap input representation plus the depth it buys" (SCIENCE.md section 2).
+Init mirrors LEV's convention: rows of T with unit variance, e with std init_std.
+Numerics as LEV's: computed in the parameters' dtype with autocast off (fp32 to the backbone).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FactorizedEmbedding(nn.Module):
+    def __init__(self, vocab: int, rank: int, d_model: int, init_std: float = 0.02) -> None:
+        super().__init__()
+        self.vocab, self.rank, self.d_model, self.init_std = vocab, rank, d_model, init_std
+        self.weight = nn.Parameter(torch.empty(vocab, rank))  # T (V_pad, r)
+        self.proj = nn.Linear(rank, d_model, bias=False)  # P, stored (D, r)
+        if self.weight.device.type != "meta":
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight, std=1.0)
+        nn.init.normal_(self.proj.weight, std=self.init_std / math.sqrt(self.rank))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, D)
+        with torch.autocast(self.weight.device.type, enabled=False):
+            return self.proj(F.embedding(ids, self.weight))  # (B, T, r) -> (B, T, D)
+
+    def table(self) -> torch.Tensor:  # (V_pad, D): the whole input representation
+        with torch.autocast(self.weight.device.type, enabled=False):
+            return self.proj(self.weight)
+
+    def param_roles(self) -> dict[str, str]:  # leviathan/models/roles.py
+        return {"weight": "table", "proj.weight": "weight"}
+
+    def extra_repr(self) -> str:
+        return f"vocab={self.vocab}, rank={self.rank}, d_model={self.d_model}"

@@ -1,0 +1,150 @@
+"""Three matchings and the control arms on toy worlds built from the real v1 ladder accounting.
+
+body-only: loss depends on body parameters only (embeddings and LEV worth nothing): Leviathan
+against Dense by total parameters is well above 1, LEV over its factorized control is 1 within
+its interval. lev-1.3: LEV makes the body worth 1.3x the control's: recovered within 0.05.
+Plus the CSV interface (multipliers.csv, lev_vs_control.csv), no silent extrapolation, and bad
+input that fails naming the arm or column.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.csv_input import load_csv
+from analysis.family import FitConfig
+from analysis.fit_scaling import main
+from analysis.runs import AnalysisError
+from analysis.scaling import analyse
+from analysis.toyworld import WORLDS, shapes, toy_world
+
+
+def fit_world(tmp_path, world: str, *, noise=0.005, seeds=3, seed=0, bootstrap=200):
+    basis, worth = WORLDS[world]
+    csv = tmp_path / f"{world}.csv"
+    toy_world(basis, worth, seeds=seeds, noise=noise, seed=seed).to_csv(csv, index=False)
+    res, _ = analyse(load_csv(csv), FitConfig(bootstrap=bootstrap))
+    r = res["default"]
+    return r, r.matching.rows.set_index(["arm", "size", "basis"]), \
+        r.controls.set_index(["size", "basis"])
+
+
+def test_toy_ladder_uses_the_real_accounting():
+    s = shapes().set_index(["size", "arm"])
+    assert s.loc[("60M", "dense"), "params"] == 59_826_304  # conf/model/v1/60M.yaml
+    lev, fac = s.loc[("421M", "leviathan")], s.loc[("421M", "factorized")]
+    assert lev["body_params"] == fac["body_params"]  # the control sits on Leviathan's backbone
+    assert abs(fac["params"] / lev["params"] - 1) < 1e-3  # with LEV's parameter count
+    assert abs(fac["flops_per_token"] / lev["flops_per_token"] - 1) < 0.01  # and its compute
+    assert lev["flops_per_token"] > 1.5 * s.loc[("421M", "dense"), "flops_per_token"]
+    assert s.loc[("765M", "dense"), "params"] > 750e6 and ("765M", "leviathan") not in s.index
+
+
+def test_body_only_world_total_params_say_lev_wins_its_control_says_nothing(tmp_path):
+    r, m, c = fit_world(tmp_path, "body-only")
+    lev_total = m.xs(("leviathan", "params"), level=("arm", "basis"))
+    print(lev_total[["multiplier", "multiplier_lo", "multiplier_hi"]])
+    print(c[["ratio", "ratio_lo", "ratio_hi"]])
+    assert (lev_total["multiplier_lo"] > 2.0).all()  # "Leviathan is worth 3-4x Dense"
+    for (size, basis), row in c.iterrows():  # ... and LEV buys nothing its control does not
+        assert row.ratio_lo <= 1.0 <= row.ratio_hi, (size, basis, row.ratio)
+        if basis != "compute":
+            assert abs(row.ratio - 1.0) < 0.1, (size, basis, row.ratio)
+    body = m.xs(("leviathan", "body"), level=("arm", "basis"))
+    assert np.allclose(body["multiplier"], 1.0, atol=0.06)  # by body: worth exactly its body
+    lof = r.matching.lack_of_fit  # and the test says which yardstick the world follows
+    assert lof["params"]["p"] < 1e-6 and lof["body"]["p"] > 0.01
+
+
+def test_lev_worth_1_3x_its_control_is_recovered(tmp_path):
+    _, _, c = fit_world(tmp_path, "lev-1.3")
+    body = c.xs("body", level="basis")
+    print(body[["ratio", "ratio_lo", "ratio_hi"]])
+    assert ((body["ratio_lo"] <= 1.3) & (1.3 <= body["ratio_hi"])).all()
+    assert abs(np.exp(np.log(body["ratio"]).mean()) - 1.3) < 0.05
+    assert (abs(body["ratio"] - 1.3) < 0.1).all()
+
+
+def test_noise_free_world_gives_the_ratio_exactly(tmp_path):
+    _, m, c = fit_world(tmp_path, "lev-1.3", noise=0.0, seeds=1, bootstrap=50)
+    assert np.allclose(c.xs("body", level="basis")["ratio"], 1.3, rtol=1e-6)
+    fac = m.xs(("factorized", "body"), level=("arm", "basis"))
+    assert np.allclose(fac["multiplier"], 1.0, rtol=1e-6)
+
+
+def test_csv_interface_tables_and_extrapolation_marks(tmp_path, capsys):
+    csv = tmp_path / "runs.csv"
+    toy_world("body", {"leviathan": 1.3}, seeds=2, noise=0.005).to_csv(csv, index=False)
+    out = tmp_path / "fit"
+    assert main(["--csv", str(csv), "--out", str(out), "--bootstrap", "100"]) == 0
+    m = pd.read_csv(out / "multipliers.csv")
+    assert {"arm", "size", "params", "loss", "basis", "n_eff", "multiplier", "multiplier_lo",
+            "multiplier_hi", "extrapolated", "extrapolation"} <= set(m.columns)
+    assert len(m) == 2 * 5 * 3 and set(m["basis"]) == {"params", "body", "compute"}
+    assert set(m["arm"]) == {"leviathan", "factorized"}
+    ext = m[m["extrapolated"]]
+    assert len(ext) and (ext["extrapolation"] > 1).all()
+    inside = m[~m["extrapolated"] & m["reason"].isna()]
+    assert (inside["extrapolation"] == 1.0).all()
+    big = m[(m["size"] == "421M") & (m["basis"] == "params")]  # 421M reads beyond 765M
+    assert big["extrapolated"].all() and (big["n_eff"] > 765e6).all()
+    c = pd.read_csv(out / "lev_vs_control.csv")
+    assert {"size", "control", "basis", "ratio", "ratio_lo", "ratio_hi"} <= set(c.columns)
+    assert set(c["control"]) == {"factorized"} and len(c) == 5 * 3
+    summary = (out / "summary.md").read_text()
+    head = summary[summary.index("### Headline"):summary.index("How the multipliers move")]
+    assert "| Size | Arm | By total parameters | By body parameters | By training compute |" \
+        in head and "b 1.5–2 (total parameters)" in head
+    assert head.count("**LEV over its control** (factorized)") == 5
+    assert "† extrapolated" in head and "× above" in head
+    assert "What each matching answers" in head and "Controls: `factorized`" in head
+    assert "**Lack of fit by total parameters**" in head
+    assert "| all sizes | leviathan, one shared α |" in head and " t [" in head
+    assert (out / "scaling.png").stat().st_size > 20000
+    fit = pd.read_json(out / "fit.json", typ="series")
+    assert fit["families"]["default"]["lev_vs_control"]
+
+
+def test_missing_optional_columns_only_switch_off_what_needs_them(tmp_path):
+    csv = tmp_path / "runs.csv"
+    toy_world("body", seeds=1, noise=0.0).drop(columns=["flops", "body_params", "size"]) \
+        .to_csv(csv, index=False)
+    out = tmp_path / "fit"
+    assert main(["--csv", str(csv), "--out", str(out), "--bootstrap", "30"]) == 0
+    m = pd.read_csv(out / "multipliers.csv")
+    assert set(m["basis"]) == {"params"}
+    # no size column: every run meets the Dense size nearest in parameters
+    assert m.groupby("size")["arm"].nunique().eq(2).all() and m["size"].nunique() == 5
+    summary = (out / "summary.md").read_text()
+    assert "body matching: off (no body_params column" in summary
+    assert "compute matching: off (no flops column" in summary
+    assert "Switched off: by body parameters" in summary
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"arm": "embedding_only"}], "unknown arm(s) ['embedding_only'] (column `arm`); allowed: "
+                                  "dense, leviathan, factorized, dense_untied"),
+    ([{"arm": "factorized", "size": "S9"}], "arm 'factorized' at size 'S9' (family 'default') "
+                                            "has no leviathan run at that size"),
+    ([{"arm": "dense_untied", "size": "S0", "family": "other"}], "arm 'dense_untied' at size "
+                                                                 "'S0' (family 'other')"),
+])
+def test_bad_input_names_the_arm_and_what_is_allowed(tmp_path, capsys, rows, message):
+    base = [{"arm": arm, "size": f"S{i}", "params": n, "tokens": 20 * n,
+             "loss": 1.69 + 400 * n ** -0.34} for i, n in enumerate((1e8, 2e8, 4e8))
+            for arm in ("dense", "leviathan")]
+    bad = [{**base[0], **r} for r in rows]
+    pd.DataFrame(base + bad).to_csv(tmp_path / "runs.csv", index=False)
+    assert main(["--csv", str(tmp_path / "runs.csv"), "--bootstrap", "10"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_input_missing_column_lists_required_and_optional(tmp_path):
+    pd.DataFrame([{"arm": "dense", "params": 1e8, "tokens": 2e9}]).to_csv(tmp_path / "r.csv",
+                                                                          index=False)
+    with pytest.raises(AnalysisError, match=r"missing column\(s\) \['loss'\]") as err:
+        load_csv(tmp_path / "r.csv")
+    assert "optional body_params, flops, size, pair, seed, lr" in str(err.value)
+    assert "arm one of dense, leviathan, factorized, dense_untied" in str(err.value)

@@ -1,0 +1,32 @@
+"""The rare-token metric in the paper's setting: a streaming run (no prepared index) counts
+training frequencies over a prefix of its stream and logs the validation loss per decile of
+the validation tokens, rarest first."""
+
+from __future__ import annotations
+
+import pytest
+from test_train_run import client, compose, tiny
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_streaming_run_logs_quantile_buckets(tmp_path, data_dir, mlflow_server):
+    from leviathan.data import ensure_data
+    from leviathan.training.run import train
+
+    ensure_data(compose(tiny(data_dir, tmp_path, mlflow_server)).data)  # the debug corpus
+    summary = train(compose(tiny(
+        data_dir, tmp_path, mlflow_server, "run_name=stream-buckets", "data.mode=stream",
+        "data.prepared_dir=null", "data.auto_prepare=false", "data.freq_tokens=4000",
+        f"data.freq_cache_dir={tmp_path / 'counts'}", steps=4)))
+    metrics = client(mlflow_server).get_run(summary["run_id"]).data.metrics
+    names = [f"q{10 * i:02d}-{10 * (i + 1):02d}" for i in range(10)]
+    assert summary["buckets"]["names"] == names
+    # a token is indivisible: one holding more than a tenth of a small validation set spans
+    # deciles, and the deciles it skips have no target (left out, not logged as 0)
+    logged = [n for n in names if f"val/loss_freq/{n}" in metrics]
+    assert logged[0] == "q00-10" and len(logged) >= 6, sorted(metrics)
+    assert set(summary["bucket_losses"]) == set(logged)
+    assert list((tmp_path / "counts").glob("counts-*-4000.npy"))  # counted once, cached
+    # the rarest tenth of what the model must predict is harder than the most frequent tenth
+    assert metrics["val/loss_freq/q00-10"] > metrics[f"val/loss_freq/{logged[-1]}"]
