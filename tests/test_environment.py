@@ -62,8 +62,8 @@ def other_env(env: Environment) -> Environment:
 def test_lock_pins_every_requirement_and_no_torch_build():
     pins = locked()
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    wanted = [*project["dependencies"], *project["optional-dependencies"]["dev"],
-              *project["optional-dependencies"]["eval"]]
+    extras = project["optional-dependencies"]
+    wanted = [*project["dependencies"], *extras["dev"], *extras["eval"], *extras["tracking"]]
     from packaging.requirements import Requirement
 
     missing = [r for r in wanted if canonical(Requirement(r).name) not in pins]
