@@ -15,14 +15,8 @@ from pathlib import Path
 
 import torch
 
-from leviathan.tracking.runs import RunFolder, Tag
-from leviathan.training.records import (
-    FINGERPRINT_WINDOWS,
-    params_of,
-    start_tracker,
-    tags_of,
-    write_atomic,
-)
+from leviathan.tracking.runs import RunFolder, Tag, write_atomic
+from leviathan.training.records import FINGERPRINT_WINDOWS, params_of, start_tracker, tags_of
 
 log = logging.getLogger(__name__)
 
