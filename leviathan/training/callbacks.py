@@ -124,11 +124,13 @@ class StepCallback(pl.Callback):
         last_step = step >= self.plan.max_steps
         metrics = dict(pl_module.last)
         metrics["tokens_seen"] = float(tokens)
-        if step % self.tc.log_every == 0 or last_step:
+        shown = step % self.tc.log_every == 0 or last_step
+        if shown:
             self._throughput(metrics)
-            self._progress(step, metrics)
         if self.tracker is not None:
             self.tracker.log_metrics(metrics, step=step)
+        if shown:  # after log_metrics: a printed step's metrics are in the outbox already
+            self._progress(step, metrics)
         if step % self.tc.val_every == 0 or last_step:
             self.validate(trainer, pl_module, step)
         if step == self._hold_at and self.preemption is not None:
