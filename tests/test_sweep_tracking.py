@@ -46,7 +46,8 @@ def test_crashed_job_shows_lost_is_synced_and_resumes_into_its_run(mlflow_server
     once the launcher's record is gone too, from the missed heartbeats. `--sync` sends its
     outbox (metrics flush only hourly here); the relaunch resumes it into the same run. One
     small dense run: what is tested is the tracking, not the models."""
-    common = ["+grid=smoke", "grid.sizes=[smoke/13M]", "~grid.arms.leviathan", "grid.tokens=[4096]",
+    common = ["+grid=smoke", "grid.sizes=[smoke/13M]", "~grid.arms.leviathan",
+              "grid.tokens=[1024]", "trainer.global_batch=2", "trainer.micro_batch=2",  # 8 steps
               "trainer.ckpt_every=2", "trainer.val_every=4", "trainer.warmup_steps=1",
               "sweep.name=crash", f"paths.root_dir={tmp_path}", f"tracking.uri={mlflow_server}",
               "tracking.flush_every_s=3600", "tracking.heartbeat_every_s=1"]
