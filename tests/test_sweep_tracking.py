@@ -67,13 +67,17 @@ def test_crashed_job_shows_lost_is_synced_and_resumes_into_its_run(mlflow_server
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     log.close()
+    from leviathan.sweep.launcher import pid_alive
+
+    manifest_path = tmp_path / "sweeps" / "crash" / "manifest.json"
+    job_pid = json.loads(manifest_path.read_text())["jobs"][run_dir.name]["job_id"]
+    _wait_for(lambda: not pid_alive(job_pid), 60, "the killed job's process to end", poll=0.2)
     run, run_id = run_dir.name, (run_dir / "mlflow_run_id").read_text().strip()
     c, runs = mlflow_runs(mlflow_server, "crash")
     assert [(r.info.run_id, r.info.status) for r in runs] == [(run_id, "RUNNING")]
 
     rows = {r["run"]: r for r in status(tmp_path, "crash", mlflow_server)}
     assert rows[run]["state"] == "lost" and rows[run]["unsent"] > 0, rows[run]
-    manifest_path = tmp_path / "sweeps" / "crash" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     del manifest["jobs"][run]  # the launcher forgot the job (e.g. squeue after MinJobAge)
     manifest_path.write_text(json.dumps(manifest))
