@@ -234,7 +234,12 @@ def shared_lack_of_fit(n_dense, l_dense, n_lev, l_lev, sh: SharedExponent,
     grad = np.array([1.0, -1.0, -(theta[0, 0] - theta[0, 1]) / sh.alpha]) / sh.alpha
     half = float(stdtrit(dof, (1 + level) / 2)) * math.sqrt(max(grad @ cov @ grad, 0.0))
     log_m = math.log(sh.multiplier)
-    return math.exp(log_m - half), math.exp(log_m + half)
+    # a fit with nothing to say (a tiny, flat ladder) has an unbounded interval, not a crash
+    return _exp(log_m - half), _exp(log_m + half)
+
+
+def _exp(x: float) -> float:
+    return math.inf if x > 709.0 else math.exp(x)  # float64 overflows past e^709.78
 
 
 def effective_size(fit: PowerLaw, loss, params) -> tuple[np.ndarray, np.ndarray]:

@@ -82,3 +82,33 @@ def ladder_config(ladder: str, size: str, **overrides):
 
     return to_model_config(compose("train", [f"model={ladder}/{size}"]).model).replace(
         **overrides)
+
+
+def override_key(override: str) -> str:
+    """The key (or group) an override sets, as Hydra's own parser reads it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_override(override).key_or_group
+
+
+def set_explicitly(cfg, overrides: list[str] | tuple[str, ...], key: str,
+                   default: str) -> str | None:
+    """The composed value of `key` when someone chose it: an override names it, a site's
+    conf/local changed it from the schema's `default` (unresolved), or `default` reads an
+    environment variable that is set. None when it is only the schema's default, so that a tool
+    reading an existing sweep keeps what the sweep's runs were configured with."""
+    import os
+    import re
+
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return None
+    parent, _, leaf = key.rpartition(".")
+    raw = OmegaConf.to_container(OmegaConf.select(cfg, parent) if parent else cfg,
+                                 resolve=False)[leaf]
+    env = re.findall(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)", str(default))
+    chosen = (any(override_key(o).lstrip("+~") == key for o in overrides) or raw != default
+              or any(os.environ.get(v) for v in env))
+    return str(value) if chosen else None

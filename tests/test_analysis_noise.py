@@ -135,3 +135,13 @@ def test_one_seed_says_the_interval_excludes_run_to_run_noise(tmp_path):
     assert "Huber loss (δ = 0.02) of the log residuals" in summary
     mm = pd.read_csv(tmp_path / "fit" / "multipliers.csv")
     assert set(mm["interval"]) == {"fit"} and set(mm["basis"]) == {"params"}
+
+
+def test_flat_tiny_ladder_gives_an_unbounded_interval_not_a_crash():
+    """`make demo`'s smoke ladder: 3 tiny sizes barely off their initial loss, so the exponent
+    is ~0 and the multiplier's t interval spans more than a float can hold."""
+    n = np.array([12.92e6, 19.48e6, 26.0e6])  # a demo run's final losses, as measured
+    ld, ll = np.array([12.15097, 12.10626, 12.04553]), np.array([12.10730, 12.05940, 12.34804])
+    sh = fit_shared_exponent(n, ld, n, ll, b=B, delta=FitConfig().delta)
+    lo, hi = shared_lack_of_fit(n, ld, n, ll, sh)
+    assert sh.alpha < 1e-3 and lo == 0.0 and hi == math.inf

@@ -56,7 +56,8 @@ def test_site_tracking_uri_holds_for_status_fit_and_eval(site_uri, tmp_path):
     experiment_id(MlflowClient(site_uri), "leviathan")  # so the fit is about the sweep alone
     fit = _run("analysis.fit_scaling", "--sweep", "no-such-sweep")
     assert fit.returncode == 2
-    assert f"from {site_uri}" in fit.stdout and "no training runs" in fit.stderr
+    assert f"from {site_uri}" in fit.stdout
+    assert f"no MLflow experiment 'leviathan' at {site_uri}" in fit.stderr, fit.stderr
 
     run_id = "0123456789abcdef0123456789abcdef"
     ev = _run("leviathan.eval", run_id, "eval.tasks=[piqa]")

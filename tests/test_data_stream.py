@@ -208,6 +208,10 @@ def test_token_frequencies_in_streaming_mode_count_a_cached_prefix(corpus, tmp_p
     other = token_frequencies(dict(cfg, seed=3))  # another stream: its own counts and file
     assert other.sum() == 1000 and len(list((tmp_path / "counts").glob("*.npy"))) == 2
     assert token_frequencies(dict(cfg, freq_tokens=0)) is None
+    # a corpus smaller than freq_tokens is counted over one pass, not looped over
+    one_pass = len(_expected_tokens(cfg))
+    whole = token_frequencies(dict(cfg, freq_tokens=10**12, freq_cache_dir=None))
+    assert 0.5 * one_pass <= whole.sum() <= 1.5 * one_pass, (whole.sum(), one_pass)
 
 
 @pytest.mark.parametrize("override,key", [

@@ -83,7 +83,7 @@ def curve(arm: str) -> list[float]:
     trainer = L.Trainer(max_steps=STEPS, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, accelerator="cpu", devices=1,
-                        callbacks=[Record()], deterministic=True)
+                        callbacks=[Record()])
     trainer.fit(module, train_dataloaders=batches)
     return losses
 

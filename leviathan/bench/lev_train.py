@@ -30,11 +30,9 @@ def base_overrides(steps: int, seq_len: int, seed: int) -> list[str]:
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from leviathan.config import compose as compose_config
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=overrides)
+    return compose_config("train", overrides)
 
 
 def compare_forms(*, steps: int, seq_len: int = 64, sweep: str = "lev_forms",

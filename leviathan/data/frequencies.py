@@ -2,9 +2,10 @@
 
 - prepared: the index's counts over the whole training split (written by `prepare`);
 - stream: counted over the first `data.freq_tokens` target tokens of the canonical training
-  stream (rank 0 of 1, the config's own order and shuffle buffer), once, and cached in
-  `data.freq_cache_dir` under a key made of the data config and the stream's fingerprint, so a
-  sweep counts once per corpus and every run of it buckets tokens identically.
+  stream, or one pass over it if the corpus is smaller (rank 0 of 1, the config's own order
+  and shuffle buffer), once, and cached in `data.freq_cache_dir` under a key made of the data
+  config and the stream's fingerprint, so a sweep counts once per corpus and every run of it
+  buckets tokens identically.
 """
 
 from __future__ import annotations
@@ -36,17 +37,19 @@ def cache_key(cfg: Any) -> str:
 
 
 def stream_counts(cfg: Any, n_tokens: int, vocab: int) -> np.ndarray:
-    """int64 counts per id over the first `n_tokens` target tokens of the training stream."""
+    """int64 counts per id over the first `n_tokens` target tokens of the training stream, or
+    its first pass when the corpus holds fewer (counting again would only scale the counts)."""
     from tqdm import tqdm
 
     from leviathan.data.api import build_train_stream
 
     counts = np.zeros(vocab, dtype=np.int64)
     seen = 0
-    it = iter(build_train_stream(cfg, batch_size=COUNT_BATCH))
+    stream = build_train_stream(cfg, batch_size=COUNT_BATCH)
+    it = iter(stream)
     with tqdm(total=n_tokens, unit="tok", unit_scale=True, desc="token frequencies",
               disable=n_tokens < 5_000_000) as bar:
-        while seen < n_tokens:
+        while seen < n_tokens and stream.epoch == 0:  # a small corpus: one pass, not n_tokens
             targets = next(it)[:, 1:].reshape(-1).numpy()[: n_tokens - seen]
             counts += np.bincount(targets, minlength=vocab)[:vocab]
             seen += len(targets)

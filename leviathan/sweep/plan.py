@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from leviathan.config import override_key
 from leviathan.sweep.grid import GridError, RunSpec, expand, to_grid_config
 
 # Overrides of the sweep command that belong to the sweep itself, not to its runs.
@@ -67,13 +68,6 @@ class SweepPlan:
         import pandas as pd
 
         return pd.DataFrame([r.row() for r in self.runs])
-
-
-def override_key(override: str) -> str:
-    """The key (or group) an override sets, as Hydra's own parser reads it."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return OverridesParser.create().parse_override(override).key_or_group
 
 
 def run_overrides(task_overrides: list[str]) -> list[str]:

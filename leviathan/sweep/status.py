@@ -154,11 +154,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="first send what dead or finished jobs left in their run folders' "
                          "outboxes (to the server this command reads: tracking.uri)")
     args = ap.parse_args(argv)
-    from leviathan.config import compose
+    from leviathan.config import compose, set_explicitly
+    from leviathan.training.config import TrackingConfig
 
     cfg = compose("sweep", args.overrides)
     sweeps_dir = Path(args.sweeps_dir or str(cfg.paths.sweeps_dir))
-    uri, experiment = args.tracking_uri or str(cfg.tracking.uri), str(cfg.tracking.experiment)
+    # an existing sweep is read where its runs were configured to log, unless a site's
+    # conf/local, $MLFLOW_TRACKING_URI, an override or the flag says otherwise
+    schema = TrackingConfig()
+    uri = args.tracking_uri or set_explicitly(cfg, args.overrides, "tracking.uri", schema.uri)
+    experiment = set_explicitly(cfg, args.overrides, "tracking.experiment", schema.experiment)
     try:
         say = (lambda m: print(m, file=sys.stderr)) if args.json else print
         rows = collect(sweeps_dir / args.sweep, uri, experiment, sync=args.sync, say=say)
