@@ -49,11 +49,6 @@ def test_site_tracking_uri_holds_for_status_fit_and_eval(site_uri, tmp_path):
     assert f"reading {site_uri}" in status.stderr  # conf/local's server, not the recorded one
     assert "not reachable" not in status.stderr and "not launched" in status.stdout
 
-    from mlflow.tracking import MlflowClient
-
-    from leviathan.tracking.runs import experiment_id
-
-    experiment_id(MlflowClient(site_uri), "leviathan")  # so the fit is about the sweep alone
     fit = _run("analysis.fit_scaling", "--sweep", "no-such-sweep")
     assert fit.returncode == 2
     assert f"from {site_uri}" in fit.stdout

@@ -201,8 +201,7 @@ def test_sweep_status_names_the_packages_that_differ(tmp_path, mlflow_server):
 
     def status() -> str:
         res = subprocess.run([sys.executable, "-m", "leviathan.sweep.status", sweep,
-                              f"paths.root_dir={tmp_path}", f"tracking.uri={mlflow_server}",
-                              f"tracking.experiment={experiment}"], cwd=REPO,
+                              "--sweeps-dir", str(tmp_path / "sweeps")], cwd=REPO,
                              capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stderr[-3000:]
         return res.stdout

@@ -25,11 +25,10 @@ def sweep_cli(args: list[str], timeout: float = 900,
     return out
 
 
-def status(root: Path, sweep: str, uri: str) -> list[dict]:
-    """The status rows, read from `uri` (status reads tracking.uri, not the runs' recorded one)."""
+def status(root: Path, sweep: str) -> list[dict]:
     out = subprocess.run([sys.executable, "-m", "leviathan.sweep.status", sweep, "--json",
-                          "--sweeps-dir", str(root / "sweeps"), "--tracking-uri", uri],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+                          "--sweeps-dir", str(root / "sweeps")], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout)
 
@@ -66,7 +65,7 @@ def test_local_smoke_sweep_is_tracked_idempotent_and_has_status(mlflow_server, t
         (tmp_path / "sweeps" / "smoke-local" / "manifest.json").read_text())["runs"].values()}
     assert {r.data.tags["config_hash"] for r in runs} == plan_hashes
 
-    rows = status(tmp_path, "smoke-local", mlflow_server)
+    rows = status(tmp_path, "smoke-local")
     assert [r["state"] for r in rows] == ["finished"] * 4
     assert all(r["tokens_seen"] == r["tokens"] == 1024 and r["val_loss"] > 0 for r in rows)
 
@@ -124,8 +123,8 @@ def test_slurm_sweep_submits_returns_and_requeue_resumes(slurm_cluster, mlflow_s
     jobs = json.loads(manifest.read_text())["jobs"]
     assert len(jobs) == 6 and len({j["job_id"].split("_")[0] for j in jobs.values()}) == 1
     # the sweep submitted one array and returned: the held run cannot have finished
-    rows = status(tmp_path, "smoke-slurm", mlflow_server)
-    assert next(r for r in rows if r["run"] == run)["state"] in ("queued", "running")
+    assert next(r for r in status(tmp_path, "smoke-slurm") if r["run"] == run)["state"] in (
+        "queued", "running")
 
     job_id = jobs[run]["job_id"]
     logs = tmp_path / "scratch" / "submitit" / "smoke-slurm"
@@ -144,9 +143,9 @@ def test_slurm_sweep_submits_returns_and_requeue_resumes(slurm_cluster, mlflow_s
 
     _wait_for(restarted, 300, "the requeued job to restart", poll=2.0)
     _wait_for(lambda: all(r["state"] in ("finished", "failed")
-                          for r in status(tmp_path, "smoke-slurm", mlflow_server)), 1200,
+                          for r in status(tmp_path, "smoke-slurm")), 1200,
               "every run of the sweep to end", poll=5.0)
-    rows = status(tmp_path, "smoke-slurm", mlflow_server)
+    rows = status(tmp_path, "smoke-slurm")
     assert [r["state"] for r in rows] == ["finished"] * 6, rows
 
     c, runs = mlflow_runs(mlflow_server, "smoke-slurm")

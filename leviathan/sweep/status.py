@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     ap.add_argument("--sync", action="store_true",
                     help="first send what dead or finished jobs left in their run folders' "
-                         "outboxes (to the server this command reads: tracking.uri)")
+                         "outboxes (to the server this command reads)")
     args = ap.parse_args(argv)
     from leviathan.config import compose, set_explicitly
     from leviathan.training.config import TrackingConfig
