@@ -11,7 +11,7 @@ export TIKTOKEN_CACHE_DIR ?= $(CURDIR)/.cache/tiktoken
 .DEFAULT_GOAL := help
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-22s %s\n", $$1, $$2}'
 
 # The environment: requirements.lock (uv, from pyproject.toml + lock-constraints.txt) pins every
 # package; `make install` installs exactly those versions, `make lock` refreshes the file.
@@ -46,7 +46,7 @@ lock: $(VENV)/bin/uv ## refresh requirements.lock with uv after a pyproject chan
 	for u in $${PIP_INDEX_URL:-$$(cfg index-url)}; do src+=(--default-index "$$u"); done; \
 	for u in $${PIP_EXTRA_INDEX_URL:-$$(cfg extra-index-url)}; do src+=(--index "$$u"); done; \
 	for u in $${PIP_FIND_LINKS:-$$(cfg find-links)}; do src+=(--find-links "$$u"); done; \
-	set -x; $(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra eval \
+	set -x; $(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra eval --extra tracking \
 		-c lock-constraints.txt --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 		"$${src[@]}" --index-strategy unsafe-best-match --custom-compile-command 'make lock' \
 		$(if $(UPGRADE),--upgrade) --quiet -o $(LOCK)
@@ -62,9 +62,10 @@ test-fast: install ## unit tests only (no slow/integration)
 lint: install ## ruff check (line length 100)
 	$(VENV)/bin/ruff check .
 
-bench: install ## throughput (Leviathan/Dense) and data pipeline benchmarks
+bench: install ## throughput (Leviathan/Dense), data pipeline and tracking-load benchmarks
 	$(PY) -m leviathan.bench throughput
 	$(PY) -m leviathan.bench data
+	$(PY) -m leviathan.bench tracking --jobs 16 --backend sqlite
 
 fit-scaling: install ## fit L(N) and multipliers for the latest sweep (or SWEEP=<name>)
 	$(PY) -m analysis.fit_scaling $(if $(SWEEP),--sweep $(SWEEP),--latest) $(ARGS)
@@ -73,8 +74,23 @@ MLFLOW_PORT ?= 5000
 dashboard: install ## MLflow UI on 127.0.0.1 (MLFLOW_PORT=5000) over the store the sweeps log to
 	$(PY) -m leviathan.tracking.dashboard --port $(MLFLOW_PORT)
 
+TRACKING_DIR ?=
+TRACKING_HOST ?= 127.0.0.1
+TRACKING_PORT ?= $(MLFLOW_PORT)
+TRACKING_WORKERS ?= 4
+_tracking_dir = $(if $(TRACKING_DIR),$(TRACKING_DIR),$(error set TRACKING_DIR=<folder> for PostgreSQL, artifacts and logs))
+tracking-server: install ## MLflow on PostgreSQL, several workers: TRACKING_DIR=<folder> [TRACKING_HOST=0.0.0.0 TRACKING_PORT=5000 TRACKING_WORKERS=4]
+	$(PY) -m leviathan.tracking.service up --dir $(_tracking_dir) --host $(TRACKING_HOST) --port $(TRACKING_PORT) --workers $(TRACKING_WORKERS)
+
+tracking-server-status: install ## is the PostgreSQL-backed MLflow server in TRACKING_DIR up (exit 0) or not
+	$(PY) -m leviathan.tracking.service status --dir $(_tracking_dir)
+
+tracking-server-stop: install ## stop the PostgreSQL-backed MLflow server in TRACKING_DIR (MLflow, then PostgreSQL)
+	$(PY) -m leviathan.tracking.service down --dir $(_tracking_dir)
+
 DEMO_ARGS ?=
 demo: install ## the whole platform end to end: demo corpus, MLflow, smoke sweep, fit, summary
 	$(PY) -m leviathan.demo --port $(MLFLOW_PORT) $(DEMO_ARGS)
 
-.PHONY: help install lock test test-fast lint bench fit-scaling dashboard demo
+.PHONY: help install lock test test-fast lint bench fit-scaling dashboard demo tracking-server \
+	tracking-server-status tracking-server-stop

@@ -62,8 +62,8 @@ def other_env(env: Environment) -> Environment:
 def test_lock_pins_every_requirement_and_no_torch_build():
     pins = locked()
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    wanted = [*project["dependencies"], *project["optional-dependencies"]["dev"],
-              *project["optional-dependencies"]["eval"]]
+    extras = project["optional-dependencies"]
+    wanted = [*project["dependencies"], *extras["dev"], *extras["eval"], *extras["tracking"]]
     from packaging.requirements import Requirement
 
     missing = [r for r in wanted if canonical(Requirement(r).name) not in pins]
@@ -175,7 +175,7 @@ def test_resumed_run_on_another_environment_says_which_packages_differ(
 def _record(uri: str, experiment: str, env: Environment, folder: Path, *, run_id=None,
             name=None, tags=None) -> str:
     """Record `env` on a run as training does (a new run, or run_id reopened), then finish."""
-    from leviathan.training.mlflow_logger import RunTracker
+    from leviathan.tracking.run_tracker import RunTracker
 
     folder.mkdir(parents=True, exist_ok=True)  # the run folder training would have made
     tracker = RunTracker(uri, experiment, flush_every_s=0.5)

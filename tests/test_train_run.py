@@ -62,12 +62,13 @@ def run_cli(overrides: list[str], **kw) -> subprocess.Popen:
 
 
 # ------------------------------------------------------------------ fail fast, before the model
-def test_unreachable_server_fails_at_once_naming_the_uri(tmp_path, data_dir):
+def test_unreachable_server_fails_at_once_naming_the_uri_when_asked(tmp_path, data_dir):
     from leviathan.tracking.server import TrackingUnreachable, free_port
     from leviathan.training.run import train
 
     uri = f"http://127.0.0.1:{free_port()}"
-    cfg = compose(tiny(data_dir, tmp_path, uri, "tracking.connect_timeout_s=1"))
+    cfg = compose(tiny(data_dir, tmp_path, uri, "tracking.connect_timeout_s=1",
+                       "tracking.start_timeout_s=0"))  # 0: fail at once (default: train anyway)
     t = time.monotonic()
     with pytest.raises(TrackingUnreachable, match=uri.replace(".", r"\.")):
         train(cfg)

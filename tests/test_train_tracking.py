@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
+from leviathan.tracking.outbox import JOURNAL_FILE, Outbox
+from leviathan.tracking.run_tracker import RunTracker
 from leviathan.tracking.server import free_port
-from leviathan.training.mlflow_logger import RunTracker
 
 pytestmark = pytest.mark.integration
 
@@ -79,11 +81,10 @@ class Proxy:
                     pass
 
 
-def _tracker(uri, tmp_path, **kw):
+def _tracker(uri, state_dir, **kw):
     kw = {"flush_every_s": 0.2, "retry_backoff_s": 0.2, "retry_max_backoff_s": 1.0,
-          "http_timeout_s": 2, "final_flush_timeout_s": 30.0,
-          "spill_path": tmp_path / "spill.jsonl", **kw}
-    return RunTracker(uri, "test-tracker", **kw)
+          "http_timeout_s": 2, "final_flush_timeout_s": 30.0, **kw}
+    return RunTracker(uri, "test-tracker", state_dir=state_dir, **kw)
 
 
 def _history(uri, run_id, key):
@@ -127,17 +128,17 @@ def test_blip_resume_and_spill(tmp_path, mlflow_server):
         proxy.down()
         tr3.log_metrics({"train/loss": 0.25}, step=12)
         assert not tr3.finish("KILLED")
-        assert (tmp_path / "spill.jsonl").exists()
+        assert (tmp_path / JOURNAL_FILE).exists()
         proxy.up()
         tr4 = _tracker(proxy.uri, tmp_path)
         tr4.start(run_id=run_id)
         assert tr4.finish("FINISHED")
-        assert not (tmp_path / "spill.jsonl").exists()
+        assert not (tmp_path / JOURNAL_FILE).exists()
         hist = _history(mlflow_server, run_id, "train/loss")
         assert [s for s, _ in hist] == list(range(1, 13)) and hist[-1] == (12, 0.25)
 
         # a run id this server does not know (a new server): a new run, not an endless retry
-        tr5 = _tracker(proxy.uri, tmp_path)
+        tr5 = _tracker(proxy.uri, tmp_path / "other")
         assert tr5.start(run_id="0" * 32, run_name="lost") not in (None, "0" * 32)
         assert tr5.finish("FINISHED")
     finally:
@@ -187,3 +188,98 @@ def test_training_survives_a_blip_mid_run(tmp_path, mlflow_server, tmp_path_fact
     assert client(mlflow_server).get_run(run_id).info.status == "FINISHED"
     for key in ("train/loss", "lr", "grad_norm", "tokens_seen", "tokens_per_s"):
         assert len(one_value_per_step(mlflow_server, run_id, key)) == steps, key
+
+
+OUTAGE_S = 30  # the server comes back this long after the job started (issue 14's figure)
+
+
+@pytest.mark.slow
+def test_job_started_while_the_server_is_down_lands_once(tmp_path, mlflow_server,
+                                                         tmp_path_factory):
+    """The server is down when the job starts. The job trains anyway; once it has trained a
+    step without the server and OUTAGE_S have passed since it started, the server comes back.
+    The job finishes, one MLflow run holds its params, tags and every step once, the outbox
+    is gone."""
+    from test_train_run import client, one_value_per_step, run_cli, tiny
+
+    proxy = Proxy(mlflow_server)  # not up yet: connections are refused
+    steps = 12
+    data_dir = tmp_path_factory.getbasetemp() / "train-data"  # shared with test_train_run
+    t0 = time.monotonic()
+    proc = run_cli(tiny(data_dir, tmp_path, proxy.uri, "run_name=outage",
+                        "tracking.connect_timeout_s=1", "tracking.retry_backoff_s=0.5",
+                        "tracking.retry_max_backoff_s=2", "tracking.http_timeout_s=2",
+                        "tracking.final_flush_timeout_s=300", steps=steps))
+    lines, timer, steps_while_down = [], None, 0
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("step ") and proxy._srv is None:
+                steps_while_down += 1
+            if line.startswith("step 1/") and timer is None:  # training goes on without it
+                timer = threading.Timer(max(0.0, OUTAGE_S - (time.monotonic() - t0)), proxy.up)
+                timer.start()
+        out = "".join(lines)
+        assert proc.wait(timeout=600) == 0, out[-3000:]
+    finally:
+        if timer is not None:
+            timer.cancel()
+        proxy.down()
+    assert "Training starts anyway" in out and "not answering yet" in out
+    assert steps_while_down >= 1, out[-3000:]
+    c = client(mlflow_server)
+    exp = c.get_experiment_by_name("test-train")
+    runs = c.search_runs([exp.experiment_id], "tags.run_key = 'outage'")
+    assert len(runs) == 1, [r.info.run_id for r in runs]
+    run = runs[0]
+    run_dir = tmp_path / "runs" / "outage"
+    assert (run_dir / "mlflow_run_id").read_text().strip() == run.info.run_id
+    assert run.info.status == "FINISHED" and run.data.tags["kind"] == "train"
+    assert run.data.params["trainer.max_steps"] == str(steps) and "heartbeat" in run.data.tags
+    for key in ("train/loss", "lr", "grad_norm", "tokens_seen"):
+        assert len(one_value_per_step(mlflow_server, run.info.run_id, key)) == steps, key
+    assert {a.path for a in c.list_artifacts(run.info.run_id)} >= {"config.yaml", "summary.json"}
+    assert not (run_dir / JOURNAL_FILE).exists()
+
+
+@pytest.mark.slow
+def test_kill_after_a_checkpoint_loses_and_duplicates_no_metric(tmp_path, mlflow_server,
+                                                                tmp_path_factory):
+    """Metrics wait in memory for the next flush (every hour here) when the job is SIGKILLed
+    after the checkpoint of step 4, at step 6: steps 1-6 are in its outbox, which the same
+    command's resume (from step 4) sends, skipping the steps it recomputes: one run, every step
+    once (the old writer lost steps 1-4 for good: the resume does not log them again)."""
+    from test_train_run import client, history, one_value_per_step, run_cli, tiny
+
+    data_dir = tmp_path_factory.getbasetemp() / "train-data"
+    over = tiny(data_dir, tmp_path, mlflow_server, "run_name=killed",
+                "tracking.flush_every_s=3600", "tracking.heartbeat_every_s=3600", steps=8)
+    proc = run_cli(over)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("step 6/"):
+            proc.kill()
+            break
+    proc.wait(timeout=60)
+    run_dir = tmp_path / "runs" / "killed"
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
+    assert (run_dir / "last.ckpt").exists() and (run_dir / JOURNAL_FILE).exists(), lines[-20:]
+    waiting = {m[3] for op in Outbox(run_dir).load() if op["op"] == "metrics" for m in op["m"]
+               if m[0] == "train/loss"}
+    sent = {s for s, _ in history(mlflow_server, run_id, "train/loss")}
+    # steps the checkpoint covers whose metrics existed only in the outbox: lost without it
+    assert waiting & {1, 2, 3, 4} and (waiting | sent) >= set(range(1, 7)), (waiting, sent)
+
+    again = run_cli(over)
+    out = again.communicate(timeout=600)[0]
+    assert again.returncode == 0, out[-3000:]
+    assert "resuming from" in out
+    c = client(mlflow_server)
+    runs = c.search_runs([c.get_experiment_by_name("test-train").experiment_id],
+                         "tags.run_key = 'killed'")
+    assert [r.info.run_id for r in runs] == [run_id] and runs[0].info.status == "FINISHED"
+    for key in ("train/loss", "lr", "grad_norm", "tokens_seen"):
+        assert len(one_value_per_step(mlflow_server, run_id, key)) == 8, key
+    assert [s for s, _ in history(mlflow_server, run_id, "val/loss")] == [4, 8]
+    assert not (run_dir / JOURNAL_FILE).exists()

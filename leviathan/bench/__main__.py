@@ -11,6 +11,7 @@ BENCHES = {
     "data": "leviathan.bench.data",  # raw tiktoken vs streaming vs prepared reader
     "loss": "leviathan.bench.loss",  # plain vs lean (chunked) head + cross-entropy
     "gpu": "leviathan.bench.gpu",  # real training steps on CUDA: tokens/s, MFU, peak memory
+    "tracking": "leviathan.bench.tracking",  # N concurrent jobs' MLflow writers vs one server
     "lev": "leviathan.bench.lev",  # the two LEV forms: params, time, init scale, training
 }
 

@@ -71,24 +71,38 @@ def open_tracking(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> Sweep
     return SweepTracking(uri, c, exp, parent.info.run_id)
 
 
-def select_runs(plan: SweepPlan, trk: SweepTracking, manifest: dict, force: bool
+def select_runs(plan: SweepPlan, trk: SweepTracking, manifest: dict, force: bool, say=_say
                 ) -> tuple[list[Any], list[tuple[str, str]]]:
     """(runs to submit, [(run, why skipped)]): finished (same config hash in MLflow) and
-    still queued/running runs are skipped unless `force`."""
+    still queued/running runs are skipped unless `force`. First the outboxes that ended jobs
+    left are sent (a finished run's final status may be among them); a `lost` run (its job
+    gone, its MLflow run left RUNNING: leviathan.sweep.liveness) is resubmitted and resumes."""
     from leviathan.sweep.launcher import job_states, load_jobs
+    from leviathan.sweep.liveness import run_state
     from leviathan.tracking import runs
+    from leviathan.tracking.sync import sync_runs
 
-    done = set() if force else runs.finished_hashes(
-        runs.training_runs(trk.client, trk.experiment_id, plan.name))
     handles = load_jobs(manifest.get("jobs", {}), [r.run for r in plan.runs])
     active = dict(zip(handles, job_states(list(handles.values())), strict=True))
+    if not force:
+        sync_runs({r.run: run_folder(r.config) for r in plan.runs
+                   if active.get(r.run) not in ("queued", "running")}, uri=trk.uri, say=say)
+    train_runs = runs.training_runs(trk.client, trk.experiment_id, plan.name)
+    done = set() if force else runs.finished_hashes(train_runs)
+    latest: dict[str, Any] = {}
+    for run in train_runs:  # newest first
+        latest.setdefault(run.data.tags.get(runs.Tag.RUN_NAME) or run.info.run_name, run)
     todo, skipped = [], []
     for r in plan.runs:
+        state = run_state(active.get(r.run), latest.get(r.run))
         if r.config_hash in done:
             skipped.append((r.run, "finished"))
-        elif active.get(r.run) in ACTIVE and not force:
-            skipped.append((r.run, f"{active[r.run]} (job {manifest['jobs'][r.run]['job_id']})"))
+        elif state in ACTIVE and not force:
+            job = manifest.get("jobs", {}).get(r.run)
+            skipped.append((r.run, f"{state} (job {job['job_id']})" if job else state))
         else:
+            if state == "lost":
+                say(f"  resume {r.run}: lost (its job is gone, its MLflow run was left RUNNING)")
             todo.append(r)
     return todo, skipped
 
@@ -152,7 +166,7 @@ def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> int:
     manifest = json.loads(manifest_path.read_text())
     manifest["parent_run_id"] = trk.parent_id
     force = bool(plan.sweep.get("force"))
-    todo, skipped = select_runs(plan, trk, manifest, force)
+    todo, skipped = select_runs(plan, trk, manifest, force, say)
     for run, why in skipped:
         say(f"  skip {run}: {why}")
     if not todo:

@@ -182,15 +182,25 @@ def _outcome(job: Any) -> str | None:
         return None
 
 
+def pid_alive(pid: Any) -> bool:
+    """True while process `pid` runs; a zombie (dead, not reaped yet: its parent, e.g. a killed
+    sweep driver, is gone) is not alive."""
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, TypeError, ValueError):  # gone, or no pid recorded
+        return False
+    try:
+        with open(f"/proc/{int(pid)}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (not Linux), or it exited meanwhile
+        return True
+
+
 def _local_state(job: Any) -> str:
     if job._process is not None:
         alive = job._process.poll() is None
     else:  # a job from another process: its controller's pid is the job id
-        try:
-            os.kill(int(job.job_id), 0)
-            alive = True
-        except (OSError, ValueError):
-            alive = False
+        alive = pid_alive(job.job_id)
     if alive:
         return "running"
     return "finished" if _outcome(job) == "success" else "failed"  # exited: read it again

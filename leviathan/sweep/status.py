@@ -1,7 +1,11 @@
-"""`python -m leviathan.sweep.status <sweep>`: each run's state, tokens seen and last val loss.
+"""`python -m leviathan.sweep.status <sweep> [--sync]`: each run's state, tokens seen, last val
+loss, and what its outbox still holds.
 
-States come from the launcher (submitit: local processes or SLURM) and from MLflow; the sweep's
-manifest (sweeps/<sweep>/manifest.json) says which job ran which run.
+States come from the launcher (submitit: local processes or SLURM) and from MLflow, read
+together by leviathan.sweep.liveness (`lost`: the job died and left its MLflow run RUNNING;
+`unsynced`: finished, final writes still in the outbox); the sweep's manifest
+(sweeps/<sweep>/manifest.json) says which job ran which run. `--sync` first sends what jobs left
+in their run folders' outboxes (leviathan.tracking.sync), skipping runs whose job is alive.
 """
 
 from __future__ import annotations
@@ -12,20 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-HIST_STATE = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "failed",
-              "RUNNING": "running", "SCHEDULED": "queued"}
 
-
-def collect(sweep_dir: Path, tracking_uri: str | None = None,
-            experiment: str | None = None) -> list[dict[str, Any]]:
-    """One row per planned run: run, pair, arm, size, state, job, tokens_seen, tokens, val_loss.
-
-    `tracking_uri`/`experiment` default to what the sweep's runs were configured with."""
+def _load(sweep_dir: Path) -> tuple[dict, Any, dict[str, dict]]:
+    """(manifest, plan table, {run: its resolved config})."""
     import pandas as pd
     import yaml
-
-    from leviathan.sweep.launcher import job_states, load_jobs
-    from leviathan.tracking import runs as tr
 
     manifest_path = sweep_dir / "manifest.json"
     if not manifest_path.exists():
@@ -33,8 +28,27 @@ def collect(sweep_dir: Path, tracking_uri: str | None = None,
                                 f"with `python -m leviathan.sweep +grid=<name>`)")
     manifest = json.loads(manifest_path.read_text())
     plan = pd.read_csv(sweep_dir / "plan.csv")
+    configs = {run: yaml.safe_load((sweep_dir / manifest["runs"][run]["config"]).read_text())
+               for run in plan["run"]}
+    return manifest, plan, configs
+
+
+def collect(sweep_dir: Path, tracking_uri: str | None = None, experiment: str | None = None,
+            sync: bool = False, say=print) -> list[dict[str, Any]]:
+    """One row per planned run: run, pair, arm, size, state, job, tokens_seen, tokens, val_loss,
+    unsent (operations waiting in its outbox), heartbeat_age_s. `sync`: first send the outboxes
+    of runs whose job is not alive to the server read here.
+
+    `tracking_uri`/`experiment` default to what the sweep's runs were configured with."""
+    from leviathan.sweep.launch import run_folder
+    from leviathan.sweep.launcher import job_states, load_jobs
+    from leviathan.sweep.liveness import heartbeat_age_s, run_state
+    from leviathan.tracking import runs as tr
+    from leviathan.tracking.outbox import Outbox
+
+    manifest, plan, configs = _load(sweep_dir)
     runs = list(plan["run"])
-    first_cfg = yaml.safe_load((sweep_dir / manifest["runs"][runs[0]]["config"]).read_text())
+    first_cfg = configs[runs[0]]
     recorded = first_cfg["tracking"]["uri"]
     uri = tracking_uri or recorded
     if uri != recorded:
@@ -42,6 +56,14 @@ def collect(sweep_dir: Path, tracking_uri: str | None = None,
               f"{uri}", file=sys.stderr)
     handles = load_jobs(manifest.get("jobs", {}), runs)
     launcher_state = dict(zip(handles, job_states(list(handles.values())), strict=True))
+    run_dirs = {run: run_folder(configs[run]) for run in runs}
+    if sync:
+        from leviathan.tracking.sync import sync_runs
+
+        alive = {r for r, st in launcher_state.items() if st in ("queued", "running")}
+        done = sync_runs({r: d for r, d in run_dirs.items() if r not in alive}, uri=uri, say=say)
+        say(f"sync: {len(done)} run folder(s) had queued MLflow operations"
+            + (f"; skipped {len(alive)} with a live job (it sends its own)" if alive else ""))
 
     by_name: dict[str, Any] = {}
     try:
@@ -57,9 +79,7 @@ def collect(sweep_dir: Path, tracking_uri: str | None = None,
     rows = []
     for rec in plan.to_dict("records"):
         r = by_name.get(rec["run"])
-        state = launcher_state.get(rec["run"])
-        if r is not None and (state is None or state in ("finished", "unknown")):
-            state = HIST_STATE.get(r.info.status, state)
+        state = run_state(launcher_state.get(rec["run"]), r)
         m = r.data.metrics if r is not None else {}
         rows.append({
             "run": rec["run"], "pair": rec["pair"], "arm": rec["arm"], "size": rec["size"],
@@ -69,6 +89,8 @@ def collect(sweep_dir: Path, tracking_uri: str | None = None,
             "tokens_seen": int(m["tokens_seen"]) if "tokens_seen" in m else 0,
             "tokens": int(rec["tokens"]),
             "val_loss": m.get("final/val_loss", m.get("val/loss")),
+            "unsent": Outbox(run_dirs[rec["run"]]).pending_count(),
+            "heartbeat_age_s": round(heartbeat_age_s(r)) if r is not None else None,
         })
     if not reachable:
         print(f"warning: MLflow at {uri} is not reachable; states come from the launcher only",
@@ -109,6 +131,14 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     out.append("\n" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    unsent = [r["run"] for r in rows if r.get("unsent")]
+    if unsent:
+        out.append(f"{len(unsent)} run(s) hold MLflow writes in their outbox ({', '.join(unsent)})"
+                   ": sent when the run starts again, or now with --sync")
+    lost = [r["run"] for r in rows if r["state"] == "lost"]
+    if lost:
+        out.append(f"lost (job gone, MLflow run left RUNNING): {', '.join(lost)}; launching the "
+                   "sweep again resumes them into the same MLflow runs")
     return "\n".join(out)
 
 
@@ -120,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweeps-dir", default=None, help="shortcut for paths.sweeps_dir")
     ap.add_argument("--tracking-uri", default=None, help="shortcut for tracking.uri")
     ap.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    ap.add_argument("--sync", action="store_true",
+                    help="first send what dead or finished jobs left in their run folders' "
+                         "outboxes (to the server this command reads)")
     args = ap.parse_args(argv)
     from leviathan.config import compose, set_explicitly
     from leviathan.training.config import TrackingConfig
@@ -132,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     uri = args.tracking_uri or set_explicitly(cfg, args.overrides, "tracking.uri", schema.uri)
     experiment = set_explicitly(cfg, args.overrides, "tracking.experiment", schema.experiment)
     try:
-        rows = collect(sweeps_dir / args.sweep, uri, experiment)
+        say = (lambda m: print(m, file=sys.stderr)) if args.json else print
+        rows = collect(sweeps_dir / args.sweep, uri, experiment, sync=args.sync, say=say)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ def _defaults(overrides: list[str]) -> tuple[str, str]:
 def main(argv: list[str] | None = None) -> int:
     from urllib.parse import urlparse
 
-    from leviathan.tracking.server import is_up, server_command
+    from leviathan.tracking.server import is_up, server_command, server_env
 
     ap = argparse.ArgumentParser(prog="python -m leviathan.tracking.dashboard", description=__doc__)
     ap.add_argument("--host", default="127.0.0.1")
@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     store_dir.mkdir(parents=True, exist_ok=True)
     print(f"MLflow UI on {address} (store {store_dir}); Ctrl-C stops it.", flush=True)
     cmd = server_command(store_dir, args.host, port)
+    os.environ.update(server_env(store_dir))
     os.execv(cmd[0], cmd) if os.path.isabs(cmd[0]) else os.execvp(cmd[0], cmd)
     return 0
 

@@ -149,8 +149,12 @@ def record_training(tracker, run_dir: Path, say, env: Environment | None = None)
     env = env or capture()
     path = run_dir / ENV_FILE
     first, meta = load(path) if path.exists() else (None, {})
-    if first is None or meta.get("mlflow_run_id") != tracker.run_id:  # this run's first attempt
-        save(env, path, mlflow_run_id=tracker.run_id)
+    # the same run: its MLflow id, or (the server not answering yet) its run_uid
+    uid = tracker.run_uid
+    same = first is not None and ((tracker.run_id and meta.get("mlflow_run_id") == tracker.run_id)
+                                  or (uid and meta.get("run_uid") == uid))
+    if not same:  # this run's first attempt
+        save(env, path, mlflow_run_id=tracker.run_id, run_uid=uid)
         tracker.log_params({PREFIX + k: v for k, v in env.versions().items()})
         tracker.log_artifact(path)
         return env

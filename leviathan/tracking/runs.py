@@ -2,8 +2,9 @@
 queries. Training writes through it; the sweep, its status, eval and the analysis read through it.
 
 Run folder: ``<paths.scratch_dir>/runs/<run key>`` holds last.ckpt, the MLflow run id, the
-resolved config, its hash and, once finished, summary.json (`RunFolder`). The run key is
-`run_name`, else ``<arm>-<size>-<config hash[:12]>`` (`run_key`).
+resolved config, its hash, the MLflow outbox (what the server has not confirmed yet) and, once
+finished, summary.json (`RunFolder`). The run key is `run_name`, else
+``<arm>-<size>-<config hash[:12]>`` (`run_key`).
 
 MLflow: every training run carries the tags in `Tag` (kind=train, sweep, pair, arm, size,
 family, config_hash, ...); a sweep has one parent run (kind=sweep). Parameter counts are params
@@ -46,6 +47,10 @@ class Tag:
     FAILURE_REASON = "failure_reason"  # why a FAILED/KILLED run stopped
     FAILED_AT_STEP = "failed_at_step"
     PREEMPTED_AT_STEP = "preempted_at_step"
+    HEARTBEAT = "heartbeat"  # unix seconds; a live job's writer sets it every
+    #   tracking.heartbeat_every_s (a RUNNING run whose beats stopped is lost)
+    RUN_UID = "run_uid"  # the run's idempotency key (also in <run folder>/mlflow_run.json): a
+    #   retry, a resumed attempt or a sync finds the run by it instead of creating another
     PARENT = "mlflow.parentRunId"  # MLflow's own: nested under the sweep's parent run
     RUN_NAME = "mlflow.runName"  # MLflow's own
 
@@ -60,7 +65,8 @@ RUN_ID = "mlflow_run_id"
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
 CONFIG_HASH = "config_hash"
-SPILL = "unsent_metrics.jsonl"
+IDENTITY = "mlflow_run.json"  # run_uid, tracking uri, experiment, run name, tags, parent run
+OUTBOX = "mlflow_outbox.jsonl"  # MLflow operations the server has not confirmed yet
 EVAL = "eval"
 
 
@@ -122,8 +128,18 @@ class RunFolder:
         return self.path / CONFIG_HASH
 
     @property
-    def spill(self) -> Path:
-        return self.path / SPILL
+    def identity(self) -> Path:
+        return self.path / IDENTITY
+
+    @property
+    def outbox(self) -> Path:
+        """The queue of MLflow operations not on the server yet (leviathan.tracking.outbox)."""
+        return self.path / OUTBOX
+
+    @property
+    def outbox_files(self) -> tuple[Path, Path]:
+        """What ties the folder to its MLflow run besides the run id: a fresh start drops it."""
+        return self.identity, self.outbox
 
     @property
     def eval_dir(self) -> Path:

@@ -1,8 +1,10 @@
 """Start, find and check an MLflow tracking server.
 
-The platform logs over HTTP to one `mlflow server` (SQLite backend by default), so many
-concurrent jobs have a single writer. `ensure_local_server` starts one on loopback when nothing
-is listening there; `check_reachable` fails fast with a message that names the URI.
+The platform logs over HTTP to one `mlflow server` (SQLite backend by default; a cluster runs
+PostgreSQL with several workers, leviathan.tracking.service), so many concurrent jobs have a
+single writer. `ensure_local_server` starts one on loopback when nothing is listening there;
+`check_reachable` fails fast with a message that names the URI (the sweep driver uses it before
+submitting); `probe_at_start` is a job's gentler version.
 """
 
 from __future__ import annotations
@@ -60,6 +62,24 @@ def check_reachable(uri: str, timeout: float = 5.0, key: str = "tracking.uri") -
         time.sleep(0.25)
 
 
+def probe_at_start(uri: str, *, connect_timeout_s: float, start_timeout_s: float,
+                   say=print) -> bool:
+    """A training job's start: True when `uri` answers within connect_timeout_s. Otherwise
+    raise TrackingUnreachable when start_timeout_s is 0, else say that training starts anyway
+    (leviathan.tracking.run_tracker opens the run in the background) and return False."""
+    if start_timeout_s <= 0:
+        check_reachable(uri, timeout=connect_timeout_s)
+        return True
+    try:
+        check_reachable(uri, timeout=connect_timeout_s)
+        return True
+    except TrackingUnreachable as e:
+        say(f"{e}\nTraining starts anyway: params, tags and metrics wait in the run folder's "
+            f"outbox and the MLflow run is opened as soon as {uri} answers (tried for "
+            f"tracking.start_timeout_s={start_timeout_s:.0f}s).")
+        return False
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -76,13 +96,32 @@ class LocalServer:
     log_path: Path | None = None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+        """Stop the server's whole process group (the `mlflow` CLI, its uvicorn workers)."""
+        if self.process is not None:
+            stop_group(self.process)
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL, to the process group `proc` leads (start_new_session=True): a
+    signal to the `mlflow` CLI alone leaves its uvicorn children running."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            continue
+        deadline = time.monotonic() + timeout  # the leader is gone: wait for its children
+        while time.monotonic() < deadline:
             try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 def _mlflow_executable() -> list[str]:
@@ -93,12 +132,30 @@ def _mlflow_executable() -> list[str]:
     return [found] if found else [sys.executable, "-m", "mlflow"]
 
 
-def server_command(store: Path, host: str, port: int, backend_uri: str | None = None) -> list[str]:
-    """`mlflow server` over a store folder: SQLite backend (or `backend_uri`) + artifacts."""
+def server_command(store: Path, host: str, port: int, backend_uri: str | None = None,
+                   workers: int = 1) -> list[str]:
+    """`mlflow server` over a store folder: SQLite backend (or `backend_uri`) + artifacts.
+
+    uvicorn's defaults do not suit many writers: an idle connection is closed after 5 s, the
+    writers' flush interval, so a send can race the close; and with several workers a worker
+    busy for 5 s misses the supervisor's health check and is killed with every request it holds.
+    """
     backend = backend_uri or f"sqlite:///{store / 'mlflow.db'}"
+    uvicorn = "--timeout-keep-alive 75" + (" --timeout-worker-healthcheck 60" if workers > 1
+                                           else "")
     return [*_mlflow_executable(), "server", "--backend-store-uri", backend,
             "--artifacts-destination", str(store / "artifacts"), "--serve-artifacts",
-            "--host", host, "--port", str(port), "--workers", "1"]
+            "--host", host, "--port", str(port), "--workers", str(workers),
+            "--uvicorn-opts", uvicorn]
+
+
+def server_env(store: Path, **extra: str) -> dict[str, str]:
+    """The server's environment: MLFLOW_HOME in the store; unless the environment says
+    otherwise, MLflow 3's GenAI job runner (huey consumers for scorers and trace roll-ups: seven
+    more processes, ~1.4 GB; tracking needs none) and its usage telemetry (calls home; a
+    cluster's nodes are often offline) switched off."""
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+            **os.environ, "MLFLOW_HOME": str(store), **extra}
 
 
 def start_server(
@@ -107,18 +164,22 @@ def start_server(
     port: int | None = None,
     backend_uri: str | None = None,
     timeout: float = 90.0,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
 ) -> LocalServer:
-    """Start `mlflow server` (SQLite store, or `backend_uri`) under `store_dir`; wait for it."""
+    """Start `mlflow server` (SQLite store, or `backend_uri`) under `store_dir`; wait for it.
+
+    A server bound to every interface (0.0.0.0) is probed, and named in the result, as
+    127.0.0.1. `env` adds to the server's environment, `extra_args` to its command line."""
     store = Path(store_dir).resolve()
     store.mkdir(parents=True, exist_ok=True)
-    port = port or free_port(host)
-    uri = f"http://{host}:{port}"
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    port = port or free_port(local)
+    uri = f"http://{local}:{port}"
     log_path = store / f"server-{port}.log"
-    cmd = server_command(store, host, port, backend_uri)
-    # MLflow 3 starts a pool of "huey" job-runner processes for its GenAI jobs; tracking needs
-    # none of them (a dozen processes less per server: faster start, less memory)
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ,
-           "MLFLOW_HOME": str(store)}
+    cmd = server_command(store, host, port, backend_uri, workers=workers) + list(extra_args or [])
+    env = server_env(store, **(env or {}))
     log = open(log_path, "ab")  # noqa: SIM115 - the child process owns it
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)
@@ -132,7 +193,7 @@ def start_server(
         if is_up(uri, timeout=1.0):
             return LocalServer(uri=uri, store_dir=store, process=proc, log_path=log_path)
         time.sleep(0.3)
-    proc.kill()
+    stop_group(proc)
     raise RuntimeError(
         f"mlflow server on {uri} did not come up within {timeout:.0f}s; see {log_path}"
     )

@@ -8,6 +8,7 @@ before building), engine.py (data, model, Lightning fit, MLflow run lifecycle), 
 (LightningModule: loss, AdamW groups, schedule, clipping, NaN guard), callbacks.py (per-step
 metrics, throughput/MFU, validation, atomic checkpoints, preemption), evaluation.py
 (validation and the rare-token buckets), batches.py (data position exact under prefetching),
-schedule.py, signals.py, mlflow_logger.py (buffered, retrying MLflow writer).
+schedule.py, signals.py. The MLflow writer (outbox, retries, background open) is
+leviathan.tracking.run_tracker.
 Heavy modules are imported by the functions that need them.
 """

@@ -124,11 +124,13 @@ class StepCallback(pl.Callback):
         last_step = step >= self.plan.max_steps
         metrics = dict(pl_module.last)
         metrics["tokens_seen"] = float(tokens)
-        if step % self.tc.log_every == 0 or last_step:
+        shown = step % self.tc.log_every == 0 or last_step
+        if shown:
             self._throughput(metrics)
-            self._progress(step, metrics)
         if self.tracker is not None:
             self.tracker.log_metrics(metrics, step=step)
+        if shown:  # after log_metrics: a printed step's metrics are in the outbox already
+            self._progress(step, metrics)
         if step % self.tc.val_every == 0 or last_step:
             self.validate(trainer, pl_module, step)
         if step == self._hold_at and self.preemption is not None:
@@ -206,6 +208,8 @@ class StepCallback(pl.Callback):
 
     def save(self, trainer, pl_module) -> Path:
         """Write <run dir>/last.ckpt atomically (all ranks call; rank 0 writes)."""
+        if self.tracker is not None:
+            self.tracker.sync()  # the metrics of every step this checkpoint covers are on disk
         mine = {"data": pl_module.batches.state_dict(), "rng": rng_state()}
         gathered = _gather(mine, trainer.world_size)
         self._gathered = {"data": [g["data"] for g in gathered],

@@ -142,23 +142,32 @@ class TrainerConfig:
 
 @dataclass
 class TrackingConfig:
-    uri: str = "${oc.env:MLFLOW_TRACKING_URI,http://127.0.0.1:5000}"  # tracking server; must answer
-    #   at start
+    uri: str = "${oc.env:MLFLOW_TRACKING_URI,http://127.0.0.1:5000}"  # tracking server (a sweep
+    #   checks it before submitting; `make tracking-server`: PostgreSQL with several workers)
     experiment: str = "leviathan"  # MLflow experiment name
     parent_run_id: str | None = None  # a sweep's parent run: this run becomes its nested child
-    connect_timeout_s: float = 5.0  # fail at start when the server does not answer within this
-    http_timeout_s: float = 10.0  # one HTTP request's timeout
+    connect_timeout_s: float = 5.0  # at start, how long to wait for an answer before training
+    #   without one (start_timeout_s=0: fail instead)
+    start_timeout_s: float = 900.0  # keep trying to open the run this long while training
+    #   (metrics wait in the run folder's mlflow_outbox.jsonl); 0: fail at once instead
+    http_timeout_s: float = 30.0  # one HTTP request's timeout (an abandoned request is sent again:
+    #   more load)
     flush_every_s: float = 5.0  # the background writer sends buffered metrics this often
+    heartbeat_every_s: float = 60.0  # the run's `heartbeat` tag is set this often (sweep.status:
+    #   lost after 5 missed)
     retry_backoff_s: float = 1.0  # first wait after a failed send; doubles each failure
     retry_max_backoff_s: float = 60.0  # cap on the wait between retries
-    final_flush_timeout_s: float = 300.0  # at the end, keep retrying this long before spilling to
-    #   disk
+    final_flush_timeout_s: float = 300.0  # at the end, keep retrying this long; the rest stays in
+    #   the outbox (re-sent by the next launch/resume or `sweep.status --sync`)
 
     def __post_init__(self) -> None:
         if not self.uri:
             raise TrainConfigError("tracking.uri: must be set (e.g. http://127.0.0.1:5000)")
         for f in fields(self):
-            if f.name.endswith("_s") and not getattr(self, f.name) > 0:
+            if f.name == "start_timeout_s":
+                if not self.start_timeout_s >= 0:
+                    raise TrainConfigError("tracking.start_timeout_s: must be >= 0")
+            elif f.name.endswith("_s") and not getattr(self, f.name) > 0:
                 raise TrainConfigError(f"tracking.{f.name}: must be > 0")
 
 

@@ -15,14 +15,8 @@ from pathlib import Path
 
 import torch
 
-from leviathan.tracking.runs import RunFolder, Tag
-from leviathan.training.records import (
-    FINGERPRINT_WINDOWS,
-    params_of,
-    start_tracker,
-    tags_of,
-    write_atomic,
-)
+from leviathan.tracking.runs import RunFolder, Tag, write_atomic
+from leviathan.training.records import FINGERPRINT_WINDOWS, params_of, start_tracker, tags_of
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +83,7 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
                                 params=params_of(container, mcfg, plan))
         _log_yaml(tracker, run_dir, container)
         record_training(tracker, run_dir, say)  # versions, hash, full list; resume: differs?
-        say(f"MLflow run {tracker.run_id} at {trk.uri} (experiment {trk.experiment})")
+        say(tracker.describe())
 
     # ---- model, module, trainer (any failure from here on marks the MLflow run FAILED)
     preemption = PreemptionFlag()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from leviathan.tracking.runs import KIND_TRAIN, RunFolder, Tag, write_atomic
+from leviathan.tracking.runs import KIND_TRAIN, Tag
 from leviathan.training.config import flatten
 
 FINGERPRINT_WINDOWS = 64  # the data fingerprint hashes rank 0's first 64 windows
@@ -26,20 +26,14 @@ def git_commit() -> str:
 
 
 def start_tracker(*, trk, run_dir: Path, key: str, tags: dict, params: dict):
-    """Create (or reopen, from <run dir>/mlflow_run_id) the MLflow run; rank 0 only."""
-    from leviathan.training.mlflow_logger import RunTracker
+    """Create (or reopen: the run folder keeps its id) the MLflow run; rank 0 only. Never waits
+    longer than tracking.connect_timeout_s for the server: leviathan.tracking.run_tracker opens
+    the run in the background if it does not answer."""
+    from leviathan.tracking.run_tracker import RunTracker
 
-    tracker = RunTracker(trk.uri, trk.experiment, http_timeout_s=trk.http_timeout_s,
-                         flush_every_s=trk.flush_every_s, retry_backoff_s=trk.retry_backoff_s,
-                         retry_max_backoff_s=trk.retry_max_backoff_s,
-                         final_flush_timeout_s=trk.final_flush_timeout_s,
-                         spill_path=RunFolder(run_dir).spill)
-    id_file = RunFolder(run_dir).run_id_file
-    run_id = RunFolder(run_dir).run_id()
-    tracker.start(run_id=run_id, run_name=key, tags=tags, parent_run_id=trk.parent_run_id)
-    if tracker.run_id != run_id:  # new, or the old id is unknown to this server
-        write_atomic(id_file, tracker.run_id + "\n")
-    tracker.log_params(params)
+    tracker = RunTracker.from_config(trk, state_dir=run_dir)
+    tracker.start(run_name=key, tags=tags, parent_run_id=trk.parent_run_id, params=params,
+                  wait_s=trk.connect_timeout_s)
     return tracker
 
 

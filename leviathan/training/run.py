@@ -27,7 +27,6 @@ from leviathan.training.config import (
 log = logging.getLogger(__name__)
 
 
-
 def global_rank() -> int:
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
@@ -45,7 +44,8 @@ def _say(rank: int):
 def train(cfg: Any) -> dict:
     """Train one model as `cfg` says; return the summary dict (also written to summary.json).
 
-    Raises TrainConfigError / ConfigError / DataError / TrackingUnreachable before building
+    Raises TrainConfigError / ConfigError / DataError (and TrackingUnreachable, only with
+    tracking.start_timeout_s=0: otherwise training starts without the server) before building
     anything, NonFiniteLoss when the loss diverges (MLflow run FAILED), and Preempted (a
     SystemExit) after the checkpoint a SIGTERM/SIGUSR1 asked for.
     """
@@ -59,7 +59,7 @@ def train(cfg: Any) -> dict:
         flops_per_token,
         resolve_model_config,
     )
-    from leviathan.tracking.server import check_reachable
+    from leviathan.tracking.server import probe_at_start
 
     # ---- 1. configs, data, tracking: all checked before any model exists
     try:
@@ -81,7 +81,8 @@ def train(cfg: Any) -> dict:
     rank = global_rank()
     say = _say(rank)
     if rank == 0:
-        check_reachable(trk.uri, timeout=trk.connect_timeout_s)
+        probe_at_start(trk.uri, connect_timeout_s=trk.connect_timeout_s,
+                       start_timeout_s=trk.start_timeout_s, say=say)
 
     n_params = count_params(mcfg).as_dict()
     plan = make_plan(tc, data_cfg.seq_len, n_params, flops_per_token(mcfg, data_cfg.seq_len))
@@ -100,15 +101,12 @@ def train(cfg: Any) -> dict:
         os.replace(run_dir, aside)
         run_dir.mkdir(parents=True)
     if fresh and rank == 0:
-        for path in (folder.checkpoint, folder.run_id_file, folder.summary):
+        for path in (folder.checkpoint, folder.run_id_file, folder.summary, *folder.outbox_files):
             path.unlink(missing_ok=True)
     if rank == 0:
         write_atomic(hash_file, chash + "\n")
-    summary_path = folder.summary
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        say(f"run {key} already finished (MLflow run {summary.get('run_id')}): {summary_path}")
-        return summary
+    if folder.finished():
+        return _finished(folder, trk, rank, say)
 
     say(f"run {key}: {n_params['total']:,} params, {plan.max_steps} steps x "
         f"{plan.tokens_per_step:,} tokens (global batch {plan.global_batch} = {plan.micro_batch}"
@@ -117,6 +115,19 @@ def train(cfg: Any) -> dict:
 
     return fit(cfg=cfg, container=container, mcfg=mcfg, data_cfg=data_cfg, tc=tc, trk=trk,
                plan=plan, chash=chash, key=key, run_dir=run_dir, rank=rank, say=say)
+
+
+def _finished(folder: RunFolder, trk, rank: int, say) -> dict:
+    """The summary of a run that finished earlier; rank 0 first sends what an outage kept from
+    MLflow at its end (its final status included) from the run folder's outbox."""
+    summary = json.loads(folder.summary.read_text())
+    if rank == 0:
+        from leviathan.tracking.sync import sync_run_dir
+
+        sync_run_dir(folder.path, uri=trk.uri, timeout_s=trk.connect_timeout_s)
+    say(f"run {folder.key} already finished (MLflow run {summary.get('run_id')}): "
+        f"{folder.summary}")
+    return summary
 
 
 def now() -> float:
