@@ -35,6 +35,34 @@ def test_throughput_bench_rejects_bad_options(capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("arm", ["dense", "leviathan"])
+def test_loop_bench_trainer_and_plain_step_take_the_same_steps(capsys, arm):
+    """bench loop times Lightning's Trainer (as runs build it) against the plain TrainStep on
+    the same model and batches; both must end at the same loss, or the comparison is void."""
+    argv = ["loop", "--arm", arm, "--steps", "2", "--warmup", "1", "--rounds", "2",
+            "--batch", "2", "--seq-len", "16", "--d-model", "32", "--n-layers", "1",
+            "--n-heads", "2", "--vocab", "512", "--threads", "1"]
+    threads = torch.get_num_threads()
+    try:
+        assert bench_main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(out[-1])
+    assert result["trainer_step_s"] > 0 and result["plain_step_s"] > 0
+    assert result["overhead"] == pytest.approx(
+        result["trainer_step_s"] / result["plain_step_s"] - 1, abs=1e-3)
+    assert result["loss_abs_diff"] < 1e-5, result
+    assert sum(line.startswith("round ") for line in out) == 4
+
+
+def test_loop_bench_rejects_bad_options(capsys):
+    with pytest.raises(SystemExit):
+        bench_main(["loop", "--warmup", "0"])
+    assert "--warmup must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_loss_bench_small_shape(capsys):
     """Plain vs lean on a small shape, each in its own process: equal losses and gradient
     norms, and the lean peak well under the plain one (the 200k-vocabulary figures: README)."""
