@@ -112,10 +112,19 @@ def test_local_signal_checkpoints_requeues_and_resumes(tmp_path):
     assert out["starts"] == [0, 10], out
 
 
-def test_cancel_stops_running_and_queued_jobs(tmp_path):
+@pytest.mark.parametrize("driver_sigint", ["default", "ignored"])
+def test_cancel_stops_running_and_queued_jobs(tmp_path, driver_sigint):
+    """`ignored`: a driver started with `nohup ... &` ignores SIGINT, and its children would
+    inherit that across exec; cancel (SIGINT to submitit's controller) must still stop them."""
     ex = _executor(tmp_path, max_parallel=1)
-    jobs = submit_array(ex, [ResumableCall(stamp, str(tmp_path / f"c{i}.json"), 60.0, i)
-                             for i in range(2)])
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if driver_sigint == "ignored"
+                  else signal.default_int_handler)
+    try:
+        jobs = submit_array(ex, [ResumableCall(stamp, str(tmp_path / f"c{i}.json"), 60.0, i)
+                                 for i in range(2)])
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert [job_state(j) for j in jobs] == ["running", "queued"]
     process = jobs[0].job._process
     cancel(jobs)

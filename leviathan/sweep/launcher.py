@@ -12,7 +12,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -144,8 +147,26 @@ class _LocalPool:
                 q.gpus = [self.free_gpus.pop(0) for _ in range(self.gpus_per_job)]
                 q.gpus_returned = False
                 self.executor.update_parameters(visible_gpus=tuple(q.gpus) or ())
-                q.job = self.executor.submit(q.fn)
+                with _interruptible_children():
+                    q.job = self.executor.submit(q.fn)
                 running.append(q)
+
+
+@contextlib.contextmanager
+def _interruptible_children():
+    """Start child processes that SIGINT can stop. A driver started in the background
+    (`nohup ... &`, a non-interactive shell) ignores SIGINT, and an ignored signal stays
+    ignored across exec: its local jobs would then ignore `cancel` (SIGINT to submitit's
+    controller). A handler, unlike SIG_IGN, is reset to the default at exec."""
+    ignored = (threading.current_thread() is threading.main_thread()
+               and signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def submit_array(executor: Any, fns: Sequence[Callable[[], Any]]) -> list[Any]:
