@@ -4,8 +4,9 @@ Two runs of `leviathan.training.run.train`, identical but for `model.lev.form` (
 khronos): the debug backbone (D 64, 2 layers, o200k_base padded to 200,376) with LEV at the
 paper's settings (d_seed 128; blocks M 8, h 128), the demo corpus (data=debug, sequence 64),
 the same seed, batch, schedule and token stream (their `data_fingerprint` tags are checked
-equal). Both are MLflow children of one sweep parent run (tags kind=sweep, sweep=<--sweep>), so
-the dashboard shows their curves side by side. Extra Hydra overrides apply to both runs.
+equal). Validation runs twice (half-way and at the end): in eval mode LEV computes its whole
+cached table, which for khronos costs minutes on a CPU. Both are MLflow children of one sweep
+parent run (tags kind=sweep, sweep=<--sweep>), so the dashboard shows their curves side by side. Extra Hydra overrides apply to both runs.
 A run whose config already finished is not retrained (train() returns its summary); one that
 was interrupted resumes from its last checkpoint (every steps/6) when the command is rerun.
 """
@@ -25,7 +26,7 @@ def base_overrides(steps: int, seq_len: int, seed: int) -> list[str]:
             "trainer=debug", f"trainer.max_steps={steps}", "trainer.global_batch=8",
             "trainer.micro_batch=8", "trainer.lr=3.0e-3", "trainer.min_lr=3.0e-4",
             f"trainer.warmup_steps={max(1, steps // 20)}",
-            f"trainer.val_every={max(1, steps // 10)}", f"trainer.ckpt_every={max(1, steps // 6)}",
+            f"trainer.val_every={max(1, steps // 2)}", f"trainer.ckpt_every={max(1, steps // 6)}",
             f"seed={seed}"]
 
 
