@@ -6,7 +6,9 @@ paper's settings (d_seed 128; blocks M 8, h 128), the demo corpus (data=debug, s
 the same seed, batch, schedule and token stream (their `data_fingerprint` tags are checked
 equal). Validation runs twice (half-way and at the end): in eval mode LEV computes its whole
 cached table, which for khronos costs minutes on a CPU. Both are MLflow children of one sweep
-parent run (tags kind=sweep, sweep=<--sweep>), so the dashboard shows their curves side by side. Extra Hydra overrides apply to both runs.
+parent run (tags kind=sweep, sweep=<--sweep>), so the dashboard shows their curves side by
+side. Extra Hydra overrides apply to
+both runs.
 A run whose config already finished is not retrained (train() returns its summary); one that
 was interrupted resumes from its last checkpoint (every steps/6) when the command is rerun.
 """
