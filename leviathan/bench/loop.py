@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {r + 1} {loop:7s}: median {statistics.median(t[args.warmup:]):.4f} s "
                   f"per step, loss after {n_steps} steps {losses[loop]:.6f}", flush=True)
     tr, pl_ = statistics.median(times["trainer"]), statistics.median(times["plain"])
-    result = {"trainer_step_s": round(tr, 5), "plain_step_s": round(pl_, 5),
+    result = {"trainer_step_s": tr, "plain_step_s": pl_,
               "overhead": round(tr / pl_ - 1, 4), "trainer_overhead_ms": round(1e3 * (tr - pl_), 2),
               "loss_trainer": losses["trainer"], "loss_plain": losses["plain"],
               "loss_abs_diff": abs(losses["trainer"] - losses["plain"]), "arm": args.arm,

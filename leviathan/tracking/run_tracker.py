@@ -238,6 +238,15 @@ class RunTracker:
     # ---------------------------------------------------------------- sending
     def _open(self) -> None:
         open_run(self)
+        if self._attempt:  # a run opened late (e.g. by the final flush) still says it lived
+            self._beat()
+
+    def _beat(self) -> None:
+        self._last_beat = time.monotonic()
+        try:
+            self.client.set_tag(self.run_id, Tag.HEARTBEAT, str(int(time.time())))
+        except Exception as e:  # noqa: BLE001 - the next beat tries again
+            log.debug("heartbeat failed: %s", e)
 
     def _send_next(self) -> bool:
         """Send the head of the queue; False when the server failed (it stays queued)."""
@@ -334,11 +343,7 @@ class RunTracker:
                             self.uri, e)
                 return False
             if self._attempt and time.monotonic() - self._last_beat >= self.heartbeat_every_s:
-                self._last_beat = time.monotonic()
-                try:
-                    self.client.set_tag(self.run_id, Tag.HEARTBEAT, str(int(time.time())))
-                except Exception as e:  # noqa: BLE001 - the next beat tries again
-                    log.debug("heartbeat failed: %s", e)
+                self._beat()
             return True
 
     def _loop(self) -> None:
