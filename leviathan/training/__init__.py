@@ -5,7 +5,8 @@
 
 Files: config.py (typed trainer/tracking configs, run plan, config hash), run.py (train: checks
 before building), engine.py (data, model, Lightning fit, MLflow run lifecycle), module.py
-(LightningModule: loss, AdamW groups, schedule, clipping, NaN guard), callbacks.py (per-step
+(the LightningModule around step.py), step.py (the plain-torch step: lean loss, AdamW groups,
+clipping, NaN guard; the benches time it), callbacks.py (per-step
 metrics, throughput/MFU, validation, atomic checkpoints, preemption), evaluation.py
 (validation and the rare-token buckets), batches.py (data position exact under prefetching),
 schedule.py, signals.py. The MLflow writer (outbox, retries, background open) is
