@@ -10,16 +10,21 @@ import torch
 from leviathan.bench.__main__ import main as bench_main
 
 
-@pytest.mark.slow
-def test_throughput_bench_smoke(capsys):
-    argv = ["throughput", "--steps", "2", "--warmup", "1", "--batch", "1", "--seq-len", "32",
-            "--d-model", "64", "--n-layers", "1", "--n-heads", "2", "--threads", "1"]
+def _run(argv: list[str], capsys) -> list[str]:
+    """Run a bench in-process; its printed lines. --threads is process-wide: restored after."""
     threads = torch.get_num_threads()
     try:
         assert bench_main(argv) == 0
     finally:
-        torch.set_num_threads(threads)  # --threads is process-wide
-    lines = capsys.readouterr().out.strip().splitlines()
+        torch.set_num_threads(threads)
+    return capsys.readouterr().out.strip().splitlines()
+
+
+@pytest.mark.slow
+def test_throughput_bench_smoke(capsys):
+    argv = ["throughput", "--steps", "2", "--warmup", "1", "--batch", "1", "--seq-len", "32",
+            "--d-model", "64", "--n-layers", "1", "--n-heads", "2", "--threads", "1"]
+    lines = _run(argv, capsys)
     result = json.loads(lines[-1])
     assert {"dense_tokens_per_s", "leviathan_tokens_per_s", "ratio"} <= result.keys()
     assert result["dense_tokens_per_s"] > 0 and result["leviathan_tokens_per_s"] > 0
@@ -42,12 +47,7 @@ def test_loop_bench_trainer_and_plain_step_take_the_same_steps(capsys, arm):
     argv = ["loop", "--arm", arm, "--steps", "2", "--warmup", "1", "--rounds", "2",
             "--batch", "2", "--seq-len", "16", "--d-model", "32", "--n-layers", "1",
             "--n-heads", "2", "--vocab", "512", "--threads", "1"]
-    threads = torch.get_num_threads()
-    try:
-        assert bench_main(argv) == 0
-    finally:
-        torch.set_num_threads(threads)
-    out = capsys.readouterr().out.strip().splitlines()
+    out = _run(argv, capsys)
     result = json.loads(out[-1])
     assert result["trainer_step_s"] > 0 and result["plain_step_s"] > 0
     assert result["overhead"] == pytest.approx(
@@ -92,12 +92,7 @@ def test_lev_forms_bench_smoke(capsys):
 
     argv = ["lev", "--dims", "64", "--ids", "32", "--vocab", "512", "--repeats", "1",
             "--chunk", "256", "--train-steps", "0", "--threads", "1"]
-    threads = torch.get_num_threads()
-    try:
-        assert bench_main(argv) == 0
-    finally:
-        torch.set_num_threads(threads)
-    out = capsys.readouterr().out.strip().splitlines()
+    out = _run(argv, capsys)
     result = json.loads(out[-1])
     from leviathan.bench.lev import lev_config
 

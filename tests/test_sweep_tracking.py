@@ -11,25 +11,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
-from test_sweep_launch import REPO, mlflow_runs, sweep_cli
+from test_sweep_launch import REPO, _wait_for, mlflow_runs, sweep_cli
 
 from leviathan.tracking.outbox import JOURNAL_FILE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _wait_for(pred, timeout: float, what: str, poll: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def status(root: Path, sweep: str, uri: str) -> list[dict]:
@@ -63,7 +52,7 @@ def test_crashed_job_shows_lost_is_synced_and_resumes_into_its_run(mlflow_server
         assert proc.poll() is None, (tmp_path / "sweep.log").read_text()[-3000:]
         return None
 
-    run_dir = _wait_for(crashed_run, 900, "a checkpoint of the first job")
+    run_dir = _wait_for(crashed_run, 900, "a checkpoint of the first job", poll=0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     log.close()
