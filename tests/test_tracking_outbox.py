@@ -107,3 +107,44 @@ def test_start_timeout_zero_is_allowed_and_negative_names_the_key():
         tracking_config({"start_timeout_s": -1})
     with pytest.raises(TrainConfigError, match=r"tracking\.heartbeat_every_s"):
         tracking_config({"heartbeat_every_s": 0})
+
+
+def test_final_send_is_spread_unless_killed(tmp_path, monkeypatch):
+    """The jobs of an array that end together would all send their last batch at one instant
+    (bench tracking: that burst set the p99 flush); finish() first waits a random
+    0..final_flush_spread_s, except for KILLED (a preempted job's grace period is short)."""
+    import leviathan.tracking.run_tracker as rt
+    from leviathan.training.config import TrainConfigError, tracking_config
+
+    drawn = []
+
+    def uniform(a, b):  # the longest draw, recorded
+        drawn.append((a, b))
+        return b
+
+    monkeypatch.setattr(rt.random, "uniform", uniform)
+    for k in (*rt.HTTP_ENV, "MLFLOW_DISABLE_TELEMETRY"):  # trackers left open set these
+        monkeypatch.delenv(k, raising=False)
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    kw = {"retry_backoff_s": 0.05, "retry_max_backoff_s": 0.05, "final_flush_timeout_s": 0.05}
+    assert RunTracker(uri, "e", flush_every_s=5.0).final_flush_spread_s == 2.0  # 0.4 x 5 s
+    assert RunTracker(uri, "e", flush_every_s=3600).final_flush_spread_s == rt.MAX_DEFAULT_SPREAD_S
+    for status, spread, waits in [("FINISHED", 0.8, True), ("FAILED", 0.8, True),
+                                  ("KILLED", 0.8, False), ("FINISHED", 0.0, False)]:
+        drawn.clear()
+        tr = RunTracker(uri, "e", state_dir=tmp_path / f"{status}{spread}",
+                        final_flush_spread_s=spread, **kw)
+        tr.start(run_name="r")
+        t0 = time.monotonic()
+        assert not tr.finish(status)
+        took = time.monotonic() - t0
+        assert drawn == ([(0.0, spread)] if waits else []), status
+        assert (took >= spread) if waits else (took < spread or spread == 0), (status, took)
+        ops = Outbox(tmp_path / f"{status}{spread}").load()
+        assert ops[-1] == {"op": "status", "s": status}  # the status still goes, after the wait
+
+    trk = tracking_config({"final_flush_spread_s": 0.25})
+    assert RunTracker.from_config(trk, tmp_path / "cfg").final_flush_spread_s == 0.25
+    assert tracking_config({}).final_flush_spread_s is None
+    with pytest.raises(TrainConfigError, match=r"tracking\.final_flush_spread_s"):
+        tracking_config({"final_flush_spread_s": -1})

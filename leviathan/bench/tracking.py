@@ -31,7 +31,8 @@ def _job(i: int, a, uri: str, root: Path, barrier, results) -> None:
 
     tracker = RunTracker(uri, EXPERIMENT, state_dir=root / f"job{i:03d}",
                          flush_every_s=a.flush_every_s, retry_max_backoff_s=10.0,
-                         final_flush_timeout_s=600.0, start_timeout_s=600.0)
+                         final_flush_timeout_s=600.0, start_timeout_s=600.0,
+                         final_flush_spread_s=a.final_flush_spread_s)
     tracker.start(run_name=f"job-{i:03d}", tags={"kind": "bench", "bench": a.tag},
                   params={"job": i, "backend": a.backend}, wait_s=600.0)
     barrier.wait()
@@ -98,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step-s", type=float, default=1.0,
                    help="seconds between steps (1 s: a fast real step; smaller: a stress test)")
     p.add_argument("--flush-every-s", type=float, default=5.0, help="tracking.flush_every_s")
+    p.add_argument("--final-flush-spread-s", type=float, default=None,
+                   help="tracking.final_flush_spread_s (default: the tracker's, 0.4 x "
+                        "--flush-every-s, at most 5 s; 0: every job sends its last batch at "
+                        "once)")
     p.add_argument("--uri", help="use this running server instead of starting one")
     p.add_argument("--dir", help="work folder (default: a new one under /var/tmp)")
     a = p.parse_args(argv)
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow.entities  # noqa: F401 - imported once here, shared by the forked jobs
     from mlflow.tracking import MlflowClient  # noqa: F401
 
-    import leviathan.tracking.run_tracker  # noqa: F401
+    from leviathan.tracking.run_tracker import MAX_DEFAULT_SPREAD_S
 
     def say(msg: str) -> None:
         print(msg, flush=True)
@@ -153,10 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     during = [ms for r in runs for ms in r["flush_ms"][:r["n_training"]]]
     final = [ms for r in runs for ms in r["flush_ms"][r["n_training"]:]]
     sent = a.jobs * a.steps * a.metrics
+    spread = (min(0.4 * a.flush_every_s, MAX_DEFAULT_SPREAD_S) if a.final_flush_spread_s is None
+              else a.final_flush_spread_s)
     lost += (a.jobs - len(runs)) * a.steps * a.metrics  # a job that never reported lost it all
     out = {"bench": "tracking", "backend": a.backend, "jobs": a.jobs,
            "workers": a.workers if a.backend == "postgres" else 1, "steps": a.steps,
            "metrics_per_step": a.metrics, "step_s": a.step_s, "flush_every_s": a.flush_every_s,
+           "final_flush_spread_s": spread,
            "offered_metrics_per_s": round(a.jobs * a.metrics / a.step_s, 1),
            "metrics_sent": sent, "metrics_stored": stored, "lost": lost, "duplicated": dup,
            "flushes": len(flush), "p50_flush_ms": round(_pct(flush, 50), 1),

@@ -23,7 +23,9 @@ Nothing is written twice:
   logged again;
 - a batch re-sent after a lost answer carries the same timestamps, and MLflow's SQL store drops
   exact duplicates.
-At the end the queue is sent within `final_flush_timeout_s`; what remains stays in the outbox.
+At the end the queue is sent within `final_flush_timeout_s` (after a random wait of up to
+`final_flush_spread_s`, so that an array's jobs ending together do not reach the server at one
+instant); what remains stays in the outbox.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ log = logging.getLogger(__name__)
 
 HTTP_ENV = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
 SYNC_HINT = "python -m leviathan.sweep.status <sweep> --sync"
+# The default final_flush_spread_s is capped: 256 jobs over 5 s is ~50 final sends a second,
+# which a PostgreSQL-backed server takes (bench tracking), and 5 s is nothing beside a job.
+MAX_DEFAULT_SPREAD_S = 5.0
 
 
 class OutboxBusy(RuntimeError):
@@ -65,7 +70,8 @@ class RunTracker:
                  http_timeout_s: float = 30.0, flush_every_s: float = 5.0,
                  retry_backoff_s: float = 1.0, retry_max_backoff_s: float = 60.0,
                  final_flush_timeout_s: float = 300.0, start_timeout_s: float = 900.0,
-                 heartbeat_every_s: float = 60.0) -> None:
+                 heartbeat_every_s: float = 60.0,
+                 final_flush_spread_s: float | None = None) -> None:
         # One quick HTTP attempt per call: the retrying happens here, off the training thread.
         # (MLflow reads these per request; the previous values come back in close().)
         self._saved_env = {k: os.environ.get(k) for k in HTTP_ENV}
@@ -81,6 +87,9 @@ class RunTracker:
         self.flush_every_s, self.backoff_s = flush_every_s, retry_backoff_s
         self.max_backoff_s, self.final_flush_timeout_s = retry_max_backoff_s, final_flush_timeout_s
         self.start_timeout_s, self.heartbeat_every_s = start_timeout_s, heartbeat_every_s
+        # the periodic flush's jitter window (+-20% of flush_every_s, at most 5 s) unless given
+        self.final_flush_spread_s = (min(0.4 * flush_every_s, MAX_DEFAULT_SPREAD_S)
+                                     if final_flush_spread_s is None else final_flush_spread_s)
         self.run_id: str | None = None
         self._ident: dict[str, Any] = {}
         self._known_id: str | None = None  # the run id to reopen (from the run folder)
@@ -103,7 +112,8 @@ class RunTracker:
                    flush_every_s=trk.flush_every_s, retry_backoff_s=trk.retry_backoff_s,
                    retry_max_backoff_s=trk.retry_max_backoff_s,
                    final_flush_timeout_s=trk.final_flush_timeout_s,
-                   start_timeout_s=trk.start_timeout_s, heartbeat_every_s=trk.heartbeat_every_s)
+                   start_timeout_s=trk.start_timeout_s, heartbeat_every_s=trk.heartbeat_every_s,
+                   final_flush_spread_s=trk.final_flush_spread_s)
 
     # ---------------------------------------------------------------- lifecycle
     def start(self, *, run_id: str | None = None, run_name: str | None = None,
@@ -156,7 +166,14 @@ class RunTracker:
         return self.close()
 
     def finish(self, status: str = "FINISHED") -> bool:
-        """Queue the final status and close; False when something is left in the outbox."""
+        """Queue the final status and close; False when something is left in the outbox.
+
+        Unless the job was killed (a preempted job's grace period is short), the final send waits
+        a random 0..final_flush_spread_s first, as the periodic sends are jittered: the jobs of an
+        array that end together (same steps, same start) then reach the server spread over that
+        window instead of all at one instant (bench tracking: this burst set the p99 flush)."""
+        if status != "KILLED" and self.final_flush_spread_s > 0:
+            time.sleep(random.uniform(0.0, self.final_flush_spread_s))
         self.outbox.put({"op": "status", "s": status})
         return self.close()
 

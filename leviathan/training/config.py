@@ -159,14 +159,18 @@ class TrackingConfig:
     retry_max_backoff_s: float = 60.0  # cap on the wait between retries
     final_flush_timeout_s: float = 300.0  # at the end, keep retrying this long; the rest stays in
     #   the outbox (re-sent by the next launch/resume or `sweep.status --sync`)
+    final_flush_spread_s: float | None = None  # before the final send, wait a random 0..this, so
+    #   jobs ending together reach the server spread out (not when killed); default 0.4 x
+    #   flush_every_s (the periodic sends' jitter window), at most 5 s; 0: send at once
 
     def __post_init__(self) -> None:
         if not self.uri:
             raise TrainConfigError("tracking.uri: must be set (e.g. http://127.0.0.1:5000)")
         for f in fields(self):
-            if f.name == "start_timeout_s":
-                if not self.start_timeout_s >= 0:
-                    raise TrainConfigError("tracking.start_timeout_s: must be >= 0")
+            if f.name in ("start_timeout_s", "final_flush_spread_s"):
+                v = getattr(self, f.name)
+                if v is not None and not v >= 0:
+                    raise TrainConfigError(f"tracking.{f.name}: must be >= 0")
             elif f.name.endswith("_s") and not getattr(self, f.name) > 0:
                 raise TrainConfigError(f"tracking.{f.name}: must be > 0")
 
