@@ -138,8 +138,8 @@ def test_final_send_is_spread_unless_killed(tmp_path, monkeypatch):
         t0 = time.monotonic()
         assert not tr.finish(status)
         took = time.monotonic() - t0
-        assert drawn == ([(0.0, spread)] if waits else []), status
-        assert (took >= spread) if waits else (took < spread or spread == 0), (status, took)
+        assert drawn == ([(0.0, spread)] if waits else []), status  # no draw: no wait
+        assert took >= spread or not waits, (status, took)
         ops = Outbox(tmp_path / f"{status}{spread}").load()
         assert ops[-1] == {"op": "status", "s": status}  # the status still goes, after the wait
 
