@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow.entities  # noqa: F401 - imported once here, shared by the forked jobs
     from mlflow.tracking import MlflowClient  # noqa: F401
 
-    from leviathan.tracking.run_tracker import MAX_DEFAULT_SPREAD_S
+    from leviathan.tracking.run_tracker import final_flush_spread
 
     def say(msg: str) -> None:
         print(msg, flush=True)
@@ -158,13 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     during = [ms for r in runs for ms in r["flush_ms"][:r["n_training"]]]
     final = [ms for r in runs for ms in r["flush_ms"][r["n_training"]:]]
     sent = a.jobs * a.steps * a.metrics
-    spread = (min(0.4 * a.flush_every_s, MAX_DEFAULT_SPREAD_S) if a.final_flush_spread_s is None
-              else a.final_flush_spread_s)
     lost += (a.jobs - len(runs)) * a.steps * a.metrics  # a job that never reported lost it all
     out = {"bench": "tracking", "backend": a.backend, "jobs": a.jobs,
            "workers": a.workers if a.backend == "postgres" else 1, "steps": a.steps,
            "metrics_per_step": a.metrics, "step_s": a.step_s, "flush_every_s": a.flush_every_s,
-           "final_flush_spread_s": spread,
+           "final_flush_spread_s": final_flush_spread(a.flush_every_s, a.final_flush_spread_s),
            "offered_metrics_per_s": round(a.jobs * a.metrics / a.step_s, 1),
            "metrics_sent": sent, "metrics_stored": stored, "lost": lost, "duplicated": dup,
            "flushes": len(flush), "p50_flush_ms": round(_pct(flush, 50), 1),

@@ -59,6 +59,12 @@ SYNC_HINT = "python -m leviathan.sweep.status <sweep> --sync"
 MAX_DEFAULT_SPREAD_S = 5.0
 
 
+def final_flush_spread(flush_every_s: float, given: float | None = None) -> float:
+    """tracking.final_flush_spread_s: `given`, else the periodic sends' jitter window (+-20% of
+    flush_every_s), at most MAX_DEFAULT_SPREAD_S."""
+    return min(0.4 * flush_every_s, MAX_DEFAULT_SPREAD_S) if given is None else given
+
+
 class OutboxBusy(RuntimeError):
     """Another process (a running job, or a sync) is sending this run's outbox."""
 
@@ -87,9 +93,7 @@ class RunTracker:
         self.flush_every_s, self.backoff_s = flush_every_s, retry_backoff_s
         self.max_backoff_s, self.final_flush_timeout_s = retry_max_backoff_s, final_flush_timeout_s
         self.start_timeout_s, self.heartbeat_every_s = start_timeout_s, heartbeat_every_s
-        # the periodic flush's jitter window (+-20% of flush_every_s, at most 5 s) unless given
-        self.final_flush_spread_s = (min(0.4 * flush_every_s, MAX_DEFAULT_SPREAD_S)
-                                     if final_flush_spread_s is None else final_flush_spread_s)
+        self.final_flush_spread_s = final_flush_spread(flush_every_s, final_flush_spread_s)
         self.run_id: str | None = None
         self._ident: dict[str, Any] = {}
         self._known_id: str | None = None  # the run id to reopen (from the run folder)
