@@ -159,9 +159,9 @@ def test_debug_and_bench_models(composed, tiktoken_cache):
     debug = resolve_model_config(composed["debug"])
     assert (debug.n_layers, debug.d_model, debug.max_seq_len) == (2, 64, 64)
     check_tokenizer_vocab(debug, n_vocab, tokenizer="o200k_base")
-    small = resolve_model_config(composed["debug_small"])
-    assert small.padded_vocab == 512 and small.lev_base == 8
-    with pytest.raises(ConfigError, match=r"model.vocab_size=512 .* 200019 ids of o200k_base"):
+    small = resolve_model_config(composed["debug_small"])  # the debug_2k vocabulary
+    assert small.padded_vocab == 2048 and small.lev_base == 13
+    with pytest.raises(ConfigError, match=r"model.vocab_size=2048 .* 200019 ids of o200k_base"):
         check_tokenizer_vocab(small, n_vocab, tokenizer="o200k_base")
     bench = resolve_model_config(composed["bench"])
     assert (bench.d_model, bench.n_layers, bench.padded_vocab) == (256, 4, 200376)

@@ -23,9 +23,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-ENDOFTEXT = "<|endoftext|>"
-
-
 class TokenizerError(RuntimeError):
     """A vocabulary file is unknown, corrupt, or cannot be found offline."""
 
@@ -134,8 +131,10 @@ def missing_message(name: str) -> str:
     vf = known_vocab_files().get(name)
     cache = default_cache_dir()
     if vf is None:
+        from leviathan.data.debug_vocab import DEBUG_VOCABS
+
         return (f"unknown tiktoken encoding {name!r} (data.tokenizer); known: "
-                f"{', '.join(sorted(known_vocab_files()))}")
+                f"{', '.join(sorted([*known_vocab_files(), *DEBUG_VOCABS]))}")
     return (f"cannot load tiktoken encoding {name!r} offline: {cache / vf.cache_key} is missing "
             f"or corrupt. Download {vf.url} (sha256 {vf.sha256}) on a machine with network, "
             f"then run `python -m leviathan.data.tokenizer stage {vf.filename}` with "
@@ -151,10 +150,15 @@ def _load(name: str, cache_dir: str):
 
 
 def get_encoding(name: str = "o200k_base"):
-    """tiktoken.Encoding ``name``: from the local cache (staged or downloaded before), else
-    downloaded by tiktoken if this machine is online; TokenizerError saying what to stage."""
+    """tiktoken.Encoding ``name``: a debug vocabulary shipped with the package (`debug_2k`,
+    leviathan/data/debug_vocab.py), else from the local cache (staged or downloaded before),
+    else downloaded by tiktoken if this machine is online; TokenizerError saying what to stage."""
     import tiktoken
 
+    from leviathan.data import debug_vocab
+
+    if debug_vocab.is_debug_vocab(name):
+        return debug_vocab.load(name)
     if name not in tiktoken.list_encoding_names():
         raise TokenizerError(missing_message(name))
     try:
@@ -166,6 +170,10 @@ def get_encoding(name: str = "o200k_base"):
 
 def vocab_hash(name: str) -> str:
     """The sha256 of the encoding's vocabulary file (what a prepared index records)."""
+    from leviathan.data import debug_vocab
+
+    if debug_vocab.is_debug_vocab(name):
+        return debug_vocab.DEBUG_VOCABS[name][1]
     vf = known_vocab_files().get(name)
     if vf is None:
         raise TokenizerError(missing_message(name))
