@@ -7,16 +7,16 @@ produces it, until 2,047 are kept. Same pre-tokenizer pattern as o200k_base. Any
 (byte fallback) and decodes back exactly, so every pipeline stage runs for real with a head of
 2k rows instead of 200k (torchtitan's debug model does the same with its test tokenizer).
 
-The vocabulary ships as ``debug_2k.tiktoken`` beside this file (nothing is downloaded) and is
-checked against DEBUG_VOCABS' sha256 on load. ``python -m leviathan.data.debug_vocab build
-o200k_base.tiktoken`` rebuilds it byte for byte (tests/unit/test_data_debug_vocab.py checks).
+The vocabulary ships as ``debug_2k.tiktoken`` beside this file (nothing is downloaded);
+leviathan.data.tokenizer.get_encoding loads it after checking DEBUG_VOCABS' sha256.
+``python -m leviathan.data.debug_vocab build o200k_base.tiktoken`` rebuilds it byte for byte
+(tests/unit/test_data_debug_vocab.py checks).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import functools
 import hashlib
 import sys
 from pathlib import Path
@@ -95,27 +95,6 @@ def read_ranks(path: Path) -> dict[bytes, int]:
     from tiktoken.load import load_tiktoken_bpe
 
     return load_tiktoken_bpe(str(path))
-
-
-@functools.cache
-def load(name: str):
-    """The tiktoken.Encoding ``name`` from the shipped file, its sha256 checked."""
-    import tiktoken
-
-    from leviathan.data.tokenizer import TokenizerError
-
-    n, digest = DEBUG_VOCABS[name]
-    path = vocab_path(name)
-    if not path.is_file():
-        raise TokenizerError(f"{path} is missing: the debug vocabulary ships with the package; "
-                             f"rebuild it with `python -m leviathan.data.debug_vocab build "
-                             f"o200k_base.tiktoken`")
-    got = hashlib.sha256(path.read_bytes()).hexdigest()
-    if got != digest:
-        raise TokenizerError(f"sha256 mismatch for {path}: got {got}, expected {digest}")
-    ranks = read_ranks(path)
-    return tiktoken.Encoding(name=name, pat_str=PAT_STR, mergeable_ranks=ranks,
-                             special_tokens={ENDOFTEXT: n})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+
 class TokenizerError(RuntimeError):
     """A vocabulary file is unknown, corrupt, or cannot be found offline."""
 
@@ -149,6 +150,28 @@ def _load(name: str, cache_dir: str):
     return tiktoken.get_encoding(name)
 
 
+@functools.cache
+def _load_debug(name: str):
+    """A debug vocabulary from the file shipped beside leviathan/data/debug_vocab.py, its sha256
+    checked first."""
+    import tiktoken
+
+    from leviathan.data import debug_vocab
+
+    n, digest = debug_vocab.DEBUG_VOCABS[name]
+    path = debug_vocab.vocab_path(name)
+    if not path.is_file():
+        raise TokenizerError(f"{path} is missing: the debug vocabulary ships with the package; "
+                             f"rebuild it with `python -m leviathan.data.debug_vocab build "
+                             f"o200k_base.tiktoken`")
+    got = _sha256(path)
+    if got != digest:
+        raise TokenizerError(f"sha256 mismatch for {path}: got {got}, expected {digest}")
+    return tiktoken.Encoding(name=name, pat_str=debug_vocab.PAT_STR,
+                             mergeable_ranks=debug_vocab.read_ranks(path),
+                             special_tokens={debug_vocab.ENDOFTEXT: n})
+
+
 def get_encoding(name: str = "o200k_base"):
     """tiktoken.Encoding ``name``: a debug vocabulary shipped with the package (`debug_2k`,
     leviathan/data/debug_vocab.py), else from the local cache (staged or downloaded before),
@@ -158,7 +181,7 @@ def get_encoding(name: str = "o200k_base"):
     from leviathan.data import debug_vocab
 
     if debug_vocab.is_debug_vocab(name):
-        return debug_vocab.load(name)
+        return _load_debug(name)
     if name not in tiktoken.list_encoding_names():
         raise TokenizerError(missing_message(name))
     try:

@@ -13,6 +13,7 @@ SAMPLES = ["Hello world! The quick brown fox jumps over 12345 lazy dogs.",
 
 def test_rebuilding_from_o200k_gives_the_shipped_file_byte_for_byte(tiktoken_cache):
     from conftest import TOKENIZERS
+
     from leviathan.data.debug_vocab import DEBUG_VOCABS, build, read_ranks, to_tiktoken_file
 
     n, digest = DEBUG_VOCABS["debug_2k"]
@@ -36,16 +37,19 @@ def test_debug_2k_is_a_real_byte_level_encoding():
 
 
 def test_a_corrupt_debug_vocabulary_is_refused_naming_the_file(tmp_path, monkeypatch):
-    from leviathan.data import debug_vocab
-    from leviathan.data.tokenizer import TokenizerError
+    from leviathan.data import debug_vocab, tokenizer
 
     bad = tmp_path / "debug_2k.tiktoken"
     bad.write_bytes(debug_vocab.vocab_path("debug_2k").read_bytes()[:-10])
     monkeypatch.setattr(debug_vocab, "HERE", tmp_path)
-    debug_vocab.load.cache_clear()
+    tokenizer._load_debug.cache_clear()
     try:
-        with pytest.raises(TokenizerError, match="sha256 mismatch for .*debug_2k.tiktoken"):
-            debug_vocab.load("debug_2k")
+        with pytest.raises(tokenizer.TokenizerError,
+                           match="sha256 mismatch for .*debug_2k.tiktoken"):
+            tokenizer.get_encoding("debug_2k")
+        bad.unlink()
+        with pytest.raises(tokenizer.TokenizerError, match="debug_2k.tiktoken is missing"):
+            tokenizer.get_encoding("debug_2k")
     finally:
-        debug_vocab.load.cache_clear()
+        tokenizer._load_debug.cache_clear()
 
