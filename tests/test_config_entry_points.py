@@ -1,5 +1,7 @@
-"""Every entry point composes the same Hydra config: a site's conf/local/default.yaml holds for
-fit-scaling, sweep.status and eval exactly as for train and sweep; conf/ ships with the package.
+"""Every entry point composes the same Hydra config: a site's local/default.yaml (here through
+$LEVIATHAN_SITE_CONF, as a site with an installed package has it; conf/local/default.yaml works
+the same way in a checkout) holds for fit-scaling, sweep.status and eval exactly as for train and
+sweep; conf/ ships with the package.
 """
 
 from __future__ import annotations
@@ -12,22 +14,22 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-LOCAL = REPO / "conf" / "local" / "default.yaml"
 
 
 @pytest.fixture
-def site_uri(mlflow_server):
-    """conf/local/default.yaml naming the test server as tracking.uri (a developer's own file is
-    kept aside and put back); yields the URI."""
-    saved = LOCAL.read_text() if LOCAL.exists() else None
-    LOCAL.write_text(f"# @package _global_\ntracking:\n  uri: {mlflow_server}\n")
-    try:
-        yield mlflow_server
-    finally:
-        if saved is None:
-            LOCAL.unlink()
-        else:
-            LOCAL.write_text(saved)
+def site_uri(mlflow_server, tmp_path, monkeypatch):
+    """A site folder whose local/default.yaml names the test server as tracking.uri, exported
+    as $LEVIATHAN_SITE_CONF (nothing is written into the repository); yields the URI."""
+    from leviathan.config import SITE_ENV
+
+    if (REPO / "conf" / "local" / "default.yaml").exists():
+        pytest.skip("conf/local/default.yaml exists in this checkout: it would win over the "
+                    "site folder")
+    (tmp_path / "site" / "local").mkdir(parents=True)
+    (tmp_path / "site" / "local" / "default.yaml").write_text(
+        f"# @package _global_\ntracking:\n  uri: {mlflow_server}\n")
+    monkeypatch.setenv(SITE_ENV, str(tmp_path / "site"))
+    return mlflow_server
 
 
 def _run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -40,11 +42,12 @@ def _run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_site_tracking_uri_holds_for_status_fit_and_eval(site_uri, tmp_path):
     # a planned sweep whose runs were configured with another server
-    plan = _run("leviathan.sweep", "+grid=smoke", "grid.sizes=[smoke/13M]", "grid.tokens=[512]",
+    plan = _run("leviathan.sweep", "+grid=smoke_tiny", "grid.sizes=[smoke_tiny/164K]",
+                "grid.tokens=[512]",
                 "sweep.dry_run=true", "tracking.uri=http://127.0.0.1:9",
                 f"paths.root_dir={tmp_path}")
     assert plan.returncode == 0, plan.stderr[-3000:]
-    status = _run("leviathan.sweep.status", "smoke", f"paths.root_dir={tmp_path}")
+    status = _run("leviathan.sweep.status", "smoke_tiny", f"paths.root_dir={tmp_path}")
     assert status.returncode == 0, status.stderr[-3000:]
     assert f"reading {site_uri}" in status.stderr  # conf/local's server, not the recorded one
     assert "not reachable" not in status.stderr and "not launched" in status.stdout
