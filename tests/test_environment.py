@@ -187,24 +187,27 @@ def _record(uri: str, experiment: str, env: Environment, folder: Path, *, run_id
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_sweep_status_names_the_packages_that_differ(tmp_path, mlflow_server):
+def test_sweep_status_names_the_packages_that_differ(tmp_path, mlflow_server, capsys):
+    """The sweep's dry run and sweep.status in this process (their `python -m` starts are
+    tested in test_config_entry_points.py)."""
     import pandas as pd
 
+    from leviathan.config import compose
+    from leviathan.sweep.__main__ import sweep as plan_sweep
+    from leviathan.sweep.status import main as status_main
+
     sweep, experiment = "env-status", "test-environment"
-    out = subprocess.run([sys.executable, "-m", "leviathan.sweep", "+grid=smoke",
-                          "sweep.dry_run=true", f"sweep.name={sweep}", f"paths.root_dir={tmp_path}",
-                          f"tracking.uri={mlflow_server}", f"tracking.experiment={experiment}"],
-                         cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    args = ["+grid=smoke", "sweep.dry_run=true", f"sweep.name={sweep}",
+            f"paths.root_dir={tmp_path}", f"tracking.uri={mlflow_server}",
+            f"tracking.experiment={experiment}"]
+    assert plan_sweep(compose("sweep", args), args) == 0
     names = list(pd.read_csv(tmp_path / "sweeps" / sweep / "plan.csv")["run"])
     env = capture()
 
     def status() -> str:
-        res = subprocess.run([sys.executable, "-m", "leviathan.sweep.status", sweep,
-                              "--sweeps-dir", str(tmp_path / "sweeps")], cwd=REPO,
-                             capture_output=True, text=True, timeout=300)
-        assert res.returncode == 0, res.stderr[-3000:]
-        return res.stdout
+        capsys.readouterr()
+        assert status_main([sweep, "--sweeps-dir", str(tmp_path / "sweeps")]) == 0
+        return capsys.readouterr().out
 
     tags = {"kind": "train", "sweep": sweep}
     ids = {n: _record(mlflow_server, experiment, env, tmp_path / n, name=n, tags=tags)

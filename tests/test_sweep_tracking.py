@@ -35,7 +35,7 @@ def test_crashed_job_shows_lost_is_synced_and_resumes_into_its_run(mlflow_server
     once the launcher's record is gone too, from the missed heartbeats. `--sync` sends its
     outbox (metrics flush only hourly here); the relaunch resumes it into the same run. One
     small dense run: what is tested is the tracking, not the models."""
-    common = ["+grid=smoke", "grid.sizes=[smoke/13M]", "~grid.arms.leviathan",
+    common = ["+grid=smoke_tiny", "grid.sizes=[smoke_tiny/164K]", "~grid.arms.leviathan",
               "grid.tokens=[1024]", "trainer.global_batch=2", "trainer.micro_batch=2",  # 8 steps
               "trainer.ckpt_every=2", "trainer.val_every=4", "trainer.warmup_steps=1",
               "sweep.name=crash", f"paths.root_dir={tmp_path}", f"tracking.uri={mlflow_server}",
@@ -148,9 +148,8 @@ def test_sweep_through_mlflow_on_postgresql(pg_dir, tmp_path, capsys):
     info = service.up(pg_dir, port=free_port(), workers=2, timeout_s=600)
     assert service.main(["status", "--dir", str(pg_dir)]) == 0
     assert info["backend"].startswith("postgresql+psycopg2://") and info["workers"] == 2
-    # one small dense run: what is tested is the tracking backend, and the smoke Leviathan
-    # model (2.5 GB) is what a crowded test machine cannot always spare
-    out = sweep_cli(["+grid=smoke", "grid.sizes=[smoke/13M]", "grid.tokens=[1024]",
+    # one small dense run: what is tested is the tracking backend
+    out = sweep_cli(["+grid=smoke_tiny", "grid.sizes=[smoke_tiny/164K]", "grid.tokens=[1024]",
                      "~grid.arms.leviathan", "trainer.warmup_steps=1", "sweep.name=smoke-pg",
                      f"paths.root_dir={tmp_path}", f"tracking.uri={info['uri']}"])
     assert out.returncode == 0, (out.stdout + out.stderr)[-5000:]
