@@ -11,13 +11,22 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest-xdist workers on this 2-core machine: one BLAS/OpenMP thread
+    # each (before torch is imported), inherited by the jobs and servers they start
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 SHARED = Path(os.environ.get("LEVIATHAN_SHARED", REPO.parent / "shared")).resolve()
 TOKENIZERS = SHARED / "tokenizers"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's loadgroup reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    for item in items:  # one real SLURM cluster per machine: its tests share one xdist worker
+        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")

@@ -117,7 +117,8 @@ def test_lev_forms_training_comparison_is_one_sweep_in_mlflow(mlflow_server, tmp
     data_dir = tmp_path_factory.getbasetemp() / "train-data"
     data_dir.mkdir(exist_ok=True)
     out = compare_forms(steps=2, seq_len=32, sweep="lev-forms-test", tracking_uri=mlflow_server,
-                        overrides=["model.d_model=32", "model.n_heads=2", "trainer.val_every=2",
+                        overrides=["model=debug_small", "data.tokenizer=debug_2k",  # mechanics
+                                   "model.d_model=32", "model.n_heads=2", "trainer.val_every=2",
                                    "model.lev.heads=2", "model.lev.rank=8",  # a small khronos
                                    "tracking.experiment=test-lev-forms",
                                    "tracking.flush_every_s=0.5", f"paths.data_dir={data_dir}",
