@@ -54,7 +54,7 @@ lock: $(VENV)/bin/uv ## refresh requirements.lock with uv after a pyproject chan
 	sed -i 's/^torch==\([^+ ]*\)+[^ ]*/torch==\1/' $(LOCK)
 
 test: install ## run the whole test suite (unit + integration: mlflow server, SLURM)
-	$(PY) -m pytest --durations=25 $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=25 $(ARGS)
 
 test-fast: install ## unit tests only (no slow/integration)
 	$(PY) -m pytest -m "not slow and not integration" $(ARGS)
