@@ -237,21 +237,16 @@ def _summary_buckets(client, run_id: str) -> dict[str, float]:
             summary = json.loads(Path(local).read_text())
     except Exception:  # noqa: BLE001 - an unreadable artifact only loses the rare-token plot
         return {}
-    losses = summary.get("bucket_losses") or summary.get("freq_bucket_losses")
+    losses = summary.get("bucket_losses")
     if isinstance(losses, dict):
         return {str(k): _float(v) for k, v in losses.items()}
-    if isinstance(losses, list):
-        edges = summary.get("bucket_edges") or []
-        if len(edges) == len(losses) + 1:
-            return {f"[{edges[i]:g},{edges[i + 1]:g})": _float(v) for i, v in enumerate(losses)}
-        return {str(i): _float(v) for i, v in enumerate(losses)}
     return {}
 
 
 def row_of(run) -> dict:
     """One MLflow training run as a table row. The names are leviathan.tracking.runs' (tags,
     params) and the metrics training logs (final/val_loss, final/tokens_seen). A WSD-S cooldown
-    branch (tag `cooldown`, or `cooled=true`) is cooled down; a WSD-S main run (tag
+    branch (tag `cooldown`) is cooled down; a WSD-S main run (tag
     schedule=constant) never is; other runs are unmarked."""
     from leviathan.tracking.runs import N_PARAMS, Tag
 
@@ -261,9 +256,7 @@ def row_of(run) -> dict:
     tokens = _float(metrics.get("final/tokens_seen", metrics.get("tokens_seen")))
     if not np.isfinite(tokens):
         tokens = _float(params.get("plan.budget_tokens"))
-    if "cooled" in tags:
-        cooled = flag(tags["cooled"])
-    elif tags.get(Tag.COOLDOWN) or tags.get("branch"):
+    if tags.get(Tag.COOLDOWN):
         cooled = 1.0
     else:
         cooled = 0.0 if tags.get(Tag.SCHEDULE) == "constant" else math.nan

@@ -21,12 +21,10 @@ from analysis.data_fits import fit_joint_law, fit_ld
 from analysis.family import B_GRID, FamilyResult, FitConfig  # noqa: F401 - the public names
 from analysis.lr_selection import select_lr
 from analysis.matchings import match_all
-from analysis.paper_view import bootstrap_dense, fit_ln
+from analysis.paper_view import fit_ln
 from analysis.runs import AnalysisError, Runs, budget_ids
 from analysis.tokens import token_multipliers
 from analysis.trajectory import curve_points, exclude_uncooled, multiplier_vs_tokens
-
-_bootstrap_dense = bootstrap_dense  # the name tests and callers used
 
 
 def _exclude(table: pd.DataFrame, mask, reason: str) -> None:

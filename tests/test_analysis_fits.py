@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from analysis.bootstrap import percentile_interval, refit_batch, resample_counts
+from analysis.paper_view import bootstrap_dense
 from analysis.powerlaw import effective_size, fit_power_law, fit_shared_exponent
 from analysis.runs import AnalysisError, Runs, finalize
-from analysis.scaling import FitConfig, _bootstrap_dense, analyse, budget_ids
+from analysis.scaling import FitConfig, analyse, budget_ids
 
 A_TRUE, ALPHA_TRUE, B = 400.0, 0.34, 1.69
 SIZES = np.array([40e6, 60e6, 109e6, 200e6, 300e6, 421e6, 800e6])
@@ -71,7 +72,7 @@ def test_bootstrap_interval_covers_truth_in_most_repetitions():
     for _ in range(reps):
         dense = ladder(rng, noise=0.004, seeds=2).usable()
         fit = fit_power_law(dense["params"], dense["loss"], b=B)
-        samples = _bootstrap_dense(dense, fit, cfg, rng)
+        samples = bootstrap_dense(dense, fit, cfg, rng)
         lo, hi = percentile_interval(samples[:, 1], cfg.level)
         cover_alpha += lo <= ALPHA_TRUE <= hi
         widths.append(hi - lo)

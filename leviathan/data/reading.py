@@ -26,7 +26,6 @@ from leviathan.data.config import DataError
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".jsonl", ".jsonl.zst", ".jsonl.gz")
-REASONS = ("malformed_json", "no_text", "non_utf8", "empty", "truncated", "read_error")
 UNKNOWN_SOURCE = "unknown"
 
 

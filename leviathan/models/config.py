@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ARMS = ("dense", "leviathan", "factorized")
-HEADS = ("tied", "untied", "generator")
 HEADS_BY_ARM = {"dense": ("tied", "untied"), "leviathan": ("untied", "generator"),
                 "factorized": ("untied",)}
 DEPTH_RULES = ("fixed", "isoparametric")

@@ -8,8 +8,6 @@ each Dense size is within 5% of its name and every v1 isoparametric pair within 
 
 from __future__ import annotations
 
-LADDERS_WITH_SIZES = ("v1", "v2")  # ladders whose size names are checked against conf/model/
-
 
 def ladder_sizes(ladder: str) -> list[str]:
     """The size names of a ladder, from conf/model/<ladder>/*.yaml, smallest first."""
