@@ -33,15 +33,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from leviathan.bench.shapes import arm_config, conf_node, grid_arms, split_shape
 from leviathan.bench.throughput import token_batches
 from leviathan.models.accounting import count_params, flops_per_token
-from leviathan.models.build import build_model
 from leviathan.training.config import LOSS_IMPLS, TrainerConfig
-from leviathan.training.step import TrainStep
+
+if TYPE_CHECKING:  # torch, the models and the step are imported where used: `--help` needs none
+    import torch
 
 DEFAULT_OUT = "sweeps/bench_gpu.json"  # under $LEVIATHAN_ROOT (default: the working directory)
 
@@ -111,6 +111,8 @@ def batch_source(args, vocab_size: int, workdir: Path):
 
 
 def peak_memory_gb(device: torch.device, reset: bool = False) -> float:
+    import torch
+
     if device.type == "cuda":
         if reset:
             torch.cuda.reset_peak_memory_stats(device)
@@ -123,12 +125,15 @@ def peak_memory_gb(device: torch.device, reset: bool = False) -> float:
 
 
 def _sync(device: torch.device) -> None:
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def time_lev(lev, batches, device: torch.device, steps: int) -> dict[str, float]:
     """Median seconds of LEV forward + backward: once per distinct id vs the whole table."""
+    import torch
     import torch.nn.functional as F
 
     paths = {"unique": lambda x: lev.embed_unique(x),
@@ -150,6 +155,11 @@ def time_lev(lev, batches, device: torch.device, steps: int) -> dict[str, float]
 
 
 def run_arm(args, spec: str, arm: str, device: torch.device, workdir: Path) -> dict:
+    import torch
+
+    from leviathan.models.build import build_model
+    from leviathan.training.step import TrainStep
+
     cfg = arm_config(spec, arm)
     if cfg.max_seq_len < args.seq_len:
         raise SystemExit(f"--seq-len {args.seq_len} exceeds model.max_seq_len="
@@ -196,6 +206,8 @@ def run_arm(args, spec: str, arm: str, device: torch.device, workdir: Path) -> d
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import torch
+
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print(f"bench gpu needs CUDA: torch {torch.__version__} sees no CUDA device on this "

@@ -20,8 +20,10 @@ import argparse
 import json
 import statistics
 import time
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where used: `--help` needs none
+    import torch
 
 FORMS = ("blocks", "khronos")
 
@@ -67,12 +69,16 @@ def lev_config(form: str, d_model: int, impl: str, vocab: int | None):
 
 
 def _sync(device: torch.device) -> None:
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
 def time_ids(gen, ids: torch.Tensor, repeats: int) -> float:
     """Median seconds of forward + backward of generate(ids) (one untimed warm-up first)."""
+    import torch
+
     w = torch.randn(ids.numel(), gen.d_model, device=ids.device)
     times = []
     for _ in range(repeats + 1):
@@ -86,6 +92,8 @@ def time_ids(gen, ids: torch.Tensor, repeats: int) -> float:
 
 def time_table(gen, chunk: int, device: torch.device) -> float:
     """Seconds of forward + backward over all V_pad ids, chunk by chunk (gradients accumulate)."""
+    import torch
+
     t0 = time.perf_counter()
     for ids in torch.arange(gen.vocab, device=device).split(chunk):
         e = gen.generate(ids)
@@ -95,16 +103,20 @@ def time_table(gen, chunk: int, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-@torch.no_grad()
 def init_scale(gen, ids: torch.Tensor) -> dict[str, float]:
-    e = gen.generate(ids).double()  # (N, D)
-    rows = e.norm(dim=1)
-    return {"std": e.std().item(), "row_rms": (rows / e.shape[1] ** 0.5).mean().item(),
-            "shared": (e.mean(0).norm() / rows.mean()).item()}
+    import torch
+
+    with torch.no_grad():
+        e = gen.generate(ids).double()  # (N, D)
+        rows = e.norm(dim=1)
+        return {"std": e.std().item(), "row_rms": (rows / e.shape[1] ** 0.5).mean().item(),
+                "shared": (e.mean(0).norm() / rows.mean()).item()}
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    import torch
+
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)

@@ -20,13 +20,14 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from leviathan.bench.throughput import token_batches
-from leviathan.models import ModelConfig, build_model, count_params
+from leviathan.models import ModelConfig, count_params
 from leviathan.training.config import TrainerConfig, make_plan
-from leviathan.training.step import TrainStep
+
+if TYPE_CHECKING:  # torch, the models and the step are imported where used: `--help` needs none
+    import torch
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -76,6 +77,7 @@ class _Batches:
 
 def _boundary_clock():
     import lightning.pytorch as pl
+    import torch
 
     class Clock(pl.Callback):
         """perf_counter at every optimizer-step boundary (first among the callbacks)."""
@@ -114,6 +116,8 @@ def run_trainer(model, tc, batches, run_dir: Path) -> tuple[list[float], float]:
 
 
 def run_plain(model, tc, batches) -> tuple[list[float], float]:
+    from leviathan.training.step import TrainStep
+
     step = TrainStep(model, tc)
     times, loss = [], float("nan")
     for b in batches:
@@ -125,6 +129,10 @@ def run_plain(model, tc, batches) -> tuple[list[float], float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import torch
+
+    from leviathan.models.build import build_model
+
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():

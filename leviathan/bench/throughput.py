@@ -19,12 +19,13 @@ import argparse
 import json
 import statistics
 import time
+from typing import TYPE_CHECKING
 
-import torch
-
-from leviathan.models import ModelConfig, build_model, count_params
+from leviathan.models import ModelConfig, count_params
 from leviathan.training.config import LOSS_IMPLS, TrainerConfig
-from leviathan.training.step import TrainStep
+
+if TYPE_CHECKING:  # torch, the models and the step are imported where used: `--help` needs none
+    import torch
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,6 +61,8 @@ def token_batches(vocab_size: int, shape: tuple[int, int], n: int, *, ids: str =
                   zipf_s: float = 1.1, seed: int = 0) -> list[torch.Tensor]:
     """n fixed batches of token ids of `shape` (batch, seq_len + 1): Zipf-distributed over the
     ids (frequent ids spread over the id range by a fixed permutation) or uniform."""
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     if ids == "uniform":
         return [torch.randint(0, vocab_size, shape, generator=g) for _ in range(n)]
@@ -83,6 +86,9 @@ class Arm:
     """One model and training's own step (loss, AdamW, clip, guard) on the shared batches."""
 
     def __init__(self, name: str, cfg: ModelConfig, device: torch.device, args) -> None:
+        from leviathan.models.build import build_model
+        from leviathan.training.step import TrainStep
+
         self.name, self.cfg = name, cfg
         self.model = build_model(cfg).to(device).train()
         tc = TrainerConfig(accelerator=device.type, lr=args.lr, min_lr=0.0,
@@ -102,6 +108,8 @@ class Arm:
 
 def time_lev(lev: torch.nn.Module, batches: list[torch.Tensor], steps: int) -> float:
     """Median seconds of LEV's forward + backward alone on the bench batches."""
+    import torch
+
     times = []
     for i in range(steps + 1):
         x = batches[i % len(batches)][:, :-1]
@@ -116,6 +124,8 @@ def time_lev(lev: torch.nn.Module, batches: list[torch.Tensor], steps: int) -> f
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import torch
+
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

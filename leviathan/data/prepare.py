@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 from leviathan.data.config import DataError
-from leviathan.data.pipeline import threaded
 from leviathan.data.reading import SkipStats, doc_hash, iter_docs, resolve_shards
 from leviathan.data.tokenizer import vocab_hash
 from leviathan.data.tokens import DocEncoder
@@ -52,6 +51,8 @@ def _groups(shards: list[Path], stats: SkipStats, size: int):
 def prepare(path, out_dir, *, tokenizer: str = "o200k_base", val_fraction: float = 0.01,
             num_threads: int = 0, encode_batch_docs: int = 256, force: bool = False) -> dict:
     """Tokenize every document under ``path`` into ``out_dir``; return the index."""
+    from leviathan.data.pipeline import threaded  # imports torch: not at `--help`
+
     out_dir = Path(out_dir)
     shards = resolve_shards(path, key="path")
     if (out_dir / INDEX).is_file() and not force:

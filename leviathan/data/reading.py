@@ -19,8 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from leviathan.data.config import DataError
 
 log = logging.getLogger(__name__)
@@ -228,25 +226,42 @@ def assign_shards(shards: list[Path], slot: int, n_slots: int) -> list[ShardPart
 
 def current_slot(rank: int, world_size: int) -> tuple[int, int]:
     """(slot, n_slots) of this process: rank * workers + worker inside a DataLoader worker."""
+    import torch
+
     info = torch.utils.data.get_worker_info()
     if info is None:
         return rank, world_size
     return rank * info.num_workers + info.id, world_size * info.num_workers
 
 
-class DocumentStream(torch.utils.data.IterableDataset):
-    """One pass over this rank's (and DataLoader worker's) share of the documents; an
-    IterableDataset-compatible iterable yielding (source, text)."""
+def __getattr__(name: str):
+    """`DocumentStream` is defined on first use: it subclasses torch's IterableDataset, and
+    reading shards (prepare, and its `--help`) needs no torch."""
+    if name == "DocumentStream":
+        globals()[name] = cls = _document_stream_class()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    def __init__(self, path, *, rank: int = 0, world_size: int = 1):
-        super().__init__()
-        self.shards, self.rank, self.world_size = resolve_shards(path), rank, world_size
-        self.stats = SkipStats()
 
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        for p in assign_shards(self.shards, *current_slot(self.rank, self.world_size)):
-            for doc in iter_docs(p.path, self.stats, part=p.part, n_parts=p.n_parts):
-                yield doc.source, doc.text
+def _document_stream_class() -> type:
+    import torch
+
+    class DocumentStream(torch.utils.data.IterableDataset):
+        """One pass over this rank's (and DataLoader worker's) share of the documents; an
+        IterableDataset-compatible iterable yielding (source, text)."""
+
+        def __init__(self, path, *, rank: int = 0, world_size: int = 1):
+            super().__init__()
+            self.shards, self.rank, self.world_size = resolve_shards(path), rank, world_size
+            self.stats = SkipStats()
+
+        def __iter__(self) -> Iterator[tuple[str, str]]:
+            for p in assign_shards(self.shards, *current_slot(self.rank, self.world_size)):
+                for doc in iter_docs(p.path, self.stats, part=p.part, n_parts=p.n_parts):
+                    yield doc.source, doc.text
+
+    DocumentStream.__qualname__ = "DocumentStream"  # pickled by name, as a module-level class
+    return DocumentStream
 
 
 def doc_hash(text: str) -> int:

@@ -5,21 +5,27 @@
 
 `python -m leviathan.eval <run folder | checkpoint | MLflow run id> [key=value ...]` does the
 same from a shell; the keys are conf/eval/default.yaml's. The harness itself (`lm-eval`, the
-`eval` extra) is imported only when a run is evaluated.
+`eval` extra) is imported only when a run is evaluated, and the exports load lazily, so
+composing a config (leviathan.eval.config) imports neither the runner nor the checkpoint
+reader.
 """
 
-from leviathan.eval.checkpoint import CheckpointError, RunFiles, load_model, locate
-from leviathan.eval.config import EvalConfig, EvalConfigError, eval_config
-from leviathan.eval.runner import evaluate_run, mlflow_metrics
+import importlib
 
-__all__ = [
-    "CheckpointError",
-    "EvalConfig",
-    "EvalConfigError",
-    "RunFiles",
-    "eval_config",
-    "evaluate_run",
-    "load_model",
-    "locate",
-    "mlflow_metrics",
-]
+_EXPORTS = {
+    "CheckpointError": "checkpoint", "RunFiles": "checkpoint", "load_model": "checkpoint",
+    "locate": "checkpoint",
+    "EvalConfig": "config", "EvalConfigError": "config", "eval_config": "config",
+    "evaluate_run": "runner", "mlflow_metrics": "runner",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"leviathan.eval.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'leviathan.eval' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -19,13 +19,13 @@ from typing import Any
 
 def _load(sweep_dir: Path) -> tuple[dict, Any, dict[str, dict]]:
     """(manifest, plan table, {run: its resolved config})."""
-    import pandas as pd
-    import yaml
-
     manifest_path = sweep_dir / "manifest.json"
     if not manifest_path.exists():
         raise FileNotFoundError(f"{manifest_path}: no such sweep manifest (plan the sweep first "
                                 f"with `python -m leviathan.sweep +grid=<name>`)")
+    import pandas as pd
+    import yaml
+
     manifest = json.loads(manifest_path.read_text())
     plan = pd.read_csv(sweep_dir / "plan.csv")
     configs = {run: yaml.safe_load((sweep_dir / manifest["runs"][run]["config"]).read_text())
