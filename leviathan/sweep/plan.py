@@ -170,7 +170,7 @@ def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:  # noqa: C901 - one r
     """One run: composed, counted, its ladder rules applied, validated, costed."""
     from omegaconf import OmegaConf
 
-    from leviathan.data import check_data
+    from leviathan.data import check_data, to_data_config
     from leviathan.models import count_params, flops_per_token, resolve_model_config
     from leviathan.sweep.rules import branches, lr_settings
     from leviathan.training.config import config_hash, trainer_config
@@ -188,6 +188,8 @@ def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:  # noqa: C901 - one r
         counts = count_params(mc)
     except ValueError as e:
         raise GridError(f"run {spec.name} ({spec.size_config}, arm {spec.arm}): {e}") from e
+    to_data_config(run_cfg.data)  # every value range-checked before the rules below use it
+    trainer_config(run_cfg)  # (data.seq_len=0 or trainer.lr=0 would divide by zero there)
     if spec.pair not in ctx.pair_tokens:  # the first arm of a pair (dense if present) sets N
         kind, value = spec.budget
         n = counts.total if grid.budget_params == "total" else counts.body

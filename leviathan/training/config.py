@@ -88,7 +88,9 @@ class TrainerConfig:
                 raise bad(key, f"must be null or an integer >= 0, got {v!r}")
         if self.max_steps == 0:
             raise bad("max_steps", "must be null or >= 1")
-        if not self.lr > 0 or not 0 <= self.min_lr <= self.lr:
+        if not self.lr > 0:
+            raise bad("lr", f"must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr <= self.lr:
             raise bad("min_lr", f"need lr > 0 and 0 <= min_lr <= lr, got lr={self.lr}, "
                                 f"min_lr={self.min_lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
