@@ -12,7 +12,7 @@ SAMPLES = ["Hello world! The quick brown fox jumps over 12345 lazy dogs.",
 
 
 def test_rebuilding_from_o200k_gives_the_shipped_file_byte_for_byte(tiktoken_cache):
-    from conftest import TOKENIZERS
+    from helpers import TOKENIZERS
 
     from leviathan.data.debug_vocab import DEBUG_VOCABS, build, read_ranks, to_tiktoken_file
 

@@ -9,9 +9,9 @@ import ast
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from helpers import REPO
+
 HEAVY = ("torch", "lightning", "mlflow", "submitit", "matplotlib")
 
 # every module with `if __name__ == "__main__"` (and every __main__.py) under leviathan/ and

@@ -7,9 +7,9 @@ import hashlib
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import REPO, TOKENIZERS
 
 from leviathan.data.tokenizer import (
     TokenizerError,
@@ -19,9 +19,6 @@ from leviathan.data.tokenizer import (
     stage,
 )
 from leviathan.data.tokens import Packer, flatten_with_eot
-
-REPO = Path(__file__).resolve().parents[1]
-TOKENIZERS = Path(os.environ.get("LEVIATHAN_SHARED", REPO.parent / "shared")) / "tokenizers"
 
 O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import math
 import os
 import subprocess
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import REPO
 
 from leviathan.tracking.server import free_port
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.integration

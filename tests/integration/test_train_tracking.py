@@ -157,7 +157,7 @@ def test_training_survives_a_blip_mid_run(tmp_path, mlflow_server, tmp_path_fact
     once the run has seen a send fail (its writer's retry line): the run finishes and every
     step's metrics are in MLflow exactly once. No timing assumption: a fast machine may finish
     training before the writer tries, then the final flush sees the outage instead."""
-    from test_train_run import client, one_value_per_step, run_cli, tiny
+    from helpers.train import client, one_value_per_step, run_cli, tiny
 
     proxy = Proxy(mlflow_server)
     proxy.up()
@@ -202,7 +202,7 @@ def test_job_started_while_the_server_is_down_lands_once(tmp_path, mlflow_server
     step without the server and OUTAGE_S have passed since it started, the server comes back.
     The job finishes, one MLflow run holds its params, tags and every step once, the outbox
     is gone."""
-    from test_train_run import client, one_value_per_step, run_cli, tiny
+    from helpers.train import client, one_value_per_step, run_cli, tiny
 
     proxy = Proxy(mlflow_server)  # not up yet: connections are refused
     steps = 12
@@ -251,7 +251,7 @@ def test_kill_after_a_checkpoint_loses_and_duplicates_no_metric(tmp_path, mlflow
     after the checkpoint of step 4, at step 6: steps 1-6 are in its outbox, which the same
     command's resume (from step 4) sends, skipping the steps it recomputes: one run, every step
     once (the old writer lost steps 1-4 for good: the resume does not log them again)."""
-    from test_train_run import client, history, one_value_per_step, run_cli, tiny
+    from helpers.train import client, history, one_value_per_step, run_cli, tiny
 
     data_dir = tmp_path_factory.getbasetemp() / "train-data"
     over = tiny(data_dir, tmp_path, mlflow_server, "run_name=killed",

@@ -5,26 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from helpers import REPO
+from helpers.sweep import plan_for
 
-from leviathan.config import compose
 from leviathan.models import build_model, count_params, resolve_model_config
 from leviathan.sweep.grid import GridError
-from leviathan.sweep.plan import dedupe_overrides, make_plan, run_overrides, write_plan
+from leviathan.sweep.plan import dedupe_overrides, run_overrides, write_plan
 
-REPO = Path(__file__).resolve().parents[1]
-CONF = str(REPO / "conf")
-GRIDS = ["isoparametric", "isobody", "decoupled", "data_scaling", "smoke"]
-
-
-def plan_for(overrides: list[str], root: Path):
-    overrides = [*overrides, f"paths.root_dir={root}"]
-    cfg = compose("sweep", overrides)
-    return cfg, make_plan(cfg, overrides, root)
+GRIDS = sorted(p.stem for p in (REPO / "conf" / "grid").glob("*.yaml"))  # every grid
 
 
 @pytest.mark.parametrize("grid", GRIDS)
@@ -47,7 +39,7 @@ def test_every_grid_plans(grid, tmp_path):
             assert any(pair.startswith(s.rsplit("/", 1)[1]) for s in g.dense_sizes)
             continue
         lev = arms["leviathan"]
-        if grid in ("isoparametric", "smoke", "data_scaling"):
+        if grid in ("isoparametric", "smoke", "smoke_tiny", "data_scaling"):
             for other in [lev] + ([arms["factorized"]] if "factorized" in arms else []):
                 assert abs(other.params_total - dense.params_total) / dense.params_total <= 0.02
                 assert other.n_layers > dense.n_layers
@@ -58,7 +50,7 @@ def test_every_grid_plans(grid, tmp_path):
         if grid == "decoupled":
             assert 0 < (lev.params_total - dense.params_total) / dense.params_total < 0.02
             assert arms["dense_untied"].params_total > dense.params_total
-        if grid not in ("smoke", "data_scaling"):
+        if grid not in ("smoke", "smoke_tiny", "data_scaling"):
             assert dense.tokens == round(20 * dense.params_total)
     for r in plan.runs:  # the plan's counts are the models' own accounting
         c = count_params(resolve_model_config(r.config["model"]))

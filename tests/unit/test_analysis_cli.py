@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import REPO
 
 from analysis.fit_scaling import main
 
-REPO = Path(__file__).resolve().parents[1]
 SIZES = [60e6, 109e6, 200e6, 300e6, 421e6]
 
 

@@ -10,52 +10,15 @@ imports on 2 cores while the jobs train).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
+from helpers import wait_for
+from helpers.sweep import mlflow_runs, status, sweep_cli, sweep_here
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def sweep_cli(args: list[str], timeout: float = 900,
-              env: dict | None = None) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "-m", "leviathan.sweep", *args], cwd=REPO,
-                         capture_output=True, text=True, timeout=timeout,
-                         env=None if env is None else {**os.environ, **env})
-    return out
-
-
-def sweep_here(args: list[str], capsys) -> tuple[int, str]:
-    """The sweep entry point's work in this process: (exit code, what it printed)."""
-    from leviathan.config import compose
-    from leviathan.sweep.__main__ import sweep
-
-    capsys.readouterr()
-    code = sweep(compose("sweep", args), args)
-    return code, capsys.readouterr().out
-
-
-def status(root: Path, sweep: str) -> list[dict]:
-    """sweep.status's rows (`--json`), in this process."""
-    from leviathan.sweep.status import collect
-
-    return collect(root / "sweeps" / sweep)
-
-
-def mlflow_runs(uri: str, sweep: str, kind: str = "train"):
-    from mlflow.tracking import MlflowClient
-
-    c = MlflowClient(tracking_uri=uri)
-    exp = c.get_experiment_by_name("leviathan")
-    return c, c.search_runs([exp.experiment_id],
-                            f"tags.kind = '{kind}' and tags.sweep = '{sweep}'")
 
 
 def test_local_smoke_sweep_is_tracked_idempotent_and_has_status(mlflow_server, tmp_path,
@@ -113,16 +76,6 @@ def test_local_smoke_sweep_is_tracked_idempotent_and_has_status(mlflow_server, t
             assert any(k.startswith(f"eval/{task}/") for k in r.data.metrics), (task, r.data)
 
 
-def _wait_for(pred, timeout: float, what: str, poll: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 def test_slurm_sweep_submits_returns_and_requeue_resumes(slurm_cluster, mlflow_server,
                                                          tmp_path):
     common = ["+grid=smoke_tiny", "grid.sizes=[smoke_tiny/164K]", "grid.tokens=[4096]",
@@ -152,7 +105,7 @@ def test_slurm_sweep_submits_returns_and_requeue_resumes(slurm_cluster, mlflow_s
     def job_log() -> str:
         return "".join(p.read_text(errors="replace") for p in logs.glob(f"{job_id}_*_log.out"))
 
-    _wait_for(lambda: "holding at step 2" in job_log(), 900, f"{run} to reach step 2")
+    wait_for(lambda: "holding at step 2" in job_log(), 900, f"{run} to reach step 2")
     subprocess.run(["scontrol", "requeue", job_id], check=True)
 
     def restarted():  # SLURM holds a requeued job ~2 min: release it until it runs again
@@ -163,8 +116,8 @@ def test_slurm_sweep_submits_returns_and_requeue_resumes(slurm_cluster, mlflow_s
         # after the requeue it is COMPLETING, then PENDING until released, then RUNNING
         return "Restarts=1" in out.stdout and state and state[1] in ("RUNNING", "COMPLETED")
 
-    _wait_for(restarted, 300, "the requeued job to restart", poll=2.0)
-    _wait_for(lambda: all(r["state"] in ("finished", "failed")
+    wait_for(restarted, 300, "the requeued job to restart", poll=2.0)
+    wait_for(lambda: all(r["state"] in ("finished", "failed")
                           for r in status(tmp_path, "smoke-slurm")), 1200,
               "every run of the sweep to end", poll=2.0)
     rows = status(tmp_path, "smoke-slurm")

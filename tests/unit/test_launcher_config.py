@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import cloudpickle
 import pytest
+from helpers import REPO
 from omegaconf import OmegaConf
 
 from leviathan.sweep.launcher import ResumableCall
@@ -21,7 +21,7 @@ from leviathan.sweep.launcher_config import (
 from leviathan.sweep.selfcheck import count_steps
 from leviathan.sweep.slurm_check import _gpus, map_slurm_state
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "launcher"
+CONF = REPO / "conf" / "launcher"
 SCHEMAS = {"local": LocalLauncherConfig, "slurm": SlurmLauncherConfig}
 
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SHARED
 
 from analysis.fit_scaling import main
 from analysis.joint import EPOCH_CHINCHILLA, bootstrap_joint, fit_joint, load_chinchilla
 
-CHINCHILLA = Path(__file__).resolve().parents[2] / "shared" / "reference" / \
-    "chinchilla_svg_extracted_data.csv"
+CHINCHILLA = SHARED / "reference" / "chinchilla_svg_extracted_data.csv"
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from test_sweep_launch import REPO, _wait_for, mlflow_runs, sweep_cli
+from helpers import REPO, wait_for
+from helpers.sweep import mlflow_runs, sweep_cli
 
 from leviathan.tracking.outbox import JOURNAL_FILE
 
@@ -52,7 +53,7 @@ def test_crashed_job_shows_lost_is_synced_and_resumes_into_its_run(mlflow_server
         assert proc.poll() is None, (tmp_path / "sweep.log").read_text()[-3000:]
         return None
 
-    run_dir = _wait_for(crashed_run, 900, "a checkpoint of the first job", poll=0.5)
+    run_dir = wait_for(crashed_run, 900, "a checkpoint of the first job", poll=0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     log.close()
@@ -60,7 +61,7 @@ def test_crashed_job_shows_lost_is_synced_and_resumes_into_its_run(mlflow_server
 
     manifest_path = tmp_path / "sweeps" / "crash" / "manifest.json"
     job_pid = json.loads(manifest_path.read_text())["jobs"][run_dir.name]["job_id"]
-    _wait_for(lambda: not pid_alive(job_pid), 60, "the killed job's process to end", poll=0.2)
+    wait_for(lambda: not pid_alive(job_pid), 60, "the killed job's process to end", poll=0.2)
     run, run_id = run_dir.name, (run_dir / "mlflow_run_id").read_text().strip()
     c, runs = mlflow_runs(mlflow_server, "crash")
     assert [(r.info.run_id, r.info.status) for r in runs] == [(run_id, "RUNNING")]
@@ -74,7 +75,7 @@ def test_crashed_job_shows_lost_is_synced_and_resumes_into_its_run(mlflow_server
     def state() -> str:
         return next(r["state"] for r in status(tmp_path, "crash", mlflow_server) if r["run"] == run)
 
-    _wait_for(lambda: state() == "lost", 120, "the missed heartbeats to mark the run lost", poll=2)
+    wait_for(lambda: state() == "lost", 120, "the missed heartbeats to mark the run lost", poll=2)
 
     from leviathan.sweep.status import main as status_main
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO
 
 from leviathan.data import build_train_stream, build_val_batches, check_data, to_data_config
 from leviathan.data.minipile import cached_minipile
 from leviathan.data.reading import SkipStats, iter_docs, resolve_shards
 
-REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf" / "data"
 
 

@@ -5,7 +5,7 @@ the validation tokens, rarest first."""
 from __future__ import annotations
 
 import pytest
-from test_train_run import client, compose, tiny
+from helpers.train import client, compose, tiny
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

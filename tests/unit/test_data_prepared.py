@@ -8,11 +8,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import REPO
 
 from leviathan.data import (
     DataError,
@@ -27,7 +27,6 @@ from leviathan.data.reading import SkipStats, is_val, iter_docs, resolve_shards
 from leviathan.data.testing import write_bad_corpus, write_corpus
 from leviathan.data.tokenizer import get_encoding
 
-REPO = Path(__file__).resolve().parents[1]
 O200K_SHA = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 
 

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 import torch
-from test_train_run import client, compose, one_value_per_step, run_cli, tiny
+from helpers.train import client, compose, one_value_per_step, run_cli, tiny
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 WSD = ["trainer.cooldown_fraction=0.3", "trainer.ckpt_every=100"]

@@ -1,67 +1,16 @@
 """End-to-end training runs on CPU against a real `mlflow server`, on the debug demo corpus
-(written and prepared by the data package in a temporary directory).
-
-The model is the debug model narrowed to width 32. Mechanics tests (resume, tracking, DDP,
-failures) read the corpus through the 2,048-id debug_2k vocabulary with `model=debug_small`
-(a 200k head would dominate their cost and checkpoint size); the tiny run per arm keeps the
-real o200k_base vocabulary (vocab="o200k_base"), where the 200k numerics are the point.
+(written and prepared by the data package in a temporary directory); the runs are
+helpers.train's tiny ones (debug_2k for mechanics, o200k_base for the tiny run per arm).
 """
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def compose(overrides: list[str]):
-    from leviathan.config import compose as compose_config
-
-    return compose_config("train", overrides)
-
-
-def tiny(data_dir: Path, scratch: Path, uri: str, *extra: str, steps: int = 8,
-         arm: str = "dense", vocab: str = "debug_2k") -> list[str]:
-    head = "tied" if arm == "dense" else "untied"
-    small = ["model=debug_small", "data.tokenizer=debug_2k"] if vocab == "debug_2k" else []
-    return [*small, f"model.arm={arm}", f"model.head={head}", "model.d_model=32", "model.n_heads=2",
-            "data=debug", "data.seq_len=32", "trainer=debug", "trainer.global_batch=2",
-            "trainer.micro_batch=1", f"trainer.max_steps={steps}", "trainer.val_every=4",
-            "trainer.ckpt_every=4", "trainer.val_batches=2", "trainer.warmup_steps=1",
-            f"tracking.uri={uri}", "tracking.experiment=test-train", "tracking.flush_every_s=0.5",
-            f"paths.data_dir={data_dir}", f"paths.scratch_dir={scratch}", *extra]
-
-
-def client(uri):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(uri)
-
-
-def history(uri, run_id, key) -> list[tuple[int, float]]:
-    return sorted((m.step, m.value) for m in client(uri).get_metric_history(run_id, key))
-
-
-def one_value_per_step(uri, run_id, key) -> list[float]:
-    h = history(uri, run_id, key)
-    steps = [s for s, _ in h]
-    assert len(steps) == len(set(steps)), f"{key}: duplicated steps {steps}"
-    return [v for _, v in h]
-
-
-def run_cli(overrides: list[str], **kw) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "leviathan.train", *overrides], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, **kw)
+from helpers.train import client, compose, history, one_value_per_step, run_cli, tiny
 
 
 # ------------------------------------------------------------------ fail fast, before the model

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from test_sweep_plan import plan_for
+from helpers.sweep import plan_for
 
 from leviathan.sweep.grid import GridError
 from leviathan.sweep.plan import format_plan

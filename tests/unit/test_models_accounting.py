@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
+from helpers import REPO
 from omegaconf import OmegaConf
 
 from leviathan.config import compose, ladder_config
@@ -23,7 +23,7 @@ from leviathan.models import (
 from leviathan.models.accounting import block_params, lev_params
 from leviathan.models.ladder import size_in_params
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = REPO / "conf"
 NAMED = [f"{lad}/{size}" for lad in ("v1", "v2") for size in ladder_sizes(lad)]
 EXTRA = sorted(  # every other option of the `model` group (debug, bench, smoke sizes, ...)
     str(f.relative_to(CONF / "model").with_suffix("")) for f in (CONF / "model").rglob("*.yaml")

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO
 
 pytest.importorskip("lm_eval", reason="the eval extra (lm-eval) is not installed")
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
 SWEEP = "eval-test"
 ABSENT_YAML = ("task: absent_task\ndataset_path: leviathan-test/absent-dataset\n"
                "output_type: loglikelihood\ntest_split: test\ndoc_to_text: '{{a}}'\n"

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
+
+from helpers import REPO
 
 from leviathan.configdoc import render
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_config_reference_is_up_to_date():

@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 from leviathan.tracking.environment import (
     KEY_PACKAGES,
@@ -27,7 +28,6 @@ from leviathan.tracking.environment import (
     save,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 LOCK = REPO / "requirements.lock"
 PROBE = "provenance-probe"  # a distribution that only a probe site folder holds
 
@@ -131,8 +131,8 @@ def test_resumed_run_on_another_environment_says_which_packages_differ(
     The resumed attempt (this process, without it) says so in its log and on its MLflow run."""
     import os
 
+    from helpers.train import compose, tiny
     from mlflow.tracking import MlflowClient
-    from test_train_run import compose, tiny
 
     from leviathan.training.run import train
 
@@ -235,8 +235,8 @@ def test_sweep_status_names_the_packages_that_differ(tmp_path, mlflow_server, ca
 @pytest.mark.integration
 @pytest.mark.slow
 def test_fit_summary_names_the_packages_that_differ(tmp_path, mlflow_server):
+    from helpers.mlflow_world import log_sweep
     from mlflow.tracking import MlflowClient
-    from test_analysis_mlflow import log_sweep
 
     from analysis.fit_scaling import main
 

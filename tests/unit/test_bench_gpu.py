@@ -8,15 +8,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO
 
 from leviathan.bench.shapes import ShapeError, arm_config, grid_arms, split_shape
 from leviathan.models import resolve_model_config
 
-REPO = Path(__file__).resolve().parents[1]
 BLOCKED = ("hydra", "omegaconf", "mlflow", "submitit", "lightning", "pytorch_lightning")
 CPU_ARGS = ["--device", "cpu", "--steps", "2", "--warmup", "1", "--micro-batch", "2",
             "--seq-len", "16"]

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import TESTS
 
-REFERENCE = Path(__file__).resolve().parent / "data" / "reference_curves.json"
+REFERENCE = TESTS / "data" / "reference_curves.json"
 ARMS = {  # name -> model overrides on conf/model/debug.yaml
     "dense": {"arm": "dense", "head": "untied"},
     "dense_tied": {"arm": "dense", "head": "tied"},
