@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers.corpora import write_corpus
 
 from leviathan.data import build_train_stream
-from leviathan.data.testing import write_corpus
 
 
 def _module(loader):

@@ -8,7 +8,7 @@ from leviathan.bench.__main__ import main as bench_main
 
 
 def test_data_bench_prints_three_rates(capsys, tmp_path):
-    from leviathan.data.testing import write_corpus
+    from helpers.corpora import write_corpus
 
     write_corpus(tmp_path, n_docs=300, n_shards=3)
     rc = bench_main(["data", "--path", str(tmp_path), "--threads", "2", "--seq-len", "128",

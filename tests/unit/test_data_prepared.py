@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import REPO
+from helpers.corpora import write_bad_corpus, write_corpus
 
 from leviathan.data import (
     DataError,
@@ -24,7 +25,6 @@ from leviathan.data import (
 )
 from leviathan.data.prepare import prepare
 from leviathan.data.reading import SkipStats, is_val, iter_docs, resolve_shards
-from leviathan.data.testing import write_bad_corpus, write_corpus
 from leviathan.data.tokenizer import get_encoding
 
 O200K_SHA = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"

@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+from helpers.corpora import make_docs, write_bad_corpus, write_corpus, write_shard
 
 from leviathan.data import DataError
 from leviathan.data.reading import (
@@ -19,7 +20,6 @@ from leviathan.data.reading import (
     iter_docs,
     resolve_shards,
 )
-from leviathan.data.testing import make_docs, write_bad_corpus, write_corpus, write_shard
 
 
 def _read_all(path) -> tuple[list[str], SkipStats]:

@@ -8,6 +8,7 @@ import io
 import numpy as np
 import pytest
 import torch
+from helpers.corpora import write_bad_corpus, write_corpus
 from omegaconf import OmegaConf
 
 from leviathan.data import (
@@ -21,7 +22,6 @@ from leviathan.data import (
 )
 from leviathan.data.reading import SkipStats, is_val, iter_docs, resolve_shards
 from leviathan.data.stream import epoch_parts
-from leviathan.data.testing import write_bad_corpus, write_corpus
 from leviathan.data.tokenizer import get_encoding
 
 
