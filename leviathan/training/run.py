@@ -1,8 +1,9 @@
 """train(cfg): one training run, from a composed config to a finished (or resumable) MLflow run.
 
 Order matters: every config is validated, the data path and the tracking server are checked,
-and the plan is derived *before* the model is built, so a bad run fails in seconds. The run's
-scratch folder (${paths.scratch_dir}/runs/<run key>) holds last.ckpt, the MLflow run id and,
+and the plan is derived *before* the model is built, so a bad run fails in seconds; what they
+settle is one frozen RunContext (context.py), handed whole to engine.fit. The run's scratch
+folder (${paths.scratch_dir}/runs/<run key>) holds last.ckpt, the MLflow run id and,
 once finished, summary.json; starting the same config again resumes (or returns the summary).
 """
 
