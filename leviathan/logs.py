@@ -3,9 +3,11 @@
 Modules log through `log = logging.getLogger(__name__)`; each CLI's `main` (and a sweep job's
 entry) calls `setup_logging()` once. Our records (leviathan, analysis, a `python -m` module's
 `__main__`) at INFO go to stdout as the message alone, WARNING and above to stderr, so a CLI's
-output reads like plain prints; other libraries' records show from WARNING on. The streams are
-looked up at each record (pytest's capsys, a redirected sys.stdout see them). In a distributed
-run only global rank 0 says what it is doing: below WARNING, other ranks' records are dropped.
+output reads like plain prints; other libraries' records show from WARNING on, unless the
+library has a handler of its own (urllib3's retries stay quiet, Lightning prints its own). The
+streams are looked up at each record (pytest's capsys, a redirected sys.stdout see them). In a
+distributed run only global rank 0 says what it is doing: below WARNING, other ranks' records
+are dropped.
 
 No torch or Lightning import here (config composition stays torch-free): the rank is
 Lightning's `rank_zero_only.rank` once Lightning is loaded, else RANK / LOCAL_RANK /
@@ -46,18 +48,29 @@ class RankZeroFilter(logging.Filter):
         return record.levelno >= self.all_ranks_from or global_rank() == 0
 
 
+def _handled_below_root(name: str) -> bool:
+    """Whether logger `name` or a parent below the root has a handler of its own (a library's
+    NullHandler, Lightning's console handler): that library decides what it shows."""
+    lg = logging.getLogger(name)
+    while isinstance(lg, logging.Logger) and lg.parent is not None:
+        if lg.handlers:
+            return True
+        lg = lg.parent
+    return False
+
+
 class _OursFilter(logging.Filter):
-    """Our records from `level` on; other libraries' from WARNING on."""
+    """Our records from `level` on; another library's from WARNING on, and only when it has no
+    handler of its own (what Python's last-resort handler showed before any setup)."""
 
     def __init__(self, level: int) -> None:
         super().__init__()
         self.level = level
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.WARNING:
-            return True
-        ours = record.name.split(".", 1)[0] in OURS
-        return ours and record.levelno >= self.level
+        if record.name.split(".", 1)[0] in OURS:
+            return record.levelno >= self.level
+        return record.levelno >= logging.WARNING and not _handled_below_root(record.name)
 
 
 class _StdStream(logging.StreamHandler):

@@ -71,6 +71,12 @@ def test_messages_print_plain_info_to_stdout_warnings_to_stderr(clean_root, caps
     logging.getLogger("__main__").info("from a `python -m` module")
     logging.getLogger("somelib").info("a library's INFO is not ours to show")
     logging.getLogger("somelib").warning("a library's warning is")
+    quiet = logging.getLogger("quietlib")
+    quiet.addHandler(logging.NullHandler())  # as urllib3 does: it decides what it shows
+    try:
+        logging.getLogger("quietlib.connectionpool").warning("Retrying (Retry(total=6))")
+    finally:
+        quiet.handlers.clear()
     out, err = capsys.readouterr()
     assert out == "Sweep smoke: submitted 4 job(s)\nfrom a `python -m` module\n"
     assert err == "warning: MLflow is not reachable\na library's warning is\n"
