@@ -12,11 +12,14 @@ the sweep's parent run under the artifact path `fit/`.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
 
 from analysis.runs import AnalysisError, Runs
+
+log = logging.getLogger(__name__)
 
 
 def _b(value: str) -> float | None:
@@ -154,6 +157,9 @@ def add_environments(out: Path, sweep: str, uri: str, experiment: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from leviathan.logs import setup_logging
+
+    setup_logging()
     if args.curves and not args.csv:
         parser.error("--curves goes with --csv (MLflow runs bring their own curves)")
     site_settings(args)
@@ -175,13 +181,13 @@ def main(argv: list[str] | None = None) -> int:
             out = args.out or args.csv.resolve().parent / f"{args.csv.stem}_fit"
         else:
             sweep = args.sweep or latest_sweep(args.tracking_uri, args.experiment)
-            print(f"fit-scaling: sweep {sweep!r} from {args.tracking_uri}")
+            log.info(f"fit-scaling: sweep {sweep!r} from {args.tracking_uri}")
             runs = load_mlflow(sweep, tracking_uri=args.tracking_uri,
                                experiment=args.experiment, params_kind=cfg.params)
             out = args.out or args.sweeps_dir / sweep / "fit"
         results, table = analyse(runs, cfg)
     except (AnalysisError, TrackingUnreachable) as err:
-        print(f"fit-scaling: error: {err}", file=sys.stderr)
+        log.error(f"fit-scaling: error: {err}")
         return 2
     out = Path(out)
     written = write_outputs(out, runs, cfg, results, table)
@@ -194,10 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         add_environments(out, runs.sweep, args.tracking_uri, args.experiment)
         written += add_downstream(out, runs.sweep, args.tracking_uri, args.experiment)
     print((out / "summary.md").read_text())
-    print("wrote " + ", ".join(str(p) for p in written))
+    log.info("wrote " + ", ".join(str(p) for p in written))
     if runs.sweep and not args.csv and not args.no_upload:
         run_id = upload(out, args.tracking_uri, args.experiment, runs.sweep)
-        print(f"logged to MLflow run {run_id} (artifacts fit/) at {args.tracking_uri}")
+        log.info(f"logged to MLflow run {run_id} (artifacts fit/) at {args.tracking_uri}")
     return 0
 
 

@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise", type=float, default=0.005, help="seed noise, fraction of loss")
     p.add_argument("--seed", type=int, default=0, help="RNG seed")
     args = p.parse_args(argv)
+    from leviathan.logs import setup_logging
+
+    setup_logging()
     basis, worth = WORLDS[args.world]
     df = toy_world(basis, worth, seeds=args.seeds, noise=args.noise, seed=args.seed)
     df.to_csv(args.out, index=False)

@@ -10,12 +10,14 @@ Extra arguments are Hydra overrides for the sweep (e.g. `grid.tokens=[4096]`).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 # Where a vocabulary file may already lie (a shared checkout beside the repo, or a named file).
 VOCAB_CANDIDATES = ("{env}", "{repo}/../shared/tokenizers/{name}.tiktoken",
@@ -23,7 +25,7 @@ VOCAB_CANDIDATES = ("{env}", "{repo}/../shared/tokenizers/{name}.tiktoken",
 
 
 def step(n: int, title: str) -> float:
-    print(f"\n== [{n}/6] {title}", flush=True)
+    log.info(f"\n== [{n}/6] {title}")
     return time.monotonic()
 
 
@@ -33,7 +35,7 @@ def ensure_tokenizer(name: str = "o200k_base") -> bool:
 
     try:
         get_encoding(name)
-        print(f"tokenizer {name}: available")
+        log.info(f"tokenizer {name}: available")
         return True
     except TokenizerError as first:
         for pattern in VOCAB_CANDIDATES:
@@ -41,12 +43,12 @@ def ensure_tokenizer(name: str = "o200k_base") -> bool:
                                        repo=REPO, name=name))
             if path.is_file():
                 staged = stage(path)
-                print(f"tokenizer {name}: staged {path} -> {staged}")
+                log.info(f"tokenizer {name}: staged {path} -> {staged}")
                 get_encoding(name)
                 return True
-        print(f"tokenizer {name} is not available on this machine.\n{first}\n"
-              f"(or set LEVIATHAN_TOKENIZER_FILE=/path/to/{name}.tiktoken and rerun make demo)",
-              file=sys.stderr)
+        log.error(f"tokenizer {name} is not available on this machine.\n{first}\n"
+                  f"(or set LEVIATHAN_TOKENIZER_FILE=/path/to/{name}.tiktoken and rerun make "
+                  "demo)")
         return False
 
 
@@ -68,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=1000, help="resamples for the intervals")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for the smoke sweep")
     args = ap.parse_args(argv)
+    from leviathan.logs import setup_logging
+
+    setup_logging()
     t_start = time.monotonic()
     uri = f"http://127.0.0.1:{args.port}"
     overrides = [f"tracking.uri={uri}", *args.overrides]
@@ -81,21 +86,20 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg, run_cfg = compose(overrides)
     data = ensure_data(run_cfg.data)
-    print(f"data ready: {data.prepared_dir}")
+    log.info(f"data ready: {data.prepared_dir}")
 
     step(3, "MLflow tracking server")
     from leviathan.tracking.server import ensure_local_server
 
     server = ensure_local_server(uri, str(cfg.paths.mlflow_dir))
-    print(f"MLflow at {uri}" + (" (reused)" if server.process is None else
-                                f" (started, pid {server.process.pid}; it keeps running)"))
+    log.info(f"MLflow at {uri}" + (" (reused)" if server.process is None else
+                                   f" (started, pid {server.process.pid}; it keeps running)"))
 
     step(4, "sweep +grid=smoke (local launcher)")
     sweep = subprocess.run([sys.executable, "-m", "leviathan.sweep", "+grid=smoke", *overrides],
                            cwd=REPO)
     if sweep.returncode != 0:
-        print(f"the sweep failed (exit {sweep.returncode}); see the messages above",
-              file=sys.stderr)
+        log.error(f"the sweep failed (exit {sweep.returncode}); see the messages above")
         return sweep.returncode
 
     step(5, "make fit-scaling SWEEP=smoke")
@@ -114,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     for png in sorted(out.glob("*.png")):
         print(f"  {png}")
     print(f"\nfiles: {out}\ndashboard: {uri} (or `make dashboard`)")
-    print(f"demo finished in {time.monotonic() - t_start:.0f} s")
+    log.info(f"demo finished in {time.monotonic() - t_start:.0f} s")
     return 0
 
 

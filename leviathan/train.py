@@ -17,8 +17,10 @@ register_schemas()
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="train")
 def main(cfg) -> None:
+    from leviathan.logs import setup_logging
     from leviathan.training.run import train
 
+    setup_logging()  # in place of Hydra's console handler: plain messages, rank 0
     train(cfg)
 
 

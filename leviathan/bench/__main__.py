@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
         names = ",".join(BENCHES)
         print(f"usage: python -m leviathan.bench {{{names}}} [options]", file=sys.stderr)
         return 2
+    from leviathan.logs import setup_logging
+
+    setup_logging()
     module = importlib.import_module(BENCHES[argv[0]])
     return module.main(argv[1:]) or 0
 

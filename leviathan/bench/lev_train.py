@@ -40,7 +40,7 @@ def compose(overrides: list[str]):
 
 def compare_forms(*, steps: int, seq_len: int = 64, sweep: str = "lev_forms",
                   tracking_uri: str | None = None, overrides: list[str] | tuple = (),
-                  seed: int = 0, say=print) -> dict:
+                  seed: int = 0) -> dict:
     """Train both forms; return {form: {run_id, params, final losses, wall_s}, parent_run_id}."""
     from mlflow.tracking import MlflowClient
 
@@ -55,12 +55,12 @@ def compare_forms(*, steps: int, seq_len: int = 64, sweep: str = "lev_forms",
         common.append(f"tracking.uri={tracking_uri}")
     probe = compose(common)
     uri = str(probe.tracking.uri)
-    ensure_local_server(uri, str(probe.paths.mlflow_dir), say=say)
+    ensure_local_server(uri, str(probe.paths.mlflow_dir))
     client = MlflowClient(tracking_uri=uri)
     exp = experiment_id(client, str(probe.tracking.experiment))
     parent = parent_run(client, exp, sweep, tags={"family": "lev_forms"})
-    say(f"\nLEV forms training comparison: sweep {sweep} (MLflow parent run "
-        f"{parent.info.run_id} on {uri}), {steps} steps each")
+    print(f"\nLEV forms training comparison: sweep {sweep} (MLflow parent run "
+          f"{parent.info.run_id} on {uri}), {steps} steps each")
     out: dict = {"sweep": sweep, "parent_run_id": parent.info.run_id, "tracking_uri": uri}
     for form in FORMS:
         cfg = compose([*common, f"model.lev.form={form}", f"run_name={sweep}-{form}",
@@ -81,13 +81,13 @@ def compare_forms(*, steps: int, seq_len: int = 64, sweep: str = "lev_forms",
     if len(set(prints.values())) != 1 or None in prints.values():
         raise RuntimeError(f"the two runs saw different token streams: {prints}")
     out["data_fingerprint"] = prints[FORMS[0]]
-    say(f"{'form':8s} {'params':>12s} {'LEV params':>11s} {'train loss':>11s} "
-        f"{'val loss':>9s} {'tokens':>8s} {'wall':>7s}")
+    print(f"{'form':8s} {'params':>12s} {'LEV params':>11s} {'train loss':>11s} "
+          f"{'val loss':>9s} {'tokens':>8s} {'wall':>7s}")
     for form in FORMS:
         r = out[form]
-        say(f"{form:8s} {r['params']:12,d} {r['lev_params']:11,d} "
-            f"{r['final_train_loss']:11.4f} {r['final_val_loss']:9.4f} {r['tokens_seen']:8,d} "
-            f"{r['wall_s']:6.0f}s")
-    say(f"same token stream (data_fingerprint {out['data_fingerprint'][:12]}); curves: "
-        f"`make dashboard`, sweep {sweep}")
+        print(f"{form:8s} {r['params']:12,d} {r['lev_params']:11,d} "
+              f"{r['final_train_loss']:11.4f} {r['final_val_loss']:9.4f} {r['tokens_seen']:8,d} "
+              f"{r['wall_s']:6.0f}s")
+    print(f"same token stream (data_fingerprint {out['data_fingerprint'][:12]}); curves: "
+          f"`make dashboard`, sweep {sweep}")
     return out

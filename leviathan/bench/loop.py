@@ -107,7 +107,7 @@ def run_trainer(model, tc, batches, run_dir: Path) -> tuple[list[float], float]:
     plan = make_plan(tc, batches[0].shape[1] - 1, n.as_dict(), 0.0)
     module = LanguageModelModule(model, tc, plan, ResumableBatches(_Batches(batches)))
     clock = _boundary_clock()
-    step_cb = StepCallback(run_dir=run_dir, plan=plan, tc=tc, say=lambda *a, **k: None)
+    step_cb = StepCallback(run_dir=run_dir, plan=plan, tc=tc)  # no tracker: says nothing
     trainer = _trainer(tc, plan, run_dir, [clock, step_cb])
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=module.batches)

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 EXPERIMENT = "bench-tracking"
 
@@ -47,7 +50,7 @@ def _job(i: int, a, uri: str, root: Path, barrier, results) -> None:
                  "failed_sends": tracker.failed_sends})
 
 
-def _server(a, tmp: Path, say):
+def _server(a, tmp: Path):
     """(uri, stop) for --uri or a server of --backend started under `tmp`."""
     if a.uri:
         return a.uri, lambda: None
@@ -55,14 +58,13 @@ def _server(a, tmp: Path, say):
         from leviathan.tracking.server import start_server
 
         server = start_server(tmp / "sqlite", timeout=600)
-        say(f"mlflow server on SQLite (1 worker): {server.uri}")
+        log.info(f"mlflow server on SQLite (1 worker): {server.uri}")
         return server.uri, server.stop
     from leviathan.tracking import service
     from leviathan.tracking.server import free_port
 
-    info = service.up(tmp / "postgres", port=free_port(), workers=a.workers, timeout_s=600,
-                      say=say)
-    return info["uri"], lambda: service.down(tmp / "postgres", say=say)
+    info = service.up(tmp / "postgres", port=free_port(), workers=a.workers, timeout_s=600)
+    return info["uri"], lambda: service.down(tmp / "postgres")
 
 
 def _read_back(uri: str, runs: list[dict], a) -> tuple[int, int, int]:
@@ -112,23 +114,22 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow.entities  # noqa: F401 - imported once here, shared by the forked jobs
     from mlflow.tracking import MlflowClient  # noqa: F401
 
+    from leviathan.logs import setup_logging
     from leviathan.tracking.run_tracker import final_flush_spread
 
-    def say(msg: str) -> None:
-        print(msg, flush=True)
-
+    setup_logging()
     tmp = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="leviathan-bench-tracking-",
                                                           dir="/var/tmp"))
     tmp.mkdir(parents=True, exist_ok=True)
     os.chmod(tmp, 0o755)  # PostgreSQL runs as `postgres` when we are root: it must get in
-    uri, stop = _server(a, tmp, say)
+    uri, stop = _server(a, tmp)
     import gc
 
     gc.freeze()  # the forked jobs share the imported modules' pages instead of copying them
     ctx = mp.get_context("fork")
     barrier, results = ctx.Barrier(a.jobs), ctx.Queue()
-    say(f"{a.jobs} jobs x {a.steps} steps x {a.metrics} metrics, a step every {a.step_s}s, "
-        f"flush every {a.flush_every_s}s -> {uri}")
+    log.info(f"{a.jobs} jobs x {a.steps} steps x {a.metrics} metrics, a step every {a.step_s}s, "
+             f"flush every {a.flush_every_s}s -> {uri}")
     load_before = os.getloadavg()[0]
     procs = [ctx.Process(target=_job, args=(i, a, uri, tmp / "jobs", barrier, results))
              for i in range(a.jobs)]
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         for proc in procs:
             proc.join(timeout=30)
         wall = time.monotonic() - t0
-        say(f"{len(runs)}/{a.jobs} jobs finished in {wall:.0f}s; reading every run back")
+        log.info(f"{len(runs)}/{a.jobs} jobs finished in {wall:.0f}s; reading every run back")
         stored, lost, dup = _read_back(uri, runs, a)
     finally:
         for proc in procs:
@@ -174,9 +175,9 @@ def main(argv: list[str] | None = None) -> int:
            "jobs_with_unsent_outbox": sum(1 for r in runs if not r["ok"]), "wall_s": round(wall, 1),
            "cpus": os.cpu_count(), "loadavg_1min_before": round(load_before, 1),
            "loadavg_1min_after": round(os.getloadavg()[0], 1)}
-    say(f"stored {stored}/{sent} metric values, lost {lost}, duplicated {dup}; flush p50 "
-        f"{out['p50_flush_ms']} ms, p99 {out['p99_flush_ms']} ms over {len(flush)} batches; "
-        f"{out['failed_sends']} failed sends (retried)")
+    log.info(f"stored {stored}/{sent} metric values, lost {lost}, duplicated {dup}; flush p50 "
+             f"{out['p50_flush_ms']} ms, p99 {out['p99_flush_ms']} ms over {len(flush)} batches; "
+             f"{out['failed_sends']} failed sends (retried)")
     if not a.dir:
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(out))

@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--name", default="debug_2k", choices=sorted(DEBUG_VOCABS))
     b.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    from leviathan.logs import setup_logging
+
+    setup_logging()
     n, _ = DEBUG_VOCABS[args.name]
     data = to_tiktoken_file(build(read_ranks(args.o200k), n))
     out = args.out or vocab_path(args.name)

@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    from leviathan.logs import setup_logging
+
+    setup_logging()
     m = write_minipile(a.out, mb=a.mb, n_shards=a.shards, seed=a.seed)
     print(f"{a.out}: {m['docs']} documents in {a.shards} shards")
     for name, s in m["sources"].items():

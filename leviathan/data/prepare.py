@@ -130,14 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-threads", type=int, default=0, help="0: all CPU cores")
     p.add_argument("--force", action="store_true", help="rebuild an existing output directory")
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from leviathan.logs import setup_logging
+
+    setup_logging()
     try:
         idx = prepare(a.path, a.out, tokenizer=a.tokenizer, val_fraction=a.val_fraction,
                       num_threads=a.num_threads, force=a.force)
     except Exception as e:  # DataError, TokenizerError: print the message, not a traceback
         if not isinstance(e, DataError | RuntimeError):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        log.error(f"error: {e}")
         return 1
     sk = SkipStats.from_state(idx["skipped"])
     print(f"{a.out}: {idx['train_tokens']:,} train tokens ({idx['train_docs']:,} docs), "

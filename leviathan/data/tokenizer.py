@@ -16,12 +16,15 @@ import argparse
 import ast
 import functools
 import hashlib
+import logging
 import os
 import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class TokenizerError(RuntimeError):
@@ -214,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("check", help="load an encoding offline and report")
     c.add_argument("name", nargs="?", default="o200k_base")
     args = p.parse_args(argv)
+    from leviathan.logs import setup_logging
+
+    setup_logging()
     try:
         if args.cmd == "stage":
             for f in args.files:
@@ -225,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             enc = get_encoding(args.name)
             print(f"{args.name}: n_vocab={enc.n_vocab} eot={enc.eot_token}")
     except TokenizerError as e:
-        print(f"error: {e}", file=sys.stderr)
+        log.error(f"error: {e}")
         return 1
     return 0
 

@@ -11,7 +11,10 @@ Exit status: 0 every task scored; 3 some tasks skipped (listed); 1 none scored; 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,16 +25,19 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from leviathan.eval import CheckpointError, EvalConfigError, evaluate_run
+    from leviathan.logs import setup_logging
     from leviathan.tracking.server import TrackingUnreachable
+
+    setup_logging()
 
     try:
         res = evaluate_run(args.target, site_config(args.overrides))
     except (CheckpointError, EvalConfigError, TrackingUnreachable, FileNotFoundError,
             ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        log.error(f"error: {e}")
         return 2
     for why in res.get("missing", {}).values():
-        print(f"not scored: {why}", file=sys.stderr)
+        log.warning(f"not scored: {why}")
     print(render(res))
     if not res["tasks"]:
         return 1

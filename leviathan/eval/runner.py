@@ -131,8 +131,7 @@ def _quiet_harness(disable_multiproc: bool):
             os.environ.pop("DISABLE_MULTIPROC", None)
 
 
-def evaluate_run(run_dir_or_id: str | os.PathLike, eval_cfg: Any = None, *,
-                 say=print) -> dict:
+def evaluate_run(run_dir_or_id: str | os.PathLike, eval_cfg: Any = None) -> dict:
     """Evaluate a run (scratch folder, checkpoint file or MLflow run id) as `eval_cfg` (the
     `eval` config group; None: conf/eval/default.yaml) says. Returns the results dict (as in
     the JSON): tasks -> {metrics, n_samples}, missing -> {task: why and how to provide it},
@@ -146,16 +145,16 @@ def evaluate_run(run_dir_or_id: str | os.PathLike, eval_cfg: Any = None, *,
     json_path = out_dir / f"{cfg.spec_key()}.json"
     step = _checkpoint_step(files.checkpoint)
     if not (files.run_dir / "summary.json").is_file():
-        say(f"note: {files.run_dir} has no summary.json (the run has not finished); "
-            f"evaluating its checkpoint at step {step}")
+        log.info(f"note: {files.run_dir} has no summary.json (the run has not finished); "
+                 f"evaluating its checkpoint at step {step}")
     track = cfg.log_mlflow and files.run_id is not None and files.tracking_uri is not None
     if track:  # fail before evaluating, not after
         from leviathan.tracking.server import check_reachable
 
         check_reachable(files.tracking_uri, key="eval.tracking_uri")
     elif cfg.log_mlflow:
-        say(f"note: {files.run_dir} has no MLflow run id or tracking URI; results go to the "
-            "JSON only")
+        log.info(f"note: {files.run_dir} has no MLflow run id or tracking URI; results go to the "
+                 "JSON only")
 
     prev = None
     if json_path.is_file() and not cfg.force:
@@ -164,21 +163,20 @@ def evaluate_run(run_dir_or_id: str | os.PathLike, eval_cfg: Any = None, *,
             prev = None
         elif all(t in prev["requested_done"] for t in cfg.tasks):
             n = log_to_mlflow(prev, files.tracking_uri, files.run_id, json_path) if track else 0
-            say(f"already evaluated ({json_path})" + (f"; re-logged {n} metrics" if n else ""))
+            log.info(f"already evaluated ({json_path})" + (f"; re-logged {n} metrics" if n else ""))
             return {**prev, "skipped": True}
 
     todo = [t for t in cfg.tasks if prev is None or t not in prev["requested_done"]]
     if prev is not None:
-        say(f"{json_path}: tasks {prev['requested_done']} done before; now {todo}")
-    results = run_tasks(files, cfg, step=step, tasks=todo, say=say)
+        log.info(f"{json_path}: tasks {prev['requested_done']} done before; now {todo}")
+    results = run_tasks(files, cfg, step=step, tasks=todo)
     if prev is not None:  # keep what was done, in the requested order
         results["tasks"] = {**prev["tasks"], **results["tasks"]}
         results["requested_done"] = [t for t in cfg.tasks if t in prev["requested_done"]
                                      or t in results["requested_done"]]
     results["environment"] = record_eval(files.run_dir, out_dir, cfg.spec_key(),
                                          uri=files.tracking_uri if track else None,
-                                         run_id=files.run_id, prefix=metric_prefix(cfg.limit),
-                                         say=say)
+                                         run_id=files.run_id, prefix=metric_prefix(cfg.limit))
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = json_path.with_name(f".{json_path.name}.tmp")
     tmp.write_text(json.dumps(results, indent=2, default=str))
@@ -186,13 +184,12 @@ def evaluate_run(run_dir_or_id: str | os.PathLike, eval_cfg: Any = None, *,
     results["json_path"] = str(json_path)
     if track:
         n = log_to_mlflow(results, files.tracking_uri, files.run_id, json_path)
-        say(f"logged {n} metrics on MLflow run {files.run_id} at {files.tracking_uri}")
-    say(f"results: {json_path}")
+        log.info(f"logged {n} metrics on MLflow run {files.run_id} at {files.tracking_uri}")
+    log.info(f"results: {json_path}")
     return {**results, "skipped": False}
 
 
-def run_tasks(files, cfg: EvalConfig, *, step: int, tasks: list[str] | None = None,
-              say=print) -> dict:
+def run_tasks(files, cfg: EvalConfig, *, step: int, tasks: list[str] | None = None) -> dict:
     """Load the model once and run each task (default: cfg.tasks) through simple_evaluate,
     one at a time."""
     import lm_eval
@@ -210,9 +207,9 @@ def run_tasks(files, cfg: EvalConfig, *, step: int, tasks: list[str] | None = No
     lm = LeviathanLM(model, get_encoding(tokenizer_name(files)), device=device,
                      batch_size=cfg.batch_size, max_length=cfg.max_length,
                      precision=cfg.precision)
-    say(f"evaluating {files.checkpoint} (step {step}, {model.cfg.arm}, {device}"
-        f"{', offline' if offline else ''}) on {', '.join(names)}"
-        + (f" (limit {cfg.limit})" if cfg.limit is not None else ""))
+    log.info(f"evaluating {files.checkpoint} (step {step}, {model.cfg.arm}, {device}"
+             f"{', offline' if offline else ''}) on {', '.join(names)}"
+             + (f" (limit {cfg.limit})" if cfg.limit is not None else ""))
     tm = task_manager(cfg.include_path, cfg.include_defaults)
     scores: dict[str, dict] = {}
     missing: dict[str, str] = {}
@@ -228,7 +225,7 @@ def run_tasks(files, cfg: EvalConfig, *, step: int, tasks: list[str] | None = No
                     torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed)
         except Exception as e:  # one task's trouble never stops the others
             missing[name] = describe_failure(tm, name, e, offline=offline)
-            say(f"skipped {name}: {missing[name]}")
+            log.info(f"skipped {name}: {missing[name]}")
             continue
         n_samples = res.get("n-samples", {})
         for task, metrics in task_metrics(res["results"]).items():
@@ -236,7 +233,7 @@ def run_tasks(files, cfg: EvalConfig, *, step: int, tasks: list[str] | None = No
                            "version": res.get("versions", {}).get(task)}
             shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
                               if v is not None and not k.endswith("_stderr"))
-            say(f"  {task}: {shown} ({time.time() - t:.1f}s)")
+            log.info(f"  {task}: {shown} ({time.time() - t:.1f}s)")
         done.append(name)
     return {"version": RESULTS_VERSION, "run_id": files.run_id, "run_dir": str(files.run_dir),
             "checkpoint": str(files.checkpoint), "checkpoint_step": step,

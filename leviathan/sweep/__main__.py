@@ -6,6 +6,7 @@ Composes every run of the grid, validates all of them, prints and writes the pla
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from leviathan.config import conf_dir, register_schemas, site_overrides
 
 CONF = str(conf_dir())
 register_schemas()
+log = logging.getLogger(__name__)
 
 
 def sweep(cfg: DictConfig, task_overrides: list[str]) -> int:
@@ -31,9 +33,9 @@ def sweep(cfg: DictConfig, task_overrides: list[str]) -> int:
     sweep_dir = Path(str(cfg.paths.sweeps_dir)).resolve() / plan.name
     write_plan(plan, sweep_dir)
     print(format_plan(plan))
-    print(f"\nPlan written to {sweep_dir / 'plan.csv'} and {sweep_dir / 'manifest.json'}")
+    log.info(f"\nPlan written to {sweep_dir / 'plan.csv'} and {sweep_dir / 'manifest.json'}")
     if cfg.sweep.dry_run:
-        print("Dry run: nothing launched.")
+        log.info("Dry run: nothing launched.")
         return 0
     return launch(plan, cfg, sweep_dir)
 
@@ -42,13 +44,15 @@ def sweep(cfg: DictConfig, task_overrides: list[str]) -> int:
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    from leviathan.logs import setup_logging
     from leviathan.sweep.grid import GridError
     from leviathan.sweep.launcher import LauncherError
 
+    setup_logging()  # in place of Hydra's console handler: plain messages
     try:
         code = sweep(cfg, list(HydraConfig.get().overrides.task))
     except (GridError, LauncherError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        log.error(f"error: {e}")
         sys.exit(2)
     if code:
         sys.exit(code)

@@ -15,7 +15,10 @@ def run_job(run_config: dict[str, Any], branches: list[dict[str, Any]] = ()) -> 
     snapshots); a requeued job skips what is finished and resumes the rest."""
     from omegaconf import OmegaConf
 
+    from leviathan.logs import setup_logging
     from leviathan.training.run import train
+
+    setup_logging()  # the job's log: what `python -m leviathan.train` prints
 
     summary = train(OmegaConf.create(run_config))
     if branches:
@@ -29,5 +32,8 @@ def eval_job(run_dir: str, eval_config: dict[str, Any]) -> dict[str, Any]:
     Idempotent (results for the same spec and checkpoint are reused); a task whose data is
     missing is reported in the result's `missing`, not raised."""
     from leviathan.eval import evaluate_run
+    from leviathan.logs import setup_logging
+
+    setup_logging()
 
     return evaluate_run(run_dir, eval_config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass
@@ -18,23 +19,22 @@ from typing import Any
 from leviathan.sweep.plan import SweepPlan, _write_json
 from leviathan.tracking.runs import RunFolder
 
+log = logging.getLogger(__name__)
+
 ACTIVE = ("queued", "running", "unknown")
 
 
-def _say(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def prepare_tracking(plan: SweepPlan, cfg: Any, say=_say):
+def prepare_tracking(plan: SweepPlan, cfg: Any):
     """Reach (or, when local and allowed, start) the tracking server; return (uri, server)."""
     from leviathan.tracking.server import check_reachable, ensure_local_server, is_local, is_up
 
     uri = str(cfg.tracking.uri)
     server = None
     if is_local(uri) and not is_up(uri) and plan.sweep.get("start_server", True):
-        server = ensure_local_server(uri, cfg.paths.mlflow_dir, say=say)
-        say(f"MLflow server started at {uri} (pid {server.process.pid}, store "
-            f"{server.store_dir}); it keeps running after the sweep (`make dashboard` reuses it).")
+        server = ensure_local_server(uri, cfg.paths.mlflow_dir)
+        log.info(f"MLflow server started at {uri} (pid {server.process.pid}, store "
+                 f"{server.store_dir}); it keeps running after the sweep (`make dashboard` "
+                 "reuses it).")
     else:
         check_reachable(uri, timeout=float(cfg.tracking.connect_timeout_s))
     return uri, server
@@ -55,12 +55,12 @@ class SweepTracking:
     parent_id: str
 
 
-def open_tracking(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> SweepTracking:
+def open_tracking(plan: SweepPlan, cfg: Any, sweep_dir: Path) -> SweepTracking:
     """Reach the server (starting the local one if allowed), open the sweep's parent run and
     attach the plan to it."""
     from leviathan.tracking import runs
 
-    uri, _server = prepare_tracking(plan, cfg, say)
+    uri, _server = prepare_tracking(plan, cfg)
     c = runs.client(uri)
     exp = runs.experiment_id(c, str(cfg.tracking.experiment))
     parent = runs.parent_run(c, exp, plan.name, {runs.Tag.FAMILY: plan.grid["family"],
@@ -71,7 +71,7 @@ def open_tracking(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> Sweep
     return SweepTracking(uri, c, exp, parent.info.run_id)
 
 
-def select_runs(plan: SweepPlan, trk: SweepTracking, manifest: dict, force: bool, say=_say
+def select_runs(plan: SweepPlan, trk: SweepTracking, manifest: dict, force: bool
                 ) -> tuple[list[Any], list[tuple[str, str]]]:
     """(runs to submit, [(run, why skipped)]): finished (same config hash in MLflow) and
     still queued/running runs are skipped unless `force`. First the outboxes that ended jobs
@@ -86,7 +86,7 @@ def select_runs(plan: SweepPlan, trk: SweepTracking, manifest: dict, force: bool
     active = dict(zip(handles, job_states(list(handles.values())), strict=True))
     if not force:
         sync_runs({r.run: run_folder(r.config) for r in plan.runs
-                   if active.get(r.run) not in ("queued", "running")}, uri=trk.uri, say=say)
+                   if active.get(r.run) not in ("queued", "running")}, uri=trk.uri)
     train_runs = runs.training_runs(trk.client, trk.experiment_id, plan.name)
     done = set() if force else runs.finished_hashes(train_runs)
     latest: dict[str, Any] = {}
@@ -102,7 +102,8 @@ def select_runs(plan: SweepPlan, trk: SweepTracking, manifest: dict, force: bool
             skipped.append((r.run, f"{state} (job {job['job_id']})" if job else state))
         else:
             if state == "lost":
-                say(f"  resume {r.run}: lost (its job is gone, its MLflow run was left RUNNING)")
+                log.info(f"  resume {r.run}: lost (its job is gone, its MLflow run was left "
+                         "RUNNING)")
             todo.append(r)
     return todo, skipped
 
@@ -154,54 +155,53 @@ def record_jobs(manifest: dict, groups: list[tuple[Any, list[Any]]], jobs: list[
                 "config_hash": r.config_hash}
 
 
-def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path, say=_say) -> int:
+def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path) -> int:
     """Submit what is not finished yet; wait with progress for local jobs. Returns 0/1."""
     from leviathan.sweep.launcher import make_executor, to_launcher_config
 
     lcfg = to_launcher_config(cfg.launcher)
     folder = Path(str(cfg.launcher.folder)) / plan.name
     executor = make_executor(cfg.launcher, folder)  # SLURM: checked against sinfo here
-    trk = open_tracking(plan, cfg, sweep_dir, say)
+    trk = open_tracking(plan, cfg, sweep_dir)
     manifest_path = sweep_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["parent_run_id"] = trk.parent_id
     force = bool(plan.sweep.get("force"))
-    todo, skipped = select_runs(plan, trk, manifest, force, say)
+    todo, skipped = select_runs(plan, trk, manifest, force)
     for run, why in skipped:
-        say(f"  skip {run}: {why}")
+        log.info(f"  skip {run}: {why}")
     if not todo:
-        say(f"Nothing to train: all {len(plan.runs)} runs of sweep {plan.name} are finished or "
-            f"active. `sweep.force=true` reruns them.")
+        log.info(f"Nothing to train: all {len(plan.runs)} runs of sweep {plan.name} are "
+                 "finished or active. `sweep.force=true` reruns them.")
         _write_json(manifest_path, manifest)
         if not any(w != "finished" for _, w in skipped):
             trk.client.set_terminated(trk.parent_id, status="FINISHED")
         if plan.sweep.get("eval"):
-            return launch_eval(plan, cfg, manifest, manifest_path, after=[], say=say)
+            return launch_eval(plan, cfg, manifest, manifest_path, after=[])
         return 0
 
     groups = job_groups(plan, todo)
     jobs = submit_runs(executor, groups, trk.parent_id, force=force, requeue=lcfg.requeue)
     record_jobs(manifest, groups, jobs, lcfg.name, folder)
     _write_json(manifest_path, manifest)
-    say(f"Sweep {plan.name}: submitted {len(jobs)} job(s) with launcher={lcfg.name}, "
-        f"skipped {len(skipped)}. MLflow parent run {trk.parent_id} at {trk.uri}.")
+    log.info(f"Sweep {plan.name}: submitted {len(jobs)} job(s) with launcher={lcfg.name}, "
+             f"skipped {len(skipped)}. MLflow parent run {trk.parent_id} at {trk.uri}.")
     wait = plan.sweep.get("wait")
     if not (lcfg.name == "local" if wait is None else wait):
         ids = ", ".join(str(getattr(j, "job_id", "?")) for j in jobs)
-        say(f"Job ids: {ids}\nStatus: python -m leviathan.sweep.status {plan.name}")
+        log.info(f"Job ids: {ids}\nStatus: python -m leviathan.sweep.status {plan.name}")
         if plan.sweep.get("eval"):
             launch_eval(plan, cfg, manifest, manifest_path, after=jobs,
-                        pending={r.run for r in todo}, say=say)
+                        pending={r.run for r in todo})
         return 0
-    code = _wait_local(plan, groups, jobs, manifest, manifest_path, trk.client, trk.parent_id,
-                       say)
+    code = _wait_local(plan, groups, jobs, manifest, manifest_path, trk.client, trk.parent_id)
     if plan.sweep.get("eval"):
-        code = max(code, launch_eval(plan, cfg, manifest, manifest_path, after=[], say=say))
+        code = max(code, launch_eval(plan, cfg, manifest, manifest_path, after=[]))
     return code
 
 
 def launch_eval(plan: SweepPlan, cfg: Any, manifest: dict, manifest_path: Path, *,
-                after: list[Any], pending: set[str] | None = None, say=_say) -> int:
+                after: list[Any], pending: set[str] | None = None) -> int:
     """The eval step: one job per run (lm-eval on its checkpoint), after the training jobs.
 
     SLURM: an array that starts when the training array has ended (`afterany`), submitted now;
@@ -232,22 +232,22 @@ def launch_eval(plan: SweepPlan, cfg: Any, manifest: dict, manifest_path: Path, 
                                      str(folder.absolute()), "launcher": lcfg.name}
                              for r, j in zip(runs, jobs, strict=True)}
     _write_json(manifest_path, manifest)
-    say(f"Eval step: {len(jobs)} job(s) (tasks {', '.join(map(str, cfg.eval.tasks))})"
-        + (f", starting after job(s) {', '.join(train_ids)}" if train_ids else ""))
+    log.info(f"Eval step: {len(jobs)} job(s) (tasks {', '.join(map(str, cfg.eval.tasks))})"
+             + (f", starting after job(s) {', '.join(train_ids)}" if train_ids else ""))
     if lcfg.name == "slurm" or not jobs:
         return 0
     from leviathan.sweep.launcher import wait
 
-    states = wait(jobs, poll_s=1.0, on_change=lambda i, st: say(f"  eval {runs[i].run}: {st}"))
+    states = wait(jobs, poll_s=1.0, on_change=lambda i, st: log.info(f"  eval {runs[i].run}: {st}"))
     for r, j, st in zip(runs, jobs, states, strict=True):
         if st == "finished":
             res = j.result()
             for task, why in (res.get("missing") or {}).items():
-                say(f"  eval {r.run}: {task} skipped: {why}")
+                log.info(f"  eval {r.run}: {task} skipped: {why}")
     return 0 if all(st == "finished" for st in states) else 1
 
 
-def _wait_local(plan, groups, jobs, manifest, manifest_path, c, parent_id, say) -> int:
+def _wait_local(plan, groups, jobs, manifest, manifest_path, c, parent_id) -> int:
     todo = [main for main, _ in groups]
     from tqdm import tqdm
 
@@ -280,8 +280,8 @@ def _wait_local(plan, groups, jobs, manifest, manifest_path, c, parent_id, say) 
         states = wait(jobs, poll_s=1.0, on_change=lambda i, s: (on_change(i, s), peek()))
     except KeyboardInterrupt:
         bar.close()
-        say("Interrupted: the running jobs were stopped; they resume from their checkpoints "
-            "when the same command is run again.")
+        log.info("Interrupted: the running jobs were stopped; they resume from their checkpoints "
+                 "when the same command is run again.")
         _write_json(manifest_path, manifest)
         c.set_terminated(parent_id, status="KILLED")
         raise
@@ -290,9 +290,9 @@ def _wait_local(plan, groups, jobs, manifest, manifest_path, c, parent_id, say) 
     failed = [todo[i].run for i, s in enumerate(states) if s != "finished"]
     for run in failed:
         rec = manifest["jobs"][run]
-        say(f"  FAILED {run}: logs in {rec['folder']} (job {rec['job_id']})")
+        log.info(f"  FAILED {run}: logs in {rec['folder']} (job {rec['job_id']})")
     c.set_terminated(parent_id, status="FAILED" if failed else "FINISHED")
-    say(f"Sweep {plan.name}: {len(jobs) - len(failed)} finished, {len(failed)} failed.")
+    log.info(f"Sweep {plan.name}: {len(jobs) - len(failed)} finished, {len(failed)} failed.")
     return 1 if failed else 0
 
 

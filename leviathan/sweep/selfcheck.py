@@ -8,10 +8,13 @@ that submitit, SLURM and the shared folder work on a cluster before a sweep goes
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def count_steps(n: int, state_file: str, step_s: float = 0.1, hold_at: int | None = None,
@@ -54,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="toy jobs in the array")
     ap.add_argument("overrides", nargs="*", help="launcher keys, e.g. partition=gpu mem_gb=1")
     args = ap.parse_args(argv)
+    from leviathan.logs import setup_logging
+
+    setup_logging()
     overrides = [o if "." in o.split("=", 1)[0] else f"launcher.{o}" for o in args.overrides]
     node = compose("sweep", [f"launcher={args.launcher}", *overrides,
                              f"launcher.folder={args.folder}"]).launcher
@@ -64,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     fns = [ResumableCall(count_steps, 20, str(folder / f"toy_{i}.json"))
            for i in range(args.jobs)]
     jobs = submit_array(executor, fns)
-    print("submitted:", ", ".join(str(j.job_id) for j in jobs), flush=True)
-    states = wait(jobs, on_change=lambda i, s: print(f"  job {jobs[i].job_id}: {s}", flush=True))
+    log.info("submitted: " + ", ".join(str(j.job_id) for j in jobs))
+    states = wait(jobs, on_change=lambda i, s: log.info(f"  job {jobs[i].job_id}: {s}"))
     for job, state in zip(jobs, states, strict=True):
         print(job.job_id, state, job.result() if state == "finished" else job.stderr())
     return 0 if all(s == "finished" for s in states) else 1

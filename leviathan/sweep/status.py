@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def _load(sweep_dir: Path) -> tuple[dict, Any, dict[str, dict]]:
@@ -34,7 +37,7 @@ def _load(sweep_dir: Path) -> tuple[dict, Any, dict[str, dict]]:
 
 
 def collect(sweep_dir: Path, tracking_uri: str | None = None, experiment: str | None = None,
-            sync: bool = False, say=print) -> list[dict[str, Any]]:
+            sync: bool = False) -> list[dict[str, Any]]:
     """One row per planned run: run, pair, arm, size, state, job, tokens_seen, tokens, val_loss,
     unsent (operations waiting in its outbox), heartbeat_age_s. `sync`: first send the outboxes
     of runs whose job is not alive to the server read here.
@@ -52,8 +55,8 @@ def collect(sweep_dir: Path, tracking_uri: str | None = None, experiment: str | 
     recorded = first_cfg["tracking"]["uri"]
     uri = tracking_uri or recorded
     if uri != recorded:
-        print(f"note: the sweep's runs were configured with tracking.uri={recorded}; reading "
-              f"{uri}", file=sys.stderr)
+        log.warning(f"note: the sweep's runs were configured with tracking.uri={recorded}; "
+                    f"reading {uri}")
     handles = load_jobs(manifest.get("jobs", {}), runs)
     launcher_state = dict(zip(handles, job_states(list(handles.values())), strict=True))
     run_dirs = {run: run_folder(configs[run]) for run in runs}
@@ -61,9 +64,9 @@ def collect(sweep_dir: Path, tracking_uri: str | None = None, experiment: str | 
         from leviathan.tracking.sync import sync_runs
 
         alive = {r for r, st in launcher_state.items() if st in ("queued", "running")}
-        done = sync_runs({r: d for r, d in run_dirs.items() if r not in alive}, uri=uri, say=say)
-        say(f"sync: {len(done)} run folder(s) had queued MLflow operations"
-            + (f"; skipped {len(alive)} with a live job (it sends its own)" if alive else ""))
+        done = sync_runs({r: d for r, d in run_dirs.items() if r not in alive}, uri=uri)
+        log.info(f"sync: {len(done)} run folder(s) had queued MLflow operations"
+                 + (f"; skipped {len(alive)} with a live job (it sends its own)" if alive else ""))
 
     by_name: dict[str, Any] = {}
     try:
@@ -93,8 +96,8 @@ def collect(sweep_dir: Path, tracking_uri: str | None = None, experiment: str | 
             "heartbeat_age_s": round(heartbeat_age_s(r)) if r is not None else None,
         })
     if not reachable:
-        print(f"warning: MLflow at {uri} is not reachable; states come from the launcher only",
-              file=sys.stderr)
+        log.warning(f"warning: MLflow at {uri} is not reachable; states come from the launcher "
+                    "only")
     return rows
 
 
@@ -154,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="first send what dead or finished jobs left in their run folders' "
                          "outboxes (to the server this command reads)")
     args = ap.parse_args(argv)
+    from leviathan.logs import setup_logging
+
+    setup_logging(info_to_stderr=args.json)  # --json: stdout carries the rows only
     from leviathan.config import compose, set_explicitly
     from leviathan.training.config import TrackingConfig
 
@@ -165,10 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     uri = args.tracking_uri or set_explicitly(cfg, args.overrides, "tracking.uri", schema.uri)
     experiment = set_explicitly(cfg, args.overrides, "tracking.experiment", schema.experiment)
     try:
-        say = (lambda m: print(m, file=sys.stderr)) if args.json else print
-        rows = collect(sweeps_dir / args.sweep, uri, experiment, sync=args.sync, say=say)
+        rows = collect(sweeps_dir / args.sweep, uri, experiment, sync=args.sync)
     except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
+        log.error(f"error: {e}")
         return 2
     print(json.dumps(rows, indent=1) if args.json else format_rows(rows))
     if not args.json:

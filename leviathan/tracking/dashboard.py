@@ -7,9 +7,12 @@ Reuses a server already answering at the address (a sweep may have started one);
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def _defaults(overrides: list[str]) -> tuple[str, str]:
@@ -31,15 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store", default=None, help="the server's store (default: paths.mlflow_dir)")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. paths.root_dir=/x")
     args = ap.parse_args(argv)
+    from leviathan.logs import setup_logging
+
+    setup_logging()
     uri, store = _defaults(args.overrides)
     port = args.port or urlparse(uri).port or 5000
     address = f"http://{args.host}:{port}"
     if is_up(address):
-        print(f"MLflow UI already running: {address}")
+        log.info(f"MLflow UI already running: {address}")
         return 0
     store_dir = Path(args.store or store).resolve()
     store_dir.mkdir(parents=True, exist_ok=True)
-    print(f"MLflow UI on {address} (store {store_dir}); Ctrl-C stops it.", flush=True)
+    log.info(f"MLflow UI on {address} (store {store_dir}); Ctrl-C stops it.")
     cmd = server_command(store_dir, args.host, port)
     os.environ.update(server_env(store_dir))
     os.execv(cmd[0], cmd) if os.path.isabs(cmd[0]) else os.execvp(cmd[0], cmd)

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 ENV_FILE = "environment.json"
 PREFIX = "env."  # MLflow params (training) and tags (eval: <eval prefix>.env.*)
@@ -141,7 +144,7 @@ def load(path: Path) -> tuple[Environment, dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------- runs
-def record_training(tracker, run_dir: Path, say, env: Environment | None = None) -> Environment:
+def record_training(tracker, run_dir: Path, env: Environment | None = None) -> Environment:
     """Log this process's environment (or `env`) on the tracker's run: params env.*, artifact
     environment.json, also kept in <run dir>/environment.json. A resumed attempt on a different
     environment says so, tags env.changed with the packages that differ and logs its own list
@@ -162,8 +165,8 @@ def record_training(tracker, run_dir: Path, say, env: Environment | None = None)
     changes = diff(first, env)
     if changes:
         text = describe(changes)
-        say(f"environment differs from this run's first attempt (hash {first.hash[:12]} -> "
-            f"{env.hash[:12]}): {text}")
+        log.info(f"environment differs from this run's first attempt (hash {first.hash[:12]} -> "
+                 f"{env.hash[:12]}): {text}")
         tracker.set_tags({CHANGED_TAG: text[:5000], "env.hash_resumed": env.hash})
         tracker.log_artifact(save(env, run_dir / f"environment.{env.hash[:12]}.json"),
                              "environment")
@@ -171,7 +174,7 @@ def record_training(tracker, run_dir: Path, say, env: Environment | None = None)
 
 
 def record_eval(run_dir: Path, out_dir: Path, name: str, *, uri: str | None = None,
-                run_id: str | None = None, prefix: str = "eval", say=print) -> dict[str, str]:
+                run_id: str | None = None, prefix: str = "eval") -> dict[str, str]:
     """Write <out_dir>/<name>.environment.json; with `uri`/`run_id`, tag the MLflow run
     <prefix>.env.* (and <prefix>.env.changed when training ran elsewhere) and log the file.
     Returns the logged versions (for the results JSON)."""
@@ -183,7 +186,7 @@ def record_eval(run_dir: Path, out_dir: Path, name: str, *, uri: str | None = No
     if trained.exists():
         changes = diff(load(trained)[0], env)
         if changes:
-            say(f"note: evaluating on another environment than training: {describe(changes)}")
+            log.info(f"note: evaluating on another environment than training: {describe(changes)}")
             tags[f"{prefix}.{CHANGED_TAG}"] = describe(changes)[:5000]
     if uri and run_id:
         from mlflow.entities import RunTag

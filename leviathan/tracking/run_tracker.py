@@ -119,6 +119,12 @@ class RunTracker:
                    start_timeout_s=trk.start_timeout_s, heartbeat_every_s=trk.heartbeat_every_s,
                    final_flush_spread_s=trk.final_flush_spread_s)
 
+    @classmethod
+    def for_run(cls, ctx: Any) -> RunTracker:
+        """A training run's tracker: its tracking config, its run folder's outbox (ctx: the
+        run's leviathan.training.context.RunContext)."""
+        return cls.from_config(ctx.trk, state_dir=ctx.run_dir)
+
     # ---------------------------------------------------------------- lifecycle
     def start(self, *, run_id: str | None = None, run_name: str | None = None,
               tags: dict[str, Any] | None = None, parent_run_id: str | None = None,

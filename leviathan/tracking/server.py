@@ -9,6 +9,7 @@ submitting); `probe_at_start` is a job's gentler version.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -20,6 +21,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -62,8 +65,7 @@ def check_reachable(uri: str, timeout: float = 5.0, key: str = "tracking.uri") -
         time.sleep(0.25)
 
 
-def probe_at_start(uri: str, *, connect_timeout_s: float, start_timeout_s: float,
-                   say=print) -> bool:
+def probe_at_start(uri: str, *, connect_timeout_s: float, start_timeout_s: float) -> bool:
     """A training job's start: True when `uri` answers within connect_timeout_s. Otherwise
     raise TrackingUnreachable when start_timeout_s is 0, else say that training starts anyway
     (leviathan.tracking.run_tracker opens the run in the background) and return False."""
@@ -74,9 +76,9 @@ def probe_at_start(uri: str, *, connect_timeout_s: float, start_timeout_s: float
         check_reachable(uri, timeout=connect_timeout_s)
         return True
     except TrackingUnreachable as e:
-        say(f"{e}\nTraining starts anyway: params, tags and metrics wait in the run folder's "
-            f"outbox and the MLflow run is opened as soon as {uri} answers (tried for "
-            f"tracking.start_timeout_s={start_timeout_s:.0f}s).")
+        log.info(f"{e}\nTraining starts anyway: params, tags and metrics wait in the run folder's "
+                 f"outbox and the MLflow run is opened as soon as {uri} answers (tried for "
+                 f"tracking.start_timeout_s={start_timeout_s:.0f}s).")
         return False
 
 
@@ -180,8 +182,8 @@ def start_server(
     log_path = store / f"server-{port}.log"
     cmd = server_command(store, host, port, backend_uri, workers=workers) + list(extra_args or [])
     env = server_env(store, **(env or {}))
-    log = open(log_path, "ab")  # noqa: SIM115 - the child process owns it
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+    out = open(log_path, "ab")  # noqa: SIM115 - the child process owns it
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -199,7 +201,7 @@ def start_server(
     )
 
 
-def ensure_local_server(uri: str, store_dir: str | Path, say=print) -> LocalServer:
+def ensure_local_server(uri: str, store_dir: str | Path) -> LocalServer:
     """Reuse the server at `uri` if it answers; start one there when `uri` is local and silent.
 
     A remote URI that does not answer is an error (TrackingUnreachable), never started here.
@@ -209,5 +211,5 @@ def ensure_local_server(uri: str, store_dir: str | Path, say=print) -> LocalServ
     if not is_local(uri):
         check_reachable(uri)
     parsed = urlparse(uri)
-    say(f"No MLflow server at {uri}: starting one (store {store_dir}).")
+    log.info(f"No MLflow server at {uri}: starting one (store {store_dir}).")
     return start_server(store_dir, host=parsed.hostname or "127.0.0.1", port=parsed.port or 5000)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import socket
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from leviathan.tracking.postgres import CONNECTIONS_PER_WORKER, Postgres, PostgresError
+
+log = logging.getLogger(__name__)
 
 POOL_SIZE, MAX_OVERFLOW = 10, 20  # per worker: CONNECTIONS_PER_WORKER in all
 
@@ -58,20 +61,20 @@ def _allowed_hosts(host: str) -> list[str]:
 
 
 def up(d: str | Path, *, host: str = "127.0.0.1", port: int = 5000, workers: int = 4,
-       timeout_s: float = 300.0, say=print) -> dict[str, Any]:
+       timeout_s: float = 300.0) -> dict[str, Any]:
     """Start PostgreSQL and the MLflow server over it (whatever is not running yet)."""
     from leviathan.tracking.server import free_port, is_up, start_server
 
     d = Path(d).absolute()
     info = _info(d)
     if _alive(info.get("pid")) and is_up(info["uri"]):
-        say(f"MLflow on PostgreSQL already running: {info['uri']} (pid {info['pid']})")
+        log.info(f"MLflow on PostgreSQL already running: {info['uri']} (pid {info['pid']})")
         return info
     pg = Postgres(d, max_connections=workers * CONNECTIONS_PER_WORKER + 20)
     if pg.init(port=free_port()):
-        say(f"initialised PostgreSQL in {pg.data}")
+        log.info(f"initialised PostgreSQL in {pg.data}")
     pg.start()
-    say(f"PostgreSQL running on 127.0.0.1:{pg.port} (log {pg.log})")
+    log.info(f"PostgreSQL running on 127.0.0.1:{pg.port} (log {pg.log})")
     env = {**pg.env(), "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(POOL_SIZE),
            "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(MAX_OVERFLOW)}
     server = start_server(d, host=host, port=port, backend_uri=pg.uri, workers=workers,
@@ -82,12 +85,12 @@ def up(d: str | Path, *, host: str = "127.0.0.1", port: int = 5000, workers: int
             "log": str(server.log_path)}
     (d / "service.json").write_text(json.dumps(info, indent=1))
     (d / "mlflow.pid").write_text(f"{server.process.pid}\n")
-    say(f"MLflow on PostgreSQL: {server.uri} ({workers} workers, pid {server.process.pid}, "
-        f"log {server.log_path}). Jobs: tracking.uri={public}")
+    log.info(f"MLflow on PostgreSQL: {server.uri} ({workers} workers, pid {server.process.pid}, "
+             f"log {server.log_path}). Jobs: tracking.uri={public}")
     return info
 
 
-def down(d: str | Path, say=print) -> None:
+def down(d: str | Path) -> None:
     """Stop the MLflow server (its whole process group), then PostgreSQL."""
     d = Path(d).absolute()
     pid = _info(d).get("pid")
@@ -99,12 +102,12 @@ def down(d: str | Path, say=print) -> None:
             time.sleep(0.1)
         else:
             os.killpg(pid, signal.SIGKILL)
-        say(f"stopped the MLflow server (pid {pid})")
+        log.info(f"stopped the MLflow server (pid {pid})")
     else:
-        say("MLflow server not running")
+        log.info("MLflow server not running")
     (d / "mlflow.pid").unlink(missing_ok=True)
     if (d / "pgdata").exists():
-        say("stopped PostgreSQL" if Postgres(d).stop() else "PostgreSQL not running")
+        log.info("stopped PostgreSQL" if Postgres(d).stop() else "PostgreSQL not running")
 
 
 def status(d: str | Path) -> dict[str, Any]:
@@ -128,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=5000)
     ap.add_argument("--workers", type=int, default=4, help="MLflow server worker processes")
     a = ap.parse_args(argv)
+    from leviathan.logs import setup_logging
+
+    setup_logging()
     try:
         if a.action == "up":
             up(a.dir, host=a.host, port=a.port, workers=a.workers)
@@ -140,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(st, indent=1))
             return 0 if st["mlflow"] and st["postgres"] else 1
     except (PostgresError, RuntimeError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        log.error(f"error: {e}")
         return 1
     return 0
 

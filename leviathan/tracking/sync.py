@@ -7,9 +7,12 @@ process owns (a running job) is left to that process.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from leviathan.tracking.outbox import Outbox
+
+log = logging.getLogger(__name__)
 
 
 def sync_run_dir(run_dir: str | Path, *, uri: str | None = None,
@@ -34,8 +37,8 @@ def sync_run_dir(run_dir: str | Path, *, uri: str | None = None,
         return "busy", n
 
 
-def sync_runs(run_dirs: dict[str, Path], *, uri: str | None = None, timeout_s: float = 60.0,
-              say=print) -> dict[str, str]:
+def sync_runs(run_dirs: dict[str, Path], *, uri: str | None = None,
+              timeout_s: float = 60.0) -> dict[str, str]:
     """sync_run_dir for each {run name: run folder}; says one line per folder that had an
     outbox. Returns {run name: outcome} for those."""
     out = {}
@@ -43,5 +46,5 @@ def sync_runs(run_dirs: dict[str, Path], *, uri: str | None = None, timeout_s: f
         outcome, n = sync_run_dir(run_dir, uri=uri, timeout_s=timeout_s)
         if outcome != "nothing":
             out[name] = outcome
-            say(f"  sync {name}: {outcome} ({n} queued operations in {run_dir})")
+            log.info(f"  sync {name}: {outcome} ({n} queued operations in {run_dir})")
     return out

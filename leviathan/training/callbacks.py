@@ -23,12 +23,11 @@ import numpy as np
 import torch
 
 from leviathan.tracking.runs import CKPT, RunFolder
+from leviathan.training.context import RunContext
 from leviathan.training.evaluation import FreqBuckets, evaluate
 from leviathan.training.signals import PreemptionFlag, hold_step
 
 log = logging.getLogger(__name__)
-
-
 
 def rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(),
@@ -58,14 +57,13 @@ class StepCallback(pl.Callback):
     """Per-step bookkeeping; `tracker` is the RunTracker on global rank 0, None elsewhere."""
 
     def __init__(self, *, run_dir: Path, plan, tc, tracker=None, val_batches=(),
-                 buckets: FreqBuckets | None = None, preemption: PreemptionFlag | None = None,
-                 say=print) -> None:
+                 buckets: FreqBuckets | None = None,
+                 preemption: PreemptionFlag | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.plan, self.tc, self.tracker = plan, tc, tracker
         self.val_batches = list(val_batches)
         self.buckets = buckets
         self.preemption = preemption
-        self.say = say
         self.final: dict[str, float] = {}  # last validation numbers
         self.throughput: dict[str, float] = {}  # last tokens_per_s / flops_per_s / mfu
         self.preempted_at: int | None = None
@@ -76,6 +74,12 @@ class StepCallback(pl.Callback):
         self._window_steps = 0
         self._t_last: float | None = None
         self._hold_at = hold_step(self.run_dir.name)  # rehearsing a preemption (signals.py)
+
+    @classmethod
+    def for_run(cls, ctx: RunContext, **kw: Any) -> StepCallback:
+        """The callback of a training run (its folder, plan and trainer config from `ctx`);
+        `kw`: tracker, val_batches, buckets, preemption."""
+        return cls(run_dir=ctx.run_dir, plan=ctx.plan, tc=ctx.tc, **kw)
 
     # --------------------------------------------------------------- state in the checkpoint
     def state_dict(self) -> dict:
@@ -162,9 +166,8 @@ class StepCallback(pl.Callback):
             return
         extra = f" mfu {m['mfu']:.3f}" if "mfu" in m else ""
         tps = f" tok/s {m['tokens_per_s']:.0f}" if "tokens_per_s" in m else ""
-        self.say(f"step {step}/{self.plan.max_steps} loss {m.get('train/loss', float('nan')):.4f}"
-                 f" lr {m.get('lr', 0):.3e} grad_norm {m.get('grad_norm', 0):.3f}{tps}{extra}",
-                 flush=True)
+        log.info(f"step {step}/{self.plan.max_steps} loss {m.get('train/loss', float('nan')):.4f}"
+                 f" lr {m.get('lr', 0):.3e} grad_norm {m.get('grad_norm', 0):.3f}{tps}{extra}")
 
     def validate(self, trainer, pl_module, step: int) -> None:
         if not self.val_batches:
@@ -183,8 +186,7 @@ class StepCallback(pl.Callback):
         out["val/tokens"] = self.final["tokens"]
         if self.tracker is not None:
             self.tracker.log_metrics(out, step=step)
-            self.say(f"step {step}/{self.plan.max_steps} val/loss {out['val/loss']:.4f}",
-                     flush=True)
+            log.info(f"step {step}/{self.plan.max_steps} val/loss {out['val/loss']:.4f}")
 
     def _agreed_signal(self, trainer, pl_module) -> int:
         local = self.preemption.received if self.preemption is not None else None

@@ -1,6 +1,7 @@
 """The Lightning part of a run: build data and model, fit, and close the MLflow run.
 
-Called by run.train() once everything has been validated. Global rank 0 owns the MLflow run;
+Called by run.train() once everything has been validated, with the run's RunContext
+(context.py). Global rank 0 owns the MLflow run;
 other ranks (DDP) train and checkpoint collectively but never talk to the server.
 """
 
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from leviathan.tracking.runs import RunFolder, Tag, write_atomic
-from leviathan.training.records import FINGERPRINT_WINDOWS, params_of, start_tracker, tags_of
+from leviathan.tracking.runs import Tag, write_atomic
+from leviathan.training.context import RunContext
+from leviathan.training.records import FINGERPRINT_WINDOWS, start_tracker
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,7 @@ def _trainer(tc, plan, run_dir: Path, callbacks):
     )
 
 
-def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: Path, rank: int,
-        say) -> dict:
+def fit(ctx: RunContext) -> dict:
     import lightning.pytorch as pl
 
     from leviathan.data import build_train_stream, build_val_batches, fingerprint
@@ -58,45 +59,43 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
     from leviathan.training.signals import Preempted, PreemptionFlag
 
     t0 = time.time()
+    tc, plan, data_cfg = ctx.tc, ctx.plan, ctx.data_cfg
     torch.set_float32_matmul_precision(tc.matmul_precision)
-    world = plan.world_size
     # ---- data (built, or prepared, here on first use; every rank reads its own share)
-    stream = build_train_stream(data_cfg, batch_size=tc.micro_batch,
-                                rank=_data_rank(rank, world), world_size=world)
+    stream = build_train_stream(data_cfg, batch_size=tc.micro_batch, rank=ctx.data_rank,
+                                world_size=ctx.world_size)
     batches = ResumableBatches(stream)
     val = build_val_batches(data_cfg, batch_size=tc.val_micro_batch or tc.micro_batch)
     buckets = None
     if val:  # the rare-token buckets (evaluation.py), in both data modes
         buckets = frequency_buckets(
-            data_token_frequencies(data_cfg), mcfg.padded_vocab, tc.freq_bucket_base,
+            data_token_frequencies(data_cfg), ctx.mcfg.padded_vocab, tc.freq_bucket_base,
             scheme=tc.freq_buckets, quantiles=tc.freq_quantiles,
             targets=torch.cat([b[:, 1:].reshape(-1) for b in val]).numpy())
         if buckets is None:
-            say("rare-token buckets: off (data.freq_tokens=0: no training-token counts)")
+            log.info("rare-token buckets: off (data.freq_tokens=0: no training-token counts)")
 
     tracker = None
-    if rank == 0:
+    if ctx.is_zero:
         fp = fingerprint(data_cfg, batch_size=tc.micro_batch, windows=FINGERPRINT_WINDOWS,
-                         rank=0, world_size=world)  # the run's real layout
-        tracker = start_tracker(trk=trk, run_dir=run_dir, key=key,
-                                tags=tags_of(cfg, chash, fp, key),
-                                params=params_of(container, mcfg, plan))
-        _log_yaml(tracker, run_dir, container)
-        record_training(tracker, run_dir, say)  # versions, hash, full list; resume: differs?
-        say(tracker.describe())
+                         rank=0, world_size=ctx.world_size)  # the run's real layout
+        tracker = start_tracker(ctx, fingerprint=fp)
+        _log_yaml(tracker, ctx)
+        record_training(tracker, ctx.run_dir)  # versions, hash, full list; resume: differs?
+        log.info(tracker.describe())
 
     # ---- model, module, trainer (any failure from here on marks the MLflow run FAILED)
     preemption = PreemptionFlag()
     trainer = None
     try:
-        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-        model = build_model(mcfg)
+        pl.seed_everything(int(ctx.cfg.seed), workers=True, verbose=False)
+        model = build_model(ctx.mcfg)
         module = LanguageModelModule(model, tc, plan, batches)
-        step_cb = StepCallback(run_dir=run_dir, plan=plan, tc=tc, tracker=tracker,
-                               val_batches=val, buckets=buckets, preemption=preemption, say=say)
-        trainer = _trainer(tc, plan, run_dir, [step_cb])
-        ckpt = RunFolder(run_dir).checkpoint
-        start = _start_checkpoint(ckpt, tc, say)
+        step_cb = StepCallback.for_run(ctx, tracker=tracker, val_batches=val, buckets=buckets,
+                                       preemption=preemption)
+        trainer = _trainer(tc, plan, ctx.run_dir, [step_cb])
+        ckpt = ctx.folder.checkpoint
+        start = _start_checkpoint(ckpt, tc)
         preemption.install()
         trainer.fit(module, train_dataloaders=batches, ckpt_path=start,
                     weights_only=False)  # our own file: it holds RNG and data state too
@@ -115,59 +114,54 @@ def fit(*, cfg, container, mcfg, data_cfg, tc, trk, plan, chash, key, run_dir: P
         if tracker is not None:
             tracker.set_tags({Tag.PREEMPTED_AT_STEP: step_cb.preempted_at})
             tracker.finish("KILLED")
-        say(f"preempted at step {step_cb.preempted_at}: checkpoint {ckpt}; start the same "
-            "command again to resume")
+        log.info(f"preempted at step {step_cb.preempted_at}: checkpoint {ckpt}; start the same "
+                 "command again to resume")
         preemption.chain()
         raise Preempted(preemption.received or 15, step_cb.preempted_at, str(ckpt))
 
-    summary = _summary(step_cb, module, plan, tracker, key, chash, buckets, stream,
-                       time.time() - t0)
-    if rank == 0:
+    summary = _summary(ctx, step_cb, module, tracker, buckets, stream, time.time() - t0)
+    if ctx.is_zero:
         tracker.log_metrics({"final/val_loss": summary["final_val_loss"],
                              "final/tokens_seen": summary["tokens_seen"]}, step=plan.max_steps)
-        path = RunFolder(run_dir).summary
+        path = ctx.folder.summary
         write_atomic(path, json.dumps(summary, indent=2, default=str))
         tracker.log_artifact(path)
         tracker.finish("FINISHED")
-        say(f"finished: val/loss {summary['final_val_loss']:.4f} after "
-            f"{summary['tokens_seen']:,} tokens; summary {path}")
+        log.info(f"finished: val/loss {summary['final_val_loss']:.4f} after "
+                 f"{summary['tokens_seen']:,} tokens; summary {path}")
     return summary
 
 
-def _start_checkpoint(ckpt: Path, tc, say) -> str | None:
+def _start_checkpoint(ckpt: Path, tc) -> str | None:
     """The run's own last checkpoint (resume), else trainer.init_from (a WSD-S branch starts
     from its main run's snapshot: a new run that continues that step, optimizer and data)."""
     if ckpt.exists():
-        say(f"resuming from {ckpt}")
+        log.info(f"resuming from {ckpt}")
         return str(ckpt)
     if tc.init_from:
         if not Path(tc.init_from).is_file():
             raise FileNotFoundError(f"trainer.init_from: {tc.init_from} does not exist (has the "
                                     "main run reached that step?)")
-        say(f"starting from {tc.init_from}")
+        log.info(f"starting from {tc.init_from}")
         return str(tc.init_from)
     return None
 
 
-def _data_rank(rank: int, world: int) -> int:
-    """This process's data-parallel rank (the global rank; 0 outside DDP)."""
-    return rank if world > 1 else 0
-
-
-def _log_yaml(tracker, run_dir: Path, container: dict) -> None:
+def _log_yaml(tracker, ctx: RunContext) -> None:
     from omegaconf import OmegaConf
 
-    path = RunFolder(run_dir).config
-    write_atomic(path, OmegaConf.to_yaml(OmegaConf.create(container)))
+    path = ctx.folder.config
+    write_atomic(path, OmegaConf.to_yaml(OmegaConf.create(ctx.container)))
     tracker.log_artifact(path)
 
 
-def _summary(cb, module, plan, tracker, key, chash, buckets, stream, wall_s) -> dict:
+def _summary(ctx: RunContext, cb, module, tracker, buckets, stream, wall_s) -> dict:
+    plan = ctx.plan
     final = cb.final or {}
     stats = getattr(stream, "stats", None)
     out = {
         "run_id": tracker.run_id if tracker is not None else None,
-        "run_key": key, "config_hash": chash, "status": "finished",
+        "run_key": ctx.key, "config_hash": ctx.chash, "status": "finished",
         "n_params": plan.n_params, "plan": {k: v for k, v in plan.as_dict().items()
                                             if k != "n_params"},
         "steps": plan.max_steps, "tokens_seen": plan.max_steps * plan.tokens_per_step,

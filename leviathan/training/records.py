@@ -9,6 +9,7 @@ from pathlib import Path
 
 from leviathan.tracking.runs import KIND_TRAIN, Tag
 from leviathan.training.config import flatten
+from leviathan.training.context import RunContext
 
 FINGERPRINT_WINDOWS = 64  # the data fingerprint hashes rank 0's first 64 windows
 
@@ -25,36 +26,37 @@ def git_commit() -> str:
         return "unknown"
 
 
-def start_tracker(*, trk, run_dir: Path, key: str, tags: dict, params: dict):
-    """Create (or reopen: the run folder keeps its id) the MLflow run; rank 0 only. Never waits
-    longer than tracking.connect_timeout_s for the server: leviathan.tracking.run_tracker opens
-    the run in the background if it does not answer."""
+def start_tracker(ctx: RunContext, *, fingerprint: str):
+    """Create (or reopen: the run folder keeps its id) the run's MLflow run; rank 0 only. Never
+    waits longer than tracking.connect_timeout_s for the server: leviathan.tracking.run_tracker
+    opens the run in the background if it does not answer."""
     from leviathan.tracking.run_tracker import RunTracker
 
-    tracker = RunTracker.from_config(trk, state_dir=run_dir)
-    tracker.start(run_name=key, tags=tags, parent_run_id=trk.parent_run_id, params=params,
-                  wait_s=trk.connect_timeout_s)
+    tracker = RunTracker.for_run(ctx)
+    tracker.start(run_name=ctx.key, tags=tags_of(ctx, fingerprint), params=params_of(ctx),
+                  parent_run_id=ctx.trk.parent_run_id, wait_s=ctx.trk.connect_timeout_s)
     return tracker
 
 
-def params_of(container: dict, mcfg, plan) -> dict:
+def params_of(ctx: RunContext) -> dict:
     """MLflow params: the resolved config flattened with dots (model with its solved depth),
     the derived plan, and the parameter counts."""
-    c = dict(container)
-    c["model"] = {**c["model"], **mcfg.as_dict()}
+    c = dict(ctx.container)
+    c["model"] = {**c["model"], **ctx.mcfg.as_dict()}
     params = {k: v for k, v in flatten(c).items()}
-    params.update({f"plan.{k}": v for k, v in plan.as_dict().items() if k != "n_params"})
-    params.update({f"n_params/{k}": v for k, v in plan.n_params.items()})
+    params.update({f"plan.{k}": v for k, v in ctx.plan.as_dict().items() if k != "n_params"})
+    params.update({f"n_params/{k}": v for k, v in ctx.plan.n_params.items()})
     return params
 
 
-def tags_of(cfg, chash: str, fingerprint: str, key: str) -> dict:
+def tags_of(ctx: RunContext, fingerprint: str) -> dict:
     """The training run's MLflow tags (names: leviathan.tracking.runs.Tag)."""
+    cfg = ctx.cfg
     meta = cfg.get("meta") or {}
     return {Tag.KIND: KIND_TRAIN, Tag.SWEEP: meta.get("sweep"), Tag.PAIR: meta.get("pair"),
             Tag.ARM: meta.get("arm") or cfg.model.arm,
             Tag.SIZE: meta.get("size") or cfg.model.size, Tag.FAMILY: meta.get("family"),
             Tag.SEED: cfg.get("seed"), Tag.LR: cfg.trainer.lr, Tag.SCHEDULE: cfg.trainer.schedule,
             Tag.COOLDOWN: meta.get("cooldown"), Tag.BRANCH_OF: meta.get("branch_of"),
-            Tag.CONFIG_HASH: chash, Tag.DATA_FINGERPRINT: fingerprint,
-            Tag.GIT_COMMIT: git_commit(), Tag.RUN_KEY: key}
+            Tag.CONFIG_HASH: ctx.chash, Tag.DATA_FINGERPRINT: fingerprint,
+            Tag.GIT_COMMIT: git_commit(), Tag.RUN_KEY: ctx.key}

@@ -1,8 +1,9 @@
 """train(cfg): one training run, from a composed config to a finished (or resumable) MLflow run.
 
 Order matters: every config is validated, the data path and the tracking server are checked,
-and the plan is derived *before* the model is built, so a bad run fails in seconds. The run's
-scratch folder (${paths.scratch_dir}/runs/<run key>) holds last.ckpt, the MLflow run id and,
+and the plan is derived *before* the model is built, so a bad run fails in seconds; what they
+settle is one frozen RunContext (context.py), handed whole to engine.fit. The run's scratch
+folder (${paths.scratch_dir}/runs/<run key>) holds last.ckpt, the MLflow run id and,
 once finished, summary.json; starting the same config again resumes (or returns the summary).
 """
 
@@ -23,6 +24,7 @@ from leviathan.training.config import (
     tracking_config,
     trainer_config,
 )
+from leviathan.training.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +33,6 @@ def global_rank() -> int:
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     return int(getattr(rank_zero_only, "rank", 0) or 0)
-
-
-def _say(rank: int):
-    def say(msg: str, **_: Any) -> None:
-        if rank == 0:
-            print(msg, flush=True)
-
-    return say
 
 
 def train(cfg: Any) -> dict:
@@ -79,10 +73,9 @@ def train(cfg: Any) -> dict:
         raise TrainConfigError(f"model.max_seq_len={mcfg.max_seq_len} is shorter than "
                                f"data.seq_len={data_cfg.seq_len}")
     rank = global_rank()
-    say = _say(rank)
     if rank == 0:
         probe_at_start(trk.uri, connect_timeout_s=trk.connect_timeout_s,
-                       start_timeout_s=trk.start_timeout_s, say=say)
+                       start_timeout_s=trk.start_timeout_s)
 
     n_params = count_params(mcfg).as_dict()
     plan = make_plan(tc, data_cfg.seq_len, n_params, flops_per_token(mcfg, data_cfg.seq_len))
@@ -96,8 +89,8 @@ def train(cfg: Any) -> dict:
     if rank == 0 and old_hash is not None and old_hash != chash and not fresh:
         # same run_name, different config: never resume into it; keep the old run beside
         aside = run_dir.with_name(f"{key}.{old_hash[:12]}")
-        say(f"{run_dir} holds a run of another config (hash {old_hash[:12]} != {chash[:12]}): "
-            f"moved to {aside}, starting afresh")
+        log.info(f"{run_dir} holds a run of another config (hash {old_hash[:12]} != "
+                 f"{chash[:12]}): moved to {aside}, starting afresh")
         os.replace(run_dir, aside)
         run_dir.mkdir(parents=True)
     if fresh and rank == 0:
@@ -105,28 +98,31 @@ def train(cfg: Any) -> dict:
             path.unlink(missing_ok=True)
     if rank == 0:
         write_atomic(hash_file, chash + "\n")
+    ctx = RunContext(cfg=cfg, container=container, mcfg=mcfg, data_cfg=data_cfg, tc=tc, trk=trk,
+                     plan=plan, chash=chash, key=key, run_dir=run_dir, rank=rank)
     if folder.finished():
-        return _finished(folder, trk, rank, say)
+        return _finished(ctx)
 
-    say(f"run {key}: {n_params['total']:,} params, {plan.max_steps} steps x "
-        f"{plan.tokens_per_step:,} tokens (global batch {plan.global_batch} = {plan.micro_batch}"
-        f" x {plan.world_size} ranks x {plan.accumulation} accumulation), dir {run_dir}")
+    log.info(f"run {key}: {n_params['total']:,} params, {plan.max_steps} steps x "
+             f"{plan.tokens_per_step:,} tokens (global batch {plan.global_batch} = "
+             f"{plan.micro_batch} x {plan.world_size} ranks x {plan.accumulation} accumulation), "
+             f"dir {run_dir}")
     from leviathan.training.engine import fit
 
-    return fit(cfg=cfg, container=container, mcfg=mcfg, data_cfg=data_cfg, tc=tc, trk=trk,
-               plan=plan, chash=chash, key=key, run_dir=run_dir, rank=rank, say=say)
+    return fit(ctx)
 
 
-def _finished(folder: RunFolder, trk, rank: int, say) -> dict:
+def _finished(ctx: RunContext) -> dict:
     """The summary of a run that finished earlier; rank 0 first sends what an outage kept from
     MLflow at its end (its final status included) from the run folder's outbox."""
+    folder = ctx.folder
     summary = json.loads(folder.summary.read_text())
-    if rank == 0:
+    if ctx.is_zero:
         from leviathan.tracking.sync import sync_run_dir
 
-        sync_run_dir(folder.path, uri=trk.uri, timeout_s=trk.connect_timeout_s)
-    say(f"run {folder.key} already finished (MLflow run {summary.get('run_id')}): "
-        f"{folder.summary}")
+        sync_run_dir(folder.path, uri=ctx.trk.uri, timeout_s=ctx.trk.connect_timeout_s)
+    log.info(f"run {folder.key} already finished (MLflow run {summary.get('run_id')}): "
+             f"{folder.summary}")
     return summary
 
 

@@ -74,7 +74,7 @@ class PreemptionFlag:
     def hold(self, step: int, max_s: float = HOLD_MAX_S) -> None:
         """Wait at this step boundary until a preemption signal is received ($LEVIATHAN_HOLD_AT)."""
         log.warning("%s: holding at step %d until a preemption signal", HOLD_ENV, step)
-        print(f"holding at step {step} until a preemption signal ({HOLD_ENV})", flush=True)
+        log.info(f"holding at step {step} until a preemption signal ({HOLD_ENV})")  # stdout
         end = time.monotonic() + max_s
         while self.received is None and time.monotonic() < end:
             time.sleep(0.05)

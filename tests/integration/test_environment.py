@@ -126,7 +126,7 @@ def data_dir(tmp_path_factory) -> Path:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_resumed_run_on_another_environment_says_which_packages_differ(
-        tmp_path, data_dir, mlflow_server, capsys):
+        tmp_path, data_dir, mlflow_server, caplog):
     """First attempt: a subprocess that also sees provenance-probe 1.0, stopped by SIGTERM.
     The resumed attempt (this process, without it) says so in its log and on its MLflow run."""
     import os
@@ -157,9 +157,9 @@ def test_resumed_run_on_another_environment_says_which_packages_differ(
     run_id = (run_dir / "mlflow_run_id").read_text().strip()
     assert meta["mlflow_run_id"] == run_id
 
-    capsys.readouterr()
-    train(compose(args))  # the same command again, here: resumes on another environment
-    log = capsys.readouterr().out
+    with caplog.at_level("INFO", logger="leviathan"):
+        train(compose(args))  # the same command again, here: resumes on another environment
+    log = "\n".join(r.getMessage() for r in caplog.records)
     assert "environment differs from this run's first attempt" in log, log
     assert f"{PROBE} 1.0 -> absent" in log
     client = MlflowClient(mlflow_server)
@@ -180,7 +180,7 @@ def _record(uri: str, experiment: str, env: Environment, folder: Path, *, run_id
     folder.mkdir(parents=True, exist_ok=True)  # the run folder training would have made
     tracker = RunTracker(uri, experiment, flush_every_s=0.5)
     tracker.start(run_id=run_id, run_name=name, tags=tags)
-    record_training(tracker, folder, say=print, env=env)
+    record_training(tracker, folder, env=env)
     tracker.finish("FINISHED")
     return tracker.run_id
 

@@ -132,7 +132,7 @@ def pg_dir():
     yield d
     from leviathan.tracking import service
 
-    service.down(d, say=lambda _m: None)
+    service.down(d)
     shutil.rmtree(d, ignore_errors=True)
 
 

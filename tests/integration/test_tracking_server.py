@@ -26,7 +26,7 @@ def test_unreachable_uri_fails_fast_naming_it():
 
 def test_remote_uri_is_never_started(tmp_path):
     with pytest.raises(TrackingUnreachable, match="203.0.113.1"):
-        ensure_local_server("http://203.0.113.1:5999", tmp_path, say=lambda _m: None)
+        ensure_local_server("http://203.0.113.1:5999", tmp_path)
 
 
 def test_file_store_needs_no_server():
@@ -34,10 +34,11 @@ def test_file_store_needs_no_server():
 
 
 @pytest.mark.integration
-def test_running_server_answers_and_is_reused(mlflow_server, tmp_path):
+def test_running_server_answers_and_is_reused(mlflow_server, tmp_path, caplog):
     assert is_up(mlflow_server)
-    said = []
-    server = ensure_local_server(mlflow_server, tmp_path, say=said.append)
+    with caplog.at_level("INFO", logger="leviathan.tracking.server"):
+        server = ensure_local_server(mlflow_server, tmp_path)
+    said = [r.getMessage() for r in caplog.records if r.name == "leviathan.tracking.server"]
     assert server.process is None and said == []  # reused, not started again
     server.stop()  # stopping a reused server is a no-op
     assert is_up(mlflow_server)
@@ -45,10 +46,11 @@ def test_running_server_answers_and_is_reused(mlflow_server, tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_ensure_starts_a_local_server_when_silent(tmp_path):
+def test_ensure_starts_a_local_server_when_silent(tmp_path, caplog):
     uri = f"http://127.0.0.1:{free_port()}"
-    said = []
-    server = ensure_local_server(uri, tmp_path / "store", say=said.append)
+    with caplog.at_level("INFO", logger="leviathan.tracking.server"):
+        server = ensure_local_server(uri, tmp_path / "store")
+    said = [r.getMessage() for r in caplog.records if r.name == "leviathan.tracking.server"]
     try:
         assert server.process is not None and is_up(uri)
         assert said and uri in said[0]
