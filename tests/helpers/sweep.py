@@ -20,10 +20,13 @@ def sweep_cli(args: list[str], timeout: float = 900,
 
 
 def sweep_here(args: list[str], capsys) -> tuple[int, str]:
-    """The sweep entry point's work in this process: (exit code, what it printed)."""
+    """The sweep entry point's work in this process: (exit code, what it printed), its
+    messages set up as the CLI sets them up (leviathan.logs)."""
     from leviathan.config import compose
+    from leviathan.logs import setup_logging
     from leviathan.sweep.__main__ import sweep
 
+    setup_logging()
     capsys.readouterr()
     code = sweep(compose("sweep", args), args)
     return code, capsys.readouterr().out
