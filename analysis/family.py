@@ -11,7 +11,8 @@ from analysis.joint import JointFit
 from analysis.powerlaw import B_DEFAULT, PowerLaw, SharedExponent
 
 B_GRID = (1.5, 1.6, 1.69, 1.8, 1.82, 1.9, 2.0)  # b sensitivity; 1.82 is Epoch AI's refit of E
-FIT_DELTA = 2e-2  # Huber delta on log residuals of L(N), L(C), L(D) (tests/test_analysis_noise.py)
+# Huber delta on log residuals of L(N), L(C), L(D) (tests/unit/test_analysis_noise.py)
+FIT_DELTA = 2e-2
 
 
 @dataclass

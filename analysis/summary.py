@@ -33,7 +33,7 @@ def fit_line(cfg: FitConfig) -> str:
             " of the log residuals log L − log(A·X^-α + b): least squares for residuals below "
             f"{cfg.delta:.0%} of the loss, absolute deviations beyond (a run that is off by "
             "more counts less); on 4–8 Dense points it is not worse than least squares "
-            "(tests/test_analysis_noise.py). The joint L(N, D) keeps Epoch AI's δ = 1e-3.")
+            "(tests/unit/test_analysis_noise.py). The joint L(N, D) keeps Epoch AI's δ = 1e-3.")
 
 
 def inputs_md(runs: Runs, table: pd.DataFrame, results: dict[str, FamilyResult]) -> list[str]:

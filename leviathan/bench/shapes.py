@@ -6,7 +6,7 @@ OmegaConf, so it reads the same YAML files Hydra composes, in the one pattern th
 option file (conf/<group>/<name>.yaml, whose defaults list names the group's `schema`, i.e. the
 dataclass defaults, or other options of the same group) over those, then for a model the
 `model.*` overrides of one arm of a grid (conf/grid/<grid>.yaml `arms`).
-tests/test_bench_gpu.py checks the result against Hydra's own composition.
+tests/unit/test_bench_gpu.py checks the result against Hydra's own composition.
 
     "v1/421M"            -> the isoparametric grid's arms (the v1 family)
     "v2/1.2B"            -> the decoupled grid's arms (the v2 family)

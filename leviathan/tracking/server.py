@@ -103,24 +103,27 @@ class LocalServer:
             stop_group(self.process)
 
 
-def stop_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+def stop_group(proc: subprocess.Popen | int, timeout: float = 20.0) -> None:
     """SIGTERM, then SIGKILL, to the process group `proc` leads (start_new_session=True): a
-    signal to the `mlflow` CLI alone leaves its uvicorn children running."""
+    signal to the `mlflow` CLI alone leaves its uvicorn children running. `proc` may be the
+    leader's pid (a server another process started, e.g. `make demo`'s, which keeps running)."""
     import signal
 
+    pid = proc if isinstance(proc, int) else proc.pid
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(proc.pid, sig)
+            os.killpg(pid, sig)
         except ProcessLookupError:
             break
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            continue
-        deadline = time.monotonic() + timeout  # the leader is gone: wait for its children
+        if not isinstance(proc, int):
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                continue
+        deadline = time.monotonic() + timeout  # wait for the leader and its children
         while time.monotonic() < deadline:
             try:
-                os.killpg(proc.pid, 0)
+                os.killpg(pid, 0)
             except ProcessLookupError:
                 return
             time.sleep(0.1)

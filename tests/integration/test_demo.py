@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 
 import pandas as pd
 import pytest
 from helpers import REPO
 
-from leviathan.tracking.server import free_port
+from leviathan.tracking.server import free_port, stop_group
 
 
 @pytest.mark.integration
@@ -43,4 +44,6 @@ def test_make_demo_reduced(tmp_path):
         assert f"http://127.0.0.1:{port}" in out.stdout and "scaling.png" in out.stdout
         assert "demo finished in" in out.stdout
     finally:
-        subprocess.run(["pkill", "-f", f"port {port}"], check=False)
+        started = re.search(r"\(started, pid (\d+);", out.stdout)  # the demo leaves it running
+        if started:
+            stop_group(int(started[1]))

@@ -4,7 +4,7 @@ synthetic token ids. A change that moves every arm alike (init, loss, optimizer,
 order) keeps the arms' comparison intact and so passes every A/B test; it does not pass this.
 
 After an intended change, rewrite the reference and say why in the commit:
-    .venv/bin/python tests/test_reference_curves.py --write
+    .venv/bin/python tests/integration/test_reference_curves.py --write
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def test_every_schema_key_has_a_comment_and_every_option_composes():
                        if not field_comments(cls).get(f.name)]
             assert not missing, f"{cls.__name__}: keys without a comment: {missing}"
         if group == "grid":
-            continue  # grids are composed by the sweep planner (tests/test_sweep_plan.py)
+            continue  # grids are composed by the sweep planner (tests/unit/test_sweep_plan.py)
         for path in sorted((conf_dir() / group).rglob("*.yaml")):
             option = path.relative_to(conf_dir() / group).with_suffix("").as_posix()
             cfg = compose("sweep", [f"{group}={option}"])
