@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from typing import Any
 
 from leviathan.tracking.runs import RunFolder, write_atomic
@@ -125,6 +124,3 @@ def _finished(ctx: RunContext) -> dict:
              f"{folder.summary}")
     return summary
 
-
-def now() -> float:
-    return time.time()
