@@ -70,7 +70,23 @@ def bootstrap_dense(dense: pd.DataFrame, fit: PowerLaw, cfg: FitConfig, rng, x: 
                             np.full(len(theta), fit.b)])
 
 
-def fit_ln(res: FamilyResult, dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitConfig, rng):  # noqa: C901 - one branch per optional column of the paper's table
+def fit_ln(res: FamilyResult, dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitConfig, rng):
+    fit, samples = _fit_dense_ln(res, dense, cfg, rng)
+    flat = degenerate(fit)
+    res.multipliers = _run_multipliers(res, fit, samples, dense, lev, cfg, rng, flat)
+    ok = lev[lev["loss"] > fit.b]
+    _fit_lev_alone(res, lev, ok, fit, cfg, rng)
+    if len(ok) and not flat:
+        _fit_shared(res, dense, ok, fit.b, cfg, rng)
+        if degenerate(res.shared):
+            res.notes.append(f"shared-exponent fit degenerate (alpha = {res.shared.alpha:.3g}); "
+                             "not reported")
+            res.shared = None
+    res.b_sensitivity = _b_sensitivity(dense, lev, cfg)
+
+
+def _fit_dense_ln(res: FamilyResult, dense: pd.DataFrame, cfg: FitConfig, rng):
+    """Dense L(N) and its bootstrap: (fit, (R, 3) samples); intervals of A, alpha (and b)."""
     fit = fit_power_law(dense["params"], dense["loss"], b=cfg.b, delta=cfg.delta)
     res.dense = fit
     samples = bootstrap_dense(dense, fit, cfg, rng)
@@ -79,8 +95,14 @@ def fit_ln(res: FamilyResult, dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitCo
     res.intervals["alpha"] = _interval(samples[:, 1], cfg.level)
     if cfg.b is None:
         res.intervals["b"] = _interval(samples[:, 2], cfg.level)
+    return fit, samples
 
-    # multipliers: every finished Leviathan run, N_eff undefined where L <= b
+
+def _run_multipliers(res: FamilyResult, fit: PowerLaw, samples: np.ndarray,
+                     dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitConfig, rng,
+                     flat: bool) -> pd.DataFrame:
+    """The paper's table: every finished Leviathan run's N_eff and multiplier with bootstrap
+    intervals, NaN with a reason where N_eff is undefined or extrapolated."""
     m = lev[["run_id", "name", "size", "pair", "seed", "params", "tokens", "loss"]].copy()
     n_eff, mult = effective_size(fit, m["loss"], m["params"])
     draws = _lev_loss_draws(lev, len(samples), rng, fit.b)
@@ -96,34 +118,38 @@ def fit_ln(res: FamilyResult, dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitCo
     m["n_eff"], m["n_eff_lo"], m["n_eff_hi"] = n_eff, lo, hi
     m["multiplier"], m["multiplier_lo"], m["multiplier_hi"] = (
         mult, lo / m["params"].to_numpy(), hi / m["params"].to_numpy())
-    reasons = []
-    flat = degenerate(fit)
     if flat:
         res.notes.append(f"Dense L(N) fit is degenerate (alpha = {fit.alpha:.3g} at its bound): "
                          "the Dense losses do not fall with N as a power law, so no N_eff")
-    n_lo, n_hi = float(dense["params"].min()), float(dense["params"].max())
-    for row in m.itertuples():
-        if not row.loss > fit.b:
-            reasons.append(f"loss {row.loss:.4f} <= b = {fit.b:.3g}: N_eff undefined")
-        elif flat:
-            reasons.append(f"Dense L(N) fit degenerate (alpha = {fit.alpha:.3g})")
-        elif not np.isfinite(row.n_eff) or row.n_eff <= 0:
-            reasons.append(f"N_eff overflows (alpha = {fit.alpha:.3g}): the Dense fit does not "
-                           "reach this loss")
-        elif not n_lo / EXTRAPOLATION <= row.n_eff <= n_hi * EXTRAPOLATION:
-            reasons.append(f"N_eff = {row.n_eff:.3g} is over {EXTRAPOLATION:g}x outside the "
-                           f"Dense sizes fitted ({n_lo:.3g}..{n_hi:.3g}): not extrapolated")
-        else:
-            reasons.append("")
-    m["reason"] = reasons
+    n_range = (float(dense["params"].min()), float(dense["params"].max()))
+    m["reason"] = [_multiplier_reason(row, fit, flat, n_range) for row in m.itertuples()]
     for col in ("n_eff", "multiplier"):
         m.loc[m["reason"] != "", col] = np.nan
-    res.multipliers = m.sort_values(["params", "name", "run_id"]).reset_index(drop=True)
+    return m.sort_values(["params", "name", "run_id"]).reset_index(drop=True)
 
-    ok = lev[lev["loss"] > fit.b]
+
+def _multiplier_reason(row, fit: PowerLaw, flat: bool, n_range: tuple[float, float]) -> str:
+    """Why a Leviathan run has no multiplier ('' when it has one)."""
+    n_lo, n_hi = n_range
+    if not row.loss > fit.b:
+        return f"loss {row.loss:.4f} <= b = {fit.b:.3g}: N_eff undefined"
+    if flat:
+        return f"Dense L(N) fit degenerate (alpha = {fit.alpha:.3g})"
+    if not np.isfinite(row.n_eff) or row.n_eff <= 0:
+        return (f"N_eff overflows (alpha = {fit.alpha:.3g}): the Dense fit does not "
+                "reach this loss")
+    if not n_lo / EXTRAPOLATION <= row.n_eff <= n_hi * EXTRAPOLATION:
+        return (f"N_eff = {row.n_eff:.3g} is over {EXTRAPOLATION:g}x outside the "
+                f"Dense sizes fitted ({n_lo:.3g}..{n_hi:.3g}): not extrapolated")
+    return ""
+
+
+def _fit_lev_alone(res: FamilyResult, lev: pd.DataFrame, ok: pd.DataFrame, fit: PowerLaw,
+                   cfg: FitConfig, rng) -> None:
+    """The exponent on the Leviathan runs above b alone (b as Dense's), or a note why not."""
     if lev.empty:
         res.notes.append("no finished Leviathan runs in this family: Dense fit only")
-    elif ok["params"].nunique() >= 2:  # exponent on the Leviathan runs alone
+    elif ok["params"].nunique() >= 2:
         res.lev = fit_power_law(ok["params"], ok["loss"], b=fit.b, delta=cfg.delta)
         s = bootstrap_dense(ok, res.lev, FitConfig(**{**cfg.__dict__, "b": fit.b}), rng)
         res.intervals["alpha_lev"] = _interval(s[:, 1], cfg.level)
@@ -131,13 +157,6 @@ def fit_ln(res: FamilyResult, dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitCo
     else:
         res.notes.append(f"alpha on Leviathan runs alone needs two Leviathan sizes above b; "
                          f"found {ok['params'].nunique()}")
-    if len(ok) and not flat:
-        _fit_shared(res, dense, ok, fit.b, cfg, rng)
-        if degenerate(res.shared):
-            res.notes.append(f"shared-exponent fit degenerate (alpha = {res.shared.alpha:.3g}); "
-                             "not reported")
-            res.shared = None
-    res.b_sensitivity = _b_sensitivity(dense, lev, cfg)
 
 
 def _fit_shared(res, dense, lev, b, cfg, rng):

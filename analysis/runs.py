@@ -79,7 +79,33 @@ def flag(value) -> float:
     return math.nan
 
 
-def finalize(table: pd.DataFrame, params_kind: str = "total", source: str = "runs"  # noqa: C901 - one normalisation per MLflow field a run may lack
+_TEXT_COLUMNS = ("name", "size", "pair", "family", "seed", "reason")
+
+
+def _normalise_arms(t: pd.DataFrame, source: str) -> None:
+    """Arms lower-cased, `lev` read as leviathan; AnalysisError for an arm outside ARMS."""
+    t["arm"] = t["arm"].fillna("").astype(str).str.strip().str.lower().replace(
+        {"lev": "leviathan"})
+    unknown = sorted(set(t["arm"]) - set(ARMS))
+    if unknown:
+        raise AnalysisError(f"{source}: unknown arm(s) {unknown} (column `arm`); allowed: "
+                            f"{', '.join(ARMS)}")
+
+
+def _exclusion_reason(row, params_kind: str) -> str:
+    """Why a run cannot be fitted ('' when it can): a given reason, unfinished, no loss, no N."""
+    if row.reason:
+        return row.reason
+    if row.status != "FINISHED":
+        return f"unfinished (status {row.status})"
+    if not np.isfinite(row.loss):
+        return "final validation loss is missing or NaN"
+    if not (np.isfinite(row.params) and row.params > 0):
+        return f"no {params_kind} parameter count (n_params/{params_kind})"
+    return ""
+
+
+def finalize(table: pd.DataFrame, params_kind: str = "total", source: str = "runs"
              ) -> pd.DataFrame:
     """Choose N (`params_kind`: total | body), normalise arms, and fill the exclusion reasons.
 
@@ -91,13 +117,8 @@ def finalize(table: pd.DataFrame, params_kind: str = "total", source: str = "run
     t = table.copy()
     for col in COLUMNS:
         if col not in t.columns:
-            t[col] = "" if col in ("name", "size", "pair", "family", "seed", "reason") else np.nan
-    t["arm"] = t["arm"].fillna("").astype(str).str.strip().str.lower().replace(
-        {"lev": "leviathan"})
-    unknown = sorted(set(t["arm"]) - set(ARMS))
-    if unknown:
-        raise AnalysisError(f"{source}: unknown arm(s) {unknown} (column `arm`); allowed: "
-                            f"{', '.join(ARMS)}")
+            t[col] = "" if col in _TEXT_COLUMNS else np.nan
+    _normalise_arms(t, source)
     t["family"] = t["family"].fillna("").astype(str).replace("", "default")
     for col in ("size", "pair", "seed", "name", "reason"):
         t[col] = t[col].fillna("").astype(str).replace("nan", "")
@@ -106,19 +127,7 @@ def finalize(table: pd.DataFrame, params_kind: str = "total", source: str = "run
     t["cooled"] = t["cooled"].map(flag)
     t["params"] = t[f"params_{params_kind}"]
     t["status"] = t["status"].fillna("FINISHED").astype(str)
-    reasons = []
-    for row in t.itertuples():
-        if row.reason:
-            reasons.append(row.reason)
-        elif row.status != "FINISHED":
-            reasons.append(f"unfinished (status {row.status})")
-        elif not np.isfinite(row.loss):
-            reasons.append("final validation loss is missing or NaN")
-        elif not (np.isfinite(row.params) and row.params > 0):
-            reasons.append(f"no {params_kind} parameter count (n_params/{params_kind})")
-        else:
-            reasons.append("")
-    t["reason"] = reasons
+    t["reason"] = [_exclusion_reason(row, params_kind) for row in t.itertuples()]
     _name_sizes(t)
     check_controls(t, source)
     return t[COLUMNS].reset_index(drop=True)

@@ -37,7 +37,49 @@ def _top_budget(runs: pd.DataFrame, top: pd.Series, tol: float) -> pd.Series:
     return ~short.fillna(False).astype(bool)
 
 
-def analyse_family(family: str, usable: pd.DataFrame, table: pd.DataFrame, runs: Runs,  # noqa: C901 - the family's steps in order; each skips what its columns lack
+def _dense_ladder(dense: pd.DataFrame, tol: float) -> pd.DataFrame:
+    """The L(N) ladder: each Dense size's runs at its largest token budget (an N x D grid's
+    other budgets are left to the joint fit)."""
+    ladder = []
+    for _, g in dense.groupby("size"):
+        ids = budget_ids(g["tokens"].to_numpy(), tol)
+        ladder.append(g[ids == ids.max()])
+    return pd.concat(ladder) if ladder else dense
+
+
+def _add_off_ladder(res: FamilyResult, lev: pd.DataFrame, lev_ln: pd.DataFrame) -> None:
+    """Leviathan runs below their size's L(N) budget join the multipliers, with the reason."""
+    off = lev[~lev["run_id"].isin(lev_ln["run_id"])]
+    if len(off):
+        extra = off[["run_id", "name", "size", "pair", "seed", "params", "tokens", "loss"]]
+        extra = extra.assign(reason="token budget below this size's L(N) ladder: see the "
+                                    "joint L(N, D) fit")
+        res.multipliers = pd.concat([res.multipliers, extra], ignore_index=True)
+
+
+def _fit_trajectory(res: FamilyResult, fam: pd.DataFrame, ladder: pd.DataFrame,
+                    lev: pd.DataFrame, lev_ln: pd.DataFrame, points: pd.DataFrame, mode: str,
+                    cfg: FitConfig) -> None:
+    """The multiplier against tokens seen, with a note when it is missing or mixes schedule
+    position with scale."""
+    valid = res.multipliers[res.multipliers["reason"] == ""]["run_id"]
+    if mode == "cooled":  # every cooldown branch of a lineage: one curve of cooled points
+        res.trajectory = multiplier_vs_tokens(points, fam[fam["arm"] == "dense"], lev,
+                                              res.dense.b, cfg.delta, merge=True)
+    else:
+        res.trajectory = multiplier_vs_tokens(points, ladder,
+                                              lev_ln[lev_ln["run_id"].isin(valid)],
+                                              res.dense.b, cfg.delta)
+    if res.trajectory is None:
+        res.notes.append("multiplier vs tokens: no validation histories (val/loss with "
+                         "val/tokens) for at least two Dense sizes and one Leviathan run")
+    elif mode == "all":
+        res.notes.append("multiplier vs tokens uses every validation point: no run marks "
+                         "cooled-down points (WSD cooldown branches), so mid-schedule "
+                         "checkpoints mix schedule position with scale")
+
+
+def analyse_family(family: str, usable: pd.DataFrame, table: pd.DataFrame, runs: Runs,
                    cfg: FitConfig, rng) -> FamilyResult:
     res = FamilyResult(family)
     fam = usable[usable["family"] == family]
@@ -48,11 +90,7 @@ def analyse_family(family: str, usable: pd.DataFrame, table: pd.DataFrame, runs:
         dense = dense[dense["loss"] > cfg.b]
 
     # an N x D grid: L(N) takes each size's largest budget, the joint fit takes everything
-    ladder = []
-    for _, g in dense.groupby("size"):
-        ids = budget_ids(g["tokens"].to_numpy(), cfg.budget_tol)
-        ladder.append(g[ids == ids.max()])
-    ladder = pd.concat(ladder) if ladder else dense
+    ladder = _dense_ladder(dense, cfg.budget_tol)
     grid = len(ladder) < len(dense)
     top = ladder.groupby("size")["tokens"].max()
     if grid:
@@ -64,27 +102,8 @@ def analyse_family(family: str, usable: pd.DataFrame, table: pd.DataFrame, runs:
     points, mode = curve_points(runs.history)
     if ladder["params"].nunique() >= 2:
         fit_ln(res, ladder, lev_ln, cfg, rng)
-        off = lev[~lev["run_id"].isin(lev_ln["run_id"])]
-        if len(off):
-            extra = off[["run_id", "name", "size", "pair", "seed", "params", "tokens", "loss"]]
-            extra = extra.assign(reason="token budget below this size's L(N) ladder: see the "
-                                        "joint L(N, D) fit")
-            res.multipliers = pd.concat([res.multipliers, extra], ignore_index=True)
-        valid = res.multipliers[res.multipliers["reason"] == ""]["run_id"]
-        if mode == "cooled":  # every cooldown branch of a lineage: one curve of cooled points
-            res.trajectory = multiplier_vs_tokens(points, fam[fam["arm"] == "dense"], lev,
-                                                  res.dense.b, cfg.delta, merge=True)
-        else:
-            res.trajectory = multiplier_vs_tokens(points, ladder,
-                                                  lev_ln[lev_ln["run_id"].isin(valid)],
-                                                  res.dense.b, cfg.delta)
-        if res.trajectory is None:
-            res.notes.append("multiplier vs tokens: no validation histories (val/loss with "
-                             "val/tokens) for at least two Dense sizes and one Leviathan run")
-        elif mode == "all":
-            res.notes.append("multiplier vs tokens uses every validation point: no run marks "
-                             "cooled-down points (WSD cooldown branches), so mid-schedule "
-                             "checkpoints mix schedule position with scale")
+        _add_off_ladder(res, lev, lev_ln)
+        _fit_trajectory(res, fam, ladder, lev, lev_ln, points, mode, cfg)
     else:
         res.notes.append(f"L(N) needs two Dense sizes; family {family!r} has "
                          f"{ladder['params'].nunique()}")

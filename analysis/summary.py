@@ -82,7 +82,126 @@ def _ci(lo, hi, digits=3) -> str:
     return f" [{lo:.{digits}g}, {hi:.{digits}g}]"
 
 
-def summary_md(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],  # noqa: C901 - one optional section per table the fit produced
+def _paper_table_md(r: FamilyResult, cfg: FitConfig) -> list[str]:
+    """The paper's per-run table: the Dense law, each Leviathan run's multiplier, Leviathan's
+    own exponent and the shared-exponent multiplier where fitted, the sensitivity to b."""
+    pct = f"{cfg.level:.0%}"
+    iv = r.intervals
+    f = r.dense
+    out = [f"### The paper's table: each Leviathan run (N = {cfg.params} parameters)", ""]
+    out += [f"Dense L(N) = A·N^-α + b: A = {_fmt(f.A)}{_ci(*iv.get('A', (None, None)))}, "
+            f"α = {f.alpha:.4f}{_ci(*iv.get('alpha', (None, None)))}, b = {f.b:.4g}"
+            f"{_ci(*iv.get('b', (None, None)))} ({f.n_points} runs).", ""]
+    out += [f"| Size | N | Dense loss | Leviathan loss | N_eff | Multiplier ({pct} CI) |",
+            "|---|---|---|---|---|---|"]
+    out += [_paper_row_md(m) for m in r.multipliers.itertuples()]
+    out.append("")
+    if r.lev is not None:
+        out.append(f"Leviathan alone: α = {r.lev.alpha:.4f}"
+                   f"{_ci(*iv.get('alpha_lev', (None, None)))} (Dense {f.alpha:.4f}; "
+                   "the paper: 0.47 vs 0.38).")
+    if r.shared is not None:
+        s = r.shared
+        out.append(f"Shared exponent (A_dense, A_lev, one α, b = {s.b:g}): "
+                   f"multiplier (A_dense/A_lev)^(1/α) = {s.multiplier:.3f}x"
+                   f"{_ci(*iv.get('shared_multiplier', (None, None)))} (bootstrap), "
+                   f"{_ci(*iv.get('shared_multiplier_t', (None, None)))[1:]} "
+                   f"(lack of fit, Student-t), α = "
+                   f"{s.alpha:.4f}{_ci(*iv.get('shared_alpha', (None, None)))}.")
+    out.append("")
+    return out + _b_sensitivity_md(r.b_sensitivity)
+
+
+def _paper_row_md(m) -> str:
+    """One Leviathan run's row of the paper's table (its multiplier, or why it has none)."""
+    if m.reason:
+        mult = f"excluded: {m.reason}"
+    else:
+        mult = f"{m.multiplier:.2f}x{_ci(m.multiplier_lo, m.multiplier_hi)}"
+    dl = getattr(m, "dense_loss", np.nan)
+    return (f"| {m.size} | {human(m.params)} | {_fmt(dl)} | {m.loss:.4f} | "
+            f"{human(m.n_eff) if np.isfinite(m.n_eff) else '–'} | {mult} |")
+
+
+def _b_sensitivity_md(b_sensitivity: pd.DataFrame | None) -> list[str]:
+    """The multipliers with Dense refitted at each fixed b, one column per b (if computed)."""
+    if b_sensitivity is None or not len(b_sensitivity):
+        return []
+    bs = [c for c in b_sensitivity.columns if c not in ("run_id", "size")]
+    out = ["Sensitivity of the multipliers to b (Dense refitted at each b):", "",
+           "| Size | " + " | ".join(f"b={b}" for b in bs) + " |",
+           "|---|" + "---|" * len(bs)]
+    for row in b_sensitivity.itertuples(index=False):
+        vals = [_fmt(v, 3) for v in row[2:]]
+        out.append(f"| {row.size} | " + " | ".join(vals) + " |")
+    return out + [""]
+
+
+def _data_scaling_md(r: FamilyResult) -> list[str]:
+    """L(D) per arm and size, and the data multipliers read off it (if fitted)."""
+    out = [f"L(D) = B·D^-β + b, {dfit['arm']} {dfit['size']}: B = {_fmt(dfit['B'])}"
+           f"{_ci(*dfit['B_ci'])}, β = {dfit['beta']:.4f}{_ci(*dfit['beta_ci'])}, "
+           f"b = {dfit['b']:.4g} ({dfit['n_points']} runs)." for dfit in r.data_fits]
+    if r.data_multipliers is not None:
+        out += [f"Data multiplier {m.size} at {human(m.tokens)} tokens: "
+                f"D_eff = {human(m.d_eff)}, {_fmt(m.data_multiplier, 3)}x."
+                for m in r.data_multipliers.itertuples()]
+    return out
+
+
+def _joint_md(r: FamilyResult) -> list[str]:
+    """The joint L(N, D) law and the multipliers it gives at each run's own D (if fitted)."""
+    if r.joint is None:
+        return []
+    j = r.joint
+    iv = r.intervals
+    c = {k: _ci(*iv.get(f"joint_{k}", (None, None))) for k in ("E", "A", "B", "alpha", "beta")}
+    out = [f"Joint L(N, D) = E + A·N^-α + B·D^-β (Epoch AI's fitting procedure): "
+           f"E = {j.E:.4f}{c['E']}, A = {j.A:.4g}{c['A']}, B = {j.B:.4g}{c['B']}, "
+           f"α = {j.alpha:.4f}{c['alpha']}, β = {j.beta:.4f}{c['beta']} "
+           f"({j.n_points} runs)."]
+    if r.multipliers is not None and "multiplier_joint" in r.multipliers:
+        out.append("Multipliers from the joint law at each run's own D: " + ", ".join(
+            f"{m.size} at {human(m.tokens)} tokens {_fmt(m.multiplier_joint, 3)}x"
+            for m in r.multipliers.itertuples()) + ".")
+    return out
+
+
+def _trajectory_md(r: FamilyResult) -> list[str]:
+    """Each run's multiplier at its last matched token count (if there are curves)."""
+    if r.trajectory is None:
+        return []
+    last = r.trajectory.sort_values("tokens").groupby("run_id").tail(1)
+    return ["Multiplier at the last matched token count: " + ", ".join(
+        f"{row.size} {row.multiplier:.3g}x at {human(row.tokens)}"
+        for row in last.itertuples()) + " (multiplier_vs_tokens.png)."]
+
+
+def _family_md(fam: str, r: FamilyResult, cfg: FitConfig) -> list[str]:
+    """One family's section: headline, robustness, then each table the fit produced."""
+    out = [f"## Family `{fam}`", ""]
+    out += headline_md(r, cfg) + robustness_md(r, cfg)
+    if r.lr_choices is not None:
+        out += lr_table_md(r.lr_choices, fam)
+    out += tokens_md(r, cfg) + bucket_table_md(r.bucket_ratios)
+    if r.dense is not None:
+        out += _paper_table_md(r, cfg)
+    out += _data_scaling_md(r) + _joint_md(r) + _trajectory_md(r)
+    return out + [f"- {n}" for n in r.notes] + [""]
+
+
+def _excluded_md(table: pd.DataFrame, results: dict[str, FamilyResult]) -> list[str]:
+    """The runs no fit used, with the reason."""
+    exc = excluded_runs(table, results)
+    out = ["## Excluded runs", ""]
+    if exc.empty:
+        return out + ["None."]
+    out += ["| Run | Arm | Size | Family | Reason |", "|---|---|---|---|---|"]
+    return out + [f"| {e.name or e.run_id} | {e.arm} | {e.size} | {e.family} | {e.reason} |"
+                  for e in exc.itertuples()]
+
+
+def summary_md(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
                table: pd.DataFrame) -> str:
     pct = f"{cfg.level:.0%}"
     out = [f"# Scaling fit: {runs.sweep or runs.source}", "",
@@ -90,86 +209,6 @@ def summary_md(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],  # 
            f"resamples (seed {cfg.seed}).", "", fit_line(cfg), ""]
     out += inputs_md(runs, table, results)
     for fam, r in results.items():
-        out += [f"## Family `{fam}`", ""]
-        out += headline_md(r, cfg) + robustness_md(r, cfg)
-        if r.lr_choices is not None:
-            out += lr_table_md(r.lr_choices, fam)
-        out += tokens_md(r, cfg) + bucket_table_md(r.bucket_ratios)
-        iv = r.intervals
-        if r.dense is not None:
-            out += [f"### The paper's table: each Leviathan run (N = {cfg.params} parameters)",
-                    ""]
-            f = r.dense
-            out += [f"Dense L(N) = A·N^-α + b: A = {_fmt(f.A)}{_ci(*iv.get('A', (None, None)))}, "
-                    f"α = {f.alpha:.4f}{_ci(*iv.get('alpha', (None, None)))}, b = {f.b:.4g}"
-                    f"{_ci(*iv.get('b', (None, None)))} ({f.n_points} runs).", ""]
-            out += [f"| Size | N | Dense loss | Leviathan loss | N_eff | Multiplier ({pct} CI) |",
-                    "|---|---|---|---|---|---|"]
-            for m in r.multipliers.itertuples():
-                if m.reason:
-                    mult = f"excluded: {m.reason}"
-                else:
-                    mult = f"{m.multiplier:.2f}x{_ci(m.multiplier_lo, m.multiplier_hi)}"
-                dl = getattr(m, "dense_loss", np.nan)
-                out.append(f"| {m.size} | {human(m.params)} | {_fmt(dl)} | {m.loss:.4f} | "
-                           f"{human(m.n_eff) if np.isfinite(m.n_eff) else '–'} | {mult} |")
-            out.append("")
-            if r.lev is not None:
-                out.append(f"Leviathan alone: α = {r.lev.alpha:.4f}"
-                           f"{_ci(*iv.get('alpha_lev', (None, None)))} (Dense {f.alpha:.4f}; "
-                           "the paper: 0.47 vs 0.38).")
-            if r.shared is not None:
-                s = r.shared
-                out.append(f"Shared exponent (A_dense, A_lev, one α, b = {s.b:g}): "
-                           f"multiplier (A_dense/A_lev)^(1/α) = {s.multiplier:.3f}x"
-                           f"{_ci(*iv.get('shared_multiplier', (None, None)))} (bootstrap), "
-                           f"{_ci(*iv.get('shared_multiplier_t', (None, None)))[1:]} "
-                           f"(lack of fit, Student-t), α = "
-                           f"{s.alpha:.4f}{_ci(*iv.get('shared_alpha', (None, None)))}.")
-            out.append("")
-            if r.b_sensitivity is not None and len(r.b_sensitivity):
-                bs = [c for c in r.b_sensitivity.columns if c not in ("run_id", "size")]
-                out += ["Sensitivity of the multipliers to b (Dense refitted at each b):", "",
-                        "| Size | " + " | ".join(f"b={b}" for b in bs) + " |",
-                        "|---|" + "---|" * len(bs)]
-                for row in r.b_sensitivity.itertuples(index=False):
-                    vals = [_fmt(v, 3) for v in row[2:]]
-                    out.append(f"| {row.size} | " + " | ".join(vals) + " |")
-                out.append("")
-        for dfit in r.data_fits:
-            out.append(f"L(D) = B·D^-β + b, {dfit['arm']} {dfit['size']}: B = {_fmt(dfit['B'])}"
-                       f"{_ci(*dfit['B_ci'])}, β = {dfit['beta']:.4f}{_ci(*dfit['beta_ci'])}, "
-                       f"b = {dfit['b']:.4g} ({dfit['n_points']} runs).")
-        if r.data_multipliers is not None:
-            for m in r.data_multipliers.itertuples():
-                out.append(f"Data multiplier {m.size} at {human(m.tokens)} tokens: "
-                           f"D_eff = {human(m.d_eff)}, {_fmt(m.data_multiplier, 3)}x.")
-        if r.joint is not None:
-            j = r.joint
-            c = {k: _ci(*iv.get(f"joint_{k}", (None, None))) for k in ("E", "A", "B", "alpha",
-                                                                          "beta")}
-            out.append(f"Joint L(N, D) = E + A·N^-α + B·D^-β (Epoch AI's fitting procedure): "
-                       f"E = {j.E:.4f}{c['E']}, A = {j.A:.4g}{c['A']}, B = {j.B:.4g}{c['B']}, "
-                       f"α = {j.alpha:.4f}{c['alpha']}, β = {j.beta:.4f}{c['beta']} "
-                       f"({j.n_points} runs).")
-            if r.multipliers is not None and "multiplier_joint" in r.multipliers:
-                out.append("Multipliers from the joint law at each run's own D: " + ", ".join(
-                    f"{m.size} at {human(m.tokens)} tokens {_fmt(m.multiplier_joint, 3)}x"
-                    for m in r.multipliers.itertuples()) + ".")
-        if r.trajectory is not None:
-            last = r.trajectory.sort_values("tokens").groupby("run_id").tail(1)
-            out.append("Multiplier at the last matched token count: " + ", ".join(
-                f"{row.size} {row.multiplier:.3g}x at {human(row.tokens)}"
-                for row in last.itertuples()) + " (multiplier_vs_tokens.png).")
-        out += [f"- {n}" for n in r.notes] + [""]
-    exc = excluded_runs(table, results)
-    out += ["## Excluded runs", ""]
-    if exc.empty:
-        out.append("None.")
-    else:
-        out += ["| Run | Arm | Size | Family | Reason |", "|---|---|---|---|---|"]
-        out += [f"| {e.name or e.run_id} | {e.arm} | {e.size} | {e.family} | {e.reason} |"
-                for e in exc.itertuples()]
+        out += _family_md(fam, r, cfg)
+    out += _excluded_md(table, results)
     return "\n".join(out) + "\n"
-
-

@@ -72,7 +72,27 @@ def loss_at(history: pd.DataFrame, tokens: float) -> float:
     return float(np.interp(np.log(tokens), np.log(np.maximum(t, 1e-300)), h["loss"].to_numpy()))
 
 
-def multiplier_vs_tokens(points: pd.DataFrame, dense: pd.DataFrame, lev: pd.DataFrame,  # noqa: C901 - per-run curve edge cases (too short, never reached)
+def _dense_fit_at(t: float, dense_lin: dict, n_of: pd.Series, b: float, delta: float):
+    """(L(N) fit, Dense curves used) at token count t from the Dense lineages that reach it
+    (b fixed); None with fewer than two sizes, a failed fit or a degenerate exponent."""
+    pairs = [(n_of[k], loss_at(dh, t)) for k, dh in dense_lin.items()]
+    pairs = [(n, lo) for n, lo in pairs if np.isfinite(lo) and lo > b]
+    if len({n for n, _ in pairs}) < 2:
+        return None
+    try:
+        fit = fit_power_law([p[0] for p in pairs], [p[1] for p in pairs], b=b, delta=delta)
+    except FitError:
+        return None
+    if ALPHA_BOUNDS[0] * 10 < fit.alpha < ALPHA_BOUNDS[1] * 0.99:
+        return fit, len(pairs)
+    return None  # degenerate: no N_eff at t
+
+
+def _usable_point(t: float, loss: float) -> bool:
+    return bool(np.isfinite(t) and t > 0 and np.isfinite(loss))
+
+
+def multiplier_vs_tokens(points: pd.DataFrame, dense: pd.DataFrame, lev: pd.DataFrame,
                          b: float, delta: float, merge: bool = False) -> pd.DataFrame | None:
     """One row per (Leviathan lineage, point) with N_eff(t); None without enough curves.
 
@@ -96,21 +116,11 @@ def multiplier_vs_tokens(points: pd.DataFrame, dense: pd.DataFrame, lev: pd.Data
     for lin, h in pts[pts["run_id"].isin(lev["run_id"])].groupby("lineage", sort=False):
         for rid, t, loss in h.sort_values("tokens")[["run_id", "tokens", "loss"]].itertuples(
                 index=False):
-            if not (np.isfinite(t) and t > 0 and np.isfinite(loss)):
+            if not _usable_point(t, loss):
                 continue
             key = float(t)
             if key not in fits:
-                pairs = [(n_of[k], loss_at(dh, t)) for k, dh in dense_lin.items()]
-                pairs = [(n, lo) for n, lo in pairs if np.isfinite(lo) and lo > b]
-                fits[key] = None
-                if len({n for n, _ in pairs}) >= 2:
-                    try:
-                        fit = fit_power_law([p[0] for p in pairs], [p[1] for p in pairs], b=b,
-                                            delta=delta)
-                        if ALPHA_BOUNDS[0] * 10 < fit.alpha < ALPHA_BOUNDS[1] * 0.99:
-                            fits[key] = (fit, len(pairs))  # else degenerate: no N_eff at t
-                    except FitError:
-                        pass
+                fits[key] = _dense_fit_at(t, dense_lin, n_of, b, delta)
             if fits[key] is None:
                 continue
             fit, n_dense = fits[key]

@@ -166,66 +166,27 @@ class _Context:
     n_measured: int = 0  # runs whose MFU the measurements give
 
 
-def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:  # noqa: C901 - one run's overrides: arm, size, LR, schedule, branch, each optional
+def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:
     """One run: composed, counted, its ladder rules applied, validated, costed."""
     from omegaconf import OmegaConf
 
-    from leviathan.data import check_data, to_data_config
-    from leviathan.models import count_params, flops_per_token, resolve_model_config
-    from leviathan.sweep.rules import branches, lr_settings
+    from leviathan.data import to_data_config
+    from leviathan.models import flops_per_token
     from leviathan.training.config import config_hash, trainer_config
     from leviathan.training.config import make_plan as run_plan
 
     grid = ctx.grid
-    extra = [f"seed={spec.seed}", f"run_name={spec.name}", f"meta.sweep={ctx.name}",
-             f"meta.pair={spec.pair}", f"meta.family={grid.family}", f"meta.arm={spec.arm}",
-             f"paths.root_dir={ctx.root}", *ctx.user]
-    if spec.cooldown is not None:
-        extra += [f"+meta.cooldown={spec.cooldown:g}", f"+meta.branch_of={spec.main}"]
-    run_cfg = _compose_run(spec, extra)
-    try:
-        mc = resolve_model_config(run_cfg.model)
-        counts = count_params(mc)
-    except ValueError as e:
-        raise GridError(f"run {spec.name} ({spec.size_config}, arm {spec.arm}): {e}") from e
+    run_cfg = _compose_run(spec, _run_overrides(spec, ctx))
+    mc, counts = _resolve_model(spec, run_cfg)
     to_data_config(run_cfg.data)  # every value range-checked before the rules below use it
     trainer_config(run_cfg)  # (data.seq_len=0 or trainer.lr=0 would divide by zero there)
-    if spec.pair not in ctx.pair_tokens:  # the first arm of a pair (dense if present) sets N
-        kind, value = spec.budget
-        n = counts.total if grid.budget_params == "total" else counts.body
-        ctx.pair_tokens[spec.pair] = int(value) if kind == "tokens" else int(round(value * n))
-    budget = ctx.pair_tokens[spec.pair]
+    budget = _pair_budget(spec, ctx, counts)
     seq_len = int(run_cfg.data.seq_len)
     tps = int(run_cfg.trainer.global_batch) * seq_len
-    sets: dict[str, Any] = {}
-    if "trainer.tokens" not in ctx.user_keys:
-        sets["trainer.tokens"] = budget
-    rule = grid.lr_rule if grid.lr_rule.enabled else None
-    if "trainer.lr" not in ctx.cli_keys and (rule is not None or spec.lr_scale != 1):
-        sets.update(lr_settings(rule, spec.lr_scale, counts.body, tps, run_cfg.trainer))
-    if grid.cooldowns:  # WSD-S: fixed warm-up (from the base budget) shared by main and branches
-        warmup = sets.get("trainer.warmup_steps", run_cfg.trainer.warmup_steps)
-        if warmup is None:
-            warmup = int(float(run_cfg.trainer.warmup_fraction) * math.ceil(budget / tps))
-        sets["trainer.warmup_steps"] = int(warmup)
-        if spec.cooldown is None:
-            plan_b = branches(budget, tps, grid.cooldowns, float(run_cfg.trainer.cooldown_fraction),
-                              int(warmup))
-            ctx.mains[spec.name] = {b.multiple: b for b in plan_b}
-            sets.update({"trainer.schedule": "constant",
-                         "trainer.tokens": max(b.start_step for b in plan_b) * tps,
-                         "trainer.snapshot_steps": sorted({b.start_step for b in plan_b})})
-        else:
-            b = ctx.mains[spec.main][spec.cooldown]
-            sets.update({"trainer.schedule": "wsd", "trainer.tokens": b.total_steps * tps,
-                         "trainer.init_from": str(_folder(run_cfg, spec.main).snapshot(
-                             b.start_step))})
+    sets = _rule_sets(spec, ctx, run_cfg, counts, budget, tps)
     for key, value in sets.items():
         OmegaConf.update(run_cfg, key, value, merge=False)
-    data_key = json.dumps(OmegaConf.to_container(run_cfg.data, resolve=True), sort_keys=True)
-    if data_key not in ctx.checked_data:
-        check_data(run_cfg.data)
-        ctx.checked_data.add(data_key)
+    _check_data_once(run_cfg, ctx)
     tc = trainer_config(run_cfg)
     fpt = flops_per_token(mc, seq_len)
     rp = run_plan(tc, seq_len, counts.as_dict(), fpt)
@@ -235,9 +196,7 @@ def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:  # noqa: C901 - one r
                                 if spec.cooldown is not None else 0)
     flops = fpt * own_steps * rp.tokens_per_step
     peak = float(ctx.sweep["peak_flops"])
-    fps = ctx.measured.get((f"{mc.ladder}/{mc.size}", spec.arm))  # the bench's shape key
-    mfu = fps / peak if fps else float(ctx.sweep["mfu"])
-    ctx.n_measured += fps is not None
+    mfu = _run_mfu(spec, ctx, mc, peak)
     return PlannedRun(
         run=spec.name, pair=spec.pair, arm=spec.arm, size=str(mc.size), family=grid.family,
         seed=spec.seed, d_model=mc.d_model, n_layers=mc.n_layers, n_heads=mc.n_heads,
@@ -246,6 +205,100 @@ def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:  # noqa: C901 - one r
         global_batch=rp.global_batch, lr=tc.lr, schedule=tc.schedule, cooldown=spec.cooldown,
         branch_of=spec.main, flops=flops, mfu=mfu, gpu_hours=flops / (mfu * peak) / 3600.0,
         config_hash=config_hash(container), config=container)
+
+
+def _run_overrides(spec: RunSpec, ctx: _Context) -> list[str]:
+    """The overrides that name and tag a run (seed, sweep, pair, family, arm, a cooldown
+    branch's parent), then the command line's."""
+    extra = [f"seed={spec.seed}", f"run_name={spec.name}", f"meta.sweep={ctx.name}",
+             f"meta.pair={spec.pair}", f"meta.family={ctx.grid.family}", f"meta.arm={spec.arm}",
+             f"paths.root_dir={ctx.root}", *ctx.user]
+    if spec.cooldown is not None:
+        extra += [f"+meta.cooldown={spec.cooldown:g}", f"+meta.branch_of={spec.main}"]
+    return extra
+
+
+def _resolve_model(spec: RunSpec, run_cfg: Any):
+    """(model config, parameter counts) of a composed run; GridError naming the run."""
+    from leviathan.models import count_params, resolve_model_config
+
+    try:
+        mc = resolve_model_config(run_cfg.model)
+        return mc, count_params(mc)
+    except ValueError as e:
+        raise GridError(f"run {spec.name} ({spec.size_config}, arm {spec.arm}): {e}") from e
+
+
+def _pair_budget(spec: RunSpec, ctx: _Context, counts: Any) -> int:
+    """The pair's token budget: set by its first arm (dense if present) from its N."""
+    grid = ctx.grid
+    if spec.pair not in ctx.pair_tokens:
+        kind, value = spec.budget
+        n = counts.total if grid.budget_params == "total" else counts.body
+        ctx.pair_tokens[spec.pair] = int(value) if kind == "tokens" else int(round(value * n))
+    return ctx.pair_tokens[spec.pair]
+
+
+def _rule_sets(spec: RunSpec, ctx: _Context, run_cfg: Any, counts: Any, budget: int,
+               tps: int) -> dict[str, Any]:
+    """The ladder rules' overrides of one run: token budget, LR, WSD-S schedule and branch
+    (each only where the command line or the grid's overrides do not set it)."""
+    from leviathan.sweep.rules import lr_settings
+
+    grid = ctx.grid
+    sets: dict[str, Any] = {}
+    if "trainer.tokens" not in ctx.user_keys:
+        sets["trainer.tokens"] = budget
+    rule = grid.lr_rule if grid.lr_rule.enabled else None
+    if "trainer.lr" not in ctx.cli_keys and (rule is not None or spec.lr_scale != 1):
+        sets.update(lr_settings(rule, spec.lr_scale, counts.body, tps, run_cfg.trainer))
+    if grid.cooldowns:
+        sets.update(_wsd_sets(spec, ctx, run_cfg, budget, tps, sets))
+    return sets
+
+
+def _wsd_sets(spec: RunSpec, ctx: _Context, run_cfg: Any, budget: int, tps: int,
+              sets: dict[str, Any]) -> dict[str, Any]:
+    """WSD-S: fixed warm-up (from the base budget) shared by main and branches; the main run
+    constant to its last branch point with snapshots there, a branch cooling down from one."""
+    from leviathan.sweep.rules import branches
+
+    warmup = sets.get("trainer.warmup_steps", run_cfg.trainer.warmup_steps)
+    if warmup is None:
+        warmup = int(float(run_cfg.trainer.warmup_fraction) * math.ceil(budget / tps))
+    out: dict[str, Any] = {"trainer.warmup_steps": int(warmup)}
+    if spec.cooldown is None:
+        plan_b = branches(budget, tps, ctx.grid.cooldowns,
+                          float(run_cfg.trainer.cooldown_fraction), int(warmup))
+        ctx.mains[spec.name] = {b.multiple: b for b in plan_b}
+        out.update({"trainer.schedule": "constant",
+                    "trainer.tokens": max(b.start_step for b in plan_b) * tps,
+                    "trainer.snapshot_steps": sorted({b.start_step for b in plan_b})})
+    else:
+        b = ctx.mains[spec.main][spec.cooldown]
+        out.update({"trainer.schedule": "wsd", "trainer.tokens": b.total_steps * tps,
+                    "trainer.init_from": str(_folder(run_cfg, spec.main).snapshot(
+                        b.start_step))})
+    return out
+
+
+def _check_data_once(run_cfg: Any, ctx: _Context) -> None:
+    """check_data on each distinct data config of the sweep, once."""
+    from omegaconf import OmegaConf
+
+    from leviathan.data import check_data
+
+    data_key = json.dumps(OmegaConf.to_container(run_cfg.data, resolve=True), sort_keys=True)
+    if data_key not in ctx.checked_data:
+        check_data(run_cfg.data)
+        ctx.checked_data.add(data_key)
+
+
+def _run_mfu(spec: RunSpec, ctx: _Context, mc: Any, peak: float) -> float:
+    """The run's MFU: `bench gpu`'s measurement of its shape and arm, else sweep.mfu."""
+    fps = ctx.measured.get((f"{mc.ladder}/{mc.size}", spec.arm))  # the bench's shape key
+    ctx.n_measured += fps is not None
+    return fps / peak if fps else float(ctx.sweep["mfu"])
 
 
 def _folder(run_cfg: Any, run_name: str):

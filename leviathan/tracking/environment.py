@@ -219,12 +219,10 @@ def _names(names: list[str], most: int = 8) -> str:
                                       else "")
 
 
-def sweep_report(client, runs: list[Any]) -> list[str]:  # noqa: C901 - one line per kind of difference between runs' environments
-    """Markdown lines: on which environments a sweep's training runs (newest first; the newest
-    run of each name counts) ran and, when they differ, a table of the packages that differ."""
-    latest: dict[str, Any] = {}
-    for r in runs:
-        latest.setdefault(r.data.tags.get("mlflow.runName") or r.info.run_name, r)
+def _group_by_environment(latest: dict[str, Any]
+                          ) -> tuple[dict[str, list[str]], list[str], list[str]]:
+    """(environment hash -> run names, most runs first; runs that recorded none; lines for the
+    runs resumed on another environment than their first attempt)."""
     groups: dict[str, list[str]] = {}
     unrecorded, resumed = [], []
     for name, r in sorted(latest.items()):
@@ -237,34 +235,64 @@ def sweep_report(client, runs: list[Any]) -> list[str]:  # noqa: C901 - one line
             resumed.append(f"- {name} was resumed on another environment than its first "
                            f"attempt: {r.data.tags[CHANGED_TAG]}")
     groups = dict(sorted(groups.items(), key=lambda g: (-len(g[1]), g[1][0])))  # most first
+    return groups, unrecorded, resumed
+
+
+def _one_environment_line(groups: dict[str, list[str]], latest: dict[str, Any],
+                          partial: bool) -> str:
+    """The line for a sweep whose runs (those that recorded one, if `partial`) share one
+    environment: its hash and key versions."""
+    (h, names), = groups.items()
+    v = latest[names[0]].data.params
+    shown = ", ".join(f"{k} {v.get(PREFIX + k, '?')}" for k in ("python", "torch",
+                                                                  "lightning", "cuda", "gpu"))
+    who = f"The {len(names)} runs that recorded one" if partial else f"All {len(names)} runs"
+    return f"{who} ran on one environment, {h[:12]} ({shown})."
+
+
+def _differing_packages(found: dict[str, tuple[Environment | None, bool]]) -> list[str]:
+    """The packages (python first) whose versions differ between the environments found; only
+    python and the key packages when some environment is known from its params alone."""
+    known = [e for e, _ in found.values() if e is not None]
+    differ: set[str] = set()
+    for e in known[1:]:
+        differ |= set(diff(known[0], e))
+    if not all(complete for _, complete in found.values()):  # some have key versions only
+        differ &= {"python", *KEY_PACKAGES}
+    return sorted(differ, key=lambda n: (n != "python", n))
+
+
+def _environments_table(client, groups: dict[str, list[str]], latest: dict[str, Any]
+                        ) -> list[str]:
+    """The environments of a sweep whose runs differ, and a table of the packages that
+    differ (one column per environment)."""
+    found = {h: _run_environment(client, latest[names[0]]) for h, names in groups.items()}
+    envs = {h: e for h, (e, _) in found.items()}
+    out = [f"The {sum(map(len, groups.values()))} runs ran on {len(groups)} different "
+           "environments:", ""]
+    out += [f"- {h[:12]}: {len(names)} runs ({_names(names)})" for h, names in groups.items()]
+    out += ["", "Packages that differ:", "",
+            "| package | " + " | ".join(h[:12] for h in envs) + " |",
+            "|---|" + "---|" * len(envs)]
+    for n in _differing_packages(found):
+        cells = [("?" if e is None else e.python if n == "python"
+                  else e.packages.get(n, ABSENT)) for e in envs.values()]
+        out.append(f"| {n} | " + " | ".join(cells) + " |")
+    return out
+
+
+def sweep_report(client, runs: list[Any]) -> list[str]:
+    """Markdown lines: on which environments a sweep's training runs (newest first; the newest
+    run of each name counts) ran and, when they differ, a table of the packages that differ."""
+    latest: dict[str, Any] = {}
+    for r in runs:
+        latest.setdefault(r.data.tags.get("mlflow.runName") or r.info.run_name, r)
+    groups, unrecorded, resumed = _group_by_environment(latest)
     out = []
     if len(groups) == 1:
-        (h, names), = groups.items()
-        v = latest[names[0]].data.params
-        shown = ", ".join(f"{k} {v.get(PREFIX + k, '?')}" for k in ("python", "torch",
-                                                                      "lightning", "cuda", "gpu"))
-        who = f"The {len(names)} runs that recorded one" if unrecorded else f"All {len(names)} runs"
-        out.append(f"{who} ran on one environment, {h[:12]} ({shown}).")
+        out.append(_one_environment_line(groups, latest, bool(unrecorded)))
     elif groups:
-        found = {h: _run_environment(client, latest[names[0]]) for h, names in groups.items()}
-        envs = {h: e for h, (e, _) in found.items()}
-        out += [f"The {sum(map(len, groups.values()))} runs ran on {len(groups)} different "
-                "environments:", ""]
-        out += [f"- {h[:12]}: {len(names)} runs ({_names(names)})" for h, names in groups.items()]
-        known = [e for e in envs.values() if e is not None]
-        differ: set[str] = set()
-        for e in known[1:]:
-            differ |= set(diff(known[0], e))
-        if not all(complete for _, complete in found.values()):  # some have key versions only
-            differ &= {"python", *KEY_PACKAGES}
-        rows = sorted(differ, key=lambda n: (n != "python", n))
-        out += ["", "Packages that differ:", "",
-                "| package | " + " | ".join(h[:12] for h in envs) + " |",
-                "|---|" + "---|" * len(envs)]
-        for n in rows:
-            cells = [("?" if e is None else e.python if n == "python"
-                      else e.packages.get(n, ABSENT)) for e in envs.values()]
-            out.append(f"| {n} | " + " | ".join(cells) + " |")
+        out += _environments_table(client, groups, latest)
     if unrecorded:
         out.append(f"{len(unrecorded)} runs recorded no environment: {_names(unrecorded)}.")
     if resumed:
