@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from leviathan.errors import LeviathanError
+
 ARMS = ("dense", "leviathan", "factorized", "dense_untied")
 CONTROLS = {"factorized": "isoparametric", "dense_untied": "decoupled"}  # control -> its family
 COLUMNS = ["run_id", "name", "arm", "size", "pair", "family", "seed", "lr", "params",
@@ -30,7 +32,7 @@ BUCKET_PREFIX = "val/loss_freq/"
 CONNECT_TIMEOUT = 10.0  # seconds to wait for the tracking server before failing
 
 
-class AnalysisError(RuntimeError):
+class AnalysisError(LeviathanError, RuntimeError):
     """The runs cannot be analysed; the message says what is missing and what was found."""
 
 

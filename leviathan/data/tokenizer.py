@@ -24,10 +24,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from leviathan.errors import LeviathanError
+
 log = logging.getLogger(__name__)
 
 
-class TokenizerError(RuntimeError):
+class TokenizerError(LeviathanError, RuntimeError):
     """A vocabulary file is unknown, corrupt, or cannot be found offline."""
 
 

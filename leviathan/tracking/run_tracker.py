@@ -40,6 +40,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from leviathan.errors import LeviathanError
 from leviathan.tracking.mlflow_ops import (
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_CHARS,
@@ -65,7 +66,7 @@ def final_flush_spread(flush_every_s: float, given: float | None = None) -> floa
     return min(0.4 * flush_every_s, MAX_DEFAULT_SPREAD_S) if given is None else given
 
 
-class OutboxBusy(RuntimeError):
+class OutboxBusy(LeviathanError, RuntimeError):
     """Another process (a running job, or a sync) is sending this run's outbox."""
 
 

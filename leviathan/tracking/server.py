@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from leviathan.errors import LeviathanError
+
 log = logging.getLogger(__name__)
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
-class TrackingUnreachable(RuntimeError):
+class TrackingUnreachable(LeviathanError, RuntimeError):
     """The configured MLflow tracking URI does not answer."""
 
 
