@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             enc = get_encoding(args.name)
             print(f"{args.name}: n_vocab={enc.n_vocab} eot={enc.eot_token}")
-    except TokenizerError as e:
+    except LeviathanError as e:  # TokenizerError; anything else shows its traceback
         log.error(f"error: {e}")
         return 1
     return 0

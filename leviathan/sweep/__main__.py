@@ -44,14 +44,13 @@ def sweep(cfg: DictConfig, task_overrides: list[str]) -> int:
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    from leviathan.errors import LeviathanError
     from leviathan.logs import setup_logging
-    from leviathan.sweep.grid import GridError
-    from leviathan.sweep.launcher import LauncherError
 
     setup_logging()  # in place of Hydra's console handler: plain messages
     try:
         code = sweep(cfg, list(HydraConfig.get().overrides.task))
-    except (GridError, LauncherError, ValueError) as e:
+    except LeviathanError as e:  # what the user can fix; anything else shows its traceback
         log.error(f"error: {e}")
         sys.exit(2)
     if code:

@@ -33,6 +33,10 @@ class TrackingUnreachable(LeviathanError, RuntimeError):
     """The configured MLflow tracking URI does not answer."""
 
 
+class ServerFailed(LeviathanError, RuntimeError):
+    """An MLflow server started here exited or did not come up; the message names its log."""
+
+
 def is_http(uri: str) -> bool:
     return urlparse(uri).scheme in ("http", "https")
 
@@ -190,7 +194,7 @@ def start_server(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(
+            raise ServerFailed(
                 f"mlflow server exited with code {proc.returncode}; see {log_path}:\n"
                 + log_path.read_text(errors="replace")[-3000:]
             )
@@ -198,7 +202,7 @@ def start_server(
             return LocalServer(uri=uri, store_dir=store, process=proc, log_path=log_path)
         time.sleep(0.3)
     stop_group(proc)
-    raise RuntimeError(
+    raise ServerFailed(
         f"mlflow server on {uri} did not come up within {timeout:.0f}s; see {log_path}"
     )
 
