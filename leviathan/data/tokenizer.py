@@ -156,7 +156,7 @@ def _load(name: str, cache_dir: str):
 
 
 @functools.cache
-def _load_debug(name: str):
+def load_debug(name: str):
     """A debug vocabulary from the file shipped beside leviathan/data/debug_vocab.py, its sha256
     checked first."""
     import tiktoken
@@ -186,7 +186,7 @@ def get_encoding(name: str = "o200k_base"):
     from leviathan.data import debug_vocab
 
     if debug_vocab.is_debug_vocab(name):
-        return _load_debug(name)
+        return load_debug(name)
     if name not in tiktoken.list_encoding_names():
         raise TokenizerError(missing_message(name))
     try:
