@@ -10,7 +10,7 @@ import pandas as pd
 from analysis.family import FamilyResult, FitConfig
 from analysis.joint import HUBER_DELTA as EPOCH_DELTA
 from analysis.joint import bootstrap_joint, fit_joint
-from analysis.paper_view import _interval, bootstrap_dense
+from analysis.paper_view import bootstrap_dense, interval_bounds
 from analysis.powerlaw import B_DEFAULT, FitError, fit_power_law
 from analysis.runs import budget_ids
 
@@ -32,8 +32,8 @@ def fit_ld(res: FamilyResult, usable: pd.DataFrame, cfg: FitConfig, rng):
         s = bootstrap_dense(g, f, cfg, rng, x="tokens",
                              groups=budget_ids(g["tokens"].to_numpy(), cfg.budget_tol))
         res.data_fits.append({"arm": arm, "size": size, "B": f.A, "beta": f.alpha, "b": f.b,
-                              "n_points": f.n_points, "B_ci": _interval(s[:, 0], cfg.level),
-                              "beta_ci": _interval(s[:, 1], cfg.level)})
+                              "n_points": f.n_points, "B_ci": interval_bounds(s[:, 0], cfg.level),
+                              "beta_ci": interval_bounds(s[:, 1], cfg.level)})
         if arm == "dense":
             lev = usable[(usable["arm"] == "leviathan") & (usable["size"] == size)]
             d_eff = f.inverse(lev["loss"])

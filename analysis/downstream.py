@@ -60,11 +60,11 @@ def collect(runs: pd.DataFrame, metrics_by_run: Mapping[str, Mapping[str, float]
 
 def from_mlflow(sweep: str, *, tracking_uri: str, experiment: str = "leviathan") -> pd.DataFrame:
     """Long table for the training runs of `sweep` (tags.kind='train', tags.sweep)."""
-    from analysis.runs import _client, _experiment_id, _search
+    from analysis.runs import mlflow_client, require_experiment, search_runs
 
-    client = _client(tracking_uri)
-    exp_id = _experiment_id(client, experiment, tracking_uri)
-    runs = _search(client, exp_id, f"tags.kind = 'train' and tags.sweep = '{sweep}'")
+    client = mlflow_client(tracking_uri)
+    exp_id = require_experiment(client, experiment, tracking_uri)
+    runs = search_runs(client, exp_id, f"tags.kind = 'train' and tags.sweep = '{sweep}'")
     table = pd.DataFrame([{"run_id": r.info.run_id, "pair": r.data.tags.get("pair", ""),
                            "arm": r.data.tags.get("arm", ""), "size": r.data.tags.get("size", ""),
                            "family": r.data.tags.get("family", "")} for r in runs],

@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from analysis.runs import AnalysisError, Runs
+from analysis.runs import Runs
+from leviathan.errors import LeviathanError
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.report import write_outputs
     from analysis.runs import latest_sweep, load_mlflow
     from analysis.scaling import analyse
-    from leviathan.tracking.server import TrackingUnreachable
-
     cfg = FitConfig(b=args.b, params=args.params, bootstrap=args.bootstrap, seed=args.seed,
                     level=args.level, delta=args.huber_delta, b_grid=args.b_grid)
     try:
@@ -186,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                                experiment=args.experiment, params_kind=cfg.params)
             out = args.out or args.sweeps_dir / sweep / "fit"
         results, table = analyse(runs, cfg)
-    except (AnalysisError, TrackingUnreachable) as err:
+    except LeviathanError as err:  # AnalysisError, FitError, TrackingUnreachable, ...
         log.error(f"fit-scaling: error: {err}")
         return 2
     out = Path(out)

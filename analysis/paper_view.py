@@ -28,7 +28,7 @@ from analysis.powerlaw import (
 )
 
 
-def _interval(samples, level):
+def interval_bounds(samples, level):
     lo, hi = percentile_interval(samples, level)
     return [float(lo), float(hi)]
 
@@ -91,10 +91,10 @@ def _fit_dense_ln(res: FamilyResult, dense: pd.DataFrame, cfg: FitConfig, rng):
     res.dense = fit
     samples = bootstrap_dense(dense, fit, cfg, rng)
     res.dense_samples = samples
-    res.intervals["A"] = _interval(samples[:, 0], cfg.level)
-    res.intervals["alpha"] = _interval(samples[:, 1], cfg.level)
+    res.intervals["A"] = interval_bounds(samples[:, 0], cfg.level)
+    res.intervals["alpha"] = interval_bounds(samples[:, 1], cfg.level)
     if cfg.b is None:
-        res.intervals["b"] = _interval(samples[:, 2], cfg.level)
+        res.intervals["b"] = interval_bounds(samples[:, 2], cfg.level)
     return fit, samples
 
 
@@ -152,8 +152,8 @@ def _fit_lev_alone(res: FamilyResult, lev: pd.DataFrame, ok: pd.DataFrame, fit: 
     elif ok["params"].nunique() >= 2:
         res.lev = fit_power_law(ok["params"], ok["loss"], b=fit.b, delta=cfg.delta)
         s = bootstrap_dense(ok, res.lev, FitConfig(**{**cfg.__dict__, "b": fit.b}), rng)
-        res.intervals["alpha_lev"] = _interval(s[:, 1], cfg.level)
-        res.intervals["A_lev"] = _interval(s[:, 0], cfg.level)
+        res.intervals["alpha_lev"] = interval_bounds(s[:, 1], cfg.level)
+        res.intervals["A_lev"] = interval_bounds(s[:, 0], cfg.level)
     else:
         res.notes.append(f"alpha on Leviathan runs alone needs two Leviathan sizes above b; "
                          f"found {ok['params'].nunique()}")
@@ -173,9 +173,9 @@ def _fit_shared(res, dense, lev, b, cfg, rng):
     start = [math.log(sh.A_dense) - sh.alpha * x0, math.log(sh.A_lev) - sh.alpha * x0, sh.alpha]
     theta = refit_batch(np.log(n) - x0, y, group, counts, math.log(b), start, delta=cfg.delta)
     with np.errstate(over="ignore"):
-        res.intervals["shared_multiplier"] = _interval(
+        res.intervals["shared_multiplier"] = interval_bounds(
             np.exp((theta[:, 0] - theta[:, 1]) / theta[:, 2]), cfg.level)
-    res.intervals["shared_alpha"] = _interval(theta[:, 2], cfg.level)
+    res.intervals["shared_alpha"] = interval_bounds(theta[:, 2], cfg.level)
     res.intervals["shared_multiplier_t"] = list(shared_lack_of_fit(
         dense["params"], dense["loss"], lev["params"], lev["loss"], sh, cfg.level))
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from analysis import lm
+from leviathan.errors import LeviathanError
 
 B_DEFAULT = 1.69  # Hoffmann et al.'s fitted irreducible loss E
 HUBER_DELTA = 1e-3  # Hoffmann et al. / Epoch AI
@@ -23,7 +24,7 @@ ALPHA_BOUNDS = (1e-4, 5.0)  # exponents outside this range mean the data do not 
 ALPHA_STARTS = (0.05, 0.3, 0.6, 1.2)
 
 
-class FitError(ValueError):
+class FitError(LeviathanError, ValueError):
     """A fit cannot be done on the given points (too few, or all below the asymptote)."""
 
 

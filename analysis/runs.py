@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from leviathan.errors import LeviathanError
+
 ARMS = ("dense", "leviathan", "factorized", "dense_untied")
 CONTROLS = {"factorized": "isoparametric", "dense_untied": "decoupled"}  # control -> its family
 COLUMNS = ["run_id", "name", "arm", "size", "pair", "family", "seed", "lr", "params",
@@ -30,7 +32,7 @@ BUCKET_PREFIX = "val/loss_freq/"
 CONNECT_TIMEOUT = 10.0  # seconds to wait for the tracking server before failing
 
 
-class AnalysisError(RuntimeError):
+class AnalysisError(LeviathanError, RuntimeError):
     """The runs cannot be analysed; the message says what is missing and what was found."""
 
 
@@ -195,7 +197,7 @@ def human(n: float) -> str:
     return f"{n:.3g}"
 
 
-def _client(tracking_uri: str):
+def mlflow_client(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
     from leviathan.tracking.server import check_reachable
@@ -204,7 +206,7 @@ def _client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def _experiment_id(client, experiment: str, tracking_uri: str) -> str:
+def require_experiment(client, experiment: str, tracking_uri: str) -> str:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise AnalysisError(f"no MLflow experiment {experiment!r} at {tracking_uri} "
@@ -212,7 +214,7 @@ def _experiment_id(client, experiment: str, tracking_uri: str) -> str:
     return exp.experiment_id
 
 
-def _search(client, exp_id: str, filter_string: str, order_by=None, max_results=None):
+def search_runs(client, exp_id: str, filter_string: str, order_by=None, max_results=None):
     from leviathan.tracking.runs import search
 
     return search(client, exp_id, filter_string, order_by, max_results)
@@ -222,15 +224,15 @@ def latest_sweep(tracking_uri: str, experiment: str = "leviathan") -> str:
     """Name of the most recently started sweep parent run (tags.kind = 'sweep')."""
     from leviathan.tracking import runs as tr
 
-    client = _client(tracking_uri)
-    name = tr.latest_sweep(client, _experiment_id(client, experiment, tracking_uri))
+    client = mlflow_client(tracking_uri)
+    name = tr.latest_sweep(client, require_experiment(client, experiment, tracking_uri))
     if not name:
         raise AnalysisError(f"--latest: no sweep parent run (tags.kind='sweep' with a 'sweep' "
                             f"tag) in experiment {experiment!r} at {tracking_uri}; pass --sweep")
     return name
 
 
-def _bucket_order(name: str, i: int) -> float:
+def bucket_order(name: str, i: int) -> float:
     nums = re.findall(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?", name)
     return float(nums[0]) if nums else float(i)
 
@@ -299,9 +301,9 @@ def load_mlflow(sweep: str, *, tracking_uri: str, experiment: str = "leviathan",
     """The training runs of `sweep` (tags.kind='train', tags.sweep=sweep) with their histories."""
     from leviathan.tracking import runs as tr
 
-    client = _client(tracking_uri)
-    exp_id = _experiment_id(client, experiment, tracking_uri)
-    runs = _search(client, exp_id, tr.sweep_filter(sweep))
+    client = mlflow_client(tracking_uri)
+    exp_id = require_experiment(client, experiment, tracking_uri)
+    runs = search_runs(client, exp_id, tr.sweep_filter(sweep))
     if not runs:
         raise AnalysisError(f"sweep {sweep!r}: no training runs (tags.kind='train', "
                             f"tags.sweep={sweep!r}) in experiment {experiment!r} at "
@@ -317,7 +319,7 @@ def load_mlflow(sweep: str, *, tracking_uri: str, experiment: str = "leviathan",
                  if k.startswith(BUCKET_PREFIX)}
         if not found and histories and run.info.status == "FINISHED":
             found = _summary_buckets(client, rid)
-        buckets += [{"run_id": rid, "bucket": k, "order": _bucket_order(k, i), "loss": v}
+        buckets += [{"run_id": rid, "bucket": k, "order": bucket_order(k, i), "loss": v}
                     for i, (k, v) in enumerate(found.items())]
     source = f"MLflow {tracking_uri} experiment {experiment!r}"
     return Runs(table=finalize(pd.DataFrame(rows), params_kind, f"sweep {sweep!r}"),
@@ -330,7 +332,7 @@ def sweep_parent(tracking_uri: str, experiment: str, sweep: str, create: bool = 
     (then marked FINISHED: it only carries the fit's outputs)."""
     from leviathan.tracking import runs as tr
 
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     exp_id = tr.experiment_id(client, experiment)
     existed = tr.parent_run(client, exp_id, sweep, create=False)
     if existed is not None:

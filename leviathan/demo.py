@@ -70,9 +70,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=1000, help="resamples for the intervals")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for the smoke sweep")
     args = ap.parse_args(argv)
+    from leviathan.errors import LeviathanError
     from leviathan.logs import setup_logging
 
     setup_logging()
+    try:
+        return demo(args)
+    except LeviathanError as e:  # what the user can fix; anything else shows its traceback
+        log.error(f"error: {e}")
+        return 2
+
+
+def demo(args: argparse.Namespace) -> int:
+    """The six steps; a LeviathanError on the way is printed by main."""
     t_start = time.monotonic()
     uri = f"http://127.0.0.1:{args.port}"
     overrides = [f"tracking.uri={uri}", *args.overrides]

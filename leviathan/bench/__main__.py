@@ -4,6 +4,7 @@ Each benchmark prints human-readable progress and, as its last line, one JSON ob
 """
 
 import importlib
+import logging
 import sys
 
 BENCHES = {
@@ -23,11 +24,16 @@ def main(argv: list[str] | None = None) -> int:
         names = ",".join(BENCHES)
         print(f"usage: python -m leviathan.bench {{{names}}} [options]", file=sys.stderr)
         return 2
+    from leviathan.errors import LeviathanError
     from leviathan.logs import setup_logging
 
     setup_logging()
     module = importlib.import_module(BENCHES[argv[0]])
-    return module.main(argv[1:]) or 0
+    try:
+        return module.main(argv[1:]) or 0
+    except LeviathanError as e:  # e.g. ShapeError; anything else shows its traceback
+        logging.getLogger(__name__).error(f"error: {e}")
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """`python -m leviathan.bench loop`: what Lightning's Trainer costs per optimizer step.
 
 The same model (same initial weights), the same batches and the same constant learning rate are
-trained twice per round: once by training's real Lightning path (engine._trainer: the Trainer
+trained twice per round: once by training's real Lightning path (engine.build_trainer: the Trainer
 as runs build it, LanguageModelModule, ResumableBatches and the run's StepCallback, validation
 and periodic checkpoints off) and once by the plain-torch TrainStep (leviathan.training.step:
 the same loss, AdamW groups, clipping and guard, no Lightning). Rounds alternate which loop goes
@@ -100,7 +100,7 @@ def run_trainer(model, tc, batches, run_dir: Path) -> tuple[list[float], float]:
     """Train len(batches) steps through the Trainer as runs build it; (step times, last loss)."""
     from leviathan.training.batches import ResumableBatches
     from leviathan.training.callbacks import StepCallback
-    from leviathan.training.engine import _trainer
+    from leviathan.training.engine import build_trainer
     from leviathan.training.module import LanguageModelModule
 
     n = count_params(model.cfg)
@@ -108,7 +108,7 @@ def run_trainer(model, tc, batches, run_dir: Path) -> tuple[list[float], float]:
     module = LanguageModelModule(model, tc, plan, ResumableBatches(_Batches(batches)))
     clock = _boundary_clock()
     step_cb = StepCallback(run_dir=run_dir, plan=plan, tc=tc)  # no tracker: says nothing
-    trainer = _trainer(tc, plan, run_dir, [clock, step_cb])
+    trainer = build_trainer(tc, plan, run_dir, [clock, step_cb])
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=module.batches)
     stamps = [t0, *clock.stamps]

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from leviathan.errors import LeviathanError
 from leviathan.models.accounting import resolve_model_config
 from leviathan.models.config import LevConfig, ModelConfig
 from leviathan.schema import conf_dir
@@ -46,7 +47,7 @@ def load_yaml(text: str):
     return yaml.load(text, Loader=_Loader)
 
 
-class ShapeError(ValueError):
+class ShapeError(LeviathanError, ValueError):
     """A shape or grid name that conf/ does not have; the message names the file."""
 
 

@@ -9,11 +9,13 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from leviathan.errors import LeviathanError
+
 MODES = ("stream", "prepared")
 CORPORA = ("minipile",)
 
 
-class DataError(ValueError):
+class DataError(LeviathanError, ValueError):
     """Bad data config, a path matching no files, or a prepared dataset that does not fit."""
 
 

@@ -29,6 +29,7 @@ from leviathan.data.config import DataError
 from leviathan.data.reading import SkipStats, doc_hash, iter_docs, resolve_shards
 from leviathan.data.tokenizer import vocab_hash
 from leviathan.data.tokens import DocEncoder
+from leviathan.errors import LeviathanError
 
 log = logging.getLogger(__name__)
 INDEX = "index.json"
@@ -136,9 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         idx = prepare(a.path, a.out, tokenizer=a.tokenizer, val_fraction=a.val_fraction,
                       num_threads=a.num_threads, force=a.force)
-    except Exception as e:  # DataError, TokenizerError: print the message, not a traceback
-        if not isinstance(e, DataError | RuntimeError):
-            raise
+    except LeviathanError as e:  # DataError, TokenizerError: the message, not a traceback
         log.error(f"error: {e}")
         return 1
     sk = SkipStats.from_state(idx["skipped"])

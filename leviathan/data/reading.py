@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from leviathan.data.config import DataError
+from leviathan.errors import LeviathanError
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class SkipStats:
         return cls(dict(state["counts"]), dict(state["first"]), int(state["docs"]))
 
 
-class TruncatedError(EOFError):
+class TruncatedError(LeviathanError, EOFError):
     """A compressed shard ended before its end-of-stream marker."""
 
 

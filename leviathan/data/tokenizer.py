@@ -24,10 +24,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from leviathan.errors import LeviathanError
+
 log = logging.getLogger(__name__)
 
 
-class TokenizerError(RuntimeError):
+class TokenizerError(LeviathanError, RuntimeError):
     """A vocabulary file is unknown, corrupt, or cannot be found offline."""
 
 
@@ -154,7 +156,7 @@ def _load(name: str, cache_dir: str):
 
 
 @functools.cache
-def _load_debug(name: str):
+def load_debug(name: str):
     """A debug vocabulary from the file shipped beside leviathan/data/debug_vocab.py, its sha256
     checked first."""
     import tiktoken
@@ -184,7 +186,7 @@ def get_encoding(name: str = "o200k_base"):
     from leviathan.data import debug_vocab
 
     if debug_vocab.is_debug_vocab(name):
-        return _load_debug(name)
+        return load_debug(name)
     if name not in tiktoken.list_encoding_names():
         raise TokenizerError(missing_message(name))
     try:
@@ -230,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             enc = get_encoding(args.name)
             print(f"{args.name}: n_vocab={enc.n_vocab} eot={enc.eot_token}")
-    except TokenizerError as e:
+    except LeviathanError as e:  # TokenizerError; anything else shows its traceback
         log.error(f"error: {e}")
         return 1
     return 0

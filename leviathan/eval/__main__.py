@@ -24,16 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.limit=100")
     args = p.parse_args(argv)
 
-    from leviathan.eval import CheckpointError, EvalConfigError, evaluate_run
+    from leviathan.errors import LeviathanError
+    from leviathan.eval import evaluate_run
     from leviathan.logs import setup_logging
-    from leviathan.tracking.server import TrackingUnreachable
 
     setup_logging()
 
     try:
         res = evaluate_run(args.target, site_config(args.overrides))
-    except (CheckpointError, EvalConfigError, TrackingUnreachable, FileNotFoundError,
-            ValueError, ImportError) as e:
+    except LeviathanError as e:  # what the user can fix; anything else shows its traceback
         log.error(f"error: {e}")
         return 2
     for why in res.get("missing", {}).values():

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from lm_eval.api.model import LM
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+from leviathan.eval.config import EvalConfigError
+
 LOGIT_ROWS = 512  # scored positions per head/softmax chunk (512 x 200k fp32 = 410 MB)
 
 
@@ -49,10 +51,10 @@ class LeviathanLM(LM):
         self.batch_size = int(batch_size)
         self.max_length = int(max_length or model.cfg.max_seq_len)
         if self.max_length > model.cfg.max_seq_len:
-            raise ValueError(f"eval.max_length={self.max_length} exceeds the model's "
+            raise EvalConfigError(f"eval.max_length={self.max_length} exceeds the model's "
                              f"max_seq_len={model.cfg.max_seq_len}")
         if self.n_vocab > model.cfg.padded_vocab:
-            raise ValueError(f"tokenizer has {self.n_vocab} ids, the model only "
+            raise EvalConfigError(f"tokenizer has {self.n_vocab} ids, the model only "
                              f"{model.cfg.padded_vocab}: wrong data.tokenizer in config.yaml?")
         bf16 = precision == "bf16" or (precision == "auto" and self._device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if bf16 else None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from leviathan.errors import LeviathanError
 from leviathan.tracking.runs import CKPT as CKPT_NAME
 from leviathan.tracking.runs import CONFIG as CONFIG_FILE
 from leviathan.tracking.runs import RunFolder, run_folder_of
@@ -21,7 +22,7 @@ from leviathan.tracking.runs import RunFolder, run_folder_of
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(LeviathanError, RuntimeError):
     """The run, its checkpoint or its config cannot be found or read; the message says which."""
 
 

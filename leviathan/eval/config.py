@@ -12,13 +12,15 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from leviathan.errors import LeviathanError
+
 # top-level names of the composed config that a bare `name=value` may also mean
 TOP_LEVEL = ("model", "data", "trainer", "tracking", "paths", "launcher", "eval", "seed",
              "run_name", "resume")
 DEFAULT_TASKS = ("lambada_openai", "hellaswag", "piqa", "arc_easy", "arc_challenge", "winogrande")
 
 
-class EvalConfigError(ValueError):
+class EvalConfigError(LeviathanError, ValueError):
     """A value of the `eval` config is invalid; the message names the key."""
 
 

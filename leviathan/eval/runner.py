@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from leviathan.eval.config import EvalConfig, eval_config
+from leviathan.eval.config import EvalConfig, EvalConfigError, eval_config
 
 log = logging.getLogger(__name__)
 METRIC_PREFIX = "eval"
@@ -78,7 +78,7 @@ def _resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"eval.device={device} but CUDA is not available here")
+        raise EvalConfigError(f"eval.device={device} but CUDA is not available here")
     return device
 
 

@@ -17,6 +17,8 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
+from leviathan.eval.config import EvalConfigError
+
 TRUE = ("1", "ON", "YES", "TRUE")
 
 
@@ -74,7 +76,7 @@ def task_manager(include_path: list[str] | None = None, include_defaults: bool =
     paths = [str(Path(p).expanduser()) for p in (include_path or [])]
     for p in paths:
         if not Path(p).is_dir():
-            raise FileNotFoundError(f"eval.include_path: {p} is not a folder")
+            raise EvalConfigError(f"eval.include_path: {p} is not a folder")
     return TaskManager(include_path=paths or None, include_defaults=include_defaults)
 
 

@@ -13,6 +13,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from leviathan.errors import LeviathanError
+
 ARMS = ("dense", "leviathan", "factorized")
 HEADS_BY_ARM = {"dense": ("tied", "untied"), "leviathan": ("untied", "generator"),
                 "factorized": ("untied",)}
@@ -22,7 +24,7 @@ LEV_IMPLS = ("matmul", "bag")
 LEV_FORMS = ("blocks", "khronos")  # docs/LEV_FORMS.md
 
 
-class ConfigError(ValueError):
+class ConfigError(LeviathanError, ValueError):
     """A model config value is invalid; the message names the key and the allowed values."""
 
 

@@ -45,17 +45,23 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from leviathan.logs import setup_logging
-    from leviathan.sweep.grid import GridError
-    from leviathan.sweep.launcher import LauncherError
 
     setup_logging()  # in place of Hydra's console handler: plain messages
-    try:
-        code = sweep(cfg, list(HydraConfig.get().overrides.task))
-    except (GridError, LauncherError, ValueError) as e:
-        log.error(f"error: {e}")
-        sys.exit(2)
+    code = run(cfg, list(HydraConfig.get().overrides.task))
     if code:
         sys.exit(code)
+
+
+def run(cfg: DictConfig, task_overrides: list[str]) -> int:
+    """sweep(), its exit status; a LeviathanError (what the user can fix) becomes one line
+    `error: <message>` on stderr and status 2, anything else shows its traceback."""
+    from leviathan.errors import LeviathanError
+
+    try:
+        return sweep(cfg, task_overrides)
+    except LeviathanError as e:
+        log.error(f"error: {e}")
+        return 2
 
 
 if __name__ == "__main__":

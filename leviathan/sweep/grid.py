@@ -11,13 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from leviathan.errors import LeviathanError
+
 FAMILIES = ("isoparametric", "isobody", "decoupled", "data_scaling", "smoke", "custom")
 # the arms a grid may run, in plan order; a control needs its Leviathan partner at every size
 ARM_NAMES = ("dense", "leviathan", "factorized", "dense_untied")
 CONTROLS = ("factorized", "dense_untied")
 
 
-class GridError(ValueError):
+class GridError(LeviathanError, ValueError):
     """A grid config value is invalid; the message names the key (grid.<field>)."""
 
 

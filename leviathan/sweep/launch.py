@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leviathan.sweep.plan import SweepPlan, _write_json
+from leviathan.sweep.plan import SweepPlan, write_json
 from leviathan.tracking.runs import RunFolder
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path) -> int:
     if not todo:
         log.info(f"Nothing to train: all {len(plan.runs)} runs of sweep {plan.name} are "
                  "finished or active. `sweep.force=true` reruns them.")
-        _write_json(manifest_path, manifest)
+        write_json(manifest_path, manifest)
         if not any(w != "finished" for _, w in skipped):
             trk.client.set_terminated(trk.parent_id, status="FINISHED")
         if plan.sweep.get("eval"):
@@ -183,7 +183,7 @@ def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path) -> int:
     groups = job_groups(plan, todo)
     jobs = submit_runs(executor, groups, trk.parent_id, force=force, requeue=lcfg.requeue)
     record_jobs(manifest, groups, jobs, lcfg.name, folder)
-    _write_json(manifest_path, manifest)
+    write_json(manifest_path, manifest)
     log.info(f"Sweep {plan.name}: submitted {len(jobs)} job(s) with launcher={lcfg.name}, "
              f"skipped {len(skipped)}. MLflow parent run {trk.parent_id} at {trk.uri}.")
     wait = plan.sweep.get("wait")
@@ -231,7 +231,7 @@ def launch_eval(plan: SweepPlan, cfg: Any, manifest: dict, manifest_path: Path, 
     manifest["eval_jobs"] = {r.run: {"job_id": getattr(j, "job_id", None), "folder":
                                      str(folder.absolute()), "launcher": lcfg.name}
                              for r, j in zip(runs, jobs, strict=True)}
-    _write_json(manifest_path, manifest)
+    write_json(manifest_path, manifest)
     log.info(f"Eval step: {len(jobs)} job(s) (tasks {', '.join(map(str, cfg.eval.tasks))})"
              + (f", starting after job(s) {', '.join(train_ids)}" if train_ids else ""))
     if lcfg.name == "slurm" or not jobs:
@@ -282,11 +282,11 @@ def _wait_local(plan, groups, jobs, manifest, manifest_path, c, parent_id) -> in
         bar.close()
         log.info("Interrupted: the running jobs were stopped; they resume from their checkpoints "
                  "when the same command is run again.")
-        _write_json(manifest_path, manifest)
+        write_json(manifest_path, manifest)
         c.set_terminated(parent_id, status="KILLED")
         raise
     bar.close()
-    _write_json(manifest_path, manifest)
+    write_json(manifest_path, manifest)
     failed = [todo[i].run for i, s in enumerate(states) if s != "finished"]
     for run in failed:
         rec = manifest["jobs"][run]

@@ -11,8 +11,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from leviathan.errors import LeviathanError
 
-class LauncherError(ValueError):
+
+class LauncherError(LeviathanError, ValueError):
     """A launcher config that does not fit the machine or cluster; the message names the key."""
 
 

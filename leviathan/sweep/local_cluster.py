@@ -8,11 +8,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from leviathan.errors import LeviathanError
+
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_SH = REPO / "slurm" / "cluster.sh"
 
 
-class ClusterUnavailable(RuntimeError):
+class ClusterUnavailable(LeviathanError, RuntimeError):
     """The local test cluster cannot be started here (not root, no apt or packages)."""
 
 

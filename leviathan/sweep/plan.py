@@ -360,11 +360,11 @@ def write_plan(plan: SweepPlan, sweep_dir: Path) -> Path:
         "jobs": old.get("jobs", {}),  # filled at launch: run -> job id, launcher, folder
         "parent_run_id": old.get("parent_run_id"),
     }
-    _write_json(manifest_path, manifest)
+    write_json(manifest_path, manifest)
     return manifest_path
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any) -> None:
     from leviathan.tracking.runs import write_atomic
 
     write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")

@@ -57,13 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="toy jobs in the array")
     ap.add_argument("overrides", nargs="*", help="launcher keys, e.g. partition=gpu mem_gb=1")
     args = ap.parse_args(argv)
+    from leviathan.errors import LeviathanError
     from leviathan.logs import setup_logging
 
     setup_logging()
     overrides = [o if "." in o.split("=", 1)[0] else f"launcher.{o}" for o in args.overrides]
-    node = compose("sweep", [f"launcher={args.launcher}", *overrides,
-                             f"launcher.folder={args.folder}"]).launcher
-    executor = make_executor(node)
+    try:
+        node = compose("sweep", [f"launcher={args.launcher}", *overrides,
+                                 f"launcher.folder={args.folder}"]).launcher
+        executor = make_executor(node)
+    except LeviathanError as e:  # e.g. LauncherError; anything else shows its traceback
+        log.error(f"error: {e}")
+        return 2
     folder = Path(args.folder)
     for old in folder.glob("toy_*.json"):
         old.unlink()  # a fresh count, not a resume of an earlier check

@@ -54,7 +54,7 @@ def _run(cmd: list[str], timeout: float = 30.0) -> str:
     return out.stdout
 
 
-def _gpus(gres: str) -> int:
+def gres_gpus(gres: str) -> int:
     found = re.findall(r"gpu(?::[^:,(]+)?:(\d+)", gres)
     return max((int(n) for n in found), default=0)
 
@@ -74,7 +74,7 @@ def partitions() -> dict[str, Partition]:
         p.nodes += int(nodes or 0)
         p.max_cpus = max(p.max_cpus, cpus_i)
         p.max_mem_mb = max(p.max_mem_mb, mem_i)
-        p.max_gpus = max(p.max_gpus, _gpus(gres))
+        p.max_gpus = max(p.max_gpus, gres_gpus(gres))
         p.default = p.default or default
     return parts
 

@@ -17,14 +17,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from leviathan.errors import LeviathanError
+
 log = logging.getLogger(__name__)
+
+
+class SweepNotFound(LeviathanError, FileNotFoundError):
+    """The sweep has no manifest under paths.sweeps_dir (it was never planned there)."""
 
 
 def _load(sweep_dir: Path) -> tuple[dict, Any, dict[str, dict]]:
     """(manifest, plan table, {run: its resolved config})."""
     manifest_path = sweep_dir / "manifest.json"
     if not manifest_path.exists():
-        raise FileNotFoundError(f"{manifest_path}: no such sweep manifest (plan the sweep first "
+        raise SweepNotFound(f"{manifest_path}: no such sweep manifest (plan the sweep first "
                                 f"with `python -m leviathan.sweep +grid=<name>`)")
     import pandas as pd
     import yaml
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     experiment = set_explicitly(cfg, args.overrides, "tracking.experiment", schema.experiment)
     try:
         rows = collect(sweeps_dir / args.sweep, uri, experiment, sync=args.sync)
-    except FileNotFoundError as e:
+    except LeviathanError as e:  # SweepNotFound, ...; anything else shows its traceback
         log.error(f"error: {e}")
         return 2
     print(json.dumps(rows, indent=1) if args.json else format_rows(rows))

@@ -34,10 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store", default=None, help="the server's store (default: paths.mlflow_dir)")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. paths.root_dir=/x")
     args = ap.parse_args(argv)
+    from leviathan.errors import LeviathanError
     from leviathan.logs import setup_logging
 
     setup_logging()
-    uri, store = _defaults(args.overrides)
+    try:
+        uri, store = _defaults(args.overrides)
+    except LeviathanError as e:  # a bad config key; anything else shows its traceback
+        log.error(f"error: {e}")
+        return 2
     port = args.port or urlparse(uri).port or 5000
     address = f"http://{args.host}:{port}"
     if is_up(address):

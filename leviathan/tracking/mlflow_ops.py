@@ -28,17 +28,17 @@ def is_final(e: Exception) -> bool:
 
 def _find(t) -> Any:
     """The tracker's existing run: by its id (from the run folder), else by its run_uid tag."""
-    c, ident = t.client, t._ident
+    c, ident = t.client, t.ident
     run = None
-    if t._known_id:
+    if t.known_id:
         try:
-            run = c.get_run(t._known_id)
+            run = c.get_run(t.known_id)
         except Exception as e:
             if not is_final(e):
                 raise
-            log.warning("MLflow run %s is not on %s (%s)", t._known_id, t.uri, e)
+            log.warning("MLflow run %s is not on %s (%s)", t.known_id, t.uri, e)
         if run is not None and run.info.lifecycle_stage == "deleted":
-            log.warning("MLflow run %s was deleted on %s: starting a new run", t._known_id, t.uri)
+            log.warning("MLflow run %s was deleted on %s: starting a new run", t.known_id, t.uri)
             return None
     if run is None:
         exp = experiment_id(c, ident["experiment"])
@@ -56,7 +56,7 @@ def open_run(t) -> None:
     attempt also sets a reopened run back to RUNNING with this attempt's tags."""
     from mlflow.entities import RunTag
 
-    c, ident = t.client, t._ident
+    c, ident = t.client, t.ident
     tags = {**ident.get("tags", {}), Tag.RUN_UID: ident["run_uid"]}
     if ident.get("parent_run_id"):
         tags[Tag.PARENT] = ident["parent_run_id"]
@@ -67,13 +67,13 @@ def open_run(t) -> None:
                            run_name=ident.get("run_name"), tags=tags)
     else:
         rid = run.info.run_id
-        if t._attempt:
+        if t.is_attempt:
             c.update_run(rid, status="RUNNING")
             c.log_batch(rid, tags=[RunTag(k, v) for k, v in tags.items()])
         for key in run.data.metrics:
             held[key] = {m.step for m in c.get_metric_history(rid, key)}
     t.outbox.held(held)
-    t._have_params = set(run.data.params)
+    t.have_params = set(run.data.params)
     t.run_id = run.info.run_id
     t.outbox.write_run_id(t.run_id)
     log.info("MLflow run %s open at %s", t.run_id, t.uri)
@@ -88,11 +88,11 @@ def send_group(t, kind: str, group: list[dict[str, Any]]) -> None:
         batch = [Metric(k, v, ms, step) for o in group for k, v, ms, step in o["m"]]
         c.log_batch(rid, metrics=batch, synchronous=True)
     elif kind == "params":
-        todo = [Param(k, v) for k, v in op["p"].items() if k not in t._have_params]
+        todo = [Param(k, v) for k, v in op["p"].items() if k not in t.have_params]
         for i in range(0, len(todo), MAX_PARAMS_PER_BATCH):
             chunk = todo[i:i + MAX_PARAMS_PER_BATCH]
             c.log_batch(rid, params=chunk)
-            t._have_params.update(p.key for p in chunk)
+            t.have_params.update(p.key for p in chunk)
     elif kind == "tags":
         c.log_batch(rid, tags=[RunTag(k, v) for k, v in op["t"].items()])
     elif kind == "artifact":

@@ -23,12 +23,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from leviathan.errors import LeviathanError
+
 PG_USER = "postgres"  # the system user postgres runs as when we are root
 DB = ROLE = "mlflow"
 CONNECTIONS_PER_WORKER = 30  # the MLflow server's SQLAlchemy pool (10) + overflow (20) per worker
 
 
-class PostgresError(RuntimeError):
+class PostgresError(LeviathanError, RuntimeError):
     """PostgreSQL is missing, or a step failed; the message says which and where its log is."""
 
 

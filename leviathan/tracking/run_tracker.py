@@ -40,6 +40,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from leviathan.errors import LeviathanError
 from leviathan.tracking.mlflow_ops import (
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_CHARS,
@@ -65,7 +66,7 @@ def final_flush_spread(flush_every_s: float, given: float | None = None) -> floa
     return min(0.4 * flush_every_s, MAX_DEFAULT_SPREAD_S) if given is None else given
 
 
-class OutboxBusy(RuntimeError):
+class OutboxBusy(LeviathanError, RuntimeError):
     """Another process (a running job, or a sync) is sending this run's outbox."""
 
 
@@ -95,10 +96,10 @@ class RunTracker:
         self.start_timeout_s, self.heartbeat_every_s = start_timeout_s, heartbeat_every_s
         self.final_flush_spread_s = final_flush_spread(flush_every_s, final_flush_spread_s)
         self.run_id: str | None = None
-        self._ident: dict[str, Any] = {}
-        self._known_id: str | None = None  # the run id to reopen (from the run folder)
-        self._attempt = True  # a training attempt (RUNNING, heartbeat), not a replay
-        self._have_params: set[str] | None = None
+        self.ident: dict[str, Any] = {}
+        self.known_id: str | None = None  # the run id to reopen (from the run folder)
+        self.is_attempt = True  # a training attempt (RUNNING, heartbeat), not a replay
+        self.have_params: set[str] | None = None
         self._send_lock = threading.Lock()  # one sender at a time
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
@@ -137,14 +138,14 @@ class RunTracker:
         if not ob.lock(timeout_s=60.0):
             log.warning("%s: another process holds its outbox lock; sending anyway", ob.dir)
         old = ob.identity() or {}
-        self._ident = {"run_uid": old.get("run_uid") or uuid.uuid4().hex, "uri": self.uri,
+        self.ident = {"run_uid": old.get("run_uid") or uuid.uuid4().hex, "uri": self.uri,
                        "experiment": self.experiment, "run_name": run_name or old.get("run_name"),
                        "tags": {k: str(v) for k, v in (tags or {}).items() if v is not None}
                        or old.get("tags", {}),
                        "parent_run_id": parent_run_id or old.get("parent_run_id")}
-        ob.write_identity(self._ident)
-        self._known_id = run_id or ob.run_id()
-        self._attempt = True
+        ob.write_identity(self.ident)
+        self.known_id = run_id or ob.run_id()
+        self.is_attempt = True
         if ob.restore(drop_status=True):  # an earlier attempt's final status is superseded
             log.info("%s: %d operations of an earlier attempt queued again", ob.journal,
                      len(ob.ops))
@@ -171,7 +172,7 @@ class RunTracker:
             self._restore_env()
             raise FileNotFoundError(f"{ob.dir}: outbox without mlflow_run.json: cannot tell "
                                     "which MLflow run it belongs to")
-        self._ident, self._known_id, self._attempt = ident, ob.run_id(), False
+        self.ident, self.known_id, self.is_attempt = ident, ob.run_id(), False
         ob.restore(drop_status=False)
         return self.close()
 
@@ -219,7 +220,7 @@ class RunTracker:
     @property
     def run_uid(self) -> str | None:
         """The run's idempotency key (its `run_uid` tag), known before the server answers."""
-        return self._ident.get("run_uid")
+        return self.ident.get("run_uid")
 
     def describe(self) -> str:
         if self.run_id:
@@ -265,7 +266,7 @@ class RunTracker:
     # ---------------------------------------------------------------- sending
     def _open(self) -> None:
         open_run(self)
-        if self._attempt:  # a run opened late (e.g. by the final flush) still says it lived
+        if self.is_attempt:  # a run opened late (e.g. by the final flush) still says it lived
             self._beat()
 
     def _beat(self) -> None:
@@ -369,7 +370,7 @@ class RunTracker:
                 log.warning("MLflow %s not answering (%s); the run opens when it does",
                             self.uri, e)
                 return False
-            if self._attempt and time.monotonic() - self._last_beat >= self.heartbeat_every_s:
+            if self.is_attempt and time.monotonic() - self._last_beat >= self.heartbeat_every_s:
                 self._beat()
             return True
 
@@ -379,7 +380,7 @@ class RunTracker:
         backoff, next_send = self.backoff_s, 0.0
         while not self._stop.is_set():
             due = next_send
-            if self.run_id is not None and self._attempt:
+            if self.run_id is not None and self.is_attempt:
                 due = min(due, self._last_beat + self.heartbeat_every_s)
             woke = self._wake.wait(max(0.0, due - time.monotonic()))
             self._wake.clear()

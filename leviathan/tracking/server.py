@@ -22,13 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from leviathan.errors import LeviathanError
+
 log = logging.getLogger(__name__)
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
-class TrackingUnreachable(RuntimeError):
+class TrackingUnreachable(LeviathanError, RuntimeError):
     """The configured MLflow tracking URI does not answer."""
+
+
+class ServerFailed(LeviathanError, RuntimeError):
+    """An MLflow server started here exited or did not come up; the message names its log."""
 
 
 def is_http(uri: str) -> bool:
@@ -191,7 +197,7 @@ def start_server(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(
+            raise ServerFailed(
                 f"mlflow server exited with code {proc.returncode}; see {log_path}:\n"
                 + log_path.read_text(errors="replace")[-3000:]
             )
@@ -199,7 +205,7 @@ def start_server(
             return LocalServer(uri=uri, store_dir=store, process=proc, log_path=log_path)
         time.sleep(0.3)
     stop_group(proc)
-    raise RuntimeError(
+    raise ServerFailed(
         f"mlflow server on {uri} did not come up within {timeout:.0f}s; see {log_path}"
     )
 

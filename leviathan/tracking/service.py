@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from leviathan.tracking.postgres import CONNECTIONS_PER_WORKER, Postgres, PostgresError
+from leviathan.errors import LeviathanError
+from leviathan.tracking.postgres import CONNECTIONS_PER_WORKER, Postgres
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +141,16 @@ def main(argv: list[str] | None = None) -> int:
         elif a.action == "down":
             down(a.dir)
         elif a.action == "env":
-            print(f"export MLFLOW_TRACKING_URI={_info(Path(a.dir).absolute())['public_uri']}")
+            info = _info(Path(a.dir).absolute())
+            if "public_uri" not in info:
+                log.error(f"error: {a.dir}: no tracking service set up here (run `up` first)")
+                return 1
+            print(f"export MLFLOW_TRACKING_URI={info['public_uri']}")
         else:
             st = status(a.dir)
             print(json.dumps(st, indent=1))
             return 0 if st["mlflow"] and st["postgres"] else 1
-    except (PostgresError, RuntimeError, KeyError) as e:
+    except LeviathanError as e:  # PostgresError, TrackingUnreachable; anything else: traceback
         log.error(f"error: {e}")
         return 1
     return 0

@@ -25,7 +25,7 @@ import torch
 from leviathan.tracking.runs import CKPT, RunFolder
 from leviathan.training.context import RunContext
 from leviathan.training.evaluation import FreqBuckets, evaluate
-from leviathan.training.signals import PreemptionFlag, hold_step
+from leviathan.training.signals import PreemptionFlag, rehearsal_step
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class StepCallback(pl.Callback):
         self._window_t = 0.0  # training seconds in the current throughput window
         self._window_steps = 0
         self._t_last: float | None = None
-        self._hold_at = hold_step(self.run_dir.name)  # rehearsing a preemption (signals.py)
+        self._rehearse_at = rehearsal_step(self.run_dir.name)  # a preemption rehearsal (signals.py)
 
     @classmethod
     def for_run(cls, ctx: RunContext, **kw: Any) -> StepCallback:
@@ -99,7 +99,7 @@ class StepCallback(pl.Callback):
                                "same trainer.devices x trainer.num_nodes")
         self._module.batches.load_state_dict(state["data"][r])
         self._restored = state
-        self._hold_at = None  # a resumed attempt never holds
+        self._rehearse_at = None  # a resumed attempt never rehearses
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self.preemption is not None:
@@ -137,8 +137,8 @@ class StepCallback(pl.Callback):
             self._progress(step, metrics)
         if step % self.tc.val_every == 0 or last_step:
             self.validate(trainer, pl_module, step)
-        if step == self._hold_at and self.preemption is not None:
-            self.preemption.hold(step)
+        if step == self._rehearse_at and self.preemption is not None:
+            self.preemption.wait_for_preemption(step)
         signum = self._agreed_signal(trainer, pl_module)
         snapshot = step in self.tc.snapshot_steps
         if step % self.tc.ckpt_every == 0 or last_step or signum or snapshot:

@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from leviathan.errors import LeviathanError
 from leviathan.training.schedule import COOLDOWN_SHAPES, SCHEDULES
 
 BUDGET_PARAMS = ("total", "body", "input", "head")
@@ -20,7 +21,7 @@ LOSS_IMPLS = ("chunked", "plain")  # the training loss (validation always uses t
 HASH_EXCLUDE = ("tracking", "paths", "meta", "run_name", "resume", "hydra", "local")
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(LeviathanError, ValueError):
     """A training config value that cannot work; the message names the key."""
 
 

@@ -23,7 +23,7 @@ from leviathan.training.records import FINGERPRINT_WINDOWS, start_tracker
 log = logging.getLogger(__name__)
 
 
-def _trainer(tc, plan, run_dir: Path, callbacks):
+def build_trainer(tc, plan, run_dir: Path, callbacks):
     import lightning.pytorch as pl
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
@@ -93,7 +93,7 @@ def fit(ctx: RunContext) -> dict:
         module = LanguageModelModule(model, tc, plan, batches)
         step_cb = StepCallback.for_run(ctx, tracker=tracker, val_batches=val, buckets=buckets,
                                        preemption=preemption)
-        trainer = _trainer(tc, plan, ctx.run_dir, [step_cb])
+        trainer = build_trainer(tc, plan, ctx.run_dir, [step_cb])
         ckpt = ctx.folder.checkpoint
         start = _start_checkpoint(ckpt, tc)
         preemption.install()

@@ -21,17 +21,19 @@ log = logging.getLogger(__name__)
 
 # SIGINT too: Ctrl-C checkpoints and stops at the next step; a second Ctrl-C aborts at once.
 DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
-# Rehearsing a preemption: LEVIATHAN_HOLD_AT=<run key>@<step> makes the first attempt of that
-# run wait at that step boundary until a preemption signal comes (`scontrol requeue`, `scancel
-# --signal=USR2`, Ctrl-C), which it then handles as usual. Tests use it to requeue a real job
-# mid-run without racing its end; cluster engineers can use it to try requeueing by hand.
-HOLD_ENV = "LEVIATHAN_HOLD_AT"
-HOLD_MAX_S = 3600.0  # a forgotten hold ends after an hour
+# Rehearsing a preemption: LEVIATHAN_REHEARSE_PREEMPTION=<run key>@<step> makes the first
+# attempt of that run wait at that step boundary until a preemption signal comes (`scontrol
+# requeue`, `scancel --signal=USR2`, Ctrl-C), which it then handles as usual. Tests use it to
+# requeue a real job mid-run without racing its end; cluster engineers can use it to try
+# requeueing by hand.
+REHEARSE_PREEMPTION_ENV = "LEVIATHAN_REHEARSE_PREEMPTION"
+REHEARSAL_MAX_S = 3600.0  # a forgotten rehearsal stops waiting after an hour
 
 
-def hold_step(run_key: str) -> int | None:
-    """The step at which this run's first attempt should hold (from $LEVIATHAN_HOLD_AT)."""
-    key, _, step = os.environ.get(HOLD_ENV, "").rpartition("@")
+def rehearsal_step(run_key: str) -> int | None:
+    """The step at which this run's first attempt waits for a preemption signal
+    ($LEVIATHAN_REHEARSE_PREEMPTION=<run key>@<step>), or None."""
+    key, _, step = os.environ.get(REHEARSE_PREEMPTION_ENV, "").rpartition("@")
     return int(step) if key == run_key and step.isdigit() else None
 
 
@@ -71,10 +73,13 @@ class PreemptionFlag:
                 if signal.getsignal(sig) is not self._handle:
                     signal.signal(sig, self._handle)
 
-    def hold(self, step: int, max_s: float = HOLD_MAX_S) -> None:
-        """Wait at this step boundary until a preemption signal is received ($LEVIATHAN_HOLD_AT)."""
-        log.warning("%s: holding at step %d until a preemption signal", HOLD_ENV, step)
-        log.info(f"holding at step {step} until a preemption signal ({HOLD_ENV})")  # stdout
+    def wait_for_preemption(self, step: int, max_s: float = REHEARSAL_MAX_S) -> None:
+        """Wait at this step boundary until a preemption signal is received (a rehearsal:
+        $LEVIATHAN_REHEARSE_PREEMPTION)."""
+        log.warning("%s: holding at step %d until a preemption signal", REHEARSE_PREEMPTION_ENV,
+                    step)
+        log.info(f"holding at step {step} until a preemption signal "
+                 f"({REHEARSE_PREEMPTION_ENV})")  # stdout
         end = time.monotonic() + max_s
         while self.received is None and time.monotonic() < end:
             time.sleep(0.05)

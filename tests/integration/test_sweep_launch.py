@@ -90,7 +90,7 @@ def test_slurm_sweep_submits_returns_and_requeue_resumes(slurm_cluster, mlflow_s
 
     run = "smoke-slurm-164K-4.1Ktok-s0-dense"  # requeue this one mid-run: its first attempt
     # holds at step 2 until a preemption signal comes, so the requeue never races its end
-    out = sweep_cli(common, env={"LEVIATHAN_HOLD_AT": f"{run}@2"})
+    out = sweep_cli(common, env={"LEVIATHAN_REHEARSE_PREEMPTION": f"{run}@2"})
     assert out.returncode == 0, (out.stdout + out.stderr)[-5000:]
     assert "python -m leviathan.sweep.status smoke-slurm" in out.stdout
     jobs = json.loads(manifest.read_text())["jobs"]

@@ -12,7 +12,7 @@ from analysis.buckets import bucket_ratios
 from analysis.family import FitConfig
 from analysis.fit_scaling import main
 from analysis.plots import plot_rare_tokens
-from analysis.runs import Runs, _bucket_order, finalize
+from analysis.runs import Runs, bucket_order, finalize
 from analysis.scaling import analyse
 from analysis.summary import summary_md
 from analysis.trajectory import UNCOOLED
@@ -153,7 +153,7 @@ def test_bucket_ratios_by_frequency_quantile_and_log10_names(tmp_path):
                 for i, name in enumerate(names):  # rarest first: Leviathan's gain shrinks
                     gain = -0.5 * (len(names) - i) / len(names) if arm == "leviathan" else 0.0
                     buckets.append({"run_id": rid, "bucket": name,
-                                    "order": _bucket_order(name, i), "loss": 6 - 0.4 * i + gain})
+                                    "order": bucket_order(name, i), "loss": 6 - 0.4 * i + gain})
     runs = Runs(table=finalize(pd.DataFrame(table)), source="buckets",
                 buckets=pd.DataFrame(buckets))
     for family, names in schemes.items():

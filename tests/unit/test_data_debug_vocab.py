@@ -42,7 +42,7 @@ def test_a_corrupt_debug_vocabulary_is_refused_naming_the_file(tmp_path, monkeyp
     bad = tmp_path / "debug_2k.tiktoken"
     bad.write_bytes(debug_vocab.vocab_path("debug_2k").read_bytes()[:-10])
     monkeypatch.setattr(debug_vocab, "HERE", tmp_path)
-    tokenizer._load_debug.cache_clear()
+    tokenizer.load_debug.cache_clear()
     try:
         with pytest.raises(tokenizer.TokenizerError,
                            match="sha256 mismatch for .*debug_2k.tiktoken"):
@@ -51,5 +51,5 @@ def test_a_corrupt_debug_vocabulary_is_refused_naming_the_file(tmp_path, monkeyp
         with pytest.raises(tokenizer.TokenizerError, match="debug_2k.tiktoken is missing"):
             tokenizer.get_encoding("debug_2k")
     finally:
-        tokenizer._load_debug.cache_clear()
+        tokenizer.load_debug.cache_clear()
 

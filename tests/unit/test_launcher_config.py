@@ -19,7 +19,7 @@ from leviathan.sweep.launcher_config import (
     to_launcher_config,
 )
 from leviathan.sweep.selfcheck import count_steps
-from leviathan.sweep.slurm_check import _gpus, map_slurm_state
+from leviathan.sweep.slurm_check import gres_gpus, map_slurm_state
 
 CONF = REPO / "conf" / "launcher"
 SCHEMAS = {"local": LocalLauncherConfig, "slurm": SlurmLauncherConfig}
@@ -151,4 +151,5 @@ def test_map_slurm_state(raw, state):
 
 
 def test_gres_gpu_parsing():
-    assert _gpus("gpu:8") == 8 and _gpus("gpu:h100:4(S:0-1)") == 4 and _gpus("(null)") == 0
+    assert gres_gpus("gpu:8") == 8 and gres_gpus("gpu:h100:4(S:0-1)") == 4
+    assert gres_gpus("(null)") == 0

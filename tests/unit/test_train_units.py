@@ -206,3 +206,14 @@ def test_module_state_dict_holds_the_model_once():
     plan = make_plan(tc, 4, COUNTS, 1.0)
     module = LanguageModelModule(torch.nn.Linear(2, 2), tc, plan, ResumableBatches(None))
     assert sorted(module.state_dict()) == ["model.bias", "model.weight"]
+
+
+def test_preemption_rehearsal_names_a_run_and_a_step(monkeypatch):
+    from leviathan.training.signals import REHEARSE_PREEMPTION_ENV, rehearsal_step
+
+    assert REHEARSE_PREEMPTION_ENV == "LEVIATHAN_REHEARSE_PREEMPTION"
+    monkeypatch.setenv(REHEARSE_PREEMPTION_ENV, "smoke-164K-s0-dense@2")
+    assert rehearsal_step("smoke-164K-s0-dense") == 2
+    assert rehearsal_step("smoke-164K-s0-leviathan") is None  # another run does not wait
+    monkeypatch.setenv(REHEARSE_PREEMPTION_ENV, "smoke-164K-s0-dense@soon")
+    assert rehearsal_step("smoke-164K-s0-dense") is None
