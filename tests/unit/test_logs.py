@@ -6,13 +6,12 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 from leviathan.logs import RankZeroFilter, global_rank, setup_logging
 
-REPO = Path(__file__).resolve().parents[2]
 LIGHTNING_RANK = "lightning_utilities.core.rank_zero"
 
 

@@ -8,7 +8,7 @@ import pytest
 
 
 def test_fit_receives_one_frozen_run_context_built_once(tmp_path, data_dir, monkeypatch):
-    from test_train_run import compose, tiny
+    from helpers.train import compose, tiny
 
     from leviathan.training import engine, run
     from leviathan.training.context import RunContext
