@@ -96,7 +96,7 @@ def _block(path) -> str:
 
 
 def render() -> str:
-    from leviathan.schema import conf_dir
+    from leviathan.typed_config import conf_dir
 
     conf = conf_dir()
     out = ["# Configuration reference", "",
