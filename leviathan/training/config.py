@@ -18,6 +18,7 @@ from leviathan.typed_config import (
     at_least,
     check_fields,
     choice,
+    each,
     in_range,
     optional,
     positive,
@@ -95,6 +96,7 @@ class TrainerConfig:
         "budget_params": choice(*BUDGET_PARAMS), "tokens_per_param": in_range(0),
         "freq_buckets": choice("quantile", "log"), "freq_quantiles": at_least(2),
         "freq_bucket_base": above(1), "peak_flops": optional(above(0)),
+        "snapshot_steps": each(positive()),
     }
 
     def __post_init__(self) -> None:
@@ -108,8 +110,6 @@ class TrainerConfig:
                                 f"min_lr={self.min_lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise bad("betas", f"must be two numbers in [0, 1), got {list(self.betas)}")
-        if any(not isinstance(s, int) or s < 1 for s in self.snapshot_steps):
-            raise bad("snapshot_steps", f"must be steps >= 1, got {list(self.snapshot_steps)}")
         if self.tokens is None and self.max_steps is None and not self.tokens_per_param > 0:
             raise bad("tokens_per_param", "must be > 0 when trainer.tokens and max_steps are null")
         if any(w in self.strategy for w in ("spawn", "fork", "notebook")):
