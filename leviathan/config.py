@@ -31,9 +31,11 @@ def register_schemas() -> None:
     from leviathan.data.config import DataConfig
     from leviathan.eval.config import EvalConfig
     from leviathan.models.config import LevConfig, ModelConfig
+    from leviathan.paths import PathsConfig
     from leviathan.sweep.grid import GridConfig
     from leviathan.sweep.launcher_config import LocalLauncherConfig, SlurmLauncherConfig
-    from leviathan.training.config import PathsConfig, TrackingConfig, TrainerConfig
+    from leviathan.tracking.config import TrackingConfig
+    from leviathan.training.config import TrainerConfig
 
     cs = ConfigStore.instance()
     for group, name, node in (

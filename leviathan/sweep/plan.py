@@ -174,7 +174,7 @@ def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:  # noqa: C901 - one r
     from leviathan.models import count_params, flops_per_token, resolve_model_config
     from leviathan.sweep.rules import branches, lr_settings
     from leviathan.training.config import config_hash, trainer_config
-    from leviathan.training.config import make_plan as run_plan
+    from leviathan.training.plan import plan_run as run_plan
 
     grid = ctx.grid
     extra = [f"seed={spec.seed}", f"run_name={spec.name}", f"meta.sweep={ctx.name}",

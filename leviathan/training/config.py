@@ -1,15 +1,15 @@
-"""Typed `trainer` and `tracking` configs, the derived run plan, and the config hash.
+"""The typed `trainer` config, and the config hash (with `flatten`, the run's params).
 
-Errors name the config key (``trainer.<field>``). The plan turns a token budget into steps:
-tokens per step = global_batch x seq_len, steps = ceil(budget / tokens per step).
+Errors name the config key (``trainer.<field>``). The run plan derived from it is
+leviathan/training/plan.py; the `tracking` schema is leviathan/tracking/config.py, the `paths`
+schema leviathan/paths.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from leviathan.training.schedule import COOLDOWN_SHAPES, SCHEDULES
@@ -131,55 +131,6 @@ class TrainerConfig:
         return self.global_batch // (self.micro_batch * self.world_size)
 
 
-@dataclass
-class TrackingConfig:
-    uri: str = "${oc.env:MLFLOW_TRACKING_URI,http://127.0.0.1:5000}"  # tracking server (a sweep
-    #   checks it before submitting; `make tracking-server`: PostgreSQL with several workers)
-    experiment: str = "leviathan"  # MLflow experiment name
-    parent_run_id: str | None = None  # a sweep's parent run: this run becomes its nested child
-    connect_timeout_s: float = 5.0  # at start, how long to wait for an answer before training
-    #   without one (start_timeout_s=0: fail instead)
-    start_timeout_s: float = 900.0  # keep trying to open the run this long while training
-    #   (metrics wait in the run folder's mlflow_outbox.jsonl); 0: fail at once instead
-    http_timeout_s: float = 30.0  # one HTTP request's timeout (an abandoned request is sent again:
-    #   more load)
-    flush_every_s: float = 5.0  # the background writer sends buffered metrics this often
-    heartbeat_every_s: float = 60.0  # the run's `heartbeat` tag is set this often (sweep.status:
-    #   lost after 5 missed)
-    retry_backoff_s: float = 1.0  # first wait after a failed send; doubles each failure
-    retry_max_backoff_s: float = 60.0  # cap on the wait between retries
-    final_flush_timeout_s: float = 300.0  # at the end, keep retrying this long; the rest stays in
-    #   the outbox (re-sent by the next launch/resume or `sweep.status --sync`)
-    final_flush_spread_s: float | None = None  # before the final send, wait a random 0..this, so
-    #   jobs ending together reach the server spread out (not when killed); default 0.4 x
-    #   flush_every_s (the periodic sends' jitter window), at most 5 s; 0: send at once
-
-    _checks = {
-        "connect_timeout_s": above(0), "start_timeout_s": in_range(0),
-        "http_timeout_s": above(0), "flush_every_s": above(0), "heartbeat_every_s": above(0),
-        "retry_backoff_s": above(0), "retry_max_backoff_s": above(0),
-        "final_flush_timeout_s": above(0), "final_flush_spread_s": optional(in_range(0)),
-    }
-
-    def __post_init__(self) -> None:
-        if not self.uri:
-            raise TrainConfigError("tracking.uri: must be set (e.g. http://127.0.0.1:5000)")
-        check_fields(self, "tracking", TrainConfigError)
-
-
-@dataclass
-class PathsConfig:
-    root_dir: str = "${oc.env:LEVIATHAN_ROOT,.}"  # the repository root (relative paths resolve from
-    #   the cwd)
-    data_dir: str = "${oc.env:LEVIATHAN_DATA,${paths.root_dir}/data}"  # corpora and prepared
-    #   datasets
-    scratch_dir: str = "${oc.env:LEVIATHAN_SCRATCH,${paths.root_dir}/scratch}"  # checkpoints and ru
-    #   n state: <scratch_dir>/runs/<run key>
-    sweeps_dir: str = "${paths.root_dir}/sweeps"  # one folder per sweep: plan, manifest, analysis
-    mlflow_dir: str = "${paths.root_dir}/.mlflow"  # the local MLflow server's SQLite store and
-    #   artifacts
-
-
 def _typed(cls, node: Any, group: str):
     from leviathan.typed_config import to_config
 
@@ -190,54 +141,6 @@ def trainer_config(cfg: Any) -> TrainerConfig:
     """TrainerConfig from the run config's `trainer` node (or the node itself)."""
     node = cfg.trainer if hasattr(cfg, "trainer") else cfg
     return _typed(TrainerConfig, node, "trainer")
-
-
-def tracking_config(cfg: Any) -> TrackingConfig:
-    node = cfg.tracking if hasattr(cfg, "tracking") else cfg
-    return _typed(TrackingConfig, node, "tracking")
-
-
-@dataclass
-class RunPlan:
-    """Numbers derived from the configs before anything is built."""
-
-    seq_len: int  # tokens per sequence (data.seq_len)
-    world_size: int  # data-parallel ranks
-    micro_batch: int  # sequences per forward on one rank
-    accumulation: int  # micro-batches per rank per step
-    global_batch: int  # sequences per optimizer step
-    tokens_per_step: int  # global_batch x seq_len
-    budget_tokens: int  # the token budget the steps were derived from
-    max_steps: int  # optimizer steps
-    warmup_steps: int  # linear warm-up steps
-    n_params: dict[str, int]  # total, input, head, body
-    flops_per_token: float  # training FLOPs per token (model's own accounting)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def make_plan(tc: TrainerConfig, seq_len: int, n_params: dict[str, int],
-              flops_per_token: float) -> RunPlan:
-    tokens_per_step = tc.global_batch * seq_len
-    if tc.max_steps is not None:
-        steps = tc.max_steps
-        budget = steps * tokens_per_step
-    else:
-        if tc.tokens is not None:
-            budget = tc.tokens
-        else:
-            budget = int(round(tc.tokens_per_param * n_params[tc.budget_params]))
-        steps = max(1, math.ceil(budget / tokens_per_step))
-    warmup = tc.warmup_steps if tc.warmup_steps is not None else int(tc.warmup_fraction * steps)
-    if warmup >= steps and steps > 1:
-        raise TrainConfigError(f"trainer.warmup_steps: {warmup} warm-up steps leave nothing of "
-                               f"a {steps}-step run")
-    return RunPlan(seq_len=seq_len, world_size=tc.world_size, micro_batch=tc.micro_batch,
-                   accumulation=tc.accumulation, global_batch=tc.global_batch,
-                   tokens_per_step=tokens_per_step, budget_tokens=int(budget), max_steps=steps,
-                   warmup_steps=min(warmup, steps), n_params=dict(n_params),
-                   flops_per_token=float(flops_per_token))
 
 
 def resolved_container(cfg: Any) -> dict:

@@ -26,13 +26,8 @@ from leviathan.sweep.launcher_config import (
     SlurmLauncherConfig,
     to_launcher_config,
 )
-from leviathan.training.config import (
-    TrackingConfig,
-    TrainConfigError,
-    TrainerConfig,
-    tracking_config,
-    trainer_config,
-)
+from leviathan.tracking.config import TrackingConfig, tracking_config
+from leviathan.training.config import TrainConfigError, TrainerConfig, trainer_config
 from leviathan.typed_config import field_checks
 
 _FOLDER = {"folder": "/tmp/submitit"}  # the default interpolates paths.scratch_dir
