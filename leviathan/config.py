@@ -9,12 +9,12 @@
   site setting such as `tracking.uri` in conf/local/default.yaml holds everywhere.
 - `ladder_config(ladder, size)`: the ModelConfig of a named size, as composed.
 The typed-config base (`conf_dir`: where conf/ is, in a checkout or the installed package;
-`to_config`: a validated dataclass from a node) is leviathan.schema.
+`to_config`: a validated dataclass from a node) is leviathan.typed_config.
 """
 
 from __future__ import annotations
 
-from leviathan.schema import conf_dir, to_config
+from leviathan.typed_config import conf_dir, to_config
 
 __all__ = ["compose", "conf_dir", "ladder_config", "register_schemas", "site_overrides",
            "to_config"]
@@ -31,9 +31,11 @@ def register_schemas() -> None:
     from leviathan.data.config import DataConfig
     from leviathan.eval.config import EvalConfig
     from leviathan.models.config import LevConfig, ModelConfig
+    from leviathan.paths import PathsConfig
     from leviathan.sweep.grid import GridConfig
     from leviathan.sweep.launcher_config import LocalLauncherConfig, SlurmLauncherConfig
-    from leviathan.training.config import PathsConfig, TrackingConfig, TrainerConfig
+    from leviathan.tracking.config import TrackingConfig
+    from leviathan.training.config import TrainerConfig
 
     cs = ConfigStore.instance()
     for group, name, node in (

@@ -36,9 +36,11 @@ def schemas() -> dict[str, list[type]]:
     from leviathan.data.config import DataConfig
     from leviathan.eval.config import EvalConfig
     from leviathan.models.config import LevConfig, ModelConfig
+    from leviathan.paths import PathsConfig
     from leviathan.sweep.grid import GridConfig
     from leviathan.sweep.launcher_config import LocalLauncherConfig, SlurmLauncherConfig
-    from leviathan.training.config import PathsConfig, TrackingConfig, TrainerConfig
+    from leviathan.tracking.config import TrackingConfig
+    from leviathan.training.config import TrainerConfig
 
     return {"paths": [PathsConfig], "model": [ModelConfig, LevConfig], "data": [DataConfig],
             "trainer": [TrainerConfig], "tracking": [TrackingConfig],
@@ -96,7 +98,7 @@ def _block(path) -> str:
 
 
 def render() -> str:
-    from leviathan.schema import conf_dir
+    from leviathan.typed_config import conf_dir
 
     conf = conf_dir()
     out = ["# Configuration reference", "",

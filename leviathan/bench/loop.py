@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 from leviathan.bench.throughput import token_batches
 from leviathan.models import ModelConfig, count_params
-from leviathan.training.config import TrainerConfig, make_plan
+from leviathan.training.config import TrainerConfig
+from leviathan.training.plan import plan_run
 
 if TYPE_CHECKING:  # torch, the models and the step are imported where used: `--help` needs none
     import torch
@@ -104,7 +105,7 @@ def run_trainer(model, tc, batches, run_dir: Path) -> tuple[list[float], float]:
     from leviathan.training.module import LanguageModelModule
 
     n = count_params(model.cfg)
-    plan = make_plan(tc, batches[0].shape[1] - 1, n.as_dict(), 0.0)
+    plan = plan_run(tc, batches[0].shape[1] - 1, n.as_dict(), 0.0)
     module = LanguageModelModule(model, tc, plan, ResumableBatches(_Batches(batches)))
     clock = _boundary_clock()
     step_cb = StepCallback(run_dir=run_dir, plan=plan, tc=tc)  # no tracker: says nothing

@@ -25,8 +25,8 @@ import yaml
 from leviathan.errors import LeviathanError
 from leviathan.models.accounting import resolve_model_config
 from leviathan.models.config import LevConfig, ModelConfig
-from leviathan.schema import conf_dir
 from leviathan.training.config import TrainerConfig
+from leviathan.typed_config import conf_dir
 
 GRID_OF_LADDER = {"v1": "isoparametric", "v2": "decoupled", "smoke": "smoke"}
 SCHEMAS = {"model": ModelConfig, "trainer": TrainerConfig}  # leviathan.config.register_schemas

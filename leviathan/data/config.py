@@ -10,6 +10,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from leviathan.errors import LeviathanError
+from leviathan.typed_config import (
+    above,
+    at_least,
+    check_fields,
+    choice,
+    in_range,
+    optional,
+    positive,
+)
 
 MODES = ("stream", "prepared")
 CORPORA = ("minipile",)
@@ -46,37 +55,29 @@ class DataConfig:
     def __post_init__(self) -> None:
         self.validate()
 
-    def validate(self) -> DataConfig:  # noqa: C901 - flat independent value checks, each naming its key
+    _checks = {
+        "mode": choice(*MODES), "build_corpus": optional(choice(*CORPORA)),
+        "seq_len": positive(), "shuffle_buffer": positive(), "seed": at_least(0),
+        "val_fraction": in_range(0, 1, hi_open=True), "val_tokens": at_least(0),
+        "num_threads": at_least(0), "num_workers": at_least(0), "encode_batch_docs": positive(),
+        "minipile_mb": above(0), "freq_tokens": at_least(0),
+    }
+
+    def validate(self) -> DataConfig:
         def bad(key: str, msg: str) -> DataError:
             return DataError(f"data.{key}: {msg}")
 
-        if self.mode not in MODES:
-            raise bad("mode", f"must be one of {MODES}, got {self.mode!r}")
+        check_fields(self, "data", DataError)
         if self.mode == "stream" and not self.path:
             raise bad("path", "is required in stream mode (a file, directory or glob of shards)")
         if self.mode == "prepared" and not self.prepared_dir:
             raise bad("prepared_dir", "is required in prepared mode")
         if self.mode == "prepared" and self.auto_prepare and not self.path:
             raise bad("path", "is required when data.auto_prepare=true (the shards to prepare)")
-        if self.build_corpus is not None and self.build_corpus not in CORPORA:
-            raise bad("build_corpus", f"must be null or one of {CORPORA}, got "
-                                      f"{self.build_corpus!r}")
         if self.build_corpus is not None and not self.path:
             raise bad("path", "is required when data.build_corpus is set (where to write it)")
         if not isinstance(self.tokenizer, str) or not self.tokenizer:
             raise bad("tokenizer", f"must be a tiktoken encoding name, got {self.tokenizer!r}")
-        for key, lo in (("seq_len", 1), ("shuffle_buffer", 1), ("val_tokens", 0),
-                        ("freq_tokens", 0),
-                        ("num_threads", 0), ("num_workers", 0), ("encode_batch_docs", 1)):
-            v = getattr(self, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise bad(key, f"must be an integer >= {lo}, got {v!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise bad("seed", f"must be a non-negative integer, got {self.seed!r}")
-        if not 0.0 <= float(self.val_fraction) < 1.0:
-            raise bad("val_fraction", f"must be in [0, 1), got {self.val_fraction!r}")
-        if not float(self.minipile_mb) > 0:
-            raise bad("minipile_mb", f"must be > 0, got {self.minipile_mb!r}")
         return self
 
     @property
@@ -100,7 +101,7 @@ def n_val_windows(cfg: DataConfig) -> int:
 def to_data_config(cfg: Any) -> DataConfig:
     """DataConfig from a DataConfig, a dict or an OmegaConf node (a whole run config's `data`
     node is accepted too); unknown keys are errors that name them."""
-    from leviathan.schema import to_config
+    from leviathan.typed_config import to_config
 
     if not isinstance(cfg, DataConfig) and hasattr(cfg, "keys") and "data" in cfg \
             and "mode" not in cfg:

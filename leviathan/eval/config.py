@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from leviathan.errors import LeviathanError
+from leviathan.typed_config import above, at_least, check_fields, choice, optional, positive
 
 # top-level names of the composed config that a bare `name=value` may also mean
 TOP_LEVEL = ("model", "data", "trainer", "tracking", "paths", "launcher", "eval", "seed",
@@ -22,6 +23,13 @@ DEFAULT_TASKS = ("lambada_openai", "hellaswag", "piqa", "arc_easy", "arc_challen
 
 class EvalConfigError(LeviathanError, ValueError):
     """A value of the `eval` config is invalid; the message names the key."""
+
+
+def _limit(v: Any) -> str | None:
+    """eval.limit: a positive count, or a fraction of each task in (0, 1]."""
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and v > 0 and (
+        v <= 1 or float(v).is_integer())
+    return None if ok else "must be a positive int or a fraction in (0, 1]"
 
 
 @dataclass
@@ -49,35 +57,24 @@ class EvalConfig:
     seed: int = 0  # harness random/numpy/torch/fewshot seed
     bootstrap_iters: int = 1000  # draws for bootstrapped standard errors (perplexity); 0: none
 
-    def __post_init__(self) -> None:  # noqa: C901 - flat independent value checks, each naming its key
+    _checks = {
+        "limit": optional(_limit),
+        "num_fewshot": at_least(0), "batch_size": positive(), "bootstrap_iters": at_least(0),
+        "precision": choice("auto", "fp32", "bf16"), "max_length": optional(at_least(2)),
+        "hub_probe_timeout_s": above(0),
+    }
+
+    def __post_init__(self) -> None:
         if isinstance(self.tasks, str):
             self.tasks = [t.strip() for t in self.tasks.split(",") if t.strip()]
         self.tasks = [str(t) for t in self.tasks]
         if not self.tasks:
             raise EvalConfigError("eval.tasks: give at least one task name")
-        if self.limit is not None:
-            if isinstance(self.limit, bool) or not isinstance(self.limit, int | float) \
-                    or self.limit <= 0 or (isinstance(self.limit, float) and self.limit > 1
-                                           and not self.limit.is_integer()):
-                raise EvalConfigError(f"eval.limit: a positive int or a fraction in (0, 1], "
-                                      f"got {self.limit!r}")
-            if isinstance(self.limit, float) and self.limit > 1:
-                self.limit = int(self.limit)
-        if not isinstance(self.num_fewshot, int) or self.num_fewshot < 0:
-            raise EvalConfigError(f"eval.num_fewshot: an int >= 0, got {self.num_fewshot!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise EvalConfigError(f"eval.batch_size: an int >= 1, got {self.batch_size!r}")
-        if not isinstance(self.bootstrap_iters, int) or self.bootstrap_iters < 0:
-            raise EvalConfigError(f"eval.bootstrap_iters: an int >= 0, got "
-                                  f"{self.bootstrap_iters!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise EvalConfigError(f"eval.precision: auto | fp32 | bf16, got {self.precision!r}")
+        check_fields(self, "eval", EvalConfigError)
+        if isinstance(self.limit, float) and self.limit > 1:
+            self.limit = int(self.limit)
         if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
             raise EvalConfigError(f"eval.device: auto | cpu | cuda | cuda:N, got {self.device!r}")
-        if self.max_length is not None and (not isinstance(self.max_length, int)
-                                            or self.max_length < 2):
-            raise EvalConfigError(f"eval.max_length: null or an int >= 2, got "
-                                  f"{self.max_length!r}")
         off = self.offline
         if isinstance(off, str) and off.lower() in ("true", "false", "auto"):
             off = {"true": True, "false": False, "auto": "auto"}[off.lower()]
@@ -127,7 +124,7 @@ def eval_config(cfg: Any, overrides: list[str] | None = None) -> EvalConfig:
     errors."""
     from omegaconf import OmegaConf
 
-    from leviathan.schema import to_config
+    from leviathan.typed_config import to_config
 
     if isinstance(cfg, EvalConfig):
         cfg = cfg.as_dict()

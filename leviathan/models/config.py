@@ -14,6 +14,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from leviathan.errors import LeviathanError
+from leviathan.typed_config import (
+    above,
+    at_least,
+    boolean,
+    check_fields,
+    in_range,
+    optional,
+    positive,
+)
 
 ARMS = ("dense", "leviathan", "factorized")
 HEADS_BY_ARM = {"dense": ("tied", "untied"), "leviathan": ("untied", "generator"),
@@ -52,6 +61,15 @@ class LevConfig:
     log_product: bool = True  # (khronos) product over d_seed as log magnitude + sign parity
     checkpoint: bool = True  # (khronos) recompute each head's factors in backward (memory)
 
+    _checks = {
+        "k": positive(), "d_seed": positive(), "n_modes": positive(), "order": positive(),
+        "grid_size": positive(), "degree": at_least(0), "hidden": positive(),
+        "residual": boolean(), "base": optional(at_least(2)), "table_chunk": positive(),
+        "heads": positive(), "knots": at_least(2), "knot_degree": at_least(0), "rank": positive(),
+        "one_plus_delta": boolean(), "delta_std": in_range(0), "latent_temp": above(0),
+        "log_product": boolean(), "checkpoint": boolean(),
+    }
+
     @property
     def n_basis(self) -> int:  # n_b, B-spline basis functions per latent coordinate
         return self.grid_size + self.degree
@@ -88,6 +106,15 @@ class ModelConfig:
     init_std: float = 0.02  # std of every weight matrix / table at init (residual outs scaled)
     factorized_rank: int | None = None  # r of arm=factorized; null: LEV's parameter count
     lev: LevConfig = field(default_factory=LevConfig)  # the LEV generator (arm=leviathan only)
+
+    _checks = {
+        "d_model": positive(), "n_layers": positive(), "n_heads": positive(),
+        "ffn_hidden": optional(positive()), "ffn_multiple": positive(),
+        "vocab_size": positive(), "vocab_pad_to": optional(positive()),
+        "vocab_pad_multiple": positive(), "max_seq_len": positive(),
+        "dense_n_layers": optional(positive()), "rope_theta": above(0), "norm_eps": above(0),
+        "init_std": above(0), "factorized_rank": optional(positive()),
+    }
 
     def __post_init__(self) -> None:
         if isinstance(self.lev, dict):
@@ -137,16 +164,7 @@ class ModelConfig:
 
             _choice("model.size", self.size, tuple(ladder_sizes(self.ladder)),
                     why=f" for model.ladder={self.ladder!r}")
-        for key in ("d_model", "n_layers", "n_heads", "ffn_multiple", "vocab_size",
-                    "vocab_pad_multiple", "max_seq_len"):
-            _positive_int(f"model.{key}", getattr(self, key))
-        for key in ("ffn_hidden", "vocab_pad_to", "dense_n_layers", "factorized_rank"):
-            if getattr(self, key) is not None:
-                _positive_int(f"model.{key}", getattr(self, key))
-        for key in ("rope_theta", "norm_eps", "init_std"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
-                raise ConfigError(f"model.{key}: must be a positive number, got {v!r}")
+        check_fields(self, "model", ConfigError)
         if self.d_model % self.n_heads:
             raise ConfigError(f"model.d_model={self.d_model} must be divisible by "
                               f"model.n_heads={self.n_heads}")
@@ -159,38 +177,14 @@ class ModelConfig:
         self._validate_lev()
         return self
 
-    def _validate_lev(self) -> None:  # noqa: C901 - flat independent value checks, each naming its key
+    def _validate_lev(self) -> None:
         lev = self.lev
         _choice("model.lev.form", lev.form, LEV_FORMS)
-        for key in ("k", "d_seed", "n_modes", "order", "grid_size", "hidden", "table_chunk",
-                    "heads", "knots", "rank"):
-            _positive_int(f"model.lev.{key}", getattr(lev, key))
-        for key in ("degree", "knot_degree"):
-            v = getattr(lev, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ConfigError(f"model.lev.{key}: must be an integer >= 0, got {v!r}")
-        for key in ("residual", "one_plus_delta", "log_product", "checkpoint"):
-            if not isinstance(getattr(lev, key), bool):
-                raise ConfigError(f"model.lev.{key}: must be true or false, got "
-                                  f"{getattr(lev, key)!r}")
         _choice("model.lev.impl", lev.impl, LEV_IMPLS)
-        if lev.knots < 2:
-            raise ConfigError(f"model.lev.knots: at least 2 knots span [0, 1], got {lev.knots}")
-        if isinstance(lev.delta_std, bool) or not isinstance(lev.delta_std, int | float) or (
-                lev.delta_std < 0):
-            raise ConfigError(f"model.lev.delta_std: must be a number >= 0, got "
-                              f"{lev.delta_std!r}")
-        if isinstance(lev.latent_temp, bool) or not isinstance(lev.latent_temp, int | float) or (
-                not lev.latent_temp > 0):
-            raise ConfigError(f"model.lev.latent_temp: must be a positive number, got "
-                              f"{lev.latent_temp!r}")
+        check_fields(lev, "model.lev", ConfigError)
         if lev.form == "blocks" and lev.d_seed % lev.order:
             raise ConfigError(f"model.lev.order={lev.order} (Q) must divide "
                               f"model.lev.d_seed={lev.d_seed}")
-        if lev.base is not None:
-            _positive_int("model.lev.base", lev.base)
-            if lev.base < 2:
-                raise ConfigError(f"model.lev.base: must be >= 2, got {lev.base}")
         b, v_pad = lev.solve_base(self.padded_vocab), self.padded_vocab
         if b**lev.k < v_pad:
             raise ConfigError(f"model.lev.base={b}: base**k = {b}**{lev.k} = {b**lev.k} must be "
@@ -211,20 +205,15 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...], why: str = "") -> No
                           f"{', '.join(map(str, allowed))}")
 
 
-def _positive_int(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{key}: must be a positive integer, got {value!r}")
-
-
 def _lev_from_dict(d: dict[str, Any]) -> LevConfig:
-    from leviathan.schema import to_config
+    from leviathan.typed_config import to_config
 
     return to_config(LevConfig, d, "model.lev", ConfigError)
 
 
 def to_model_config(cfg: Any) -> ModelConfig:
     """A validated ModelConfig from a ModelConfig, DictConfig, dict, or a config with `.model`."""
-    from leviathan.schema import to_config
+    from leviathan.typed_config import to_config
 
     if not isinstance(cfg, ModelConfig) and hasattr(cfg, "keys") and "model" in cfg \
             and "arm" not in cfg:

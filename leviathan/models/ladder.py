@@ -11,7 +11,7 @@ from __future__ import annotations
 
 def ladder_sizes(ladder: str) -> list[str]:
     """The size names of a ladder, from conf/model/<ladder>/*.yaml, smallest first."""
-    from leviathan.schema import conf_dir
+    from leviathan.typed_config import conf_dir
 
     names = [p.stem for p in (conf_dir() / "model" / ladder).glob("*.yaml")]
     return sorted(names, key=size_in_params)

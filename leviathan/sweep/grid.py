@@ -12,6 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from leviathan.errors import LeviathanError
+from leviathan.typed_config import (
+    above,
+    at_least,
+    check_fields,
+    choice,
+    each,
+    in_range,
+    optional,
+    positive,
+)
 
 FAMILIES = ("isoparametric", "isobody", "decoupled", "data_scaling", "smoke", "custom")
 # the arms a grid may run, in plan order; a control needs its Leviathan partner at every size
@@ -30,6 +40,8 @@ class LRRule:
     params: float = 1.0e8  # the reference body-parameter count
     exponent: float = -0.3333333333  # lr = lr x (N_body / params)^exponent (OLMo's ladder: -1/3)
     warmup_tokens_per_param: float = 1.0  # warm-up tokens = this x N_body (OLMo's ladder: 1)
+
+    _checks = {"lr": above(0), "params": above(0), "warmup_tokens_per_param": in_range(0)}
 
 
 @dataclass
@@ -57,6 +69,13 @@ class GridConfig:
     overrides: list[str] = field(default_factory=list)  # applied to every run (before the CLI)
     iso_tolerance: float = 0.02  # isoparametric pairs must match total params within this
 
+    _checks = {
+        "family": choice(*FAMILIES), "tokens_per_param": each(above(0)),
+        "tokens": optional(each(positive())), "budget_params": choice("total", "body"),
+        "seeds": each(at_least(0)), "lr": each(above(0)), "cooldowns": each(above(0)),
+        "iso_tolerance": in_range(0, 1, lo_open=True, hi_open=True),
+    }
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -81,21 +100,38 @@ def _bad(key: str, msg: str) -> GridError:
 
 def to_grid_config(node: Any) -> GridConfig:
     """A validated GridConfig from the composed `grid` node (DictConfig or dict)."""
-    from leviathan.schema import to_config
+    from leviathan.typed_config import to_config
 
     if node is None or not hasattr(node, "keys"):
         raise GridError("grid: choose a grid with +grid=<name> (see conf/grid/)")
     return validate(to_config(GridConfig, node, "grid", GridError))
 
 
-def validate(grid: GridConfig) -> GridConfig:  # noqa: C901 - flat independent value checks, each naming its key
+def validate(grid: GridConfig) -> GridConfig:
+    """The per-field checks (`_checks`), then the rules that tie fields together."""
     if not grid.name or grid.name == "???":
         raise _bad("name", "a grid needs a name")
-    if grid.family not in FAMILIES:
-        raise _bad("family", f"{grid.family!r} is not allowed; allowed values: "
-                   f"{', '.join(FAMILIES)}")
+    check_fields(grid, "grid", GridError)
+    check_fields(grid.lr_rule, "grid.lr_rule", GridError)
     if not grid.sizes and not grid.dense_sizes:
         raise _bad("sizes", "list at least one model size, e.g. [v1/109M]")
+    _check_arms(grid)
+    budgets = grid.tokens if grid.tokens is not None else grid.tokens_per_param
+    if not budgets:
+        raise _bad("tokens" if grid.tokens is not None else "tokens_per_param",
+                   f"must be a non-empty list of positive numbers, got {budgets!r}")
+    for key in ("seeds", "lr", "cooldowns"):
+        values = getattr(grid, key)
+        if len(set(values)) != len(values) or (key != "cooldowns" and not values):
+            raise _bad(key, f"must be a {'' if key == 'cooldowns' else 'non-empty '}list of "
+                            f"distinct values, got {values!r}")
+    for o in grid.overrides:
+        if "=" not in o:
+            raise _bad("overrides", f"{o!r} is not a key=value override")
+    return grid
+
+
+def _check_arms(grid: GridConfig) -> None:
     if not grid.arms:
         raise _bad("arms", f"give the arms to run, among {', '.join(ARM_NAMES)}")
     for arm, ovr in grid.arms.items():
@@ -109,29 +145,6 @@ def validate(grid: GridConfig) -> GridConfig:  # noqa: C901 - flat independent v
                        "add arms.leviathan (a control is only read against Leviathan)")
     if grid.dense_sizes and "dense" not in grid.arms:
         raise _bad("dense_sizes", "Dense-only rungs need arms.dense (their overrides)")
-    budgets = grid.tokens if grid.tokens is not None else grid.tokens_per_param
-    key = "tokens" if grid.tokens is not None else "tokens_per_param"
-    if not budgets or any(not isinstance(b, int | float) or b <= 0 for b in budgets):
-        raise _bad(key, f"must be a non-empty list of positive numbers, got {budgets!r}")
-    if grid.budget_params not in ("total", "body"):
-        raise _bad("budget_params", f"{grid.budget_params!r}; allowed values: total, body")
-    if not grid.seeds or len(set(grid.seeds)) != len(grid.seeds):
-        raise _bad("seeds", f"must be a non-empty list of distinct integers, got {grid.seeds!r}")
-    if not grid.lr or any(not v > 0 for v in grid.lr) or len(set(grid.lr)) != len(grid.lr):
-        raise _bad("lr", f"must be distinct positive multipliers, got {grid.lr!r}")
-    if not (grid.lr_rule.lr > 0 and grid.lr_rule.params > 0
-            and grid.lr_rule.warmup_tokens_per_param >= 0):
-        raise _bad("lr_rule", f"needs lr > 0, params > 0, warmup_tokens_per_param >= 0, got "
-                   f"{grid.lr_rule}")
-    if any(not m > 0 for m in grid.cooldowns) or len(set(grid.cooldowns)) != len(grid.cooldowns):
-        raise _bad("cooldowns", f"must be distinct positive multiples of the token budget, got "
-                   f"{grid.cooldowns!r}")
-    if not 0 < grid.iso_tolerance < 1:
-        raise _bad("iso_tolerance", f"must be in (0, 1), got {grid.iso_tolerance!r}")
-    for o in grid.overrides:
-        if "=" not in o:
-            raise _bad("overrides", f"{o!r} is not a key=value override")
-    return grid
 
 
 def _budget_label(kind: str, value: float) -> str:

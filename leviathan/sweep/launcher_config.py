@@ -12,6 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from leviathan.errors import LeviathanError
+from leviathan.typed_config import (
+    above,
+    at_least,
+    check_fields,
+    each,
+    in_range,
+    optional,
+    positive,
+    text,
+)
 
 
 class LauncherError(LeviathanError, ValueError):
@@ -36,6 +46,13 @@ class LocalLauncherConfig:
     poll_s: float = 1.0  # seconds between state checks while waiting
     folder: str = "${paths.scratch_dir}/submitit"  # submitit's pickles and logs
     #   (${paths.scratch_dir}/submitit)
+
+    _checks = {
+        "max_parallel": positive(), "timeout_min": above(0), "signal_delay_s": at_least(0),
+        "max_num_timeout": at_least(0), "tasks_per_node": positive(),
+        "gpus_per_node": at_least(0), "visible_gpus": each(at_least(0)), "setup": each(text()),
+        "poll_s": above(0),
+    }
 
 
 @dataclass
@@ -67,6 +84,15 @@ class SlurmLauncherConfig:
     folder: str = "${paths.scratch_dir}/submitit"  # submitit's pickles and logs, on a filesystem
     #   the nodes share
 
+    _checks = {
+        "partition": optional(text()), "account": optional(text()), "qos": optional(text()),
+        "nodes": positive(), "gpus_per_node": at_least(0), "tasks_per_node": positive(),
+        "cpus_per_task": positive(), "mem_gb": in_range(0), "timeout_min": positive(),
+        "constraint": optional(text()), "array_parallelism": positive(), "setup": each(text()),
+        "signal_delay_s": at_least(0), "max_num_timeout": at_least(0),
+        "srun_args": each(text()), "python": optional(text()), "poll_s": above(0),
+    }
+
 
 LauncherConfig = LocalLauncherConfig | SlurmLauncherConfig
 _KINDS: dict[str, type] = {"local": LocalLauncherConfig, "slurm": SlurmLauncherConfig}
@@ -76,45 +102,21 @@ def _bad(key: str, msg: str) -> LauncherError:
     return LauncherError(f"launcher.{key}: {msg}")
 
 
-def validate(cfg: LauncherConfig) -> LauncherConfig:  # noqa: C901 - flat independent value checks, each naming its key
-    """Check types and ranges; every error names the `launcher.<key>`."""
-    ints = {"signal_delay_s": 0, "max_num_timeout": 0, "tasks_per_node": 1, "gpus_per_node": 0}
-    if isinstance(cfg, LocalLauncherConfig):
-        ints["max_parallel"] = 1
-    else:
-        ints.update(nodes=1, cpus_per_task=1, timeout_min=1, array_parallelism=1)
-    for key, lo in ints.items():
-        v = getattr(cfg, key)
-        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-            raise _bad(key, f"must be an integer >= {lo}, got {v!r}")
-    for key in ("timeout_min", "poll_s", "mem_gb"):
-        v = getattr(cfg, key, 1)
-        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0 or (
-                key != "mem_gb" and v <= 0):
-            raise _bad(key, f"must be a {'non-negative' if key == 'mem_gb' else 'positive'} "
-                            f"number, got {v!r}")
-    for key in ("setup", "srun_args"):
-        v = getattr(cfg, key, [])
-        if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
-            raise _bad(key, f"must be a list of strings, got {v!r}")
+def validate(cfg: LauncherConfig) -> LauncherConfig:
+    """Check types and ranges (the schema's `_checks`), then the rules tying fields together;
+    every error names the `launcher.<key>`."""
+    check_fields(cfg, "launcher", LauncherError)
     if not isinstance(cfg.folder, str) or not cfg.folder:
         raise _bad("folder", f"must be a path, got {cfg.folder!r}")
+    if cfg.timeout_min * 60 <= cfg.signal_delay_s:
+        raise _bad("signal_delay_s", f"{cfg.signal_delay_s}s leaves no time before "
+                                     f"timeout_min={cfg.timeout_min}")
     if isinstance(cfg, LocalLauncherConfig):
-        if cfg.timeout_min * 60 <= cfg.signal_delay_s:
-            raise _bad("signal_delay_s", f"{cfg.signal_delay_s}s leaves no time before "
-                                         f"timeout_min={cfg.timeout_min}")
         need = cfg.max_parallel * cfg.gpus_per_node
         if cfg.gpus_per_node and len(cfg.visible_gpus) < need:
             raise _bad("visible_gpus", f"{cfg.max_parallel} jobs x {cfg.gpus_per_node} GPUs need "
                                        f"{need} ids, got {cfg.visible_gpus!r}")
         return cfg
-    for key in ("partition", "account", "qos", "constraint", "python"):
-        v = getattr(cfg, key)
-        if v is not None and (not isinstance(v, str) or not v.strip()):
-            raise _bad(key, f"must be null or a non-empty string, got {v!r}")
-    if cfg.timeout_min * 60 <= cfg.signal_delay_s:
-        raise _bad("signal_delay_s", f"{cfg.signal_delay_s}s leaves no time before "
-                                     f"timeout_min={cfg.timeout_min}")
     if not isinstance(cfg.additional_parameters, dict):
         raise _bad("additional_parameters", f"must be a mapping of sbatch flags, got "
                                             f"{cfg.additional_parameters!r}")
@@ -124,7 +126,7 @@ def validate(cfg: LauncherConfig) -> LauncherConfig:  # noqa: C901 - flat indepe
 def to_launcher_config(cfg: Any) -> LauncherConfig:
     """A validated Local/SlurmLauncherConfig from a dataclass, dict or OmegaConf node (a whole
     sweep config's `launcher` node is accepted too); unknown keys are errors naming them."""
-    from leviathan.schema import to_config
+    from leviathan.typed_config import to_config
 
     if isinstance(cfg, LocalLauncherConfig | SlurmLauncherConfig):
         return validate(dataclasses.replace(cfg))

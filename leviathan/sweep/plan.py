@@ -173,7 +173,7 @@ def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:
     from leviathan.data import to_data_config
     from leviathan.models import flops_per_token
     from leviathan.training.config import config_hash, trainer_config
-    from leviathan.training.config import make_plan as run_plan
+    from leviathan.training.plan import plan_run as run_plan
 
     grid = ctx.grid
     run_cfg = _compose_run(spec, _run_overrides(spec, ctx))

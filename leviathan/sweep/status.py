@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(info_to_stderr=args.json)  # --json: stdout carries the rows only
     from leviathan.config import compose, set_explicitly
-    from leviathan.training.config import TrackingConfig
+    from leviathan.tracking.config import TrackingConfig
 
     cfg = compose("sweep", args.overrides)
     sweeps_dir = Path(args.sweeps_dir or str(cfg.paths.sweeps_dir))

@@ -112,7 +112,7 @@ class RunTracker:
 
     @classmethod
     def from_config(cls, trk: Any, state_dir: str | Path) -> RunTracker:
-        """From a TrackingConfig (leviathan.training.config)."""
+        """From a TrackingConfig (leviathan.tracking.config)."""
         return cls(trk.uri, trk.experiment, state_dir=state_dir, http_timeout_s=trk.http_timeout_s,
                    flush_every_s=trk.flush_every_s, retry_backoff_s=trk.retry_backoff_s,
                    retry_max_backoff_s=trk.retry_max_backoff_s,

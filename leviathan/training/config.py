@@ -1,19 +1,29 @@
-"""Typed `trainer` and `tracking` configs, the derived run plan, and the config hash.
+"""The typed `trainer` config, and the config hash (with `flatten`, the run's params).
 
-Errors name the config key (``trainer.<field>``). The plan turns a token budget into steps:
-tokens per step = global_batch x seq_len, steps = ceil(budget / tokens per step).
+Errors name the config key (``trainer.<field>``). The run plan derived from it is
+leviathan/training/plan.py; the `tracking` schema is leviathan/tracking/config.py, the `paths`
+schema leviathan/paths.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from leviathan.errors import LeviathanError
 from leviathan.training.schedule import COOLDOWN_SHAPES, SCHEDULES
+from leviathan.typed_config import (
+    above,
+    at_least,
+    check_fields,
+    choice,
+    each,
+    in_range,
+    optional,
+    positive,
+)
 
 BUDGET_PARAMS = ("total", "body", "input", "head")
 LOSS_IMPLS = ("chunked", "plain")  # the training loss (validation always uses the plain path)
@@ -73,57 +83,36 @@ class TrainerConfig:
     peak_flops: float | None = None  # peak FLOP/s of one device for MFU (null: MFU not logged,
     #   FLOP/s is)
 
-    def __post_init__(self) -> None:  # noqa: C901 - flat independent value checks, each naming its key
+    _checks = {
+        "devices": positive(), "num_nodes": positive(), "global_batch": positive(),
+        "micro_batch": positive(), "val_every": positive(), "ckpt_every": positive(),
+        "log_every": positive(), "loss_chunk": positive(), "warmup_steps": optional(at_least(0)),
+        "tokens": optional(at_least(0)), "max_steps": optional(positive()),
+        "val_batches": optional(at_least(0)), "val_micro_batch": optional(at_least(0)),
+        "lr": above(0), "min_lr": in_range(0), "schedule": choice(*SCHEDULES),
+        "cooldown_shape": choice(*COOLDOWN_SHAPES),
+        "cooldown_fraction": in_range(0, 1, lo_open=True),
+        "weight_decay": in_range(0), "grad_clip": in_range(0), "eps": above(0),
+        "warmup_fraction": in_range(0, 1, hi_open=True), "loss_impl": choice(*LOSS_IMPLS),
+        "budget_params": choice(*BUDGET_PARAMS), "tokens_per_param": in_range(0),
+        "freq_buckets": choice("quantile", "log"), "freq_quantiles": at_least(2),
+        "freq_bucket_base": above(1), "peak_flops": optional(above(0)),
+        "snapshot_steps": each(positive()),
+    }
+
+    def __post_init__(self) -> None:
         def bad(key: str, msg: str) -> TrainConfigError:
             return TrainConfigError(f"trainer.{key}: {msg}")
 
         self.betas = tuple(float(b) for b in self.betas)
-        for key in ("devices", "num_nodes", "global_batch", "micro_batch", "val_every",
-                    "ckpt_every", "log_every", "loss_chunk"):
-            v = getattr(self, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise bad(key, f"must be an integer >= 1, got {v!r}")
-        for key in ("warmup_steps", "tokens", "max_steps", "val_batches", "val_micro_batch"):
-            v = getattr(self, key)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-                raise bad(key, f"must be null or an integer >= 0, got {v!r}")
-        if self.max_steps == 0:
-            raise bad("max_steps", "must be null or >= 1")
-        if not self.lr > 0:
-            raise bad("lr", f"must be > 0, got {self.lr}")
-        if not 0 <= self.min_lr <= self.lr:
+        check_fields(self, "trainer", TrainConfigError)
+        if not self.min_lr <= self.lr:
             raise bad("min_lr", f"need lr > 0 and 0 <= min_lr <= lr, got lr={self.lr}, "
                                 f"min_lr={self.min_lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise bad("betas", f"must be two numbers in [0, 1), got {list(self.betas)}")
-        if self.schedule not in SCHEDULES:
-            raise bad("schedule", f"must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.cooldown_shape not in COOLDOWN_SHAPES:
-            raise bad("cooldown_shape", f"must be one of {COOLDOWN_SHAPES}, got "
-                                        f"{self.cooldown_shape!r}")
-        if not 0 < self.cooldown_fraction <= 1:
-            raise bad("cooldown_fraction", f"must be in (0, 1], got {self.cooldown_fraction}")
-        if any(not isinstance(s, int) or s < 1 for s in self.snapshot_steps):
-            raise bad("snapshot_steps", f"must be steps >= 1, got {list(self.snapshot_steps)}")
-        if self.weight_decay < 0 or self.grad_clip < 0 or self.eps <= 0:
-            raise bad("weight_decay", "weight_decay and grad_clip must be >= 0 and eps > 0")
-        if not 0 <= self.warmup_fraction < 1:
-            raise bad("warmup_fraction", f"must be in [0, 1), got {self.warmup_fraction}")
-        if self.loss_impl not in LOSS_IMPLS:
-            raise bad("loss_impl", f"must be one of {LOSS_IMPLS}, got {self.loss_impl!r}")
-        if self.budget_params not in BUDGET_PARAMS:
-            raise bad("budget_params", f"must be one of {BUDGET_PARAMS}, got "
-                                       f"{self.budget_params!r}")
         if self.tokens is None and self.max_steps is None and not self.tokens_per_param > 0:
             raise bad("tokens_per_param", "must be > 0 when trainer.tokens and max_steps are null")
-        if self.freq_buckets not in ("quantile", "log"):
-            raise bad("freq_buckets", f"must be quantile or log, got {self.freq_buckets!r}")
-        if not isinstance(self.freq_quantiles, int) or self.freq_quantiles < 2:
-            raise bad("freq_quantiles", f"must be an integer >= 2, got {self.freq_quantiles!r}")
-        if self.freq_bucket_base <= 1:
-            raise bad("freq_bucket_base", f"must be > 1, got {self.freq_bucket_base}")
-        if self.peak_flops is not None and not self.peak_flops > 0:
-            raise bad("peak_flops", f"must be null or > 0, got {self.peak_flops}")
         if any(w in self.strategy for w in ("spawn", "fork", "notebook")):
             raise bad("strategy", f"{self.strategy!r}: every rank must start the run itself "
                                   "(it builds its own share of the data); use ddp")
@@ -143,56 +132,8 @@ class TrainerConfig:
         return self.global_batch // (self.micro_batch * self.world_size)
 
 
-@dataclass
-class TrackingConfig:
-    uri: str = "${oc.env:MLFLOW_TRACKING_URI,http://127.0.0.1:5000}"  # tracking server (a sweep
-    #   checks it before submitting; `make tracking-server`: PostgreSQL with several workers)
-    experiment: str = "leviathan"  # MLflow experiment name
-    parent_run_id: str | None = None  # a sweep's parent run: this run becomes its nested child
-    connect_timeout_s: float = 5.0  # at start, how long to wait for an answer before training
-    #   without one (start_timeout_s=0: fail instead)
-    start_timeout_s: float = 900.0  # keep trying to open the run this long while training
-    #   (metrics wait in the run folder's mlflow_outbox.jsonl); 0: fail at once instead
-    http_timeout_s: float = 30.0  # one HTTP request's timeout (an abandoned request is sent again:
-    #   more load)
-    flush_every_s: float = 5.0  # the background writer sends buffered metrics this often
-    heartbeat_every_s: float = 60.0  # the run's `heartbeat` tag is set this often (sweep.status:
-    #   lost after 5 missed)
-    retry_backoff_s: float = 1.0  # first wait after a failed send; doubles each failure
-    retry_max_backoff_s: float = 60.0  # cap on the wait between retries
-    final_flush_timeout_s: float = 300.0  # at the end, keep retrying this long; the rest stays in
-    #   the outbox (re-sent by the next launch/resume or `sweep.status --sync`)
-    final_flush_spread_s: float | None = None  # before the final send, wait a random 0..this, so
-    #   jobs ending together reach the server spread out (not when killed); default 0.4 x
-    #   flush_every_s (the periodic sends' jitter window), at most 5 s; 0: send at once
-
-    def __post_init__(self) -> None:
-        if not self.uri:
-            raise TrainConfigError("tracking.uri: must be set (e.g. http://127.0.0.1:5000)")
-        for f in fields(self):
-            if f.name in ("start_timeout_s", "final_flush_spread_s"):
-                v = getattr(self, f.name)
-                if v is not None and not v >= 0:
-                    raise TrainConfigError(f"tracking.{f.name}: must be >= 0")
-            elif f.name.endswith("_s") and not getattr(self, f.name) > 0:
-                raise TrainConfigError(f"tracking.{f.name}: must be > 0")
-
-
-@dataclass
-class PathsConfig:
-    root_dir: str = "${oc.env:LEVIATHAN_ROOT,.}"  # the repository root (relative paths resolve from
-    #   the cwd)
-    data_dir: str = "${oc.env:LEVIATHAN_DATA,${paths.root_dir}/data}"  # corpora and prepared
-    #   datasets
-    scratch_dir: str = "${oc.env:LEVIATHAN_SCRATCH,${paths.root_dir}/scratch}"  # checkpoints and ru
-    #   n state: <scratch_dir>/runs/<run key>
-    sweeps_dir: str = "${paths.root_dir}/sweeps"  # one folder per sweep: plan, manifest, analysis
-    mlflow_dir: str = "${paths.root_dir}/.mlflow"  # the local MLflow server's SQLite store and
-    #   artifacts
-
-
 def _typed(cls, node: Any, group: str):
-    from leviathan.schema import to_config
+    from leviathan.typed_config import to_config
 
     return to_config(cls, node, group, TrainConfigError)
 
@@ -201,54 +142,6 @@ def trainer_config(cfg: Any) -> TrainerConfig:
     """TrainerConfig from the run config's `trainer` node (or the node itself)."""
     node = cfg.trainer if hasattr(cfg, "trainer") else cfg
     return _typed(TrainerConfig, node, "trainer")
-
-
-def tracking_config(cfg: Any) -> TrackingConfig:
-    node = cfg.tracking if hasattr(cfg, "tracking") else cfg
-    return _typed(TrackingConfig, node, "tracking")
-
-
-@dataclass
-class RunPlan:
-    """Numbers derived from the configs before anything is built."""
-
-    seq_len: int  # tokens per sequence (data.seq_len)
-    world_size: int  # data-parallel ranks
-    micro_batch: int  # sequences per forward on one rank
-    accumulation: int  # micro-batches per rank per step
-    global_batch: int  # sequences per optimizer step
-    tokens_per_step: int  # global_batch x seq_len
-    budget_tokens: int  # the token budget the steps were derived from
-    max_steps: int  # optimizer steps
-    warmup_steps: int  # linear warm-up steps
-    n_params: dict[str, int]  # total, input, head, body
-    flops_per_token: float  # training FLOPs per token (model's own accounting)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def make_plan(tc: TrainerConfig, seq_len: int, n_params: dict[str, int],
-              flops_per_token: float) -> RunPlan:
-    tokens_per_step = tc.global_batch * seq_len
-    if tc.max_steps is not None:
-        steps = tc.max_steps
-        budget = steps * tokens_per_step
-    else:
-        if tc.tokens is not None:
-            budget = tc.tokens
-        else:
-            budget = int(round(tc.tokens_per_param * n_params[tc.budget_params]))
-        steps = max(1, math.ceil(budget / tokens_per_step))
-    warmup = tc.warmup_steps if tc.warmup_steps is not None else int(tc.warmup_fraction * steps)
-    if warmup >= steps and steps > 1:
-        raise TrainConfigError(f"trainer.warmup_steps: {warmup} warm-up steps leave nothing of "
-                               f"a {steps}-step run")
-    return RunPlan(seq_len=seq_len, world_size=tc.world_size, micro_batch=tc.micro_batch,
-                   accumulation=tc.accumulation, global_batch=tc.global_batch,
-                   tokens_per_step=tokens_per_step, budget_tokens=int(budget), max_steps=steps,
-                   warmup_steps=min(warmup, steps), n_params=dict(n_params),
-                   flops_per_token=float(flops_per_token))
 
 
 def resolved_container(cfg: Any) -> dict:

@@ -16,7 +16,9 @@ from leviathan.tracking.runs import RunFolder
 if TYPE_CHECKING:
     from leviathan.data.config import DataConfig
     from leviathan.models.config import ModelConfig
-    from leviathan.training.config import RunPlan, TrackingConfig, TrainerConfig
+    from leviathan.tracking.config import TrackingConfig
+    from leviathan.training.config import TrainerConfig
+    from leviathan.training.plan import RunPlan
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ import lightning.pytorch as pl
 import torch
 
 from leviathan.training.batches import ResumableBatches
-from leviathan.training.config import RunPlan, TrainerConfig
+from leviathan.training.config import TrainerConfig
+from leviathan.training.plan import RunPlan
 from leviathan.training.schedule import build_scheduler
 from leviathan.training.step import LossOf, NonFiniteLoss, clip_and_check, make_optimizer
 

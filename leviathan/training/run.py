@@ -14,16 +14,16 @@ import logging
 import os
 from typing import Any
 
+from leviathan.tracking.config import tracking_config
 from leviathan.tracking.runs import RunFolder, write_atomic
 from leviathan.training.config import (
     TrainConfigError,
     config_hash,
-    make_plan,
     resolved_container,
-    tracking_config,
     trainer_config,
 )
 from leviathan.training.context import RunContext
+from leviathan.training.plan import plan_run
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def train(cfg: Any) -> dict:
                        start_timeout_s=trk.start_timeout_s)
 
     n_params = count_params(mcfg).as_dict()
-    plan = make_plan(tc, data_cfg.seq_len, n_params, flops_per_token(mcfg, data_cfg.seq_len))
+    plan = plan_run(tc, data_cfg.seq_len, n_params, flops_per_token(mcfg, data_cfg.seq_len))
     chash = config_hash(container)
     folder = RunFolder.of_config(cfg, chash)
     key, run_dir = folder.key, folder.path

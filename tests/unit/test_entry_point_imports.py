@@ -76,7 +76,8 @@ from leviathan.eval.config import eval_config
 from leviathan.models.config import to_model_config
 from leviathan.sweep.grid import to_grid_config
 from leviathan.sweep.launcher_config import to_launcher_config
-from leviathan.training.config import tracking_config, trainer_config
+from leviathan.tracking.config import tracking_config
+from leviathan.training.config import trainer_config
 
 
 def train_config():  # leviathan.train, tracking.dashboard; the typed configs training reads

@@ -190,16 +190,16 @@ BAD = [
     (dict(ladder="v3"), r"model.ladder='v3' .* allowed values: v1, v2"),
     (dict(depth_rule="magic"), r"model.depth_rule='magic' .* fixed, isoparametric"),
     (dict(d_model=100, n_heads=3), r"model.d_model=100 must be divisible by model.n_heads=3"),
-    (dict(d_model=0), r"model.d_model: must be a positive integer"),
-    (dict(n_layers=-1), r"model.n_layers: must be a positive integer"),
+    (dict(d_model=0), r"model.d_model: must be an integer >= 1"),
+    (dict(n_layers=-1), r"model.n_layers: must be an integer >= 1"),
     (dict(vocab_pad_to=1000), r"model.vocab_pad_to=1000 must be >= model.vocab_size=200019"),
     (dict(lev=dict(order=3)), r"model.lev.order=3 \(Q\) must divide model.lev.d_seed=128"),
     (dict(lev=dict(base=50)), r"model.lev.base=50: base\*\*k = 50\*\*3 = 125000 must be >= "
                               r"the padded vocabulary 200376"),
     (dict(lev=dict(impl="cuda")), r"model.lev.impl='cuda' .* matmul, bag"),
-    (dict(lev=dict(hidden=0)), r"model.lev.hidden: must be a positive integer"),
+    (dict(lev=dict(hidden=0)), r"model.lev.hidden: must be an integer >= 1"),
     (dict(lev=dict(k=2, base=None), vocab_size=10, vocab_pad_to=None, ffn_hidden=-4),
-     r"model.ffn_hidden: must be a positive integer"),
+     r"model.ffn_hidden: must be null or an integer >= 1"),
 ]
 
 

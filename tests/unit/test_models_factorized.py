@@ -99,15 +99,16 @@ BAD = [
     (dict(arm="factorized", head="tied"),
      r"model.head='tied' is not allowed for model.arm='factorized'; allowed values: untied$"),
     (dict(arm="factorized", head="generator"), r"model.head='generator' .* untied$"),
-    (dict(arm="factorized", factorized_rank=0), r"model.factorized_rank: must be a positive"),
+    (dict(arm="factorized", factorized_rank=0),
+     r"model.factorized_rank: must be null or an integer >= 1"),
     (dict(lev=dict(form="kan")), r"model.lev.form='kan' is not allowed; allowed values: blocks, "
                                  r"khronos"),
-    (dict(lev=dict(knots=1)), r"model.lev.knots: at least 2 knots"),
+    (dict(lev=dict(knots=1)), r"model.lev.knots: must be an integer >= 2"),
     (dict(lev=dict(knot_degree=-1)), r"model.lev.knot_degree: must be an integer >= 0"),
-    (dict(lev=dict(rank=0)), r"model.lev.rank: must be a positive integer"),
-    (dict(lev=dict(heads=0)), r"model.lev.heads: must be a positive integer"),
+    (dict(lev=dict(rank=0)), r"model.lev.rank: must be an integer >= 1"),
+    (dict(lev=dict(heads=0)), r"model.lev.heads: must be an integer >= 1"),
     (dict(lev=dict(delta_std=-0.1)), r"model.lev.delta_std: must be a number >= 0"),
-    (dict(lev=dict(latent_temp=0)), r"model.lev.latent_temp: must be a positive number"),
+    (dict(lev=dict(latent_temp=0)), r"model.lev.latent_temp: must be a number > 0"),
     (dict(lev=dict(log_product="maybe")), r"model.lev.log_product: .*not a valid bool"),
 ]
 

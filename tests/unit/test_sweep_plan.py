@@ -108,7 +108,7 @@ def test_overrides_split_and_dedupe():
     (["+grid=smoke", "model.arm=wizard"], "model.arm"),
     # checked before the ladder rules divide by them (a ZeroDivisionError before)
     (["+grid=isoparametric", "data.seq_len=0"], r"data\.seq_len: must be an integer >= 1"),
-    (["+grid=isoparametric", "trainer.lr=0"], r"trainer\.lr: must be > 0"),
+    (["+grid=isoparametric", "trainer.lr=0"], r"trainer\.lr: must be a number > 0"),
 ])
 def test_bad_grids_fail_naming_the_key(overrides, match, tmp_path):
     with pytest.raises((GridError, ValueError), match=match):

@@ -100,7 +100,8 @@ def test_run_state_reads_launcher_and_mlflow_together():
 
 
 def test_start_timeout_zero_is_allowed_and_negative_names_the_key():
-    from leviathan.training.config import TrainConfigError, tracking_config
+    from leviathan.tracking.config import tracking_config
+    from leviathan.training.config import TrainConfigError
 
     assert tracking_config({"start_timeout_s": 0}).start_timeout_s == 0
     with pytest.raises(TrainConfigError, match=r"tracking\.start_timeout_s"):
@@ -114,7 +115,8 @@ def test_final_send_is_spread_unless_killed(tmp_path, monkeypatch):
     (bench tracking: that burst set the p99 flush); finish() first waits a random
     0..final_flush_spread_s, except for KILLED (a preempted job's grace period is short)."""
     import leviathan.tracking.run_tracker as rt
-    from leviathan.training.config import TrainConfigError, tracking_config
+    from leviathan.tracking.config import tracking_config
+    from leviathan.training.config import TrainConfigError
 
     drawn = []
 

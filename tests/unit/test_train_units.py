@@ -17,10 +17,10 @@ from leviathan.training.config import (
     TrainerConfig,
     config_hash,
     flatten,
-    make_plan,
     trainer_config,
 )
 from leviathan.training.evaluation import frequency_buckets
+from leviathan.training.plan import plan_run
 from leviathan.training.schedule import lr_at
 from leviathan.training.signals import PreemptionFlag
 
@@ -31,14 +31,14 @@ def test_plan_from_token_budget_and_accumulation():
     tc = TrainerConfig(global_batch=16, micro_batch=2, devices=2, num_nodes=2,
                        tokens_per_param=20.0, budget_params="total", warmup_fraction=0.1)
     assert tc.world_size == 4 and tc.accumulation == 2
-    plan = make_plan(tc, seq_len=64, n_params=COUNTS, flops_per_token=6e3)
+    plan = plan_run(tc, seq_len=64, n_params=COUNTS, flops_per_token=6e3)
     assert plan.tokens_per_step == 16 * 64
     assert plan.budget_tokens == 20_000
     assert plan.max_steps == math.ceil(20_000 / 1024) == 20 and plan.warmup_steps == 2
-    plan = make_plan(TrainerConfig(global_batch=16, micro_batch=16, tokens=10_000,
+    plan = plan_run(TrainerConfig(global_batch=16, micro_batch=16, tokens=10_000,
                                    warmup_steps=0), 64, COUNTS, 1.0)
     assert plan.max_steps == 10 and plan.budget_tokens == 10_000
-    plan = make_plan(TrainerConfig(global_batch=16, micro_batch=16, budget_params="body"),
+    plan = plan_run(TrainerConfig(global_batch=16, micro_batch=16, budget_params="body"),
                      64, COUNTS, 1.0)
     assert plan.budget_tokens == 2000 and plan.max_steps == 2
 
@@ -161,7 +161,7 @@ def test_every_trainer_config_composes_and_validates(trainer, tmp_path):
     from omegaconf import OmegaConf
 
     from leviathan.config import compose
-    from leviathan.training.config import tracking_config
+    from leviathan.tracking.config import tracking_config
 
     cfg = compose("train", [f"trainer={trainer}", f"paths.root_dir={tmp_path}"])
     tc = trainer_config(cfg)
@@ -203,7 +203,7 @@ def test_module_state_dict_holds_the_model_once():
     from leviathan.training.module import LanguageModelModule
 
     tc = TrainerConfig(global_batch=2, micro_batch=1)
-    plan = make_plan(tc, 4, COUNTS, 1.0)
+    plan = plan_run(tc, 4, COUNTS, 1.0)
     module = LanguageModelModule(torch.nn.Linear(2, 2), tc, plan, ResumableBatches(None))
     assert sorted(module.state_dict()) == ["model.bias", "model.weight"]
 

@@ -1,0 +1,114 @@
+"""Every size, count and rate of every schema is range-checked, with errors naming the key.
+
+For each schema dataclass, each numeric field (int/float, optional or a list of them) that
+carries a check in its `_checks` gets 0 (where 0 is invalid), a negative value and a
+non-numeric string, fed through the group's own loader; the error is the group's class and its
+message one line starting `<group>.<field>:` (`<group>.<field>[i]:` for a list's item that
+OmegaConf cannot convert). A completeness check keeps every numeric field
+checked, or listed in FREE with the reason it is left free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+
+import pytest
+
+from leviathan.data.config import DataConfig, DataError, to_data_config
+from leviathan.eval.config import EvalConfig, EvalConfigError, eval_config
+from leviathan.models.config import ConfigError, LevConfig, ModelConfig, to_model_config
+from leviathan.sweep.grid import GridConfig, GridError, LRRule, to_grid_config
+from leviathan.sweep.launcher_config import (
+    LauncherError,
+    LocalLauncherConfig,
+    SlurmLauncherConfig,
+    to_launcher_config,
+)
+from leviathan.tracking.config import TrackingConfig, tracking_config
+from leviathan.training.config import TrainConfigError, TrainerConfig, trainer_config
+from leviathan.typed_config import field_checks
+
+_FOLDER = {"folder": "/tmp/submitit"}  # the default interpolates paths.scratch_dir
+_GRID = {"name": "g", "sizes": ["v1/109M"], "arms": {"dense": ["model.arm=dense"]}}
+
+# schema -> (group in the messages, error class, load {field: value} through the group's loader)
+SCHEMAS = {
+    TrainerConfig: ("trainer", TrainConfigError, lambda d: trainer_config(d)),
+    TrackingConfig: ("tracking", TrainConfigError, lambda d: tracking_config(d)),
+    DataConfig: ("data", DataError, lambda d: to_data_config({"path": "x.jsonl", **d})),
+    ModelConfig: ("model", ConfigError, lambda d: to_model_config(d)),
+    LevConfig: ("model.lev", ConfigError, lambda d: to_model_config({"lev": d})),
+    GridConfig: ("grid", GridError, lambda d: to_grid_config({**_GRID, **d})),
+    LRRule: ("grid.lr_rule", GridError, lambda d: to_grid_config({**_GRID, "lr_rule": d})),
+    LocalLauncherConfig: ("launcher", LauncherError,
+                          lambda d: to_launcher_config({"name": "local", **_FOLDER, **d})),
+    SlurmLauncherConfig: ("launcher", LauncherError,
+                          lambda d: to_launcher_config({"name": "slurm", **_FOLDER, **d})),
+    EvalConfig: ("eval", EvalConfigError, lambda d: eval_config(d)),
+}
+
+# numeric fields deliberately without a range check, and why
+FREE = {
+    (TrainerConfig, "betas"): "a pair, checked by hand: two numbers in [0, 1)",
+    (LRRule, "exponent"): "any real exponent (negative in practice: OLMo's -1/3)",
+    (EvalConfig, "seed"): "any integer the harness's seeding accepts",
+}
+
+
+def _kind(t: typing.Any) -> str | None:
+    """'scalar' for int/float (optional or a union), 'list' for a list of them, else None."""
+    args = typing.get_args(t)
+    if typing.get_origin(t) is list:
+        return "list" if args and args[0] in (int, float) else None
+    kinds = (t, *args)
+    return "scalar" if any(k in (int, float) for k in kinds) else None
+
+
+def _numeric_fields(cls: type) -> dict[str, str]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: k for f in dataclasses.fields(cls) if (k := _kind(hints[f.name]))}
+
+
+def _cases():
+    for cls, (group, _err, _load) in SCHEMAS.items():
+        checks = field_checks(cls)
+        for name, kind in _numeric_fields(cls).items():
+            if name not in checks:
+                continue
+            for value in (0, -1, "abc"):
+                value = [value] if kind == "list" else value
+                if value in (0, [0]) and checks[name](value) is None:
+                    continue  # 0 is a valid setting of this field
+                yield pytest.param(cls, name, value, id=f"{group}.{name}={value!r}")
+
+
+@pytest.mark.parametrize(("cls", "name", "value"), list(_cases()))
+def test_out_of_range_values_fail_naming_the_key(cls, name, value):
+    group, err, load = SCHEMAS[cls]
+    with pytest.raises(err) as info:
+        load({name: value})
+    msg = str(info.value)
+    assert re.match(rf"{re.escape(group)}\.{name}(\[\d+\])?: ", msg), msg  # [i]: a list's item
+    assert "\n" not in msg
+
+
+def test_every_numeric_field_is_checked_or_free_with_a_reason():
+    unchecked = [f"{cls.__name__}.{name}" for cls in SCHEMAS
+                 for name in _numeric_fields(cls)
+                 if name not in field_checks(cls) and (cls, name) not in FREE]
+    assert not unchecked, f"numeric fields without a range check: {unchecked}"
+    stale = [f"{cls.__name__}.{name}" for cls, name in FREE if name in field_checks(cls)]
+    assert not stale, f"listed as free but checked: {stale}"
+
+
+def test_checks_name_only_real_fields():
+    for cls in SCHEMAS:
+        names = {f.name for f in dataclasses.fields(cls)}
+        assert set(field_checks(cls)) <= names, cls.__name__
+
+
+def test_defaults_pass_their_checks():
+    for _group, _err, load in SCHEMAS.values():
+        load({})
