@@ -182,10 +182,11 @@ class RunTracker:
         Unless the job was killed (a preempted job's grace period is short), the final send waits
         a random 0..final_flush_spread_s first, as the periodic sends are jittered: the jobs of an
         array that end together (same steps, same start) then reach the server spread over that
-        window instead of all at one instant (bench tracking: this burst set the p99 flush)."""
+        window instead of all at one instant (bench tracking: this burst set the p99 flush). The
+        status is journaled before that wait: a job killed during it leaves it in the outbox."""
+        self.outbox.put({"op": "status", "s": status})
         if status != "KILLED" and self.final_flush_spread_s > 0:
             time.sleep(random.uniform(0.0, self.final_flush_spread_s))
-        self.outbox.put({"op": "status", "s": status})
         return self.close()
 
     def close(self) -> bool:

@@ -37,6 +37,25 @@ def sync_run_dir(run_dir: str | Path, *, uri: str | None = None,
         return "busy", n
 
 
+def finish_if_running(run_id: str, uri: str, timeout_s: float) -> bool:
+    """Mark MLflow run `run_id` FINISHED if it is still RUNNING (its job finished, summary.json
+    says so, but was killed before its final status was sent). True when it was changed; a
+    server that does not answer within `timeout_s` changes nothing (a warning says so)."""
+    from leviathan.tracking.server import is_up
+
+    if not is_up(uri, timeout=timeout_s):
+        log.warning(f"MLflow at {uri} is not answering: run {run_id} keeps its status there")
+        return False
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    if client.get_run(run_id).info.status != "RUNNING":
+        return False
+    client.set_terminated(run_id, "FINISHED")
+    log.info(f"MLflow run {run_id} was left RUNNING by a job that had finished: marked FINISHED")
+    return True
+
+
 def sync_runs(run_dirs: dict[str, Path], *, uri: str | None = None,
               timeout_s: float = 60.0) -> dict[str, str]:
     """sync_run_dir for each {run name: run folder}; says one line per folder that had an

@@ -117,9 +117,14 @@ def _finished(ctx: RunContext) -> dict:
     folder = ctx.folder
     summary = json.loads(folder.summary.read_text())
     if ctx.is_zero:
-        from leviathan.tracking.sync import sync_run_dir
+        from leviathan.tracking.sync import finish_if_running, sync_run_dir
 
-        sync_run_dir(folder.path, uri=ctx.trk.uri, timeout_s=ctx.trk.connect_timeout_s)
+        outcome, _ = sync_run_dir(folder.path, uri=ctx.trk.uri,
+                                  timeout_s=ctx.trk.connect_timeout_s)
+        if outcome in ("nothing", "sent") and summary.get("run_id"):
+            # summary.json is written before the final status is sent: a job killed between
+            # the two left its MLflow run RUNNING; the summary says it finished
+            finish_if_running(summary["run_id"], ctx.trk.uri, ctx.trk.connect_timeout_s)
     log.info(f"run {folder.key} already finished (MLflow run {summary.get('run_id')}): "
              f"{folder.summary}")
     return summary

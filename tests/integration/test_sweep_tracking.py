@@ -42,8 +42,12 @@ def test_crashed_job_shows_lost_is_synced_and_resumes_into_its_run(mlflow_server
               "sweep.name=crash", f"paths.root_dir={tmp_path}", f"tracking.uri={mlflow_server}",
               "tracking.flush_every_s=3600", "tracking.heartbeat_every_s=1"]
     log = open(tmp_path / "sweep.log", "w")  # noqa: SIM115 - closed below
+    # the job's first attempt waits at step 4 (after the checkpoint of step 2) until killed: a
+    # tiny model would otherwise finish its 8 steps between two polls for the checkpoint
+    hold = {"LEVIATHAN_REHEARSE_PREEMPTION": "crash-164K-1.02Ktok-s0-dense@4"}
     proc = subprocess.Popen([sys.executable, "-m", "leviathan.sweep", *common], cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, **hold})
     runs_dir = tmp_path / "scratch" / "runs"
 
     def crashed_run():  # the first run with a checkpoint and an open MLflow run

@@ -108,6 +108,23 @@ def test_tiny_run_lands_in_mlflow(arm, tmp_path, data_dir, mlflow_server):
 
 @pytest.mark.integration
 @pytest.mark.slow
+def test_finished_run_left_running_in_mlflow_is_marked_finished(tmp_path, data_dir,
+                                                                 mlflow_server):
+    """A job killed after writing summary.json but before its final status reached MLflow
+    (the final send waits up to final_flush_spread_s) left its run RUNNING: starting the same
+    command again finds the finished run folder and marks the MLflow run FINISHED."""
+    from leviathan.training.run import train
+
+    cfg = compose(tiny(data_dir, tmp_path, mlflow_server, "run_name=left-running", steps=2))
+    run_id = train(cfg)["run_id"]
+    client(mlflow_server).update_run(run_id, status="RUNNING")  # what the kill left
+    assert client(mlflow_server).get_run(run_id).info.status == "RUNNING"
+    assert train(cfg)["run_id"] == run_id  # no training: the run folder says it finished
+    assert client(mlflow_server).get_run(run_id).info.status == "FINISHED"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
 def test_lean_loss_run_matches_the_plain_loss_run(tmp_path, data_dir, mlflow_server):
     """trainer.loss_impl=chunked (the default; 16-token chunks: two per micro-batch) against
     plain: the same train/loss and grad_norm at every step, the same validation loss."""
