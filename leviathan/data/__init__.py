@@ -5,7 +5,7 @@ token_frequencies, fingerprint; DataConfig and DataError (config.py). Exports lo
 `python -m leviathan.data.<tool>` starts without importing the rest.
 """
 
-import importlib
+from leviathan.lazy import lazy_exports
 
 _EXPORTS = {
     "build_train_stream": "api", "build_val_batches": "api", "check_data": "api",
@@ -14,10 +14,4 @@ _EXPORTS = {
     "DataConfig": "config", "DataError": "config",
     "to_data_config": "config",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"leviathan.data.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'leviathan.data' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

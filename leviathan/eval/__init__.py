@@ -10,7 +10,7 @@ composing a config (leviathan.eval.config) imports neither the runner nor the ch
 reader.
 """
 
-import importlib
+from leviathan.lazy import lazy_exports
 
 _EXPORTS = {
     "CheckpointError": "checkpoint", "RunFiles": "checkpoint", "load_model": "checkpoint",
@@ -18,14 +18,4 @@ _EXPORTS = {
     "EvalConfig": "config", "EvalConfigError": "config", "eval_config": "config",
     "evaluate_run": "runner", "mlflow_metrics": "runner",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"leviathan.eval.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'leviathan.eval' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

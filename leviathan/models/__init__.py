@@ -8,7 +8,7 @@ parameters (leviathan.models.accounting) does not import torch; the modules (bui
 transformer, lev, factorized) import it when a model class or build_model is first used.
 """
 
-import importlib
+from leviathan.lazy import lazy_exports
 
 _EXPORTS = {
     "ParamCounts": "accounting", "count_params": "accounting", "factorized_rank": "accounting",
@@ -22,14 +22,4 @@ _EXPORTS = {
     "LevGenerator": "lev",
     "LanguageModel": "transformer",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"leviathan.models.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'leviathan.models' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
