@@ -12,6 +12,7 @@ BENCHES = {
     "data": "leviathan.bench.data",  # raw tiktoken vs streaming vs prepared reader
     "loss": "leviathan.bench.loss",  # plain vs lean (chunked) head + cross-entropy
     "gpu": "leviathan.bench.gpu",  # real training steps on CUDA: tokens/s, MFU, peak memory
+    "gpu-suite": "leviathan.bench.gpu_suite",  # every GPU figure in one call: one JSON
     "tracking": "leviathan.bench.tracking",  # N concurrent jobs' MLflow writers vs one server
     "loop": "leviathan.bench.loop",  # Lightning's Trainer vs the plain step, per optimizer step
     "lev": "leviathan.bench.lev",  # the two LEV forms: params, time, init scale, training

@@ -70,6 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Pile-format shards, a prepared dir, or `minipile` (default: synthetic)")
     p.add_argument("--lev-steps", type=int, default=5,
                    help="LEV-alone timings per path (0: skip them)")
+    p.add_argument("--profile", type=int, default=0,
+                   help="after the timed steps, profile this many more steps per arm and record "
+                        "the top kernels by device time (0: none)")
     p.add_argument("--device", default="cuda", help="cuda (cpu: for tests of this code only)")
     p.add_argument("--out", type=Path, default=None, help=f"results JSON (default {DEFAULT_OUT})")
     p.add_argument("--seed", type=int, default=0)
@@ -80,6 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, key, gpu[key])
     args.peak_flops = float(args.peak_flops)
     args.matmul_precision = gpu["matmul_precision"]
+    args.fused_adamw = bool(gpu.get("fused_adamw", False))
     for key in ("steps", "micro_batch", "accumulation", "seq_len", "loss_chunk"):
         if getattr(args, key) <= 0:
             p.error(f"--{key.replace('_', '-')} must be positive")
@@ -154,6 +158,26 @@ def time_lev(lev, batches, device: torch.device, steps: int) -> dict[str, float]
     return out
 
 
+def top_kernels(step, source, args, device: torch.device, top: int = 12) -> list[dict]:
+    """Profile args.profile more steps; the `top` kernels (or CPU ops, without CUDA) by their
+    device time: name, total ms, calls, share of all device time. Where MFU falls short of its
+    goal, this says what the time went into."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for _ in range(args.profile):
+            step([next(source).to(device, non_blocking=True) for _ in range(args.accumulation)])
+        _sync(device)
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
+    total = sum(getattr(e, attr) for e in events) or 1.0
+    events.sort(key=lambda e: getattr(e, attr), reverse=True)
+    return [{"name": e.key[:160], "ms": round(getattr(e, attr) / 1e3 / args.profile, 3),
+             "calls_per_step": e.count / args.profile,
+             "share": round(getattr(e, attr) / total, 4)} for e in events[:top]]
+
+
 def run_arm(args, spec: str, arm: str, device: torch.device, workdir: Path) -> dict:
     import torch
 
@@ -172,7 +196,8 @@ def run_arm(args, spec: str, arm: str, device: torch.device, workdir: Path) -> d
     tc = TrainerConfig(accelerator="gpu" if device.type == "cuda" else "cpu",
                        micro_batch=args.micro_batch,
                        global_batch=args.micro_batch * args.accumulation, compile=args.compile,
-                       loss_impl=args.loss_impl, loss_chunk=args.loss_chunk)
+                       loss_impl=args.loss_impl, loss_chunk=args.loss_chunk,
+                       fused_adamw=args.fused_adamw)
     step = TrainStep(model, tc, autocast=torch.bfloat16 if device.type == "cuda" else None)
     source = batch_source(args, cfg.vocab_size, workdir)
     times, losses = [], []
@@ -192,6 +217,8 @@ def run_arm(args, spec: str, arm: str, device: torch.device, workdir: Path) -> d
            "flops_per_s": fpt * tokens / med, "mfu": fpt * tokens / med / args.peak_flops,
            "peak_mem_gb": peak_memory_gb(device), "loss_first": losses[0],
            "loss_last": losses[-1]}
+    if args.profile:
+        out["top_kernels"] = top_kernels(step, source, args, device)
     if cfg.arm == "leviathan" and args.lev_steps:
         batches = token_batches(cfg.vocab_size, (args.micro_batch, args.seq_len + 1), 4,
                                 seed=args.seed)
@@ -221,11 +248,20 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.steps} measured steps; loss {args.loss_impl}, compile {args.compile}, data "
           f"{args.data or 'synthetic Zipf ids'}; MFU against {args.peak_flops:.4g} FLOP/s")
     shapes: dict[str, dict[str, dict]] = {}
+    failed: list[dict] = []
+    out = args.out or default_out()
     with tempfile.TemporaryDirectory(prefix="leviathan-bench-gpu-") as tmp:
         for spec in specs:
             arms = args.arms.split(",") if args.arms else list(grid_arms(split_shape(spec)[1]))
             for arm in arms:
-                r = run_arm(args, spec, arm, device, Path(tmp))
+                try:
+                    r = run_arm(args, spec, arm, device, Path(tmp))
+                except torch.cuda.OutOfMemoryError as e:  # the other arms still get measured
+                    print(f"{spec:9s} {arm:10s} out of memory: {str(e).splitlines()[0]}")
+                    failed.append({"shape": spec, "arm": arm, "error": "out of memory"})
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                    continue
                 shape = r["shape"]  # ladder/size: the key the sweep plan looks up
                 shapes.setdefault(shape, {})[arm] = r
                 lev = (f", LEV unique {r['lev_unique_s'] * 1e3:.1f} ms vs table "
@@ -233,6 +269,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{spec:9s} {arm:10s} L={r['n_layers']:2d}: {r['tokens_per_s']:,.0f} "
                       f"tokens/s, MFU {r['mfu']:.1%}, peak {r['peak_mem_gb']:.1f} GB, loss "
                       f"{r['loss_first']:.3f} -> {r['loss_last']:.3f}{lev}", flush=True)
+                write_record(out, args, name, torch.__version__, shapes, failed)  # kept if killed
+    if not shapes:
+        print(f"nothing measured: {failed}")
+        return 1
+    summary = write_record(out, args, name, torch.__version__, shapes, failed)
+    print(f"results: {out} (the sweep's dry run reads the MFU per shape and arm from here)")
+    print(json.dumps({**summary, "device": name, "out": str(out)}))
+    return 0
+
+
+def summarize(shapes: dict[str, dict[str, dict]]) -> dict:
     summary: dict = {}
     for shape, arms in shapes.items():
         for arm, r in arms.items():
@@ -243,16 +290,22 @@ def main(argv: list[str] | None = None) -> int:
             summary.setdefault("leviathan_dense_ratio", {})[shape] = round(ratio, 4)
     summary["peak_mem_gb"] = round(max(r["peak_mem_gb"] for a in shapes.values()
                                        for r in a.values()), 2)
-    out = args.out or default_out()
-    record = {"device": name, "torch": torch.__version__, "peak_flops": args.peak_flops,
+    return summary
+
+
+def write_record(out: Path, args, device: str, torch_version: str,
+                 shapes: dict[str, dict[str, dict]], failed: list[dict] | None = None) -> dict:
+    """Write the results so far to `out` (atomically: a reader never sees half a file)."""
+    summary = summarize(shapes)
+    record = {"device": device, "torch": torch_version, "peak_flops": args.peak_flops,
               "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "settings": {k: v for k, v in vars(args).items() if k != "out"},
-              "shapes": shapes, "summary": summary}
+              "shapes": shapes, "failed": failed or [], "summary": summary}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    print(f"results: {out} (the sweep's dry run reads the MFU per shape and arm from here)")
-    print(json.dumps({**summary, "device": name, "out": str(out)}))
-    return 0
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    os.replace(tmp, out)
+    return summary
 
 
 if __name__ == "__main__":

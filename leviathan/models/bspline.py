@@ -21,7 +21,6 @@ def knots(grid_size: int, degree: int) -> torch.Tensor:
     return (torch.arange(grid_size + 2 * degree + 1, dtype=torch.float64) - degree) / grid_size
 
 
-@functools.lru_cache(maxsize=8)
 def basis_polynomials(degree: int) -> torch.Tensor:
     """C (p+1, p+1) float64: on every span, B_{span+j}(u) = sum_a C[a, j] u^a.
 
@@ -47,6 +46,30 @@ def basis_polynomials(degree: int) -> torch.Tensor:
     return torch.stack(values, dim=1)  # (power a, basis j)
 
 
+@functools.lru_cache(maxsize=8)
+def _coefficient_rows(degree: int) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(row) for row in basis_polynomials(degree).tolist())
+
+
+@functools.lru_cache(maxsize=32)
+def _coefficients_on(degree: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor(_coefficient_rows(degree), dtype=dtype, device=device)
+
+
+def coefficients(degree: int, like: torch.Tensor) -> torch.Tensor:
+    """basis_polynomials(degree) on like's device and dtype: eagerly one cached tensor per
+    (degree, device, dtype), so no step copies it to the GPU again; under torch.compile a
+    constant of the graph (the cache is not traced)."""
+    if torch.compiler.is_compiling():
+        return torch.tensor(_constant_rows(degree), dtype=like.dtype, device=like.device)
+    return _coefficients_on(degree, like.device, like.dtype)
+
+
+@torch.compiler.assume_constant_result
+def _constant_rows(degree: int) -> tuple[tuple[float, ...], ...]:
+    return _coefficient_rows(degree)
+
+
 def local_basis(x: torch.Tensor, grid_size: int, degree: int
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Non-zero basis values at x in [0, 1].
@@ -61,7 +84,7 @@ def local_basis(x: torch.Tensor, grid_size: int, degree: int
     for _ in range(2, degree + 1):
         powers.append(powers[-1] * u)
     powers = torch.stack(powers[: degree + 1], dim=-1)  # (..., p+1): u^0..u^p
-    coeffs = basis_polynomials(degree).to(device=x.device, dtype=x.dtype)  # (p+1, p+1)
+    coeffs = coefficients(degree, x)  # (p+1, p+1)
     return span.long(), powers @ coeffs
 
 
@@ -92,7 +115,7 @@ def centred_local_basis(x: torch.Tensor, n_knots: int, degree: int
     for _ in range(2, degree + 1):
         powers.append(powers[-1] * u)
     powers = torch.stack(powers[: degree + 1], dim=-1)  # (..., p+1)
-    values = powers @ basis_polynomials(degree).to(device=x.device, dtype=x.dtype)
+    values = powers @ coefficients(degree, x)
     index = span.long().unsqueeze(-1) + torch.arange(degree + 1, device=x.device)  # (..., p+1)
     inside = (index >= 0) & (index < n_knots)
     values = values * inside

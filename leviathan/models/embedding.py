@@ -20,6 +20,9 @@ class DenseEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, D)
         return F.embedding(ids, self.weight)
 
+    def compile_regions(self, **options) -> None:
+        """Nothing to compile: one lookup (LanguageModel.compile_regions)."""
+
     def table(self) -> torch.Tensor:  # (V_pad, D): the whole input representation
         return self.weight
 

@@ -36,6 +36,10 @@ class FactorizedEmbedding(nn.Module):
         with torch.autocast(self.weight.device.type, enabled=False):
             return self.proj(F.embedding(ids, self.weight))  # (B, T, r) -> (B, T, D)
 
+    def compile_regions(self, **options) -> None:
+        """The lookup and projection as one graph (static shapes; LanguageModel.compile_regions)."""
+        self.compile(**options)
+
     def table(self) -> torch.Tensor:  # (V_pad, D): the whole input representation
         with torch.autocast(self.weight.device.type, enabled=False):
             return self.proj(self.weight)

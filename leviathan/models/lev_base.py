@@ -53,6 +53,7 @@ class LevGenerator(nn.Module):
         self.register_buffer("offsets", torch.arange(self.k) * self.base, persistent=False)
         self._table: torch.Tensor | None = None  # (V_pad, D) cached eval table
         self._table_key: list[torch.Tensor] | None = None  # parameter snapshot
+        self._compiled = None  # compile_regions(): the generator under torch.compile
         self.register_load_state_dict_post_hook(_after_load)  # a function: the module pickles
 
     def reset_offsets(self) -> None:  # the buffer, after a meta build + to_empty
@@ -73,8 +74,20 @@ class LevGenerator(nn.Module):
     def generate(self, ids: torch.Tensor) -> torch.Tensor:
         """LEV evaluated at every given id: ids (N,) -> e (N, D), in the parameters' dtype
         whatever autocast is active (fp32 for an fp32 model, as the Dense lookup)."""
+        if self._compiled is not None:
+            return self._compiled(ids)
+        return self._generate(ids)
+
+    def _generate(self, ids: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.offsets.device.type, enabled=False):
             return self.embed_seed(self.seed(ids))
+
+    def compile_regions(self, **options) -> None:
+        """torch.compile the generator (seed + form: one graph, no break) with the number of
+        ids symbolic (dynamic=True): the count of distinct ids changes every step, and one
+        graph serves every count without recompiling. torch.unique, whose output size depends
+        on the data, stays eager in front of it (embed_unique)."""
+        self._compiled = torch.compile(self._generate, dynamic=True, **options)
 
     # ---- the three evaluation paths ---------------------------------------------------------
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, D)

@@ -66,6 +66,20 @@ class LanguageModel(nn.Module):
             x = block(x)
         return self.norm(x)
 
+    def compile_regions(self, **options) -> None:
+        """torch.compile by region, in place (state_dict keys unchanged): every block (the
+        blocks share one compiled graph: their code and shapes are the same, parameters are
+        graph inputs), the final norm, and the input representation's own regions (LEV's
+        generator with a symbolic row count, the factorized lookup + projection; a Dense
+        lookup needs none). Compiling the repeated block once instead of the unrolled stack
+        keeps compile time independent of depth; data-dependent steps (LEV's torch.unique)
+        stay eager between the graphs, so no graph breaks and no recompiles as the number of
+        distinct ids varies (tests/unit/test_train_compile.py counts both)."""
+        for block in self.blocks:
+            block.compile(**options)
+        self.norm.compile(**options)
+        self.embed.compile_regions(**options)
+
     def head_weight(self) -> torch.Tensor:  # (V_pad, D): logits = h @ head_weight().T
         if self.head is not None:
             return self.head.weight

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from leviathan.training.config import TrainConfigError
-from leviathan.typed_config import above, check_fields, in_range, optional
+from leviathan.typed_config import above, boolean, check_fields, in_range, optional
 
 
 @dataclass
 class TrackingConfig:
+    enabled: bool = True  # false: no MLflow at all (a bare GPU box): the run folder's
+    #   metrics.jsonl and tracking.json only (leviathan/tracking/folder.py)
     uri: str = "${oc.env:MLFLOW_TRACKING_URI,http://127.0.0.1:5000}"  # tracking server (a sweep
     #   checks it before submitting; `make tracking-server`: PostgreSQL with several workers)
     experiment: str = "leviathan"  # MLflow experiment name
@@ -37,7 +39,7 @@ class TrackingConfig:
     #   flush_every_s (the periodic sends' jitter window), at most 5 s; 0: send at once
 
     _checks = {
-        "connect_timeout_s": above(0), "start_timeout_s": in_range(0),
+        "enabled": boolean(), "connect_timeout_s": above(0), "start_timeout_s": in_range(0),
         "http_timeout_s": above(0), "flush_every_s": above(0), "heartbeat_every_s": above(0),
         "retry_backoff_s": above(0), "retry_max_backoff_s": above(0),
         "final_flush_timeout_s": above(0), "final_flush_spread_s": optional(in_range(0)),

@@ -124,24 +124,20 @@ class StepCallback(pl.Callback):
         now = time.perf_counter()
         self._window_t += now - (self._t_last or now)
         self._window_steps += 1
-        tokens = step * self.plan.tokens_per_step
         last_step = step >= self.plan.max_steps
-        metrics = dict(pl_module.last)
-        metrics["tokens_seen"] = float(tokens)
         shown = step % self.tc.log_every == 0 or last_step
-        if shown:
-            self._throughput(metrics)
-        if self.tracker is not None:
-            self.tracker.log_metrics(metrics, step=step)
-        if shown:  # after log_metrics: a printed step's metrics are in the outbox already
-            self._progress(step, metrics)
-        if step % self.tc.val_every == 0 or last_step:
-            self.validate(trainer, pl_module, step)
+        validate = step % self.tc.val_every == 0 or last_step
         if step == self._rehearse_at and self.preemption is not None:
+            self.flush(pl_module, shown)
             self.preemption.wait_for_preemption(step)
         signum = self._agreed_signal(trainer, pl_module)
         snapshot = step in self.tc.snapshot_steps
-        if step % self.tc.ckpt_every == 0 or last_step or signum or snapshot:
+        save = step % self.tc.ckpt_every == 0 or last_step or signum or snapshot
+        if shown or validate or save:  # the only steps that read the device (module.flush)
+            self.flush(pl_module, shown)
+        if validate:
+            self.validate(trainer, pl_module, step)
+        if save:
             self.save(trainer, pl_module)
         if snapshot and trainer.is_global_zero:
             self.keep_snapshot(step)
@@ -149,6 +145,19 @@ class StepCallback(pl.Callback):
             self.preempted_at = step
             trainer.should_stop = True
         self._t_last = time.perf_counter()  # validation and checkpoint time are not training
+
+    def flush(self, pl_module, shown: bool) -> None:
+        """Read the steps the module kept on the device (raising NonFiniteLoss at the first
+        diverged one), log each at its own step, and print a progress line if `shown`."""
+        steps = pl_module.flush()
+        for i, (step, metrics) in enumerate(steps):
+            metrics["tokens_seen"] = float(step * self.plan.tokens_per_step)
+            if shown and i == len(steps) - 1:
+                self._throughput(metrics)
+            if self.tracker is not None:
+                self.tracker.log_metrics(metrics, step=step)
+        if shown and steps:  # after log_metrics: a printed step's metrics are in the outbox
+            self._progress(*steps[-1])
 
     def _throughput(self, metrics: dict) -> None:
         if self._window_t <= 0:
@@ -190,6 +199,8 @@ class StepCallback(pl.Callback):
 
     def _agreed_signal(self, trainer, pl_module) -> int:
         local = self.preemption.received if self.preemption is not None else None
+        if trainer.world_size == 1:
+            return int(local or 0)  # nothing to agree on: no device round trip
         flag = torch.tensor([local or 0], device=pl_module.device)
         if trainer.world_size > 1 and torch.distributed.is_initialized():
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)

@@ -42,7 +42,9 @@ class TrainerConfig:
     num_nodes: int = 1  # nodes (multi-node through Lightning's SLURM environment)
     strategy: str = "auto"  # Lightning strategy: auto | ddp (several devices) | ...
     precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed | ...
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile the model by region (LanguageModel.compile_regions:
+    #   each block, the final norm, LEV's generator with a dynamic row count)
+    fused_adamw: bool = False  # AdamW's fused kernel (CUDA; CPU from torch 2.4, else foreach)
     loss_impl: str = "chunked"  # training loss: chunked (lean: the tokens x V_pad logits never
     #   all held at once, models/loss.py) | plain (all logits; validation always uses it)
     loss_chunk: int = 1024  # chunked: tokens per chunk (memory: chunk x V_pad fp32 logits)

@@ -102,7 +102,9 @@ def fit(ctx: RunContext) -> dict:
     except BaseException as e:
         preemption.uninstall()
         if tracker is not None:
-            step = trainer.global_step + 1 if trainer is not None else 0
+            step = getattr(e, "step", None)  # NonFiniteLoss: the first diverged step
+            if step is None:
+                step = trainer.global_step + 1 if trainer is not None else 0
             tracker.set_tags({Tag.FAILURE_REASON: f"{type(e).__name__}: {e}"[:4000],
                               Tag.FAILED_AT_STEP: step})
             interrupted = isinstance(e, (KeyboardInterrupt, SystemExit))

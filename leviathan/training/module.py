@@ -5,6 +5,11 @@ from the model: one weight-decay rule by parameter role for every arm, leviathan
 gradient clipping (done here so the pre-clip norm is logged) and the non-finite guard are the
 plain torch pieces of step.py, which the benches run too; the learning-rate schedule is
 schedule.py. Validation, logging and checkpoints live in callbacks.py.
+
+No host synchronisation per step: each optimizer step's loss and pre-clip gradient norm stay
+on the device in `pending` until the callback reads them all at once (`flush`, at log,
+validation and checkpoint steps); the non-finite guard runs there, naming the first bad step,
+and always before a checkpoint is written, so a checkpoint never holds a diverged step.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from leviathan.training.batches import ResumableBatches
 from leviathan.training.config import TrainerConfig
 from leviathan.training.plan import RunPlan
 from leviathan.training.schedule import build_scheduler
-from leviathan.training.step import LossOf, NonFiniteLoss, clip_and_check, make_optimizer
+from leviathan.training.step import LossOf, NonFiniteLoss, check_finite, clip_grads, make_optimizer
 
 __all__ = ["LanguageModelModule", "NonFiniteLoss"]
 
@@ -30,9 +35,10 @@ class LanguageModelModule(pl.LightningModule):
         # the loss holds the (compiled) network outside the module tree: state_dict keys stay
         # model.*; trainer.loss_impl picks the lean (chunked) or the plain head + loss
         self.loss_of = LossOf(model, tc)
-        self._loss_sum = torch.zeros(())  # micro-batch losses since the last optimizer step
+        self._loss_sum: torch.Tensor | None = None  # micro-batch losses since the last step
         self._loss_n = 0
-        self.last: dict[str, float] = {}  # loss, grad_norm, lr of the last optimizer step
+        self.pending: list[tuple[int, torch.Tensor, float]] = []  # (step, [loss, norm], lr)
+        self.last: dict[str, float] = {}  # loss, grad_norm, lr of the last flushed step
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, V_pad)
         return self.model(idx)
@@ -40,7 +46,8 @@ class LanguageModelModule(pl.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         self.batches.consume(batch)
         loss = self.loss_of(batch)  # batch (B, T + 1): inputs [:, :-1], targets [:, 1:]
-        self._loss_sum = self._loss_sum.to(loss.device) + loss.detach().float()
+        part = loss.detach().float()
+        self._loss_sum = part if self._loss_sum is None else self._loss_sum + part
         self._loss_n += 1
         return loss
 
@@ -52,13 +59,26 @@ class LanguageModelModule(pl.LightningModule):
         return t
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        # Gradients are complete (accumulated, all-reduced by DDP): check, clip, record.
-        loss = self._all_mean(self._loss_sum / max(1, self._loss_n)).item()
-        step = self.trainer.global_step + 1
-        self._loss_sum, self._loss_n = torch.zeros((), device=self.device), 0
-        norm = clip_and_check(self.model, self.tc, loss, step)
-        self.last = {"train/loss": loss, "grad_norm": norm,
-                     "lr": optimizer.param_groups[0]["lr"]}
+        # Gradients are complete (accumulated, all-reduced by DDP): clip, record on the device.
+        loss = self._all_mean(self._loss_sum / self._loss_n)
+        self._loss_sum, self._loss_n = None, 0
+        norm = clip_grads(self.model, self.tc)
+        self.pending.append((self.trainer.global_step + 1, torch.stack([loss, norm.float()]),
+                             optimizer.param_groups[0]["lr"]))
+
+    def flush(self) -> list[tuple[int, dict[str, float]]]:
+        """The steps recorded since the last flush as (step, {train/loss, grad_norm, lr}), read
+        from the device in one transfer; raises NonFiniteLoss at the first non-finite one."""
+        if not self.pending:
+            return []
+        values = torch.stack([v for _, v, _ in self.pending]).tolist()  # the one sync
+        out = []
+        for (step, _, lr), (loss, norm) in zip(self.pending, values, strict=True):
+            check_finite(self.tc, loss, norm, step)
+            out.append((step, {"train/loss": loss, "grad_norm": norm, "lr": lr}))
+        self.pending.clear()
+        self.last = dict(out[-1][1])
+        return out
 
     def on_train_start(self) -> None:
         # The restored optimizer holds the LR of the run it came from; a WSD-S branch starting

@@ -30,6 +30,12 @@ def start_tracker(ctx: RunContext, *, fingerprint: str):
     """Create (or reopen: the run folder keeps its id) the run's MLflow run; rank 0 only. Never
     waits longer than tracking.connect_timeout_s for the server: leviathan.tracking.run_tracker
     opens the run in the background if it does not answer."""
+    if not ctx.trk.enabled:  # tracking.enabled=false: the run folder only, no MLflow import
+        from leviathan.tracking.folder import FolderTracker
+
+        tracker = FolderTracker.for_run(ctx)
+        tracker.start(tags=tags_of(ctx, fingerprint), params=params_of(ctx))
+        return tracker
     from leviathan.tracking.run_tracker import RunTracker
 
     tracker = RunTracker.for_run(ctx)

@@ -72,7 +72,7 @@ def train(cfg: Any) -> dict:
         raise TrainConfigError(f"model.max_seq_len={mcfg.max_seq_len} is shorter than "
                                f"data.seq_len={data_cfg.seq_len}")
     rank = global_rank()
-    if rank == 0:
+    if rank == 0 and trk.enabled:
         probe_at_start(trk.uri, connect_timeout_s=trk.connect_timeout_s,
                        start_timeout_s=trk.start_timeout_s)
 
@@ -116,7 +116,7 @@ def _finished(ctx: RunContext) -> dict:
     MLflow at its end (its final status included) from the run folder's outbox."""
     folder = ctx.folder
     summary = json.loads(folder.summary.read_text())
-    if ctx.is_zero:
+    if ctx.is_zero and ctx.trk.enabled:
         from leviathan.tracking.sync import finish_if_running, sync_run_dir
 
         outcome, _ = sync_run_dir(folder.path, uri=ctx.trk.uri,

@@ -13,6 +13,7 @@ model's logits and F.cross_entropy, as validation does. Both give the same loss 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 
 import torch
@@ -21,9 +22,15 @@ import torch.nn.functional as F
 from leviathan.models.loss import linear_cross_entropy
 from leviathan.training.config import TrainerConfig
 
+log = logging.getLogger(__name__)
+
 
 class NonFiniteLoss(FloatingPointError):
-    """The training loss (or gradient norm) became NaN or infinite."""
+    """The training loss (or gradient norm) became NaN or infinite; `step`: the first such."""
+
+    def __init__(self, message: str, step: int | None = None) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 class LossOf:
@@ -36,8 +43,9 @@ class LossOf:
 
     def body(self):
         if self._body is None:
-            fn = self.model.hidden if self.impl == "chunked" else self.model
-            self._body = torch.compile(fn) if self.compile else fn
+            if self.compile:  # by region, in place: LanguageModel.compile_regions
+                self.model.compile_regions()
+            self._body = self.model.hidden if self.impl == "chunked" else self.model
         return self._body
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
@@ -50,25 +58,41 @@ class LossOf:
 
 
 def make_optimizer(model: torch.nn.Module, tc: TrainerConfig) -> torch.optim.AdamW:
-    """AdamW over the model's groups (no decay on norms, gains, codebooks, biases); fused on
-    CUDA."""
+    """AdamW over the model's groups (no decay on norms, gains, codebooks, biases); fused with
+    trainer.fused_adamw where this torch has the kernel for the parameters' device (CUDA; CPU
+    from torch 2.4), else the foreach implementation."""
     groups = [{k: v for k, v in g.items() if k != "name"}
               for g in model.optim_groups(tc.weight_decay)]
-    fused = tc.accelerator in ("gpu", "cuda") and torch.cuda.is_available()
-    return torch.optim.AdamW(groups, lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps,
-                             fused=fused or None)
+    kw = dict(lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps)
+    if tc.fused_adamw:
+        try:
+            return torch.optim.AdamW(groups, fused=True, **kw)
+        except RuntimeError as e:  # no fused kernel for this device in this torch
+            log.warning(f"trainer.fused_adamw: {e}; using the foreach AdamW")
+    return torch.optim.AdamW(groups, **kw)
 
 
-def clip_and_check(model: torch.nn.Module, tc: TrainerConfig, loss: float, step: int) -> float:
-    """Clip the complete gradients to trainer.grad_clip; return the pre-clip norm. Raise
-    NonFiniteLoss when the loss or the norm is NaN or infinite."""
+def clip_grads(model: torch.nn.Module, tc: TrainerConfig) -> torch.Tensor:
+    """Clip the complete gradients to trainer.grad_clip; return the pre-clip norm as a 0-dim
+    tensor on the gradients' device (no host synchronisation: Lightning's loop reads it only at
+    log steps, through `check_finite`)."""
     max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm).item()
+    return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+
+
+def check_finite(tc: TrainerConfig, loss: float, norm: float, step: int) -> None:
+    """Raise NonFiniteLoss when the loss or the gradient norm of `step` is NaN or infinite."""
     if not math.isfinite(loss) or not math.isfinite(norm):
         what = f"train/loss={loss}" if not math.isfinite(loss) else f"grad_norm={norm}"
         raise NonFiniteLoss(
             f"non-finite {what} at step {step}: stopping. The last good checkpoint (if any) is "
-            f"kept; lower trainer.lr (now {tc.lr}) or check the data.")
+            f"kept; lower trainer.lr (now {tc.lr}) or check the data.", step)
+
+
+def clip_and_check(model: torch.nn.Module, tc: TrainerConfig, loss: float, step: int) -> float:
+    """clip_grads, then check_finite at once (one host synchronisation: the benches' step)."""
+    norm = clip_grads(model, tc).item()
+    check_finite(tc, loss, norm, step)
     return norm
 
 

@@ -25,6 +25,7 @@ CLIS = {
     "leviathan.bench.__main__": "bench",
     "leviathan.bench.data": "bench",
     "leviathan.bench.gpu": "bench",
+    "leviathan.bench.gpu_suite": "bench",
     "leviathan.bench.loss": "bench",
     "leviathan.bench.tracking": "bench",
     "leviathan.demo": "argparse",
