@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from analysis import lm
+from analysis.config import B_DEFAULT  # Hoffmann et al.'s fitted irreducible loss E
 from leviathan.errors import LeviathanError
 
-B_DEFAULT = 1.69  # Hoffmann et al.'s fitted irreducible loss E
 HUBER_DELTA = 1e-3  # Hoffmann et al. / Epoch AI
 ALPHA_BOUNDS = (1e-4, 5.0)  # exponents outside this range mean the data do not follow a power law
 ALPHA_STARTS = (0.05, 0.3, 0.6, 1.2)
