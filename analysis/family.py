@@ -32,4 +32,5 @@ class FamilyResult:
     data_multipliers: pd.DataFrame | None = None  # D_eff / D for Leviathan (data scaling)
     joint: JointFit | None = None
     trajectory: pd.DataFrame | None = None  # multiplier vs tokens seen
+    b_check: dict | None = None  # Dense L(N) with b free beside the b used (analysis/b_check.py)
     notes: list = field(default_factory=list)

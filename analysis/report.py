@@ -62,6 +62,7 @@ def fit_dict(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
             d["multipliers"] = _records(r.multipliers)
             if r.b_sensitivity is not None:
                 d["b_sensitivity"] = _records(r.b_sensitivity)
+        d["b_check"] = r.b_check
         d["data_fits"] = r.data_fits
         d["data_multipliers"] = _records(r.data_multipliers)
         d["joint"] = None if r.joint is None else {
