@@ -67,8 +67,11 @@ bench: install ## throughput (Leviathan/Dense), data pipeline and tracking-load 
 	$(PY) -m leviathan.bench data
 	$(PY) -m leviathan.bench tracking --jobs 16 --backend sqlite
 
-fit-scaling: install ## fit L(N) and multipliers for the latest sweep (or SWEEP=<name>)
-	$(PY) -m analysis.fit_scaling $(if $(SWEEP),--sweep $(SWEEP),--latest) $(ARGS)
+# `make fit-scaling fit.b=free fit.bootstrap=2000`: make reads each key=value as a variable;
+# those that are config overrides (fit.*, tracking.*, paths.*) go on to the command
+CONFIG_OVERRIDES = $(filter fit.% tracking.% paths.%,$(MAKEOVERRIDES))
+fit-scaling: install ## fit L(N) and multipliers for the latest sweep (or SWEEP=<name>; fit.<key>=value: conf/fit/)
+	$(PY) -m analysis.fit_scaling $(if $(SWEEP),--sweep $(SWEEP),--latest) $(ARGS) $(CONFIG_OVERRIDES)
 
 MLFLOW_PORT ?= 5000
 dashboard: install ## MLflow UI on 127.0.0.1 (MLFLOW_PORT=5000) over the store the sweeps log to

@@ -6,9 +6,13 @@ control shares everything with Leviathan but LEV:
 - `factorized` (isoparametric): an ordinary low-rank input table (V x r, r x D) with LEV's
   parameter count on Leviathan's backbone: same depth, same compute, no generator;
 - `dense_untied` (decoupled): Dense with an untied head: untying without LEV.
-The ratio of Leviathan's multiplier to the control's at the same size, in each basis, is the
-headline: 1 means LEV buys nothing its control does not. Its interval comes from the same
-bootstrap replicates as both multipliers (one Dense refit and one seed-noise draw per
+The headline is the ratio of the two arms' effective sizes at the same size, in each basis:
+X_eff,lev / X_eff,ctl, both read off the same Dense curve, so it says only which arm reached the
+lower loss and by how much (equivalently, it is read from their loss difference ΔL): equal
+losses give 1 whatever the arms' own parameter counts or FLOPs. (A ratio of the multipliers
+X_eff / X would not: `dense_untied` is 1.3-1.6x Leviathan's size, so equal losses would read as
+1.3-1.6x.) 1 means LEV buys nothing its control does not. Its interval comes from the same
+bootstrap replicates as both effective sizes (one Dense refit and one seed-noise draw per
 replicate), so the Dense curve's uncertainty largely cancels and the arms' noise does not.
 """
 
@@ -26,7 +30,8 @@ RATIO_COLUMNS = ["size", "control", "basis", "ratio", "ratio_lo", "ratio_hi", "l
 
 
 def lev_vs_control(m: Matching, level: float) -> pd.DataFrame:
-    """One row per (size, control arm, basis) where both multipliers are defined."""
+    """One row per (size, control arm, basis) where both effective sizes are defined: ratio =
+    X_eff,lev / X_eff,ctl with its interval (and each arm's multiplier X_eff / X beside it)."""
     rows = []
     r = m.rows
     if r.empty:
@@ -39,9 +44,11 @@ def lev_vs_control(m: Matching, level: float) -> pd.DataFrame:
             ctl = g[(g["arm"] == control) & (g["reason"] == "")]
             if ctl.empty:
                 continue
-            ratio = lev["multiplier"].iloc[0] / ctl["multiplier"].iloc[0]
+            x_lev, x_ctl = lev["x"].iloc[0], ctl["x"].iloc[0]  # draws are X_eff / x
+            ratio = lev["n_eff"].iloc[0] / ctl["n_eff"].iloc[0]
             with np.errstate(all="ignore"):
-                draws = m.draws[(basis, "leviathan", size)] / m.draws[(basis, control, size)]
+                draws = (m.draws[(basis, "leviathan", size)] * x_lev) / (
+                    m.draws[(basis, control, size)] * x_ctl)
             lo, hi = percentile_interval(draws, level)
             rows.append({"size": size, "control": control, "basis": basis, "ratio": ratio,
                          "ratio_lo": float(lo), "ratio_hi": float(hi),

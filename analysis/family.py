@@ -1,4 +1,5 @@
-"""The fit's settings and what it finds for one family (the sweep's tag `family`)."""
+"""What the fit finds for one family (the sweep's tag `family`); its settings, FitConfig, are the
+`fit` config group (analysis/config.py)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from analysis.config import B_GRID, FIT_DELTA, FitConfig  # noqa: F401 - the fit's settings
 from analysis.joint import JointFit
-from analysis.powerlaw import B_DEFAULT, PowerLaw, SharedExponent
-
-B_GRID = (1.5, 1.6, 1.69, 1.8, 1.82, 1.9, 2.0)  # b sensitivity; 1.82 is Epoch AI's refit of E
-# Huber delta on log residuals of L(N), L(C), L(D) (tests/unit/test_analysis_noise.py)
-FIT_DELTA = 2e-2
-
-
-@dataclass
-class FitConfig:
-    b: float | None = B_DEFAULT  # irreducible loss; None fits it
-    params: str = "total"  # N of the per-run table = total | body parameters
-    bootstrap: int = 1000  # bootstrap resamples for every interval
-    seed: int = 0  # RNG seed of the bootstrap
-    level: float = 0.95  # interval coverage
-    delta: float = FIT_DELTA  # Huber delta on log residuals
-    b_grid: tuple[float, ...] = B_GRID  # asymptotes for the sensitivity table
-    budget_tol: float = 0.05  # token counts within this relative gap are one budget
+from analysis.powerlaw import PowerLaw, SharedExponent
 
 
 @dataclass
@@ -46,4 +32,5 @@ class FamilyResult:
     data_multipliers: pd.DataFrame | None = None  # D_eff / D for Leviathan (data scaling)
     joint: JointFit | None = None
     trajectory: pd.DataFrame | None = None  # multiplier vs tokens seen
+    b_check: dict | None = None  # Dense L(N) with b free beside the b used (analysis/b_check.py)
     notes: list = field(default_factory=list)

@@ -4,6 +4,10 @@
     python -m analysis.fit_scaling --sweep isoparametric    # a named sweep
     python -m analysis.fit_scaling --csv runs.csv --out DIR [--curves curves.csv]
     python -m analysis.fit_scaling --chinchilla PATH        # validate the joint fit on Chinchilla
+    python -m analysis.fit_scaling --sweep NAME fit.b=free fit.bootstrap=2000   # fit settings
+
+The fit's settings are the `fit` config group (conf/fit/, schema analysis/config.py), composed
+with the sweep config as every entry point composes it; --b, --bootstrap, ... are shortcuts.
 
 Outputs go to sweeps/<sweep>/fit/ (or beside the CSV, or --out) and, for an MLflow sweep, to
 the sweep's parent run under the artifact path `fit/`.
@@ -23,29 +27,23 @@ from leviathan.errors import LeviathanError
 log = logging.getLogger(__name__)
 
 
-def _b(value: str) -> float | None:
-    if value.strip().lower() == "free":
-        return None
-    try:
-        b = float(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"--b must be a number or 'free', got {value!r}") from err
-    if not b > 0:
-        raise argparse.ArgumentTypeError(f"--b must be > 0, got {value!r}")
-    return b
+# flag -> the `fit` key it is a shortcut for (conf/fit/, analysis/config.py: FitConfig)
+SHORTCUTS = {"b": "b", "params": "params", "bootstrap": "bootstrap", "seed": "seed",
+             "level": "level", "huber_delta": "delta", "b_grid": "b_grid"}
 
 
-def _floats(value: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in value.split(",") if v.strip())
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}") \
-            from err
+def fit_overrides(args: argparse.Namespace) -> list[str]:
+    """The command line's overrides, then the shortcut flags given as `fit.<key>=value`."""
+    out = list(args.overrides)
+    for flag, key in SHORTCUTS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            value = f"[{value}]" if key == "b_grid" else value
+            out.append(f"fit.{key}={value}")
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from analysis.family import B_GRID, FIT_DELTA
-
     p = argparse.ArgumentParser(prog="python -m analysis.fit_scaling", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--latest", action="store_true",
@@ -69,18 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MLflow experiment name (default: tracking.experiment)")
     p.add_argument("--out", type=Path, help="output folder (default <paths.sweeps_dir>/<sweep>/"
                    "fit/, or <csv stem>_fit/ beside the CSV)")
-    p.add_argument("overrides", nargs="*", help="config overrides as for the sweep command "
-                   "(e.g. tracking.uri=http://host:5000 paths.root_dir=/proj)")
-    p.add_argument("--b", type=_b, default=1.69, help="irreducible loss b, or 'free' to fit it")
-    p.add_argument("--params", choices=("total", "body"), default="total",
-                   help="N = total parameters (as the paper) or body (non-embedding)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed")
-    p.add_argument("--level", type=float, default=0.95, help="interval coverage")
-    p.add_argument("--huber-delta", type=float, default=FIT_DELTA,
-                   help="Huber delta on log residuals of L(N), L(C), L(D) (default %(default)s)")
-    p.add_argument("--b-grid", type=_floats, default=B_GRID,
-                   help="comma-separated b values for the sensitivity table")
+    p.add_argument("overrides", nargs="*", help="config overrides as for the sweep command, "
+                   "and the fit's own settings fit.<key>=value (conf/fit/; e.g. fit.b=free "
+                   "fit.bootstrap=2000 tracking.uri=http://host:5000 paths.root_dir=/proj)")
+    short = p.add_argument_group("shortcuts for fit.<key>=value (defaults: analysis/config.py)")
+    short.add_argument("--b", help="fit.b: irreducible loss b, or 'free' to fit it (1.69)")
+    short.add_argument("--params", help="fit.params: N = total parameters (as the paper) or "
+                       "body (non-embedding)")
+    short.add_argument("--bootstrap", help="fit.bootstrap: bootstrap resamples (1000)")
+    short.add_argument("--seed", help="fit.seed: bootstrap RNG seed (0)")
+    short.add_argument("--level", help="fit.level: interval coverage (0.95)")
+    short.add_argument("--huber-delta", help="fit.delta: Huber delta on log residuals of L(N), "
+                       "L(C), L(D)")
+    short.add_argument("--b-grid", help="fit.b_grid: comma-separated b values for the "
+                       "sensitivity table")
     p.add_argument("--no-upload", action="store_true",
                    help="do not log the outputs to the sweep's MLflow parent run")
     return p
@@ -133,11 +133,12 @@ def add_downstream(out: Path, sweep: str, uri: str, experiment: str) -> list[Pat
 
 
 def site_settings(args: argparse.Namespace) -> None:
-    """Fill --tracking-uri, --experiment and the sweeps folder from the composed config (the
-    same one every entry point reads, conf/local included); flags win."""
-    from leviathan.config import compose
+    """Fill --tracking-uri, --experiment, the sweeps folder and the fit's settings (args.fit, a
+    FitConfig) from the composed conf/fit.yaml (the sweep config, conf/local included, plus the
+    `fit` group); flags win. A bad key or value raises FitConfigError naming it."""
+    from analysis.config import compose_fit
 
-    cfg = compose("sweep", args.overrides)
+    cfg, args.fit = compose_fit(fit_overrides(args))
     args.tracking_uri = args.tracking_uri or str(cfg.tracking.uri)
     args.experiment = args.experiment or str(cfg.tracking.experiment)
     args.sweeps_dir = Path(str(cfg.paths.sweeps_dir))
@@ -163,17 +164,19 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     if args.curves and not args.csv:
         parser.error("--curves goes with --csv (MLflow runs bring their own curves)")
-    site_settings(args)
+    try:
+        site_settings(args)
+    except LeviathanError as err:  # FitConfigError: a bad fit.* (or other) key or value
+        log.error(f"fit-scaling: error: {err}")
+        return 2
+    cfg = args.fit
     if args.chinchilla:
-        return run_chinchilla(args.chinchilla, args.out, min(args.bootstrap, 400), args.seed)
+        return run_chinchilla(args.chinchilla, args.out, min(cfg.bootstrap, 400), cfg.seed)
     from analysis.csv_input import load_csv
-    from analysis.family import FitConfig
     from analysis.plots import plot_multiplier_vs_tokens, plot_rare_tokens, plot_scaling
     from analysis.report import write_outputs
     from analysis.runs import latest_sweep, load_mlflow
     from analysis.scaling import analyse
-    cfg = FitConfig(b=args.b, params=args.params, bootstrap=args.bootstrap, seed=args.seed,
-                    level=args.level, delta=args.huber_delta, b_grid=args.b_grid)
     try:
         if args.csv:
             runs: Runs = load_csv(args.csv, cfg.params, curves=args.curves)

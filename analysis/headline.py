@@ -18,6 +18,8 @@ QUESTION = {
     "compute": "training compute (C_eff / C from the Dense L(C)): what the same training cost "
                "buys",
 }
+WHAT = {"params": "memory", "body": "architecture", "compute": "cost"}  # a column's question
+ISOLATES = {"factorized": "the generator itself", "dense_untied": "LEV beyond untying the head"}
 CONTROL_QUESTION = {
     "factorized": "a low-rank ordinary input table with LEV's parameter count on Leviathan's "
                   "backbone (same depth, same compute, no generator): the ratio is what the "
@@ -59,8 +61,8 @@ def headline_md(res: FamilyResult, cfg: FitConfig) -> list[str]:
     rows, pct = m.rows, f"{cfg.level:.0%}"
     bases = [b for b in BASES if b in m.fits]
     b_lo, b_hi = min(cfg.b_grid), max(cfg.b_grid)
-    head = ["Size", "Arm"] + [f"By {LABEL[b]}" for b in bases] + [f"b {b_lo:g}–{b_hi:g} "
-                                                                    f"({LABEL[bases[0]]})"]
+    head = ["Size", "Arm"] + [f"By {LABEL[b]} ({WHAT[b]})" for b in bases] + [
+        f"b {b_lo:g}–{b_hi:g} ({LABEL[bases[0]]})"]
     out = [f"### Headline: the Dense model each arm is worth ({pct} CI)", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ctl = res.controls if res.controls is not None else pd.DataFrame()
@@ -83,7 +85,8 @@ def headline_md(res: FamilyResult, cfg: FitConfig) -> list[str]:
             by = {r["basis"]: r for _, r in c.iterrows()}
             cells = [f"{by[b]['ratio']:.3f}{ci(by[b]['ratio_lo'], by[b]['ratio_hi'])}"
                      + (" †" if by[b]["extrapolated"] else "") if b in by else "–" for b in bases]
-            out.append(f"| {size} | **LEV over its control** ({control}) | "
+            out.append(f"| {size} | **LEV over its control** ({control}: {ISOLATES[control]}, "
+                       "N_eff ratio) | "
                        + " | ".join(cells) + " | |")
     if res.shared is not None:
         iv = res.intervals
@@ -127,6 +130,11 @@ def _footnotes(res: FamilyResult, cfg: FitConfig, rows: pd.DataFrame) -> list[st
         QUESTION[b] for b in BASES if b in m.fits) + "."]
     out += [f"Switched off: by {LABEL[b]} ({why})." for b, why in m.off.items()]
     if res.controls is not None and len(res.controls):
+        out += ["LEV over its control: the ratio of the two arms' effective sizes N_eff,lev / "
+                "N_eff,ctl, both read off the same Dense curve of each column (equivalently, "
+                "from their loss difference): equal losses give 1 whatever the arms' parameter "
+                "counts or FLOPs; a column only sets which Dense curve turns the loss gap into "
+                "a size ratio."]
         out += ["Controls: " + "; ".join(f"`{c}` — {CONTROL_QUESTION[c]}" for c in
                                          sorted(set(res.controls["control"]))) + "."]
     return out + [""]

@@ -5,7 +5,11 @@ reads its Dense-equivalent X_eff off that curve from its mean loss over seeds; t
 is X_eff / X. Each answers its own question:
 - params: X = total parameters, the paper's — what a memory budget buys;
 - body: X = body parameters (all but the input table/LEV and the head) — is the gain in the
-  architecture, or only parameters moved out of the table into depth;
+  architecture, or only parameters moved out of the table into depth. It answers that only when
+  the Dense runs of the arms' body sizes trained on the arms' token counts: a ladder whose
+  budgets follow total parameters (20·N_total) trains the Dense model of Leviathan's body on
+  ~3x its tokens, so a body multiplier there mixes body with tokens. Such a family gets no body
+  column, with the reason (`token_mismatch`); isobody and the factorized control answer it;
 - compute: X = training FLOPs of the run (the platform's exact count), X_eff / X the compute
   multiplier — what the same training cost buys.
 Intervals: with several seeds, seed-noise replicates of every run (both arms, analysis.bootstrap)
@@ -59,6 +63,26 @@ def x_eff(a, alpha, b, loss):
     with np.errstate(all="ignore"):
         gap = loss - b
         return np.where(gap > 0, np.exp((np.log(a) - np.log(gap)) / alpha), np.nan)
+
+
+def token_mismatch(dense: pd.DataFrame, arms: pd.DataFrame, tol: float) -> str | None:
+    """Why the body matching cannot answer its question here (None when it can): the Dense
+    ladder's token budget at each arm's body size (log tokens linear in log body over the Dense
+    runs) differs from the arm's own tokens by more than `tol`."""
+    db, dt = dense["params_body"].to_numpy(float), dense["tokens"].to_numpy(float)
+    ab, at = arms["params_body"].to_numpy(float), arms["tokens"].to_numpy(float)
+    ok, aok = (db > 0) & (dt > 0), (ab > 0) & (at > 0)  # NaN compares False
+    if np.unique(db[ok]).size < 2 or not aok.any():
+        return None
+    slope, icpt = np.polyfit(np.log(db[ok]), np.log(dt[ok]), 1)
+    ratio = np.exp(icpt + slope * np.log(ab[aok])) / at[aok]
+    if np.abs(np.log(ratio)).max() <= math.log1p(tol):
+        return None
+    return (f"not token-matched: the Dense runs of the arms' body sizes trained on "
+            f"{ratio.min():.2g}–{ratio.max():.2g}x the arms' tokens (the ladder's budgets follow "
+            "total parameters), so a body multiplier would mix body with tokens; it needs a "
+            "token-matched Dense fit (L(N_body, D) over a Dense N x D grid); isobody and the "
+            "factorized control answer whether the gain is in the architecture")
 
 
 def _range_fits(x, loss, sizes, b, cfg) -> dict:
@@ -163,6 +187,10 @@ def match_all(dense: pd.DataFrame, arms: pd.DataFrame, cfg, rng) -> Matching:
         if np.unique(dx[ok]).size < 2:
             res.off[basis] = (f"needs {SOURCE[basis]} for two or more Dense sizes; found "
                               f"{np.unique(dx[ok]).size}")
+            continue
+        unmatched = token_mismatch(dense, arms, cfg.budget_tol) if basis == "body" else None
+        if unmatched:
+            res.off[basis] = unmatched
             continue
         x, loss, sizes = dx[ok], dense["loss"].to_numpy(float)[ok], dense["size"].to_numpy()[ok]
         try:

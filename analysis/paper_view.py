@@ -19,11 +19,11 @@ from analysis.bootstrap import percentile_interval, refit_batch, resample_counts
 from analysis.family import FamilyResult, FitConfig
 from analysis.matchings import EXTRAPOLATION, degenerate
 from analysis.powerlaw import (
-    FitError,
     PowerLaw,
     effective_size,
     fit_power_law,
     fit_shared_exponent,
+    refit_free_b,
     shared_lack_of_fit,
 )
 
@@ -52,16 +52,8 @@ def bootstrap_dense(dense: pd.DataFrame, fit: PowerLaw, cfg: FitConfig, rng, x: 
     n, loss = dense[x].to_numpy(float), dense["loss"].to_numpy(float)
     groups = dense["size"].to_numpy() if groups is None else groups
     counts = resample_counts(groups, cfg.bootstrap, rng)
-    if cfg.b is None:  # b fitted too: one scalar fit per replicate
-        out = []
-        for c in counts:
-            idx = np.repeat(np.arange(n.size), c)
-            try:
-                f = fit_power_law(n[idx], loss[idx], b=None, delta=cfg.delta, near=fit)
-                out.append((f.A, f.alpha, f.b))
-            except FitError:
-                out.append((np.nan, np.nan, np.nan))
-        return np.array(out)
+    if cfg.b is None:  # b fitted too: every replicate at once from the full fit
+        return refit_free_b(n, loss, counts, fit, delta=cfg.delta)
     lx = np.log(n)
     x0 = float(lx.mean())
     theta = refit_batch(lx - x0, np.log(loss), np.zeros(n.size, int), counts, math.log(fit.b),

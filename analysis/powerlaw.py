@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from analysis import lm
+from analysis.config import B_DEFAULT  # Hoffmann et al.'s fitted irreducible loss E
 from leviathan.errors import LeviathanError
 
-B_DEFAULT = 1.69  # Hoffmann et al.'s fitted irreducible loss E
 HUBER_DELTA = 1e-3  # Hoffmann et al. / Epoch AI
 ALPHA_BOUNDS = (1e-4, 5.0)  # exponents outside this range mean the data do not follow a power law
 ALPHA_STARTS = (0.05, 0.3, 0.6, 1.2)
@@ -150,19 +150,45 @@ def fit_power_law(
                         n_points=int(x.size), objective=float(obj.min()) / x.size)
     # b free: theta = (a_c, alpha, e), e = log b kept below log(min L)
     st = np.column_stack([st, np.full(len(st), math.log(b_start))])
+    theta, obj = _solve_free_b(u, y, st, 1.0, delta, float(loss.min()))
+    a_c, alpha, e = (float(v) for v in theta[int(np.argmin(obj))])
+    return PowerLaw(A=math.exp(a_c + alpha * x0), alpha=alpha, b=math.exp(e), b_fixed=False,
+                    n_points=int(x.size), objective=float(obj.min()) / x.size)
 
+
+def _solve_free_b(u, y, theta, weights, delta: float, min_loss: float):
+    """log L = logaddexp(a_c - alpha·u, e) with e = log b free in (log 1e-3, log min L), every
+    row of theta (S, 3) at once (weights: scalar or (S, n); y: (n,) or one row per theta row)."""
     def residuals(th, rows):
         t1 = th[:, :1] - th[:, 1:2] * u
         pred = np.logaddexp(t1, th[:, 2:3])
         w = np.exp(t1 - pred)
-        return pred - y, np.stack([w, -w * u, 1.0 - w], axis=-1)
+        return pred - (y if y.ndim == 1 else y[rows]), np.stack([w, -w * u, 1.0 - w], axis=-1)
 
-    theta, obj = lm.solve(residuals, st, delta=delta, iters=500,
-                          lower=[-50.0, ALPHA_BOUNDS[0], math.log(1e-3)],
-                          upper=[50.0, ALPHA_BOUNDS[1], math.log(float(loss.min())) - 1e-9])
-    a_c, alpha, e = (float(v) for v in theta[int(np.argmin(obj))])
-    return PowerLaw(A=math.exp(a_c + alpha * x0), alpha=alpha, b=math.exp(e), b_fixed=False,
-                    n_points=int(x.size), objective=float(obj.min()) / x.size)
+    return lm.solve(residuals, theta, delta=delta, weights=weights, iters=500,
+                    lower=[-50.0, ALPHA_BOUNDS[0], math.log(1e-3)],
+                    upper=[50.0, ALPHA_BOUNDS[1], math.log(min_loss) - 1e-9])
+
+
+def refit_free_b(x, loss, counts, fit: PowerLaw, *, delta: float = HUBER_DELTA) -> np.ndarray:
+    """(R, 3) bootstrap (A, alpha, b) with b free: L(x) refitted once per row of counts (R, n)
+    (point multiplicities) and of loss ((n,), or (R, n): one replicate of the losses per row),
+    all rows at once from `fit`; NaN where a row has fewer than three distinct x. b stays below
+    the smallest loss of all points."""
+    x, loss = np.asarray(x, float), np.asarray(loss, float)
+    counts = np.asarray(counts, float)
+    lx = np.log(x)
+    x0 = float(lx.mean())
+    start = [math.log(fit.A) - fit.alpha * x0, fit.alpha,
+             math.log(min(fit.b, 0.999 * float(loss.min())))]
+    theta, _ = _solve_free_b(lx - x0, np.log(loss), np.tile(start, (counts.shape[0], 1)), counts,
+                             delta, float(loss.min()))
+    _, inverse = np.unique(x, return_inverse=True)
+    distinct = ((counts @ np.eye(inverse.max() + 1)[inverse]) > 0).sum(axis=1)
+    out = np.column_stack([np.exp(theta[:, 0] + theta[:, 1] * x0), theta[:, 1],
+                           np.exp(theta[:, 2])])
+    out[distinct < 3] = np.nan
+    return out
 
 
 @dataclass

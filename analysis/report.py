@@ -4,9 +4,10 @@ multipliers.csv: one row per (family, non-Dense arm, size, basis): analysis/matc
 ROW_COLUMNS (x: the run's quantity in that basis: total or body parameters, or training FLOPs;
 n_eff: the Dense-equivalent in the same unit; extrapolated/extrapolation: outside the Dense
 points, and by what factor). lev_vs_control.csv: size, control, basis, ratio, ratio_lo,
-ratio_hi (+ both multipliers). multipliers_by_run.csv: the paper's per-run table (every
-Leviathan run, N = --params). Also b_sensitivity.csv, lr_choices.csv, token_multipliers.csv,
-bucket_ratios.csv, multiplier_vs_tokens.csv where there is something to write.
+ratio_hi (ratio = N_eff,lev / N_eff,ctl in that basis; + both multipliers).
+multipliers_by_run.csv: the paper's per-run table (every Leviathan run, N = fit.params). Also
+b_sensitivity.csv, lr_choices.csv, token_multipliers.csv, bucket_ratios.csv,
+multiplier_vs_tokens.csv where there is something to write.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def fit_dict(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
             d["multipliers"] = _records(r.multipliers)
             if r.b_sensitivity is not None:
                 d["b_sensitivity"] = _records(r.b_sensitivity)
+        d["b_check"] = r.b_check
         d["data_fits"] = r.data_fits
         d["data_multipliers"] = _records(r.data_multipliers)
         d["joint"] = None if r.joint is None else {

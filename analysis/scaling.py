@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.b_check import check_b
 from analysis.buckets import bucket_ratios
 from analysis.controls import lev_vs_control
 from analysis.data_fits import fit_joint_law, fit_ld
@@ -83,6 +84,8 @@ def analyse_family(family: str, usable: pd.DataFrame, table: pd.DataFrame, runs:
                    cfg: FitConfig, rng) -> FamilyResult:
     res = FamilyResult(family)
     fam = usable[usable["family"] == family]
+    res.b_check = check_b(_dense_ladder(fam[fam["arm"] == "dense"], cfg.budget_tol), cfg,
+                          np.random.default_rng([cfg.seed, 24]), family)  # its own stream
     dense, lev = fam[fam["arm"] == "dense"].copy(), fam[fam["arm"] == "leviathan"].copy()
     if cfg.b is not None:
         low = (table["family"] == family) & (table["arm"] == "dense") & ~(table["loss"] > cfg.b)

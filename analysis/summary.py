@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.b_check import b_check_md
 from analysis.buckets import bucket_table_md
 from analysis.family import FamilyResult, FitConfig
 from analysis.headline import headline_md, robustness_md, tokens_md
@@ -180,7 +181,7 @@ def _trajectory_md(r: FamilyResult) -> list[str]:
 def _family_md(fam: str, r: FamilyResult, cfg: FitConfig) -> list[str]:
     """One family's section: headline, robustness, then each table the fit produced."""
     out = [f"## Family `{fam}`", ""]
-    out += headline_md(r, cfg) + robustness_md(r, cfg)
+    out += headline_md(r, cfg) + b_check_md(r.b_check, cfg) + robustness_md(r, cfg)
     if r.lr_choices is not None:
         out += lr_table_md(r.lr_choices, fam)
     out += tokens_md(r, cfg) + bucket_table_md(r.bucket_ratios)

@@ -12,6 +12,13 @@ LEV makes the body worth 1.3x the control's.
     python -m analysis.toyworld body-only runs.csv      # then: python -m analysis.fit_scaling
     python -m analysis.toyworld lev-1.3 runs.csv --seeds 3 --noise 0.005   --csv runs.csv
 
+More knobs (keywords of `toy_world`): `b` (the asymptote; the fit assumes 1.69), `data` (a term
+B·D^-beta of the tokens trained, added to the loss: a world where tokens matter), `tokens_per`
+(each run's budget: 20x its size's Dense total parameters, as the real grids, or 20x its own
+body) and `ladder="v2"`: the decoupled family (Dense tied, Leviathan untied, the `dense_untied`
+control; conf/model/v2, all three on one backbone). The `lev-equals-untying` world is v2 where
+Leviathan is worth exactly what untying the head is worth.
+
 Sizes: the v1 ladder without 109M (8 layers of width 256: a smaller body than 60M's 40 layers
 of 128, so in a body world it would sit above 60M) and with one Dense-only rung above 421M
 (width 1024, 28 layers, the v1 shape rule), as issue 11 asks of the real ladder.
@@ -30,10 +37,16 @@ SIZES = ("60M", "164M", "231M", "296M", "421M")
 EXTRA_DENSE = {"765M": dict(d_model=1024, n_layers=28, n_heads=16, ffn_hidden=2752)}
 ALPHA, B, TOP_LOSS = 0.34, 1.69, 3.5  # exponent, asymptote, loss of the smallest Dense model
 SEQ_LEN = 512
+V2_SIZES = ("200M", "400M", "700M", "1.2B")
+V2_ARMS = {"dense": dict(arm="dense", head="tied"),  # conf/grid/decoupled.yaml
+           "leviathan": dict(arm="leviathan", head="untied", depth_rule="fixed"),
+           "dense_untied": dict(arm="dense", head="untied")}
 WORLDS = {  # name -> (basis the loss depends on, what each arm's X is worth)
     "body-only": ("body", {"dense": 1.0, "leviathan": 1.0, "factorized": 1.0}),
     "lev-1.3": ("body", {"dense": 1.0, "leviathan": 1.3, "factorized": 1.0}),
+    "lev-equals-untying": ("body", {"dense": 1.0, "leviathan": 1.2, "dense_untied": 1.2}),
 }
+WORLD_LADDER = {"lev-equals-untying": "v2"}  # the rest: v1
 BASIS_COLUMN = {"params": "params", "body": "body_params", "compute": "flops"}
 
 
@@ -74,17 +87,46 @@ def shapes(tokens_per_param: float = 20.0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@cache
+def decoupled_shapes(tokens_per_param: float = 20.0) -> pd.DataFrame:
+    """shapes() for the v2 decoupled family: Dense tied, Leviathan untied, dense_untied."""
+    from leviathan.config import ladder_config
+    from leviathan.models.accounting import count_params, flops_per_token, resolve_model_config
+
+    rows = []
+    for size in V2_SIZES:
+        tokens = tokens_per_param * count_params(ladder_config("v2", size)).total
+        for arm, kw in V2_ARMS.items():
+            c = resolve_model_config(ladder_config("v2", size, **kw))
+            n, fpt = count_params(c), flops_per_token(c, SEQ_LEN)
+            rows.append({"size": size, "arm": arm, "params": float(n.total),
+                         "body_params": float(n.body), "flops_per_token": fpt,
+                         "tokens": tokens, "flops": fpt * tokens})
+    return pd.DataFrame(rows)
+
+
 def toy_world(basis: str = "body", worth: dict | None = None, *, seeds: int = 3,
               noise: float = 0.005, seed: int = 0, alpha: float = ALPHA,
-              arms: tuple[str, ...] = ("dense", "leviathan", "factorized")) -> pd.DataFrame:
-    """A runs.csv table (analysis/csv_input.py columns) of one toy world."""
+              arms: tuple[str, ...] | None = None, b: float = B,
+              data: tuple[float, float] | None = None, tokens_per: str = "size",
+              ladder: str = "v1") -> pd.DataFrame:
+    """A runs.csv table (analysis/csv_input.py columns) of one toy world.
+
+    L = b + A·(w_arm·X)^-alpha [+ B_D·D^-beta with data = (B_D, beta)]; tokens_per: "size"
+    (every arm of a size trains 20x that size's Dense total parameters, as the real grids) or
+    "body" (each run 20x its own body parameters); arms: those of the ladder (None: all)."""
     worth = {"dense": 1.0, **(worth or {})}
-    s = shapes()
-    s = s[s["arm"].isin(arms)].reset_index(drop=True)
+    s = (decoupled_shapes() if ladder == "v2" else shapes()).copy()
+    if tokens_per == "body":
+        s["tokens"] = 20.0 * s["body_params"]
+        s["flops"] = s["flops_per_token"] * s["tokens"]
+    s = s[s["arm"].isin(arms or s["arm"].unique())].reset_index(drop=True)
     x = s[BASIS_COLUMN[basis]].to_numpy(float) * s["arm"].map(worth).fillna(1.0).to_numpy()
     x_min = s.loc[s["arm"] == "dense", BASIS_COLUMN[basis]].min()
-    scale = (TOP_LOSS - B) * x_min ** alpha  # A, so that the smallest Dense model has TOP_LOSS
-    clean = B + scale * x ** -alpha
+    scale = (TOP_LOSS - b) * x_min ** alpha  # A, so that the smallest Dense model has TOP_LOSS
+    clean = b + scale * x ** -alpha
+    if data is not None:
+        clean = clean + data[0] * s["tokens"].to_numpy(float) ** -data[1]
     rng = np.random.default_rng(seed)
     rows = []
     for k in range(seeds):
@@ -110,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging()
     basis, worth = WORLDS[args.world]
-    df = toy_world(basis, worth, seeds=args.seeds, noise=args.noise, seed=args.seed)
+    df = toy_world(basis, worth, seeds=args.seeds, noise=args.noise, seed=args.seed,
+                   ladder=WORLD_LADDER.get(args.world, "v1"))
     df.to_csv(args.out, index=False)
     print(f"wrote {len(df)} runs of the {args.world!r} world to {args.out} "
           f"(loss depends on {basis}; worth {worth}; noise {args.noise:g} x {args.seeds} seeds)")

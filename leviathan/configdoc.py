@@ -24,9 +24,15 @@ GROUPS = {
     "launcher": "Where a sweep's jobs run: local processes or a SLURM job array (submitit).",
     "grid": "What a sweep varies: sizes, arms, token budgets, seeds (`+grid=<name>`).",
     "eval": "Downstream evaluation with lm-evaluation-harness.",
+    "fit": "The scaling fit's settings (`make fit-scaling fit.b=free fit.bootstrap=2000`).",
 }
 PRIMARY = {"train.yaml": "one training run: `python -m leviathan.train [overrides]`",
-           "sweep.yaml": "a sweep: `python -m leviathan.sweep +grid=<name> [overrides]`"}
+           "sweep.yaml": "a sweep: `python -m leviathan.sweep +grid=<name> [overrides]`",
+           "fit.yaml": "fitting a sweep: `python -m analysis.fit_scaling [overrides]`"}
+# groups whose schema lives in the analysis package (a layer above: leviathan imports nothing
+# from it, so the keys are listed where the schema is)
+ELSEWHERE = {"fit": "`analysis.config.FitConfig` (analysis/config.py; its keys with their "
+                    "defaults and checks: README, \"Reading the results\")"}
 _FIELD = re.compile(r"^\s+(\w+): [^=#]+?(?:= .*?)?\s+#\s?(.*)$")
 _MORE = re.compile(r"^\s+#\s+(.*)$")  # a comment continued on the next line
 
@@ -116,7 +122,9 @@ def render() -> str:
     for group, what in GROUPS.items():
         folder = conf / group
         out += [f"## `{group}` — {what}", "", "### Keys", ""]
-        for cls in groups[group]:
+        if group in ELSEWHERE:
+            out += [f"Schema: {ELSEWHERE[group]}.", ""]
+        for cls in groups.get(group, []):
             nested = group == "model" and cls.__name__ == "LevConfig"
             out += schema_table(cls, f"{group}.lev." if nested else f"{group}.")
         for path in sorted(folder.rglob("*.yaml")):

@@ -150,9 +150,9 @@ def test_bad_input_missing_columns_and_bad_b(tmp_path, capsys):
     csv = write_csv(tmp_path / "runs.csv", [{"arm": "dense", "params": 1e8, "loss": 3.0}])
     assert main(["--csv", str(csv)]) == 2
     assert "missing column(s) ['tokens']" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["--csv", str(csv), "--b", "banana"])
-    assert "--b must be a number or 'free'" in capsys.readouterr().err
+    assert main(["--csv", str(csv), "--b", "banana"]) == 2  # --b is a shortcut for fit.b
+    assert "fit.b: must be a number > 0, or free to fit it, got 'banana'" in \
+        capsys.readouterr().err
 
 
 def test_every_leviathan_run_below_b_is_listed_not_dropped(tmp_path):

@@ -3,6 +3,11 @@
 body-only: loss depends on body parameters only (embeddings and LEV worth nothing): Leviathan
 against Dense by total parameters is well above 1, LEV over its factorized control is 1 within
 its interval. lev-1.3: LEV makes the body worth 1.3x the control's: recovered within 0.05.
+These worlds train every run on 20x its own body (tokens_per="body"), so the body matching is
+token-matched and reported; on the real grids' budgets (20x the size's Dense total) it is
+switched off with the reason (issue 24.3). lev-equals-untying (v2, decoupled): LEV over
+dense_untied is the ratio of effective sizes, 1 in every basis although dense_untied has
+1.3-1.6x Leviathan's parameters (issue 24.2).
 Plus the CSV interface (multipliers.csv, lev_vs_control.csv), no silent extrapolation, and bad
 input that fails naming the arm or column.
 """
@@ -18,13 +23,15 @@ from analysis.family import FitConfig
 from analysis.fit_scaling import main
 from analysis.runs import AnalysisError
 from analysis.scaling import analyse
-from analysis.toyworld import WORLDS, shapes, toy_world
+from analysis.toyworld import WORLD_LADDER, WORLDS, shapes, toy_world
 
 
-def fit_world(tmp_path, world: str, *, noise=0.005, seeds=3, seed=0, bootstrap=200):
+def fit_world(tmp_path, world: str, *, noise=0.005, seeds=3, seed=0, bootstrap=200,
+              tokens_per="body"):
     basis, worth = WORLDS[world]
     csv = tmp_path / f"{world}.csv"
-    toy_world(basis, worth, seeds=seeds, noise=noise, seed=seed).to_csv(csv, index=False)
+    toy_world(basis, worth, seeds=seeds, noise=noise, seed=seed, tokens_per=tokens_per,
+              ladder=WORLD_LADDER.get(world, "v1")).to_csv(csv, index=False)
     res, _ = analyse(load_csv(csv), FitConfig(bootstrap=bootstrap))
     r = res["default"]
     return r, r.matching.rows.set_index(["arm", "size", "basis"]), \
@@ -76,7 +83,8 @@ def test_noise_free_world_gives_the_ratio_exactly(tmp_path):
 
 def test_csv_interface_tables_and_extrapolation_marks(tmp_path, capsys):
     csv = tmp_path / "runs.csv"
-    toy_world("body", {"leviathan": 1.3}, seeds=2, noise=0.005).to_csv(csv, index=False)
+    toy_world("body", {"leviathan": 1.3}, seeds=2, noise=0.005, tokens_per="body").to_csv(
+        csv, index=False)
     out = tmp_path / "fit"
     assert main(["--csv", str(csv), "--out", str(out), "--bootstrap", "100"]) == 0
     m = pd.read_csv(out / "multipliers.csv")
@@ -95,9 +103,11 @@ def test_csv_interface_tables_and_extrapolation_marks(tmp_path, capsys):
     assert set(c["control"]) == {"factorized"} and len(c) == 5 * 3
     summary = (out / "summary.md").read_text()
     head = summary[summary.index("### Headline"):summary.index("How the multipliers move")]
-    assert "| Size | Arm | By total parameters | By body parameters | By training compute |" \
-        in head and "b 1.5–2 (total parameters)" in head
-    assert head.count("**LEV over its control** (factorized)") == 5
+    assert ("| Size | Arm | By total parameters (memory) | By body parameters (architecture) | "
+            "By training compute (cost) |") in head and "b 1.5–2 (total parameters)" in head
+    assert head.count("**LEV over its control** (factorized: the generator itself, N_eff "
+                      "ratio)") == 5
+    assert "N_eff,lev / N_eff,ctl" in head
     assert "† extrapolated" in head and "× above" in head
     assert "What each matching answers" in head and "Controls: `factorized`" in head
     assert "**Lack of fit by total parameters**" in head
@@ -148,3 +158,59 @@ def test_bad_input_missing_column_lists_required_and_optional(tmp_path):
         load_csv(tmp_path / "r.csv")
     assert "optional body_params, flops, size, pair, seed, lr" in str(err.value)
     assert "arm one of dense, leviathan, factorized, dense_untied" in str(err.value)
+
+
+def test_lev_equal_to_untying_is_1_over_dense_untied_in_every_basis(tmp_path, capsys):
+    """Issue 24.2 (b): Leviathan and dense_untied equally good (each worth 1.2x the Dense body);
+    dense_untied carries 1.33-1.64x Leviathan's parameters, which a ratio of multipliers N_eff/N
+    would have read as LEV's advantage."""
+    csv = tmp_path / "decoupled.csv"
+    basis, worth = WORLDS["lev-equals-untying"]
+    toy_world(basis, worth, seeds=3, noise=0.005, ladder="v2").to_csv(csv, index=False)
+    out = tmp_path / "fit"
+    assert main(["--csv", str(csv), "--out", str(out), "--bootstrap", "200"]) == 0
+    c = pd.read_csv(out / "lev_vs_control.csv")
+    assert list(c.columns[1:7]) == ["size", "control", "basis", "ratio", "ratio_lo", "ratio_hi"]
+    assert set(c["control"]) == {"dense_untied"} and len(c) == 4 * 3
+    assert set(c["basis"]) == {"params", "body", "compute"}
+    for row in c.itertuples():
+        assert row.ratio_lo <= 1.0 <= row.ratio_hi, (row.size, row.basis, row.ratio)
+    by_params = c[c["basis"] == "params"]  # the multipliers' ratio: 1.33-1.64x, not 1
+    assert (by_params["lev_multiplier"] / by_params["control_multiplier"] > 1.3).all()
+    head = capsys.readouterr().out
+    assert head.count("**LEV over its control** (dense_untied: LEV beyond untying the head, "
+                      "N_eff ratio)") == 4
+
+
+def test_noise_free_lev_equal_to_untying_gives_exactly_1(tmp_path):
+    _, _, c = fit_world(tmp_path, "lev-equals-untying", noise=0.0, seeds=1, bootstrap=50,
+                        tokens_per="size")
+    assert len(c) == 4 * 3 and np.allclose(c["ratio"], 1.0, rtol=1e-6)
+
+
+def test_body_matching_is_left_out_when_not_token_matched(tmp_path, capsys):
+    """Issue 24.3 (c): loss depends on body parameters and tokens only (every arm worth its body;
+    a Chinchilla-like data term). On the real budgets (20x the size's Dense total) the Dense
+    model of Leviathan's body trained on ~2-4x its tokens: the body column is left out and the
+    summary says why; with token-matched budgets the body multiplier is 1 within its interval."""
+    csv = tmp_path / "real.csv"
+    toy_world("body", seeds=3, noise=0.005, data=(410.7, 0.28)).to_csv(csv, index=False)
+    out = tmp_path / "real_fit"
+    assert main(["--csv", str(csv), "--out", str(out), "--bootstrap", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "Switched off: by body parameters (not token-matched: the Dense runs of the arms' " \
+           "body sizes trained on" in printed
+    m = pd.read_csv(out / "multipliers.csv")
+    assert set(m["basis"]) == {"params", "compute"}
+    assert "By body parameters" not in printed[printed.index("### Headline"):]
+    assert set(pd.read_csv(out / "lev_vs_control.csv")["basis"]) == {"params", "compute"}
+
+    csv = tmp_path / "matched.csv"
+    toy_world("body", seeds=3, noise=0.005, data=(410.7, 0.28), tokens_per="body").to_csv(
+        csv, index=False)
+    out = tmp_path / "matched_fit"
+    assert main(["--csv", str(csv), "--out", str(out), "--bootstrap", "100"]) == 0
+    m = pd.read_csv(out / "multipliers.csv")
+    body = m[m["basis"] == "body"]
+    assert len(body) == 2 * 5 and body["reason"].isna().all()
+    assert ((body["multiplier_lo"] <= 1.0) & (1.0 <= body["multiplier_hi"])).all(), body

@@ -97,9 +97,9 @@ def selfcheck_config(launcher):  # sweep.selfcheck, before it makes the executor
                                          f"launcher.folder={tmp}"]).launcher)
 
 
-def fit_scaling_settings():
+def fit_scaling_settings(argv):  # conf/fit.yaml: the sweep config plus the `fit` group
     parser = attr("analysis.fit_scaling", "build_parser")()
-    attr("analysis.fit_scaling", "site_settings")(parser.parse_args([]))
+    attr("analysis.fit_scaling", "site_settings")(parser.parse_args(argv))
 
 
 tmp = Path(tempfile.mkdtemp())
@@ -113,7 +113,9 @@ step("leviathan.demo compose", attr("leviathan.demo", "compose"), [])
 step("leviathan.eval site_config", attr("leviathan.eval.__main__", "site_config"), [])
 step("leviathan.tracking.dashboard _defaults", attr("leviathan.tracking.dashboard", "_defaults"),
      [])
-step("analysis.fit_scaling site_settings", fit_scaling_settings)
+step("analysis.fit_scaling site_settings", fit_scaling_settings, [])
+step("analysis.fit_scaling site_settings fit.b=free", fit_scaling_settings,
+     ["fit.b=free", "fit.bootstrap=2000", "--level", "0.9"])
 step("ladder_config (analysis.toyworld)", ladder_config, "v1", "60M")
 for sweep in ("empty", "no_such_sweep"):
     step(f"leviathan.sweep.status {sweep}", attr("leviathan.sweep.status", "main"),
