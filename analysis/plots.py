@@ -1,4 +1,5 @@
-"""scaling.png, multiplier_vs_tokens.png, rare_tokens.png (matplotlib, Agg backend)."""
+"""scaling.png, multiplier_vs_tokens.png, rare_tokens.png (matplotlib, Agg backend). Every
+effective size read beyond the Dense points is marked † with the factor."""
 
 from __future__ import annotations
 
@@ -112,8 +113,19 @@ def plot_multiplier_vs_tokens(path: Path, results: dict[str, FamilyResult]) -> P
     for ax, (fam, r) in zip(axes[0], fams.items(), strict=True):
         for lineage, g in r.trajectory.groupby("lineage", sort=False):
             g = g.sort_values("tokens")
-            ax.plot(g["tokens"], g["multiplier"], marker="o", ms=3,
-                    label=str(g["size"].iloc[0]) if lineage == g["run_id"].iloc[0] else lineage)
+            line, = ax.plot(g["tokens"], g["multiplier"], marker="o", ms=3,
+                            label=str(g["size"].iloc[0]) if lineage == g["run_id"].iloc[0]
+                            else lineage)
+            out = g[g["extrapolated"].astype(bool)]  # N_eff beyond the Dense sizes at t
+            ax.scatter(out["tokens"], out["multiplier"], s=60, facecolors="none",
+                       edgecolors=line.get_color(), zorder=3)
+            for row in out.itertuples(index=False):
+                ax.annotate(f"†{row.extrapolation:.2g}×", (row.tokens, row.multiplier),
+                            xytext=(3, 4), textcoords="offset points", fontsize=6,
+                            color=line.get_color())
+        if r.trajectory["extrapolated"].astype(bool).any():
+            ax.scatter([], [], s=60, facecolors="none", edgecolors="k",
+                       label="† N_eff outside the Dense sizes (factor)")
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log")
         ax.set_xlabel("tokens seen")
