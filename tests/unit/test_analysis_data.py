@@ -21,6 +21,14 @@ from analysis import toyworld
 from analysis.fit_scaling import main
 from analysis.toyworld import DATA_BETA, data_world
 
+
+def assert_png(path) -> None:
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(path)
+    assert img.shape[0] > 200 and img.shape[1] > 200 and float(img[..., :3].std()) > 0.01
+
+
 INTERFACE = ["arm", "size", "tokens", "loss", "d_eff", "data_multiplier", "data_multiplier_lo",
              "data_multiplier_hi", "extrapolated"]
 
@@ -65,6 +73,7 @@ def test_constant_2x_data_multiplier_is_recovered_at_every_budget(tmp_path):
     assert "† extrapolated: D_eff lies beyond the Dense token budgets" in summary
     assert "**they exclude run-to-run noise**" in summary  # one seed
     assert len(fam["data_multipliers"]) == 5
+    assert_png(out / "data_scaling.png")  # the L(D) read, arrows to D_eff, † beyond
 
 
 def test_data_multiplier_intervals_include_seed_noise(tmp_path):
@@ -92,6 +101,7 @@ def test_joint_law_reads_data_multipliers_across_sizes(tmp_path):
     assert top["extrapolated"].all() and np.allclose(top["extrapolation"], 2.0, rtol=0.05)
     assert not m[m["tokens"] / m["dense_params"] < 21]["extrapolated"].any()
     assert "| joint L(N, D) |" in (out / "summary.md").read_text()
+    assert_png(out / "data_scaling.png")
 
 
 def test_two_budgets_without_a_joint_law_give_reasons_not_numbers(tmp_path):
