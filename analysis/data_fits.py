@@ -1,49 +1,52 @@
-"""Data scaling: L(D) per (arm, size) where a size has several token budgets (D_eff / D for
-Leviathan against Dense of the same size), and the joint L(N, D) where sizes and budgets both
-vary (Epoch AI's procedure, analysis/joint.py), which gives each run a second N_eff at its own D.
+"""Data scaling: L(D) = E_N + B·D^-beta (E_N free) per (arm, size) where a size has several token
+budgets, the data multipliers D_eff / D of the non-Dense runs (analysis/data_multipliers.py), and
+the joint L(N, D) where sizes and budgets both vary (Epoch AI's procedure, analysis/joint.py),
+which gives each run a second N_eff at its own D.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
+from analysis.bootstrap import resample_counts
+from analysis.data_multipliers import PER_SIZE, data_multipliers, fit_size_ld, refit_size_ld
+from analysis.extrapolation import factor, outside
 from analysis.family import FamilyResult, FitConfig
 from analysis.joint import HUBER_DELTA as EPOCH_DELTA
 from analysis.joint import bootstrap_joint, fit_joint
-from analysis.paper_view import bootstrap_dense, interval_bounds
-from analysis.powerlaw import B_DEFAULT, FitError, fit_power_law
+from analysis.paper_view import interval_bounds
+from analysis.powerlaw import FitError
 from analysis.runs import budget_ids
 
 
 def fit_ld(res: FamilyResult, usable: pd.DataFrame, cfg: FitConfig, rng):
-    """L(D) per (arm, size) with several budgets; D_eff / D for Leviathan at the same size."""
-    b = cfg.b if cfg.b is not None else B_DEFAULT
-    dm = []
-    if cfg.b is not None:
-        usable = usable[usable["loss"] > cfg.b]
+    """L(D) = E_N + B·D^-beta with E_N free per (arm, size) with three or more budgets (the
+    asymptote of one size is E + A·N^-alpha, not E: b is never pinned here), intervals from the
+    budgets resampled; then the data multiplier D_eff / D of every non-Dense run
+    (analysis/data_multipliers.py: off the joint law when fitted, else off its size's L(D))."""
     for (arm, size), g in usable.groupby(["arm", "size"]):
-        if budget_ids(g["tokens"].to_numpy(), cfg.budget_tol).max() < 1:
+        ids = budget_ids(g["tokens"].to_numpy(), cfg.budget_tol)
+        if ids.max() < 1:
+            continue
+        if ids.max() < 2:
+            res.notes.append(f"L(D) {arm} {size}: E_N free needs three or more token budgets; "
+                             f"found {ids.max() + 1}")
             continue
         try:
-            f = fit_power_law(g["tokens"], g["loss"], b=cfg.b, delta=cfg.delta)
+            f = fit_size_ld(g, cfg.delta)
         except FitError as err:
             res.notes.append(f"L(D) {arm} {size}: {err}")
             continue
-        s = bootstrap_dense(g, f, cfg, rng, x="tokens",
-                             groups=budget_ids(g["tokens"].to_numpy(), cfg.budget_tol))
-        res.data_fits.append({"arm": arm, "size": size, "B": f.A, "beta": f.alpha, "b": f.b,
-                              "n_points": f.n_points, "B_ci": interval_bounds(s[:, 0], cfg.level),
-                              "beta_ci": interval_bounds(s[:, 1], cfg.level)})
-        if arm == "dense":
-            lev = usable[(usable["arm"] == "leviathan") & (usable["size"] == size)]
-            d_eff = f.inverse(lev["loss"])
-            dm.append(pd.DataFrame({"run_id": lev["run_id"], "size": size,
-                                    "tokens": lev["tokens"], "loss": lev["loss"],
-                                    "d_eff": d_eff, "data_multiplier": d_eff / lev["tokens"]}))
-    if cfg.b is None and res.data_fits:
-        res.notes.append(f"L(D) fits use a fitted b per curve (b free); default would be {b}")
-    if dm:
-        res.data_multipliers = pd.concat(dm, ignore_index=True)
+        counts = resample_counts(ids, cfg.bootstrap, rng).astype(float)
+        s = refit_size_ld(g["tokens"], np.log(g["loss"].to_numpy(float)), counts, f, cfg.delta)
+        res.data_fits.append({"arm": arm, "size": size, "law": PER_SIZE, "B": f.A,
+                              "beta": f.alpha, "E_N": f.b, "b": f.b, "n_points": f.n_points,
+                              "B_ci": interval_bounds(s[:, 0], cfg.level),
+                              "beta_ci": interval_bounds(s[:, 1], cfg.level),
+                              "E_N_ci": interval_bounds(s[:, 2], cfg.level),
+                              "b_ci": interval_bounds(s[:, 2], cfg.level)})
+    res.data_multipliers = data_multipliers(res, usable, cfg, rng)
 
 
 def fit_joint_law(res: FamilyResult, dense: pd.DataFrame, cfg: FitConfig) -> None:
@@ -63,3 +66,8 @@ def fit_joint_law(res: FamilyResult, dense: pd.DataFrame, cfg: FitConfig) -> Non
         m = res.multipliers  # second estimate: N_eff from the joint law at the run's own D
         m["n_eff_joint"] = res.joint.effective_params(m["loss"], m["tokens"])
         m["multiplier_joint"] = m["n_eff_joint"] / m["params"]
+        # outside the Dense points in N (N_eff) or in D (the run's own tokens): the larger factor
+        far = np.fmax(factor(m["n_eff_joint"], dense["params"].min(), dense["params"].max()),
+                      factor(m["tokens"], dense["tokens"].min(), dense["tokens"].max()))
+        m["extrapolation_joint"] = np.where(np.isfinite(m["n_eff_joint"]), far, np.nan)
+        m["extrapolated_joint"] = outside(m["extrapolation_joint"])

@@ -173,7 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.chinchilla:
         return run_chinchilla(args.chinchilla, args.out, min(cfg.bootstrap, 400), cfg.seed)
     from analysis.csv_input import load_csv
-    from analysis.plots import plot_multiplier_vs_tokens, plot_rare_tokens, plot_scaling
+    from analysis.plots import (
+        plot_data_scaling,
+        plot_multiplier_vs_tokens,
+        plot_rare_tokens,
+        plot_scaling,
+    )
     from analysis.report import write_outputs
     from analysis.runs import latest_sweep, load_mlflow
     from analysis.scaling import analyse
@@ -195,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     written = write_outputs(out, runs, cfg, results, table)
     for plot in (plot_scaling(out / "scaling.png", results, table, cfg.level),
                  plot_multiplier_vs_tokens(out / "multiplier_vs_tokens.png", results),
-                 plot_rare_tokens(out / "rare_tokens.png", results)):
+                 plot_rare_tokens(out / "rare_tokens.png", results),
+                 plot_data_scaling(out / "data_scaling.png", results, table)):
         if plot is not None:
             written.append(plot)
     if runs.sweep and not args.csv:

@@ -86,10 +86,11 @@ def _scipy_objective(theta, u, v, y, delta):
 
 
 def _batched_lm(theta, u, v, y, delta, iters, weights=1.0):
-    """All starts (or bootstrap rows, weights (S, n)) advanced together by analysis.lm."""
+    """All starts (or bootstrap rows, weights (S, n)) advanced together by analysis.lm; y (n,),
+    or (S, n): one target per row (seed-noise replicates)."""
     def residuals(th, rows):
         pred, s = _terms(th, u, v)
-        return pred - y, _jacobian(s, u, v)
+        return pred - (y if y.ndim == 1 else y[rows]), _jacobian(s, u, v)
 
     return lm.solve(residuals, theta, delta=delta, weights=weights, lam0=1e-2, iters=iters,
                     tol=0.0, lower=[-np.inf] * 3 + [0.0, 0.0], upper=[np.inf] * 3 + [10.0, 10.0])
@@ -143,22 +144,32 @@ def fit_joint(n, d, loss, *, delta: float = HUBER_DELTA, grid: dict | None = Non
                     objective=float(best.fun) * delta, n_starts=int(starts.shape[0]))
 
 
+def refit_joint(n, d, loss, weights, fit: JointFit, *, delta: float = HUBER_DELTA,
+                iters: int = 40) -> dict[str, np.ndarray]:
+    """The law refitted from `fit` once per row of weights (R, n) (bootstrap counts, or ones)
+    on loss (n,) or (R, n) (seed-noise replicates): name -> (R,) samples of E, A, B, alpha,
+    beta."""
+    n, d, loss = (np.asarray(x, float) for x in (n, d, loss))
+    weights = np.asarray(weights, float)
+    ln, ld = np.log(n), np.log(d)
+    mn, md = float(ln.mean()), float(ld.mean())
+    start = np.array([math.log(fit.A) - fit.alpha * mn, math.log(fit.B) - fit.beta * md,
+                      math.log(fit.E), fit.alpha, fit.beta])
+    theta, _ = _batched_lm(np.tile(start, (weights.shape[0], 1)), ln - mn, ld - md,
+                           np.log(loss), delta, iters, weights)
+    return {"E": np.exp(theta[:, 2]), "A": np.exp(theta[:, 0] + theta[:, 3] * mn),
+            "B": np.exp(theta[:, 1] + theta[:, 4] * md), "alpha": theta[:, 3],
+            "beta": theta[:, 4]}
+
+
 def bootstrap_joint(n, d, loss, fit: JointFit, *, n_rep: int = 200, seed: int = 0,
                     delta: float = HUBER_DELTA, iters: int = 40, level: float = 0.95) -> dict:
     """Standard errors of (E, A, B, alpha, beta) by resampling points, refitting from `fit`."""
-    n, d, loss = (np.asarray(x, float) for x in (n, d, loss))
-    ln, ld = np.log(n), np.log(d)
-    mn, md = float(ln.mean()), float(ld.mean())
-    u, v, y = ln - mn, ld - md, np.log(loss)
+    n = np.asarray(n, float)
     rng = np.random.default_rng(seed)
     counts = np.stack([np.bincount(rng.integers(0, n.size, n.size), minlength=n.size)
                        for _ in range(n_rep)]).astype(float)
-    start = np.array([math.log(fit.A) - fit.alpha * mn, math.log(fit.B) - fit.beta * md,
-                      math.log(fit.E), fit.alpha, fit.beta])
-    theta, _ = _batched_lm(np.tile(start, (n_rep, 1)), u, v, y, delta, iters, counts)
-    samples = {"E": np.exp(theta[:, 2]), "A": np.exp(theta[:, 0] + theta[:, 3] * mn),
-               "B": np.exp(theta[:, 1] + theta[:, 4] * md), "alpha": theta[:, 3],
-               "beta": theta[:, 4]}
+    samples = refit_joint(n, d, loss, counts, fit, delta=delta, iters=iters)
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     return {k: {"se": float(np.std(x, ddof=1)), "lo": float(np.percentile(x, q[0])),
                 "hi": float(np.percentile(x, q[1]))} for k, x in samples.items()}

@@ -4,8 +4,9 @@ N is FitConfig.params (total parameters, as the paper; or body). Every finished 
 gets N_eff and the multiplier N_eff / N with a bootstrap interval (Dense sizes and seeds
 resampled, the run's own loss drawn from its seed group); alpha on the Leviathan runs alone;
 the shared-exponent multiplier with a bootstrap and a lack-of-fit (Student-t) interval; the
-multipliers' sensitivity to b. The three matchings and the controls are analysis/matchings.py
-and analysis/controls.py.
+multipliers' sensitivity to b. An N_eff beyond the Dense sizes is marked `extrapolated`, with the
+factor (`extrapolation`, analysis/extrapolation.py). The three matchings and the controls are
+analysis/matchings.py and analysis/controls.py.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import percentile_interval, refit_batch, resample_counts
+from analysis.extrapolation import factor, outside
 from analysis.family import FamilyResult, FitConfig
 from analysis.matchings import EXTRAPOLATION, degenerate
 from analysis.powerlaw import (
@@ -117,6 +119,8 @@ def _run_multipliers(res: FamilyResult, fit: PowerLaw, samples: np.ndarray,
     m["reason"] = [_multiplier_reason(row, fit, flat, n_range) for row in m.itertuples()]
     for col in ("n_eff", "multiplier"):
         m.loc[m["reason"] != "", col] = np.nan
+    m["extrapolation"] = factor(m["n_eff"], *n_range)  # NaN where there is no N_eff
+    m["extrapolated"] = outside(m["extrapolation"])
     return m.sort_values(["params", "name", "run_id"]).reset_index(drop=True)
 
 

@@ -1,4 +1,6 @@
-"""scaling.png, multiplier_vs_tokens.png, rare_tokens.png (matplotlib, Agg backend)."""
+"""scaling.png, multiplier_vs_tokens.png, rare_tokens.png, data_scaling.png (matplotlib, Agg
+backend). Every effective size or token count read beyond the Dense points is marked † with the
+factor."""
 
 from __future__ import annotations
 
@@ -112,8 +114,19 @@ def plot_multiplier_vs_tokens(path: Path, results: dict[str, FamilyResult]) -> P
     for ax, (fam, r) in zip(axes[0], fams.items(), strict=True):
         for lineage, g in r.trajectory.groupby("lineage", sort=False):
             g = g.sort_values("tokens")
-            ax.plot(g["tokens"], g["multiplier"], marker="o", ms=3,
-                    label=str(g["size"].iloc[0]) if lineage == g["run_id"].iloc[0] else lineage)
+            line, = ax.plot(g["tokens"], g["multiplier"], marker="o", ms=3,
+                            label=str(g["size"].iloc[0]) if lineage == g["run_id"].iloc[0]
+                            else lineage)
+            out = g[g["extrapolated"].astype(bool)]  # N_eff beyond the Dense sizes at t
+            ax.scatter(out["tokens"], out["multiplier"], s=60, facecolors="none",
+                       edgecolors=line.get_color(), zorder=3)
+            for row in out.itertuples(index=False):
+                ax.annotate(f"†{row.extrapolation:.2g}×", (row.tokens, row.multiplier),
+                            xytext=(3, 4), textcoords="offset points", fontsize=6,
+                            color=line.get_color())
+        if r.trajectory["extrapolated"].astype(bool).any():
+            ax.scatter([], [], s=60, facecolors="none", edgecolors="k",
+                       label="† N_eff outside the Dense sizes (factor)")
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log")
         ax.set_xlabel("tokens seen")
@@ -151,4 +164,72 @@ def plot_rare_tokens(path: Path, results: dict[str, FamilyResult]) -> Path | Non
         ax.set_title(f"{fam}: where the gain sits")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
+    return _save(fig, plt, path)
+
+
+def _data_curve(r: FamilyResult, size: str, law: str, n: float):
+    """The Dense L(D) a size's data multipliers were read from: tokens -> loss, or None."""
+    if law.startswith("joint") and r.joint is not None:
+        return lambda d: r.joint.predict(n, d)
+    f = next((f for f in r.data_fits if f["arm"] == "dense" and f["size"] == size), None)
+    if f is None:
+        return None
+    return lambda d: f["E_N"] + f["B"] * np.asarray(d, float) ** -f["beta"]
+
+
+def _data_panel(ax, fam: str, size: str, r: FamilyResult, dense: pd.DataFrame,
+                rows: pd.DataFrame):
+    """One size: Dense points and the L(D) read, each run's arrow to its D_eff (dashed, † and
+    the factor where it lies beyond the Dense budgets, shaded)."""
+    dx = dense["tokens"].to_numpy(float)
+    xs = np.concatenate([dx, rows["tokens"], rows["d_eff"].dropna()])
+    grid = np.geomspace(xs.min() / 1.3, xs.max() * 1.3, 200)
+    curve = _data_curve(r, size, str(rows["law"].iloc[0]), float(rows["dense_params"].iloc[0]))
+    if curve is not None:
+        ax.plot(grid, curve(grid), color=DENSE, lw=1.5, label=f"Dense {rows['law'].iloc[0]}")
+    ax.scatter(dx, dense["loss"], color=DENSE, zorder=3, label="Dense")
+    for edge in (ax.axvspan(grid[0], dx.min(), color="0.85", alpha=0.5, lw=0),
+                 ax.axvspan(dx.max(), grid[-1], color="0.85", alpha=0.5, lw=0)):
+        edge.set_label("_nolegend_")
+    for arm, g in rows.groupby("arm", sort=False):
+        color, marker = ARM_STYLE.get(arm, ("k", "o"))
+        ax.scatter(g["tokens"], g["loss"], color=color, marker=marker, zorder=3, label=arm)
+        for row in g.itertuples(index=False):
+            if not np.isfinite(row.d_eff):
+                continue
+            ax.annotate("", xy=(row.d_eff, row.loss), xytext=(row.tokens, row.loss),
+                        arrowprops={"arrowstyle": "->", "color": color, "lw": 1.0,
+                                    "ls": "--" if row.extrapolated else "-"})
+            mark = f" † {row.extrapolation:.2f}× out" if row.extrapolated else ""
+            ax.text(row.d_eff * 1.03, row.loss, f"{row.data_multiplier:.2f}×{mark}",
+                    color=color, fontsize=7, va="center")
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("validation loss")
+    ax.set_title(f"{fam} {size}: D_eff / D (grey: beyond the Dense budgets)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+
+
+def plot_data_scaling(path: Path, results: dict[str, FamilyResult],
+                      table: pd.DataFrame) -> Path | None:
+    """One row per family, one panel per size with data multipliers: the Dense L(D) they were
+    read from and an arrow from each run to its D_eff."""
+    fams = {f: r for f, r in results.items()
+            if r.data_multipliers is not None and r.data_multipliers["d_eff"].notna().any()}
+    if not fams:
+        return None
+    plt = _pyplot()
+    n_cols = max(r.data_multipliers["size"].nunique() for r in fams.values())
+    fig, axes = _grid(plt, len(fams), n_cols)
+    for i, (fam, r) in enumerate(fams.items()):
+        usable = table[(table["family"] == fam) & (table["reason"] == "")]
+        sizes = list(dict.fromkeys(r.data_multipliers["size"]))
+        for j in range(n_cols):
+            if j >= len(sizes):
+                axes[i][j].axis("off")
+                continue
+            rows = r.data_multipliers[r.data_multipliers["size"] == sizes[j]]
+            dense = usable[(usable["arm"] == "dense") & (usable["size"] == sizes[j])]
+            _data_panel(axes[i][j], fam, sizes[j], r, dense, rows)
     return _save(fig, plt, path)

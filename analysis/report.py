@@ -5,7 +5,10 @@ ROW_COLUMNS (x: the run's quantity in that basis: total or body parameters, or t
 n_eff: the Dense-equivalent in the same unit; extrapolated/extrapolation: outside the Dense
 points, and by what factor). lev_vs_control.csv: size, control, basis, ratio, ratio_lo,
 ratio_hi (ratio = N_eff,lev / N_eff,ctl in that basis; + both multipliers).
-multipliers_by_run.csv: the paper's per-run table (every Leviathan run, N = fit.params). Also
+multipliers_by_run.csv: the paper's per-run table (every Leviathan run, N = fit.params;
+extrapolated/extrapolation: N_eff outside the Dense sizes, and by what factor; *_joint: the same
+off the joint L(N, D) at the run's own D). data_multipliers.csv: D_eff / D of every non-Dense
+run of a size with several budgets (analysis/data_multipliers.py COLUMNS). Also
 b_sensitivity.csv, lr_choices.csv, token_multipliers.csv, bucket_ratios.csv,
 multiplier_vs_tokens.csv where there is something to write.
 """
@@ -98,13 +101,17 @@ def write_outputs(out_dir: Path, runs: Runs, cfg: FitConfig, results: dict[str, 
     written.append(p)
     cols = ["family", "run_id", "name", "size", "pair", "seed", "params", "tokens", "loss",
             "dense_params", "dense_loss", "n_eff", "n_eff_lo", "n_eff_hi", "multiplier",
-            "multiplier_lo", "multiplier_hi", "n_eff_joint", "multiplier_joint", "reason"]
+            "multiplier_lo", "multiplier_hi", "extrapolated", "extrapolation", "n_eff_joint",
+            "multiplier_joint", "extrapolated_joint", "extrapolation_joint", "reason"]
     mults = [r.multipliers.assign(family=f) for f, r in results.items()
              if r.multipliers is not None]
     mdf = pd.concat(mults, ignore_index=True) if mults else pd.DataFrame(columns=cols)
     p = out_dir / "multipliers_by_run.csv"
     if "multiplier_joint" not in mdf.columns:
         cols = [c for c in cols if not c.endswith("_joint")]
+    for col in ("extrapolated", "extrapolated_joint"):  # off-ladder rows have no reading
+        if col in mdf.columns:
+            mdf[col] = mdf[col].astype("boolean").fillna(False).astype(bool)
     mdf.reindex(columns=cols).to_csv(p, index=False)
     written.append(p)
     rows = [r.matching.rows.assign(family=f) for f, r in results.items()
@@ -118,10 +125,9 @@ def write_outputs(out_dir: Path, runs: Runs, cfg: FitConfig, results: dict[str, 
     (pd.concat(ctl, ignore_index=True) if ctl else pd.DataFrame()).reindex(
         columns=["family", *RATIO_COLUMNS]).to_csv(p, index=False)
     written.append(p)
-    for name, attr in (("lr_choices", "lr_choices"), ("token_multipliers", "token_multipliers"),
-                       ("bucket_ratios", "bucket_ratios")):
-        frames = [getattr(r, attr).assign(family=f) for f, r in results.items()
-                  if getattr(r, attr) is not None and len(getattr(r, attr))]
+    for name in ("lr_choices", "token_multipliers", "bucket_ratios", "data_multipliers"):
+        frames = [getattr(r, name).assign(family=f) for f, r in results.items()
+                  if getattr(r, name) is not None and len(getattr(r, name))]
         if frames:
             p = out_dir / f"{name}.csv"
             pd.concat(frames, ignore_index=True).to_csv(p, index=False)

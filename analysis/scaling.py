@@ -54,7 +54,7 @@ def _add_off_ladder(res: FamilyResult, lev: pd.DataFrame, lev_ln: pd.DataFrame) 
     if len(off):
         extra = off[["run_id", "name", "size", "pair", "seed", "params", "tokens", "loss"]]
         extra = extra.assign(reason="token budget below this size's L(N) ladder: see the "
-                                    "joint L(N, D) fit")
+                                    "joint L(N, D) fit", extrapolated=False)
         res.multipliers = pd.concat([res.multipliers, extra], ignore_index=True)
 
 
@@ -116,9 +116,9 @@ def analyse_family(family: str, usable: pd.DataFrame, table: pd.DataFrame, runs:
     arms_tokens = fam[fam["arm"] != "dense"] if mode == "cooled" else others
     res.token_multipliers = token_multipliers(points, mode, ladder, arms_tokens, cfg, rng)
     res.bucket_ratios = bucket_ratios(runs.buckets, pd.concat([ladder, others]))
-    fit_ld(res, fam, cfg, rng)
     if grid:
         fit_joint_law(res, dense, cfg)
+    fit_ld(res, fam, cfg, rng)  # after the joint law: the data multipliers read it
     return res
 
 

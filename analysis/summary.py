@@ -9,6 +9,8 @@ import pandas as pd
 
 from analysis.b_check import b_check_md
 from analysis.buckets import bucket_table_md
+from analysis.data_multipliers import data_md
+from analysis.extrapolation import dagger
 from analysis.family import FamilyResult, FitConfig
 from analysis.headline import headline_md, robustness_md, tokens_md
 from analysis.lr_selection import lr_table_md
@@ -96,6 +98,9 @@ def _paper_table_md(r: FamilyResult, cfg: FitConfig) -> list[str]:
     out += [f"| Size | N | Dense loss | Leviathan loss | N_eff | Multiplier ({pct} CI) |",
             "|---|---|---|---|---|---|"]
     out += [_paper_row_md(m) for m in r.multipliers.itertuples()]
+    if r.multipliers["extrapolated"].any():
+        out += ["", "† extrapolated: N_eff lies outside the fitted Dense sizes, by the factor "
+                    "shown; add Dense rungs (grid.dense_sizes) to read it by interpolation."]
     out.append("")
     if r.lev is not None:
         out.append(f"Leviathan alone: α = {r.lev.alpha:.4f}"
@@ -118,7 +123,8 @@ def _paper_row_md(m) -> str:
     if m.reason:
         mult = f"excluded: {m.reason}"
     else:
-        mult = f"{m.multiplier:.2f}x{_ci(m.multiplier_lo, m.multiplier_hi)}"
+        mult = (f"{m.multiplier:.2f}x{_ci(m.multiplier_lo, m.multiplier_hi)}"
+                + dagger(m.extrapolation, m.n_eff, m.dense_params))
     dl = getattr(m, "dense_loss", np.nan)
     return (f"| {m.size} | {human(m.params)} | {_fmt(dl)} | {m.loss:.4f} | "
             f"{human(m.n_eff) if np.isfinite(m.n_eff) else '–'} | {mult} |")
@@ -138,18 +144,6 @@ def _b_sensitivity_md(b_sensitivity: pd.DataFrame | None) -> list[str]:
     return out + [""]
 
 
-def _data_scaling_md(r: FamilyResult) -> list[str]:
-    """L(D) per arm and size, and the data multipliers read off it (if fitted)."""
-    out = [f"L(D) = B·D^-β + b, {dfit['arm']} {dfit['size']}: B = {_fmt(dfit['B'])}"
-           f"{_ci(*dfit['B_ci'])}, β = {dfit['beta']:.4f}{_ci(*dfit['beta_ci'])}, "
-           f"b = {dfit['b']:.4g} ({dfit['n_points']} runs)." for dfit in r.data_fits]
-    if r.data_multipliers is not None:
-        out += [f"Data multiplier {m.size} at {human(m.tokens)} tokens: "
-                f"D_eff = {human(m.d_eff)}, {_fmt(m.data_multiplier, 3)}x."
-                for m in r.data_multipliers.itertuples()]
-    return out
-
-
 def _joint_md(r: FamilyResult) -> list[str]:
     """The joint L(N, D) law and the multipliers it gives at each run's own D (if fitted)."""
     if r.joint is None:
@@ -164,7 +158,9 @@ def _joint_md(r: FamilyResult) -> list[str]:
     if r.multipliers is not None and "multiplier_joint" in r.multipliers:
         out.append("Multipliers from the joint law at each run's own D: " + ", ".join(
             f"{m.size} at {human(m.tokens)} tokens {_fmt(m.multiplier_joint, 3)}x"
-            for m in r.multipliers.itertuples()) + ".")
+            + dagger(m.extrapolation_joint, m.n_eff_joint, float("nan"))
+            for m in r.multipliers.itertuples()) + " (†: outside the Dense points in N or D, by "
+            "the factor shown).")
     return out
 
 
@@ -175,7 +171,9 @@ def _trajectory_md(r: FamilyResult) -> list[str]:
     last = r.trajectory.sort_values("tokens").groupby("run_id").tail(1)
     return ["Multiplier at the last matched token count: " + ", ".join(
         f"{row.size} {row.multiplier:.3g}x at {human(row.tokens)}"
-        for row in last.itertuples()) + " (multiplier_vs_tokens.png)."]
+        + dagger(row.extrapolation, row.n_eff, row.n_dense_max)
+        for row in last.itertuples()) + " (multiplier_vs_tokens.png; †: N_eff outside the Dense "
+        "sizes at that token count, by the factor shown)."]
 
 
 def _family_md(fam: str, r: FamilyResult, cfg: FitConfig) -> list[str]:
@@ -187,7 +185,7 @@ def _family_md(fam: str, r: FamilyResult, cfg: FitConfig) -> list[str]:
     out += tokens_md(r, cfg) + bucket_table_md(r.bucket_ratios)
     if r.dense is not None:
         out += _paper_table_md(r, cfg)
-    out += _data_scaling_md(r) + _joint_md(r) + _trajectory_md(r)
+    out += data_md(r, cfg) + _joint_md(r) + _trajectory_md(r)
     return out + [f"- {n}" for n in r.notes] + [""]
 
 

@@ -19,6 +19,11 @@ body) and `ladder="v2"`: the decoupled family (Dense tied, Leviathan untied, the
 control; conf/model/v2, all three on one backbone). The `lev-equals-untying` world is v2 where
 Leviathan is worth exactly what untying the head is worth.
 
+`data-2x` is a data-scaling world (the `data_scaling` grid's budgets, 5 N ... 100 N tokens at
+v1/109M): L(N, D) = b + A·N^-alpha + B_D·D^-beta, Leviathan's tokens worth DATA_WORTH = 2x
+Dense's at every budget (its loss is Dense's at twice the tokens), so at one size the loss
+levels off at b + A·N^-alpha, not at b (`data_world`).
+
 Sizes: the v1 ladder without 109M (8 layers of width 256: a smaller body than 60M's 40 layers
 of 128, so in a body world it would sit above 60M) and with one Dense-only rung above 421M
 (width 1024, 28 layers, the v1 shape rule), as issue 11 asks of the real ladder.
@@ -48,6 +53,9 @@ WORLDS = {  # name -> (basis the loss depends on, what each arm's X is worth)
 }
 WORLD_LADDER = {"lev-equals-untying": "v2"}  # the rest: v1
 BASIS_COLUMN = {"params": "params", "body": "body_params", "compute": "flops"}
+DATA_B, DATA_BETA = 410.0, 0.30  # the data term B_D·D^-beta (Hoffmann et al.'s B, beta rounded)
+DATA_BUDGETS = (5.0, 10.0, 20.0, 50.0, 100.0)  # tokens per Dense parameter (conf/grid/data_scaling)
+DATA_WORLDS = {"data-2x": 2.0}  # name -> what Leviathan's tokens are worth (Dense 1)
 
 
 @cache
@@ -139,10 +147,41 @@ def toy_world(basis: str = "body", worth: dict | None = None, *, seeds: int = 3,
                 "loss"]]
 
 
+def data_world(worth: float = 2.0, *, sizes: tuple[str, ...] = ("109M",),
+               budgets: tuple[float, ...] = DATA_BUDGETS, seeds: int = 1, noise: float = 0.0,
+               seed: int = 0, alpha: float = ALPHA, beta: float = DATA_BETA) -> pd.DataFrame:
+    """A runs.csv table of a data-scaling world: Dense and Leviathan (isoparametric, the real
+    v1 counts) at each size and budget (x Dense's parameters), L = b + A·N^-alpha +
+    B_D·(w·D)^-beta with N the Dense count of the size (Leviathan matches it) and w = `worth`
+    for Leviathan, 1 for Dense; log-normal seed noise."""
+    from leviathan.config import ladder_config
+    from leviathan.models.accounting import count_params, resolve_model_config
+
+    scale = (TOP_LOSS - B) * float(shapes()["params"].min()) ** alpha  # toy_world's A
+    rng = np.random.default_rng(seed)
+    rows = []
+    for size in sizes:
+        dense = ladder_config("v1", size)
+        n = float(count_params(dense).total)
+        counts = {"dense": count_params(dense),
+                  "leviathan": count_params(resolve_model_config(dense.replace(arm="leviathan")))}
+        for k, per in ((k, p) for k in range(seeds) for p in budgets):
+            d = per * n
+            for arm, w in (("dense", 1.0), ("leviathan", worth)):
+                loss = B + scale * n ** -alpha + DATA_B * (w * d) ** -beta
+                if noise:
+                    loss *= float(np.exp(rng.normal(0.0, noise)))
+                rows.append({"run": f"{arm}-{size}-{per:g}N-s{k}", "arm": arm, "size": size,
+                             "pair": f"{size}-{per:g}N-s{k}", "seed": k,
+                             "params": float(counts[arm].total),
+                             "body_params": float(counts[arm].body), "tokens": d, "loss": loss})
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.toyworld", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("world", choices=sorted(WORLDS))
+    p.add_argument("world", choices=sorted(WORLDS) + sorted(DATA_WORLDS))
     p.add_argument("out", help="runs.csv to write")
     p.add_argument("--seeds", type=int, default=3, help="seeds per arm and size")
     p.add_argument("--noise", type=float, default=0.005, help="seed noise, fraction of loss")
@@ -151,6 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     from leviathan.logs import setup_logging
 
     setup_logging()
+    if args.world in DATA_WORLDS:
+        df = data_world(DATA_WORLDS[args.world], seeds=args.seeds, noise=args.noise,
+                        seed=args.seed)
+        df.to_csv(args.out, index=False)
+        print(f"wrote {len(df)} runs of the {args.world!r} world to {args.out} (Leviathan's "
+              f"tokens worth {DATA_WORLDS[args.world]:g}x; noise {args.noise:g} x {args.seeds} "
+              "seeds)")
+        return 0
     basis, worth = WORLDS[args.world]
     df = toy_world(basis, worth, seeds=args.seeds, noise=args.noise, seed=args.seed,
                    ladder=WORLD_LADDER.get(args.world, "v1"))

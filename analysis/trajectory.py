@@ -9,7 +9,8 @@ A lineage is one (arm, size, seed, lr): a main run and its cooldown branches, wh
 points together make one curve. At every token count t where a Leviathan lineage has a point,
 each Dense lineage of the ladder that reaches t gives its loss at t (linear interpolation in
 log tokens between its points); L(N) is refitted on those losses (b fixed) and the Leviathan
-loss at t gives N_eff(t) and the multiplier N_eff(t) / N_lev.
+loss at t gives N_eff(t) and the multiplier N_eff(t) / N_lev, marked `extrapolated` (with the
+factor, `extrapolation`) where N_eff(t) lies outside the Dense sizes that reach t.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.extrapolation import factor, outside
 from analysis.powerlaw import ALPHA_BOUNDS, FitError, effective_size, fit_power_law
 
-COLUMNS = ["run_id", "lineage", "size", "params", "tokens", "loss", "n_dense", "n_eff",
-           "multiplier"]
+COLUMNS = ["run_id", "lineage", "size", "params", "tokens", "loss", "n_dense", "n_dense_max",
+           "n_eff", "multiplier", "extrapolated", "extrapolation"]
 UNCOOLED = ("not a cooled-down point: this family has WSD cooldown branches (cooled) and the "
             "fits use only those")
 
@@ -73,8 +75,9 @@ def loss_at(history: pd.DataFrame, tokens: float) -> float:
 
 
 def _dense_fit_at(t: float, dense_lin: dict, n_of: pd.Series, b: float, delta: float):
-    """(L(N) fit, Dense curves used) at token count t from the Dense lineages that reach it
-    (b fixed); None with fewer than two sizes, a failed fit or a degenerate exponent."""
+    """(L(N) fit, Dense curves used, smallest and largest Dense N used) at token count t from
+    the Dense lineages that reach it (b fixed); None with fewer than two sizes, a failed fit or a
+    degenerate exponent."""
     pairs = [(n_of[k], loss_at(dh, t)) for k, dh in dense_lin.items()]
     pairs = [(n, lo) for n, lo in pairs if np.isfinite(lo) and lo > b]
     if len({n for n, _ in pairs}) < 2:
@@ -84,7 +87,7 @@ def _dense_fit_at(t: float, dense_lin: dict, n_of: pd.Series, b: float, delta: f
     except FitError:
         return None
     if ALPHA_BOUNDS[0] * 10 < fit.alpha < ALPHA_BOUNDS[1] * 0.99:
-        return fit, len(pairs)
+        return fit, len(pairs), min(p[0] for p in pairs), max(p[0] for p in pairs)
     return None  # degenerate: no N_eff at t
 
 
@@ -123,10 +126,11 @@ def multiplier_vs_tokens(points: pd.DataFrame, dense: pd.DataFrame, lev: pd.Data
                 fits[key] = _dense_fit_at(t, dense_lin, n_of, b, delta)
             if fits[key] is None:
                 continue
-            fit, n_dense = fits[key]
+            fit, n_dense, lo, hi = fits[key]
             n_eff, mult = effective_size(fit, loss, n_of[lin])
-            rows.append((rid, lin, size_of[lin], n_of[lin], key, float(loss), n_dense,
-                         float(n_eff), float(mult)))
+            far = float(factor(n_eff, lo, hi))
+            rows.append((rid, lin, size_of[lin], n_of[lin], key, float(loss), n_dense, hi,
+                         float(n_eff), float(mult), bool(outside(far)), far))
     if not rows:
         return None
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -212,12 +212,15 @@ def test_size_by_budget_grid_reports_ld_and_joint_fits(tmp_path):
     fam = json.loads((out / "fit.json").read_text())["families"]["default"]
     assert fam["joint"]["alpha"] == pytest.approx(0.35, rel=1e-3)
     assert fam["joint"]["E_ci"][0] - 1e-6 <= 1.8 <= fam["joint"]["E_ci"][1] + 1e-6
-    assert len(fam["data_fits"]) == 4 + 4  # L(D) per size: Dense 4 budgets, Leviathan 2
+    assert len(fam["data_fits"]) == 4  # L(D), E_N free, per size: Dense's 4 budgets (not 2)
+    assert "L(D) leviathan 50M: E_N free needs three or more token budgets; found 2" in \
+        fam["notes"]
     m = pd.read_csv(out / "multipliers_by_run.csv")
     assert len(m) == 8  # every Leviathan run has a row: 4 on the ladder, 4 with a reason
     assert (m["reason"].fillna("").str.contains("token budget below").sum()) == 4
     summary = (out / "summary.md").read_text()
-    assert "Joint L(N, D) = E + A·N^-α + B·D^-β" in summary and "L(D) = B·D^-β + b" in summary
+    assert "Joint L(N, D) = E + A·N^-α + B·D^-β" in summary
+    assert "L(D) = E_N + B·D^-β (E_N free), dense 50M" in summary
     assert "Multipliers from the joint law at each run's own D" in summary
     assert np.allclose(m["multiplier_joint"], 2.0, rtol=1e-3)
 

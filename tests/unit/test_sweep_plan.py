@@ -138,3 +138,32 @@ def test_cli_dry_run_and_errors(tmp_path):
     assert out.returncode == 2 and "+grid=<name>" in out.stderr and "smoke" in out.stderr
     out = _cli(["+grid=nosuchgrid", f"paths.root_dir={tmp_path}"], REPO)
     assert out.returncode != 0 and "nosuchgrid" in (out.stderr + out.stdout)
+
+
+@pytest.mark.parametrize("grid, rungs", [("decoupled", ["2.1B"]), ("isobody", ["752M", "989M"])])
+def test_paper_grids_have_dense_only_rungs_above_their_pairs(grid, rungs, tmp_path):
+    """Issue 24: an effective size beyond the largest Dense point is read by extrapolation, so
+    `decoupled` and `isobody` train Dense-only rungs >= 1.5x their largest paired size, on the
+    ladder's shape rule, and the dry run's table shows each with its cost."""
+    from leviathan.sweep.plan import format_plan
+
+    cfg, plan = plan_for([f"+grid={grid}"], tmp_path)
+    df = plan.frame()
+    paired = df[df.pair.map(df.groupby("pair").arm.nunique()) > 1]
+    top = paired[paired.arm == "dense"].params_total.max()
+    only = df[~df.pair.isin(paired.pair)]
+    assert sorted(set(only["size"])) == sorted(rungs) and set(only.arm) == {"dense"}
+    assert only.params_total.min() >= 1.5 * top
+    head = {"decoupled": 128, "isobody": 64}[grid]  # v2 >= 700M: 128; v1: 64
+    for r in only.itertuples():
+        assert r.d_model / r.n_heads == head
+        mc = next(p.config["model"] for p in plan.runs if p.run == r.run)
+        assert mc["ffn_hidden"] == -(-8 * r.d_model // (3 * 64)) * 64  # round_up(8/3 d, 64)
+        assert mc["head"] == ("tied" if grid == "decoupled" else "untied")  # the Dense arm's
+        assert r.tokens == round(20 * r.params_total) and r.flops > 0 and r.gpu_hours > 0
+    text = format_plan(plan)
+    for r in only.itertuples():  # the dry run's table: every rung with its FLOPs and GPU-hours
+        assert f"| {r.run} | {r.pair} | dense | {r.size} |" in text
+        assert text.split(f"| {r.run} |")[1].split("\n")[0].endswith(
+            f"| {r.flops:.3g} | {r.mfu:.3g} | {r.gpu_hours:.3g} |")
+    assert f"{len(df)} runs ({len(df[df.arm == 'dense'])} dense" in text  # the totals count them

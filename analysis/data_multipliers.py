@@ -1,0 +1,259 @@
+"""Data multipliers: how many tokens Dense of the same size needs to reach each run's loss.
+
+At a fixed size N the loss levels off at E + A·N^-alpha, not at E: pinning the asymptote at
+b = 1.69 bends L(D) and invents an advantage that shrinks with tokens. So the Dense law of a
+size is read with its asymptote free:
+- one size (or no joint fit): L(D) = E_N + B·D^-beta on that size's Dense runs, E_N fitted
+  (analysis.powerlaw with b free; needs three or more budgets);
+- two or more Dense sizes with several budgets: the joint L(N, D) = E + A·N^-alpha + B·D^-beta
+  (analysis/joint.py) at the Dense N of the size, so that E_N = E + A·N^-alpha is tied across
+  sizes.
+D_eff solves L_Dense(N, D_eff) = the run's loss; the data multiplier is D_eff / D. One row per
+non-Dense run of a size whose Dense runs have several budgets.
+
+Intervals as the multipliers' (analysis/matchings.py): with several seeds, every Dense run's loss
+is redrawn from its (size, budget) mean and the seeds' pooled deviations (pooled over the arms
+too) and the Dense law refitted on each replicate; each run's own loss takes the same kind of
+deviation and its D_eff is read off the refitted law; with one seed, the Dense budgets are
+resampled (the fit's spread only: no run-to-run noise). A D_eff beyond the Dense budgets of its
+size is marked `extrapolated`, with the factor (`extrapolation`, analysis/extrapolation.py);
+beyond EXTRAPOLATION it is not reported.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis import lm
+from analysis.bootstrap import percentile_interval, resample_counts, seed_noise_replicates
+from analysis.extrapolation import dagger, factor, outside
+from analysis.joint import HUBER_DELTA as EPOCH_DELTA
+from analysis.joint import refit_joint
+from analysis.matchings import EXTRAPOLATION, degenerate, x_eff
+from analysis.powerlaw import ALPHA_BOUNDS, FitError, PowerLaw, fit_power_law
+from analysis.runs import budget_ids, human
+
+COLUMNS = ["arm", "size", "run_id", "name", "seed", "params", "dense_params", "tokens", "loss",
+           "law", "dense_tokens_lo", "dense_tokens_hi", "d_eff", "d_eff_lo", "d_eff_hi",
+           "data_multiplier", "data_multiplier_lo", "data_multiplier_hi", "interval",
+           "extrapolated", "extrapolation", "reason"]
+PER_SIZE, JOINT = "L(D) at this size, E_N free", "joint L(N, D)"
+MAX_REPLICATES = 1000
+
+
+def fit_size_ld(runs: pd.DataFrame, delta: float) -> PowerLaw:
+    """L(D) = E_N + B·D^-beta on one (arm, size)'s runs, E_N free (PowerLaw: A = B,
+    alpha = beta, b = E_N). FitError with fewer than three budgets."""
+    return fit_power_law(runs["tokens"], runs["loss"], b=None, delta=delta)
+
+
+def refit_size_ld(tokens, y, weights, fit: PowerLaw, delta: float) -> np.ndarray:
+    """(R, 3) samples of (B, beta, E_N): L(D) refitted from `fit` on each row of weights (R, n)
+    with log losses y (n,) or (R, n), all rows at once (analysis.lm), E_N kept below every
+    loss."""
+    lx = np.log(np.asarray(tokens, float))
+    x0 = float(lx.mean())
+    u, y = lx - x0, np.asarray(y, float)
+    e_max = float(y.min()) - 1e-9
+    start = [math.log(fit.A) - fit.alpha * x0, fit.alpha, min(math.log(fit.b), e_max - 1e-6)]
+
+    def residuals(th, rows):
+        t1 = th[:, :1] - th[:, 1:2] * u
+        pred = np.logaddexp(t1, th[:, 2:3])
+        w = np.exp(t1 - pred)
+        return pred - (y if y.ndim == 1 else y[rows]), np.stack([w, -w * u, 1.0 - w], axis=-1)
+
+    theta, _ = lm.solve(residuals, np.tile(start, (weights.shape[0], 1)), delta=delta,
+                        weights=weights, iters=200, lower=[-50.0, ALPHA_BOUNDS[0], math.log(1e-3)],
+                        upper=[50.0, ALPHA_BOUNDS[1], e_max])
+    return np.column_stack([np.exp(theta[:, 0] + theta[:, 1] * x0), theta[:, 1],
+                            np.exp(theta[:, 2])])
+
+
+def joint_d_eff(E, A, B, alpha, beta, n, loss):
+    """D at which E + A·n^-alpha + B·D^-beta = loss, broadcasting; NaN where the loss is at or
+    below what size n reaches with unlimited tokens."""
+    with np.errstate(all="ignore"):
+        gap = loss - E - A * n ** -alpha
+        return np.where(gap > 0, (B / gap) ** (1.0 / beta), np.nan)
+
+
+class _Replicates:
+    """The family's replicate losses: seed-noise replicates of every run (Dense and the arms),
+    or None with one seed per group (then the Dense points are case-resampled instead)."""
+
+    def __init__(self, dense: pd.DataFrame, arms: pd.DataFrame, cfg, rng):
+        self.runs = pd.concat([dense, arms], ignore_index=True)
+        self.nd, self.rng = len(dense), rng
+        self.n_rep = min(cfg.bootstrap, MAX_REPLICATES)
+        ids = np.zeros(len(self.runs), int)
+        for _, g in self.runs.groupby("size"):
+            ids[g.index] = budget_ids(g["tokens"].to_numpy(), cfg.budget_tol)
+        self.budget = ids
+        groups = (self.runs["arm"] + "|" + self.runs["size"] + "|" + pd.Series(ids).astype(str))
+        self.reps = seed_noise_replicates(self.runs["loss"], groups.to_numpy(), self.n_rep, rng)
+        self.mean = self.runs["loss"].groupby(groups).transform("mean").to_numpy(float)
+        self.interval = "fit" if self.reps is None else "seeds"
+
+    def dense(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(log losses (n,) or (R, n), weights (R, n)) of the Dense runs in `mask` (Dense rows)."""
+        loss = self.runs["loss"].to_numpy(float)[: self.nd][mask]
+        if self.reps is not None:
+            return np.log(self.reps[:, : self.nd][:, mask]), np.ones((self.n_rep, int(mask.sum())))
+        sub = self.runs.iloc[: self.nd][mask]
+        labels = (sub["size"] + "|" + pd.Series(self.budget[: self.nd][mask],
+                                                index=sub.index).astype(str)).to_numpy()
+        return np.log(loss), resample_counts(labels, self.n_rep, self.rng).astype(float)
+
+    def arm_loss(self, idx: np.ndarray) -> np.ndarray:
+        """(R, m) replicate losses of the arm runs at rows `idx` of `arms`: each run's own loss
+        times the replicate's seed deviation (a reading of one run carries one seed's noise);
+        fixed with one seed."""
+        loss = self.runs["loss"].to_numpy(float)[self.nd + idx]
+        if self.reps is not None:
+            return loss * self.reps[:, self.nd + idx] / self.mean[self.nd + idx]
+        return np.tile(loss, (self.n_rep, 1))
+
+
+def _reason(loss: float, d_eff: float, floor: float, bad_fit: str, lo: float, hi: float) -> str:
+    if bad_fit:
+        return bad_fit
+    if not loss > floor:
+        return (f"loss {loss:.4f} <= {floor:.4f}, what Dense of this size reaches with "
+                "unlimited tokens: D_eff undefined")
+    if not np.isfinite(d_eff) or d_eff <= 0:
+        return "D_eff overflows: the Dense law does not reach this loss"
+    if not lo / EXTRAPOLATION <= d_eff <= hi * EXTRAPOLATION:
+        return (f"D_eff = {d_eff:.3g} is over {EXTRAPOLATION:g}x outside the Dense budgets "
+                f"({lo:.3g}..{hi:.3g}): not extrapolated")
+    return ""
+
+
+def _joint_samples(joint, reps: _Replicates) -> dict[str, np.ndarray]:
+    """The joint law refitted on every replicate of the family's Dense runs."""
+    y, w = reps.dense(np.ones(reps.nd, bool))
+    dense = reps.runs.iloc[: reps.nd]
+    return refit_joint(dense["params"], dense["tokens"], np.exp(y), w, joint, delta=EPOCH_DELTA)
+
+
+def _size_law(joint, s, size: str, dense_mask: np.ndarray, n: float, reps: _Replicates, cfg):
+    """(law, point D_eff function, replicate D_eff function, asymptote, why no reading): off
+    the joint law (with its replicate samples s) when fitted, else off this size's L(D)."""
+    d = reps.runs.iloc[: reps.nd][dense_mask]
+    if joint is not None:
+        j = joint
+        return (JOINT, lambda loss: joint_d_eff(j.E, j.A, j.B, j.alpha, j.beta, n, loss),
+                lambda loss: joint_d_eff(*(s[k][:, None] for k in ("E", "A", "B", "alpha",
+                                                                   "beta")), n, loss),
+                j.E + j.A * n ** -j.alpha, "")
+    try:
+        f = fit_size_ld(d, cfg.delta)
+    except FitError as err:
+        return PER_SIZE, None, None, math.nan, f"L(D) at {size} with E_N free: {err}"
+    if degenerate(f):
+        return PER_SIZE, None, None, f.b, f"Dense L(D) degenerate (beta = {f.alpha:.3g})"
+    y, w = reps.dense(dense_mask)
+    s = refit_size_ld(d["tokens"], y, w, f, cfg.delta)
+    return (PER_SIZE, lambda loss: f.inverse(loss),
+            lambda loss: x_eff(s[:, :1], s[:, 1:2], s[:, 2:3], loss), f.b, "")
+
+
+def data_multipliers(res, fam: pd.DataFrame, cfg, rng) -> pd.DataFrame | None:
+    """One row per non-Dense run (COLUMNS) of each size whose Dense runs have several budgets,
+    read off res.joint when fitted, else off that size's L(D); None when no size qualifies."""
+    dense = fam[fam["arm"] == "dense"]
+    if cfg.b is not None:  # as the joint fit's Dense runs (analysis/scaling.py)
+        dense = dense[dense["loss"] > cfg.b]
+    sizes = [s for s, g in dense.groupby("size")
+             if budget_ids(g["tokens"].to_numpy(), cfg.budget_tol).max() >= 1]
+    arms = fam[(fam["arm"] != "dense") & fam["size"].isin(sizes)]
+    if arms.empty:
+        return None
+    dense = dense.reset_index(drop=True)
+    arms = arms.reset_index(drop=True)
+    reps = _Replicates(dense, arms, cfg, rng)
+    joint = res.joint
+    joint_s = None if joint is None else _joint_samples(joint, reps)
+    rows = []
+    for size in sizes:
+        mask = (dense["size"] == size).to_numpy()
+        n = float(dense.loc[mask, "params"].mean())
+        law, point, draws, floor, bad = _size_law(joint, joint_s, size, mask, n, reps, cfg)
+        lo, hi = (float(f(dense.loc[mask, "tokens"])) for f in (np.min, np.max))
+        idx = np.flatnonzero((arms["size"] == size).to_numpy())
+        a = arms.iloc[idx]
+        d_eff = point(a["loss"].to_numpy(float)) if point else np.full(len(a), np.nan)
+        boot = draws(reps.arm_loss(idx)) if draws else np.full((1, len(a)), np.nan)
+        for j, run in enumerate(a.itertuples()):
+            rows.append(_row(run, n, law, float(d_eff[j]), boot[:, j], floor, bad, lo, hi,
+                             reps.interval, cfg.level))
+    out = pd.DataFrame(rows, columns=COLUMNS)
+    return out.sort_values(["dense_params", "arm", "tokens", "seed"], kind="stable",
+                           ignore_index=True)
+
+
+def _row(run, n, law, d_eff, boot, floor, bad, lo, hi, interval, level) -> dict:
+    reason = _reason(run.loss, d_eff, floor, bad, lo, hi)
+    d_lo, d_hi = percentile_interval(boot, level) if not reason else (math.nan, math.nan)
+    far = float(factor(d_eff, lo, hi)) if not reason else math.nan
+    return {"arm": run.arm, "size": run.size, "run_id": run.run_id, "name": run.name,
+            "seed": run.seed, "params": run.params, "dense_params": n, "tokens": run.tokens,
+            "loss": run.loss, "law": law, "dense_tokens_lo": lo, "dense_tokens_hi": hi,
+            "d_eff": math.nan if reason else d_eff,
+            "d_eff_lo": float(d_lo), "d_eff_hi": float(d_hi),
+            "data_multiplier": math.nan if reason else d_eff / run.tokens,
+            "data_multiplier_lo": float(d_lo) / run.tokens,
+            "data_multiplier_hi": float(d_hi) / run.tokens, "interval": interval,
+            "extrapolated": bool(outside(far)), "extrapolation": far, "reason": reason}
+
+
+def data_md(r, cfg) -> list[str]:
+    """The summary's data-scaling section: the L(D) fits and the data multipliers table."""
+    out = []
+    for f in r.data_fits:
+        ci = {k: _ci(f.get(f"{k}_ci")) for k in ("E_N", "B", "beta")}
+        out.append(f"L(D) = E_N + B·D^-β (E_N free), {f['arm']} {f['size']}: E_N = "
+                   f"{f['E_N']:.4f}{ci['E_N']}, B = {f['B']:.4g}{ci['B']}, β = {f['beta']:.4f}"
+                   f"{ci['beta']} ({f['n_points']} runs).")
+    m = r.data_multipliers
+    if m is None or m.empty:
+        return out + ([""] if out else [])
+    pct = f"{cfg.level:.0%}"
+    out += ["", f"Data multiplier: the tokens Dense of the same size needs for each run's loss "
+                f"(D_eff / D, {pct} CI):", "",
+            "| Size | Arm | Tokens | Loss | D_eff | D_eff / D | Read from |",
+            "|---|---|---|---|---|---|---|"]
+    for row in m.itertuples():
+        if row.reason:
+            val, deff = f"– ({row.reason})", "–"
+        else:
+            ci = _ci((row.data_multiplier_lo, row.data_multiplier_hi))
+            val = (f"{row.data_multiplier:.2f}×{ci}"
+                   + dagger(row.extrapolation, row.d_eff, row.dense_tokens_hi))
+            deff = human(row.d_eff)
+        out.append(f"| {row.size} | {row.arm} | {human(row.tokens)} | {row.loss:.4f} | {deff} | "
+                   f"{val} | {row.law} |")
+    out.append("")
+    if m["extrapolated"].any():
+        out.append("† extrapolated: D_eff lies beyond the Dense token budgets of its size, by the "
+                   "factor shown (a better arm at the largest budget always needs more tokens "
+                   "than Dense was given); add a longer Dense budget to read it by interpolation.")
+    if (m["interval"] == "fit").all():
+        out.append("Intervals: one seed per arm, size and budget: **they exclude run-to-run "
+                   "noise** (the Dense budgets resampled).")
+    else:
+        out.append("Intervals: every run's loss redrawn from its seeds' pooled deviations and the "
+                   "Dense law refitted each time (run-to-run noise of both arms included).")
+    return out + [""]
+
+
+def _ci(pair) -> str:
+    if pair is None:
+        return ""
+    lo, hi = pair
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return ""
+    return f" [{lo:.3g}, {hi:.3g}]"

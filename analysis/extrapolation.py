@@ -1,0 +1,39 @@
+"""The extrapolation mark: how far an effective size (or token count) lies outside the Dense points
+it was read from.
+
+Every reading of an effective size N_eff or an effective token count D_eff off a fitted Dense law
+says whether it lies inside the fitted Dense points (read by interpolation) or beyond them, and
+by what factor: `extrapolation` = max(x / hi, lo / x, 1), `extrapolated` = that factor above 1
+(beyond rounding), † in the tables and plots. A reading beyond EXTRAPOLATION is not reported at
+all (analysis/matchings.py, where the constant lives).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EDGE = 1e-6  # a reading this close (relative) to the last Dense point is at the edge: inside
+
+
+def factor(x, lo: float, hi: float) -> np.ndarray:
+    """max(x / hi, lo / x, 1) elementwise: 1 inside [lo, hi], NaN where x is not a positive
+    number."""
+    x = np.asarray(x, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.maximum(np.maximum(x / hi, lo / x), 1.0)
+    return np.where(np.isfinite(x) & (x > 0), out, np.nan)
+
+
+def outside(far) -> np.ndarray:
+    """True where the factor says beyond the Dense points (NaN: False)."""
+    far = np.asarray(far, float)
+    return np.where(np.isfinite(far), far > 1.0 + EDGE, False)
+
+
+def dagger(far: float, x: float, ref: float) -> str:
+    """' †1.52× above' (or below) for a marked reading x, '' otherwise; ref: any point inside
+    the Dense range (e.g. its largest point, or a Dense size's own count), NaN: no direction."""
+    if not outside(far):
+        return ""
+    way = "" if not np.isfinite(ref) else " above" if x > ref else " below"
+    return f" †{far:.2f}×{way}"
