@@ -5,6 +5,8 @@ both needing gradients, targets uniform over all V ids, padded ones included):
   plain      F.cross_entropy(F.linear(h, W).float(), y): all (N, V) logits at once
   lean       leviathan.models.loss.linear_cross_entropy, `--chunk` tokens at a time
   recompute  each chunk under torch.utils.checkpoint (logits recomputed in backward)
+  fused      lean with each chunk's softmax gradient torch.compile'd (fused=True: what
+             trainer.compile=true trains with); its compilation is the untimed warm-up call
 Time: the fastest of --repeats calls after one warm-up call. Peak memory is what the call needs
 above its inputs, gradients included. On CUDA: torch.cuda.max_memory_allocated minus the memory
 allocated before the call. On CPU: the peak resident set (VmHWM, reset through
@@ -24,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-VARIANTS = ("plain", "lean", "recompute")
+VARIANTS = ("plain", "lean", "recompute", "fused")
 CPU_METHOD = "cpu: VmHWM - VmRSS above the inputs (clear_refs reset), fresh process per variant"
 CUDA_METHOD = "cuda: max_memory_allocated above the inputs, fresh process per variant"
 
@@ -51,7 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = [v for v in args.variant_list if v not in VARIANTS]
     if bad or "plain" not in args.variant_list or "lean" not in args.variant_list:
-        p.error(f"--variants must name plain and lean (and may add recompute), got {args.variants}")
+        p.error(f"--variants must name plain and lean (and may add recompute, fused), got "
+                f"{args.variants}")
     if args.dtype == "auto":
         args.dtype = "bf16" if args.device.startswith("cuda") else "fp32"
     return args
@@ -75,6 +78,8 @@ def _loss_fn(variant: str, chunk: int):
         return plain_cross_entropy
     if variant == "lean":
         return lambda h, w, y: linear_cross_entropy(h, w, y, chunk=chunk)
+    if variant == "fused":
+        return lambda h, w, y: linear_cross_entropy(h, w, y, chunk=chunk, fused=True)
     return lambda h, w, y: checkpointed_cross_entropy(h, w, y, chunk=chunk)
 
 
@@ -111,9 +116,9 @@ def worker(args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         peak = (torch.cuda.max_memory_allocated() if cuda else _proc_kb("VmHWM") * 1024) - before
-        peaks.append(peak / 2**20)
-        if i > 0:
+        if i > 0:  # the warm-up call (a compilation, for fused) is neither timed nor measured
             times.append(dt)
+            peaks.append(peak / 2**20)
     return {"variant": args.worker, "s": min(times), "peak_mb": max(peaks),
             "loss": loss.item(), "h_grad_norm": h.grad.norm().item(),
             "w_grad_norm": w.grad.norm().item()}
@@ -173,9 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     result = {"plain_peak_mb": round(plain["peak_mb"], 1),
               "lean_peak_mb": round(lean["peak_mb"], 1),
               "plain_s": round(plain["s"], 4), "lean_s": round(lean["s"], 4)}
-    if "recompute" in res:
-        result.update(recompute_peak_mb=round(res["recompute"]["peak_mb"], 1),
-                      recompute_s=round(res["recompute"]["s"], 4))
+    for extra in ("recompute", "fused"):
+        if extra in res:
+            result.update({f"{extra}_peak_mb": round(res[extra]["peak_mb"], 1),
+                           f"{extra}_s": round(res[extra]["s"], 4),
+                           f"{extra}_loss_rel_diff": rel("loss", res[extra]),
+                           f"{extra}_w_grad_norm_rel_diff": rel("w_grad_norm", res[extra])})
     result.update({f"{k}_rel_diff": rel(k, lean) for k in ("loss", "h_grad_norm", "w_grad_norm")})
     result.update(memory_ratio=round(plain["peak_mb"] / max(lean["peak_mb"], 1e-9), 2),
                   time_ratio=round(lean["s"] / plain["s"], 3), tokens=args.tokens,

@@ -54,7 +54,8 @@ class LossOf:
             logits = self.body()(x)  # (B, T, V_pad)
             return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         h = self.body()(x)  # (B, T, D)
-        return linear_cross_entropy(h, self.model.head_weight(), y, chunk=self.chunk)
+        return linear_cross_entropy(h, self.model.head_weight(), y, chunk=self.chunk,
+                                    fused=self.compile)
 
 
 def make_optimizer(model: torch.nn.Module, tc: TrainerConfig) -> torch.optim.AdamW:
