@@ -16,8 +16,10 @@ LEV alone, forward + backward, evaluated once per distinct id of the batch (what
 and as the whole per-step table looked up by id, and names the faster.
 Results go to --out (default $LEVIATHAN_ROOT/sweeps/bench_gpu.json, LEVIATHAN_ROOT defaulting
 to the working directory: the sweeps_dir of conf/paths), which the sweep's dry run reads for its
-GPU-hour estimate. Without CUDA it says so and exits 0. Imports: torch, PyYAML and this package
-only (no Hydra, OmegaConf, Lightning, MLflow or submitit), for bare GPU boxes.
+GPU-hour estimate. Without CUDA it says so and exits 0. The shapes and trainer=gpu's settings
+are composed with Hydra (leviathan/bench/shapes.py); on a bare GPU box give --shapes-file, a
+file `python -m leviathan.bench shapes` wrote where Hydra is: then it imports torch and this
+package only (no Hydra, OmegaConf, Lightning, MLflow or submitit).
 The last line is one JSON object: <arm>_mfu, <arm>_tokens_per_s (each a mapping shape -> value)
 and peak_mem_gb (the largest over all runs).
 """
@@ -35,7 +37,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from leviathan.bench.shapes import arm_config, conf_node, grid_arms, split_shape
+from leviathan.bench.shapes import arm_config, conf_node, grid_arms, split_shape, use_shapes_file
 from leviathan.bench.throughput import token_batches
 from leviathan.models.accounting import count_params, flops_per_token
 from leviathan.training.config import LOSS_IMPLS, TrainerConfig
@@ -75,8 +77,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "the top kernels by device time (0: none)")
     p.add_argument("--device", default="cuda", help="cuda (cpu: for tests of this code only)")
     p.add_argument("--out", type=Path, default=None, help=f"results JSON (default {DEFAULT_OUT})")
+    p.add_argument("--shapes-file", type=Path, default=None,
+                   help="read the shapes from this `bench shapes` file instead of composing "
+                        "them with Hydra (a GPU box without Hydra)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    use_shapes_file(args.shapes_file)
     gpu = conf_node("trainer", "gpu")  # the defaults: what trainer=gpu runs
     for key in ("micro_batch", "loss_impl", "loss_chunk", "compile", "peak_flops"):
         if getattr(args, key) is None:

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from leviathan.bench.gpu import default_out
-from leviathan.bench.shapes import conf_node
+from leviathan.bench.shapes import conf_node, use_shapes_file
 
 GOALS = {  # issue 26: the figures that decide the GPU defaults
     "dense_mfu v2/1.2B": 0.45, "dense_mfu v1/421M": 0.35, "leviathan_dense_ratio iso-body": 0.9}
@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="comma-separated parts to run, in this order")
     p.add_argument("--workdir", type=Path, default=None,
                    help="scratch for the corpus and the runs (default: a temporary folder)")
+    p.add_argument("--shapes-file", type=Path, default=None,
+                   help="bench gpu --shapes-file (a box without Hydra; the train part then "
+                        "needs Hydra's wheels all the same)")
     p.add_argument("--device", default="cuda", help="cuda (cpu: tiny shapes, for tests)")
     p.add_argument("--out", type=Path, default=Path("gpu_suite.json"), help="the suite's JSON")
     return p.parse_args(argv)
@@ -189,9 +192,12 @@ class Suite:
         self.log_dir = args.out.parent / "gpu_suite_logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.bench = [sys.executable, "-m", "leviathan.bench"]
-        self.small = [] if self.cuda else ["--micro-batch", "2", "--seq-len", "32", "--device",
+        self.gpu_args = [] if self.cuda else ["--micro-batch", "2", "--seq-len", "32", "--device",
                                            "cpu", "--lev-steps", "1"]
+        use_shapes_file(args.shapes_file)
         self.gpu = conf_node("trainer", "gpu")  # what trainer=gpu runs
+        if args.shapes_file is not None:
+            self.gpu_args += ["--shapes-file", str(args.shapes_file)]
 
     def run(self, name: str, limit: float) -> dict:
         args = self.args
@@ -210,7 +216,7 @@ class Suite:
         partial = self.log_dir / f"bench_{name}.json"
         cmd = [*self.bench, "gpu", "--shapes", self.shapes, "--steps", str(args.steps),
                "--warmup", "3", "--compile" if compiled else "--no-compile", "--out",
-               str(partial), *self.small, *(["--profile", "3"] if compiled else [])]
+               str(partial), *self.gpu_args, *(["--profile", "3"] if compiled else [])]
         out = run_part(name, cmd, limit, self.log_dir)
         if partial.exists():  # what finished before a timeout is kept
             rec = json.loads(partial.read_text())

@@ -1,97 +1,104 @@
-"""Model configs of a named size and a grid's arms (and trainer options), read from conf/
-without Hydra.
-
-`bench gpu` must run on a GPU box that has torch and this package but maybe not Hydra or
-OmegaConf, so it reads the same YAML files Hydra composes, in the one pattern they use: an
-option file (conf/<group>/<name>.yaml, whose defaults list names the group's `schema`, i.e. the
-dataclass defaults, or other options of the same group) over those, then for a model the
-`model.*` overrides of one arm of a grid (conf/grid/<grid>.yaml `arms`).
-tests/unit/test_bench_gpu.py checks the result against Hydra's own composition.
+"""Model configs of a named size and a grid's arms, and trainer options, as Hydra composes them;
+on a machine without Hydra, from a shapes file composed beforehand where Hydra is.
 
     "v1/421M"            -> the isoparametric grid's arms (the v1 family)
     "v2/1.2B"            -> the decoupled grid's arms (the v2 family)
     "debug@isobody"      -> any size with any grid's arms
+
+With Hydra installed, every config is what `python -m leviathan.train model=<size> <the arm's
+grid overrides>` composes (leviathan.config.compose; conf/local and LEVIATHAN_SITE_CONF apply).
+`bench gpu` must also run on a GPU box that has torch and this package but not Hydra: there,
+`use_shapes_file(path)` (bench gpu --shapes-file) makes every lookup read a JSON file written
+beforehand by
+
+    python -m leviathan.bench shapes --shapes v1/421M,v2/1.2B --out shapes.json
+
+which holds the resolved ModelConfig of every arm of those shapes, the grids' arms and the
+trainer groups' settings. tests/unit/test_bench_gpu.py checks that the file gives exactly what
+Hydra composes.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import re
+import json
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from leviathan.errors import LeviathanError
-from leviathan.models.accounting import resolve_model_config
 from leviathan.models.config import LevConfig, ModelConfig
-from leviathan.training.config import TrainerConfig
 from leviathan.typed_config import conf_dir
 
 GRID_OF_LADDER = {"v1": "isoparametric", "v2": "decoupled", "smoke": "smoke"}
-SCHEMAS = {"model": ModelConfig, "trainer": TrainerConfig}  # leviathan.config.register_schemas
+TRAINER_OPTIONS = ("gpu", "gpu_on_cpu", "default")  # written into a shapes file
+FORMAT = 1
 
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.2 floats such as 989.0e12 are floats (as OmegaConf reads them), not strings."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"
-               r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF))$|^\.(?:nan|NaN|NAN)$"),
-    list("-+0123456789."))
-
-
-def load_yaml(text: str):
-    return yaml.load(text, Loader=_Loader)
+_FILE: dict | None = None  # the shapes file in use (use_shapes_file), else None: Hydra
 
 
 class ShapeError(LeviathanError, ValueError):
-    """A shape or grid name that conf/ does not have; the message names the file."""
+    """A shape, grid or trainer option that conf/ (or the shapes file) does not have; the
+    message names the file."""
 
 
-def _read(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ShapeError(f"{path}: no such config file")
-    return load_yaml(path.read_text()) or {}
+def use_shapes_file(path: str | Path | None) -> None:
+    """Read every shape from `path` (a `bench shapes` file) from now on; None: compose again."""
+    global _FILE
+    if path is None:
+        _FILE = None
+        return
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ShapeError(f"{path}: not a readable shapes file ({e})") from e
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ShapeError(f"{path}: not a shapes file of format {FORMAT} (write one with "
+                         "`python -m leviathan.bench shapes --out FILE`)")
+    _FILE = {**data, "path": str(path)}
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+def _compose(config_name: str, overrides: list[str], what: str):
+    try:
+        import omegaconf  # noqa: F401
+        from hydra.errors import HydraException
+    except ImportError as e:
+        raise ShapeError(
+            f"{what}: Hydra is not installed here, and no shapes file was given: write one "
+            "where Hydra is (`python -m leviathan.bench shapes --shapes <shapes> --out FILE`) "
+            "and pass it (bench gpu --shapes-file FILE)") from e
+
+    from leviathan.config import compose
+
+    try:
+        return compose(config_name, overrides)
+    except HydraException as e:
+        first = str(e).splitlines()[0]
+        raise ShapeError(f"{what}: {first}") from e
 
 
-def _plain(value: Any) -> Any:
-    """Tuples as lists, recursively (what OmegaConf.to_container gives)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def schema_defaults(group: str) -> dict[str, Any]:
-    """The `<group>/schema` node: the group's dataclass with every default."""
-    if group not in SCHEMAS:
-        raise ShapeError(f"conf/{group}: bench gpu reads only the groups {', '.join(SCHEMAS)}")
-    return _plain(dataclasses.asdict(SCHEMAS[group]()))
+def _from_file(section: str, key: str, what: str) -> Any:
+    table = _FILE.get(section, {})
+    if key not in table:
+        have = ", ".join(sorted(table)) or "none"
+        raise ShapeError(f"{_FILE['path']}: no {what} (it holds: {have}); write the file again "
+                         "with it (`python -m leviathan.bench shapes`)")
+    return table[key]
 
 
 def conf_node(group: str, name: str) -> dict[str, Any]:
-    """conf/<group>/<name>.yaml over its defaults (the group's schema or other options of the
-    same group, listed before _self_), as Hydra composes it."""
-    node = _read(conf_dir() / group / f"{name}.yaml")
-    out: dict[str, Any] = {}
-    for entry in node.pop("defaults", []):
-        if entry == "_self_":
-            continue
-        parent = str(entry).split("@", 1)[0].removeprefix(f"/{group}/")
-        out = _merge(out, schema_defaults(group) if parent == "schema"
-                     else conf_node(group, parent))
-    return _merge(out, node)
+    """conf/<group>/<name>.yaml composed, resolved, as a plain dict (group: trainer)."""
+    if group != "trainer":
+        raise ShapeError(f"conf/{group}: bench reads only the trainer group")
+    if _FILE is not None:
+        return dict(_from_file("trainer", name, f"trainer={name}"))
+    cfg = _compose("train", [f"trainer={name}"], f"conf/trainer/{name}.yaml")
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg.trainer, resolve=True)
 
 
 def split_shape(spec: str) -> tuple[str, str]:
@@ -107,10 +114,18 @@ def split_shape(spec: str) -> tuple[str, str]:
 
 def grid_arms(grid: str) -> dict[str, list[str]]:
     """The arms of conf/grid/<grid>.yaml: arm name -> its overrides."""
-    arms = _read(conf_dir() / "grid" / f"{grid}.yaml").get("arms")
+    if _FILE is not None:
+        return {k: list(v) for k, v in _from_file("grids", grid, f"grid {grid}").items()}
+    path = conf_dir() / "grid" / f"{grid}.yaml"
+    if not path.is_file():
+        raise ShapeError(f"{path}: no such config file")
+    node = _compose("sweep", [f"+grid={grid}"], str(path)).grid
+    from omegaconf import OmegaConf
+
+    arms = OmegaConf.to_container(node, resolve=True).get("arms")
     if not isinstance(arms, dict) or not arms:
-        raise ShapeError(f"{conf_dir() / 'grid' / f'{grid}.yaml'}: no `arms` mapping")
-    return arms
+        raise ShapeError(f"{path}: no `arms` mapping")
+    return {k: [str(o) for o in v] for k, v in arms.items()}
 
 
 def arm_config(spec: str, arm: str) -> ModelConfig:
@@ -118,17 +133,55 @@ def arm_config(spec: str, arm: str) -> ModelConfig:
     shape, grid = split_shape(spec)
     arms = grid_arms(grid)
     if arm not in arms:
-        raise ShapeError(f"conf/grid/{grid}.yaml has no arm {arm!r} (arms: {', '.join(arms)})")
-    node = conf_node("model", shape)
-    for override in arms[arm]:
-        key, sep, value = str(override).partition("=")
-        parts = key.lstrip("+").split(".")
-        if not sep or parts[0] != "model":
-            raise ShapeError(f"conf/grid/{grid}.yaml arms.{arm}: {override!r} is not a model.* "
-                             "override (bench gpu reads only those)")
-        target = node
-        for p in parts[1:-1]:
-            target = target.setdefault(p, {})
-        target[parts[-1]] = load_yaml(value)
-    lev = LevConfig(**node.pop("lev", {}))
-    return resolve_model_config(ModelConfig(**node, lev=lev))  # plain dataclasses: no OmegaConf
+        where = _FILE["path"] if _FILE is not None else f"conf/grid/{grid}.yaml"
+        raise ShapeError(f"{where} has no arm {arm!r} for grid {grid} (arms: {', '.join(arms)})")
+    if _FILE is not None:
+        d = dict(_from_file("shapes", spec, f"shape {spec}").get(arm) or {})
+        if not d:
+            raise ShapeError(f"{_FILE['path']}: shape {spec} has no arm {arm!r}")
+        return ModelConfig(**{**d, "lev": LevConfig(**d["lev"])})
+    path = conf_dir() / "model" / f"{shape}.yaml"
+    if not path.is_file():
+        raise ShapeError(f"{path}: no such config file")
+    from leviathan.models.accounting import resolve_model_config
+
+    cfg = _compose("train", [f"model={shape}", *arms[arm]], f"{spec} arm {arm}")
+    return resolve_model_config(cfg.model)
+
+
+def shapes_record(specs: list[str]) -> dict[str, Any]:
+    """What a shapes file holds: every arm's resolved ModelConfig of each spec, the grids' arms
+    and the trainer options (composed with Hydra here)."""
+    if _FILE is not None:
+        raise ShapeError("bench shapes composes with Hydra: do not give it a shapes file")
+    record: dict[str, Any] = {"format": FORMAT, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                              "conf": str(conf_dir()), "shapes": {}, "grids": {}, "trainer": {}}
+    for spec in specs:
+        grid = split_shape(spec)[1]
+        arms = record["grids"].setdefault(grid, grid_arms(grid))
+        record["shapes"][spec] = {arm: dataclasses.asdict(arm_config(spec, arm)) for arm in arms}
+    for name in TRAINER_OPTIONS:
+        record["trainer"][name] = conf_node("trainer", name)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m leviathan.bench shapes`: write a shapes file for a machine without Hydra."""
+    p = argparse.ArgumentParser(prog="python -m leviathan.bench shapes",
+                                description=main.__doc__.split(":", 1)[1].strip())
+    p.add_argument("--shapes", default="v1/421M,v2/1.2B",
+                   help="comma-separated sizes, each optionally @<grid> (as bench gpu --shapes)")
+    p.add_argument("--out", type=Path, required=True, help="the shapes file (JSON) to write")
+    args = p.parse_args(argv)
+    specs = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    record = shapes_record(specs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    n = sum(len(a) for a in record["shapes"].values())
+    print(f"{args.out}: {n} arm configs of {', '.join(specs)}, trainer "
+          f"{', '.join(TRAINER_OPTIONS)} (bench gpu --shapes-file {args.out})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

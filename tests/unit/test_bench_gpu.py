@@ -1,6 +1,6 @@
 """`bench gpu`: says it needs CUDA and exits 0 without it; runs its real training steps (on CPU
-here) with torch and this package alone; reads the sizes as Hydra composes them; its results
-feed the sweep's GPU-hour estimate."""
+here) with torch and this package alone, reading a shapes file composed beforehand; the shapes
+are what Hydra composes; its results feed the sweep's GPU-hour estimate."""
 
 from __future__ import annotations
 
@@ -13,7 +13,15 @@ import pytest
 import torch
 from helpers import REPO
 
-from leviathan.bench.shapes import ShapeError, arm_config, grid_arms, split_shape
+from leviathan.bench.shapes import (
+    ShapeError,
+    arm_config,
+    conf_node,
+    grid_arms,
+    shapes_record,
+    split_shape,
+    use_shapes_file,
+)
 from leviathan.models import resolve_model_config
 
 BLOCKED = ("hydra", "omegaconf", "mlflow", "submitit", "lightning", "pytorch_lightning")
@@ -34,10 +42,20 @@ def run_blocked(argv: list[str]) -> subprocess.CompletedProcess:
                           env=dict(os.environ), timeout=900)
 
 
+def shapes_file(tmp_path, shapes: str) -> str:
+    """A `bench shapes` file (composed here, with Hydra) for the Hydra-less processes."""
+    from leviathan.bench.__main__ import main
+
+    path = tmp_path / "shapes.json"
+    assert main(["shapes", "--shapes", shapes, "--out", str(path)]) == 0
+    return str(path)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_without_cuda_it_says_so_and_exits_0(tmp_path):
     out = tmp_path / "bench_gpu.json"
-    proc = run_blocked(["gpu", "--out", str(out)])
+    proc = run_blocked(["gpu", "--out", str(out), "--shapes-file",
+                        shapes_file(tmp_path, "v1/421M,v2/1.2B")])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "bench gpu needs CUDA" in proc.stdout
     assert not out.exists()
@@ -50,7 +68,8 @@ def test_real_steps_on_the_real_data_pipeline_with_torch_alone(tmp_path):
     MLflow or submitit importable."""
     out = tmp_path / "bench_gpu.json"
     proc = run_blocked(["gpu", *CPU_ARGS, "--shapes", "debug@isobody", "--data", "minipile",
-                        "--lev-steps", "0", "--peak-flops", "1e9", "--out", str(out)])
+                        "--lev-steps", "0", "--peak-flops", "1e9", "--out", str(out),
+                        "--shapes-file", shapes_file(tmp_path, "debug@isobody")])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     last = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("dense_mfu", "leviathan_mfu", "dense_tokens_per_s", "leviathan_tokens_per_s"):
@@ -77,33 +96,60 @@ def test_lev_paths_are_timed_for_leviathan_arms(tmp_path, capsys):
     assert "LEV unique" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("spec", ["v1/421M", "v2/1.2B", "debug@isobody", "smoke/13M"])
-def test_shapes_are_what_hydra_composes(spec):
-    from leviathan.config import compose
-
-    shape, grid = split_shape(spec)
-    for arm, overrides in grid_arms(grid).items():
-        cfg = compose("train", [f"model={shape}", *overrides])
-        assert arm_config(spec, arm) == resolve_model_config(cfg.model), (spec, arm)
+SPECS = ["v1/421M", "v2/1.2B", "debug@isobody", "smoke/13M"]
 
 
-def test_trainer_defaults_are_what_hydra_composes():
+def test_shapes_file_holds_what_hydra_composes(tmp_path):
+    """Composed (Hydra) and read back from a shapes file: the same ModelConfig for every arm of
+    every shape, the same grids' arms and trainer=gpu settings."""
     from omegaconf import OmegaConf
 
-    from leviathan.bench.shapes import conf_node
     from leviathan.config import compose
 
-    composed = OmegaConf.to_container(compose("train", ["trainer=gpu"]).trainer)
-    assert conf_node("trainer", "gpu") == composed
+    composed = {}
+    for spec in SPECS:
+        shape, grid = split_shape(spec)
+        for arm, overrides in grid_arms(grid).items():
+            cfg = compose("train", [f"model={shape}", *overrides])
+            composed[spec, arm] = resolve_model_config(cfg.model)
+            assert arm_config(spec, arm) == composed[spec, arm], (spec, arm)
+    gpu = OmegaConf.to_container(compose("train", ["trainer=gpu"]).trainer, resolve=True)
+    assert conf_node("trainer", "gpu") == gpu
+    record = shapes_record(SPECS)
+    path = tmp_path / "shapes.json"
+    path.write_text(json.dumps(record))
+    try:
+        use_shapes_file(path)
+        for (spec, arm), cfg in composed.items():
+            assert arm_config(spec, arm) == cfg, (spec, arm)
+        assert conf_node("trainer", "gpu") == gpu
+        assert grid_arms("decoupled") == record["grids"]["decoupled"]
+        with pytest.raises(ShapeError, match=r"shapes.json: no shape v2/200M.*bench shapes"):
+            arm_config("v2/200M", "dense")
+    finally:
+        use_shapes_file(None)
 
 
-def test_shape_errors_name_the_file():
+def test_shape_errors_name_the_file(tmp_path):
     with pytest.raises(ShapeError, match="421X.yaml"):
         arm_config("v1/421X", "dense")
     with pytest.raises(ShapeError, match="no arm 'control'"):
         arm_config("v1/421M", "control")
     with pytest.raises(ShapeError, match="debug@isobody"):
         split_shape("debug")
+    with pytest.raises(ShapeError, match="nogrid.yaml: no such config file"):
+        grid_arms("nogrid")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(ShapeError, match="bad.json: not a shapes file"):
+        use_shapes_file(bad)
+
+
+def test_without_hydra_and_without_a_shapes_file_it_says_what_to_do(tmp_path):
+    proc = run_blocked(["gpu", "--out", str(tmp_path / "b.json")])
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Hydra is not installed here" in proc.stderr
+    assert "python -m leviathan.bench shapes" in proc.stderr
 
 
 @pytest.mark.slow
