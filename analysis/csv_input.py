@@ -1,7 +1,8 @@
 """Runs from CSV files: `--csv runs.csv` (one row per run) and `--curves curves.csv` (validation
 curves, one row per point).
 
-runs.csv, required: arm (dense | leviathan | factorized | dense_untied), params (total
+runs.csv, required: arm (dense | leviathan | a control: factorized, dense_untied,
+factorized_wide, lev_codebooks), params (total
 parameters), tokens (tokens trained), loss (final validation loss). Optional, each switching on
 what needs it: body_params (all but the input table/LEV and the head: the body matching), flops
 (training FLOPs of the run: the compute matching), size (runs of one size meet; default: a Dense

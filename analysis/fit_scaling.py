@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--sweep", help="sweep name (MLflow tag `sweep`)")
     src.add_argument("--csv", type=Path, help="runs from a CSV: arm (dense | leviathan | "
-                     "factorized | dense_untied), params, tokens, loss [, body_params, flops, "
+                     "factorized | dense_untied | factorized_wide | lev_codebooks), params, "
+                     "tokens, loss [, body_params, flops, "
                      "size, pair, seed, lr, family, status, cooled, run, name]; see "
                      "analysis/csv_input.py")
     src.add_argument("--chinchilla", type=Path, metavar="CSV",

@@ -15,7 +15,8 @@ from analysis.matchings import BASES, COLUMN, LABEL
 
 DENSE = "#1f77b4"
 ARM_STYLE = {"leviathan": ("#d62728", "s"), "factorized": ("#2ca02c", "^"),
-             "dense_untied": ("#9467bd", "D")}
+             "dense_untied": ("#9467bd", "D"), "factorized_wide": ("#17becf", "v"),
+             "lev_codebooks": ("#ff7f0e", "P")}
 
 
 def _pyplot():
