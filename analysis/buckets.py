@@ -1,59 +1,137 @@
 """Where the gain sits: validation loss by token-frequency bucket, as a perplexity ratio.
 
-Training logs one loss per bucket of validation target tokens (val/loss_freq/<name>): buckets by
-training-frequency quantile (`q00-10`, `q10-20`, ...: each holds a tenth of the tokens) or the
-older log10 count buckets. Buckets are ordered by Runs.buckets `order` (the first number in the
-name: rare to frequent). Per size, the ratio exp(L_arm - L_dense) of each bucket's mean loss over
-seeds is the arm's perplexity relative to Dense there (< 1: the arm is better; the v2 paper
-reports -81% perplexity on rare tokens, a ratio of 0.19).
+Training logs one loss per bucket of validation target tokens (val/loss_freq/<name>; from a CSV:
+`--buckets buckets.csv`), in either of two schemes (trainer.freq_buckets), told apart by name:
+- `quantile`: training-frequency quantiles of the validation tokens, `q00-10`, `q10-20`, ...
+  (each holds a tenth of what the model is asked to predict: every bucket populated);
+- `count`: log-spaced training-count bins, `0` (never seen), `1e0-1e1`, `1e1-1e2`, ... (or any
+  other name): a bucket of tokens seen a given number of times, whatever their share.
+Buckets are ordered within a scheme by Runs.buckets `order` (the first number in the name: rare
+to frequent); the two schemes are read and shown separately, side by side.
+
+Per size, arm and bucket the ratio exp(L_arm - L_dense) is the arm's perplexity relative to
+Dense there (< 1: the arm is better; the v2 paper reports -81% perplexity on rare tokens, a
+ratio of 0.19), from the mean loss difference over seeds. Its interval is over seeds: the two
+arms of a pair share a seed (and the data order), so the difference is taken per seed and a
+Student-t interval put on its mean (paired); seeds that do not pair fall back to the difference
+of the two arms' means with Welch's standard error. One seed per arm: no interval.
 """
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
-COLUMNS = ["size", "arm", "bucket", "order", "dense_loss", "arm_loss", "ppl_ratio"]
+COLUMNS = ["size", "arm", "scheme", "bucket", "order", "dense_loss", "arm_loss", "ppl_ratio",
+           "ppl_ratio_lo", "ppl_ratio_hi", "n_seeds", "interval"]
+SCHEMES = ("quantile", "count")
+_QUANTILE = re.compile(r"^q\d+-\d+$")
 
 
-def bucket_ratios(buckets: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame | None:
-    """One row per (size, non-Dense arm, bucket) where both arms logged the bucket.
+def scheme_of(name: str) -> str:
+    """`quantile` for q<lo>-<hi> names, `count` for every other bucket name."""
+    return "quantile" if _QUANTILE.match(str(name)) else "count"
+
+
+def _t(level: float, df: float) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + level / 2, df))
+
+
+def seed_interval(arm: pd.Series, dense: pd.Series, level: float
+                  ) -> tuple[float, float, float, int, str]:
+    """(mean difference L_arm - L_dense, lo, hi, seeds, how) from per-seed losses indexed by
+    seed: paired over the seeds both arms ran, else Welch; NaN bounds with one seed."""
+    both = arm.index.intersection(dense.index)
+    if len(both):
+        d = (arm[both] - dense[both]).to_numpy(float)
+        if len(d) < 2:
+            return float(d.mean()), np.nan, np.nan, 1, "one seed"
+        half = _t(level, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+        return float(d.mean()), d.mean() - half, d.mean() + half, len(d), "paired seeds"
+    diff = float(arm.mean() - dense.mean())
+    if len(arm) < 2 or len(dense) < 2:
+        return diff, np.nan, np.nan, min(len(arm), len(dense)), "one seed"
+    va, vd = arm.var(ddof=1) / len(arm), dense.var(ddof=1) / len(dense)
+    se = np.sqrt(va + vd)
+    dof = (va + vd) ** 2 / (va**2 / (len(arm) - 1) + vd**2 / (len(dense) - 1)) if se > 0 else 1.0
+    half = _t(level, dof) * se
+    return diff, diff - half, diff + half, min(len(arm), len(dense)), "Welch (unpaired seeds)"
+
+
+def bucket_ratios(buckets: pd.DataFrame, runs: pd.DataFrame, level: float = 0.95
+                  ) -> pd.DataFrame | None:
+    """One row per (size, non-Dense arm, scheme, bucket) where both arms logged the bucket, with
+    the seed interval of the ratio.
 
     runs: the family's runs to read (usable, on the L(N) budget)."""
     if buckets is None or buckets.empty:
         return None
-    b = buckets.merge(runs[["run_id", "arm", "size", "params_total"]], on="run_id")
+    cols = ["run_id", "arm", "size", "params_total"] + (["seed"] if "seed" in runs else [])
+    b = buckets.merge(runs[cols], on="run_id")
     if b.empty:
         return None
-    mean = b.groupby(["size", "arm", "bucket"]).agg(loss=("loss", "mean"),
-                                                    order=("order", "first")).reset_index()
-    dense = mean[mean["arm"] == "dense"].set_index(["size", "bucket"])["loss"]
+    b = b.assign(scheme=b["bucket"].map(scheme_of),
+                 seed=b["seed"].astype(str) if "seed" in b else b["run_id"])
+    # one loss per (size, arm, bucket, seed): the mean where several runs share a seed
+    per_seed = b.groupby(["size", "arm", "scheme", "bucket", "seed"]).agg(
+        loss=("loss", "mean"), order=("order", "first")).reset_index()
     rows = []
-    for r in mean[mean["arm"] != "dense"].itertuples(index=False):
-        d = dense.get((r.size, r.bucket))
-        if d is None or not np.isfinite(d):
+    for (size, scheme, bucket), g in per_seed.groupby(["size", "scheme", "bucket"], sort=False):
+        dense = g[g["arm"] == "dense"].set_index("seed")["loss"].dropna()
+        if dense.empty:
             continue
-        rows.append({"size": r.size, "arm": r.arm, "bucket": r.bucket, "order": r.order,
-                     "dense_loss": float(d), "arm_loss": float(r.loss),
-                     "ppl_ratio": float(np.exp(r.loss - d))})
+        for arm, a in g[g["arm"] != "dense"].groupby("arm", sort=False):
+            loss = a.set_index("seed")["loss"].dropna()
+            if loss.empty:
+                continue
+            diff, lo, hi, n, how = seed_interval(loss, dense, level)
+            rows.append({"size": size, "arm": arm, "scheme": scheme, "bucket": bucket,
+                         "order": float(g["order"].iloc[0]), "dense_loss": float(dense.mean()),
+                         "arm_loss": float(loss.mean()), "ppl_ratio": float(np.exp(diff)),
+                         "ppl_ratio_lo": float(np.exp(lo)), "ppl_ratio_hi": float(np.exp(hi)),
+                         "n_seeds": n, "interval": how})
     if not rows:
         return None
     out = pd.DataFrame(rows, columns=COLUMNS)
     size_n = runs.groupby("size")["params_total"].mean()
-    return out.assign(_n=out["size"].map(size_n)).sort_values(["_n", "arm", "order"]).drop(
-        columns="_n").reset_index(drop=True)
+    return out.assign(_n=out["size"].map(size_n)).sort_values(
+        ["scheme", "_n", "arm", "order"]).drop(columns="_n").reset_index(drop=True)
 
 
-def bucket_table_md(ratios: pd.DataFrame | None) -> list[str]:
-    """Markdown: rows (size, arm), one column per bucket (rare -> frequent)."""
+def _cell(r) -> str:
+    if not (np.isfinite(r.ppl_ratio_lo) and np.isfinite(r.ppl_ratio_hi)):
+        return f"{r.ppl_ratio:.3f}"
+    return f"{r.ppl_ratio:.3f} [{r.ppl_ratio_lo:.3f}, {r.ppl_ratio_hi:.3f}]"
+
+
+HEADING = {"quantile": "training-frequency quantile (equal shares of the validation tokens)",
+           "count": "training count (log-spaced bins of how often the token was seen)"}
+
+
+def bucket_table_md(ratios: pd.DataFrame | None, level: float = 0.95) -> list[str]:
+    """Markdown, one table per scheme: rows (size, arm), one column per bucket (rare ->
+    frequent), each cell the ratio with its seed interval where there are seeds."""
     if ratios is None or ratios.empty:
         return []
-    order = ratios.groupby("bucket")["order"].first().sort_values().index.tolist()
-    out = ["Perplexity ratio arm / Dense by token-frequency bucket (rare -> frequent; "
-           "exp(L_arm - L_dense), < 1: the arm is better; rare_tokens.png):", "",
-           "| Size | Arm | " + " | ".join(order) + " |", "|---|---|" + "---|" * len(order)]
-    for (size, arm), g in ratios.groupby(["size", "arm"], sort=False):
-        vals = g.set_index("bucket")["ppl_ratio"]
-        out.append(f"| {size} | {arm} | " + " | ".join(
-            f"{vals[k]:.3f}" if k in vals else "–" for k in order) + " |")
-    return out + [""]
+    out = []
+    for scheme in SCHEMES:
+        r = ratios[ratios["scheme"] == scheme]
+        if r.empty:
+            continue
+        order = r.groupby("bucket")["order"].first().sort_values().index.tolist()
+        seeds = "" if not np.isfinite(r["ppl_ratio_lo"]).any() else (
+            f"; [{level:.0%} interval over seeds, paired by seed]")
+        out += [f"Perplexity ratio arm / Dense by token-frequency bucket, by {HEADING[scheme]} "
+                f"(rare -> frequent; exp(L_arm - L_dense), < 1: the arm is better{seeds}; "
+                "rare_tokens.png):", "",
+                "| Size | Arm | " + " | ".join(order) + " |", "|---|---|" + "---|" * len(order)]
+        for (size, arm), g in r.groupby(["size", "arm"], sort=False):
+            cells = {row.bucket: _cell(row) for row in g.itertuples(index=False)}
+            out.append(f"| {size} | {arm} | " + " | ".join(cells.get(k, "–") for k in order)
+                       + " |")
+        out.append("")
+    return out

@@ -5,7 +5,11 @@ FLOPs per token); v2 unties the head. A multiplier against Dense mixes LEV with 
 control shares everything with Leviathan but LEV:
 - `factorized` (isoparametric): an ordinary low-rank input table (V x r, r x D) with LEV's
   parameter count on Leviathan's backbone: same depth, same compute, no generator;
-- `dense_untied` (decoupled): Dense with an untied head: untying without LEV.
+- `dense_untied` (decoupled): Dense with an untied head: untying without LEV;
+- `factorized_wide` (isoparametric, not parameter-matched): the same table at the rank LEV's
+  table can reach (min(D, h + d_seed)): LEV's structure beyond the rank of its table;
+- `lev_codebooks` (isoparametric, not parameter-matched): LEV without its splines, e = W_r z:
+  what the spline modes buy beyond the base-b codebook sharing.
 The headline is the ratio of the two arms' effective sizes at the same size, in each basis:
 X_eff,lev / X_eff,ctl, both read off the same Dense curve, so it says only which arm reached the
 lower loss and by how much (equivalently, it is read from their loss difference ΔL): equal

@@ -1,7 +1,8 @@
 """Runs from CSV files: `--csv runs.csv` (one row per run) and `--curves curves.csv` (validation
 curves, one row per point).
 
-runs.csv, required: arm (dense | leviathan | factorized | dense_untied), params (total
+runs.csv, required: arm (dense | leviathan | a control: factorized, dense_untied,
+factorized_wide, lev_codebooks), params (total
 parameters), tokens (tokens trained), loss (final validation loss). Optional, each switching on
 what needs it: body_params (all but the input table/LEV and the head: the body matching), flops
 (training FLOPs of the run: the compute matching), size (runs of one size meet; default: a Dense
@@ -11,6 +12,11 @@ status, cooled (true for a cooled-down WSD point), run / name (to join curves.cs
 
 curves.csv: run (or name, matching runs.csv's column), tokens, loss, optional cooled (true where
 the point ends a cooldown). Used for the token multiplier and the multiplier against tokens.
+
+buckets.csv (`--buckets`): run (or name), bucket, loss: each run's validation loss per
+token-frequency bucket, as training logs it (val/loss_freq/<bucket>): quantile names `q00-10`
+... and log-spaced training-count names `0`, `1e0-1e1` ... may sit side by side
+(analysis/buckets.py reads each scheme on its own, with seed intervals from runs.csv's `seed`).
 """
 
 from __future__ import annotations
@@ -36,9 +42,10 @@ def _read(path: Path, flag_name: str) -> pd.DataFrame:
     return df.rename(columns={k: v for k, v in ALIASES.items() if v not in df.columns})
 
 
-def load_csv(path: str | Path, params_kind: str = "total", curves: str | Path | None = None
-             ) -> Runs:
-    """Runs from runs.csv (module docstring), with the validation curves of curves.csv."""
+def load_csv(path: str | Path, params_kind: str = "total", curves: str | Path | None = None,
+             buckets: str | Path | None = None) -> Runs:
+    """Runs from runs.csv (module docstring), with the validation curves of curves.csv and the
+    bucket losses of buckets.csv."""
     path = Path(path)
     df = _read(path, "--csv")
     missing = [c for c in REQUIRED if c not in df.columns]
@@ -62,7 +69,38 @@ def load_csv(path: str | Path, params_kind: str = "total", curves: str | Path | 
     runs = Runs(table=finalize(t, params_kind, str(path)), source=str(path), sweep=None)
     if curves is not None:
         runs.history = load_curves(curves, runs.table, path)
+    if buckets is not None:
+        runs.buckets = load_buckets(buckets, runs.table, path)
     return runs
+
+
+def load_buckets(path: str | Path, table: pd.DataFrame, runs_path: Path) -> pd.DataFrame:
+    """buckets.csv joined to the runs by `run` or `name`, as Runs.buckets (run_id, bucket,
+    order, loss)."""
+    from analysis.runs import bucket_order
+
+    path = Path(path)
+    df = _read(path, "--buckets")
+    missing = [c for c in ("bucket", "loss") if c not in df.columns]
+    if missing or not {"run", "name"} & set(df.columns):
+        raise AnalysisError(f"{path}: missing column(s) {missing or ['run']}; need run (or "
+                            f"name), bucket, loss, found {list(df.columns)}")
+    ids = _join(path, df, table, runs_path)
+    names = df["bucket"].astype(str)
+    return pd.DataFrame({"run_id": ids, "bucket": names,
+                         "order": [bucket_order(n, i) for i, n in enumerate(names)],
+                         "loss": pd.to_numeric(df["loss"], errors="coerce")})
+
+
+def _join(path: Path, df: pd.DataFrame, table: pd.DataFrame, runs_path: Path) -> pd.Series:
+    """df's run ids in the runs table, by `run` (runs.csv's `run`) or `name`."""
+    key = "run" if "run" in df.columns else "name"
+    ids = table["run_id"] if key == "run" else table["name"]
+    lookup = dict(zip(ids.astype(str), table["run_id"], strict=True))
+    unknown = sorted(set(df[key].astype(str)) - set(lookup))
+    if unknown:
+        raise AnalysisError(f"{path}: {key} {unknown[:5]} not in {runs_path} (column `{key}`)")
+    return df[key].astype(str).map(lookup)
 
 
 def load_curves(path: str | Path, table: pd.DataFrame, runs_path: Path) -> pd.DataFrame:

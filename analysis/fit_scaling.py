@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--sweep", help="sweep name (MLflow tag `sweep`)")
     src.add_argument("--csv", type=Path, help="runs from a CSV: arm (dense | leviathan | "
-                     "factorized | dense_untied), params, tokens, loss [, body_params, flops, "
+                     "factorized | dense_untied | factorized_wide | lev_codebooks), params, "
+                     "tokens, loss [, body_params, flops, "
                      "size, pair, seed, lr, family, status, cooled, run, name]; see "
                      "analysis/csv_input.py")
     src.add_argument("--chinchilla", type=Path, metavar="CSV",
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curves", type=Path, metavar="CSV",
                    help="with --csv: validation curves run (or name), tokens, loss [, cooled] "
                    "for the token multiplier and the multiplier against tokens")
+    p.add_argument("--buckets", type=Path, metavar="CSV",
+                   help="with --csv: validation loss per token-frequency bucket run (or name), "
+                        "bucket, loss (quantile q00-10 ... and/or count 0, 1e0-1e1 ...)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow server (default: the composed tracking.uri: conf/local, "
                    "$MLFLOW_TRACKING_URI, else http://127.0.0.1:5000)")
@@ -162,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     from leviathan.logs import setup_logging
 
     setup_logging()
-    if args.curves and not args.csv:
-        parser.error("--curves goes with --csv (MLflow runs bring their own curves)")
+    if (args.curves or args.buckets) and not args.csv:
+        parser.error("--curves and --buckets go with --csv (MLflow runs bring their own)")
     try:
         site_settings(args)
     except LeviathanError as err:  # FitConfigError: a bad fit.* (or other) key or value
@@ -184,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.scaling import analyse
     try:
         if args.csv:
-            runs: Runs = load_csv(args.csv, cfg.params, curves=args.curves)
+            runs: Runs = load_csv(args.csv, cfg.params, curves=args.curves,
+                                  buckets=args.buckets)
             out = args.out or args.csv.resolve().parent / f"{args.csv.stem}_fit"
         else:
             sweep = args.sweep or latest_sweep(args.tracking_uri, args.experiment)

@@ -10,7 +10,7 @@ from analysis.family import FamilyResult, FitConfig
 from analysis.matchings import BASES, LABEL
 from analysis.runs import CONTROLS, human
 
-ARM_ORDER = ("leviathan", "factorized", "dense_untied")
+ARM_ORDER = ("leviathan", "factorized", "factorized_wide", "lev_codebooks", "dense_untied")
 QUESTION = {
     "params": "total parameters (the paper's): what a memory budget buys",
     "body": "body parameters (all but the input table/LEV and the head): whether the gain is "
@@ -19,11 +19,22 @@ QUESTION = {
                "buys",
 }
 WHAT = {"params": "memory", "body": "architecture", "compute": "cost"}  # a column's question
-ISOLATES = {"factorized": "the generator itself", "dense_untied": "LEV beyond untying the head"}
+ISOLATES = {"factorized": "the generator itself", "dense_untied": "LEV beyond untying the head",
+            "factorized_wide": "LEV's structure beyond its rank",
+            "lev_codebooks": "the splines beyond the codebook sharing"}
 CONTROL_QUESTION = {
     "factorized": "a low-rank ordinary input table with LEV's parameter count on Leviathan's "
                   "backbone (same depth, same compute, no generator): the ratio is what the "
                   "generator itself buys",
+    "factorized_wide": "an ordinary input table of the rank LEV's table can reach "
+                       "(model.factorized.rank=span: min(D, h + d_seed)) on Leviathan's "
+                       "backbone, not parameter-matched (~V_pad r parameters more): it can hold "
+                       "any table LEV generates, so the ratio is what LEV's structure (rows tied "
+                       "through the codebooks and splines) buys beyond the rank of its table",
+    "lev_codebooks": "LEV without its splines (model.lev.splines=false: e = W_r z, a sum of k "
+                     "per-digit vectors) on Leviathan's backbone, the spline parameters fewer: "
+                     "the ratio is what the spline modes buy beyond the base-b codebook "
+                     "sharing",
     "dense_untied": "Dense with an untied head: the ratio separates LEV from untying the head",
 }
 

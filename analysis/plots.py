@@ -15,7 +15,8 @@ from analysis.matchings import BASES, COLUMN, LABEL
 
 DENSE = "#1f77b4"
 ARM_STYLE = {"leviathan": ("#d62728", "s"), "factorized": ("#2ca02c", "^"),
-             "dense_untied": ("#9467bd", "D")}
+             "dense_untied": ("#9467bd", "D"), "factorized_wide": ("#17becf", "v"),
+             "lev_codebooks": ("#ff7f0e", "P")}
 
 
 def _pyplot():
@@ -138,15 +139,17 @@ def plot_multiplier_vs_tokens(path: Path, results: dict[str, FamilyResult]) -> P
 
 
 def plot_rare_tokens(path: Path, results: dict[str, FamilyResult]) -> Path | None:
-    """Per family: the arm/Dense perplexity ratio in each token-frequency bucket (rare ->
-    frequent), one line per size (Leviathan solid, controls dashed)."""
-    fams = {f: r for f, r in results.items() if r.bucket_ratios is not None}
-    if not fams:
+    """Per family and bucket scheme (quantile, count): the arm/Dense perplexity ratio in each
+    token-frequency bucket (rare -> frequent) with its seed interval, one line per size
+    (Leviathan solid, controls dashed)."""
+    panels = [(f, s, r.bucket_ratios[r.bucket_ratios["scheme"] == s])
+              for f, r in results.items() if r.bucket_ratios is not None
+              for s in ("quantile", "count") if (r.bucket_ratios["scheme"] == s).any()]
+    if not panels:
         return None
     plt = _pyplot()
-    fig, axes = _grid(plt, 1, len(fams))
-    for ax, (fam, r) in zip(axes[0], fams.items(), strict=True):
-        b = r.bucket_ratios
+    fig, axes = _grid(plt, 1, len(panels))
+    for ax, (fam, scheme, b) in zip(axes[0], panels, strict=True):
         order = b.groupby("bucket")["order"].first().sort_values()
         pos = {name: i for i, name in enumerate(order.index)}
         sizes = list(dict.fromkeys(b["size"]))
@@ -154,12 +157,15 @@ def plot_rare_tokens(path: Path, results: dict[str, FamilyResult]) -> Path | Non
         for color, size in zip(colors, sizes, strict=True):
             for arm, g in b[b["size"] == size].groupby("arm", sort=False):
                 g = g.sort_values("order")
-                ax.plot([pos[k] for k in g["bucket"]], g["ppl_ratio"], marker="o", ms=3,
-                        color=color, ls="-" if arm == "leviathan" else "--",
-                        label=f"{size} {arm}")
+                x = [pos[k] for k in g["bucket"]]
+                ax.plot(x, g["ppl_ratio"], marker="o", ms=3, color=color,
+                        ls="-" if arm == "leviathan" else "--", label=f"{size} {arm}")
+                if np.isfinite(g["ppl_ratio_lo"]).any():
+                    ax.fill_between(x, g["ppl_ratio_lo"], g["ppl_ratio_hi"], color=color,
+                                    alpha=0.15, lw=0)
         ax.axhline(1.0, color="grey", lw=0.8, ls=":")
         ax.set_xticks(range(len(order)), list(order.index), rotation=45, ha="right", fontsize=7)
-        ax.set_xlabel("token-frequency bucket (rare -> frequent)")
+        ax.set_xlabel(f"token-frequency bucket, by {scheme} (rare -> frequent)")
         ax.set_ylabel("perplexity ratio arm / Dense")
         ax.set_title(f"{fam}: where the gain sits")
         ax.grid(True, alpha=0.3)

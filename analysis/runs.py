@@ -22,8 +22,9 @@ import pandas as pd
 
 from leviathan.errors import LeviathanError
 
-ARMS = ("dense", "leviathan", "factorized", "dense_untied")
-CONTROLS = {"factorized": "isoparametric", "dense_untied": "decoupled"}  # control -> its family
+ARMS = ("dense", "leviathan", "factorized", "dense_untied", "factorized_wide", "lev_codebooks")
+CONTROLS = {"factorized": "isoparametric", "dense_untied": "decoupled",  # control -> its family
+            "factorized_wide": "isoparametric", "lev_codebooks": "isoparametric"}
 COLUMNS = ["run_id", "name", "arm", "size", "pair", "family", "seed", "lr", "params",
            "params_total", "params_body", "flops", "tokens", "loss", "cooled", "status", "reason"]
 HISTORY = ["run_id", "tokens", "loss", "cooled"]

@@ -115,7 +115,7 @@ def analyse_family(family: str, usable: pd.DataFrame, table: pd.DataFrame, runs:
         res.controls = lev_vs_control(res.matching, cfg.level)
     arms_tokens = fam[fam["arm"] != "dense"] if mode == "cooled" else others
     res.token_multipliers = token_multipliers(points, mode, ladder, arms_tokens, cfg, rng)
-    res.bucket_ratios = bucket_ratios(runs.buckets, pd.concat([ladder, others]))
+    res.bucket_ratios = bucket_ratios(runs.buckets, pd.concat([ladder, others]), cfg.level)
     if grid:
         fit_joint_law(res, dense, cfg)
     fit_ld(res, fam, cfg, rng)  # after the joint law: the data multipliers read it

@@ -182,7 +182,7 @@ def _family_md(fam: str, r: FamilyResult, cfg: FitConfig) -> list[str]:
     out += headline_md(r, cfg) + b_check_md(r.b_check, cfg) + robustness_md(r, cfg)
     if r.lr_choices is not None:
         out += lr_table_md(r.lr_choices, fam)
-    out += tokens_md(r, cfg) + bucket_table_md(r.bucket_ratios)
+    out += tokens_md(r, cfg) + bucket_table_md(r.bucket_ratios, cfg.level)
     if r.dense is not None:
         out += _paper_table_md(r, cfg)
     out += data_md(r, cfg) + _joint_md(r) + _trajectory_md(r)

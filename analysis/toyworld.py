@@ -7,7 +7,10 @@ parameters). The loss depends on one quantity X of the run, the world's `basis`:
 parameters, body parameters or training FLOPs, L = b + A·(w_arm·X)^-alpha, times log-normal
 seed noise. `worth` w_arm is what each arm's X is worth (Dense 1): in the `body-only` world
 every arm is worth its body and nothing else, so embeddings and LEV buy nothing; in `lev-1.3`
-LEV makes the body worth 1.3x the control's.
+LEV makes the body worth 1.3x the control's; in `controls` the two unmatched controls of the
+isoparametric grid join (factorized_wide: a table of LEV's rank, model.factorized.rank=span;
+lev_codebooks: LEV without its splines), Leviathan worth 1.3x factorized_wide and 1.3/1.15x
+lev_codebooks.
 
     python -m analysis.toyworld body-only runs.csv      # then: python -m analysis.fit_scaling
     python -m analysis.toyworld lev-1.3 runs.csv --seeds 3 --noise 0.005   --csv runs.csv
@@ -46,9 +49,14 @@ V2_SIZES = ("200M", "400M", "700M", "1.2B")
 V2_ARMS = {"dense": dict(arm="dense", head="tied"),  # conf/grid/decoupled.yaml
            "leviathan": dict(arm="leviathan", head="untied", depth_rule="fixed"),
            "dense_untied": dict(arm="dense", head="untied")}
+WIDE_CONTROLS = ("factorized_wide", "lev_codebooks")  # in a world only where `worth` names them
 WORLDS = {  # name -> (basis the loss depends on, what each arm's X is worth)
     "body-only": ("body", {"dense": 1.0, "leviathan": 1.0, "factorized": 1.0}),
     "lev-1.3": ("body", {"dense": 1.0, "leviathan": 1.3, "factorized": 1.0}),
+    # every control of issue 24.6: the spline modes worth 1.3 / 1.15 beyond the codebooks, a
+    # table of LEV's rank (45% more parameters) worth no more than the matched one
+    "controls": ("body", {"dense": 1.0, "leviathan": 1.3, "factorized": 1.0,
+                          "factorized_wide": 1.0, "lev_codebooks": 1.15}),
     "lev-equals-untying": ("body", {"dense": 1.0, "leviathan": 1.2, "dense_untied": 1.2}),
 }
 WORLD_LADDER = {"lev-equals-untying": "v2"}  # the rest: v1
@@ -88,6 +96,11 @@ def shapes(tokens_per_param: float = 20.0) -> pd.DataFrame:
             fpt = flops_per_token(lev, SEQ_LEN) + 6.0 * (r * lev.d_model - lev_macs_per_id(lev))
             arms["factorized"] = (c.__class__(total=r * per_rank + c.head + c.body,
                                               input=r * per_rank, head=c.head, body=c.body), fpt)
+            for arm, kw in (("factorized_wide", dict(arm="factorized",
+                                                     factorized={"rank": "span"})),
+                            ("lev_codebooks", dict(arm="leviathan", lev={"splines": False}))):
+                ctl = resolve_model_config(ladder_config("v1", size, **kw))
+                arms[arm] = (count_params(ctl), flops_per_token(ctl, SEQ_LEN))
         for arm, (cnt, fpt) in arms.items():
             rows.append({"size": size, "arm": arm, "params": float(cnt.total),
                          "body_params": float(cnt.body), "flops_per_token": fpt,
@@ -122,13 +135,15 @@ def toy_world(basis: str = "body", worth: dict | None = None, *, seeds: int = 3,
 
     L = b + A·(w_arm·X)^-alpha [+ B_D·D^-beta with data = (B_D, beta)]; tokens_per: "size"
     (every arm of a size trains 20x that size's Dense total parameters, as the real grids) or
-    "body" (each run 20x its own body parameters); arms: those of the ladder (None: all)."""
+    "body" (each run 20x its own body parameters); arms: those of the ladder (None: all, the
+    WIDE_CONTROLS only where `worth` names them)."""
     worth = {"dense": 1.0, **(worth or {})}
     s = (decoupled_shapes() if ladder == "v2" else shapes()).copy()
     if tokens_per == "body":
         s["tokens"] = 20.0 * s["body_params"]
         s["flops"] = s["flops_per_token"] * s["tokens"]
-    s = s[s["arm"].isin(arms or s["arm"].unique())].reset_index(drop=True)
+    arms = arms or [a for a in s["arm"].unique() if a not in WIDE_CONTROLS or a in worth]
+    s = s[s["arm"].isin(arms)].reset_index(drop=True)
     x = s[BASIS_COLUMN[basis]].to_numpy(float) * s["arm"].map(worth).fillna(1.0).to_numpy()
     x_min = s.loc[s["arm"] == "dense", BASIS_COLUMN[basis]].min()
     scale = (TOP_LOSS - b) * x_min ** alpha  # A, so that the smallest Dense model has TOP_LOSS

@@ -33,6 +33,7 @@ PRIMARY = {"train.yaml": "one training run: `python -m leviathan.train [override
 # from it, so the keys are listed where the schema is)
 ELSEWHERE = {"fit": "`analysis.config.FitConfig` (analysis/config.py; its keys with their "
                     "defaults and checks: README, \"Reading the results\")"}
+NESTED = {"LevConfig": "lev.", "FactorizedConfig": "factorized."}  # nested schemas: key prefix
 _FIELD = re.compile(r"^\s+(\w+): [^=#]+?(?:= .*?)?\s+#\s?(.*)$")
 _MORE = re.compile(r"^\s+#\s+(.*)$")  # a comment continued on the next line
 
@@ -41,15 +42,15 @@ def schemas() -> dict[str, list[type]]:
     """The schema dataclass(es) of each group (nested dataclasses follow their parent)."""
     from leviathan.data.config import DataConfig
     from leviathan.eval.config import EvalConfig
-    from leviathan.models.config import LevConfig, ModelConfig
+    from leviathan.models.config import FactorizedConfig, LevConfig, ModelConfig
     from leviathan.paths import PathsConfig
     from leviathan.sweep.grid import GridConfig
     from leviathan.sweep.launcher_config import LocalLauncherConfig, SlurmLauncherConfig
     from leviathan.tracking.config import TrackingConfig
     from leviathan.training.config import TrainerConfig
 
-    return {"paths": [PathsConfig], "model": [ModelConfig, LevConfig], "data": [DataConfig],
-            "trainer": [TrainerConfig], "tracking": [TrackingConfig],
+    return {"paths": [PathsConfig], "model": [ModelConfig, LevConfig, FactorizedConfig],
+            "data": [DataConfig], "trainer": [TrainerConfig], "tracking": [TrackingConfig],
             "launcher": [LocalLauncherConfig, SlurmLauncherConfig], "grid": [GridConfig],
             "eval": [EvalConfig]}
 
@@ -125,8 +126,7 @@ def render() -> str:
         if group in ELSEWHERE:
             out += [f"Schema: {ELSEWHERE[group]}.", ""]
         for cls in groups.get(group, []):
-            nested = group == "model" and cls.__name__ == "LevConfig"
-            out += schema_table(cls, f"{group}.lev." if nested else f"{group}.")
+            out += schema_table(cls, f"{group}.{NESTED.get(cls.__name__, '')}")
         for path in sorted(folder.rglob("*.yaml")):
             option = path.relative_to(folder).with_suffix("").as_posix()
             out += [f"### `{group}={option}`", "", _block(path)]

@@ -5,6 +5,7 @@ model, on the meta device, for every named size and both arms):
 
     Dense input    V_pad D                                    (the tied head reuses it: head 0)
     LEV input      k b d_seed                 codebooks C_0..C_{k-1}           (both forms)
+      splines=false + d_seed D                W_r only (the ablation, either form)
       blocks       + d_seed^2 + d_seed        W_s, beta_s
                    + 2 d_seed                 LayerNorm gain and bias
                    + d_seed n_b M h           Theta
@@ -13,8 +14,9 @@ model, on the meta device, for every named size and both arms):
                    + 2 H d_seed               LayerNorm_l gains and biases
                    + H d_seed kappa r         S_l (or Delta_l)
                    + H r D                    W_out,1..H
-    factorized     r (V_pad + D)              T and P; r = model.factorized_rank, null: the r
-                                              whose count is closest to the LEV input's
+    factorized     r (V_pad + D)              T and P; r = model.factorized.rank: an integer,
+                                              match: the r whose count is closest to the LEV
+                                              input's, span: min(D, LEV's rank bound)
     head           V_pad D (untied), 0 (tied, generator)
     body           L (4 D^2 + 3 D F + 2 D) + D    blocks (QKV, out, SwiGLU, two gains) + final norm
 """
@@ -48,6 +50,8 @@ def lev_params(cfg: ModelConfig) -> int:
     lev, D = cfg.lev, cfg.d_model
     ds = lev.d_seed
     n = lev.k * cfg.lev_base * ds  # codebooks
+    if not lev.splines:  # the ablation: e = W_r z
+        return n + ds * D
     if lev.form == "khronos":
         H = lev.heads
         return n + H * (ds * ds + 2 * ds + ds * lev.knots * lev.rank) + H * lev.rank * D
@@ -55,11 +59,29 @@ def lev_params(cfg: ModelConfig) -> int:
     return n + lev.hidden * D + (ds * D if lev.residual else 0)
 
 
+def lev_rank_bound(cfg: ModelConfig) -> int:
+    """The most dimensions the rows of LEV's table (V_pad x D) can span: e = W_o a + W_r z has
+    a in R^h and z in R^d_seed (blocks: h + d_seed, h without the residual; splines=false:
+    d_seed); khronos: e = sum_l M_l W_out,l, h heads of r modes (h r); never more than D."""
+    lev = cfg.lev
+    if not lev.splines:
+        bound = lev.d_seed
+    elif lev.form == "khronos":
+        bound = lev.heads * lev.rank
+    else:
+        bound = lev.hidden + (lev.d_seed if lev.residual else 0)
+    return min(cfg.d_model, bound)
+
+
 def factorized_rank(cfg: ModelConfig) -> int:
-    """r of the factorized arm: model.factorized_rank, else the r >= 1 whose r (V_pad + D) is
-    closest to lev_params(cfg) (the LEV generator of the same config and form; ties: smaller)."""
-    if cfg.factorized_rank is not None:
-        return cfg.factorized_rank
+    """r of the factorized arm (model.factorized.rank): an integer as given; span: the rank of
+    LEV's table at most (lev_rank_bound); match: the r >= 1 whose r (V_pad + D) is closest to
+    lev_params(cfg) (the LEV generator of the same config and form; ties: smaller)."""
+    rank = cfg.factorized.rank
+    if rank == "span":
+        return lev_rank_bound(cfg)
+    if rank != "match":
+        return int(rank)
     per_rank, target = cfg.padded_vocab + cfg.d_model, lev_params(cfg)
     low = max(1, target // per_rank)
     return min((low, low + 1), key=lambda r: (abs(r * per_rank - target), r))
@@ -88,7 +110,8 @@ def isoparametric_depth(cfg: Any) -> int:
 
     The Dense reference is this config with arm=dense, head=model.iso_dense_head and the Dense
     depth (model.dense_n_layers once resolved, else model.n_layers). The Leviathan model is
-    this config's LEV (its form) with its head (untied unless arm=leviathan says otherwise);
+    this config's LEV (its form, always with its splines: the ablation lev.splines=false keeps
+    the full generator's depth) with its head (untied unless arm=leviathan says otherwise);
     arm=factorized takes this same depth (it is the Leviathan arm's backbone).
     """
     c = to_model_config(cfg)
@@ -97,7 +120,7 @@ def isoparametric_depth(cfg: Any) -> int:
                       depth_rule="fixed", dense_n_layers=None)
     target = _counts(dense).total
     lev = c.replace(arm="leviathan", head=c.head if c.arm == "leviathan" else "untied",
-                    n_layers=1, depth_rule="fixed", dense_n_layers=None)
+                    n_layers=1, depth_rule="fixed", dense_n_layers=None, lev={"splines": True})
     per_block = block_params(lev)
     fixed = _counts(lev).total - per_block  # everything but the blocks
     guess = max(1, round((target - fixed) / per_block))
@@ -108,13 +131,12 @@ def isoparametric_depth(cfg: Any) -> int:
 def resolve_model_config(cfg: Any) -> ModelConfig:
     """A validated ModelConfig; with depth_rule=isoparametric, arm=leviathan gets its solved
     n_layers (and dense_n_layers records the Dense depth it matched), and so does
-    arm=factorized (the same depth); arm=factorized gets its factorized_rank. Idempotent."""
+    arm=factorized (the same depth). model.factorized.rank stays as given (match / span say how
+    the arm was sized; factorized_rank(cfg) is its r). Idempotent."""
     c = to_model_config(cfg)
     if c.depth_rule == "isoparametric" and c.arm in ("leviathan", "factorized"):
         dense_depth = c.dense_n_layers or c.n_layers
         c = c.replace(n_layers=isoparametric_depth(c), dense_n_layers=dense_depth)
-    if c.arm == "factorized" and c.factorized_rank is None:
-        c = c.replace(factorized_rank=factorized_rank(c))
     return c
 
 
@@ -123,6 +145,8 @@ def lev_macs_per_id(cfg: ModelConfig) -> int:
     non-zeros). khronos: seed projections, basis x S, the product over d_seed, W_out."""
     lev, D = cfg.lev, cfg.d_model
     ds = lev.d_seed
+    if not lev.splines:
+        return ds * D
     if lev.form == "khronos":
         basis = lev.knots if lev.impl == "matmul" else lev.knot_degree + 1
         return lev.heads * (ds * ds + ds * basis * lev.rank + ds * lev.rank + lev.rank * D)
@@ -149,7 +173,7 @@ def flops_per_token(cfg: Any, seq_len: int, *, tokens_per_forward: int | None = 
     V, D, L = c.padded_vocab, c.d_model, c.n_layers
     macs = L * (4 * D * D + 3 * D * c.ffn_dim) + V * D  # blocks + head (any head type)
     if c.arm == "factorized":
-        macs += c.factorized_rank * D
+        macs += factorized_rank(c) * D
     if c.arm == "leviathan":
         macs += lev_macs_per_id(c)
         if c.head == "generator" and tokens_per_forward:

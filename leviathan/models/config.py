@@ -31,6 +31,7 @@ DEPTH_RULES = ("fixed", "isoparametric")
 LADDERS = ("v1", "v2", "debug", "bench", "custom")  # v1/v2 sizes: conf/model/<ladder>/*.yaml
 LEV_IMPLS = ("matmul", "bag")
 LEV_FORMS = ("blocks", "khronos")  # docs/LEV_FORMS.md
+FACTORIZED_RANKS = ("match", "span")  # model.factorized.rank, besides an integer
 
 
 class ConfigError(LeviathanError, ValueError):
@@ -60,6 +61,8 @@ class LevConfig:
     latent_temp: float = 2.0  # (khronos) x = sigmoid(LayerNorm(W_seed z) / latent_temp)
     log_product: bool = True  # (khronos) product over d_seed as log magnitude + sign parity
     checkpoint: bool = True  # (khronos) recompute each head's factors in backward (memory)
+    splines: bool = True  # false: the ablation e = W_r z, codebooks + residual path only (no
+    #   latent, spline modes or W_o; either form): what the base-b codebook sharing buys alone
 
     _checks = {
         "k": positive(), "d_seed": positive(), "n_modes": positive(), "order": positive(),
@@ -67,7 +70,7 @@ class LevConfig:
         "residual": boolean(), "base": optional(at_least(2)), "table_chunk": positive(),
         "heads": positive(), "knots": at_least(2), "knot_degree": at_least(0), "rank": positive(),
         "one_plus_delta": boolean(), "delta_std": in_range(0), "latent_temp": above(0),
-        "log_product": boolean(), "checkpoint": boolean(),
+        "log_product": boolean(), "checkpoint": boolean(), "splines": boolean(),
     }
 
     @property
@@ -81,6 +84,21 @@ class LevConfig:
         while b**self.k < v_pad:
             b += 1
         return b
+
+
+def _rank(v: Any) -> str | None:
+    if v in FACTORIZED_RANKS or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        return None
+    return f"must be {', '.join(FACTORIZED_RANKS)} or an integer >= 1"
+
+
+@dataclass
+class FactorizedConfig:
+    rank: int | str = "match"  # r of arm=factorized: match (r (V_pad + D) closest to LEV's
+    #   parameter count: parameter-matched) | span (min(D, the most dimensions LEV's rows span:
+    #   h + d_seed for blocks): a table of LEV's rank, not matched) | an integer (not matched)
+
+    _checks = {"rank": _rank}
 
 
 @dataclass
@@ -104,7 +122,7 @@ class ModelConfig:
     rope_theta: float = 10000.0  # rotary base frequency
     norm_eps: float = 1e-5  # RMSNorm / LayerNorm epsilon
     init_std: float = 0.02  # std of every weight matrix / table at init (residual outs scaled)
-    factorized_rank: int | None = None  # r of arm=factorized; null: LEV's parameter count
+    factorized: FactorizedConfig = field(default_factory=FactorizedConfig)  # arm=factorized
     lev: LevConfig = field(default_factory=LevConfig)  # the LEV generator (arm=leviathan only)
 
     _checks = {
@@ -113,12 +131,17 @@ class ModelConfig:
         "vocab_size": positive(), "vocab_pad_to": optional(positive()),
         "vocab_pad_multiple": positive(), "max_seq_len": positive(),
         "dense_n_layers": optional(positive()), "rope_theta": above(0), "norm_eps": above(0),
-        "init_std": above(0), "factorized_rank": optional(positive()),
+        "init_std": above(0),
     }
 
     def __post_init__(self) -> None:
         if isinstance(self.lev, dict):
             self.lev = _lev_from_dict(self.lev)
+        if isinstance(self.factorized, dict):
+            from leviathan.typed_config import to_config
+
+            self.factorized = to_config(FactorizedConfig, self.factorized, "model.factorized",
+                                        ConfigError)
         self.validate()
 
     # ---- derived sizes ------------------------------------------------------------------
@@ -146,6 +169,8 @@ class ModelConfig:
     def replace(self, **changes: Any) -> ModelConfig:  # a validated copy with fields changed
         if "lev" in changes and isinstance(changes["lev"], dict):
             changes["lev"] = dataclasses.replace(self.lev, **changes["lev"])
+        if "factorized" in changes and isinstance(changes["factorized"], dict):
+            changes["factorized"] = dataclasses.replace(self.factorized, **changes["factorized"])
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
@@ -175,13 +200,25 @@ class ModelConfig:
             raise ConfigError(f"model.vocab_pad_to={self.vocab_pad_to} must be >= "
                               f"model.vocab_size={self.vocab_size} (the tokenizer's ids)")
         self._validate_lev()
+        check_fields(self.factorized, "model.factorized", ConfigError)
         return self
+
+    @property
+    def parameter_matched(self) -> bool:
+        """Whether this arm's input is sized to match another arm's parameter count: Leviathan
+        with its full generator, factorized with rank=match (the isoparametric check's arms)."""
+        if self.arm == "leviathan":
+            return self.lev.splines
+        return self.arm == "factorized" and self.factorized.rank == "match"
 
     def _validate_lev(self) -> None:
         lev = self.lev
         _choice("model.lev.form", lev.form, LEV_FORMS)
         _choice("model.lev.impl", lev.impl, LEV_IMPLS)
         check_fields(lev, "model.lev", ConfigError)
+        if not lev.splines and not lev.residual:
+            raise ConfigError("model.lev.splines=false keeps only the residual path e = W_r z; "
+                              "it needs model.lev.residual=true")
         if lev.form == "blocks" and lev.d_seed % lev.order:
             raise ConfigError(f"model.lev.order={lev.order} (Q) must divide "
                               f"model.lev.d_seed={lev.d_seed}")

@@ -2,10 +2,16 @@
 
     e(i) = T[i] P        T: V_pad x r lookup table,  P: r x D projection
 
-It sits on the Leviathan arm's backbone (same depth) with r chosen so that r (V_pad + D) is as
-close as possible to the LEV generator's parameter count for the same config and form
-(accounting.factorized_rank), so "LEV over factorized" isolates what the generator itself buys
-from "a cheap input representation plus the depth it buys" (SCIENCE.md section 2).
+It sits on the Leviathan arm's backbone (same depth). r is model.factorized.rank
+(accounting.factorized_rank):
+- `match` (default): r (V_pad + D) as close as possible to the LEV generator's parameter count
+  for the same config and form, so "LEV over factorized" isolates what the generator itself buys
+  from "a cheap input representation plus the depth it buys" (SCIENCE.md section 2) at equal
+  parameters; r comes out ~8, far below the rank LEV's table can reach;
+- `span`: min(D, the most dimensions LEV's rows span, h + d_seed for blocks): a free table able
+  to hold any table LEV can generate, with ~V_pad r parameters more; LEV over it says whether
+  LEV's structure (rows tied through the codebooks and the splines) helps beyond its rank;
+- an integer: that rank. Neither of the last two is parameter-matched; the plan shows the gap.
 Init mirrors LEV's convention: rows of T with unit variance, e with std init_std.
 Numerics as LEV's: computed in the parameters' dtype with autocast off (fp32 to the backbone).
 """

@@ -9,7 +9,8 @@ concretisation of LEV.md: M modes whose products run over Q blocks of the latent
 plus the residual W_r z) and `khronos` (lev_khronos.py, the form a public reimplementation
 describes: h heads, knot-centred quadratic B-splines, a product over all d_seed coordinates in
 the log domain). `LevGenerator(cfg)` builds the configured form; both are LevGenerators and
-share everything below.
+share everything below. `model.lev.splines=false` builds the ablation of either form that keeps
+only the codebooks and the residual path, e = W_r z (lev_codebooks.py).
 
 Numerics: the generator always runs in its parameters' dtype with autocast switched off, so
 under any autocast it hands the backbone fp32, like the Dense arm's table lookup (the spline
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 from leviathan.models.lev_base import LevGenerator, token_coordinates
 from leviathan.models.lev_blocks import BlocksLev
+from leviathan.models.lev_codebooks import CodebookLev
 from leviathan.models.lev_khronos import KhronosLev
 
-__all__ = ["BlocksLev", "KhronosLev", "LevGenerator", "token_coordinates"]
+__all__ = ["BlocksLev", "CodebookLev", "KhronosLev", "LevGenerator", "token_coordinates"]

@@ -1,6 +1,8 @@
 """The shell both LEV forms share (lev.py explains LEV and its forms): codebooks, the seed, the
 three evaluation paths and the table cache. A form subclasses LevGenerator with `form = "<name>"`
-and registers itself; `LevGenerator(cfg)` then builds the form cfg.lev.form names.
+and registers itself; `LevGenerator(cfg)` then builds the form cfg.lev.form names, or, with
+cfg.lev.splines=false, the ablation that keeps only the codebooks and W_r (lev_codebooks.py, a
+subclass declared with `splines=False`) whatever the form.
 """
 
 from __future__ import annotations
@@ -30,16 +32,20 @@ class LevGenerator(nn.Module):
     """
 
     forms: dict[str, type[LevGenerator]] = {}  # lev.form -> subclass (filled as they are defined)
+    without_splines: type[LevGenerator] | None = None  # lev.splines=false: the ablation
     form: str = ""
 
-    def __init_subclass__(cls, **kwargs) -> None:
+    def __init_subclass__(cls, splines: bool = True, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.form:
+        if not splines:
+            LevGenerator.without_splines = cls
+        elif cls.form:
             LevGenerator.forms[cls.form] = cls
 
     def __new__(cls, cfg: ModelConfig | None = None, *args, **kwargs):
         if cls is LevGenerator:
-            cls = LevGenerator.forms[cfg.lev.form]
+            cls = (LevGenerator.forms[cfg.lev.form] if cfg.lev.splines
+                   else LevGenerator.without_splines)
         return super().__new__(cls)
 
     def __init__(self, cfg: ModelConfig) -> None:

@@ -140,6 +140,6 @@ def input_representation(cfg: ModelConfig) -> nn.Module:
     if cfg.arm == "factorized":
         from leviathan.models.accounting import factorized_rank
 
-        rank = cfg.factorized_rank or factorized_rank(cfg)
-        return FactorizedEmbedding(cfg.padded_vocab, rank, cfg.d_model, cfg.init_std)
+        return FactorizedEmbedding(cfg.padded_vocab, factorized_rank(cfg), cfg.d_model,
+                                   cfg.init_std)
     return LevGenerator(cfg)

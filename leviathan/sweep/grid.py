@@ -25,8 +25,9 @@ from leviathan.typed_config import (
 
 FAMILIES = ("isoparametric", "isobody", "decoupled", "data_scaling", "smoke", "custom")
 # the arms a grid may run, in plan order; a control needs its Leviathan partner at every size
-ARM_NAMES = ("dense", "leviathan", "factorized", "dense_untied")
-CONTROLS = ("factorized", "dense_untied")
+ARM_NAMES = ("dense", "leviathan", "factorized", "dense_untied", "factorized_wide",
+             "lev_codebooks")
+CONTROLS = ("factorized", "dense_untied", "factorized_wide", "lev_codebooks")
 
 
 class GridError(LeviathanError, ValueError):
@@ -51,7 +52,9 @@ class GridConfig:
     sizes: list[str] = field(default_factory=list)  # model configs, e.g. v1/109M (conf/model/)
     arms: dict[str, list[str]] = field(default_factory=dict)  # arm -> overrides of that arm: dense,
     #   leviathan and the controls factorized (LEV's parameters as a low-rank table on
-    #   Leviathan's backbone) and dense_untied (Dense with an untied head)
+    #   Leviathan's backbone), dense_untied (Dense with an untied head), factorized_wide (a
+    #   low-rank table of LEV's rank, model.factorized.rank=span: not parameter-matched) and
+    #   lev_codebooks (LEV without its splines, model.lev.splines=false: codebooks + W_r)
     dense_sizes: list[str] = field(default_factory=list)  # Dense-only rungs (no pair): extend the
     #   Dense fit so that effective sizes are read by interpolation, not extrapolation
     tokens_per_param: list[float] = field(default_factory=lambda: [20.0])  # budgets, x N_dense
@@ -83,7 +86,7 @@ class RunSpec:
 
     name: str  # unique, stable run name: <sweep>-<pair>-<arm>[-lr<x>][-cd<m>]
     pair: str  # matched-pair id: <size>-<budget>-s<seed>
-    arm: str  # dense | leviathan | factorized | dense_untied
+    arm: str  # dense | leviathan | a control (CONTROLS)
     size_config: str  # the model config, e.g. v1/109M
     budget: tuple[str, float]  # ("tokens_per_param", 20.0) or ("tokens", 1e9)
     seed: int

@@ -25,7 +25,7 @@ SWEEP_ONLY = ("sweep", "grid", "launcher", "eval", "hydra")
 class PlannedRun:
     run: str  # run name (stable: scratch folder and MLflow run name)
     pair: str  # matched-pair id
-    arm: str  # dense | leviathan | factorized | dense_untied
+    arm: str  # dense | leviathan | a control (grid.CONTROLS)
     size: str  # the Dense size's ladder name, e.g. 109M
     family: str  # experiment family
     seed: int  # model-init seed
@@ -47,6 +47,10 @@ class PlannedRun:
     mfu: float  # measured by `bench gpu` for this size and arm (sweep.measured_mfu), else sweep.mfu
     gpu_hours: float  # flops / (mfu x sweep.peak_flops)
     config_hash: str  # what training records; equal hashes compute the same thing
+    param_matched: bool = False  # sized to match another arm's parameters (Leviathan with its
+    #   splines, factorized with rank=match): the isoparametric check holds it to iso_tolerance
+    param_gap: float | None = None  # params_total / its pair's Dense params_total - 1 (None:
+    #   no Dense in the pair); for an unmatched control, how far it is from parameter-matched
     config: dict[str, Any] = field(repr=False, default_factory=dict)  # resolved run config
 
     def row(self) -> dict[str, Any]:
@@ -131,6 +135,7 @@ def make_plan(cfg: Any, task_overrides: list[str], root: Path) -> SweepPlan:
                    user_keys={override_key(o) for o in [*user, *grid.overrides]},
                    cli_keys={override_key(o) for o in user}, measured=measured)
     runs = [_plan_run(spec, ctx) for spec in expand(grid, name)]
+    _fill_gaps(runs)
     _check_names(runs)
     check_pairs(runs)
     if grid.family in ("isoparametric", "smoke"):
@@ -204,7 +209,8 @@ def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:
         params_body=counts.body, tokens=rp.budget_tokens, steps=rp.max_steps,
         global_batch=rp.global_batch, lr=tc.lr, schedule=tc.schedule, cooldown=spec.cooldown,
         branch_of=spec.main, flops=flops, mfu=mfu, gpu_hours=flops / (mfu * peak) / 3600.0,
-        config_hash=config_hash(container), config=container)
+        config_hash=config_hash(container), param_matched=mc.parameter_matched,
+        config=container)
 
 
 def _run_overrides(spec: RunSpec, ctx: _Context) -> list[str]:
@@ -317,8 +323,20 @@ def _check_names(runs: list[PlannedRun]) -> None:
         seen.add(r.run)
 
 
+def _fill_gaps(runs: list[PlannedRun]) -> None:
+    """Each run's param_gap against the Dense run of its pair."""
+    dense = {}
+    for r in runs:
+        if r.arm == "dense":
+            dense.setdefault(r.pair, r.params_total)
+    for r in runs:
+        if r.pair in dense:
+            r.param_gap = r.params_total / dense[r.pair] - 1.0
+
+
 def _check_isoparametric(runs: list[PlannedRun], grid) -> None:
-    """Each pair's Dense and Leviathan (and factorized) totals within grid.iso_tolerance."""
+    """Each pair's Dense total and every parameter-matched arm's (Leviathan, factorized with
+    rank=match) within grid.iso_tolerance; the unmatched controls only show their gap."""
     by_pair: dict[str, dict[str, PlannedRun]] = {}
     for r in runs:
         by_pair.setdefault(r.pair, {}).setdefault(r.arm, r)
@@ -326,10 +344,10 @@ def _check_isoparametric(runs: list[PlannedRun], grid) -> None:
         if "dense" not in arms:
             continue
         d = arms["dense"].params_total
-        for arm in ("leviathan", "factorized"):
-            if arm not in arms:
+        for arm, run in arms.items():
+            if arm == "dense" or not run.param_matched:
                 continue
-            other = arms[arm].params_total
+            other = run.params_total
             gap = abs(other - d) / d
             if gap > grid.iso_tolerance:
                 raise GridError(
@@ -370,14 +388,36 @@ def write_json(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def _gap(r: PlannedRun) -> str:
+    """'+0.4%' of total parameters against the pair's Dense run ('' for Dense itself or without
+    one), with '*' where the arm is not sized to match (an unmatched control)."""
+    if r.param_gap is None or r.arm == "dense":
+        return ""
+    return f"{r.param_gap:+.1%}" + ("" if r.param_matched else " *")
+
+
+def _unmatched_note(runs: list[PlannedRun]) -> list[str]:
+    """One line per unmatched control arm: its parameter gap to Dense over the sizes."""
+    out = []
+    from leviathan.sweep.grid import CONTROLS
+
+    for arm in dict.fromkeys(r.arm for r in runs if r.arm in CONTROLS and r.arm != "dense_untied"
+                             and not r.param_matched and r.param_gap is not None):
+        gaps = [r.param_gap for r in runs if r.arm == arm and r.param_gap is not None]
+        out.append(f"* {arm} is not parameter-matched: {min(gaps):+.1%} to {max(gaps):+.1%} "
+                   "total parameters against the pair's Dense (the analysis reads it by its "
+                   "effective size, like any arm)")
+    return out
+
+
 def format_plan(plan: SweepPlan) -> str:
     """The plan as a markdown table, plus totals (and, for WSD-S, the cost of the branches next
     to separate cosine runs of each length)."""
-    rows = ["| run | pair | arm | size | d_model | n_layers | total | embedding | body | tokens "
-            "| steps | lr | schedule | FLOPs | MFU | GPU-h |", "|" + "---|" * 16]
+    rows = ["| run | pair | arm | size | d_model | n_layers | total | vs Dense | embedding | body "
+            "| tokens | steps | lr | schedule | FLOPs | MFU | GPU-h |", "|" + "---|" * 17]
     for r in plan.runs:
         rows.append(f"| {r.run} | {r.pair} | {r.arm} | {r.size} | {r.d_model} | {r.n_layers} "
-                    f"| {r.params_total:,} | {r.params_input:,} | {r.params_body:,} "
+                    f"| {r.params_total:,} | {_gap(r)} | {r.params_input:,} | {r.params_body:,} "
                     f"| {r.tokens:,} | {r.steps:,} | {r.lr:.3g} | {r.schedule} "
                     f"| {r.flops:.3g} | {r.mfu:.3g} | {r.gpu_hours:.3g} |")
     total_flops = sum(r.flops for r in plan.runs)
@@ -388,6 +428,7 @@ def format_plan(plan: SweepPlan) -> str:
                 f"pairs; {total_flops:.3g} FLOPs, ~{total_h:.3g} GPU-hours at the MFU column of "
                 f"{float(plan.sweep['peak_flops']):.3g} FLOP/s")
     rows.append(plan.mfu_note)
+    rows += _unmatched_note(plan.runs)
     branches = [r for r in plan.runs if r.branch_of]
     if branches:
         mains = {r.run: r for r in plan.runs if not r.branch_of}

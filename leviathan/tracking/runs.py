@@ -32,7 +32,7 @@ class Tag:
     KIND = "kind"  # train | sweep | ...
     SWEEP = "sweep"  # sweep name
     PAIR = "pair"  # matched-pair id within the sweep: <size>-<budget>-s<seed>
-    ARM = "arm"  # dense | leviathan | factorized | dense_untied
+    ARM = "arm"  # dense | leviathan | a control (leviathan.sweep.grid.CONTROLS)
     SIZE = "size"  # the Dense size's ladder name, e.g. 109M
     FAMILY = "family"  # isoparametric | isobody | decoupled | data_scaling | ...
     SEED = "seed"  # model-init seed

@@ -214,3 +214,34 @@ def test_body_matching_is_left_out_when_not_token_matched(tmp_path, capsys):
     body = m[m["basis"] == "body"]
     assert len(body) == 2 * 5 and body["reason"].isna().all()
     assert ((body["multiplier_lo"] <= 1.0) & (1.0 <= body["multiplier_hi"])).all(), body
+
+
+def test_every_control_of_the_isoparametric_grid_is_read_by_effective_size(tmp_path, capsys):
+    """`controls` world (issue 24.6): LEV worth 1.3x its matched factorized control and the
+    wide one (a table of LEV's rank with ~45% more parameters, worth no more), 1.3/1.15x LEV
+    without its splines. Through the CLI, each control's LEV ratio is recovered by body, and the
+    wide table's extra parameters lower its own multiplier without touching LEV over it."""
+    basis, worth = WORLDS["controls"]
+    csv, out = tmp_path / "controls.csv", tmp_path / "fit"
+    toy_world(basis, worth, seeds=3, noise=0.003, tokens_per="body").to_csv(csv, index=False)
+    assert main(["--csv", str(csv), "--out", str(out), "--bootstrap", "200"]) == 0
+    c = pd.read_csv(out / "lev_vs_control.csv")
+    assert set(c["control"]) == {"factorized", "factorized_wide", "lev_codebooks"}
+    body = c[c["basis"] == "body"].set_index(["control", "size"])
+    for control, truth in (("factorized", 1.3), ("factorized_wide", 1.3),
+                           ("lev_codebooks", 1.3 / 1.15)):
+        rows = body.loc[control]
+        print(control, rows[["ratio", "ratio_lo", "ratio_hi"]])
+        assert len(rows) == 5
+        assert ((rows["ratio_lo"] <= truth) & (truth <= rows["ratio_hi"])).all(), control
+        assert abs(np.exp(np.log(rows["ratio"]).mean()) - truth) < 0.03, control
+    m = pd.read_csv(out / "multipliers.csv")
+    by_params = m[m["basis"] == "params"].set_index(["arm", "size"])["multiplier"]
+    for size in ("60M", "164M", "231M", "296M", "421M"):  # the same loss on more parameters
+        assert by_params[("factorized_wide", size)] < 0.95 * by_params[("factorized", size)]
+    summary = (out / "summary.md").read_text()
+    for control in ("factorized_wide", "lev_codebooks"):
+        assert f"**LEV over its control** ({control}: " in summary
+        assert f"`{control}` — " in summary
+    assert "LEV's structure beyond its rank" in summary
+    assert "the splines beyond the codebook sharing" in summary

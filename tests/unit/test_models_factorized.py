@@ -44,7 +44,8 @@ def test_factorized_takes_the_leviathan_depth_and_its_backbone(size, form):
     fac = resolve_model_config(dense.replace(arm="factorized"))
     assert (fac.n_layers, fac.dense_n_layers) == (lev.n_layers, dense.n_layers)
     assert fac.n_layers > dense.n_layers
-    assert fac.factorized_rank == factorized_rank(fac)
+    assert fac.factorized.rank == "match" and not fac.replace(
+        factorized={"rank": 7}).parameter_matched and fac.parameter_matched
     assert resolve_model_config(fac) == fac  # idempotent
     counts_fac, counts_lev = count_params(fac), count_params(lev)
     assert (counts_fac.body, counts_fac.head) == (counts_lev.body, counts_lev.head)
@@ -54,8 +55,8 @@ def test_factorized_takes_the_leviathan_depth_and_its_backbone(size, form):
 
 def test_an_explicit_rank_and_fixed_depth_are_kept():
     cfg = resolve_model_config(ladder_config("v1", "109M").replace(
-        arm="factorized", factorized_rank=32, depth_rule="fixed"))
-    assert (cfg.factorized_rank, cfg.n_layers) == (32, 8)
+        arm="factorized", factorized={"rank": 32}, depth_rule="fixed"))
+    assert (factorized_rank(cfg), cfg.n_layers) == (32, 8)
     assert count_params(cfg).input == 32 * (200376 + 256)
 
 
@@ -63,18 +64,18 @@ def test_an_explicit_rank_and_fixed_depth_are_kept():
 def test_count_params_equals_the_built_model_for_every_option(form):
     base = dict(arm="factorized", vocab_size=512, vocab_pad_to=None, d_model=64, n_heads=4,
                 lev=dict(form=form, d_seed=32, n_modes=4, hidden=32))
-    for extra in ({}, {"factorized_rank": 5}, {"depth_rule": "isoparametric"},
+    for extra in ({}, {"factorized": {"rank": 5}}, {"factorized": {"rank": "span"}},
+                  {"depth_rule": "isoparametric"},
                   {"vocab_pad_multiple": 128, "vocab_size": 500}):
         cfg = ModelConfig(**{**base, **extra})
         model = build_model(cfg, device="meta")
         assert count_params(cfg) == model.param_counts(), extra
-        assert model.embed.weight.shape == (cfg.padded_vocab, resolve_model_config(cfg)
-                                            .factorized_rank)
+        assert model.embed.weight.shape == (cfg.padded_vocab, factorized_rank(cfg))
 
 
 def test_flops_per_token_adds_the_projection_once_per_position():
     fac = resolve_model_config(ladder_config("v1", "109M").replace(arm="factorized"))
-    T, D, L, V, r = 512, fac.d_model, fac.n_layers, fac.padded_vocab, fac.factorized_rank
+    T, D, L, V, r = 512, fac.d_model, fac.n_layers, fac.padded_vocab, factorized_rank(fac)
     matmul = L * (4 * D * D + 3 * D * fac.ffn_dim) + V * D + r * D
     assert flops_per_token(fac, T) == 6 * matmul + 12 * L * D * T
     dense_on_that_backbone = fac.replace(arm="dense", depth_rule="fixed")
@@ -84,7 +85,7 @@ def test_flops_per_token_adds_the_projection_once_per_position():
 def test_factorized_output_scale_and_fp32_under_autocast():
     torch.manual_seed(0)
     model = build_model(ModelConfig(arm="factorized", vocab_size=512, vocab_pad_to=None,
-                                    factorized_rank=8))
+                                    factorized={"rank": 8}))
     idx = torch.arange(512).view(8, 64)
     e = model.embed(idx)
     assert 0.5 * 0.02 < e.std().item() < 2 * 0.02
@@ -99,8 +100,12 @@ BAD = [
     (dict(arm="factorized", head="tied"),
      r"model.head='tied' is not allowed for model.arm='factorized'; allowed values: untied$"),
     (dict(arm="factorized", head="generator"), r"model.head='generator' .* untied$"),
-    (dict(arm="factorized", factorized_rank=0),
-     r"model.factorized_rank: must be null or an integer >= 1"),
+    (dict(arm="factorized", factorized=dict(rank=0)),
+     r"model.factorized.rank: must be match, span or an integer >= 1, got 0"),
+    (dict(arm="factorized", factorized=dict(rank="half")),
+     r"model.factorized.rank: must be match, span or an integer >= 1, got 'half'"),
+    (dict(lev=dict(splines=False, residual=False)),
+     r"model.lev.splines=false keeps only the residual path .* model.lev.residual=true"),
     (dict(lev=dict(form="kan")), r"model.lev.form='kan' is not allowed; allowed values: blocks, "
                                  r"khronos"),
     (dict(lev=dict(knots=1)), r"model.lev.knots: must be an integer >= 2"),

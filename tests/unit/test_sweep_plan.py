@@ -12,9 +12,9 @@ import torch
 from helpers import REPO
 from helpers.sweep import plan_for
 
-from leviathan.models import build_model, count_params, resolve_model_config
+from leviathan.models import build_model, count_params, factorized_rank, resolve_model_config
 from leviathan.sweep.grid import GridError
-from leviathan.sweep.plan import dedupe_overrides, run_overrides, write_plan
+from leviathan.sweep.plan import dedupe_overrides, format_plan, run_overrides, write_plan
 
 GRIDS = sorted(p.stem for p in (REPO / "conf" / "grid").glob("*.yaml"))  # every grid
 
@@ -63,6 +63,40 @@ def test_every_grid_plans(grid, tmp_path):
         assert (ratios - pd.Series([5, 10, 20, 50, 100], index=ratios.index)).abs().max() < 0.01
         assert set(df[df.cooldown.isna()].schedule) == {"constant"}
         assert set(df[df.cooldown.notna()].schedule) == {"wsd"}
+
+
+def test_isoparametric_controls_on_the_leviathan_backbone_with_their_gap(tmp_path):
+    """factorized_wide (rank=span) and lev_codebooks (splines=false): Leviathan's depth, not
+    parameter-matched (so not held to iso_tolerance), the gap to Dense in the plan."""
+    _cfg, plan = plan_for(["+grid=isoparametric", "grid.lr=[1.0]"], tmp_path)
+    table = format_plan(plan)
+    by = {(r.pair, r.arm): r for r in plan.runs}
+    for (pair, arm), r in by.items():
+        if arm not in ("factorized_wide", "lev_codebooks"):
+            continue
+        lev, dense = by[(pair, "leviathan")], by[(pair, "dense")]
+        assert (r.n_layers, r.params_body, r.params_head) == (
+            lev.n_layers, lev.params_body, lev.params_head)
+        assert not r.param_matched and lev.param_matched and by[(pair, "factorized")].param_matched
+        assert r.param_gap == pytest.approx(r.params_total / dense.params_total - 1)
+        assert f"| {r.params_total:,} | {r.param_gap:+.1%} * |" in table
+        mc = resolve_model_config(r.config["model"])
+        if arm == "lev_codebooks":  # LEV minus its splines: fewer parameters than Leviathan
+            assert not mc.lev.splines and r.params_input < lev.params_input
+        else:  # a table of LEV's rank (min(D, h + d_seed)): more parameters than any arm
+            assert factorized_rank(mc) == min(mc.d_model, 256) and r.param_gap > 0.1
+    gaps = [r.param_gap for r in plan.runs if r.arm == "factorized_wide"]
+    assert f"* factorized_wide is not parameter-matched: {min(gaps):+.1%} to {max(gaps):+.1%}" \
+        in table
+
+
+def test_an_unmatched_arm_is_not_held_to_the_tolerance_but_a_matched_one_is(tmp_path):
+    wide = ("+grid.arms.factorized=['model.arm=factorized','model.depth_rule=isoparametric',"
+            "'{}']")
+    _cfg, plan = plan_for(["+grid=smoke", wide.format("model.factorized.rank=64")], tmp_path)
+    assert all(r.param_gap > 0.02 for r in plan.runs if r.arm == "factorized")
+    with pytest.raises(GridError, match=r"cannot be matched isoparametrically: .* factorized"):
+        plan_for(["+grid=smoke", wide.format("model.depth_rule=fixed")], tmp_path)
 
 
 def test_smoke_counts_equal_built_models(tmp_path):
@@ -133,6 +167,9 @@ def test_cli_dry_run_and_errors(tmp_path):
     assert "isoparametric-109M-20N-s0-leviathan-lr1 " in out.stdout and "Dry run" in out.stdout
     assert "isoparametric-752M-20N-s0-dense-lr1 " in out.stdout  # a Dense-only rung
     assert "factorized" in out.stdout
+    for control in ("factorized_wide", "lev_codebooks"):  # the unmatched controls and their gap
+        assert f"isoparametric-109M-20N-s0-{control}-lr1 " in out.stdout
+        assert f"* {control} is not parameter-matched: " in out.stdout
     assert (tmp_path / "sweeps" / "isoparametric" / "plan.csv").exists()
     out = _cli(["sweep.dry_run=true", f"paths.root_dir={tmp_path}"], REPO)
     assert out.returncode == 2 and "+grid=<name>" in out.stderr and "smoke" in out.stderr
