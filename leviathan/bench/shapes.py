@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from leviathan.errors import LeviathanError
-from leviathan.models.config import LevConfig, ModelConfig
+from leviathan.models.config import FactorizedConfig, LevConfig, ModelConfig
 from leviathan.typed_config import conf_dir
 
 GRID_OF_LADDER = {"v1": "isoparametric", "v2": "decoupled", "smoke": "smoke"}
@@ -139,7 +139,8 @@ def arm_config(spec: str, arm: str) -> ModelConfig:
         d = dict(_from_file("shapes", spec, f"shape {spec}").get(arm) or {})
         if not d:
             raise ShapeError(f"{_FILE['path']}: shape {spec} has no arm {arm!r}")
-        return ModelConfig(**{**d, "lev": LevConfig(**d["lev"])})
+        return ModelConfig(**{**d, "lev": LevConfig(**d["lev"]),  # plain dataclasses: no
+                              "factorized": FactorizedConfig(**d["factorized"])})  # OmegaConf
     path = conf_dir() / "model" / f"{shape}.yaml"
     if not path.is_file():
         raise ShapeError(f"{path}: no such config file")

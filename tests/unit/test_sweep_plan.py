@@ -67,8 +67,9 @@ def test_every_grid_plans(grid, tmp_path):
 
 def test_isoparametric_controls_on_the_leviathan_backbone_with_their_gap(tmp_path):
     """factorized_wide (rank=span) and lev_codebooks (splines=false): Leviathan's depth, not
-    parameter-matched (so not held to iso_tolerance), the gap to Dense in the plan."""
-    _cfg, plan = plan_for(["+grid=isoparametric", "grid.lr=[1.0]"], tmp_path)
+    parameter-matched (so not held to iso_tolerance), the gap to Dense in the plan; they come
+    with grid=isoparametric_controls (isoparametric plus them)."""
+    _cfg, plan = plan_for(["+grid=isoparametric_controls", "grid.lr=[1.0]"], tmp_path)
     table = format_plan(plan)
     by = {(r.pair, r.arm): r for r in plan.runs}
     for (pair, arm), r in by.items():
@@ -167,9 +168,8 @@ def test_cli_dry_run_and_errors(tmp_path):
     assert "isoparametric-109M-20N-s0-leviathan-lr1 " in out.stdout and "Dry run" in out.stdout
     assert "isoparametric-752M-20N-s0-dense-lr1 " in out.stdout  # a Dense-only rung
     assert "factorized" in out.stdout
-    for control in ("factorized_wide", "lev_codebooks"):  # the unmatched controls and their gap
-        assert f"isoparametric-109M-20N-s0-{control}-lr1 " in out.stdout
-        assert f"* {control} is not parameter-matched: " in out.stdout
+    for control in ("factorized_wide", "lev_codebooks"):  # opt-in: grid=isoparametric_controls
+        assert control not in out.stdout
     assert (tmp_path / "sweeps" / "isoparametric" / "plan.csv").exists()
     out = _cli(["sweep.dry_run=true", f"paths.root_dir={tmp_path}"], REPO)
     assert out.returncode == 2 and "+grid=<name>" in out.stderr and "smoke" in out.stderr
