@@ -98,14 +98,24 @@ def dedupe_overrides(overrides: list[str]) -> list[str]:
 
 
 def measured_throughput(path: str | None) -> tuple[dict[tuple[str, str], float], str]:
-    """FLOP/s per (ladder/size, arm) measured by `python -m leviathan.bench gpu`, read from
-    `path` (sweep.measured_mfu), and a note saying where from; ({}, "") without such a file."""
+    """FLOP/s per (ladder/size, arm) measured by `python -m leviathan.bench gpu` (or the
+    `bench gpu-suite` record holding its compiled and eager runs: the compiled, what trainer=gpu
+    runs, else the eager), read from `path` (sweep.measured_mfu), and a note saying where from;
+    ({}, "") without such a file."""
     if not path or not Path(path).is_file():
         return {}, ""
     record = json.loads(Path(path).read_text())
+    shapes = record.get("shapes", {})
+    device, when = record.get("device", "?"), record.get("written_at", "?")
+    if "parts" in record:  # a gpu-suite record
+        parts = record["parts"]
+        shapes = next((parts[p]["shapes"] for p in ("gpu_compiled", "gpu_eager")
+                       if (parts.get(p) or {}).get("shapes")), {})
+        device = ((parts.get("probe") or {}).get("result") or {}).get("device", "?")
+        when = record.get("started_at", "?")
     out = {(shape, arm): float(r["flops_per_s"])
-           for shape, arms in record.get("shapes", {}).items() for arm, r in arms.items()}
-    return out, f"{path} ({record.get('device', '?')}, {record.get('written_at', '?')})"
+           for shape, arms in shapes.items() for arm, r in arms.items()}
+    return out, f"{path} ({device}, {when})"
 
 
 def _compose_run(spec: RunSpec, extra: list[str]):

@@ -179,3 +179,34 @@ def test_sweep_estimate_uses_measured_mfu_where_it_exists(tmp_path, capsys):
     plan = make_plan(cfg, overrides, tmp_path)
     assert {r.mfu for r in plan.runs} == {0.4}
     assert "MFU assumed: sweep.mfu=0.4" in format_plan(plan)
+
+
+@pytest.mark.slow
+def test_gpu_suite_runs_its_parts_into_one_json_the_plan_reads(tmp_path, monkeypatch):
+    """`bench gpu-suite` (on the CPU: tiny shapes, the parts that take seconds) writes one JSON
+    with every part's result; the sweep plan reads its measured FLOP/s like bench gpu's."""
+    from leviathan.bench.__main__ import main
+    from leviathan.bench.gpu_suite import verdicts
+    from leviathan.sweep.plan import measured_throughput
+
+    out = tmp_path / "suite.json"
+    monkeypatch.setenv("LEVIATHAN_ROOT", str(tmp_path))  # where bench_gpu.json goes
+    assert main(["gpu-suite", "--device", "cpu", "--parts", "probe,gpu_eager,loss",
+                 "--steps", "2", "--budget-s", "300", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    parts = record["parts"]
+    assert [parts[p]["rc"] for p in ("probe", "gpu_eager", "loss")] == [0, 0, 0]
+    assert parts["probe"]["result"]["matmul_bf16_flops_per_s"] > 0
+    assert parts["gpu_eager"]["result"]["dense_tokens_per_s"]["debug/debug_small"] > 0
+    assert parts["loss"]["result"]["lean_peak_mb"] < parts["loss"]["result"]["plain_peak_mb"]
+    measured, note = measured_throughput(str(out))
+    assert measured[("debug/debug_small", "dense")] > 0 and str(out) in note
+    # the goals are read from the compiled run where there is one, else the eager one
+    fake = {"gpu_eager": {"result": {"dense_mfu": {"v1/421M": 0.2, "v2/1.2B": 0.4},
+                                     "leviathan_dense_ratio": {"v2/1.2B": 0.95}}},
+            "gpu_compiled": {"result": {"dense_mfu": {"v1/421M": 0.36}}}}
+    goals = verdicts(fake)
+    assert goals["dense_mfu v1/421M"] == {"value": 0.36, "goal": 0.35, "from": "gpu_compiled",
+                                          "met": True}
+    assert goals["dense_mfu v2/1.2B"]["met"] is False
+    assert goals["leviathan_dense_ratio iso-body"]["met"] is True
