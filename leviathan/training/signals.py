@@ -97,7 +97,8 @@ class PreemptionFlag:
             return
         for sig, prev in self._previous.items():
             signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
-        self._previous.clear()
+        # _previous stays: train() uninstalls first and then chains to the handler that was
+        # there before (submitit's checkpoint-and-requeue), once the checkpoint is on disk
 
     def chain(self) -> None:
         """Call the handler that was installed before ours, if it was a Python callable."""

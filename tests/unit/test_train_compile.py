@@ -22,8 +22,11 @@ from leviathan.training.step import TrainStep
 
 
 def tiny(arm: str, form: str = "blocks"):
+    """The debug model at the shape tests/integration/test_train_gpu_path.py trains (d_model 32,
+    2 heads), so that inductor's cache serves both (they share the `compile` xdist group)."""
     grid = "isoparametric" if arm == "factorized" else "smoke_tiny"
     cfg = arm_config(f"debug_small@{grid}", arm)
+    cfg = dataclasses.replace(cfg, d_model=32, n_heads=2)
     if arm == "leviathan":
         cfg = dataclasses.replace(cfg, lev=dataclasses.replace(cfg.lev, form=form))
     torch.manual_seed(0)
@@ -31,6 +34,7 @@ def tiny(arm: str, form: str = "blocks"):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("compile")
 def test_compiled_step_does_not_recompile_as_distinct_ids_vary(form="blocks"):
     """(The khronos form's regions are checked for breaks below and trained compiled in
     tests/integration/test_train_gpu_path.py; its dynamic-shape compile is the slow one.)"""
@@ -39,19 +43,19 @@ def test_compiled_step_does_not_recompile_as_distinct_ids_vary(form="blocks"):
     torch._dynamo.reset()
     counters.clear()
     model = tiny("leviathan", form)
-    tc = TrainerConfig(compile=True, micro_batch=4, global_batch=4, loss_chunk=64,
+    tc = TrainerConfig(compile=True, micro_batch=2, global_batch=2, loss_chunk=4096,
                        fused_adamw=True)
     step = TrainStep(model, tc, autocast=torch.bfloat16)
     g = torch.Generator().manual_seed(0)
     distinct, graphs = [], []
     for i in range(20):  # ids from a range that widens and narrows: U changes every step
         hi = 40 + 97 * ((i * 7) % 20)
-        batch = torch.randint(0, hi, (4, 65), generator=g)
+        batch = torch.randint(0, hi, (2, 33), generator=g)
         distinct.append(batch[:, :-1].unique().numel())
         out = step([batch])
         assert torch.isfinite(torch.tensor(out["loss"]))
         graphs.append(counters["stats"]["unique_graphs"])
-    assert len(set(distinct)) >= 15, distinct
+    assert len(set(distinct)) >= 8, distinct
     assert graphs[0] > 0  # the compiled regions ran
     # after the first step (forward, backward, the fused loss), at most a small bounded number of
     # graphs more (measured: none); a recompile per distinct-id count would add ~19

@@ -151,6 +151,12 @@ def test_preemption_flag_records_chains_and_restores():
             flag.uninstall()
         os.kill(os.getpid(), signal.SIGUSR2)
         assert calls == [signal.SIGUSR2, signal.SIGUSR2]
+        # train()'s order: uninstall, then chain (it used to find nothing left to chain to)
+        flag = PreemptionFlag().install()
+        os.kill(os.getpid(), signal.SIGUSR2)
+        flag.uninstall()
+        flag.chain()
+        assert calls == [signal.SIGUSR2] * 3
     finally:
         signal.signal(signal.SIGUSR2, prev)
 
