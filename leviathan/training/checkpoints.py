@@ -45,8 +45,6 @@ log = logging.getLogger(__name__)
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 DISK_FULL_EXIT = 74  # exit status of a job stopped by a full disk (sysexits' EX_IOERR)
-# bytes per parameter in a checkpoint: fp32 weights + AdamW's two fp32 moments
-CKPT_BYTES_PER_PARAM = 12
 HASH_CHUNK = 64 << 20  # bytes read at a time when verifying
 
 
@@ -60,11 +58,6 @@ class CheckpointDiskFull(LeviathanError, OSError):
 
 class NoIntactCheckpoint(LeviathanError, RuntimeError):
     """Every checkpoint of the run failed its check (trainer.restart_if_corrupt starts afresh)."""
-
-
-def checkpoint_bytes(n_params: int) -> int:
-    """The size of a run's checkpoint from its parameter count (weights + AdamW state, fp32)."""
-    return CKPT_BYTES_PER_PARAM * int(n_params)
 
 
 def state_bytes(obj: Any) -> int:
@@ -200,9 +193,9 @@ class CheckpointStore:
             self._write_records(recs)
             os.replace(tmp, self.last)
             _fsync_dir(self.last.parent)
-        except OSError as e:
+        except BaseException as e:
             tmp.unlink(missing_ok=True)
-            if e.errno in DISK_FULL_ERRNOS:
+            if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
                 raise disk_full(self.last, rec["bytes"], e) from e
             raise
         self._prune(rec, kept)
@@ -291,6 +284,9 @@ class CheckpointStore:
         warn = warn or log.warning
         recs = self.records()
         failed = []
+        if move_aside:  # what a killed writer left: it only takes space
+            for stale in self.folder.path.glob(".*.ckpt.tmp"):
+                stale.unlink(missing_ok=True)
         for path in self.candidates():
             try:
                 why = self.check(path, recs)
