@@ -88,9 +88,14 @@ class _HashingFile:
 
     def __init__(self, f) -> None:
         self.f, self.sha, self.size = f, hashlib.sha256(), 0
+        self.error: OSError | None = None  # torch's C++ writer swallows it: kept for write_tmp
 
     def write(self, b) -> int:
-        n = self.f.write(b)
+        try:
+            n = self.f.write(b)
+        except OSError as e:
+            self.error = self.error or e
+            raise
         self.sha.update(b)
         self.size += n
         return n
@@ -116,6 +121,7 @@ def write_tmp(obj: Any, path: Path) -> dict:
     {bytes, sha256}. On any failure the temporary file is removed; a full disk raises
     CheckpointDiskFull."""
     tmp = _tmp(path)
+    out = None
     try:
         with open(tmp, "wb") as raw:
             out = _HashingFile(raw)
@@ -124,8 +130,11 @@ def write_tmp(obj: Any, path: Path) -> dict:
             os.fsync(raw.fileno())
     except BaseException as e:
         tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
-            raise disk_full(path, state_bytes(obj), e) from e
+        cause = e if isinstance(e, OSError) else (out.error if out is not None else None)
+        if cause is not None and cause.errno in DISK_FULL_ERRNOS:
+            raise disk_full(path, state_bytes(obj), cause) from e
+        if cause is not None:
+            raise cause from e  # the write's own error, not torch's "unexpected pos"
         raise
     return {"bytes": out.size, "sha256": out.sha.hexdigest()}
 

@@ -51,8 +51,9 @@ def one_value_per_step(uri, run_id, key) -> list[float]:
     return [v for _, v in h]
 
 
-def run_cli(overrides: list[str], **kw) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def run_cli(overrides: list[str], env_extra: dict[str, str] | None = None,
+            **kw) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
     return subprocess.Popen([sys.executable, "-m", "leviathan.train", *overrides], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, **kw)
