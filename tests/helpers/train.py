@@ -51,9 +51,8 @@ def one_value_per_step(uri, run_id, key) -> list[float]:
     return [v for _, v in h]
 
 
-def run_cli(overrides: list[str], env_extra: dict[str, str] | None = None,
-            **kw) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
+def run_cli(overrides: list[str], env: dict | None = None, **kw) -> subprocess.Popen:
+    env = dict(env if env is not None else os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "leviathan.train", *overrides], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, **kw)

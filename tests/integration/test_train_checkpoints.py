@@ -5,6 +5,7 @@ the system temp folder."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -22,7 +23,7 @@ KEYS = ("train/loss", "lr", "grad_norm", "tokens_seen")
 def preempt_at(args: list[str], run: str, step: int) -> str:
     """Run the CLI until it holds at `step` (a preemption rehearsal), SIGTERM it, return its
     output (the checkpoint is written at that step)."""
-    proc = run_cli(args, env_extra={REHEARSE_PREEMPTION_ENV: f"{run}@{step}"})
+    proc = run_cli(args, env={**os.environ, REHEARSE_PREEMPTION_ENV: f"{run}@{step}"})
     lines = []
     for line in proc.stdout:
         lines.append(line)
@@ -124,7 +125,7 @@ def test_a_full_disk_is_a_clear_error_that_keeps_the_previous_checkpoint(tmp_pat
     mount_tmpfs(scratch, "32m")
     try:
         args = tiny(data_dir, scratch, mlflow_server, "run_name=full", steps=8)
-        proc = run_cli(args, env_extra={REHEARSE_PREEMPTION_ENV: "full@5"})
+        proc = run_cli(args, env={**os.environ, REHEARSE_PREEMPTION_ENV: "full@5"})
         lines = []
         run_dir = scratch / "runs" / "full"
         filler = scratch / "filler"
