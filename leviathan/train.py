@@ -28,7 +28,7 @@ def main(cfg) -> None:
         train(cfg)
     except LeviathanError as e:  # what the user can fix; anything else shows its traceback
         log.error(f"error: {e}")
-        sys.exit(2)
+        sys.exit(getattr(e, "exit_code", 2))  # CheckpointDiskFull: 74
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ BENCHES = {
     "tracking": "leviathan.bench.tracking",  # N concurrent jobs' MLflow writers vs one server
     "loop": "leviathan.bench.loop",  # Lightning's Trainer vs the plain step, per optimizer step
     "lev": "leviathan.bench.lev",  # the two LEV forms: params, time, init scale, training
+    "ckpt": "leviathan.bench.ckpt",  # one checkpoint's write: Lightning's IO vs in place
 }
 
 

@@ -24,6 +24,7 @@ def sweep(cfg: DictConfig, task_overrides: list[str]) -> int:
     from leviathan.sweep.grid import GridError
     from leviathan.sweep.launch import launch
     from leviathan.sweep.plan import format_plan, make_plan, write_plan
+    from leviathan.sweep.space import scratch_warning
 
     if cfg.get("grid") is None:
         grids = sorted(p.stem for p in (Path(CONF) / "grid").glob("*.yaml"))
@@ -34,6 +35,9 @@ def sweep(cfg: DictConfig, task_overrides: list[str]) -> int:
     write_plan(plan, sweep_dir)
     print(format_plan(plan))
     log.info(f"\nPlan written to {sweep_dir / 'plan.csv'} and {sweep_dir / 'manifest.json'}")
+    warning = scratch_warning(plan)  # room for the checkpoints? (a warning, not a refusal)
+    if warning:
+        log.warning(warning)
     if cfg.sweep.dry_run:
         log.info("Dry run: nothing launched.")
         return 0

@@ -7,12 +7,14 @@ training resumes from the checkpoint in the run's scratch folder.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 
 def run_job(run_config: dict[str, Any], branches: list[dict[str, Any]] = ()) -> dict[str, Any]:
     """Train the run, then its WSD-S cooldown branches (each starts from one of the run's
-    snapshots); a requeued job skips what is finished and resumes the rest."""
+    snapshots); a requeued job skips what is finished and resumes the rest. A checkpoint that
+    finds the disk full ends the job with exit status 74."""
     from omegaconf import OmegaConf
 
     from leviathan.logs import setup_logging
@@ -20,9 +22,15 @@ def run_job(run_config: dict[str, Any], branches: list[dict[str, Any]] = ()) -> 
 
     setup_logging()  # the job's log: what `python -m leviathan.train` prints
 
-    summary = train(OmegaConf.create(run_config))
-    if branches:
-        summary = {**summary, "branches": [train(OmegaConf.create(b)) for b in branches]}
+    from leviathan.training.checkpoints import CheckpointDiskFull
+
+    try:
+        summary = train(OmegaConf.create(run_config))
+        if branches:
+            summary = {**summary, "branches": [train(OmegaConf.create(b)) for b in branches]}
+    except CheckpointDiskFull as e:  # the job's exit status says it (74), the log says where
+        logging.getLogger(__name__).error(f"error: {e}")
+        raise SystemExit(e.exit_code) from e
     return summary
 
 

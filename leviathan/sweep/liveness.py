@@ -7,6 +7,8 @@ running and either saw it fail, or cannot tell (a SLURM job squeue has forgotten
 the heartbeat is older than LOST_AFTER_BEATS beats. The sweep's relaunch resubmits a lost run;
 it resumes from its checkpoint into the same MLflow run. `unsynced`: the job finished but its
 final MLflow writes wait in its outbox (`python -m leviathan.sweep.status <sweep> --sync`).
+`disk full`: the job stopped because a checkpoint found no space in the scratch folder (its
+MLflow run FAILED with failure_kind=disk_full); free space and launch the sweep again.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 LOST_AFTER_BEATS = 5  # missed heartbeats before a RUNNING run nobody vouches for is lost
 DEFAULT_HEARTBEAT_S = 60.0  # tracking.heartbeat_every_s when the run does not record it
+DISK_FULL = "disk_full"  # failure_kind of CheckpointDiskFull (leviathan.training.checkpoints)
 MLFLOW_STATES = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "failed",
                  "RUNNING": "running", "SCHEDULED": "queued"}
 
@@ -36,12 +39,16 @@ def is_stale(run: Any, now: float | None = None) -> bool:
 
 
 def run_state(launcher: str | None, run: Any | None, now: float | None = None) -> str | None:
-    """queued | running | finished | failed | lost | unsynced | unknown, or None (no record
-    anywhere). `launcher`: the job's state (leviathan.sweep.launcher.job_states) or None;
+    """queued | running | finished | failed | disk full | lost | unsynced | unknown, or None (no
+    record anywhere). `launcher`: the job's state (leviathan.sweep.launcher.job_states) or None;
     `run`: the newest MLflow run of this planned run, or None."""
+    from leviathan.tracking.runs import Tag
+
     if run is None or launcher in ("queued", "running"):
         return launcher
     mlflow = MLFLOW_STATES.get(run.info.status, launcher)
+    if mlflow == "failed" and run.data.tags.get(Tag.FAILURE_KIND) == DISK_FULL:
+        return "disk full"  # a checkpoint found no space (training/checkpoints.py)
     if mlflow != "running":
         return mlflow if launcher in (None, "finished", "unknown") else launcher
     if launcher == "failed" or is_stale(run, now):

@@ -1,10 +1,11 @@
 """Where a run lives and how it is found, in one place: the run folder, the MLflow names, the
 queries. Training writes through it; the sweep, its status, eval and the analysis read through it.
 
-Run folder: ``<paths.scratch_dir>/runs/<run key>`` holds last.ckpt, the MLflow run id, the
-resolved config, its hash, the MLflow outbox (what the server has not confirmed yet) and, once
-finished, summary.json (`RunFolder`). The run key is `run_name`, else
-``<arm>-<size>-<config hash[:12]>`` (`run_key`).
+Run folder: ``<paths.scratch_dir>/runs/<run key>`` holds last.ckpt (the newest checkpoint),
+the older ones kept beside it (prev_<step>.ckpt) and their checksums (checkpoints.json), WSD-S
+snapshots (step_<step>.ckpt), the MLflow run id, the resolved config, its hash, the MLflow
+outbox (what the server has not confirmed yet) and, once finished, summary.json (`RunFolder`).
+The run key is `run_name`, else ``<arm>-<size>-<config hash[:12]>`` (`run_key`).
 
 MLflow: every training run carries the tags in `Tag` (kind=train, sweep, pair, arm, size,
 family, config_hash, ...); a sweep has one parent run (kind=sweep). Parameter counts are params
@@ -46,6 +47,7 @@ class Tag:
     RUN_KEY = "run_key"  # the run folder's name
     FAILURE_REASON = "failure_reason"  # why a FAILED/KILLED run stopped
     FAILED_AT_STEP = "failed_at_step"
+    FAILURE_KIND = "failure_kind"  # a failure the sweep's status names: disk_full
     PREEMPTED_AT_STEP = "preempted_at_step"
     HEARTBEAT = "heartbeat"  # unix seconds; a live job's writer sets it every
     #   tracking.heartbeat_every_s (a RUNNING run whose beats stopped is lost)
@@ -61,6 +63,8 @@ N_PARAMS = "n_params/{}"  # param name of a parameter count: total | input | hea
 
 # ------------------------------------------------------------------ the run folder
 CKPT = "last.ckpt"
+CKPT_MANIFEST = "checkpoints.json"  # size, sha256 and step of every checkpoint file written here
+CORRUPT = ".corrupt"  # suffix of a checkpoint moved aside because it failed its check
 RUN_ID = "mlflow_run_id"
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
@@ -110,6 +114,20 @@ class RunFolder:
     def snapshot(self, step: int) -> Path:
         """A checkpoint kept at `step` (trainer.snapshot_steps): where WSD-S branches start."""
         return self.path / f"step_{step}.ckpt"
+
+    def previous(self, step: int) -> Path:
+        """An older checkpoint kept for a fallback (trainer.keep_checkpoints), taken at `step`."""
+        return self.path / f"prev_{step}.ckpt"
+
+    def previous_checkpoints(self) -> list[Path]:
+        """The older checkpoints kept here, newest first."""
+        found = [(int(p.stem[5:]), p) for p in self.path.glob("prev_*.ckpt")
+                 if p.stem[5:].isdigit()]
+        return [p for _, p in sorted(found, reverse=True)]
+
+    @property
+    def checkpoint_manifest(self) -> Path:
+        return self.path / CKPT_MANIFEST
 
     @property
     def run_id_file(self) -> Path:

@@ -3,17 +3,16 @@ atomic checkpoints, and preemption.
 
 All of it runs in `on_train_batch_end` right after an optimizer step, the one point where the
 model, optimizer, scheduler, data position and RNG agree. Checkpoints go to <run dir>/last.ckpt
-through a temporary file and `os.replace`, so a kill at any moment leaves the previous one
-intact. The run's extra state (per-rank data position and RNG) travels in the callback's
-state_dict inside the Lightning checkpoint.
+through the trainer's InPlaceCheckpointIO (training/checkpoints.py: a temporary file beside it,
+fsynced and renamed, the previous ones kept with their checksums), so a kill at any moment
+leaves the previous one intact. The run's extra state (per-rank data position and RNG) travels
+in the callback's state_dict inside the Lightning checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from leviathan.tracking.runs import CKPT, RunFolder
+from leviathan.tracking.runs import CKPT
+from leviathan.training.checkpoints import CheckpointDiskFull, CheckpointStore
 from leviathan.training.context import RunContext
 from leviathan.training.evaluation import FreqBuckets, evaluate
 from leviathan.training.signals import PreemptionFlag, rehearsal_step
@@ -209,18 +209,12 @@ class StepCallback(pl.Callback):
     # --------------------------------------------------------------- checkpoints
     def keep_snapshot(self, step: int) -> Path:
         """Keep the checkpoint just written as step_<s>.ckpt (a hard link where possible)."""
-        src, dst = self.run_dir / CKPT, RunFolder(self.run_dir).snapshot(step)
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-        return dst
+        return CheckpointStore(self.run_dir, self.tc.keep_checkpoints).keep_snapshot(step)
 
     def save(self, trainer, pl_module) -> Path:
-        """Write <run dir>/last.ckpt atomically (all ranks call; rank 0 writes)."""
+        """Write <run dir>/last.ckpt (all ranks call; rank 0 writes, through the trainer's
+        InPlaceCheckpointIO: in place, checksummed, the previous ones kept). A full disk on
+        rank 0 raises CheckpointDiskFull on every rank."""
         if self.tracker is not None:
             self.tracker.sync()  # the metrics of every step this checkpoint covers are on disk
         mine = {"data": pl_module.batches.state_dict(), "rng": rng_state()}
@@ -228,15 +222,25 @@ class StepCallback(pl.Callback):
         self._gathered = {"data": [g["data"] for g in gathered],
                           "rng": [g["rng"] for g in gathered], "final": self.final}
         final = self.run_dir / CKPT
-        tmp = self.run_dir / f".{CKPT}.tmp"
+        full: CheckpointDiskFull | None = None
         try:
-            trainer.save_checkpoint(tmp)
+            trainer.save_checkpoint(final)
+        except CheckpointDiskFull as e:
+            full = e
+            if trainer.world_size > 1:  # the barrier Lightning's save skipped on this rank
+                trainer.strategy.barrier("Trainer.save_checkpoint")
         finally:
             self._gathered = None
-        if trainer.is_global_zero:
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        trainer.strategy.barrier("leviathan.checkpoint")
+        if self._any_rank(trainer, pl_module, full is not None):
+            raise full or CheckpointDiskFull(f"rank 0 could not write {final}: disk full")
         self.last_ckpt_step = trainer.global_step
         return final
+
+    @staticmethod
+    def _any_rank(trainer, pl_module, flag: bool) -> bool:
+        """Whether `flag` holds on any rank (a barrier as well)."""
+        if trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return flag
+        t = torch.tensor([int(flag)], device=pl_module.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item())

@@ -29,6 +29,9 @@ BUDGET_PARAMS = ("total", "body", "input", "head")
 LOSS_IMPLS = ("chunked", "plain")  # the training loss (validation always uses the plain path)
 # config subtrees that do not change what a run computes: excluded from config_hash
 HASH_EXCLUDE = ("tracking", "paths", "meta", "run_name", "resume", "hydra", "local")
+# trainer keys that only say how checkpoints are kept: excluded too (changing them, or adding
+# them, leaves a run's hash and so its resume alone)
+HASH_EXCLUDE_TRAINER = ("keep_checkpoints", "restart_if_corrupt")
 
 
 class TrainConfigError(LeviathanError, ValueError):
@@ -81,6 +84,10 @@ class TrainerConfig:
     freq_bucket_base: float = 10.0  # rare-token metric: buckets of training count [b^(i-1), b^i),
     #   plus 0
     ckpt_every: int = 500  # checkpoint every K optimizer steps (and on SIGTERM/SIGUSR1, at the end)
+    keep_checkpoints: int = 2  # checkpoints kept (last.ckpt + prev_<step>.ckpt), each with its
+    #   sha256: a resume falls back to the newest intact one (WSD-S snapshots are kept apart)
+    restart_if_corrupt: bool = False  # when no kept checkpoint is intact: start afresh (else the
+    #   run stops, saying so)
     log_every: int = 10  # train metrics and a progress line every K optimizer steps
     peak_flops: float | None = None  # peak FLOP/s of one device for MFU (null: MFU not logged,
     #   FLOP/s is)
@@ -88,6 +95,7 @@ class TrainerConfig:
     _checks = {
         "devices": positive(), "num_nodes": positive(), "global_batch": positive(),
         "micro_batch": positive(), "val_every": positive(), "ckpt_every": positive(),
+        "keep_checkpoints": positive(),
         "log_every": positive(), "loss_chunk": positive(), "warmup_steps": optional(at_least(0)),
         "tokens": optional(at_least(0)), "max_steps": optional(positive()),
         "val_batches": optional(at_least(0)), "val_micro_batch": optional(at_least(0)),
@@ -156,12 +164,16 @@ def resolved_container(cfg: Any) -> dict:
 
 
 def config_hash(cfg: Any) -> str:
-    """sha256 of the resolved config minus tracking, paths, meta and naming keys.
+    """sha256 of the resolved config minus tracking, paths, meta, naming keys and how
+    checkpoints are kept.
 
     Two runs with the same hash compute the same thing, whatever sweep launched them.
     """
     container = cfg if isinstance(cfg, dict) else resolved_container(cfg)
     kept = {k: v for k, v in container.items() if k not in HASH_EXCLUDE}
+    if isinstance(kept.get("trainer"), dict):
+        kept["trainer"] = {k: v for k, v in kept["trainer"].items()
+                           if k not in HASH_EXCLUDE_TRAINER}
     blob = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -27,9 +27,12 @@ def build_trainer(tc, plan, run_dir: Path, callbacks):
     import lightning.pytorch as pl
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
+    from leviathan.training.checkpoints import CheckpointStore, InPlaceCheckpointIO
+
     # outside a SLURM job, Lightning warns whenever `srun` is installed: not useful here
     warnings.filterwarnings("ignore", message="The `srun` command is available")
-    plugins = []
+    # checkpoints written in place on the run folder's filesystem (never via the temp folder)
+    plugins = [InPlaceCheckpointIO(CheckpointStore(run_dir, tc.keep_checkpoints))]
     if SLURMEnvironment.detect():
         # the sweep's launcher (submitit) requeues; we only checkpoint on the signal
         plugins.append(SLURMEnvironment(auto_requeue=False))
@@ -41,7 +44,7 @@ def build_trainer(tc, plan, run_dir: Path, callbacks):
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
         use_distributed_sampler=False, default_root_dir=str(run_dir), callbacks=callbacks,
-        plugins=plugins or None,
+        plugins=plugins,
     )
 
 
@@ -95,7 +98,7 @@ def fit(ctx: RunContext) -> dict:
                                        preemption=preemption)
         trainer = build_trainer(tc, plan, ctx.run_dir, [step_cb])
         ckpt = ctx.folder.checkpoint
-        start = _start_checkpoint(ckpt, tc)
+        start = _start_checkpoint(ctx)
         preemption.install()
         trainer.fit(module, train_dataloaders=batches, ckpt_path=start,
                     weights_only=False)  # our own file: it holds RNG and data state too
@@ -106,7 +109,8 @@ def fit(ctx: RunContext) -> dict:
             if step is None:
                 step = trainer.global_step + 1 if trainer is not None else 0
             tracker.set_tags({Tag.FAILURE_REASON: f"{type(e).__name__}: {e}"[:4000],
-                              Tag.FAILED_AT_STEP: step})
+                              Tag.FAILED_AT_STEP: step,
+                              Tag.FAILURE_KIND: getattr(e, "failure_kind", None)})
             interrupted = isinstance(e, (KeyboardInterrupt, SystemExit))
             tracker.finish("KILLED" if interrupted else "FAILED")
         raise
@@ -134,12 +138,29 @@ def fit(ctx: RunContext) -> dict:
     return summary
 
 
-def _start_checkpoint(ckpt: Path, tc) -> str | None:
-    """The run's own last checkpoint (resume), else trainer.init_from (a WSD-S branch starts
-    from its main run's snapshot: a new run that continues that step, optimizer and data)."""
-    if ckpt.exists():
+def _start_checkpoint(ctx: RunContext) -> str | None:
+    """The run's newest intact checkpoint (resume; a corrupt one is moved aside and the next
+    newest taken), else trainer.init_from (a WSD-S branch starts from its main run's snapshot: a
+    new run that continues that step, optimizer and data). When every checkpoint of the run is
+    corrupt: NoIntactCheckpoint, or a fresh start with trainer.restart_if_corrupt."""
+    from leviathan.training.checkpoints import CheckpointStore, NoIntactCheckpoint
+
+    tc = ctx.tc
+    store = CheckpointStore(ctx.run_dir, tc.keep_checkpoints)
+    ckpt, failed = store.newest_intact(move_aside=ctx.is_zero)
+    if ckpt is not None:
+        if failed:
+            log.warning(f"resuming from {ckpt.name}, the newest intact checkpoint (step "
+                        f"{store.step_of(ckpt) or '?'}); the steps after it are trained again")
         log.info(f"resuming from {ckpt}")
         return str(ckpt)
+    if failed:
+        if not tc.restart_if_corrupt:
+            raise NoIntactCheckpoint(
+                f"{ctx.run_dir}: no intact checkpoint ({len(failed)} corrupt, moved aside as "
+                "*.corrupt); set trainer.restart_if_corrupt=true to start this run afresh")
+        log.warning(f"{ctx.run_dir}: no intact checkpoint; starting afresh "
+                    "(trainer.restart_if_corrupt=true)")
     if tc.init_from:
         if not Path(tc.init_from).is_file():
             raise FileNotFoundError(f"trainer.init_from: {tc.init_from} does not exist (has the "

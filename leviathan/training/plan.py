@@ -13,6 +13,21 @@ from typing import Any
 
 from leviathan.training.config import TrainConfigError, TrainerConfig
 
+# bytes per parameter in a checkpoint: fp32 weights + AdamW's two fp32 moments (bf16-mixed keeps
+# fp32 weights too); the rest of a checkpoint (RNG, data position, scheduler) is a few KB
+CKPT_BYTES_PER_PARAM = 12
+
+
+def checkpoint_bytes(n_params: int) -> int:
+    """The size of one checkpoint of a model with `n_params` parameters (weights + AdamW)."""
+    return CKPT_BYTES_PER_PARAM * int(n_params)
+
+
+def checkpoint_space(tc: TrainerConfig, n_params: int) -> int:
+    """Scratch bytes a run's checkpoints take at their peak: the kept ones, the one being
+    written, and the WSD-S snapshots."""
+    return checkpoint_bytes(n_params) * (tc.keep_checkpoints + 1 + len(tc.snapshot_steps))
+
 
 @dataclass
 class RunPlan:

@@ -3,7 +3,8 @@
 Order matters: every config is validated, the data path and the tracking server are checked,
 and the plan is derived *before* the model is built, so a bad run fails in seconds; what they
 settle is one frozen RunContext (context.py), handed whole to engine.fit. The run's scratch
-folder (${paths.scratch_dir}/runs/<run key>) holds last.ckpt, the MLflow run id and,
+folder (${paths.scratch_dir}/runs/<run key>) holds last.ckpt (and the older checkpoints kept
+for a fallback, training/checkpoints.py), the MLflow run id and,
 once finished, summary.json; starting the same config again resumes (or returns the summary).
 """
 
@@ -39,8 +40,10 @@ def train(cfg: Any) -> dict:
 
     Raises TrainConfigError / ConfigError / DataError (and TrackingUnreachable, only with
     tracking.start_timeout_s=0: otherwise training starts without the server) before building
-    anything, NonFiniteLoss when the loss diverges (MLflow run FAILED), and Preempted (a
-    SystemExit) after the checkpoint a SIGTERM/SIGUSR1 asked for.
+    anything, NonFiniteLoss when the loss diverges (MLflow run FAILED), CheckpointDiskFull when
+    a checkpoint finds no space, NoIntactCheckpoint when every kept checkpoint is corrupt (and
+    trainer.restart_if_corrupt is off), and Preempted (a SystemExit) after the checkpoint a
+    SIGTERM/SIGUSR1 asked for.
     """
     from omegaconf import OmegaConf
 
@@ -93,7 +96,9 @@ def train(cfg: Any) -> dict:
         os.replace(run_dir, aside)
         run_dir.mkdir(parents=True)
     if fresh and rank == 0:
-        for path in (folder.checkpoint, folder.run_id_file, folder.summary, *folder.outbox_files):
+        for path in (folder.checkpoint, *folder.previous_checkpoints(),
+                     folder.checkpoint_manifest, folder.run_id_file, folder.summary,
+                     *folder.outbox_files):
             path.unlink(missing_ok=True)
     if rank == 0:
         write_atomic(hash_file, chash + "\n")
