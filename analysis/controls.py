@@ -13,7 +13,8 @@ losses give 1 whatever the arms' own parameter counts or FLOPs. (A ratio of the 
 X_eff / X would not: `dense_untied` is 1.3-1.6x Leviathan's size, so equal losses would read as
 1.3-1.6x.) 1 means LEV buys nothing its control does not. Its interval comes from the same
 bootstrap replicates as both effective sizes (one Dense refit and one seed-noise draw per
-replicate), so the Dense curve's uncertainty largely cancels and the arms' noise does not.
+replicate), so the Dense curve's uncertainty largely cancels and the arms' noise does not. With
+no run-to-run noise (one seed, no fit.seed_noise: analysis.noise) it has no interval at all.
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ def lev_vs_control(m: Matching, level: float) -> pd.DataFrame:
             with np.errstate(all="ignore"):
                 draws = (m.draws[(basis, "leviathan", size)] * x_lev) / (
                     m.draws[(basis, control, size)] * x_ctl)
-            lo, hi = percentile_interval(draws, level)
+            # without run-to-run noise both arms move together through the Dense curve: the
+            # ratio's "interval" would claim far more than it holds, so there is none
+            lo, hi = percentile_interval(draws, level) if m.interval != "fit" else (np.nan,
+                                                                                  np.nan)
             rows.append({"size": size, "control": control, "basis": basis, "ratio": ratio,
                          "ratio_lo": float(lo), "ratio_hi": float(hi),
                          "lev_multiplier": lev["multiplier"].iloc[0],

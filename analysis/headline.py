@@ -8,6 +8,7 @@ import pandas as pd
 
 from analysis.family import FamilyResult, FitConfig
 from analysis.matchings import BASES, LABEL
+from analysis.noise import FIT_ONLY, noise_line
 from analysis.runs import CONTROLS, human
 
 ARM_ORDER = ("leviathan", "factorized", "dense_untied")
@@ -44,10 +45,20 @@ def _cell(row) -> str:
     if row["reason"]:
         return f"– ({row['reason'].split(':')[0]})"
     out = f"{row['multiplier']:.2f}×{ci(row['multiplier_lo'], row['multiplier_hi'])}"
+    if row["interval"] == "fit" and np.isfinite(row["multiplier_lo"]):
+        out += f" {FIT_ONLY}"
     if row["extrapolated"]:
         way = "above" if row["n_eff"] > row["x"] else "below"
         out += f" †{row['extrapolation']:.2f}× {way}"
     return out
+
+
+def _ratio_cell(row) -> str:
+    """LEV over its control: the ratio, its interval only when it includes run-to-run noise."""
+    iv = ci(row["ratio_lo"], row["ratio_hi"])
+    if row["interval"] == "fit":
+        iv = " (no interval: one seed and no noise level)"
+    return f"{row['ratio']:.3f}{iv}" + (" †" if row["extrapolated"] else "")
 
 
 def _sizes(rows: pd.DataFrame) -> list[str]:
@@ -83,8 +94,7 @@ def headline_md(res: FamilyResult, cfg: FitConfig) -> list[str]:
             if c.empty:
                 continue
             by = {r["basis"]: r for _, r in c.iterrows()}
-            cells = [f"{by[b]['ratio']:.3f}{ci(by[b]['ratio_lo'], by[b]['ratio_hi'])}"
-                     + (" †" if by[b]["extrapolated"] else "") if b in by else "–" for b in bases]
+            cells = [_ratio_cell(by[b]) if b in by else "–" for b in bases]
             out.append(f"| {size} | **LEV over its control** ({control}: {ISOLATES[control]}, "
                        "N_eff ratio) | "
                        + " | ".join(cells) + " | |")
@@ -104,14 +114,8 @@ def headline_md(res: FamilyResult, cfg: FitConfig) -> list[str]:
 def _footnotes(res: FamilyResult, cfg: FitConfig, rows: pd.DataFrame) -> list[str]:
     m, pct = res.matching, f"{cfg.level:.0%}"
     out = []
-    if m.interval == "seeds":
-        seeds = int(rows["n_seeds"].max())
-        out.append(f"Intervals: {pct} bootstrap with run-to-run noise: every run's loss redrawn "
-                   f"from the seeds' deviations (up to {seeds} seeds per arm and size, pooled "
-                   "over arms and sizes) and the Dense curve refitted each time.")
-    else:
-        out.append(f"Intervals: {pct} bootstrap over the Dense sizes only. **One seed per arm "
-                   "and size: the interval excludes run-to-run noise** (add grid.seeds).")
+    out.append(noise_line(m.noise).replace("Intervals: ", f"Intervals ({pct} bootstrap, the "
+                                             "Dense curve refitted each time): ", 1))
     for basis, lof in m.lack_of_fit.items():
         if lof is not None and lof["p"] < 0.05:
             out.append(f"**Lack of fit by {LABEL[basis]}**: the Dense power law misses its size "

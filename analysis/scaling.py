@@ -125,7 +125,7 @@ def analyse_family(family: str, usable: pd.DataFrame, table: pd.DataFrame, runs:
 def analyse(runs: Runs, cfg: FitConfig) -> tuple[dict[str, FamilyResult], pd.DataFrame]:
     """Fit every family; returns (family -> result, the run table with exclusion reasons)."""
     table = runs.table.copy()
-    choices = select_lr(table, cfg.budget_tol)
+    choices = select_lr(table, cfg.budget_tol, cfg.lr_estimator)
     cooled = exclude_uncooled(table)
     usable = table[table["reason"] == ""]
     if usable.empty:

@@ -57,7 +57,8 @@ class GridConfig:
     tokens_per_param: list[float] = field(default_factory=lambda: [20.0])  # budgets, x N_dense
     tokens: list[int] | None = None  # absolute token budgets instead of tokens_per_param
     budget_params: str = "total"  # N for tokens_per_param: the Dense arm's total | body count
-    seeds: list[int] = field(default_factory=lambda: [0])  # model-init seeds, one pair each
+    seeds: list[int] = field(default_factory=lambda: [0])  # seeds, one pair each: a seed sets the
+    #   initialisation and the data order together (data.seed follows seed unless set)
     lr: list[float] = field(default_factory=lambda: [1.0])  # learning-rate variants of every
     #   (size, arm): multipliers of the run's default LR (lr_rule's, else trainer.lr); the
     #   analysis keeps the best per (size, arm, tokens, seed)

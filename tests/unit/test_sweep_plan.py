@@ -167,3 +167,18 @@ def test_paper_grids_have_dense_only_rungs_above_their_pairs(grid, rungs, tmp_pa
         assert text.split(f"| {r.run} |")[1].split("\n")[0].endswith(
             f"| {r.flops:.3g} | {r.mfu:.3g} | {r.gpu_hours:.3g} |")
     assert f"{len(df)} runs ({len(df[df.arm == 'dense'])} dense" in text  # the totals count them
+
+
+def test_a_seed_varies_init_and_data_order_and_the_pair_still_shares_it(tmp_path):
+    """Issue 23.2: data.seed follows seed (a seed changes the initialisation and the data order
+    together); the arms of a pair share it and the pair check holds; set explicitly, it stays."""
+    _cfg, plan = plan_for(["+grid=smoke", "grid.seeds=[0,1,2]"], tmp_path)
+    by_pair: dict = {}
+    for r in plan.runs:
+        assert r.config["data"]["seed"] == r.config["seed"] == r.seed
+        by_pair.setdefault(r.pair, set()).add(r.config["data"]["seed"])
+    assert all(len(s) == 1 for s in by_pair.values())  # one data order per pair
+    assert {next(iter(s)) for s in by_pair.values()} == {0, 1, 2}  # and one per seed
+    _cfg, plan = plan_for(["+grid=smoke", "grid.seeds=[0,1]", "data.seed=5"], tmp_path / "b")
+    assert {r.config["data"]["seed"] for r in plan.runs} == {5}
+    assert {r.config["seed"] for r in plan.runs} == {0, 1}
