@@ -65,9 +65,9 @@ class FitConfig:
     seed_noise: dict[str, float] = field(default_factory=dict)  # arm -> relative sd of one
     #   run's final loss measured elsewhere (`all`: every arm not named), for a one-seed sweep:
     #   +fit.seed_noise.leviathan=0.01
-    lr_estimator: str = "mean"  # the loss at each arm's best LR: mean (LR chosen on the mean
-    #   over seeds, each seed's run chosen on the other seeds' mean) | vertex (a quadratic in
-    #   log LR, curvature pooled across sizes)
+    lr_estimator: str = "mean"  # the loss at each arm's best LR: mean (the LR with the lowest
+    #   mean over seeds, every seed kept there) | vertex (a quadratic in log LR, curvature
+    #   pooled across sizes)
 
     _checks = {
         "b": _b, "params": choice("total", "body"), "bootstrap": positive(),

@@ -61,6 +61,34 @@ def _ratio_cell(row) -> str:
     return f"{row['ratio']:.3f}{iv}" + (" †" if row["extrapolated"] else "")
 
 
+def _pooled_rows(res: FamilyResult, bases: list[str]) -> list[str]:
+    """LEV over each control pooled across sizes (geometric mean of the per-size ratios)."""
+    p = res.pooled
+    if p is None or p.empty:
+        return []
+    out = []
+    for control, g in p.groupby("control", sort=False):
+        by = {r["basis"]: r for _, r in g.iterrows()}
+        n = int(g["n_sizes"].max())
+        cells = [_ratio_cell({**by[b], "extrapolated": False}) if b in by else "–"
+                 for b in bases]
+        out.append(f"| all {n} sizes | **LEV over its control, pooled** ({control}: geometric "
+                   "mean of the per-size ratios) | " + " | ".join(cells) + " | |")
+    return out
+
+
+def lr_edge_lines(res: FamilyResult) -> list[str]:
+    """A chosen LR at the edge of its sweep, on the headline (not only in the LR table)."""
+    c = res.lr_choices
+    if c is None or c.empty or not (c["edge"] != "").any():
+        return []
+    edges = c[c["edge"] != ""]
+    where = ", ".join(f"{r.arm} {r.size} ({r.edge})" for r in edges.itertuples())
+    return [f"**LR at the edge of its sweep** for {where}: the optimum may lie outside the "
+            "LRs tried, so that arm's loss (and every number read from it) may be too high: "
+            "widen the sweep (grid.lr)."]
+
+
 def _sizes(rows: pd.DataFrame) -> list[str]:
     return rows.groupby("size")["params"].mean().sort_values().index.tolist()
 
@@ -98,6 +126,7 @@ def headline_md(res: FamilyResult, cfg: FitConfig) -> list[str]:
             out.append(f"| {size} | **LEV over its control** ({control}: {ISOLATES[control]}, "
                        "N_eff ratio) | "
                        + " | ".join(cells) + " | |")
+    out += _pooled_rows(res, bases)
     if res.shared is not None:
         iv = res.intervals
         col = {"total": "params", "body": "body"}[cfg.params]
@@ -114,6 +143,7 @@ def headline_md(res: FamilyResult, cfg: FitConfig) -> list[str]:
 def _footnotes(res: FamilyResult, cfg: FitConfig, rows: pd.DataFrame) -> list[str]:
     m, pct = res.matching, f"{cfg.level:.0%}"
     out = []
+    out += lr_edge_lines(res)
     out.append(noise_line(m.noise).replace("Intervals: ", f"Intervals ({pct} bootstrap, the "
                                              "Dense curve refitted each time): ", 1))
     for basis, lof in m.lack_of_fit.items():

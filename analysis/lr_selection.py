@@ -2,12 +2,13 @@
 
 Runs that differ only in `lr` and `seed` (same family, arm, size and token budget) are one sweep
 point. The same rule for every arm (`fit.lr_estimator`):
-- `mean` (default): the LR with the lowest mean final loss over the point's seeds is the
-  point's chosen LR. A run's loss must not also pick its own LR (picking the best of k noisy
-  values biases the kept loss down by up to ~0.85 sigma, more for a flat LR curve than for a
-  sharp one, so the two arms would be biased differently): with two or more seeds each seed
-  keeps its run at the LR chosen on the *other* seeds' mean (leave one seed out); with one seed
-  the choice is that seed's own (the winner's curse cannot be avoided; the summary says so).
+- `mean` (default): the LR with the lowest mean final loss over the point's seeds, and every
+  seed keeps its run at that LR (so the seeds' scatter, the run-to-run noise, is measured at one
+  LR, not from minima taken at different LRs). Picking the best of k LRs per seed instead biases
+  each kept loss down by up to ~0.85 sigma, more for a flat LR curve than for a sharp one, so
+  the two arms would be biased differently; on the seed mean the bias shrinks as 1/sqrt(seeds)
+  (and the simulations of analysis.power keep the intervals' coverage; choosing each seed on the
+  other seeds' mean removes the bias but doubles the spread there).
 - `vertex`: the loss at the optimum is read from a quadratic in log LR fitted to the seed means,
   one curvature per (family, arm) pooled across its sizes (each size its own level and slope),
   its vertex kept inside the swept range; each seed keeps its run nearest the vertex, its loss
@@ -44,27 +45,28 @@ def _means(point: pd.DataFrame, lrs: np.ndarray, seeds: np.ndarray, usable: np.n
 
 
 def _mean_over(grid: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Mean over the chosen seeds of each LR; inf where any of them diverged."""
-    g = grid[rows]
-    with np.errstate(invalid="ignore"):
-        m = np.nanmean(np.where(np.isinf(g), np.nan, g), axis=0) if g.size else \
-            np.full(grid.shape[1], np.nan)
-    bad = np.isinf(g).any(axis=0) | ~np.isfinite(m)
+    """Mean over the chosen seeds (axis -2) of each LR; inf where any of them diverged."""
+    g = np.take(grid, rows, axis=-2)
+    finite = np.isfinite(g)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.where(finite, g, 0.0).sum(axis=-2) / finite.sum(axis=-2)
+    bad = np.isinf(g).any(axis=-2) | ~np.isfinite(m)
     return np.where(bad, np.inf, m)
 
 
+def keep_batch(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The LR rule on (..., seeds, LRs) final losses (NaN: not run; inf: diverged): (the LR
+    chosen on the mean over the seeds (...,), the LR each seed keeps (..., seeds): that one,
+    or where a seed lacks it, its own best)."""
+    best = np.argmin(_mean_over(grid, np.arange(grid.shape[-2])), axis=-1)
+    own = np.take_along_axis(grid, best[..., None, None].repeat(grid.shape[-2], -2), axis=-1)
+    fallback = np.argmin(np.where(np.isnan(grid), np.inf, grid), axis=-1)
+    return best, np.where(np.isfinite(own[..., 0]), best[..., None], fallback)
+
+
 def _keep(grid: np.ndarray) -> tuple[int, np.ndarray]:
-    """(the LR chosen on every seed's mean, the LR each seed keeps: chosen on the others')."""
-    n = grid.shape[0]
-    best = int(np.argmin(_mean_over(grid, np.arange(n))))
-    if n < 2:
-        return best, np.array([best])
-    out = []
-    for k in range(n):
-        others = _mean_over(grid, np.delete(np.arange(n), k))
-        pick = int(np.argmin(others)) if np.isfinite(others).any() else best
-        out.append(pick if np.isfinite(grid[k, pick]) else best)
-    return best, np.array(out)
+    best, per_seed = keep_batch(grid)
+    return int(best), per_seed
 
 
 def _exclude_losers(table: pd.DataFrame, point: pd.DataFrame, kept: set, lr_of: dict) -> None:
@@ -180,8 +182,8 @@ def lr_table_md(choices: pd.DataFrame, family: str) -> list[str]:
     if c.empty:
         return []
     out = ["Learning rate chosen per arm and size (lowest mean final validation loss over the "
-           "seeds of each sweep point: arm, size, tokens; each seed's run kept at the LR chosen "
-           "on the other seeds; `vertex`: the optimum of a quadratic in log LR):", "",
+           "seeds of each sweep point: arm, size, tokens; every seed kept there; `vertex`: the "
+           "optimum of a quadratic in log LR):", "",
            "| Size | Arm | Chosen LR (sweep points) | Swept | Edge |", "|---|---|---|---|---|"]
     for (size, arm), g in c.groupby(["size", "arm"], sort=False):
         won = g["lr"].value_counts().sort_index()

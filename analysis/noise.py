@@ -68,31 +68,48 @@ def _given(arm: str, seed_noise: dict | None) -> float | None:
 def replicates(both: pd.DataFrame, seed_noise: dict | None, n_rep: int,
                rng: np.random.Generator) -> tuple[np.ndarray | None, Noise]:
     """(n_rep, n) replicate losses of every run of `both` (arm, size, loss), and the Noise used;
-    None with source `fit` when there is no noise to draw from.
+    None with source `fit` when there is no noise to draw from (batch_replicates, one ladder)."""
+    groups = (both["arm"].astype(str) + "|" + both["size"].astype(str)).to_numpy()
+    reps, noise = batch_replicates(both["loss"].to_numpy(float)[None, :],
+                                   both["arm"].astype(str).to_numpy(), groups, seed_noise,
+                                   n_rep, rng)
+    noise.levels = {a: float(v[0]) for a, v in noise.levels.items()}
+    return (None if reps is None else reps[0]), noise
 
-    Each run's loss is its (arm, size) mean x (1 + sigma z), z standard normal, sigma the arm's
-    level: from its seeds (drawn per replicate from the level's own uncertainty), or given."""
-    loss = both["loss"].to_numpy(float)
-    arms = both["arm"].astype(str).to_numpy()
-    groups = both["arm"].astype(str) + "|" + both["size"].astype(str)
-    _, inverse, counts = np.unique(groups.to_numpy(), return_inverse=True, return_counts=True)
-    means = (np.bincount(inverse, weights=loss) / counts)[inverse]
-    devs = {a: seed_deviations(loss[arms == a], groups.to_numpy()[arms == a])
-            for a in np.unique(arms)}
-    have = {a: (float(np.sqrt(np.mean(d ** 2))), _dof(groups.to_numpy()[arms == a]))
-            for a, d in devs.items() if d.size}
+
+def batch_replicates(loss: np.ndarray, arms: np.ndarray, groups: np.ndarray,
+                     seed_noise: dict | None, n_rep: int, rng: np.random.Generator
+                     ) -> tuple[np.ndarray | None, Noise]:
+    """(M, n_rep, n) replicate losses of M ladders of the same runs (loss (M, n); arms, groups
+    (n,): each run's arm and (arm, size) group), and the Noise (levels: arm -> (M,) sd).
+
+    Each run's loss is its group mean x (1 + sigma z), z standard normal, sigma its arm's level:
+    from the arm's seeds (pooled over its sizes; each replicate draws the level from its own
+    uncertainty, a scaled inverse chi-square on the pooled degrees of freedom: t-like tails),
+    or given (known: no such draw)."""
+    loss = np.atleast_2d(np.asarray(loss, float))
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    onehot = np.eye(counts.size)[inverse]  # (n, G)
+    means = (loss @ onehot / counts) @ onehot.T  # (M, n)
+    dev = (loss / means - 1.0) * np.sqrt(counts / np.maximum(counts - 1, 1))[inverse]
+    have = {}
+    for a in np.unique(arms):
+        cols = (arms == a) & (counts[inverse] >= 2)
+        if cols.any():
+            have[a] = (np.sqrt(np.mean(dev[:, cols] ** 2, axis=1)), _dof(groups[arms == a]))
     if not have and not seed_noise:
         return None, Noise("fit")
     noise = Noise("seeds" if have else "given")
-    out = np.empty((n_rep, loss.size))
+    out = np.empty((loss.shape[0], n_rep, loss.shape[1]))
     for a in np.unique(arms):
         cols = np.flatnonzero(arms == a)
         sd, dof = _arm_level(a, have, seed_noise, noise)
-        # the level itself is estimated from `dof` degrees of freedom: each replicate draws it
-        # from its scaled inverse chi-square (t-like tails; a known level: dof = inf)
-        scale = sd * (np.sqrt(dof / rng.chisquare(dof, (n_rep, 1))) if np.isfinite(dof) else 1.0)
-        out[:, cols] = means[cols][None, :] * (1.0 + scale * rng.standard_normal(
-            (n_rep, cols.size)))
+        sd = np.broadcast_to(np.asarray(sd, float), (loss.shape[0],))
+        chi = np.sqrt(dof / rng.chisquare(dof, (loss.shape[0], n_rep, 1))) \
+            if np.isfinite(dof) else 1.0
+        out[:, :, cols] = means[:, None, cols] * (1.0 + sd[:, None, None] * chi
+                                                  * rng.standard_normal((*out.shape[:2],
+                                                                         cols.size)))
         noise.levels[a] = sd
     return out, noise
 
@@ -103,8 +120,7 @@ def _dof(groups: np.ndarray) -> float:
     return float(np.sum(counts - 1))
 
 
-def _arm_level(arm: str, have: dict, seed_noise: dict | None, noise: Noise
-               ) -> tuple[float, float]:
+def _arm_level(arm: str, have: dict, seed_noise: dict | None, noise: Noise):
     """(sd, degrees of freedom) of one run's relative noise in `arm`: its own seeds', else a
     given level (known: infinite dof), else the other arms' pooled (with a note)."""
     if arm in have:
@@ -117,7 +133,7 @@ def _arm_level(arm: str, have: dict, seed_noise: dict | None, noise: Noise
         return given, math.inf
     if have:
         dof = sum(d for _, d in have.values())
-        sd = math.sqrt(sum(s * s * d for s, d in have.values()) / dof)
+        sd = np.sqrt(sum(s * s * d for s, d in have.values()) / dof)
         noise.notes.append(f"{arm}: one seed per size and no fit.seed_noise.{arm}: its noise is "
                            "borrowed from the other arms' seeds")
         return sd, dof

@@ -45,6 +45,24 @@ class LRRule:
 
 
 @dataclass
+class PowerSpec:
+    """The dry run's power analysis (analysis/power.py): the stated truth and noise model its
+    simulated ladders are drawn from."""
+
+    enabled: bool = True  # simulate the plan in every dry run, write sweeps/<sweep>/power.csv
+    noise: dict[str, float] = field(default_factory=lambda: {"all": 0.01})  # arm -> relative
+    #   sd of one run's final loss (`all`: every arm not named); a pilot sweep measures it
+    effect: float = 1.10  # the true LEV over its control (N_eff ratio) the simulation assumes
+    control_worth: float = 1.0  # the control's N_eff / N by total parameters
+    lr_curvature: float = 0.01  # relative loss per (log2 LR / optimum)^2 of every arm
+    ladders: int = 200  # simulated ladders
+    bootstrap: int = 200  # bootstrap replicates per ladder for the printed intervals
+
+    _checks = {"effect": above(0), "control_worth": above(0), "lr_curvature": in_range(0),
+               "ladders": at_least(20), "bootstrap": at_least(20)}
+
+
+@dataclass
 class GridConfig:
     name: str = "???"  # grid name; the sweep's name defaults to it
     family: str = "custom"  # experiment family (MLflow tag `family`), see FAMILIES
@@ -69,6 +87,7 @@ class GridConfig:
     #   (e.g. [0.5, 1, 2, 4]), each branch decaying over trainer.cooldown_fraction of its tokens
     overrides: list[str] = field(default_factory=list)  # applied to every run (before the CLI)
     iso_tolerance: float = 0.02  # isoparametric pairs must match total params within this
+    power: PowerSpec = field(default_factory=PowerSpec)  # the dry run's power analysis
 
     _checks = {
         "family": choice(*FAMILIES), "tokens_per_param": each(above(0)),
@@ -114,6 +133,11 @@ def validate(grid: GridConfig) -> GridConfig:
         raise _bad("name", "a grid needs a name")
     check_fields(grid, "grid", GridError)
     check_fields(grid.lr_rule, "grid.lr_rule", GridError)
+    check_fields(grid.power, "grid.power", GridError)
+    for arm, sd in grid.power.noise.items():
+        if arm not in (*ARM_NAMES, "all") or not 0 < float(sd) < 0.5:
+            raise _bad(f"power.noise.{arm}", f"must be an arm ({', '.join(ARM_NAMES)}, all) "
+                       f"with a relative sd in (0, 0.5), got {sd!r}")
     if not grid.sizes and not grid.dense_sizes:
         raise _bad("sizes", "list at least one model size, e.g. [v1/109M]")
     _check_arms(grid)

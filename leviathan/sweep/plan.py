@@ -48,6 +48,7 @@ class PlannedRun:
     gpu_hours: float  # flops / (mfu x sweep.peak_flops)
     config_hash: str  # what training records; equal hashes compute the same thing
     config: dict[str, Any] = field(repr=False, default_factory=dict)  # resolved run config
+    lr_scale: float = 1.0  # the grid's LR variant: multiplier of the rule's (or trainer.lr)
 
     def row(self) -> dict[str, Any]:
         d = asdict(self)
@@ -204,7 +205,7 @@ def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:
         params_body=counts.body, tokens=rp.budget_tokens, steps=rp.max_steps,
         global_batch=rp.global_batch, lr=tc.lr, schedule=tc.schedule, cooldown=spec.cooldown,
         branch_of=spec.main, flops=flops, mfu=mfu, gpu_hours=flops / (mfu * peak) / 3600.0,
-        config_hash=config_hash(container), config=container)
+        config_hash=config_hash(container), config=container, lr_scale=spec.lr_scale)
 
 
 def _run_overrides(spec: RunSpec, ctx: _Context) -> list[str]:
