@@ -18,7 +18,7 @@ from leviathan.config import override_key
 from leviathan.sweep.grid import GridError, RunSpec, expand, to_grid_config
 
 # Overrides of the sweep command that belong to the sweep itself, not to its runs.
-SWEEP_ONLY = ("sweep", "grid", "launcher", "eval", "hydra")
+SWEEP_ONLY = ("sweep", "grid", "launcher", "eval", "hydra", "design")
 
 
 @dataclass
