@@ -15,8 +15,13 @@ import logging
 import sys
 from pathlib import Path
 
-from leviathan.config import conf_dir
+import hydra
+from omegaconf import DictConfig
 
+from leviathan.config import conf_dir, register_schemas, site_overrides
+
+CONF = str(conf_dir())
+register_schemas()
 log = logging.getLogger(__name__)
 
 
@@ -48,6 +53,8 @@ def write_grid(path: Path, name: str, grid: dict, header: str) -> Path:
 
 
 def design(cfg, task_overrides: list[str]) -> int:
+    from dataclasses import asdict
+
     from hydra.utils import get_method
     from omegaconf import OmegaConf
 
@@ -58,8 +65,6 @@ def design(cfg, task_overrides: list[str]) -> int:
     grid = to_grid_config(cfg.grid)
     spec = OmegaConf.to_container(cfg.design, resolve=True)
     plan = base_plan(cfg, task_overrides)
-    from dataclasses import asdict
-
     text, winner, header = get_method(str(cfg.sweep.design_search))(
         plan.frame(), {**asdict(grid)}, spec)
     print(text)
@@ -70,19 +75,29 @@ def design(cfg, task_overrides: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from leviathan.config import compose, site_overrides
+def run(cfg: DictConfig, task_overrides: list[str]) -> int:
+    """design(), its exit status; a LeviathanError becomes one line `error: ...`, status 2."""
     from leviathan.errors import LeviathanError
-    from leviathan.logs import setup_logging
 
-    setup_logging()
-    args = [*site_overrides(), *(sys.argv[1:] if argv is None else argv)]
     try:
-        return design(compose("sweep", args), args)
+        return design(cfg, task_overrides)
     except LeviathanError as e:
         log.error(f"error: {e}")
         return 2
 
 
+@hydra.main(config_path=CONF, config_name="sweep", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from leviathan.logs import setup_logging
+
+    setup_logging()
+    code = run(cfg, list(HydraConfig.get().overrides.task))
+    if code:
+        sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.argv[1:1] = site_overrides()  # $LEVIATHAN_SITE_CONF joins Hydra's search path
+    main()

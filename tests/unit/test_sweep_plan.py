@@ -217,6 +217,7 @@ def test_design_cli_writes_a_grid_the_sweep_launches_unchanged(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Best designs within 300 GPU-hours" in out.stdout
     grid = yaml.safe_load((tmp_path / "iso_small.yaml").read_text())
+    assert grid.pop("defaults") == ["schema", "_self_"]  # as every conf/grid file
     assert grid["name"] == "iso_small" and grid["seeds_by_arm"]["leviathan"]
     from leviathan.sweep.grid import expand, to_grid_config
 
