@@ -12,7 +12,7 @@ argparse flags (--b, --bootstrap, ...) are shortcuts for these keys. Composing i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from leviathan.errors import LeviathanError
@@ -36,6 +36,21 @@ def _b(v: Any) -> str | None:
     return "must be a number > 0, or free to fit it"
 
 
+def _seed_noise(v: Any) -> str | None:
+    """fit.seed_noise: arm -> a relative sd in (0, 0.5) (`all`: every other arm)."""
+    if not v:
+        return None
+    if not hasattr(v, "items"):
+        return "must map an arm (dense, leviathan, factorized, dense_untied, all) to a sd"
+    for arm, sd in v.items():
+        if arm not in ("dense", "leviathan", "factorized", "dense_untied", "all"):
+            return (f"unknown arm {arm!r}; allowed: dense, leviathan, factorized, dense_untied, "
+                    "all")
+        if not isinstance(sd, int | float) or isinstance(sd, bool) or not 0 < sd < 0.5:
+            return f"{arm}: must be a relative sd in (0, 0.5) (0.01 = 1% of the loss)"
+    return None
+
+
 @dataclass
 class FitConfig:
     b: float | int | str | None = B_DEFAULT  # irreducible loss b of every power law; `free`
@@ -47,12 +62,19 @@ class FitConfig:
     delta: float = FIT_DELTA  # Huber delta on the log residuals of L(N), L(C), L(D)
     b_grid: tuple[float, ...] = B_GRID  # asymptotes b for the sensitivity table
     budget_tol: float = 0.05  # token counts within this relative gap are one budget
+    seed_noise: dict[str, float] = field(default_factory=dict)  # arm -> relative sd of one
+    #   run's final loss measured elsewhere (`all`: every arm not named), for a one-seed sweep:
+    #   +fit.seed_noise.leviathan=0.01
+    lr_estimator: str = "mean"  # the loss at each arm's best LR: mean (the LR with the lowest
+    #   mean over seeds, every seed kept there) | vertex (a quadratic in log LR, curvature
+    #   pooled across sizes)
 
     _checks = {
         "b": _b, "params": choice("total", "body"), "bootstrap": positive(),
         "seed": in_range(0), "level": in_range(0, 1, lo_open=True, hi_open=True),
         "delta": above(0), "b_grid": each(above(0)),
-        "budget_tol": in_range(0, 1, hi_open=True),
+        "budget_tol": in_range(0, 1, hi_open=True), "seed_noise": _seed_noise,
+        "lr_estimator": choice("mean", "vertex"),
     }
 
     def __post_init__(self) -> None:
@@ -62,6 +84,8 @@ class FitConfig:
         elif self.b is not None:
             self.b = float(self.b)
         self.b_grid = tuple(float(b) for b in self.b_grid)
+        if self.seed_noise:
+            self.seed_noise = {str(k): float(v) for k, v in dict(self.seed_noise).items()}
         if not self.b_grid:
             raise FitConfigError("fit.b_grid: give at least one b")
 

@@ -17,7 +17,8 @@ losses give 1 whatever the arms' own parameter counts or FLOPs. (A ratio of the 
 X_eff / X would not: `dense_untied` is 1.3-1.6x Leviathan's size, so equal losses would read as
 1.3-1.6x.) 1 means LEV buys nothing its control does not. Its interval comes from the same
 bootstrap replicates as both effective sizes (one Dense refit and one seed-noise draw per
-replicate), so the Dense curve's uncertainty largely cancels and the arms' noise does not.
+replicate), so the Dense curve's uncertainty largely cancels and the arms' noise does not. With
+no run-to-run noise (one seed, no fit.seed_noise: analysis.noise) it has no interval at all.
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ def lev_vs_control(m: Matching, level: float) -> pd.DataFrame:
             with np.errstate(all="ignore"):
                 draws = (m.draws[(basis, "leviathan", size)] * x_lev) / (
                     m.draws[(basis, control, size)] * x_ctl)
-            lo, hi = percentile_interval(draws, level)
+            # without run-to-run noise both arms move together through the Dense curve: the
+            # ratio's "interval" would claim far more than it holds, so there is none
+            lo, hi = percentile_interval(draws, level) if m.interval != "fit" else (np.nan,
+                                                                                  np.nan)
             rows.append({"size": size, "control": control, "basis": basis, "ratio": ratio,
                          "ratio_lo": float(lo), "ratio_hi": float(hi),
                          "lev_multiplier": lev["multiplier"].iloc[0],
@@ -62,3 +66,36 @@ def lev_vs_control(m: Matching, level: float) -> pd.DataFrame:
                          "extrapolated": bool(lev["extrapolated"].iloc[0]
                                               or ctl["extrapolated"].iloc[0])})
     return pd.DataFrame(rows, columns=RATIO_COLUMNS)
+
+
+POOLED_COLUMNS = ["control", "basis", "ratio", "ratio_lo", "ratio_hi", "n_sizes", "sizes",
+                  "interval"]
+
+
+def pooled_vs_control(m: Matching, ratios: pd.DataFrame, level: float) -> pd.DataFrame:
+    """LEV over its control pooled across sizes: the geometric mean of the per-size ratios (one
+    row per control arm and basis), its interval from the same replicates (each replicate's
+    geometric mean over the sizes: one Dense refit and one noise draw each), so a question
+    asked of every size is answered about sqrt(sizes) more tightly than by any one size. No
+    interval without run-to-run noise (as per size)."""
+    rows = []
+    if ratios is None or ratios.empty:
+        return pd.DataFrame(columns=POOLED_COLUMNS)
+    for (control, basis), g in ratios.groupby(["control", "basis"], sort=False):
+        logs = []
+        for size in g["size"]:
+            lev = m.rows[(m.rows["arm"] == "leviathan") & (m.rows["size"] == size)
+                         & (m.rows["basis"] == basis)]["x"].iloc[0]
+            ctl = m.rows[(m.rows["arm"] == control) & (m.rows["size"] == size)
+                         & (m.rows["basis"] == basis)]["x"].iloc[0]
+            with np.errstate(all="ignore"):
+                logs.append(np.log(m.draws[(basis, "leviathan", size)] * lev)
+                            - np.log(m.draws[(basis, control, size)] * ctl))
+        with np.errstate(all="ignore"):
+            draws = np.exp(np.mean(logs, axis=0))  # NaN where any size's draw is undefined
+        lo, hi = percentile_interval(draws, level) if m.interval != "fit" else (np.nan, np.nan)
+        rows.append({"control": control, "basis": basis,
+                     "ratio": float(np.exp(np.log(g["ratio"]).mean())), "ratio_lo": float(lo),
+                     "ratio_hi": float(hi), "n_sizes": len(g), "sizes": ", ".join(g["size"]),
+                     "interval": m.interval})
+    return pd.DataFrame(rows, columns=POOLED_COLUMNS)

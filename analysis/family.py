@@ -25,6 +25,7 @@ class FamilyResult:
     b_sensitivity: pd.DataFrame | None = None  # run x b -> multiplier
     matching: object | None = None  # analysis.matchings.Matching: (arm, size) x basis
     controls: pd.DataFrame | None = None  # LEV over its control, per size and basis
+    pooled: pd.DataFrame | None = None  # LEV over its control pooled across sizes, per basis
     lr_choices: pd.DataFrame | None = None  # the LR kept per sweep point
     token_multipliers: pd.DataFrame | None = None  # tokens Leviathan needs for Dense's loss
     bucket_ratios: pd.DataFrame | None = None  # per-bucket perplexity ratio against Dense

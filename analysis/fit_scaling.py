@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "L(C), L(D)")
     short.add_argument("--b-grid", help="fit.b_grid: comma-separated b values for the "
                        "sensitivity table")
+    p.add_argument("--noise-from", metavar="SWEEP_OR_CSV",
+                   help="measure each arm's run-to-run noise from a pilot sweep's seeds (an "
+                   "MLflow sweep name, or a runs CSV) and use it where this sweep has one seed "
+                   "(fit.seed_noise.<arm> given explicitly wins)")
     p.add_argument("--no-upload", action="store_true",
                    help="do not log the outputs to the sweep's MLflow parent run")
     return p
@@ -160,6 +164,44 @@ def add_environments(out: Path, sweep: str, uri: str, experiment: str) -> None:
         f.write("\n".join(["", "## Environments", "", *lines]) + "\n")
 
 
+def noise_from(source: str, args: argparse.Namespace) -> dict[str, float]:
+    """arm -> relative sd of one run's loss, measured on a pilot sweep's seeds (after its LR
+    choice); AnalysisError when the pilot has no arm with two seeds at a size."""
+    from analysis.csv_input import load_csv
+    from analysis.lr_selection import select_lr
+    from analysis.noise import arm_levels
+    from analysis.runs import AnalysisError, load_mlflow
+
+    path = Path(source)
+    pilot = load_csv(path, "total") if path.is_file() else load_mlflow(
+        source, tracking_uri=args.tracking_uri, experiment=args.experiment, histories=False)
+    table = pilot.table.copy()
+    select_lr(table, args.fit.budget_tol, args.fit.lr_estimator)
+    levels = arm_levels(table[table["reason"] == ""])
+    if not levels:
+        raise AnalysisError(f"--noise-from {source}: no arm has two or more seeds at a size; a "
+                            "pilot sweep needs grid.seeds with two or more seeds")
+    log.info("--noise-from %s: run-to-run noise per arm %s", source,
+             ", ".join(f"{a} {v:.2%}" for a, v in levels.items()))
+    return levels
+
+
+def load_runs(args: argparse.Namespace) -> tuple[Runs, Path]:
+    """The runs to fit (a CSV, a named sweep or the latest) and the output folder."""
+    from analysis.csv_input import load_csv
+    from analysis.runs import latest_sweep, load_mlflow
+
+    cfg = args.fit
+    if args.csv:
+        runs = load_csv(args.csv, cfg.params, curves=args.curves, buckets=args.buckets)
+        return runs, args.out or args.csv.resolve().parent / f"{args.csv.stem}_fit"
+    sweep = args.sweep or latest_sweep(args.tracking_uri, args.experiment)
+    log.info(f"fit-scaling: sweep {sweep!r} from {args.tracking_uri}")
+    runs = load_mlflow(sweep, tracking_uri=args.tracking_uri, experiment=args.experiment,
+                       params_kind=cfg.params)
+    return runs, args.out or args.sweeps_dir / sweep / "fit"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -176,7 +218,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg = args.fit
     if args.chinchilla:
         return run_chinchilla(args.chinchilla, args.out, min(cfg.bootstrap, 400), cfg.seed)
-    from analysis.csv_input import load_csv
     from analysis.plots import (
         plot_data_scaling,
         plot_multiplier_vs_tokens,
@@ -184,19 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         plot_scaling,
     )
     from analysis.report import write_outputs
-    from analysis.runs import latest_sweep, load_mlflow
     from analysis.scaling import analyse
     try:
-        if args.csv:
-            runs: Runs = load_csv(args.csv, cfg.params, curves=args.curves,
-                                  buckets=args.buckets)
-            out = args.out or args.csv.resolve().parent / f"{args.csv.stem}_fit"
-        else:
-            sweep = args.sweep or latest_sweep(args.tracking_uri, args.experiment)
-            log.info(f"fit-scaling: sweep {sweep!r} from {args.tracking_uri}")
-            runs = load_mlflow(sweep, tracking_uri=args.tracking_uri,
-                               experiment=args.experiment, params_kind=cfg.params)
-            out = args.out or args.sweeps_dir / sweep / "fit"
+        if args.noise_from:
+            cfg.seed_noise = {**noise_from(args.noise_from, args), **cfg.seed_noise}
+        runs, out = load_runs(args)
         results, table = analyse(runs, cfg)
     except LeviathanError as err:  # AnalysisError, FitError, TrackingUnreachable, ...
         log.error(f"fit-scaling: error: {err}")

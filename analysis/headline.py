@@ -8,6 +8,7 @@ import pandas as pd
 
 from analysis.family import FamilyResult, FitConfig
 from analysis.matchings import BASES, LABEL
+from analysis.noise import FIT_ONLY, noise_line
 from analysis.runs import CONTROLS, human
 
 ARM_ORDER = ("leviathan", "factorized", "factorized_wide", "lev_codebooks", "dense_untied")
@@ -55,10 +56,48 @@ def _cell(row) -> str:
     if row["reason"]:
         return f"– ({row['reason'].split(':')[0]})"
     out = f"{row['multiplier']:.2f}×{ci(row['multiplier_lo'], row['multiplier_hi'])}"
+    if row["interval"] == "fit" and np.isfinite(row["multiplier_lo"]):
+        out += f" {FIT_ONLY}"
     if row["extrapolated"]:
         way = "above" if row["n_eff"] > row["x"] else "below"
         out += f" †{row['extrapolation']:.2f}× {way}"
     return out
+
+
+def _ratio_cell(row) -> str:
+    """LEV over its control: the ratio, its interval only when it includes run-to-run noise."""
+    iv = ci(row["ratio_lo"], row["ratio_hi"])
+    if row["interval"] == "fit":
+        iv = " (no interval: one seed and no noise level)"
+    return f"{row['ratio']:.3f}{iv}" + (" †" if row["extrapolated"] else "")
+
+
+def _pooled_rows(res: FamilyResult, bases: list[str]) -> list[str]:
+    """LEV over each control pooled across sizes (geometric mean of the per-size ratios)."""
+    p = res.pooled
+    if p is None or p.empty:
+        return []
+    out = []
+    for control, g in p.groupby("control", sort=False):
+        by = {r["basis"]: r for _, r in g.iterrows()}
+        n = int(g["n_sizes"].max())
+        cells = [_ratio_cell({**by[b], "extrapolated": False}) if b in by else "–"
+                 for b in bases]
+        out.append(f"| all {n} sizes | **LEV over its control, pooled** ({control}: geometric "
+                   "mean of the per-size ratios) | " + " | ".join(cells) + " | |")
+    return out
+
+
+def lr_edge_lines(res: FamilyResult) -> list[str]:
+    """A chosen LR at the edge of its sweep, on the headline (not only in the LR table)."""
+    c = res.lr_choices
+    if c is None or c.empty or not (c["edge"] != "").any():
+        return []
+    edges = c[c["edge"] != ""]
+    where = ", ".join(f"{r.arm} {r.size} ({r.edge})" for r in edges.itertuples())
+    return [f"**LR at the edge of its sweep** for {where}: the optimum may lie outside the "
+            "LRs tried, so that arm's loss (and every number read from it) may be too high: "
+            "widen the sweep (grid.lr)."]
 
 
 def _sizes(rows: pd.DataFrame) -> list[str]:
@@ -94,11 +133,11 @@ def headline_md(res: FamilyResult, cfg: FitConfig) -> list[str]:
             if c.empty:
                 continue
             by = {r["basis"]: r for _, r in c.iterrows()}
-            cells = [f"{by[b]['ratio']:.3f}{ci(by[b]['ratio_lo'], by[b]['ratio_hi'])}"
-                     + (" †" if by[b]["extrapolated"] else "") if b in by else "–" for b in bases]
+            cells = [_ratio_cell(by[b]) if b in by else "–" for b in bases]
             out.append(f"| {size} | **LEV over its control** ({control}: {ISOLATES[control]}, "
                        "N_eff ratio) | "
                        + " | ".join(cells) + " | |")
+    out += _pooled_rows(res, bases)
     if res.shared is not None:
         iv = res.intervals
         col = {"total": "params", "body": "body"}[cfg.params]
@@ -115,14 +154,9 @@ def headline_md(res: FamilyResult, cfg: FitConfig) -> list[str]:
 def _footnotes(res: FamilyResult, cfg: FitConfig, rows: pd.DataFrame) -> list[str]:
     m, pct = res.matching, f"{cfg.level:.0%}"
     out = []
-    if m.interval == "seeds":
-        seeds = int(rows["n_seeds"].max())
-        out.append(f"Intervals: {pct} bootstrap with run-to-run noise: every run's loss redrawn "
-                   f"from the seeds' deviations (up to {seeds} seeds per arm and size, pooled "
-                   "over arms and sizes) and the Dense curve refitted each time.")
-    else:
-        out.append(f"Intervals: {pct} bootstrap over the Dense sizes only. **One seed per arm "
-                   "and size: the interval excludes run-to-run noise** (add grid.seeds).")
+    out += lr_edge_lines(res)
+    out.append(noise_line(m.noise).replace("Intervals: ", f"Intervals ({pct} bootstrap, the "
+                                             "Dense curve refitted each time): ", 1))
     for basis, lof in m.lack_of_fit.items():
         if lof is not None and lof["p"] < 0.05:
             out.append(f"**Lack of fit by {LABEL[basis]}**: the Dense power law misses its size "

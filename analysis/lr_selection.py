@@ -1,10 +1,21 @@
 """Learning-rate sweeps: each arm gets its own best learning rate before anything is fitted.
 
-Runs that differ only in `lr` (same family, arm, size, token budget and seed) are one sweep
-point; the run with the lowest final validation loss is kept and the others are excluded with
-the reason. The swept range is every LR that finished (a diverged run, loss NaN, still counts as
-tried), so a winner at its lowest or highest value is flagged: the optimum may lie outside the
-sweep ("widen the sweep").
+Runs that differ only in `lr` and `seed` (same family, arm, size and token budget) are one sweep
+point. The same rule for every arm (`fit.lr_estimator`):
+- `mean` (default): the LR with the lowest mean final loss over the point's seeds, and every
+  seed keeps its run at that LR (so the seeds' scatter, the run-to-run noise, is measured at one
+  LR, not from minima taken at different LRs). Picking the best of k LRs per seed instead biases
+  each kept loss down by up to ~0.85 sigma, more for a flat LR curve than for a sharp one, so
+  the two arms would be biased differently; on the seed mean the bias shrinks as 1/sqrt(seeds)
+  (and the simulations of analysis.power keep the intervals' coverage; choosing each seed on the
+  other seeds' mean removes the bias but doubles the spread there).
+- `vertex`: the loss at the optimum is read from a quadratic in log LR fitted to the seed means,
+  one curvature per (family, arm) pooled across its sizes (each size its own level and slope),
+  its vertex kept inside the swept range; each seed keeps its run nearest the vertex, its loss
+  moved by the quadratic's difference between the two (the seeds' scatter is kept).
+A diverged run (loss NaN) still counts as tried, and its LR's mean as infinite. A chosen LR at
+the lowest or highest value swept is flagged ("widen the sweep"), in the LR table and on the
+headline.
 """
 
 from __future__ import annotations
@@ -14,39 +25,154 @@ import pandas as pd
 
 from analysis.runs import budget_ids
 
-CHOICE_COLUMNS = ["family", "arm", "size", "tokens", "seed", "lr", "loss", "swept", "edge"]
+CHOICE_COLUMNS = ["family", "arm", "size", "tokens", "seeds", "lr", "loss", "swept", "edge",
+                  "estimator"]
 
 
 def _fmt(lr: float) -> str:
     return f"{lr:.3g}"
 
 
-def select_lr(table: pd.DataFrame, tol: float = 0.05) -> pd.DataFrame:
-    """Mark the losing LRs of every sweep point in table['reason'] (in place); one row per
-    sweep point with its winner (CHOICE_COLUMNS), empty when no point has two LRs."""
+def _means(point: pd.DataFrame, lrs: np.ndarray, seeds: np.ndarray, usable: np.ndarray
+           ) -> np.ndarray:
+    """(seeds, lrs) final losses (NaN: not run; inf: diverged or unusable)."""
+    grid = np.full((seeds.size, lrs.size), np.nan)
+    s_idx = np.searchsorted(seeds, point["seed"].to_numpy())
+    l_idx = np.searchsorted(lrs, point["lr"].to_numpy(float))
+    loss = np.where(usable, point["loss"].to_numpy(float), np.inf)
+    grid[s_idx, l_idx] = loss
+    return grid
+
+
+def _mean_over(grid: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Mean over the chosen seeds (axis -2) of each LR; inf where any of them diverged."""
+    g = np.take(grid, rows, axis=-2)
+    finite = np.isfinite(g)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.where(finite, g, 0.0).sum(axis=-2) / finite.sum(axis=-2)
+    bad = np.isinf(g).any(axis=-2) | ~np.isfinite(m)
+    return np.where(bad, np.inf, m)
+
+
+def keep_batch(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The LR rule on (..., seeds, LRs) final losses (NaN: not run; inf: diverged): (the LR
+    chosen on the mean over the seeds (...,), the LR each seed keeps (..., seeds): that one,
+    or where a seed lacks it, its own best)."""
+    best = np.argmin(_mean_over(grid, np.arange(grid.shape[-2])), axis=-1)
+    own = np.take_along_axis(grid, best[..., None, None].repeat(grid.shape[-2], -2), axis=-1)
+    fallback = np.argmin(np.where(np.isnan(grid), np.inf, grid), axis=-1)
+    return best, np.where(np.isfinite(own[..., 0]), best[..., None], fallback)
+
+
+def _keep(grid: np.ndarray) -> tuple[int, np.ndarray]:
+    best, per_seed = keep_batch(grid)
+    return int(best), per_seed
+
+
+def _exclude_losers(table: pd.DataFrame, point: pd.DataFrame, kept: set, lr_of: dict) -> None:
+    for i, row in point.iterrows():
+        if i in kept or table.at[i, "reason"] != "":
+            continue
+        won = lr_of.get(row["seed"])
+        table.loc[i, "reason"] = (f"LR sweep: lr {_fmt(row.lr)} (loss {row.loss:.4f}) not kept"
+                                  + (f": seed {row['seed']} keeps lr {_fmt(won)}" if won else ""))
+
+
+def _points(table: pd.DataFrame, tol: float):
+    """Every sweep point with two or more LRs: ((family, arm, size), its runs, its LRs)."""
     swept = table[np.isfinite(table["lr"]) & (table["status"] == "FINISHED")]
-    choices = []
-    for (fam, arm, size), g in swept.groupby(["family", "arm", "size"], sort=True):
+    for key, g in swept.groupby(["family", "arm", "size"], sort=True):
         budgets = budget_ids(g["tokens"].to_numpy(float), tol)
-        for (_, seed), point in g.groupby([budgets, g["seed"].to_numpy()], sort=True):
+        for _, point in g.groupby(budgets, sort=True):
             lrs = np.unique(point["lr"].to_numpy(float))
-            if lrs.size < 2:
-                continue
-            usable = point[point["reason"] == ""]
-            if usable.empty:
-                continue
-            best = usable.loc[usable["loss"].idxmin()]
-            for i, row in usable.iterrows():
-                if i != best.name:
-                    table.loc[i, "reason"] = (
-                        f"LR sweep: lr {_fmt(row.lr)} (loss {row.loss:.4f}) lost to lr "
-                        f"{_fmt(best.lr)} (loss {best.loss:.4f})")
-            edge = ("lowest" if best.lr == lrs[0] else "highest" if best.lr == lrs[-1] else "")
-            choices.append({"family": fam, "arm": arm, "size": size,
-                            "tokens": float(point["tokens"].max()), "seed": seed,
-                            "lr": float(best.lr), "loss": float(best.loss),
-                            "swept": ", ".join(_fmt(v) for v in lrs), "edge": edge})
+            if lrs.size >= 2 and (point["reason"] == "").any():
+                yield key, point, lrs
+
+
+def select_lr(table: pd.DataFrame, tol: float = 0.05, estimator: str = "mean") -> pd.DataFrame:
+    """Mark the runs not kept at every sweep point in table['reason'] (in place; with `vertex`
+    the kept runs' losses move to the quadratic's optimum); one row per sweep point with its
+    chosen LR (CHOICE_COLUMNS), empty when no point has two LRs."""
+    points = list(_points(table, tol))
+    curv = _curvatures(table, points) if estimator == "vertex" else {}
+    choices = []
+    for (fam, arm, size), point, lrs in points:
+        seeds = np.unique(point["seed"].to_numpy())
+        grid = _means(point, lrs, seeds, (point["reason"] == "").to_numpy())
+        best, per_seed = _keep(grid)
+        loss = float(_mean_over(grid, np.arange(seeds.size))[best])
+        lr, edge = float(lrs[best]), _edge(best, lrs.size)
+        a = curv.get((fam, arm))
+        if a is not None:
+            lr, loss, shift, edge, per_seed = _vertex(grid, lrs, a, best)
+            for k, s in enumerate(seeds):
+                i = point.index[(point["seed"] == s) & (point["lr"] == lrs[per_seed[k]])]
+                table.loc[i, "loss"] = table.loc[i, "loss"] + shift[k]
+        lr_of = {s: float(lrs[per_seed[k]]) for k, s in enumerate(seeds)}
+        kept = {i for i, row in point.iterrows() if lr_of.get(row["seed"]) == row["lr"]}
+        _exclude_losers(table, point, kept, lr_of)
+        choices.append({"family": fam, "arm": arm, "size": size,
+                        "tokens": float(point["tokens"].max()), "seeds": int(seeds.size),
+                        "lr": lr, "loss": loss, "swept": ", ".join(_fmt(v) for v in lrs),
+                        "edge": edge, "estimator": "vertex" if a is not None else
+                        ("mean" if seeds.size > 1 else "one seed")})
     return pd.DataFrame(choices, columns=CHOICE_COLUMNS)
+
+
+def _edge(i: int, n: int) -> str:
+    return "lowest" if i == 0 else "highest" if i == n - 1 else ""
+
+
+def _curvatures(table: pd.DataFrame, points) -> dict:
+    """(family, arm) -> the curvature a of loss ~ c_size + b_size u + a u^2 (u = log LR) fitted
+    to the seed means of its points with three or more LRs; left out where a <= 0 or there are
+    fewer than three such LRs (those points fall back to `mean`)."""
+    by_arm: dict = {}
+    for (fam, arm, _), point, lrs in points:
+        if lrs.size < 3:
+            continue
+        seeds = np.unique(point["seed"].to_numpy())
+        m = _mean_over(_means(point, lrs, seeds, (point["reason"] == "").to_numpy()),
+                       np.arange(seeds.size))
+        by_arm.setdefault((fam, arm), []).append((np.log(lrs), m))
+    out = {}
+    for key, pts in by_arm.items():
+        rows, y = [], []
+        for j, (u, m) in enumerate(pts):
+            ok = np.isfinite(m)
+            for uu, mm in zip(u[ok], m[ok], strict=True):
+                r = np.zeros(2 * len(pts) + 1)
+                r[2 * j], r[2 * j + 1], r[-1] = 1.0, uu, uu * uu
+                rows.append(r)
+                y.append(mm)
+        if len(y) > 2 * len(pts):
+            coef = np.linalg.lstsq(np.array(rows), np.array(y), rcond=None)[0]
+            if coef[-1] > 0:
+                out[key] = float(coef[-1])
+    return out
+
+
+def _vertex(grid: np.ndarray, lrs: np.ndarray, a: float, best: int):
+    """(lr at the vertex, loss there, each seed's shift, edge, each seed's kept LR index): the
+    quadratic with curvature a and this point's own level and slope, vertex inside the sweep."""
+    u = np.log(lrs)
+    m = _mean_over(grid, np.arange(grid.shape[0]))
+    ok = np.isfinite(m)
+    if ok.sum() < 2:
+        loss = float(m[best])
+        return float(lrs[best]), loss, np.zeros(grid.shape[0]), _edge(best, lrs.size), \
+            np.full(grid.shape[0], best)
+    design = np.column_stack([np.ones(ok.sum()), u[ok]])
+    c, b = np.linalg.lstsq(design, m[ok] - a * u[ok] ** 2, rcond=None)[0]
+    lo, hi = u[ok].min(), u[ok].max()
+    v = float(np.clip(-b / (2 * a), lo, hi))
+    q = c + b * u + a * u ** 2
+    at_v = c + b * v + a * v * v
+    near = int(np.argmin(np.where(ok, np.abs(u - v), np.inf)))
+    keep = np.full(grid.shape[0], near)
+    shift = at_v - q[keep]
+    edge = "lowest" if v <= lo else "highest" if v >= hi else ""
+    return float(np.exp(v)), float(at_v), shift, edge, keep
 
 
 def lr_table_md(choices: pd.DataFrame, family: str) -> list[str]:
@@ -55,8 +181,9 @@ def lr_table_md(choices: pd.DataFrame, family: str) -> list[str]:
     c = choices[choices["family"] == family]
     if c.empty:
         return []
-    out = ["Learning rate chosen per arm and size (lowest final validation loss of each sweep "
-           "point: arm, size, tokens, seed):", "",
+    out = ["Learning rate chosen per arm and size (lowest mean final validation loss over the "
+           "seeds of each sweep point: arm, size, tokens; every seed kept there; `vertex`: the "
+           "optimum of a quadratic in log LR):", "",
            "| Size | Arm | Chosen LR (sweep points) | Swept | Edge |", "|---|---|---|---|---|"]
     for (size, arm), g in c.groupby(["size", "arm"], sort=False):
         won = g["lr"].value_counts().sort_index()

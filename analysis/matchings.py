@@ -12,10 +12,11 @@ is X_eff / X. Each answers its own question:
   column, with the reason (`token_mismatch`); isobody and the factorized control answer it;
 - compute: X = training FLOPs of the run (the platform's exact count), X_eff / X the compute
   multiplier — what the same training cost buys.
-Intervals: with several seeds, seed-noise replicates of every run (both arms, analysis.bootstrap)
-refitted through the Dense curve; with one seed, case resampling of the Dense sizes (the fit's
-spread only). An X_eff outside the fitted Dense points is marked `extrapolated`, with the factor
-by which it lies outside; beyond EXTRAPOLATION it is not reported at all.
+Intervals: every run's loss redrawn with run-to-run noise (analysis.noise: from the sweep's own
+seeds, per arm; or from a level given with fit.seed_noise / --noise-from) and refitted through
+the Dense curve; with neither, case resampling of the Dense sizes, labelled "fit only (excludes
+run-to-run noise)". An X_eff outside the fitted Dense points is marked `extrapolated`, with the
+factor by which it lies outside; beyond EXTRAPOLATION it is not reported at all.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import percentile_interval, resample_counts, seed_noise_replicates
+from analysis.bootstrap import percentile_interval, resample_counts
+from analysis.noise import Noise, replicates
 from analysis.powerlaw import ALPHA_BOUNDS, FitError, fit_power_law, refit_batch
 
 BASES = ("params", "body", "compute")
@@ -45,7 +47,8 @@ ROW_COLUMNS = ["arm", "size", "basis", "params", "x", "tokens", "loss", "n_seeds
 @dataclass
 class Matching:
     rows: pd.DataFrame  # ROW_COLUMNS, one row per (arm, size, basis)
-    interval: str  # "seeds" (run-to-run noise included) | "fit" (one seed: the fit's spread)
+    interval: str  # "seeds" | "given" (run-to-run noise included) | "fit" (the fit's spread)
+    noise: Noise = field(default_factory=lambda: Noise("fit"))  # where the noise came from
     fits: dict = field(default_factory=dict)  # basis -> Dense PowerLaw
     samples: dict = field(default_factory=dict)  # basis -> (R, 2) bootstrap (A, alpha)
     draws: dict = field(default_factory=dict)  # (basis, arm, size) -> (R,) multiplier samples
@@ -172,10 +175,9 @@ def match_all(dense: pd.DataFrame, arms: pd.DataFrame, cfg, rng) -> Matching:
     dense, arms = dense.reset_index(drop=True), arms.reset_index(drop=True)
     both = pd.concat([dense, arms], ignore_index=True)
     groups = (both["arm"] + "|" + both["size"]).to_numpy()
-    reps = seed_noise_replicates(both["loss"], groups, cfg.bootstrap, rng)
+    reps, noise = replicates(both, cfg.seed_noise, cfg.bootstrap, rng)
     nd = len(dense)
-    res = Matching(rows=pd.DataFrame(columns=ROW_COLUMNS),
-                   interval="fit" if reps is None else "seeds")
+    res = Matching(rows=pd.DataFrame(columns=ROW_COLUMNS), interval=noise.source, noise=noise)
     counts = resample_counts(dense["size"].to_numpy(), cfg.bootstrap, rng) if reps is None \
         else np.ones((cfg.bootstrap, nd))
     pe = pure_error(both["loss"], groups)

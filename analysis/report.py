@@ -79,6 +79,7 @@ def fit_dict(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
             "rows": _records(m.rows),
             "dense_fits": {b: f.as_dict() for b, f in m.fits.items()}}
         d["lev_vs_control"] = _records(r.controls)
+        d["lev_vs_control_pooled"] = _records(r.pooled)
         d["lr_choices"] = _records(r.lr_choices)
         d["token_multipliers"] = _records(r.token_multipliers)
         d["bucket_ratios"] = _records(r.bucket_ratios)
@@ -125,6 +126,12 @@ def write_outputs(out_dir: Path, runs: Runs, cfg: FitConfig, results: dict[str, 
     (pd.concat(ctl, ignore_index=True) if ctl else pd.DataFrame()).reindex(
         columns=["family", *RATIO_COLUMNS]).to_csv(p, index=False)
     written.append(p)
+    pooled = [r.pooled.assign(family=f) for f, r in results.items()
+              if r.pooled is not None and len(r.pooled)]
+    if pooled:
+        p = out_dir / "lev_vs_control_pooled.csv"
+        pd.concat(pooled, ignore_index=True).to_csv(p, index=False)
+        written.append(p)
     for name in ("lr_choices", "token_multipliers", "bucket_ratios", "data_multipliers"):
         frames = [getattr(r, name).assign(family=f) for f, r in results.items()
                   if getattr(r, name) is not None and len(getattr(r, name))]

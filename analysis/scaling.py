@@ -17,7 +17,7 @@ import pandas as pd
 
 from analysis.b_check import check_b
 from analysis.buckets import bucket_ratios
-from analysis.controls import lev_vs_control
+from analysis.controls import lev_vs_control, pooled_vs_control
 from analysis.data_fits import fit_joint_law, fit_ld
 from analysis.family import B_GRID, FamilyResult, FitConfig  # noqa: F401 - the public names
 from analysis.lr_selection import select_lr
@@ -113,6 +113,7 @@ def analyse_family(family: str, usable: pd.DataFrame, table: pd.DataFrame, runs:
     if ladder["size"].nunique() >= 2 and len(others):
         res.matching = match_all(ladder, others, cfg, rng)
         res.controls = lev_vs_control(res.matching, cfg.level)
+        res.pooled = pooled_vs_control(res.matching, res.controls, cfg.level)
     arms_tokens = fam[fam["arm"] != "dense"] if mode == "cooled" else others
     res.token_multipliers = token_multipliers(points, mode, ladder, arms_tokens, cfg, rng)
     res.bucket_ratios = bucket_ratios(runs.buckets, pd.concat([ladder, others]), cfg.level)
@@ -125,7 +126,7 @@ def analyse_family(family: str, usable: pd.DataFrame, table: pd.DataFrame, runs:
 def analyse(runs: Runs, cfg: FitConfig) -> tuple[dict[str, FamilyResult], pd.DataFrame]:
     """Fit every family; returns (family -> result, the run table with exclusion reasons)."""
     table = runs.table.copy()
-    choices = select_lr(table, cfg.budget_tol)
+    choices = select_lr(table, cfg.budget_tol, cfg.lr_estimator)
     cooled = exclude_uncooled(table)
     usable = table[table["reason"] == ""]
     if usable.empty:

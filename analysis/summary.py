@@ -14,6 +14,7 @@ from analysis.extrapolation import dagger
 from analysis.family import FamilyResult, FitConfig
 from analysis.headline import headline_md, robustness_md, tokens_md
 from analysis.lr_selection import lr_table_md
+from analysis.noise import FIT_ONLY
 from analysis.runs import Runs, human
 from analysis.trajectory import marks_cooled
 
@@ -55,13 +56,19 @@ def inputs_md(runs: Runs, table: pd.DataFrame, results: dict[str, FamilyResult])
     else:
         n = sum(len(r.lr_choices) for r in results.values() if r.lr_choices is not None)
         out.append(f"- LR selection: {n} sweep points with two or more LRs; the best kept")
+    sources = {r.matching.noise.source for r in results.values() if r.matching is not None}
     seeds = max([int(r.matching.rows["n_seeds"].max()) for r in results.values()
                  if r.matching is not None and len(r.matching.rows)] or [1])
-    if seeds <= 1:
-        out.append("- seeds: one per arm and size: **intervals exclude run-to-run noise**")
+    if "fit" in sources or not sources:
+        out.append("- seeds: one per arm and size, no noise level given: **intervals are "
+                   f"{FIT_ONLY}** (add grid.seeds, or fit.seed_noise.<arm> / --noise-from "
+                   "<pilot sweep>)")
+    elif "given" in sources:
+        out.append("- seeds: one per arm and size: intervals include run-to-run noise at a level "
+                   "measured elsewhere (fit.seed_noise / --noise-from)")
     else:
         out.append(f"- seeds: up to {seeds} per arm and size: intervals include run-to-run "
-                   "noise of both arms")
+                   "noise, estimated per arm from the sweep's seeds")
     if runs.history is None or runs.history.empty:
         out.append("- validation curves: none (--curves, or val/loss with val/tokens): no "
                    "token multiplier and no multiplier against tokens")

@@ -39,9 +39,20 @@ def sweep(cfg: DictConfig, task_overrides: list[str]) -> int:
     if warning:
         log.warning(warning)
     if cfg.sweep.dry_run:
+        power_report(cfg, plan, sweep_dir)
         log.info("Dry run: nothing launched.")
         return 0
     return launch(plan, cfg, sweep_dir)
+
+
+def power_report(cfg: DictConfig, plan, sweep_dir: Path) -> None:
+    """The power analysis of the plan (grid.power; sweep.power_report names the function, in
+    the analysis package): printed, and written to sweeps/<sweep>/power.csv."""
+    if not plan.grid.get("power", {}).get("enabled", False) or not cfg.sweep.get("power_report"):
+        return
+    from hydra.utils import get_method
+
+    print(get_method(str(cfg.sweep.power_report))(plan.frame(), plan.grid, sweep_dir))
 
 
 @hydra.main(config_path=CONF, config_name="sweep", version_base="1.3")

@@ -46,6 +46,26 @@ class LRRule:
 
 
 @dataclass
+class PowerSpec:
+    """The dry run's power analysis (analysis/power.py): the stated truth and noise model its
+    simulated ladders are drawn from."""
+
+    enabled: bool = True  # simulate the plan in every dry run, write sweeps/<sweep>/power.csv
+    noise: dict[str, float] = field(default_factory=lambda: {"all": 0.01})  # arm -> relative
+    #   sd of one run's final loss (`all`: every arm not named); a pilot sweep measures it
+    effect: float = 1.10  # the true LEV over its control (N_eff ratio) the simulation assumes
+    control_worth: float = 1.0  # the control's N_eff / N by total parameters
+    lr_curvature: float = 0.01  # relative loss per (log2 LR / optimum)^2 of every arm
+    lr_spread: float = 0.5  # sd (octaves) of the true optimum around the LR rule's, per size
+    ladders: int = 200  # simulated ladders
+    bootstrap: int = 200  # bootstrap replicates per ladder for the printed intervals
+
+    _checks = {"effect": above(0), "control_worth": above(0), "lr_curvature": in_range(0),
+               "lr_spread": in_range(0),
+               "ladders": at_least(20), "bootstrap": at_least(20)}
+
+
+@dataclass
 class GridConfig:
     name: str = "???"  # grid name; the sweep's name defaults to it
     family: str = "custom"  # experiment family (MLflow tag `family`), see FAMILIES
@@ -60,7 +80,13 @@ class GridConfig:
     tokens_per_param: list[float] = field(default_factory=lambda: [20.0])  # budgets, x N_dense
     tokens: list[int] | None = None  # absolute token budgets instead of tokens_per_param
     budget_params: str = "total"  # N for tokens_per_param: the Dense arm's total | body count
-    seeds: list[int] = field(default_factory=lambda: [0])  # model-init seeds, one pair each
+    seeds: list[int] = field(default_factory=lambda: [0])  # seeds, one pair each: a seed sets the
+    #   initialisation and the data order together (data.seed follows seed unless set)
+    seeds_by_arm: dict[str, list[int]] = field(default_factory=dict)  # arm -> its own seeds
+    #   (instead of `seeds`): e.g. more seeds on Leviathan and its control than on Dense; a pair
+    #   is (size, budget, seed) and holds the arms that run that seed
+    lr_sizes: list[str] | None = None  # sizes (as in sizes / dense_sizes) that sweep `lr`; the
+    #   others run the rule's LR only (null: every size sweeps)
     lr: list[float] = field(default_factory=lambda: [1.0])  # learning-rate variants of every
     #   (size, arm): multipliers of the run's default LR (lr_rule's, else trainer.lr); the
     #   analysis keeps the best per (size, arm, tokens, seed)
@@ -71,6 +97,7 @@ class GridConfig:
     #   (e.g. [0.5, 1, 2, 4]), each branch decaying over trainer.cooldown_fraction of its tokens
     overrides: list[str] = field(default_factory=list)  # applied to every run (before the CLI)
     iso_tolerance: float = 0.02  # isoparametric pairs must match total params within this
+    power: PowerSpec = field(default_factory=PowerSpec)  # the dry run's power analysis
 
     _checks = {
         "family": choice(*FAMILIES), "tokens_per_param": each(above(0)),
@@ -128,10 +155,29 @@ def validate(grid: GridConfig) -> GridConfig:
         if len(set(values)) != len(values) or (key != "cooldowns" and not values):
             raise _bad(key, f"must be a {'' if key == 'cooldowns' else 'non-empty '}list of "
                             f"distinct values, got {values!r}")
+    _check_allocation(grid)
     for o in grid.overrides:
         if "=" not in o:
             raise _bad("overrides", f"{o!r} is not a key=value override")
     return grid
+
+
+def _check_allocation(grid: GridConfig) -> None:
+    """seeds_by_arm, lr_sizes and the power model name what the grid has."""
+    for arm, seeds in grid.seeds_by_arm.items():
+        if arm not in grid.arms:
+            raise _bad(f"seeds_by_arm.{arm}", f"not an arm of this grid ({', '.join(grid.arms)})")
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise _bad(f"seeds_by_arm.{arm}", f"must be a non-empty list of distinct seeds >= 0, "
+                       f"got {seeds!r}")
+    unknown = set(grid.lr_sizes or ()) - set(grid.sizes) - set(grid.dense_sizes)
+    if unknown:
+        raise _bad("lr_sizes", f"{sorted(unknown)} are not in sizes or dense_sizes")
+    check_fields(grid.power, "grid.power", GridError)
+    for arm, sd in grid.power.noise.items():
+        if arm not in (*ARM_NAMES, "all") or not 0 < float(sd) < 0.5:
+            raise _bad(f"power.noise.{arm}", f"must be an arm ({', '.join(ARM_NAMES)}, all) "
+                       f"with a relative sd in (0, 0.5), got {sd!r}")
 
 
 def _check_arms(grid: GridConfig) -> None:
@@ -167,6 +213,26 @@ def _num(x: float) -> str:
     return f"{x:g}".replace(".", "p")
 
 
+def arm_seeds(grid: GridConfig, arm: str) -> list[int]:
+    """The seeds `arm` runs: grid.seeds_by_arm's, else grid.seeds."""
+    return list(grid.seeds_by_arm.get(arm, grid.seeds))
+
+
+def _variants(grid: GridConfig, sweep_name: str, pair: str, arm: str, size: str,
+              budget: tuple[str, float], seed: int, overrides: tuple[str, ...],
+              scales: list[float]) -> list[RunSpec]:
+    """One arm of one pair: each LR variant, each main run followed by its cooldown branches."""
+    runs = []
+    for scale in scales:
+        name = f"{sweep_name}-{pair}-{arm}" + (f"-lr{_num(scale)}" if len(grid.lr) > 1 else "")
+        runs.append(RunSpec(name=name, pair=pair, arm=arm, size_config=size, budget=budget,
+                            seed=seed, overrides=overrides, lr_scale=float(scale)))
+        runs += [RunSpec(name=f"{name}-cd{_num(m)}", pair=pair, arm=arm, size_config=size,
+                         budget=budget, seed=seed, overrides=overrides, lr_scale=float(scale),
+                         cooldown=float(m), main=name) for m in sorted(grid.cooldowns)]
+    return runs
+
+
 def expand(grid: GridConfig, sweep_name: str) -> list[RunSpec]:
     """Every run of the grid in a stable order: per (size, budget, seed) the pair's arms (dense
     first), each arm's LR variants, each main run followed by its cooldown branches; then the
@@ -177,25 +243,15 @@ def expand(grid: GridConfig, sweep_name: str) -> list[RunSpec]:
     runs: list[RunSpec] = []
     rungs = [(s, arms) for s in grid.sizes] + [(s, ["dense"]) for s in grid.dense_sizes]
     for size, size_arms in rungs:
+        scales = grid.lr if grid.lr_sizes is None or size in grid.lr_sizes else [1.0]
         for budget in budgets:
-            for seed in grid.seeds:
+            for seed in sorted({s for a in size_arms for s in arm_seeds(grid, a)}):
                 size_label = size.rsplit("/", 1)[-1]
                 pair = f"{size_label}-{_budget_label(kind, budget)}-s{seed}"
-                for arm in size_arms:
+                for arm in (a for a in size_arms if seed in arm_seeds(grid, a)):
                     # the arm's own overrides beat the grid-wide ones (the command line beats
                     # both: it is applied last, when each run is composed)
                     overrides = (f"model={size}", *grid.overrides, *grid.arms[arm])
-                    for scale in grid.lr:
-                        name = f"{sweep_name}-{pair}-{arm}" + (
-                            f"-lr{_num(scale)}" if len(grid.lr) > 1 else "")
-                        main = RunSpec(name=name, pair=pair, arm=arm, size_config=size,
-                                       budget=(kind, float(budget)), seed=int(seed),
-                                       overrides=overrides, lr_scale=float(scale))
-                        runs.append(main)
-                        for m in sorted(grid.cooldowns):
-                            runs.append(RunSpec(
-                                name=f"{name}-cd{_num(m)}", pair=pair, arm=arm, size_config=size,
-                                budget=(kind, float(budget)), seed=int(seed),
-                                overrides=overrides, lr_scale=float(scale), cooldown=float(m),
-                                main=name))
+                    runs += _variants(grid, sweep_name, pair, arm, size, (kind, float(budget)),
+                                      int(seed), overrides, scales)
     return runs

@@ -18,7 +18,7 @@ from leviathan.config import override_key
 from leviathan.sweep.grid import GridError, RunSpec, expand, to_grid_config
 
 # Overrides of the sweep command that belong to the sweep itself, not to its runs.
-SWEEP_ONLY = ("sweep", "grid", "launcher", "eval", "hydra")
+SWEEP_ONLY = ("sweep", "grid", "launcher", "eval", "hydra", "design")
 
 
 @dataclass
@@ -52,6 +52,7 @@ class PlannedRun:
     param_gap: float | None = None  # params_total / its pair's Dense params_total - 1 (None:
     #   no Dense in the pair); for an unmatched control, how far it is from parameter-matched
     config: dict[str, Any] = field(repr=False, default_factory=dict)  # resolved run config
+    lr_scale: float = 1.0  # the grid's LR variant: multiplier of the rule's (or trainer.lr)
 
     def row(self) -> dict[str, Any]:
         d = asdict(self)
@@ -220,7 +221,7 @@ def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:
         global_batch=rp.global_batch, lr=tc.lr, schedule=tc.schedule, cooldown=spec.cooldown,
         branch_of=spec.main, flops=flops, mfu=mfu, gpu_hours=flops / (mfu * peak) / 3600.0,
         config_hash=config_hash(container), param_matched=mc.parameter_matched,
-        config=container)
+        config=container, lr_scale=spec.lr_scale)
 
 
 def _run_overrides(spec: RunSpec, ctx: _Context) -> list[str]:

@@ -84,7 +84,7 @@ def test_make_fit_scaling_passes_config_overrides():
 def test_readme_lists_every_fit_key_with_its_default():
     readme = (REPO / "README.md").read_text()
     for f in dataclasses.fields(FitConfig):
-        default = f.default
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         shown = f"[{', '.join(f'{b:g}' for b in default)}]" if isinstance(default, tuple) \
             else f"{default:g}" if isinstance(default, float) else str(default)
         assert f"| `fit.{f.name}` | `{shown}` |" in readme, f.name

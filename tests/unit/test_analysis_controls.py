@@ -173,8 +173,11 @@ def test_lev_equal_to_untying_is_1_over_dense_untied_in_every_basis(tmp_path, ca
     assert list(c.columns[1:7]) == ["size", "control", "basis", "ratio", "ratio_lo", "ratio_hi"]
     assert set(c["control"]) == {"dense_untied"} and len(c) == 4 * 3
     assert set(c["basis"]) == {"params", "body", "compute"}
-    for row in c.itertuples():
-        assert row.ratio_lo <= 1.0 <= row.ratio_hi, (row.size, row.basis, row.ratio)
+    # 4 sizes at 95% (each size's three bases read one loss gap; the noise is estimated per
+    # arm, from 8 degrees of freedom each): at most one size misses 1, and none by much
+    covers = ((c["ratio_lo"] <= 1.0) & (1.0 <= c["ratio_hi"])).groupby(c["size"]).all()
+    assert covers.sum() >= 3, c[["size", "basis", "ratio", "ratio_lo", "ratio_hi"]]
+    assert ((c["ratio_lo"] < 1.02) & (c["ratio_hi"] > 0.98)).all()
     by_params = c[c["basis"] == "params"]  # the multipliers' ratio: 1.33-1.64x, not 1
     assert (by_params["lev_multiplier"] / by_params["control_multiplier"] > 1.3).all()
     head = capsys.readouterr().out

@@ -130,8 +130,11 @@ def test_one_seed_says_the_interval_excludes_run_to_run_noise(tmp_path):
     assert main(["--csv", str(tmp_path / "one.csv"), "--out", str(tmp_path / "fit"),
                  "--bootstrap", "50"]) == 0
     summary = (tmp_path / "fit" / "summary.md").read_text()
-    assert "One seed per arm and size: the interval excludes run-to-run noise" in summary
-    assert "seeds: one per arm and size: **intervals exclude run-to-run noise**" in summary
+    assert "Intervals (95% bootstrap, the Dense curve refitted each time): fit only (excludes " \
+        "run-to-run noise): one seed per arm and size and no noise level given" in summary
+    assert "seeds: one per arm and size, no noise level given: **intervals are fit only " \
+        "(excludes run-to-run noise)**" in summary
+    assert "fit only (excludes run-to-run noise) |" in summary  # beside each multiplier
     assert "Huber loss (δ = 0.02) of the log residuals" in summary
     mm = pd.read_csv(tmp_path / "fit" / "multipliers.csv")
     assert set(mm["interval"]) == {"fit"} and set(mm["basis"]) == {"params"}

@@ -19,6 +19,7 @@ HEAVY = ("torch", "lightning", "mlflow", "submitit", "matplotlib")
 CLIS = {
     "leviathan.train": "hydra",
     "leviathan.sweep.__main__": "hydra",
+    "leviathan.sweep.design": "hydra",
     "leviathan.sweep.status": "argparse",
     "leviathan.sweep.selfcheck": "argparse",
     "leviathan.eval.__main__": "argparse",

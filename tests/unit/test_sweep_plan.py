@@ -204,3 +204,65 @@ def test_paper_grids_have_dense_only_rungs_above_their_pairs(grid, rungs, tmp_pa
         assert text.split(f"| {r.run} |")[1].split("\n")[0].endswith(
             f"| {r.flops:.3g} | {r.mfu:.3g} | {r.gpu_hours:.3g} |")
     assert f"{len(df)} runs ({len(df[df.arm == 'dense'])} dense" in text  # the totals count them
+
+
+def test_a_seed_varies_init_and_data_order_and_the_pair_still_shares_it(tmp_path):
+    """Issue 23.2: data.seed follows seed (a seed changes the initialisation and the data order
+    together); the arms of a pair share it and the pair check holds; set explicitly, it stays."""
+    _cfg, plan = plan_for(["+grid=smoke", "grid.seeds=[0,1,2]"], tmp_path)
+    by_pair: dict = {}
+    for r in plan.runs:
+        assert r.config["data"]["seed"] == r.config["seed"] == r.seed
+        by_pair.setdefault(r.pair, set()).add(r.config["data"]["seed"])
+    assert all(len(s) == 1 for s in by_pair.values())  # one data order per pair
+    assert {next(iter(s)) for s in by_pair.values()} == {0, 1, 2}  # and one per seed
+    _cfg, plan = plan_for(["+grid=smoke", "grid.seeds=[0,1]", "data.seed=5"], tmp_path / "b")
+    assert {r.config["data"]["seed"] for r in plan.runs} == {5}
+    assert {r.config["seed"] for r in plan.runs} == {0, 1}
+
+
+@pytest.mark.slow
+def test_dry_run_prints_and_writes_the_power_analysis_within_a_minute(tmp_path):
+    """Issue 23.5: every dry run simulates the plan (grid.power) beside its GPU-hours and
+    writes sweeps/<sweep>/power.csv, in <= 60 s for the shipped isoparametric grid."""
+    import time
+
+    t0 = time.perf_counter()
+    out = _cli(["+grid=isoparametric", "sweep.dry_run=true", f"paths.root_dir={tmp_path}"], REPO)
+    took = time.perf_counter() - t0
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Power analysis (200 simulated ladders" in out.stdout and took <= 60, took
+    power = pd.read_csv(tmp_path / "sweeps" / "isoparametric" / "power.csv")
+    assert {"quantity", "size", "half_width", "empirical", "coverage", "detectable",
+            "gpu_hours"} <= set(power.columns)
+    assert "lev_over_control_pooled" in set(power["quantity"])
+    out = _cli(["+grid=isoparametric", "sweep.dry_run=true", "grid.power.ladders=5",
+                f"paths.root_dir={tmp_path}"], REPO)
+    assert out.returncode == 2 and "grid.power.ladders" in out.stderr
+
+
+@pytest.mark.slow
+def test_design_cli_writes_a_grid_the_sweep_launches_unchanged(tmp_path):
+    """Issue 23.6: the design search's winner is a grid YAML that plans as is; a budget below
+    the cheapest admissible design fails naming the key and the smallest budget that works."""
+    import yaml
+
+    out = subprocess.run([sys.executable, "-m", "leviathan.sweep.design", "+grid=isoparametric",
+                          "design.budget_gpu_h=300", f"design.out={tmp_path}",
+                          "design.name=iso_small", f"paths.root_dir={tmp_path}"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Best designs within 300 GPU-hours" in out.stdout
+    grid = yaml.safe_load((tmp_path / "iso_small.yaml").read_text())
+    assert grid.pop("defaults") == ["schema", "_self_"]  # as every conf/grid file
+    assert grid["name"] == "iso_small" and grid["seeds_by_arm"]["leviathan"]
+    from leviathan.sweep.grid import expand, to_grid_config
+
+    runs = expand(to_grid_config(grid), "iso_small")
+    assert {r.arm for r in runs} == {"dense", "leviathan", "factorized"}
+    out = subprocess.run([sys.executable, "-m", "leviathan.sweep.design", "+grid=isoparametric",
+                          "design.budget_gpu_h=3", f"paths.root_dir={tmp_path}"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert "design.budget_gpu_h: 3 GPU-hours is below the cheapest admissible design" in \
+        out.stderr and "the smallest budget that works" in out.stderr

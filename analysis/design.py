@@ -1,0 +1,222 @@
+"""The design search: the allocation of a GPU-hour budget that answers the question best.
+
+A family's grid fixes the arms, the candidate sizes and the Dense-only rungs; the search varies
+how the budget is spent (SCIENCE.md §4: seeds where the noise is, an LR sweep where the optimum
+is uncertain, Dense rungs at one LR):
+- seeds on Leviathan and its control (the arms whose ratio is the question), 1 to 12;
+- seeds on Dense (1 or 2);
+- which sizes sweep the grid's LR variants: every size, or the smallest and largest (the others
+  run the rule's LR: the truth model's `lr_spread` makes that cost what it costs). Never none:
+  each arm gets its own tuned LR from the same sweep (SCIENCE.md §1), and an arm whose optimum
+  sits away from the rule is seen only where the LR is swept;
+- the Dense-only rungs always kept, at one LR (an effective size is read by interpolation, not
+  beyond the largest Dense point: SCIENCE.md §3; the power model does not see that risk, so the
+  search may not trade it away);
+- the largest paired size kept or dropped.
+Tokens per parameter stay the grid's (a change would need the truth model's L(N, D)).
+Every candidate within the budget is simulated (analysis.power, fewer ladders), the best few
+again at full size; the target is one headline number's predicted half-width (default: the
+pooled LEV over its control).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, replace
+
+import pandas as pd
+
+from analysis.power import CONTROL_ARMS, Cell, PowerModel, design_cost, simulate
+from leviathan.errors import LeviathanError
+
+TARGETS = ("lev_over_control_pooled", "multiplier")
+SEARCH_LADDERS, SEARCH_BOOTSTRAP = 80, 80
+
+
+class DesignError(LeviathanError, ValueError):
+    """A design search cannot run: the message names the key (design.<key>)."""
+
+
+@dataclass
+class Candidate:
+    knobs: dict  # the allocation's choices
+    cells: list  # analysis.power.Cell
+    cost: float  # GPU-hours
+    width: float = math.nan  # predicted 95% half-width of the target
+    table: pd.DataFrame | None = None
+
+
+def _target_width(table: pd.DataFrame, target: str, col: str = "half_width") -> float:
+    if target == "multiplier":
+        rows = table[(table["quantity"] == "multiplier") & (table["arm"] == "leviathan")]
+        return float(rows[col].max()) if len(rows) else math.nan
+    rows = table[table["quantity"] == target]
+    return float(rows[col].iloc[0]) if len(rows) else math.nan
+
+
+def _score(table: pd.DataFrame, target: str) -> float:
+    """What the search minimises: the larger of the predicted half-width and the simulated
+    spread, so a design whose intervals would claim more than they hold does not win by it."""
+    return max(_target_width(table, target), _target_width(table, target, "empirical"))
+
+
+def candidates(base: list[Cell], lrs: tuple[float, ...]) -> list[Candidate]:
+    """Every allocation of the search space (module docstring) over the base cells (one seed,
+    the rule's LR; Dense-only rungs are the Dense cells at sizes no other arm has)."""
+    arms = {c.arm for c in base}
+    paired = sorted({c.size for c in base if c.arm != "dense"},
+                    key=lambda s: next(c.params for c in base if c.size == s))
+    out = []
+    for seeds, dense_seeds, sweep, rungs, top in itertools.product(
+            range(1, 13), (1, 2), ("all", "ends"), (True,), (True, False)):
+        sizes = paired if top else paired[:-1]
+        swept = {"all": set(sizes), "ends": {sizes[0], sizes[-1]}}[sweep]
+        cells = []
+        for c in base:
+            is_rung = c.size not in paired
+            if (is_rung and not rungs) or (not is_rung and c.size not in sizes):
+                continue
+            n = dense_seeds if c.arm == "dense" else seeds
+            cells.append(replace(c, seeds=1 if is_rung else n,
+                                 lrs=lrs if c.size in swept else (1.0,)))
+        if len({c.size for c in cells if c.arm == "dense"}) < 3:
+            continue
+        knobs = {"seeds": seeds, "dense_seeds": dense_seeds, "lr_sweep": sweep,
+                 "dense_rungs": rungs, "largest_pair": top, "sizes": sizes,
+                 "lr_sizes": sorted(swept, key=paired.index)}
+        out.append(Candidate(knobs, cells, design_cost(cells)))
+    return out if arms else []
+
+
+def search(base: list[Cell], lrs: tuple[float, ...], budget: float, model: PowerModel,
+           target: str = "lev_over_control_pooled", top: int = 5) -> list[Candidate]:
+    """The best `top` allocations within `budget` GPU-hours, best first (width: the target's
+    predicted half-width at the model's full ladders and bootstrap)."""
+    if target not in TARGETS:
+        raise DesignError(f"design.target: {target!r} is not a headline number; allowed: "
+                          f"{', '.join(TARGETS)}")
+    if target == "lev_over_control_pooled" and not any(c.arm in CONTROL_ARMS for c in base):
+        raise DesignError(f"design.target: {target!r} needs a control arm ("
+                          f"{', '.join(CONTROL_ARMS)}); this family has "
+                          f"{', '.join(sorted({c.arm for c in base}))}: use design.target="
+                          "multiplier")
+    pool = candidates(base, lrs)
+    fits = [c for c in pool if c.cost <= budget]
+    admissible = [c for c in pool if _admissible(c, target)]
+    if not [c for c in fits if _admissible(c, target)]:
+        cheapest = min(c.cost for c in admissible)
+        raise DesignError(f"design.budget_gpu_h: {budget:g} GPU-hours is below the cheapest "
+                          f"admissible design ({cheapest:.4g} GPU-hours: the smallest budget "
+                          f"that works for design.target={target})")
+    fits = _frontier([c for c in fits if _admissible(c, target)])
+    quick = replace(model, ladders=min(model.ladders, SEARCH_LADDERS),
+                    bootstrap=min(model.bootstrap, SEARCH_BOOTSTRAP))
+    for c in fits:
+        c.width = _score(simulate(c.cells, quick), target)
+    best = sorted(fits, key=lambda c: (c.width, c.cost))[: top * 2]
+    for c in best:
+        c.table = simulate(c.cells, model)
+        c.width = _score(c.table, target)
+    return sorted(best, key=lambda c: (c.width, c.cost))[:top]
+
+
+def _admissible(c: Candidate, target: str) -> bool:
+    """The target has an interval: run-to-run noise from the design's own seeds."""
+    return c.knobs["seeds"] >= 2 or target == "multiplier" and c.knobs["dense_seeds"] >= 2
+
+
+def _frontier(cands: list[Candidate]) -> list[Candidate]:
+    """Per structural choice (everything but the Leviathan/control seeds), only the most seeds
+    the budget allows: more seeds there never widen the target."""
+    best: dict = {}
+    for c in cands:
+        key = tuple((k, str(v)) for k, v in c.knobs.items() if k != "seeds")
+        if key not in best or c.knobs["seeds"] > best[key].knobs["seeds"]:
+            best[key] = c
+    return list(best.values())
+
+
+def design_md(found: list[Candidate], budget: float, target: str, reference=None) -> str:
+    """The best designs, one line each, with cost and predicted widths."""
+    out = [f"Best designs within {budget:.4g} GPU-hours (target: {target}; ± is the larger of "
+           "the predicted 95% half-width and the simulated spread):", "",
+           "| # | GPU-h | target ± | seeds (lev/ctl) | Dense seeds | LR sweep at | Dense rungs "
+           "| sizes |", "|---|---|---|---|---|---|---|---|"]
+    for i, c in enumerate(found, 1):
+        k = c.knobs
+        out.append(f"| {i} | {c.cost:.4g} | ±{c.width:.1%} | {k['seeds']} | {k['dense_seeds']} "
+                   f"| {', '.join(k['lr_sizes']) or 'none'} | {'yes' if k['dense_rungs'] else 'no'}"
+                   f" | {len(k['sizes'])} |")
+    if reference is not None:
+        out.append(f"\nThe grid as it stands: {reference[1]:.4g} GPU-hours, ±{reference[0]:.1%}.")
+    return "\n".join(out)
+
+
+def cells_for_grid(base: list[Cell], grid: dict) -> list[Cell]:
+    """The cells a grid's own allocation gives (seeds, seeds_by_arm, lr, lr_sizes) from the base
+    cells (one per arm and size: parameters and cost per run)."""
+    by_name = {s.rsplit("/", 1)[-1]: s for s in [*grid["sizes"], *grid.get("dense_sizes", [])]}
+    lr_sizes = grid.get("lr_sizes")
+    out = []
+    for c in base:
+        seeds = grid.get("seeds_by_arm", {}).get(c.arm, grid["seeds"])
+        swept = lr_sizes is None or by_name.get(c.size) in lr_sizes
+        out.append(replace(c, seeds=len(seeds),
+                           lrs=tuple(sorted(grid["lr"])) if swept else (1.0,)))
+    return out
+
+
+def designed_grid(grid: dict, best: Candidate, budget: float, target: str, model: PowerModel,
+                  reference: tuple[float, float]) -> tuple[dict, str]:
+    """(the winner as a grid config dict, its header comment)."""
+    by_name = {s.rsplit("/", 1)[-1]: s for s in [*grid["sizes"], *grid.get("dense_sizes", [])]}
+    k = best.knobs
+    out = {key: grid[key] for key in ("family", "arms", "tokens_per_param", "lr", "lr_rule",
+                                      "overrides", "iso_tolerance") if key in grid}
+    out["sizes"] = [by_name[s] for s in k["sizes"]]
+    out["dense_sizes"] = list(grid.get("dense_sizes", [])) if k["dense_rungs"] else []
+    out["seeds"] = list(range(k["dense_seeds"]))
+    out["seeds_by_arm"] = {a: list(range(k["seeds"])) for a in grid["arms"] if a != "dense"}
+    out["lr_sizes"] = [by_name[s] for s in k["lr_sizes"]]
+    out["power"] = {key: getattr(model, key) for key in
+                    ("noise", "effect", "control_worth", "lr_curvature", "lr_spread")}
+    t = best.table
+    lines = [f"Chosen by the design search (python -m leviathan.sweep.design +grid="
+             f"{grid['name']} design.budget_gpu_h={budget:g}): ~{best.cost:.4g} GPU-hours; "
+             f"predicted 95% half-width of {target} ±{best.width:.1%} (the grid before: "
+             f"±{reference[0]:.1%} at {reference[1]:.4g} GPU-hours), under the power model "
+             f"below ({model.ladders} simulated ladders)."]
+    if t is not None:
+        per = t[t["quantity"] == "lev_over_control"]
+        if len(per):
+            lines.append(f"LEV over its control per size: ±{per['half_width'].min():.1%} to "
+                         f"±{per['half_width'].max():.1%}; pooled ±"
+                         f"{_target_width(t, 'lev_over_control_pooled'):.1%}.")
+        mult = t[(t["quantity"] == "multiplier") & (t["arm"] == "leviathan")]
+        if len(mult):
+            lines.append(f"Leviathan's multiplier per size: ±{mult['half_width'].min():.1%} to "
+                         f"±{mult['half_width'].max():.1%}.")
+    return out, "\n".join(lines)
+
+
+def run_search(base_frame: pd.DataFrame, grid: dict, design: dict) -> tuple[str, dict, str]:
+    """The design CLI's work (leviathan.sweep.design names it): (printed text, the winner as a
+    grid dict, its header comment). base_frame: the plan of the family's grid at one seed and
+    the rule's LR (each (arm, size)'s cost per run)."""
+    from analysis.power import cells_from_plan, model_from_grid
+
+    base = cells_from_plan(base_frame)
+    model = model_from_grid(grid.get("power", {}))
+    budget = design.get("budget_gpu_h")
+    if budget is None or not float(budget) > 0:
+        raise DesignError(f"design.budget_gpu_h: give the GPU-hour budget (> 0), got {budget!r}")
+    target = str(design.get("target", "lev_over_control_pooled"))
+    ref_cells = cells_for_grid(base, grid)
+    ref_target = target if target in TARGETS else "lev_over_control_pooled"
+    reference = (_score(simulate(ref_cells, model), ref_target), design_cost(ref_cells))
+    found = search(base, tuple(sorted(grid["lr"])), float(budget), model, target,
+                   int(design.get("top", 5)))
+    text = design_md(found, float(budget), target, reference)
+    winner, header = designed_grid(grid, found[0], float(budget), target, model, reference)
+    return text, winner, header

@@ -1,0 +1,219 @@
+"""Issue 23: honest intervals, and the power analysis / design search that predicts them.
+
+Every simulation goes through the analysis's own pieces (analysis.power: the LR rule, the
+per-arm noise replicates, the batched Dense refits), all ladders at once."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers.sweep import plan_for
+
+from analysis.config import FIT_DELTA
+from analysis.design import DesignError, cells_for_grid, run_search, search
+from analysis.lr_selection import keep_batch, select_lr
+from analysis.matchings import dense_draws, x_eff
+from analysis.power import PowerModel, cells_from_plan, design_cost, simulate
+
+
+@pytest.fixture(scope="module")
+def iso(tmp_path_factory):
+    """The shipped isoparametric grid: its base plan (one seed, the rule's LR: each (arm,
+    size)'s cost per run), its own cells, and the grid."""
+    from dataclasses import asdict
+
+    from leviathan.sweep.grid import to_grid_config
+
+    root = tmp_path_factory.mktemp("iso")
+    cfg, plan = plan_for(["+grid=isoparametric", "grid.seeds=[0]", "grid.lr=[1.0]"], root)
+    base = cells_from_plan(plan.frame())
+    from leviathan.config import compose
+
+    grid = asdict(to_grid_config(compose("sweep", ["+grid=isoparametric"]).grid))
+    return base, cells_for_grid(base, grid), grid
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sigma", [0.005, 0.01])
+def test_shipped_isoparametric_intervals_cover_the_truth(iso, sigma):
+    """>= 200 simulated ladders of the shipped isoparametric design, true LEV over its control
+    1.10: every printed 95% interval (multiplier per size, LEV/control per size and pooled)
+    covers the truth in >= 90% of them, and the predicted half-width is within 20% of the
+    estimates' own spread (or wider: conservative, never narrower by more)."""
+    _, cells, grid = iso
+    t0 = time.perf_counter()
+    table = simulate(cells, PowerModel(noise={"all": sigma}, ladders=200, bootstrap=200,
+                                       seed=11))
+    print(f"\n{time.perf_counter() - t0:.1f}s\n", table.round(3).to_string())
+    assert set(table["quantity"]) == {"multiplier", "lev_over_control",
+                                      "lev_over_control_pooled"}
+    assert (table["coverage"] >= 0.90).all(), table[table["coverage"] < 0.9]
+    assert (table["half_width"] >= 0.8 * table["empirical"]).all()
+
+
+def test_a_seeded_design_predicts_its_own_spread(iso):
+    """Issue 23.5's self-check: with the design's own seeds (no level given), the predicted
+    half-width of every LEV/control number is never more than 20% narrower than the simulated
+    spread (no interval claims more than it holds) and at most 30% wider (measured: 12-27%
+    wider: the LR choice on the seed mean keeps the least of three means, which varies less
+    than one mean, and the noise level's own uncertainty widens each replicate), and the
+    intervals cover."""
+    from dataclasses import replace
+
+    base, _, _ = iso
+    cells = [replace(c, seeds=4 if c.arm != "dense" else 2, lrs=(0.5, 1.0, 2.0))
+             for c in base]
+    table = simulate(cells, PowerModel(noise={"all": 0.01}, ladders=200, bootstrap=200,
+                                       seed=3))
+    ratios = table[table["quantity"].str.startswith("lev_over_control")]
+    print("\n", ratios[["size", "half_width", "empirical", "coverage", "bias"]].round(3))
+    assert (ratios["half_width"] >= 0.8 * ratios["empirical"]).all(), ratios
+    assert (ratios["half_width"] <= 1.3 * ratios["empirical"]).all(), ratios
+    assert (ratios["coverage"] >= 0.9).all()
+
+
+def test_one_seed_and_no_noise_level_shows_no_lev_interval(tmp_path):
+    """The headline: with one seed and no noise level, the multipliers say 'fit only' and LEV
+    over its control (per size and pooled) has no interval; a given level brings them back."""
+    from analysis.fit_scaling import main
+    from analysis.toyworld import toy_world
+
+    csv = tmp_path / "one.csv"
+    toy_world("params", {"leviathan": 1.3, "factorized": 1.1}, seeds=1, noise=0.005).to_csv(
+        csv, index=False)
+    assert main(["--csv", str(csv), "--out", str(tmp_path / "a"), "--bootstrap", "60"]) == 0
+    s = (tmp_path / "a" / "summary.md").read_text()
+    assert "(no interval: one seed and no noise level)" in s
+    assert "**LEV over its control, pooled**" in s
+    lev = [ln for ln in s.splitlines() if "LEV over its control" in ln and ln.startswith("|")]
+    assert lev and all("[" not in ln for ln in lev)  # no LEV/control interval anywhere
+    assert "fit only (excludes run-to-run noise)" in s
+    assert main(["--csv", str(csv), "--out", str(tmp_path / "b"), "--bootstrap", "60",
+                 "+fit.seed_noise.all=0.005"]) == 0
+    s = (tmp_path / "b" / "summary.md").read_text()
+    lev = [ln for ln in s.splitlines() if "LEV over its control" in ln and ln.startswith("|")]
+    assert all("[" in ln for ln in lev)
+    assert "run-to-run noise from a level measured elsewhere" in s
+    pooled = pd.read_csv(tmp_path / "b" / "lev_vs_control_pooled.csv")
+    per = pd.read_csv(tmp_path / "b" / "lev_vs_control.csv")
+    for (basis,), p in pooled.groupby(["basis"]):
+        sizes = per[per["basis"] == basis]
+        assert p["ratio_lo"].item() <= p["ratio"].item() <= p["ratio_hi"].item()
+        # a pooled ratio is tighter than any one size's
+        assert (np.log(p["ratio_hi"] / p["ratio_lo"]).item()
+                < np.log(sizes["ratio_hi"] / sizes["ratio_lo"]).min())
+
+
+def test_noise_from_a_pilot_sweep(tmp_path, capsys):
+    """--noise-from reads each arm's noise from a pilot's seeds; an unseeded pilot is refused."""
+    from analysis.fit_scaling import main
+    from analysis.toyworld import toy_world
+
+    toy_world("params", {"leviathan": 1.3, "factorized": 1.1}, seeds=3, noise=0.01,
+              seed=5).to_csv(tmp_path / "pilot.csv", index=False)
+    toy_world("params", {"leviathan": 1.3, "factorized": 1.1}, seeds=1, noise=0.005).to_csv(
+        tmp_path / "one.csv", index=False)
+    assert main(["--csv", str(tmp_path / "one.csv"), "--out", str(tmp_path / "f"),
+                 "--bootstrap", "40", "--noise-from", str(tmp_path / "pilot.csv")]) == 0
+    s = (tmp_path / "f" / "summary.md").read_text()
+    assert "measured elsewhere (fit.seed_noise / --noise-from): dense 0." in s
+    assert main(["--csv", str(tmp_path / "one.csv"), "--out", str(tmp_path / "g"),
+                 "--bootstrap", "40", "--noise-from", str(tmp_path / "one.csv")]) == 2
+    assert "no arm has two or more seeds" in capsys.readouterr().err
+
+
+def _flat_vs_sharp(rule: str, sigma: float, seeds: int, m: int = 400) -> float:
+    """Median relative error of Leviathan's multiplier when Dense's LR curve is sharp (5% per
+    octave^2) and Leviathan's flat, 3 LRs, `seeds` seeds, the kept losses picked by `rule`
+    (per_seed: today's best of each seed; mean: analysis.lr_selection's rule)."""
+    rng = np.random.default_rng(1)
+    n = np.geomspace(60e6, 420e6, 6)
+    a_true, alpha, b = 1.81 * 60e6 ** 0.34, 0.34, 1.69
+    u = np.log2([0.5, 1.0, 2.0])
+    kept = {}
+    for arm, curv, worth in (("dense", 0.05, 1.0), ("leviathan", 0.0, 1.3)):
+        clean = b + a_true * (worth * n) ** -alpha  # (6,)
+        grid = clean[None, :, None, None] * (1 + curv * u ** 2) * (
+            1 + sigma * rng.standard_normal((m, 6, seeds, 3)))
+        if rule == "per_seed":
+            loss = grid.min(axis=-1)
+        else:
+            _, per = keep_batch(grid)
+            loss = np.take_along_axis(grid, per[..., None], axis=-1)[..., 0]
+        kept[arm] = loss.mean(axis=-1)  # (M, 6) mean over seeds
+    fit = dense_draws(n, np.log(kept["dense"]), np.ones((m, 6)), [a_true, alpha], b, FIT_DELTA)
+    mult = x_eff(fit[:, :1], fit[:, 1:], b, kept["leviathan"]) / n
+    return float(np.median(mult / 1.3) - 1)
+
+
+def test_flat_vs_sharp_lr_curves_the_seed_mean_shrinks_the_bias():
+    """Issue 23.3: one arm's LR curve flat, the other's sharp. Today's per-seed choice biases
+    the flat arm's loss down by ~0.85 sigma whatever the seeds, and so its multiplier up (~3% at
+    sigma 0.5%); choosing on the seed mean (every seed kept at that LR) shrinks that as
+    1/sqrt(seeds). NOT the issue's 'unbiased within 1%': at sigma 0.5% it takes 8 seeds to reach
+    ~1% (measured: +1.6% at 3 seeds, +1.0% at 8; +3.2% / +2.0% at sigma 1%)."""
+    for seeds in (3, 8):
+        old = _flat_vs_sharp("per_seed", 0.005, seeds)
+        new = _flat_vs_sharp("mean", 0.005, seeds)
+        print(f"\n{seeds} seeds: per-seed choice {old:+.2%}, seed-mean choice {new:+.2%}")
+        assert old > 0.02  # today's rule is biased (by the flat arm's winner's curse)
+        assert 0 <= new < 1.3 * old / math.sqrt(seeds)
+
+
+def test_vertex_estimator_reads_the_optimum_from_a_quadratic():
+    """fit.lr_estimator=vertex: loss = L* + 0.05 (log2 lr - 0.3)^2 (one curvature, pooled
+    across sizes), optimum off the grid: the chosen LR is 2^0.3 and the kept runs' losses move
+    to L*; the seed-mean choice would keep lr 1 at L* + 0.0045."""
+    rows = []
+    for size, lstar in (("a", 3.0), ("b", 2.8), ("c", 2.6)):
+        for seed in ("0", "1"):
+            for lr in (0.5, 1.0, 2.0):
+                rows.append({"family": "f", "arm": "dense", "size": size, "seed": seed,
+                             "lr": lr, "tokens": 1e9, "status": "FINISHED", "reason": "",
+                             "loss": lstar + 0.05 * (math.log2(lr) - 0.3) ** 2})
+    table = pd.DataFrame(rows)
+    ch = select_lr(table, estimator="vertex")
+    assert np.allclose(ch["lr"], 2 ** 0.3, rtol=1e-6) and (ch["estimator"] == "vertex").all()
+    kept = table[table["reason"] == ""]
+    assert len(kept) == 6 and (kept["lr"] == 1.0).all()
+    assert np.allclose(kept.groupby("size")["loss"].mean(), [3.0, 2.8, 2.6], rtol=1e-9)
+
+
+@pytest.mark.slow
+def test_design_search_beats_the_shipped_grid_at_its_cost(iso):
+    """At the shipped isoparametric grid's own GPU-hours, the search finds a design whose
+    pooled LEV/control half-width is at most 2/3 of the shipped grid's, within 2 minutes."""
+    base, cells, grid = iso
+    budget = design_cost(cells)
+    t0 = time.perf_counter()
+    text, winner, header = run_search(_frame(base), grid, {"budget_gpu_h": budget})
+    took = time.perf_counter() - t0
+    print(f"\n{took:.1f}s\n{text}\n{header}")
+    shipped = float(text.split("The grid as it stands: ")[1].split("±")[1].split("%")[0])
+    best = float(text.split("\n| 1 | ")[1].split("±")[1].split("%")[0])
+    assert best <= 2 / 3 * shipped and took < 120
+    assert winner["seeds_by_arm"]["leviathan"] and winner["lr_sizes"]
+
+
+def _frame(base) -> pd.DataFrame:
+    """A plan frame of base cells (one run each) for run_search."""
+    return pd.DataFrame([{"run": f"{c.arm}-{c.size}", "arm": c.arm, "size": c.size,
+                          "params_total": c.params, "seed": 0, "lr_scale": 1.0,
+                          "gpu_hours": c.gpu_hours, "branch_of": None} for c in base])
+
+
+def test_design_search_bad_input_names_the_key(iso):
+    base, _, grid = iso
+    with pytest.raises(DesignError, match=r"design\.budget_gpu_h: 5 GPU-hours is below the "
+                       r"cheapest admissible design \([0-9.]+ GPU-hours: the smallest budget"):
+        search(base, (0.5, 1.0, 2.0), 5.0, PowerModel(ladders=20, bootstrap=20))
+    no_control = [c for c in base if c.arm != "factorized"]
+    with pytest.raises(DesignError, match=r"design\.target: 'lev_over_control_pooled' needs a "
+                       "control arm"):
+        search(no_control, (0.5, 1.0, 2.0), 500.0, PowerModel(ladders=20, bootstrap=20))
+    with pytest.raises(DesignError, match=r"design\.budget_gpu_h: give the GPU-hour budget"):
+        run_search(_frame(base), grid, {"budget_gpu_h": None})
