@@ -248,9 +248,15 @@ def report_plan(frame: pd.DataFrame, grid: dict, sweep_dir) -> str:
     sweep_dir/power.csv, return the printed section."""
     from pathlib import Path
 
+    from leviathan.errors import LeviathanError
+
     cells = cells_from_plan(frame)
     model = model_from_grid(grid.get("power", {}))
-    table = simulate(cells, model)
+    try:
+        table = simulate(cells, model)
+    except LeviathanError as e:  # e.g. one size: no power law to fit, nothing to predict
+        return (f"\nPower analysis: not possible for this plan ({e}); "
+                "grid.power.enabled=false leaves it out")
     path = Path(sweep_dir) / "power.csv"
     table.assign(gpu_hours=design_cost(cells)).to_csv(path, index=False)
     return "\n" + power_md(table, cells, model) + f"\n(written to {path})"

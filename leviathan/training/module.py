@@ -38,7 +38,7 @@ class LanguageModelModule(pl.LightningModule):
         self._loss_sum: torch.Tensor | None = None  # micro-batch losses since the last step
         self._loss_n = 0
         self.pending: list[tuple[int, torch.Tensor, float]] = []  # (step, [loss, norm], lr)
-        self.last: dict[str, float] = {}  # loss, grad_norm, lr of the last flushed step
+        self._last: dict[str, float] = {}  # loss, grad_norm, lr of the last flushed step
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, V_pad)
         return self.model(idx)
@@ -66,6 +66,16 @@ class LanguageModelModule(pl.LightningModule):
         self.pending.append((self.trainer.global_step + 1, torch.stack([loss, norm.float()]),
                              optimizer.param_groups[0]["lr"]))
 
+    @property
+    def last(self) -> dict[str, float]:
+        """train/loss, grad_norm and lr of the latest optimizer step. Reading it waits for the
+        device when that step is not flushed yet (it does not consume pending steps)."""
+        if self.pending:
+            _, values, lr = self.pending[-1]
+            loss, norm = values.tolist()
+            return {"train/loss": loss, "grad_norm": norm, "lr": lr}
+        return dict(self._last)
+
     def flush(self) -> list[tuple[int, dict[str, float]]]:
         """The steps recorded since the last flush as (step, {train/loss, grad_norm, lr}), read
         from the device in one transfer; raises NonFiniteLoss at the first non-finite one."""
@@ -77,7 +87,7 @@ class LanguageModelModule(pl.LightningModule):
             check_finite(self.tc, loss, norm, step)
             out.append((step, {"train/loss": loss, "grad_norm": norm, "lr": lr}))
         self.pending.clear()
-        self.last = dict(out[-1][1])
+        self._last = dict(out[-1][1])
         return out
 
     def on_train_start(self) -> None:
