@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from helpers import REPO, TOKENIZERS
 
@@ -18,7 +19,7 @@ from leviathan.data.tokenizer import (
     known_vocab_files,
     stage,
 )
-from leviathan.data.tokens import Packer, flatten_with_eot
+from leviathan.data.tokens import DocEncoder, Packer
 
 O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 
@@ -99,9 +100,27 @@ def test_o200k_roundtrip_and_eot():
 
 
 def test_flatten_and_pack_without_padding():
-    flat = flatten_with_eot([[1, 2, 3], [4], []], eot=9)
-    assert flat.tolist() == [1, 2, 3, 9, 4, 9, 9]
+    enc = DocEncoder("o200k_base", 1)
+    flat = enc._join([np.array(x, np.uint32) for x in ([1, 2, 3], [4], [])])
+    eot = enc.eot
+    assert flat.tolist() == [1, 2, 3, eot, 4, eot, eot] and flat.dtype == np.uint32
+    flat[flat == eot] = 9
     p = Packer(3)
     assert p.push(flat[:2]).shape == (0, 3)
     w = p.push(flat[2:])
     assert w.tolist() == [[1, 2, 3], [9, 4, 9]] and p.leftover.tolist() == [9]
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_doc_encoder_gives_encode_ordinary_ids(threads):
+    """The buffer path gives exactly encode_ordinary's ids, special-token text and lone
+    surrogates included, in order, with EOT after each document."""
+    enc = DocEncoder("o200k_base", threads)
+    texts = ["plain text", "<|endoftext|> is text here", "Ünïcödé 🐋", "lone \ud800 surrogate",
+             "", "x" * 5000]
+    ids, lengths = enc.encode_lengths(texts)
+    want = []
+    for t in texts:
+        want += enc.enc.encode_ordinary(t) + [enc.eot]
+    assert ids.tolist() == want and lengths == [len(enc.enc.encode_ordinary(t)) for t in texts]
+    assert enc.encode(texts).tolist() == want
