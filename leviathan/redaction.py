@@ -25,8 +25,10 @@ SECRET_WORDS = {"password", "passwd", "token", "secret", "apikey"}
 _PARTS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 _USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#@\s\"']+)@")
 _NAME = r"[A-Za-z_][A-Za-z0-9_.-]*"
-_VALUE = r"(?:\"[^\"]*\"|'[^']*'|[^\s\"',;]+)"
-_ASSIGN = re.compile(rf"(?P<name>{_NAME})(?P<sep>[\"']?\s*[=:]\s*)(?P<val>{_VALUE})")
+_VALUE = r"(?:\"[^\"]*\"|'[^']*'|[^\s\"'`(<,;][^\s\"',;]*)"
+# NAME=value (a shell line), NAME = value (an ini file), NAME: value (YAML, a dict's repr)
+_ASSIGN = re.compile(rf"(?P<name>{_NAME})(?P<sep>[\"']?=|\s+=\s+|[\"']?\s*:\s*)"
+                     rf"(?P<val>{_VALUE})")
 _FLAG = re.compile(rf"(?P<name>--?{_NAME})(?P<sep>\s+)(?P<val>{_VALUE})")
 _ENV_SECRETS = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 _known: set[str] = set()

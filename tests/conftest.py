@@ -78,6 +78,23 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def auth_server(tmp_path_factory):
+    """A real `mlflow server --app-name basic-auth` on 127.0.0.1 (SQLite), set up as
+    `service up --auth` sets one up (auth_env: admin password and CSRF key in 0600 files), with
+    two logins made by `service user`: {"uri", "dir", "writer", "reader"} (credentials files)."""
+    from leviathan.tracking.server import start_server
+    from leviathan.tracking.service import AUTH_APP, auth_env, create_login
+
+    d = tmp_path_factory.mktemp("mlflow-auth")
+    server = start_server(d, app_name=AUTH_APP, env=auth_env(d), workers=2)
+    admin = (d / "admin.password").read_text().strip()
+    logins = {role: create_login(server.uri, admin, name, role, d / "users")
+              for name, role in (("sweep", "writer"), ("viewer", "reader"))}
+    yield {"uri": server.uri, "dir": d, **logins}
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def slurm_cluster():
     """A real one-node SLURM cluster (slurm/cluster.sh up; installs packages if needed), stopped
     afterwards if this session started it. Skips, saying why, only when it cannot be started."""

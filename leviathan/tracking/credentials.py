@@ -51,8 +51,8 @@ def read_credentials_file(path: str | os.PathLike,
         raise TrackingAuthError(f"{key}={path}: no such file")
     mode = p.stat().st_mode & 0o777
     if mode & 0o077:
-        raise TrackingAuthError(f"{key}={path}: readable by others (mode {mode:04o}); it holds a "
-                                f"password: `chmod 600 {path}`")
+        raise TrackingAuthError(f"{key}={path}: readable by others (mode {mode:04o}) and it holds "
+                                f"a login; `chmod 600 {path}`")
     out: dict[str, str] = {}
     for n, line in enumerate(p.read_text().splitlines(), 1):
         line = line.strip()

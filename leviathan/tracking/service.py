@@ -160,12 +160,12 @@ def up(d: str | Path, *, host: str = "127.0.0.1", port: int = 5000, workers: int
 
 
 @contextlib.contextmanager
-def _as_admin(d: Path):
+def _as_admin(password: str):
     """MLflow clients in this block log in as the server's admin."""
     from leviathan.tracking.credentials import PASSWORD, USER
 
     saved = {k: os.environ.get(k) for k in (USER, PASSWORD)}
-    os.environ[USER], os.environ[PASSWORD] = ADMIN, (d / "admin.password").read_text().strip()
+    os.environ[USER], os.environ[PASSWORD] = ADMIN, password
     try:
         yield
     finally:
@@ -176,35 +176,41 @@ def _as_admin(d: Path):
 def add_user(d: str | Path, name: str, role: str = "reader") -> Path:
     """Create (or give a new password to) login `name` on the running server in `d`, with
     `role` (ROLES); write its credentials file d/users/<name>.credentials (0600)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.server.auth.client import AuthServiceClient
-
     d = Path(d).absolute()
     info = _info(d)
     if not info.get("auth"):
         raise ServiceError(f"{d}: no server with authentication set up here (run `up` with "
                            "--host beyond loopback, or --auth, first)")
+    return create_login(info["uri"], (d / "admin.password").read_text().strip(), name, role,
+                        d / "users")
+
+
+def create_login(uri: str, admin_password: str, name: str, role: str, users: Path) -> Path:
+    """add_user on the basic-auth server at `uri`, as its admin: the credentials file
+    users/<name>.credentials (0600; `username=` and `password=` lines, a generated password)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth.client import AuthServiceClient
+
     if role not in ROLES:
         raise ServiceError(f"--role {role}: expected one of {', '.join(ROLES)}")
     password = secrets.token_urlsafe(18)
-    with _as_admin(d):
-        client = AuthServiceClient(info["uri"])
+    with _as_admin(admin_password):
+        client = AuthServiceClient(uri)
         try:
             client.create_user(name, password)
         except MlflowException as e:
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise ServiceError(f"creating user {name!r} on {info['uri']}: {e}") from e
+                raise ServiceError(f"creating user {name!r} on {uri}: {e}") from e
             client.update_user_password(name, password)
         if ROLES[role]:
             client.grant_user_permission(name, "experiment", "*", ROLES[role])
-    users = d / "users"
     users.mkdir(mode=0o700, exist_ok=True)
     path = users / f"{name}.credentials"
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(f"username={name}\npassword={password}\n")
-    log.info(f"user {name!r} ({role}) on {info['uri']}: credentials in {path} (mode 0600). "
+    log.info(f"user {name!r} ({role}) on {uri}: credentials in {path} (mode 0600). "
              f"Jobs: tracking.credentials_file={path}, or export MLFLOW_TRACKING_USERNAME and "
              "MLFLOW_TRACKING_PASSWORD from it.")
     return path

@@ -1,0 +1,157 @@
+"""A tracking server with authentication (`make tracking-server` beyond loopback: MLflow's
+basic-auth app), with real servers: who gets in and what they may do, a smoke sweep whose
+jobs log in from the environment, a refused login that stops the sweep before anything is
+submitted, and no secret in any record the sweep and its job leave."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers.sweep import sweep_cli
+
+from leviathan.tracking.credentials import PASSWORD, USER, read_credentials_file
+
+pytestmark = [pytest.mark.integration]
+
+
+def _get(uri: str, path: str, login: dict | None = None) -> int:
+    import base64
+
+    req = urllib.request.Request(uri + path)
+    if login:
+        pair = f"{login[USER]}:{login[PASSWORD]}".encode()
+        req.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.fixture
+def as_user(monkeypatch):
+    """as_user(credentials_file): this process's MLflow clients log in as that user."""
+    def login(path: Path):
+        for k, v in read_credentials_file(path).items():
+            monkeypatch.setenv(k, v)
+
+    def admin(password: str):
+        monkeypatch.setenv(USER, "admin")
+        monkeypatch.setenv(PASSWORD, password)
+    login.admin = admin
+    return login
+
+
+def test_unauthenticated_request_gets_401(auth_server):
+    uri = auth_server["uri"]
+    search = "/api/2.0/mlflow/experiments/search?max_results=1"
+    assert _get(uri, search) == 401
+    assert _get(uri, search, {USER: "sweep", PASSWORD: "not-the-password"}) == 401
+    assert _get(uri, search, read_credentials_file(auth_server["reader"])) == 200
+    assert _get(uri, "/health") == 200  # liveness stays open (status, the sweep's probe)
+    d = auth_server["dir"]
+    for name in ("admin.password", "flask.secret", "users/sweep.credentials",
+                 "users/viewer.credentials"):
+        assert (d / name).stat().st_mode & 0o777 == 0o600, name
+
+
+def test_reader_lists_runs_and_cannot_delete_one(auth_server, as_user):
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    uri = auth_server["uri"]
+    admin = (auth_server["dir"] / "admin.password").read_text().strip()
+    as_user.admin(admin)
+    a = MlflowClient(uri)
+    exp = a.create_experiment("rbac")  # not the writer's own: only the role's grant applies
+    as_user(auth_server["writer"])
+    c = MlflowClient(uri)
+    run_id = c.create_run(exp).info.run_id
+    c.log_metric(run_id, "m", 1.0)
+    with pytest.raises(MlflowException, match="403"):  # a writer logs, never deletes
+        c.delete_run(run_id)
+
+    as_user(auth_server["reader"])
+    v = MlflowClient(uri)
+    assert run_id in [r.info.run_id for r in v.search_runs([exp])]
+    assert v.get_metric_history(run_id, "m")[0].value == 1.0
+    for attempt in (lambda: v.delete_run(run_id), lambda: v.create_run(exp),
+                    lambda: v.log_metric(run_id, "m", 2.0)):
+        with pytest.raises(MlflowException) as err:
+            attempt()
+        assert err.value.error_code == "PERMISSION_DENIED" and "403" in str(err.value)
+    as_user(auth_server["writer"])
+    assert MlflowClient(uri).get_run(run_id).info.lifecycle_stage == "active"
+
+
+SMOKE = ["+grid=smoke_tiny", "grid.sizes=[smoke_tiny/164K]", "~grid.arms.leviathan",
+         "grid.tokens=[1024]", "trainer.warmup_steps=1"]
+
+
+def _no_login_env() -> dict:
+    return {k: v for k, v in os.environ.items()
+            if k not in (USER, PASSWORD, "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_URI")}
+
+
+def _sweep(args: list[str], env: dict) -> "subprocess.CompletedProcess":  # noqa: F821
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    return subprocess.run([sys.executable, "-m", "leviathan.sweep", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=900, env=env)
+
+
+def _shared_experiment(auth_server, name: str = "leviathan") -> None:
+    """The experiment as the admin creates it for a team (a reader may create experiments of
+    its own, as MLflow lets every user; in one it does not own it may not write)."""
+    from mlflow.tracking import MlflowClient
+
+    admin = {USER: "admin", PASSWORD: (auth_server["dir"] / "admin.password").read_text().strip()}
+    saved = {k: os.environ.get(k) for k in admin}
+    os.environ.update(admin)
+    try:
+        c = MlflowClient(auth_server["uri"])
+        if c.get_experiment_by_name(name) is None:
+            c.create_experiment(name)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.mark.slow
+def test_wrong_or_missing_login_stops_the_sweep_before_submitting(auth_server, tmp_path):
+    uri = auth_server["uri"]
+    _shared_experiment(auth_server)
+    common = [*SMOKE, f"paths.root_dir={tmp_path}", f"tracking.uri={uri}"]
+    missing = _sweep([*common, "sweep.name=nologin"], _no_login_env())
+    wrong = _sweep([*common, "sweep.name=wrong"],
+                   {**_no_login_env(), USER: "sweep", PASSWORD: "wrong-password"})
+    reader = _sweep([*common, "sweep.name=reader",
+                     f"tracking.credentials_file={auth_server['reader']}"], _no_login_env())
+    loose = tmp_path / "loose.credentials"
+    loose.write_text(Path(auth_server["writer"]).read_text())
+    loose.chmod(0o644)
+    open_file = _sweep([*common, "sweep.name=loose", f"tracking.credentials_file={loose}"],
+                       _no_login_env())
+    for out, says in ((missing, ["asks for a login (401)", USER, "tracking.credentials_file",
+                                 "leviathan.tracking.service user"]),
+                      (wrong, ["refused the login of user 'sweep'", "401", USER]),
+                      (reader, ["user 'viewer' may not", "403", "--role writer"]),
+                      (open_file, ["readable by others", "chmod 600"])):
+        text = out.stdout + out.stderr
+        assert out.returncode != 0, text[-3000:]
+        for s in says:
+            assert s in text, (s, text[-3000:])
+        assert "wrong-password" not in text and "Traceback" not in text
+    for name in ("nologin", "wrong", "reader", "loose"):  # nothing was submitted
+        manifest = tmp_path / "sweeps" / name / "manifest.json"
+        assert not manifest.exists() or json.loads(manifest.read_text())["jobs"] == {}
+        jobs = tmp_path / "scratch" / "submitit" / name
+        assert not jobs.exists() or not [p for p in jobs.rglob("*") if p.is_file()]
