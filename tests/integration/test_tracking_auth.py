@@ -155,3 +155,102 @@ def test_wrong_or_missing_login_stops_the_sweep_before_submitting(auth_server, t
         assert not manifest.exists() or json.loads(manifest.read_text())["jobs"] == {}
         jobs = tmp_path / "scratch" / "submitit" / name
         assert not jobs.exists() or not [p for p in jobs.rglob("*") if p.is_file()]
+
+
+def _records(c, run) -> str:
+    """Everything a reader of the MLflow run sees of it: params, tags, its artifacts' text."""
+    import tempfile
+
+    parts = [json.dumps(run.data.params), json.dumps(run.data.tags)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for a in c.list_artifacts(run.info.run_id):
+            if not a.is_dir:
+                parts.append(Path(c.download_artifacts(run.info.run_id, a.path, tmp))
+                             .read_text(errors="replace"))
+    return "\n".join(parts)
+
+
+def _files(*roots: Path, pattern: str = "*") -> dict[Path, str]:
+    return {p: p.read_text(errors="replace") for root in roots for p in root.rglob(pattern)
+            if p.is_file()}
+
+
+@pytest.mark.slow
+def test_smoke_sweep_logs_in_from_the_environment_and_records_no_secret(auth_server, tmp_path,
+                                                                       as_user):
+    """A smoke sweep whose driver and job log in from MLFLOW_TRACKING_USERNAME/PASSWORD lands
+    every metric once. Canaries in a `*_token` override and a `launcher.setup` line, and the
+    password itself, appear in none of: the runs' MLflow params, tags and artifacts (config.yaml,
+    environment.json), sweeps/<sweep>/, the job logs, the run folder's records."""
+    import secrets
+
+    from helpers.train import one_value_per_step
+    from mlflow.tracking import MlflowClient
+
+    uri = auth_server["uri"]
+    _shared_experiment(auth_server)
+    login = read_credentials_file(auth_server["writer"])
+    token, setup = "CANARYtok" + secrets.token_hex(6), "CANARYsetup" + secrets.token_hex(6)
+    out = _sweep([*SMOKE, "sweep.name=secure", f"paths.root_dir={tmp_path}",
+                  f"tracking.uri={uri}", f"+meta.hf_token={token}",
+                  f"launcher.setup=['export HF_TOKEN={setup}']"],
+                 {**_no_login_env(), **login})
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-5000:]
+    assert "1 finished, 0 failed" in out.stdout
+
+    as_user(auth_server["writer"])
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name("leviathan").experiment_id
+    runs = c.search_runs([exp], "tags.sweep = 'secure'")
+    train = [r for r in runs if r.data.tags.get("kind") == "train"]
+    assert len(runs) == 2 and len(train) == 1 and all(r.info.status == "FINISHED" for r in runs)
+    run = train[0]
+    steps = int(run.data.params["plan.max_steps"])
+    for key in ("train/loss", "lr", "tokens_seen"):
+        assert len(one_value_per_step(uri, run.info.run_id, key)) == steps, key
+    assert run.data.metrics["final/tokens_seen"] == 1024
+    assert run.data.params["meta.hf_token"] == "***"  # the key is recorded, its value not
+    assert run.data.params["tracking.uri"] == uri
+
+    records = {"mlflow": "\n".join(_records(c, r) for r in runs), "output": text}
+    assert "environment.json" in records["mlflow"] or "env.hash" in records["mlflow"]
+    records.update({str(p): t for p, t in _files(tmp_path / "sweeps" / "secure").items()})
+    logs = _files(tmp_path / "scratch" / "submitit" / "secure", pattern="*_log.*")
+    assert logs and any("finished: val/loss" in t for t in logs.values())
+    records.update({str(p): t for p, t in logs.items()})
+    run_dir = next((tmp_path / "scratch" / "runs").glob("secure-*"))
+    records.update({str(p): t for p, t in _files(run_dir).items()
+                    if p.suffix in (".json", ".jsonl", ".yaml", ".txt")})
+    assert any(name.endswith("environment.json") or "environment." in name for name in records)
+    for secret in (token, setup, login[PASSWORD]):
+        leaks = [name for name, t in records.items() if secret in t]
+        assert leaks == [], (secret[:6], leaks)
+
+
+@pytest.mark.slow
+def test_login_in_the_uri_reaches_the_job_and_no_record(auth_server, tmp_path, as_user):
+    """tracking.uri=http://sweep:<password>@host: the job logs in with it (its run lands) and
+    the password is in no record; the records keep the URI with `***@`."""
+    from mlflow.tracking import MlflowClient
+
+    uri = auth_server["uri"]
+    _shared_experiment(auth_server)
+    login = read_credentials_file(auth_server["writer"])
+    with_login = uri.replace("http://", f"http://sweep:{login[PASSWORD]}@")
+    out = _sweep([*SMOKE, "sweep.name=inuri", f"paths.root_dir={tmp_path}",
+                  f"tracking.uri={with_login}"], _no_login_env())
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-5000:]
+    as_user(auth_server["writer"])
+    c = MlflowClient(uri)
+    runs = c.search_runs([c.get_experiment_by_name("leviathan").experiment_id],
+                         "tags.sweep = 'inuri'")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
+    train = next(r for r in runs if r.data.tags.get("kind") == "train")
+    assert train.data.params["tracking.uri"] == uri.replace("http://", "http://***@")
+    records = {"mlflow": "\n".join(_records(c, r) for r in runs), "output": text,
+               **{str(p): t for p, t in _files(tmp_path / "sweeps" / "inuri").items()},
+               **{str(p): t for p, t in _files(tmp_path / "scratch" / "submitit" / "inuri",
+                                               pattern="*_log.*").items()}}
+    assert [name for name, t in records.items() if login[PASSWORD] in t] == []
