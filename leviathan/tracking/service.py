@@ -201,7 +201,9 @@ def create_login(uri: str, admin_password: str, name: str, role: str, users: Pat
         except MlflowException as e:
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise ServiceError(f"creating user {name!r} on {uri}: {e}") from e
-            client.update_user_password(name, password)
+            client.update_user_password(name, password)  # again: a new password, same user
+            with contextlib.suppress(MlflowException):  # the role's grant, if it had one
+                client.revoke_user_permission(name, "experiment", "*")
         if ROLES[role]:
             client.grant_user_permission(name, "experiment", "*", ROLES[role])
     users.mkdir(mode=0o700, exist_ok=True)

@@ -254,3 +254,35 @@ def test_login_in_the_uri_reaches_the_job_and_no_record(auth_server, tmp_path, a
                **{str(p): t for p, t in _files(tmp_path / "scratch" / "submitit" / "inuri",
                                                pattern="*_log.*").items()}}
     assert [name for name, t in records.items() if login[PASSWORD] in t] == []
+
+
+def test_what_the_server_refuses_waits_in_the_outbox(auth_server, tmp_path, as_user):
+    """The job's password is changed while it runs (401 from then on): it loses nothing, the
+    refused metrics stay in the run folder's outbox, and the next start with the new login
+    sends them, once each."""
+    from helpers.train import one_value_per_step
+
+    from leviathan.tracking.run_tracker import RunTracker
+    from leviathan.tracking.service import create_login
+
+    uri, users = auth_server["uri"], tmp_path / "users"
+    admin = (auth_server["dir"] / "admin.password").read_text().strip()
+    kw = {"state_dir": tmp_path / "run", "flush_every_s": 0.2, "retry_backoff_s": 0.2,
+          "retry_max_backoff_s": 0.5, "http_timeout_s": 5, "final_flush_timeout_s": 2.0,
+          "final_flush_spread_s": 0}
+    as_user(create_login(uri, admin, "rotated", "writer", users))
+    tr = RunTracker(uri, "rotation", **kw)
+    run_id = tr.start(run_name="rotated", tags={"kind": "train"}, wait_s=10)
+    tr.log_metrics({"train/loss": 9.0}, step=1)
+    assert run_id is not None and tr.flush(deadline_s=30)
+    new_login = create_login(uri, admin, "rotated", "writer", users)  # a new password
+    for s in range(2, 6):
+        tr.log_metrics({"train/loss": 10.0 - s}, step=s)
+    assert not tr.finish("FINISHED") and tr.pending == 4  # refused: kept, not dropped
+    assert tr.failed_sends >= 1
+
+    as_user(new_login)
+    assert one_value_per_step(uri, run_id, "train/loss") == [9.0]
+    tr2 = RunTracker(uri, "rotation", **{**kw, "final_flush_timeout_s": 60.0})
+    assert tr2.start(wait_s=10) == run_id and tr2.finish("FINISHED")
+    assert one_value_per_step(uri, run_id, "train/loss") == [9.0, 8.0, 7.0, 6.0, 5.0]
