@@ -6,6 +6,9 @@ Area-specific fixtures live in tests/<area>/conftest.py or in the test modules t
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -92,6 +95,39 @@ def auth_server(tmp_path_factory):
               for name, role in (("sweep", "writer"), ("viewer", "reader"))}
     yield {"uri": server.uri, "dir": d, **logins}
     server.stop()
+
+
+def _ensure_postgresql() -> None:
+    """Debian's postgresql, installed when missing and apt-get is there (as root)."""
+    from leviathan.tracking.postgres import PostgresError, pg_bin
+
+    try:
+        pg_bin()
+        return
+    except PostgresError:
+        if not shutil.which("apt-get") or os.geteuid() != 0:
+            raise
+    apt = ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run([*apt, "install", "-y", "postgresql"], env=env).returncode != 0:
+        subprocess.run([*apt, "update"], env=env, check=True)
+        subprocess.run([*apt, "install", "-y", "postgresql"], env=env, check=True)
+    pg_bin()  # names what is still missing
+
+
+@pytest.fixture
+def pg_dir():
+    """A folder PostgreSQL's own user can reach (pytest's tmp_path is private to root).
+    `make test` installs what it needs from nothing: Debian's postgresql as slurm/cluster.sh
+    installs SLURM, when it is missing and apt-get is there."""
+    _ensure_postgresql()
+    d = Path(tempfile.mkdtemp(prefix="leviathan-test-pg-", dir="/var/tmp"))
+    os.chmod(d, 0o755)
+    yield d
+    from leviathan.tracking import service
+
+    service.down(d)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers.sweep import sweep_cli
+from helpers import REPO
 
 from leviathan.tracking.credentials import PASSWORD, USER, read_credentials_file
 
@@ -98,12 +100,8 @@ def _no_login_env() -> dict:
             if k not in (USER, PASSWORD, "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_URI")}
 
 
-def _sweep(args: list[str], env: dict) -> "subprocess.CompletedProcess":  # noqa: F821
-    import subprocess
-    import sys
-
-    from helpers import REPO
-
+def _sweep(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    """The sweep CLI with exactly `env` (no login of this process's leaks in)."""
     return subprocess.run([sys.executable, "-m", "leviathan.sweep", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=900, env=env)
 
@@ -286,3 +284,33 @@ def test_what_the_server_refuses_waits_in_the_outbox(auth_server, tmp_path, as_u
     tr2 = RunTracker(uri, "rotation", **{**kw, "final_flush_timeout_s": 60.0})
     assert tr2.start(wait_s=10) == run_id and tr2.finish("FINISHED")
     assert one_value_per_step(uri, run_id, "train/loss") == [9.0, 8.0, 7.0, 6.0, 5.0]
+
+
+@pytest.mark.slow
+def test_service_up_with_auth_on_postgresql(pg_dir, capsys):
+    """`make tracking-server` with authentication (`--auth` forces it on loopback, as a host
+    beyond loopback does by default): the admin password generated in a 0600 file, no request
+    in without a login, `user` makes a writer's 0600 credentials file that gets in."""
+    from leviathan.tracking import service
+    from leviathan.tracking.server import free_port
+
+    port = free_port()
+    assert service.main(["up", "--dir", str(pg_dir), "--port", str(port), "--workers", "2",
+                         "--auth"]) == 0
+    st = service.status(pg_dir)
+    assert st["mlflow"] and st["postgres"] and st["auth"]
+    assert (pg_dir / "admin.password").stat().st_mode & 0o777 == 0o600
+    search = "/api/2.0/mlflow/experiments/search?max_results=1"
+    assert _get(st["uri"], search) == 401
+    assert service.main(["user", "--dir", str(pg_dir), "--name", "sweep", "--role",
+                         "writer"]) == 0
+    creds = pg_dir / "users" / "sweep.credentials"
+    assert creds.stat().st_mode & 0o777 == 0o600
+    assert _get(st["uri"], search, read_credentials_file(creds)) == 200
+    capsys.readouterr()
+    assert service.main(["env", "--dir", str(pg_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"MLFLOW_TRACKING_URI=http://127.0.0.1:{port}" in out
+    assert "tracking.credentials_file=" in out
+    admin = (pg_dir / "admin.password").read_text().strip()
+    assert admin not in out and read_credentials_file(creds)[PASSWORD] not in out

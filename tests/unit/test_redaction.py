@@ -148,3 +148,12 @@ def test_write_plan_masks_configs_manifest_and_plan(compose, tmp_path):
     real = plan.runs[0].config
     assert real["tracking"]["uri"] == "http://sweep:CANARY1@127.0.0.1:5000"
     assert real["meta"]["hf_token"] == "CANARY2"
+
+
+@pytest.mark.parametrize("host, flag, on", [("0.0.0.0", None, True), ("10.1.2.3", None, True),
+                                             ("127.0.0.1", None, False), ("::1", None, False),
+                                             ("127.0.0.1", True, True), ("0.0.0.0", False, False)])
+def test_auth_is_on_beyond_loopback_unless_opted_out(host, flag, on):
+    from leviathan.tracking.service import wants_auth
+
+    assert wants_auth(host, flag) is on
