@@ -314,3 +314,53 @@ def test_service_up_with_auth_on_postgresql(pg_dir, capsys):
     assert "tracking.credentials_file=" in out
     admin = (pg_dir / "admin.password").read_text().strip()
     assert admin not in out and read_credentials_file(creds)[PASSWORD] not in out
+
+
+def _self_signed(d: Path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key (PEM files), as an admin would make one."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return str(d / "cert.pem"), str(d / "key.pem")
+
+
+@pytest.mark.slow
+def test_tls_server_is_checked_against_its_certificate(tmp_path, monkeypatch):
+    """`service up --tls-cert/--tls-key` (uvicorn's TLS): https, and a client checks the
+    server against MLFLOW_TRACKING_SERVER_CERT_PATH; without it a self-signed server is not
+    trusted."""
+    from mlflow.tracking import MlflowClient
+
+    from leviathan.tracking.credentials import CERT
+    from leviathan.tracking.server import is_up, start_server
+
+    cert, key = _self_signed(tmp_path)
+    monkeypatch.setenv(CERT, cert)
+    server = start_server(tmp_path / "store", tls=(cert, key))
+    try:
+        assert server.uri.startswith("https://127.0.0.1:") and is_up(server.uri)
+        assert MlflowClient(server.uri).get_experiment("0").name == "Default"
+        monkeypatch.delenv(CERT)
+        assert not is_up(server.uri)  # an unknown certificate: refused
+    finally:
+        server.stop()
