@@ -82,8 +82,18 @@ TRACKING_HOST ?= 127.0.0.1
 TRACKING_PORT ?= $(MLFLOW_PORT)
 TRACKING_WORKERS ?= 4
 _tracking_dir = $(if $(TRACKING_DIR),$(TRACKING_DIR),$(error set TRACKING_DIR=<folder> for PostgreSQL, artifacts and logs))
-tracking-server: install ## MLflow on PostgreSQL, several workers: TRACKING_DIR=<folder> [TRACKING_HOST=0.0.0.0 TRACKING_PORT=5000 TRACKING_WORKERS=4]
-	$(PY) -m leviathan.tracking.service up --dir $(_tracking_dir) --host $(TRACKING_HOST) --port $(TRACKING_PORT) --workers $(TRACKING_WORKERS)
+# Beyond loopback the server asks for a login (MLflow basic-auth); TRACKING_NO_AUTH=1 opts out
+# (with a warning), TRACKING_AUTH=1 turns it on for a loopback server too.
+TRACKING_AUTH ?=
+TRACKING_NO_AUTH ?=
+_auth_flag = $(if $(TRACKING_NO_AUTH),--no-auth,$(if $(TRACKING_AUTH),--auth))
+tracking-server: install ## MLflow on PostgreSQL, several workers, login beyond loopback: TRACKING_DIR=<folder> [TRACKING_HOST=0.0.0.0 TRACKING_PORT=5000 TRACKING_WORKERS=4]
+	$(PY) -m leviathan.tracking.service up --dir $(_tracking_dir) --host $(TRACKING_HOST) --port $(TRACKING_PORT) --workers $(TRACKING_WORKERS) $(_auth_flag)
+
+USER_NAME ?=
+ROLE ?= reader
+tracking-user: install ## a login on the tracking server: TRACKING_DIR=<folder> USER_NAME=sweep ROLE=writer|reader (writes <folder>/users/<name>.credentials, 0600)
+	$(PY) -m leviathan.tracking.service user --dir $(_tracking_dir) --name $(if $(USER_NAME),$(USER_NAME),$(error set USER_NAME=<login>)) --role $(ROLE)
 
 tracking-server-status: install ## is the PostgreSQL-backed MLflow server in TRACKING_DIR up (exit 0) or not
 	$(PY) -m leviathan.tracking.service status --dir $(_tracking_dir)
@@ -96,4 +106,4 @@ demo: install ## the whole platform end to end: demo corpus, MLflow, smoke sweep
 	$(PY) -m leviathan.demo --port $(MLFLOW_PORT) $(DEMO_ARGS)
 
 .PHONY: help install lock test test-fast lint bench fit-scaling dashboard demo tracking-server \
-	tracking-server-status tracking-server-stop
+	tracking-server-status tracking-server-stop tracking-user

@@ -145,9 +145,11 @@ def site_settings(args: argparse.Namespace) -> None:
     FitConfig) from the composed conf/fit.yaml (the sweep config, conf/local included, plus the
     `fit` group); flags win. A bad key or value raises FitConfigError naming it."""
     from analysis.config import compose_fit
+    from leviathan.tracking.credentials import use_credentials
 
     cfg, args.fit = compose_fit(fit_overrides(args))
-    args.tracking_uri = args.tracking_uri or str(cfg.tracking.uri)
+    args.tracking_uri = use_credentials(args.tracking_uri or str(cfg.tracking.uri),
+                                        cfg.tracking.get("credentials_file"))
     args.experiment = args.experiment or str(cfg.tracking.experiment)
     args.sweeps_dir = Path(str(cfg.paths.sweeps_dir))
 

@@ -7,7 +7,7 @@ output reads like plain prints; other libraries' records show from WARNING on, u
 library has a handler of its own (urllib3's retries stay quiet, Lightning prints its own). The
 streams are looked up at each record (pytest's capsys, a redirected sys.stdout see them). In a
 distributed run only global rank 0 says what it is doing: below WARNING, other ranks' records
-are dropped.
+are dropped. Every handler masks secrets (leviathan.redaction) in what it writes.
 
 No torch or Lightning import here (config composition stays torch-free): the rank is
 Lightning's `rank_zero_only.rank` once Lightning is loaded, else RANK / LOCAL_RANK /
@@ -57,6 +57,20 @@ def _handled_below_root(name: str) -> bool:
             return True
         lg = lg.parent
     return False
+
+
+class RedactFilter(logging.Filter):
+    """Mask secrets in every record a handler emits (leviathan.redaction: URI userinfo, secret
+    NAME=value pairs, the tracking password), whoever logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from leviathan.redaction import redact_text
+
+        message = record.getMessage()
+        clean = redact_text(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
 
 
 class _OursFilter(logging.Filter):
@@ -113,6 +127,9 @@ def setup_logging(level: int | str = logging.INFO, *, info_to_stderr: bool = Fal
         h.addFilter(_OursFilter(level))
         h.addFilter(RankZeroFilter())
         root.addHandler(h)
+    for h in root.handlers:  # ours and those kept (Hydra's <job>.log)
+        if not any(isinstance(f, RedactFilter) for f in h.filters):
+            h.addFilter(RedactFilter())
     if root.level > logging.WARNING or root.level == logging.NOTSET:
         root.setLevel(logging.WARNING)
     for name in OURS:

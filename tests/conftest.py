@@ -6,6 +6,9 @@ Area-specific fixtures live in tests/<area>/conftest.py or in the test modules t
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -75,6 +78,56 @@ def mlflow_server(tmp_path_factory):
     server = start_server(tmp_path_factory.mktemp("mlflow"))
     yield server.uri
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory):
+    """A real `mlflow server --app-name basic-auth` on 127.0.0.1 (SQLite), set up as
+    `service up --auth` sets one up (auth_env: admin password and CSRF key in 0600 files), with
+    two logins made by `service user`: {"uri", "dir", "writer", "reader"} (credentials files)."""
+    from leviathan.tracking.server import start_server
+    from leviathan.tracking.service import AUTH_APP, auth_env, create_login
+
+    d = tmp_path_factory.mktemp("mlflow-auth")
+    server = start_server(d, app_name=AUTH_APP, env=auth_env(d), workers=2)
+    admin = (d / "admin.password").read_text().strip()
+    logins = {role: create_login(server.uri, admin, name, role, d / "users")
+              for name, role in (("sweep", "writer"), ("viewer", "reader"))}
+    yield {"uri": server.uri, "dir": d, **logins}
+    server.stop()
+
+
+def _ensure_postgresql() -> None:
+    """Debian's postgresql, installed when missing and apt-get is there (as root)."""
+    from leviathan.tracking.postgres import PostgresError, pg_bin
+
+    try:
+        pg_bin()
+        return
+    except PostgresError:
+        if not shutil.which("apt-get") or os.geteuid() != 0:
+            raise
+    apt = ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run([*apt, "install", "-y", "postgresql"], env=env).returncode != 0:
+        subprocess.run([*apt, "update"], env=env, check=True)
+        subprocess.run([*apt, "install", "-y", "postgresql"], env=env, check=True)
+    pg_bin()  # names what is still missing
+
+
+@pytest.fixture
+def pg_dir():
+    """A folder PostgreSQL's own user can reach (pytest's tmp_path is private to root).
+    `make test` installs what it needs from nothing: Debian's postgresql as slurm/cluster.sh
+    installs SLURM, when it is missing and apt-get is there."""
+    _ensure_postgresql()
+    d = Path(tempfile.mkdtemp(prefix="leviathan-test-pg-", dir="/var/tmp"))
+    os.chmod(d, 0o755)
+    yield d
+    from leviathan.tracking import service
+
+    service.down(d)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -48,10 +48,12 @@ def site_config(overrides: list[str] | None = None):
     the sweep command's overrides; eval.tracking_uri defaults to the composed tracking.uri."""
     from leviathan.config import compose
     from leviathan.eval.config import eval_config, eval_overrides
+    from leviathan.tracking.credentials import use_credentials
 
     site = compose("sweep", eval_overrides(overrides))
     cfg = eval_config(site.eval)
-    cfg.tracking_uri = cfg.tracking_uri or str(site.tracking.uri)
+    cfg.tracking_uri = use_credentials(cfg.tracking_uri or str(site.tracking.uri),
+                                       site.tracking.get("credentials_file"))
     return cfg
 
 

@@ -66,7 +66,12 @@ def locate(target: str | os.PathLike, *, tracking_uri: str | None = None) -> Run
     else:
         raise CheckpointError(f"{cfg_path}: missing (the resolved training config written beside "
                               "the checkpoint), and no MLflow run to fetch it from")
+    from leviathan.tracking.credentials import use_credentials
+
     uri = tracking_uri or OmegaConf.select(config, "tracking.uri")
+    if uri:  # the run's own login when no other is set (config.yaml: userinfo masked)
+        uri = use_credentials(uri, None if tracking_uri else
+                              OmegaConf.select(config, "tracking.credentials_file"))
     return RunFiles(run_dir=run_dir, checkpoint=ckpt, config=config, run_id=run_id,
                     tracking_uri=uri)
 

@@ -25,10 +25,13 @@ ACTIVE = ("queued", "running", "unknown")
 
 
 def prepare_tracking(plan: SweepPlan, cfg: Any):
-    """Reach (or, when local and allowed, start) the tracking server; return (uri, server)."""
+    """Reach (or, when local and allowed, start) the tracking server and check the login
+    (TrackingAuthError, naming the fix, before anything is submitted); return (uri without
+    userinfo, server)."""
+    from leviathan.tracking.credentials import use_credentials
     from leviathan.tracking.server import check_reachable, ensure_local_server, is_local, is_up
 
-    uri = str(cfg.tracking.uri)
+    uri = use_credentials(str(cfg.tracking.uri), cfg.tracking.get("credentials_file"))
     server = None
     if is_local(uri) and not is_up(uri) and plan.sweep.get("start_server", True):
         server = ensure_local_server(uri, cfg.paths.mlflow_dir)
@@ -37,6 +40,9 @@ def prepare_tracking(plan: SweepPlan, cfg: Any):
                  "reuses it).")
     else:
         check_reachable(uri, timeout=float(cfg.tracking.connect_timeout_s))
+    from leviathan.tracking.credentials import check_access
+
+    check_access(uri)
     return uri, server
 
 
@@ -59,15 +65,25 @@ def open_tracking(plan: SweepPlan, cfg: Any, sweep_dir: Path) -> SweepTracking:
     """Reach the server (starting the local one if allowed), open the sweep's parent run and
     attach the plan to it."""
     from leviathan.tracking import runs
+    from leviathan.tracking.credentials import USER, TrackingAuthError, forbidden, is_denied
 
     uri, _server = prepare_tracking(plan, cfg)
     c = runs.client(uri)
-    exp = runs.experiment_id(c, str(cfg.tracking.experiment))
-    parent = runs.parent_run(c, exp, plan.name, {runs.Tag.FAMILY: plan.grid["family"],
-                                                 "grid": plan.grid["name"]})
-    if parent.info.status != "RUNNING":
-        c.update_run(parent.info.run_id, status="RUNNING")
-    c.log_artifact(parent.info.run_id, str(sweep_dir / "plan.csv"))
+    try:
+        exp = runs.experiment_id(c, str(cfg.tracking.experiment))
+        parent = runs.parent_run(c, exp, plan.name, {runs.Tag.FAMILY: plan.grid["family"],
+                                                     "grid": plan.grid["name"]})
+        if parent.info.status != "RUNNING":
+            c.update_run(parent.info.run_id, status="RUNNING")
+        c.log_artifact(parent.info.run_id, str(sweep_dir / "plan.csv"))
+    except Exception as e:
+        if not is_denied(e):
+            raise
+        import os
+
+        raise TrackingAuthError(forbidden(uri, os.environ.get(USER), "create the sweep's "
+                                          f"runs in experiment {cfg.tracking.experiment!r}")
+                                ) from None
     return SweepTracking(uri, c, exp, parent.info.run_id)
 
 

@@ -368,15 +368,22 @@ def _check_isoparametric(runs: list[PlannedRun], grid) -> None:
 
 
 def write_plan(plan: SweepPlan, sweep_dir: Path) -> Path:
-    """plan.csv, manifest.json (hashes, code version, launch settings), configs/<run>.yaml."""
+    """plan.csv, manifest.json (hashes, code version, launch settings), configs/<run>.yaml:
+    files fit to commit, so every secret in them is masked (leviathan.redaction); the jobs get
+    the real configs."""
     import yaml
 
+    from leviathan.redaction import redact, redact_text
+
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    plan.frame().to_csv(sweep_dir / "plan.csv", index=False)
+    frame = plan.frame()
+    for col in frame.columns:
+        frame[col] = frame[col].map(lambda v: redact_text(v) if isinstance(v, str) else v)
+    frame.to_csv(sweep_dir / "plan.csv", index=False)
     cdir = sweep_dir / "configs"
     cdir.mkdir(exist_ok=True)
     for r in plan.runs:
-        (cdir / f"{r.run}.yaml").write_text(yaml.safe_dump(r.config, sort_keys=False))
+        (cdir / f"{r.run}.yaml").write_text(yaml.safe_dump(redact(r.config), sort_keys=False))
     manifest_path = sweep_dir / "manifest.json"
     old = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     manifest = {
@@ -394,9 +401,11 @@ def write_plan(plan: SweepPlan, sweep_dir: Path) -> Path:
 
 
 def write_json(path: Path, obj: Any) -> None:
+    """`obj` as JSON, secrets masked (the sweep's manifest.json)."""
+    from leviathan.redaction import redact
     from leviathan.tracking.runs import write_atomic
 
-    write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+    write_atomic(path, json.dumps(redact(obj), indent=2, default=str) + "\n")
 
 
 def _gap(r: PlannedRun) -> str:

@@ -53,13 +53,14 @@ def collect(sweep_dir: Path, tracking_uri: str | None = None, experiment: str | 
     from leviathan.sweep.launcher import job_states, load_jobs
     from leviathan.sweep.liveness import heartbeat_age_s, run_state
     from leviathan.tracking import runs as tr
+    from leviathan.tracking.credentials import use_credentials
     from leviathan.tracking.outbox import Outbox
 
     manifest, plan, configs = _load(sweep_dir)
     runs = list(plan["run"])
     first_cfg = configs[runs[0]]
-    recorded = first_cfg["tracking"]["uri"]
-    uri = tracking_uri or recorded
+    recorded = use_credentials(first_cfg["tracking"]["uri"])  # a record's: userinfo masked
+    uri = use_credentials(tracking_uri) if tracking_uri else recorded
     if uri != recorded:
         log.warning(f"note: the sweep's runs were configured with tracking.uri={recorded}; "
                     f"reading {uri}")
@@ -114,13 +115,14 @@ def environments(sweep_dir: Path, tracking_uri: str | None = None,
     import yaml
 
     from leviathan.tracking import runs as tr
+    from leviathan.tracking.credentials import use_credentials
     from leviathan.tracking.environment import sweep_report
     from leviathan.tracking.server import is_up
 
     manifest = json.loads((sweep_dir / "manifest.json").read_text())
     first = next(iter(manifest["runs"].values()))
     trk = yaml.safe_load((sweep_dir / first["config"]).read_text())["tracking"]
-    uri = tracking_uri or trk["uri"]
+    uri = use_credentials(tracking_uri or trk["uri"])
     if uri.startswith("http") and not is_up(uri):
         return []
     c = tr.client(uri)
@@ -168,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(info_to_stderr=args.json)  # --json: stdout carries the rows only
     from leviathan.config import compose, set_explicitly
     from leviathan.tracking.config import TrackingConfig
+    from leviathan.tracking.credentials import use_credentials
 
     cfg = compose("sweep", args.overrides)
     sweeps_dir = Path(args.sweeps_dir or str(cfg.paths.sweeps_dir))
@@ -177,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     uri = args.tracking_uri or set_explicitly(cfg, args.overrides, "tracking.uri", schema.uri)
     experiment = set_explicitly(cfg, args.overrides, "tracking.experiment", schema.experiment)
     try:
+        uri = use_credentials(uri or "", cfg.tracking.get("credentials_file")) or None
         rows = collect(sweeps_dir / args.sweep, uri, experiment, sync=args.sync)
     except LeviathanError as e:  # SweepNotFound, ...; anything else shows its traceback
         log.error(f"error: {e}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from leviathan.training.config import TrainConfigError
-from leviathan.typed_config import above, boolean, check_fields, in_range, optional
+from leviathan.typed_config import above, boolean, check_fields, in_range, optional, text
 
 
 @dataclass
@@ -19,6 +19,9 @@ class TrackingConfig:
     #   metrics.jsonl and tracking.json only (leviathan/tracking/folder.py)
     uri: str = "${oc.env:MLFLOW_TRACKING_URI,http://127.0.0.1:5000}"  # tracking server (a sweep
     #   checks it before submitting; `make tracking-server`: PostgreSQL with several workers)
+    credentials_file: str | None = None  # a 0600 file with `username=` and `password=` lines: the
+    #   login to a server with authentication (`make tracking-server` off loopback); default: the
+    #   user:password@ of uri, else MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD
     experiment: str = "leviathan"  # MLflow experiment name
     parent_run_id: str | None = None  # a sweep's parent run: this run becomes its nested child
     connect_timeout_s: float = 5.0  # at start, how long to wait for an answer before training
@@ -39,7 +42,8 @@ class TrackingConfig:
     #   flush_every_s (the periodic sends' jitter window), at most 5 s; 0: send at once
 
     _checks = {
-        "enabled": boolean(), "connect_timeout_s": above(0), "start_timeout_s": in_range(0),
+        "enabled": boolean(), "credentials_file": optional(text()),
+        "connect_timeout_s": above(0), "start_timeout_s": in_range(0),
         "http_timeout_s": above(0), "flush_every_s": above(0), "heartbeat_every_s": above(0),
         "retry_backoff_s": above(0), "retry_max_backoff_s": above(0),
         "final_flush_timeout_s": above(0), "final_flush_spread_s": optional(in_range(0)),

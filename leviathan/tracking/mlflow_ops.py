@@ -17,9 +17,11 @@ log = logging.getLogger(__name__)
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
 MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_CHARS = 6000
-# answers that retrying cannot change
+# answers that retrying cannot change. A refused login or permission (UNAUTHENTICATED,
+# PERMISSION_DENIED) is not among them: the admin's fix (a user, a grant) makes the same send
+# succeed, so what it refused stays in the outbox for the retry, the next start or a sync.
 FINAL_ERRORS = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS",
-                "PERMISSION_DENIED", "UNAUTHENTICATED", "BAD_REQUEST"}
+                "BAD_REQUEST"}
 
 
 def is_final(e: Exception) -> bool:
@@ -34,7 +36,9 @@ def _find(t) -> Any:
         try:
             run = c.get_run(t.known_id)
         except Exception as e:
-            if not is_final(e):
+            # the basic-auth app answers 403, not 404, for a run id it cannot place (one this
+            # server never had): as good as not there, since this login could not write to it
+            if not is_final(e) and getattr(e, "error_code", None) != "PERMISSION_DENIED":
                 raise
             log.warning("MLflow run %s is not on %s (%s)", t.known_id, t.uri, e)
         if run is not None and run.info.lifecycle_stage == "deleted":

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from leviathan.errors import LeviathanError
+from leviathan.redaction import redact
 from leviathan.tracking.mlflow_ops import (
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_CHARS,
@@ -140,7 +141,8 @@ class RunTracker:
         old = ob.identity() or {}
         self.ident = {"run_uid": old.get("run_uid") or uuid.uuid4().hex, "uri": self.uri,
                        "experiment": self.experiment, "run_name": run_name or old.get("run_name"),
-                       "tags": {k: str(v) for k, v in (tags or {}).items() if v is not None}
+                       "tags": {k: str(v) for k, v in redact(tags or {}).items()
+                                if v is not None}
                        or old.get("tags", {}),
                        "parent_run_id": parent_run_id or old.get("parent_run_id")}
         ob.write_identity(self.ident)
@@ -234,10 +236,10 @@ class RunTracker:
     def log_params(self, params: dict[str, Any]) -> None:
         """Params the run does not hold yet (a resumed run keeps its first values)."""
         self.outbox.put({"op": "params", "p": {k: str(v)[:MAX_PARAM_CHARS]
-                                               for k, v in params.items()}})
+                                               for k, v in redact(params).items()}})
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        tags = {k: str(v) for k, v in tags.items() if v is not None}
+        tags = {k: str(v) for k, v in redact(tags).items() if v is not None}
         if tags:
             self.outbox.put({"op": "tags", "t": tags})
 

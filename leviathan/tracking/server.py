@@ -47,8 +47,11 @@ def is_local(uri: str) -> bool:
 
 def is_up(uri: str, timeout: float = 2.0) -> bool:
     """True when `uri`'s /health endpoint answers OK."""
+    from leviathan.tracking.credentials import ssl_context
+
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout,
+                                    context=ssl_context()) as resp:
             return resp.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -72,16 +75,19 @@ def check_reachable(uri: str, timeout: float = 5.0, key: str = "tracking.uri") -
 
 
 def probe_at_start(uri: str, *, connect_timeout_s: float, start_timeout_s: float) -> bool:
-    """A training job's start: True when `uri` answers within connect_timeout_s. Otherwise
-    raise TrackingUnreachable when start_timeout_s is 0, else say that training starts anyway
-    (leviathan.tracking.run_tracker opens the run in the background) and return False."""
-    if start_timeout_s <= 0:
-        check_reachable(uri, timeout=connect_timeout_s)
-        return True
+    """A training job's start: True when `uri` answers within connect_timeout_s and takes the
+    job's login. Otherwise raise (TrackingUnreachable, TrackingAuthError) when start_timeout_s is
+    0, else say that training starts anyway (leviathan.tracking.run_tracker opens the run in the
+    background; what the server refuses waits in the outbox) and return False."""
+    from leviathan.tracking.credentials import TrackingAuthError, check_access
+
     try:
         check_reachable(uri, timeout=connect_timeout_s)
+        check_access(uri, timeout=connect_timeout_s)
         return True
-    except TrackingUnreachable as e:
+    except (TrackingUnreachable, TrackingAuthError) as e:
+        if start_timeout_s <= 0:
+            raise
         log.info(f"{e}\nTraining starts anyway: params, tags and metrics wait in the run folder's "
                  f"outbox and the MLflow run is opened as soon as {uri} answers (tried for "
                  f"tracking.start_timeout_s={start_timeout_s:.0f}s).")
@@ -144,8 +150,11 @@ def _mlflow_executable() -> list[str]:
 
 
 def server_command(store: Path, host: str, port: int, backend_uri: str | None = None,
-                   workers: int = 1) -> list[str]:
-    """`mlflow server` over a store folder: SQLite backend (or `backend_uri`) + artifacts.
+                   workers: int = 1, app_name: str | None = None,
+                   tls: tuple[str, str] | None = None) -> list[str]:
+    """`mlflow server` over a store folder: SQLite backend (or `backend_uri`) + artifacts;
+    `app_name="basic-auth"`: MLflow's login and permissions (leviathan.tracking.service);
+    `tls=(certfile, keyfile)`: https, through uvicorn's own options.
 
     uvicorn's defaults do not suit many writers: an idle connection is closed after 5 s, the
     writers' flush interval, so a send can race the close; and with several workers a worker
@@ -154,10 +163,12 @@ def server_command(store: Path, host: str, port: int, backend_uri: str | None = 
     backend = backend_uri or f"sqlite:///{store / 'mlflow.db'}"
     uvicorn = "--timeout-keep-alive 75" + (" --timeout-worker-healthcheck 60" if workers > 1
                                            else "")
+    if tls:
+        uvicorn += f" --ssl-certfile {tls[0]} --ssl-keyfile {tls[1]}"
     return [*_mlflow_executable(), "server", "--backend-store-uri", backend,
             "--artifacts-destination", str(store / "artifacts"), "--serve-artifacts",
             "--host", host, "--port", str(port), "--workers", str(workers),
-            "--uvicorn-opts", uvicorn]
+            "--uvicorn-opts", uvicorn, *(["--app-name", app_name] if app_name else [])]
 
 
 def server_env(store: Path, **extra: str) -> dict[str, str]:
@@ -178,18 +189,22 @@ def start_server(
     workers: int = 1,
     env: dict[str, str] | None = None,
     extra_args: list[str] | None = None,
+    app_name: str | None = None,
+    tls: tuple[str, str] | None = None,
 ) -> LocalServer:
     """Start `mlflow server` (SQLite store, or `backend_uri`) under `store_dir`; wait for it.
 
     A server bound to every interface (0.0.0.0) is probed, and named in the result, as
-    127.0.0.1. `env` adds to the server's environment, `extra_args` to its command line."""
+    127.0.0.1. `env` adds to the server's environment, `extra_args` to its command line;
+    `app_name` and `tls`: server_command."""
     store = Path(store_dir).resolve()
     store.mkdir(parents=True, exist_ok=True)
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     port = port or free_port(local)
-    uri = f"http://{local}:{port}"
+    uri = f"{'https' if tls else 'http'}://{local}:{port}"
     log_path = store / f"server-{port}.log"
-    cmd = server_command(store, host, port, backend_uri, workers=workers) + list(extra_args or [])
+    cmd = server_command(store, host, port, backend_uri, workers=workers, app_name=app_name,
+                         tls=tls) + list(extra_args or [])
     env = server_env(store, **(env or {}))
     out = open(log_path, "ab")  # noqa: SIM115 - the child process owns it
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,

@@ -171,10 +171,13 @@ def _start_checkpoint(ctx: RunContext) -> str | None:
 
 
 def _log_yaml(tracker, ctx: RunContext) -> None:
+    """The resolved config beside the checkpoint and as an artifact, secrets masked."""
     from omegaconf import OmegaConf
 
+    from leviathan.redaction import redact
+
     path = ctx.folder.config
-    write_atomic(path, OmegaConf.to_yaml(OmegaConf.create(ctx.container)))
+    write_atomic(path, OmegaConf.to_yaml(OmegaConf.create(redact(ctx.container))))
     tracker.log_artifact(path)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from leviathan.redaction import redact
 from leviathan.tracking.runs import KIND_TRAIN, Tag
 from leviathan.training.config import flatten
 from leviathan.training.context import RunContext
@@ -46,23 +47,23 @@ def start_tracker(ctx: RunContext, *, fingerprint: str):
 
 def params_of(ctx: RunContext) -> dict:
     """MLflow params: the resolved config flattened with dots (model with its solved depth),
-    the derived plan, and the parameter counts."""
+    the derived plan, and the parameter counts; secrets masked (leviathan.redaction)."""
     c = dict(ctx.container)
     c["model"] = {**c["model"], **ctx.mcfg.as_dict()}
     params = {k: v for k, v in flatten(c).items()}
     params.update({f"plan.{k}": v for k, v in ctx.plan.as_dict().items() if k != "n_params"})
     params.update({f"n_params/{k}": v for k, v in ctx.plan.n_params.items()})
-    return params
+    return redact(params)
 
 
 def tags_of(ctx: RunContext, fingerprint: str) -> dict:
     """The training run's MLflow tags (names: leviathan.tracking.runs.Tag)."""
     cfg = ctx.cfg
     meta = cfg.get("meta") or {}
-    return {Tag.KIND: KIND_TRAIN, Tag.SWEEP: meta.get("sweep"), Tag.PAIR: meta.get("pair"),
+    return redact({Tag.KIND: KIND_TRAIN, Tag.SWEEP: meta.get("sweep"), Tag.PAIR: meta.get("pair"),
             Tag.ARM: meta.get("arm") or cfg.model.arm,
             Tag.SIZE: meta.get("size") or cfg.model.size, Tag.FAMILY: meta.get("family"),
             Tag.SEED: cfg.get("seed"), Tag.LR: cfg.trainer.lr, Tag.SCHEDULE: cfg.trainer.schedule,
             Tag.COOLDOWN: meta.get("cooldown"), Tag.BRANCH_OF: meta.get("branch_of"),
             Tag.CONFIG_HASH: ctx.chash, Tag.DATA_FINGERPRINT: fingerprint,
-            Tag.GIT_COMMIT: git_commit(), Tag.RUN_KEY: ctx.key}
+            Tag.GIT_COMMIT: git_commit(), Tag.RUN_KEY: ctx.key})

@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 from leviathan.tracking.config import tracking_config
+from leviathan.tracking.credentials import login
 from leviathan.tracking.runs import RunFolder, write_atomic
 from leviathan.training.config import (
     TrainConfigError,
@@ -64,7 +65,7 @@ def train(cfg: Any) -> dict:
         raise TrainConfigError(f"config does not resolve: {e}") from e
     cfg = OmegaConf.create(container)
     tc = trainer_config(cfg)
-    trk = tracking_config(cfg)
+    trk = login(tracking_config(cfg))  # from here on the URI without userinfo
     if cfg.get("resume", "auto") not in ("auto", "never"):
         raise TrainConfigError(f"resume: must be auto or never, got {cfg.resume!r}")
     mcfg = resolve_model_config(cfg.model)

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -106,38 +104,6 @@ def test_crashed_job_shows_lost_is_synced_and_resumes_into_its_run(mlflow_server
     assert "resuming from" in logs
     rows = status(tmp_path, "crash", mlflow_server)
     assert [r["state"] for r in rows] == ["finished"] and all(r["unsent"] == 0 for r in rows)
-
-
-def _ensure_postgresql() -> None:
-    from leviathan.tracking.postgres import PostgresError, pg_bin
-
-    try:
-        pg_bin()
-        return
-    except PostgresError:
-        if not shutil.which("apt-get") or os.geteuid() != 0:
-            raise
-    apt = ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if subprocess.run([*apt, "install", "-y", "postgresql"], env=env).returncode != 0:
-        subprocess.run([*apt, "update"], env=env, check=True)
-        subprocess.run([*apt, "install", "-y", "postgresql"], env=env, check=True)
-    pg_bin()  # names what is still missing
-
-
-@pytest.fixture
-def pg_dir():
-    """A folder PostgreSQL's own user can reach (pytest's tmp_path is private to root).
-    `make test` installs what it needs from nothing: Debian's postgresql as slurm/cluster.sh
-    installs SLURM, when it is missing and apt-get is there."""
-    _ensure_postgresql()
-    d = Path(tempfile.mkdtemp(prefix="leviathan-test-pg-", dir="/var/tmp"))
-    os.chmod(d, 0o755)
-    yield d
-    from leviathan.tracking import service
-
-    service.down(d)
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_sweep_through_mlflow_on_postgresql(pg_dir, tmp_path, capsys):

@@ -2,7 +2,9 @@
 skips the steps the server already holds, and an outage at the very end spills to disk.
 
 The blip is a real TCP cut: the tracker talks to the server through a small forwarding proxy
-that the test closes (connections refused) and reopens on the same port.
+that the test closes (connections refused) and reopens on the same port. The outage tests run
+against an open server and against one with authentication (`service up --auth`: MLflow's
+basic-auth app; the tracker and the job log in from MLFLOW_TRACKING_USERNAME/PASSWORD).
 """
 
 from __future__ import annotations
@@ -18,6 +20,20 @@ from leviathan.tracking.run_tracker import RunTracker
 from leviathan.tracking.server import free_port
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["open", "auth"])
+def tracking_server(request, monkeypatch) -> str:
+    """The URI of the session's open server, or of its basic-auth server with this process
+    (and the jobs it starts) logged in as a writer."""
+    if request.param == "open":
+        return request.getfixturevalue("mlflow_server")
+    from leviathan.tracking.credentials import read_credentials_file
+
+    srv = request.getfixturevalue("auth_server")
+    for k, v in read_credentials_file(srv["writer"]).items():
+        monkeypatch.setenv(k, v)
+    return srv["uri"]
 
 
 class Proxy:
@@ -94,8 +110,8 @@ def _history(uri, run_id, key):
 
 
 @pytest.mark.slow
-def test_blip_resume_and_spill(tmp_path, mlflow_server):
-    proxy = Proxy(mlflow_server)
+def test_blip_resume_and_spill(tmp_path, tracking_server):
+    proxy = Proxy(tracking_server)
     proxy.up()
     try:
         tr = _tracker(proxy.uri, tmp_path)
@@ -110,7 +126,7 @@ def test_blip_resume_and_spill(tmp_path, mlflow_server):
         assert tr.pending == 5 and tr.failed_sends >= 1
         proxy.up()
         assert tr.finish("FINISHED")
-        assert _history(mlflow_server, run_id, "train/loss") == [(s, 10.0 - s)
+        assert _history(tracking_server, run_id, "train/loss") == [(s, 10.0 - s)
                                                                  for s in range(1, 11)]
 
         # reopening the run skips (key, step) pairs the server already holds
@@ -119,7 +135,7 @@ def test_blip_resume_and_spill(tmp_path, mlflow_server):
         tr2.log_metrics({"train/loss": 99.0}, step=10)
         tr2.log_metrics({"train/loss": 0.5}, step=11)
         assert tr2.finish("FINISHED")
-        hist = _history(mlflow_server, run_id, "train/loss")
+        hist = _history(tracking_server, run_id, "train/loss")
         assert [s for s, _ in hist] == list(range(1, 12)) and hist[-2] == (10, 0.0)
 
         # an outage that outlasts the final flush: spilled to disk, re-sent by the next start
@@ -134,7 +150,7 @@ def test_blip_resume_and_spill(tmp_path, mlflow_server):
         tr4.start(run_id=run_id)
         assert tr4.finish("FINISHED")
         assert not (tmp_path / JOURNAL_FILE).exists()
-        hist = _history(mlflow_server, run_id, "train/loss")
+        hist = _history(tracking_server, run_id, "train/loss")
         assert [s for s, _ in hist] == list(range(1, 13)) and hist[-1] == (12, 0.25)
 
         # a run id this server does not know (a new server): a new run, not an endless retry
@@ -152,14 +168,14 @@ def _saw_outage(line: str) -> bool:
 
 
 @pytest.mark.slow
-def test_training_survives_a_blip_mid_run(tmp_path, mlflow_server, tmp_path_factory):
+def test_training_survives_a_blip_mid_run(tmp_path, tracking_server, tmp_path_factory):
     """A real run logs through the proxy; the connection is cut at step 2 and restored only
     once the run has seen a send fail (its writer's retry line): the run finishes and every
     step's metrics are in MLflow exactly once. No timing assumption: a fast machine may finish
     training before the writer tries, then the final flush sees the outage instead."""
     from helpers.train import client, one_value_per_step, run_cli, tiny
 
-    proxy = Proxy(mlflow_server)
+    proxy = Proxy(tracking_server)
     proxy.up()
     try:
         steps = 8
@@ -185,9 +201,9 @@ def test_training_survives_a_blip_mid_run(tmp_path, mlflow_server, tmp_path_fact
     finally:
         proxy.down()
     run_id = (tmp_path / "runs" / "blip" / "mlflow_run_id").read_text().strip()
-    assert client(mlflow_server).get_run(run_id).info.status == "FINISHED"
+    assert client(tracking_server).get_run(run_id).info.status == "FINISHED"
     for key in ("train/loss", "lr", "grad_norm", "tokens_seen", "tokens_per_s"):
-        assert len(one_value_per_step(mlflow_server, run_id, key)) == steps, key
+        assert len(one_value_per_step(tracking_server, run_id, key)) == steps, key
 
 
 # the server comes back this long after the job started (issue 14 asked 30 s; 10 s is a dozen
@@ -196,7 +212,7 @@ OUTAGE_S = 10
 
 
 @pytest.mark.slow
-def test_job_started_while_the_server_is_down_lands_once(tmp_path, mlflow_server,
+def test_job_started_while_the_server_is_down_lands_once(tmp_path, tracking_server,
                                                          tmp_path_factory):
     """The server is down when the job starts. The job trains anyway; once it has trained a
     step without the server and OUTAGE_S have passed since it started, the server comes back.
@@ -204,7 +220,7 @@ def test_job_started_while_the_server_is_down_lands_once(tmp_path, mlflow_server
     is gone."""
     from helpers.train import client, one_value_per_step, run_cli, tiny
 
-    proxy = Proxy(mlflow_server)  # not up yet: connections are refused
+    proxy = Proxy(tracking_server)  # not up yet: connections are refused
     steps = 12
     data_dir = tmp_path_factory.getbasetemp() / "train-data"  # shared with test_train_run
     t0 = time.monotonic()
@@ -229,7 +245,7 @@ def test_job_started_while_the_server_is_down_lands_once(tmp_path, mlflow_server
         proxy.down()
     assert "Training starts anyway" in out and "not answering yet" in out
     assert steps_while_down >= 1, out[-3000:]
-    c = client(mlflow_server)
+    c = client(tracking_server)
     exp = c.get_experiment_by_name("test-train")
     runs = c.search_runs([exp.experiment_id], "tags.run_key = 'outage'")
     assert len(runs) == 1, [r.info.run_id for r in runs]
@@ -239,7 +255,7 @@ def test_job_started_while_the_server_is_down_lands_once(tmp_path, mlflow_server
     assert run.info.status == "FINISHED" and run.data.tags["kind"] == "train"
     assert run.data.params["trainer.max_steps"] == str(steps) and "heartbeat" in run.data.tags
     for key in ("train/loss", "lr", "grad_norm", "tokens_seen"):
-        assert len(one_value_per_step(mlflow_server, run.info.run_id, key)) == steps, key
+        assert len(one_value_per_step(tracking_server, run.info.run_id, key)) == steps, key
     assert {a.path for a in c.list_artifacts(run.info.run_id)} >= {"config.yaml", "summary.json"}
     assert not (run_dir / JOURNAL_FILE).exists()
 
