@@ -3,8 +3,9 @@ skips the steps the server already holds, and an outage at the very end spills t
 
 The blip is a real TCP cut: the tracker talks to the server through a small forwarding proxy
 that the test closes (connections refused) and reopens on the same port. The outage tests run
-against an open server and against one with authentication (`service up --auth`: MLflow's
-basic-auth app; the tracker and the job log in from MLFLOW_TRACKING_USERNAME/PASSWORD).
+against an open server, and the blip-resume-spill test also against one with authentication
+(`service up --auth`: MLflow's basic-auth app; the tracker and the job log in from
+MLFLOW_TRACKING_USERNAME/PASSWORD): the outbox and the retries are the same code either way.
 """
 
 from __future__ import annotations
@@ -168,14 +169,14 @@ def _saw_outage(line: str) -> bool:
 
 
 @pytest.mark.slow
-def test_training_survives_a_blip_mid_run(tmp_path, tracking_server, tmp_path_factory):
+def test_training_survives_a_blip_mid_run(tmp_path, mlflow_server, tmp_path_factory):
     """A real run logs through the proxy; the connection is cut at step 2 and restored only
     once the run has seen a send fail (its writer's retry line): the run finishes and every
     step's metrics are in MLflow exactly once. No timing assumption: a fast machine may finish
     training before the writer tries, then the final flush sees the outage instead."""
     from helpers.train import client, one_value_per_step, run_cli, tiny
 
-    proxy = Proxy(tracking_server)
+    proxy = Proxy(mlflow_server)
     proxy.up()
     try:
         steps = 8
@@ -201,9 +202,9 @@ def test_training_survives_a_blip_mid_run(tmp_path, tracking_server, tmp_path_fa
     finally:
         proxy.down()
     run_id = (tmp_path / "runs" / "blip" / "mlflow_run_id").read_text().strip()
-    assert client(tracking_server).get_run(run_id).info.status == "FINISHED"
+    assert client(mlflow_server).get_run(run_id).info.status == "FINISHED"
     for key in ("train/loss", "lr", "grad_norm", "tokens_seen", "tokens_per_s"):
-        assert len(one_value_per_step(tracking_server, run_id, key)) == steps, key
+        assert len(one_value_per_step(mlflow_server, run_id, key)) == steps, key
 
 
 # the server comes back this long after the job started (issue 14 asked 30 s; 10 s is a dozen
@@ -212,7 +213,7 @@ OUTAGE_S = 10
 
 
 @pytest.mark.slow
-def test_job_started_while_the_server_is_down_lands_once(tmp_path, tracking_server,
+def test_job_started_while_the_server_is_down_lands_once(tmp_path, mlflow_server,
                                                          tmp_path_factory):
     """The server is down when the job starts. The job trains anyway; once it has trained a
     step without the server and OUTAGE_S have passed since it started, the server comes back.
@@ -220,7 +221,7 @@ def test_job_started_while_the_server_is_down_lands_once(tmp_path, tracking_serv
     is gone."""
     from helpers.train import client, one_value_per_step, run_cli, tiny
 
-    proxy = Proxy(tracking_server)  # not up yet: connections are refused
+    proxy = Proxy(mlflow_server)  # not up yet: connections are refused
     steps = 12
     data_dir = tmp_path_factory.getbasetemp() / "train-data"  # shared with test_train_run
     t0 = time.monotonic()
@@ -245,7 +246,7 @@ def test_job_started_while_the_server_is_down_lands_once(tmp_path, tracking_serv
         proxy.down()
     assert "Training starts anyway" in out and "not answering yet" in out
     assert steps_while_down >= 1, out[-3000:]
-    c = client(tracking_server)
+    c = client(mlflow_server)
     exp = c.get_experiment_by_name("test-train")
     runs = c.search_runs([exp.experiment_id], "tags.run_key = 'outage'")
     assert len(runs) == 1, [r.info.run_id for r in runs]
@@ -255,7 +256,7 @@ def test_job_started_while_the_server_is_down_lands_once(tmp_path, tracking_serv
     assert run.info.status == "FINISHED" and run.data.tags["kind"] == "train"
     assert run.data.params["trainer.max_steps"] == str(steps) and "heartbeat" in run.data.tags
     for key in ("train/loss", "lr", "grad_norm", "tokens_seen"):
-        assert len(one_value_per_step(tracking_server, run.info.run_id, key)) == steps, key
+        assert len(one_value_per_step(mlflow_server, run.info.run_id, key)) == steps, key
     assert {a.path for a in c.list_artifacts(run.info.run_id)} >= {"config.yaml", "summary.json"}
     assert not (run_dir / JOURNAL_FILE).exists()
 
