@@ -56,3 +56,18 @@ def run_cli(overrides: list[str], env: dict | None = None, **kw) -> subprocess.P
     return subprocess.Popen([sys.executable, "-m", "leviathan.train", *overrides], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, **kw)
+
+
+def sigterm_at(proc: subprocess.Popen, prefix: str, timeout: float = 300) -> str:
+    """Read the job's output until a line starts with `prefix` (e.g. "step 2/": training is
+    under way), send it a real SIGTERM, wait for it to exit; returns all it printed."""
+    import signal
+
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(prefix):
+            proc.send_signal(signal.SIGTERM)
+            break
+    return "".join(lines) + proc.communicate(timeout=timeout)[0]
+

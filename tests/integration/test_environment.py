@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from helpers import REPO
+from helpers.train import sigterm_at
 
 from leviathan.tracking.environment import (
     KEY_PACKAGES,
@@ -143,13 +144,7 @@ def test_resumed_run_on_another_environment_says_which_packages_differ(
                PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen([sys.executable, "-m", "leviathan.train", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in proc.stdout:  # wait until training is under way, then preempt it
-        lines.append(line)
-        if line.startswith("step 2/"):
-            proc.send_signal(signal.SIGTERM)
-            break
-    out = "".join(lines) + proc.communicate(timeout=300)[0]
+    out = sigterm_at(proc, "step 2/")  # training under way: preempt it
     assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
     run_dir = tmp_path / "runs" / "moved"
     first, meta = load(run_dir / "environment.json")

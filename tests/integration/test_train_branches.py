@@ -9,7 +9,7 @@ import signal
 
 import pytest
 import torch
-from helpers.train import client, compose, one_value_per_step, run_cli, tiny
+from helpers.train import client, compose, one_value_per_step, run_cli, sigterm_at, tiny
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 WSD = ["trainer.cooldown_fraction=0.3", "trainer.ckpt_every=100"]
@@ -35,13 +35,7 @@ def test_wsd_s_branches_continue_the_main_run_exactly(tmp_path, data_dir, mlflow
     # branch B: 10 steps, cooling down over the last 3 (from step 7), preempted and resumed
     args = _branch(data_dir, s, uri, "branch-b", 10, 7)
     proc = run_cli(args)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("step 8/"):
-            proc.send_signal(signal.SIGTERM)
-            break
-    out = "".join(lines) + proc.communicate(timeout=300)[0]
+    out = sigterm_at(proc, "step 8/")  # training under way: preempt it
     assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
     assert "starting from" in out and "preempted at step" in out
     b = train(compose(args))  # the same command again: resumes the branch, not the main run

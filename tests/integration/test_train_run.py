@@ -10,7 +10,15 @@ import time
 
 import pytest
 import torch
-from helpers.train import client, compose, history, one_value_per_step, run_cli, tiny
+from helpers.train import (
+    client,
+    compose,
+    history,
+    one_value_per_step,
+    run_cli,
+    sigterm_at,
+    tiny,
+)
 
 
 # ------------------------------------------------------------------ fail fast, before the model
@@ -188,13 +196,7 @@ def test_sigterm_then_resume_matches_the_straight_run(tmp_path, data_dir, mlflow
     split = tiny(data_dir, tmp_path / "b", mlflow_server, "run_name=split",
                  "trainer.ckpt_every=100", steps=steps)
     proc = run_cli(split)
-    lines = []
-    for line in proc.stdout:  # wait until training is under way, then preempt it
-        lines.append(line)
-        if line.startswith("step 2/"):
-            proc.send_signal(signal.SIGTERM)
-            break
-    out = "".join(lines) + proc.communicate(timeout=300)[0]
+    out = sigterm_at(proc, "step 2/")  # training under way: preempt it
     assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
     assert "preempted at step" in out
     run_dir = tmp_path / "b" / "runs" / "split"
