@@ -55,7 +55,7 @@ class FolderTracker:
         self.record["status"] = "RUNNING"
         self.set_tags(tags or {})
         self.log_params(params or {})
-        self._metrics = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115
+        self._metrics = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115 - open for the run, closed in close()
         self._save()
 
     def describe(self) -> str:
@@ -73,7 +73,7 @@ class FolderTracker:
         row = {"step": int(step), "time_ms": int(time.time() * 1000)}
         row.update({k: float(v) for k, v in metrics.items() if math.isfinite(float(v))})
         if self._metrics is None:
-            self._metrics = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115
+            self._metrics = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115 - open for the run, closed in close()
         self._metrics.write(json.dumps(row) + "\n")
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:

@@ -13,7 +13,15 @@ import tempfile
 
 import pytest
 import torch
-from helpers.train import client, compose, history, one_value_per_step, run_cli, tiny
+from helpers.train import (
+    client,
+    compose,
+    history,
+    one_value_per_step,
+    run_cli,
+    sigterm_at,
+    tiny,
+)
 
 from leviathan.training.signals import REHEARSE_PREEMPTION_ENV
 
@@ -24,13 +32,7 @@ def preempt_at(args: list[str], run: str, step: int) -> str:
     """Run the CLI until it holds at `step` (a preemption rehearsal), SIGTERM it, return its
     output (the checkpoint is written at that step)."""
     proc = run_cli(args, env={**os.environ, REHEARSE_PREEMPTION_ENV: f"{run}@{step}"})
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith(f"holding at step {step}"):
-            proc.send_signal(signal.SIGTERM)
-            break
-    out = "".join(lines) + proc.communicate(timeout=300)[0]
+    out = sigterm_at(proc, f"holding at step {step}")
     assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
     return out
 
