@@ -66,15 +66,16 @@ class FitConfig:
     #   run's final loss measured elsewhere (`all`: every arm not named), for a one-seed sweep:
     #   +fit.seed_noise.leviathan=0.01
     lr_estimator: str = "mean"  # the loss at each arm's best LR: mean (the LR with the lowest
-    #   mean over seeds, every seed kept there) | vertex (a quadratic in log LR, curvature
-    #   pooled across sizes)
+    #   mean over seeds, every seed kept there) | pooled (each size at the LR its arm's other
+    #   sizes choose: no winner's curse, at one seed too) | vertex (a quadratic in log LR,
+    #   curvature pooled across sizes)
 
     _checks = {
         "b": _b, "params": choice("total", "body"), "bootstrap": positive(),
         "seed": in_range(0), "level": in_range(0, 1, lo_open=True, hi_open=True),
         "delta": above(0), "b_grid": each(above(0)),
         "budget_tol": in_range(0, 1, hi_open=True), "seed_noise": _seed_noise,
-        "lr_estimator": choice("mean", "vertex"),
+        "lr_estimator": choice("mean", "pooled", "vertex"),
     }
 
     def __post_init__(self) -> None:

@@ -9,6 +9,15 @@ point. The same rule for every arm (`fit.lr_estimator`):
   the two arms would be biased differently; on the seed mean the bias shrinks as 1/sqrt(seeds)
   (and the simulations of analysis.power keep the intervals' coverage; choosing each seed on the
   other seeds' mean removes the bias but doubles the spread there).
+- `pooled`: the LR of each (arm, size) chosen on the arm's *other* sizes: the seed means of
+  every other size swept with the same LR multipliers, each centred on its own mean over the
+  LRs, summed (leave one size out; the LR rule transfers the optimum across sizes, so the other
+  sizes say where this one's is). No kept loss took part in choosing its own LR, so a flat LR
+  curve has no winner's curse (at any number of seeds, one included), and a choice made on five
+  sizes' runs is rarely wrong where the curve is sharp. What it does not do is tune each size on
+  its own: where the true optimum moves between sizes by more than the sweep's step, `mean`
+  follows it and `pooled` does not (the power analysis shows the cost: grid.power.lr_spread).
+  A point whose LR multipliers no other size shares falls back to `mean`.
 - `vertex`: the loss at the optimum is read from a quadratic in log LR fitted to the seed means,
   one curvature per (family, arm) pooled across its sizes (each size its own level and slope),
   its vertex kept inside the swept range; each seed keeps its run nearest the vertex, its loss
@@ -44,7 +53,7 @@ def _means(point: pd.DataFrame, lrs: np.ndarray, seeds: np.ndarray, usable: np.n
     return grid
 
 
-def _mean_over(grid: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def mean_over(grid: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Mean over the chosen seeds (axis -2) of each LR; inf where any of them diverged."""
     g = np.take(grid, rows, axis=-2)
     finite = np.isfinite(g)
@@ -58,7 +67,7 @@ def keep_batch(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The LR rule on (..., seeds, LRs) final losses (NaN: not run; inf: diverged): (the LR
     chosen on the mean over the seeds (...,), the LR each seed keeps (..., seeds): that one,
     or where a seed lacks it, its own best)."""
-    best = np.argmin(_mean_over(grid, np.arange(grid.shape[-2])), axis=-1)
+    best = np.argmin(mean_over(grid, np.arange(grid.shape[-2])), axis=-1)
     own = np.take_along_axis(grid, best[..., None, None].repeat(grid.shape[-2], -2), axis=-1)
     fallback = np.argmin(np.where(np.isnan(grid), np.inf, grid), axis=-1)
     return best, np.where(np.isfinite(own[..., 0]), best[..., None], fallback)
@@ -67,6 +76,39 @@ def keep_batch(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _keep(grid: np.ndarray) -> tuple[int, np.ndarray]:
     best, per_seed = keep_batch(grid)
     return int(best), per_seed
+
+
+def pooled_choice(means: np.ndarray) -> np.ndarray:
+    """Leave-one-size-out LR choice (`pooled`): means (..., P, K) seed-mean final losses of P
+    sizes at the same K LR multipliers (inf: diverged); returns (..., P) the index each size
+    keeps: the lowest sum over the other sizes of log mean minus that size's mean over the LRs
+    (an LR where another size diverged is never chosen)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logm = np.log(means)
+        finite = np.isfinite(logm)
+        centre = np.where(finite, logm, 0.0).sum(-1, keepdims=True) / finite.sum(-1, keepdims=True)
+        c = np.where(finite, logm - centre, np.where(np.isnan(logm), 0.0, np.inf))
+    others = c.sum(axis=-2, keepdims=True) - np.where(np.isinf(c), 0.0, c)
+    others = np.where(np.isnan(others), np.inf, others)
+    return np.argmin(others, axis=-1)
+
+
+def _pooled_keep(points: list, grid_of) -> dict:
+    """{point index: the LR index its sizes' other sizes choose} for points of one (family,
+    arm) whose LR multipliers (log LR minus the lowest) match another point's."""
+    out = {}
+    by_pattern: dict = {}
+    for j, (_, _, lrs) in enumerate(points):
+        pattern = tuple(np.round(np.log2(lrs / lrs[0]), 3))
+        by_pattern.setdefault(pattern, []).append(j)
+    for members in by_pattern.values():
+        if len(members) < 2:
+            continue
+        means = np.stack([mean_over(grid_of(j), np.arange(grid_of(j).shape[0]))
+                          for j in members])
+        for j, k in zip(members, pooled_choice(means), strict=True):
+            out[j] = int(k)
+    return out
 
 
 def _exclude_losers(table: pd.DataFrame, point: pd.DataFrame, kept: set, lr_of: dict) -> None:
@@ -89,18 +131,40 @@ def _points(table: pd.DataFrame, tol: float):
                 yield key, point, lrs
 
 
-def select_lr(table: pd.DataFrame, tol: float = 0.05, estimator: str = "mean") -> pd.DataFrame:
+def select_lr(table: pd.DataFrame, tol: float = 0.05, estimator: str = "mean"
+              ) -> pd.DataFrame:  # noqa: C901 (one loop over the points, three rules)
     """Mark the runs not kept at every sweep point in table['reason'] (in place; with `vertex`
     the kept runs' losses move to the quadratic's optimum); one row per sweep point with its
     chosen LR (CHOICE_COLUMNS), empty when no point has two LRs."""
     points = list(_points(table, tol))
     curv = _curvatures(table, points) if estimator == "vertex" else {}
+    grids = {}
+
+    def grid_of(j: int) -> np.ndarray:
+        if j not in grids:
+            _, point, lrs = points[j]
+            grids[j] = _means(point, lrs, np.unique(point["seed"].to_numpy()),
+                              (point["reason"] == "").to_numpy())
+        return grids[j]
+
+    pooled = {}
+    if estimator == "pooled":
+        for key in {(fam, arm) for (fam, arm, _), _, _ in points}:
+            members = [j for j, ((f, a, _), _, _) in enumerate(points) if (f, a) == key]
+            found = _pooled_keep([points[j] for j in members],
+                                 lambda i, members=members: grid_of(members[i]))
+            pooled.update({members[i]: k for i, k in found.items()})
     choices = []
-    for (fam, arm, size), point, lrs in points:
+    for j, ((fam, arm, size), point, lrs) in enumerate(points):
         seeds = np.unique(point["seed"].to_numpy())
-        grid = _means(point, lrs, seeds, (point["reason"] == "").to_numpy())
+        grid = grid_of(j)
         best, per_seed = _keep(grid)
-        loss = float(_mean_over(grid, np.arange(seeds.size))[best])
+        if j in pooled:
+            best = pooled[j]
+            own = grid[:, best]
+            per_seed = np.where(np.isfinite(own), best,
+                                np.argmin(np.where(np.isnan(grid), np.inf, grid), axis=-1))
+        loss = float(mean_over(grid, np.arange(seeds.size))[best])
         lr, edge = float(lrs[best]), _edge(best, lrs.size)
         a = curv.get((fam, arm))
         if a is not None:
@@ -115,7 +179,7 @@ def select_lr(table: pd.DataFrame, tol: float = 0.05, estimator: str = "mean") -
                         "tokens": float(point["tokens"].max()), "seeds": int(seeds.size),
                         "lr": lr, "loss": loss, "swept": ", ".join(_fmt(v) for v in lrs),
                         "edge": edge, "estimator": "vertex" if a is not None else
-                        ("mean" if seeds.size > 1 else "one seed")})
+                        "pooled" if j in pooled else ("mean" if seeds.size > 1 else "one seed")})
     return pd.DataFrame(choices, columns=CHOICE_COLUMNS)
 
 
@@ -132,7 +196,7 @@ def _curvatures(table: pd.DataFrame, points) -> dict:
         if lrs.size < 3:
             continue
         seeds = np.unique(point["seed"].to_numpy())
-        m = _mean_over(_means(point, lrs, seeds, (point["reason"] == "").to_numpy()),
+        m = mean_over(_means(point, lrs, seeds, (point["reason"] == "").to_numpy()),
                        np.arange(seeds.size))
         by_arm.setdefault((fam, arm), []).append((np.log(lrs), m))
     out = {}
@@ -156,7 +220,7 @@ def _vertex(grid: np.ndarray, lrs: np.ndarray, a: float, best: int):
     """(lr at the vertex, loss there, each seed's shift, edge, each seed's kept LR index): the
     quadratic with curvature a and this point's own level and slope, vertex inside the sweep."""
     u = np.log(lrs)
-    m = _mean_over(grid, np.arange(grid.shape[0]))
+    m = mean_over(grid, np.arange(grid.shape[0]))
     ok = np.isfinite(m)
     if ok.sum() < 2:
         loss = float(m[best])

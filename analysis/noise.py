@@ -41,6 +41,8 @@ class Noise:
     source: str  # seeds | given | fit (SOURCES)
     levels: dict = field(default_factory=dict)  # arm -> relative sd of one run's loss
     notes: list = field(default_factory=list)  # borrowed levels, missing arms
+    dof: dict = field(default_factory=dict)  # arm -> degrees of freedom of its level (inf:
+    #   given, known)
 
     @property
     def label(self) -> str:
@@ -111,6 +113,7 @@ def batch_replicates(loss: np.ndarray, arms: np.ndarray, groups: np.ndarray,
                                                   * rng.standard_normal((*out.shape[:2],
                                                                          cols.size)))
         noise.levels[a] = sd
+        noise.dof[a] = dof
     return out, noise
 
 

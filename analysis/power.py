@@ -12,7 +12,9 @@ replicates at once: the LR rule (analysis.lr_selection.keep_batch), the run-to-r
 given as fit.seed_noise), the Dense refits (analysis.matchings.dense_draws) and the effective
 sizes (x_eff), by total parameters. Out come, per headline number (multiplier per arm and size,
 LEV over its control per size and pooled), the truth, the median printed 95% half-width
-(predicted), the empirical half-width of the estimates over the ladders (the check: the two agree
+(predicted), the empirical half-width of the estimates over the ladders (their sd times the
+level's quantile of Student's t on the noise level's degrees of freedom, z for a given level: an
+interval whose noise is measured from few seeds must be that much wider; the check: the two agree
 within 20%), the coverage of the printed intervals, the bias, and the smallest effect the number
 detects (a true ratio that a 95% interval excludes 1 for, 80% of the time: 2.8 standard errors).
 """
@@ -27,7 +29,7 @@ import pandas as pd
 
 from analysis.bootstrap import percentile_interval
 from analysis.config import FIT_DELTA
-from analysis.lr_selection import keep_batch
+from analysis.lr_selection import keep_batch, mean_over, pooled_choice
 from analysis.matchings import dense_draws, x_eff
 from analysis.noise import batch_replicates
 from analysis.powerlaw import fit_power_law
@@ -52,6 +54,7 @@ class PowerModel:
     lr_optimum: dict = field(default_factory=dict)  # arm -> log2 of its true optimum / rule's LR
     lr_spread: float = 0.5  # sd (octaves) of each (arm, size)'s true optimum around that, drawn
     #   per ladder: the LR rule is not exact, so a size without an LR sweep pays for it
+    lr_estimator: str = "mean"  # the analysis's LR rule (fit.lr_estimator: mean | pooled)
     ladders: int = 200  # M simulated ladders
     bootstrap: int = 200  # replicates per ladder for the printed intervals
     seed: int = 0
@@ -95,19 +98,33 @@ def _truth(cells: list[Cell], model: PowerModel) -> tuple[np.ndarray, float, dic
 
 def _simulate_kept(cells: list[Cell], model: PowerModel, rng: np.random.Generator):
     """(kept losses (M, n), arm per run, cell index per run): every run of every ladder after
-    the LR rule, seeds kept."""
+    the LR rule (model.lr_estimator), seeds kept."""
     clean, _, _ = _truth(cells, model)
     m = model.ladders
-    losses, arms, cell_of = [], [], []
+    grids = []
     for i, c in enumerate(cells):
         opt = model.lr_optimum.get(c.arm, 0.0) + model.lr_spread * rng.standard_normal((m, 1, 1))
         u = np.log2(np.asarray(c.lrs, float))[None, None, :] - opt  # (M, 1, K)
         level = clean[i] * (1.0 + model.lr_curvature * u ** 2)
-        grid = level * (1.0 + model.sd(c.arm) * rng.standard_normal((m, c.seeds, len(c.lrs))))
-        _, per_seed = keep_batch(grid)  # (M, S)
-        losses.append(np.take_along_axis(grid, per_seed[..., None], axis=-1)[..., 0])
-        arms += [c.arm] * c.seeds
-        cell_of += [i] * c.seeds
+        grids.append(level * (1.0 + model.sd(c.arm)
+                              * rng.standard_normal((m, c.seeds, len(c.lrs)))))
+    keep = [keep_batch(g)[1] for g in grids]  # (M, S) each: the seed-mean rule
+    if model.lr_estimator == "pooled":
+        groups: dict = {}
+        for i, c in enumerate(cells):
+            if len(c.lrs) > 1:
+                groups.setdefault((c.arm, c.lrs), []).append(i)
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            means = np.stack([mean_over(grids[i], np.arange(cells[i].seeds))
+                              for i in members], axis=1)  # (M, P, K)
+            for i, k in zip(members, np.moveaxis(pooled_choice(means), 1, 0), strict=True):
+                keep[i] = np.repeat(k[:, None], cells[i].seeds, axis=1)
+    losses = [np.take_along_axis(g, k[..., None], axis=-1)[..., 0]
+              for g, k in zip(grids, keep, strict=True)]
+    arms = [c.arm for c in cells for _ in range(c.seeds)]
+    cell_of = [i for i, c in enumerate(cells) for _ in range(c.seeds)]
     return np.concatenate(losses, axis=1), np.array(arms), np.array(cell_of)
 
 
@@ -141,42 +158,49 @@ def simulate(cells: list[Cell], model: PowerModel, *, level: float = 0.95) -> pd
                                         reps[:, :, cols].mean(axis=2))
     params = {(c.arm, c.size): c.params for c in cells}
     rows = [_row("multiplier", arm, size, worth[arm], n_eff[(arm, size)] / params[(arm, size)],
-                 n_boot[(arm, size)] / params[(arm, size)], level, noise.source)
+                 n_boot[(arm, size)] / params[(arm, size)], level, noise.source,
+                 min(noise.dof.get(arm, math.inf), noise.dof.get("dense", math.inf)))
             for arm, size in n_eff]
-    rows += _ratio_rows(n_eff, n_boot, worth, level, noise.source)
+    rows += _ratio_rows(n_eff, n_boot, worth, level, noise)
     return pd.DataFrame(rows, columns=POWER_COLUMNS)
 
 
-def _ratio_rows(n_eff: dict, n_boot: dict, worth: dict, level: float, source: str) -> list:
+def _ratio_rows(n_eff: dict, n_boot: dict, worth: dict, level: float, noise) -> list:
     control = next((a for a in CONTROL_ARMS if a in worth), None)
     if control is None:
         return []
+    source = noise.source
+    dof = min(noise.dof.get("leviathan", math.inf), noise.dof.get(control, math.inf))
     sizes = [s for (a, s) in n_eff if a == "leviathan" and (control, s) in n_eff]
     truth = worth["leviathan"] / worth[control]
     rows, logs, logs_boot = [], [], []
     for s in sizes:
         est = n_eff[("leviathan", s)] / n_eff[(control, s)]
         boot = n_boot[("leviathan", s)] / n_boot[(control, s)]
-        rows.append(_row("lev_over_control", control, s, truth, est, boot, level, source))
+        rows.append(_row("lev_over_control", control, s, truth, est, boot, level, source, dof))
         logs.append(np.log(est))
         logs_boot.append(np.log(boot))
     if sizes:
         rows.append(_row("lev_over_control_pooled", control, "pooled", truth,
                          np.exp(np.mean(logs, axis=0)), np.exp(np.mean(logs_boot, axis=0)),
-                         level, source))
+                         level, source, dof))
     return rows
 
 
 def _row(quantity: str, arm: str, size: str, truth: float, est: np.ndarray, boot: np.ndarray,
-         level: float, source: str) -> dict:
-    """One headline number over the M ladders: est (M,), boot (M, R) its replicates."""
+         level: float, source: str, dof: float = math.inf) -> dict:
+    """One headline number over the M ladders: est (M,), boot (M, R) its replicates; dof: the
+    degrees of freedom of the noise level its interval is drawn with (inf: a given level)."""
     lo, hi = percentile_interval(boot, level, axis=1)  # (M,)
     with np.errstate(all="ignore"):
         half = np.nanmedian((np.log(hi) - np.log(lo)) / 2)
         le = np.log(est[np.isfinite(est) & (est > 0)])
-    # the estimates' own spread over the ladders, on the interval's scale (z x their sd: its
-    # sampling error over 200 ladders is ~5%, a 2.5% quantile's ~15%)
-    z = float(np.sqrt(2) * _erfinv(level))
+    # the estimates' own spread over the ladders, on the interval's scale: q x their sd, q the
+    # level's quantile of Student's t on the noise level's degrees of freedom (z for a given
+    # level): an interval whose noise level is measured from few seeds must be that much wider
+    # than one that knew it (the replicates draw the level from its own uncertainty); the sd's
+    # sampling error over 200 ladders is ~5%, a 2.5% quantile's would be ~15%
+    z = _quantile(level, dof)
     emp = float(z * np.std(le, ddof=1)) if le.size > 2 else math.nan
     return {"quantity": quantity, "arm": arm, "size": size, "truth": truth,
             "estimate": float(np.exp(np.median(le))) if le.size else math.nan,
@@ -213,8 +237,8 @@ def power_md(table: pd.DataFrame, cells: list[Cell], model: PowerModel) -> str:
            f"{model.effect:g}, noise {_noise_txt(model)}, LR curvature "
            f"{model.lr_curvature:g} per octave^2, true optimum ±{model.lr_spread:g} octave "
            f"around the rule's; {how}); GPU-hours ~{design_cost(cells):.4g}:",
-           "", "| number | arm | size | truth | ±95% half-width (predicted) | empirical spread "
-           "| coverage | detects |", "|---|---|---|---|---|---|---|---|"]
+           "", "| number | arm | size | truth | ±95% half-width (predicted) | simulated spread "
+           "(x t) | coverage | detects |", "|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples(index=False):
         out.append(f"| {r.quantity} | {r.arm} | {r.size} | {r.truth:.3g} | ±{r.half_width:.1%} "
                    f"| ±{r.empirical:.1%} | {r.coverage:.0%} | {r.detectable:.3g}x |")
@@ -239,7 +263,7 @@ def _noise_txt(model: PowerModel) -> str:
 def model_from_grid(power: dict) -> PowerModel:
     """The PowerModel of a grid's `power` section (leviathan.sweep.grid.PowerSpec)."""
     keys = ("noise", "effect", "control_worth", "lr_curvature", "lr_spread", "ladders",
-            "bootstrap")
+            "bootstrap", "lr_estimator")
     return PowerModel(**{k: power[k] for k in keys if k in power})
 
 
@@ -262,7 +286,9 @@ def report_plan(frame: pd.DataFrame, grid: dict, sweep_dir) -> str:
     return "\n" + power_md(table, cells, model) + f"\n(written to {path})"
 
 
-def _erfinv(p: float) -> float:
-    from scipy.special import erfinv
+def _quantile(level: float, dof: float) -> float:
+    """The two-sided `level` quantile of Student's t on `dof` (the normal's when infinite)."""
+    from scipy import stats
 
-    return float(erfinv(p))
+    p = (1 + level) / 2
+    return float(stats.norm.ppf(p) if not math.isfinite(dof) else stats.t.ppf(p, dof))

@@ -59,9 +59,11 @@ class PowerSpec:
     lr_spread: float = 0.5  # sd (octaves) of the true optimum around the LR rule's, per size
     ladders: int = 200  # simulated ladders
     bootstrap: int = 200  # bootstrap replicates per ladder for the printed intervals
+    lr_estimator: str = "mean"  # the analysis's LR rule the simulation applies (the fit's
+    #   fit.lr_estimator: mean | pooled; see analysis/lr_selection.py)
 
-    _checks = {"effect": above(0), "control_worth": above(0), "lr_curvature": in_range(0),
-               "lr_spread": in_range(0),
+    _checks = {"lr_estimator": choice("mean", "pooled"), "effect": above(0),
+               "control_worth": above(0), "lr_curvature": in_range(0), "lr_spread": in_range(0),
                "ladders": at_least(20), "bootstrap": at_least(20)}
 
 
