@@ -69,13 +69,17 @@ class FitConfig:
     #   mean over seeds, every seed kept there) | pooled (each size at the LR its arm's other
     #   sizes choose: no winner's curse, at one seed too) | vertex (a quadratic in log LR,
     #   curvature pooled across sizes)
+    lr_miss: float = 0.0035  # relative sd of the final loss of an (arm, size) that ran the LR
+    #   rule's LR only while other sizes of its family swept LR (grid.lr_sizes): the rule's miss
+    #   of that size's optimum, shared by its seeds, which they cannot show (the power model's:
+    #   curvature 0.01 per octave^2, optimum +-0.5 octave: 0.01 x 0.5^2 x sqrt(2)); 0: left out
 
     _checks = {
         "b": _b, "params": choice("total", "body"), "bootstrap": positive(),
         "seed": in_range(0), "level": in_range(0, 1, lo_open=True, hi_open=True),
         "delta": above(0), "b_grid": each(above(0)),
         "budget_tol": in_range(0, 1, hi_open=True), "seed_noise": _seed_noise,
-        "lr_estimator": choice("mean", "pooled", "vertex"),
+        "lr_estimator": choice("mean", "pooled", "vertex"), "lr_miss": in_range(0, 0.5),
     }
 
     def __post_init__(self) -> None:

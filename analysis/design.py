@@ -3,7 +3,10 @@
 A family's grid fixes the arms, the candidate sizes and the Dense-only rungs; the search varies
 how the budget is spent (SCIENCE.md §4: seeds where the noise is, an LR sweep where the optimum
 is uncertain, Dense rungs at one LR):
-- seeds on Leviathan and its control (the arms whose ratio is the question), 1 to 12;
+- seeds on Leviathan and its control (the arms whose ratio is the question): 1 to 12 at every
+  size, or tapered (`taper` 0.5: the Neyman allocation, seeds at each size proportional to
+  1/sqrt(its cost per run), 2 to 24 at the smallest size, at least one at any): where a run costs
+  49 times more, 7 times fewer seeds, and the budget goes where a seed buys most precision;
 - seeds on Dense (1 or 2);
 - which sizes sweep the grid's LR variants: every size, or the smallest and largest (the others
   run the rule's LR: the truth model's `lr_spread` makes that cost what it costs). Never none:
@@ -12,7 +15,9 @@ is uncertain, Dense rungs at one LR):
 - the Dense-only rungs always kept, at one LR (an effective size is read by interpolation, not
   beyond the largest Dense point: SCIENCE.md §3; the power model does not see that risk, so the
   search may not trade it away);
-- the largest paired size kept or dropped.
+- the largest paired size kept (design.keep_largest_pair, the default: the question is asked up
+  to that size, and the power model does not see what dropping it costs: a shorter lever on the
+  exponents, an extrapolation for anyone who wants the answer at the top) or also dropped.
 Tokens per parameter stay the grid's (a change would need the truth model's L(N, D)).
 Every candidate within the budget is simulated (analysis.power, fewer ladders), the best few
 again at full size; the target is one headline number's predicted half-width (default: the
@@ -61,36 +66,44 @@ def _score(table: pd.DataFrame, target: str) -> float:
     return max(_target_width(table, target), _target_width(table, target, "empirical"))
 
 
-def candidates(base: list[Cell], lrs: tuple[float, ...]) -> list[Candidate]:
+def candidates(base: list[Cell], lrs: tuple[float, ...], keep_largest_pair: bool = True
+               ) -> list[Candidate]:
     """Every allocation of the search space (module docstring) over the base cells (one seed,
     the rule's LR; Dense-only rungs are the Dense cells at sizes no other arm has)."""
     arms = {c.arm for c in base}
     paired = sorted({c.size for c in base if c.arm != "dense"},
                     key=lambda s: next(c.params for c in base if c.size == s))
     out = []
-    for seeds, dense_seeds, sweep, rungs, top in itertools.product(
-            range(1, 13), (1, 2), ("all", "ends"), (True,), (True, False)):
+    lev_cost = {c.size: c.gpu_hours for c in base if c.arm != "dense"}
+    choices = [(t, s) for t in (0.0, 0.5) for s in (range(1, 13) if t == 0 else range(2, 25))]
+    for (taper, seeds), dense_seeds, sweep, rungs, top in itertools.product(
+            choices, (1, 2), ("all", "ends"), (True,),
+            (True,) if keep_largest_pair else (True, False)):
         sizes = paired if top else paired[:-1]
         swept = {"all": set(sizes), "ends": {sizes[0], sizes[-1]}}[sweep]
+        per_size = {s: max(1, round(seeds * (lev_cost[sizes[0]] / lev_cost[s]) ** taper))
+                    for s in sizes}
         cells = []
         for c in base:
             is_rung = c.size not in paired
             if (is_rung and not rungs) or (not is_rung and c.size not in sizes):
                 continue
-            n = dense_seeds if c.arm == "dense" else seeds
-            cells.append(replace(c, seeds=1 if is_rung else n,
-                                 lrs=lrs if c.size in swept else (1.0,)))
+            n = 1 if is_rung else min(dense_seeds if c.arm == "dense" else seeds,
+                                      per_size[c.size])
+            cells.append(replace(c, seeds=n, lrs=lrs if c.size in swept else (1.0,)))
         if len({c.size for c in cells if c.arm == "dense"}) < 3:
             continue
         knobs = {"seeds": seeds, "dense_seeds": dense_seeds, "lr_sweep": sweep,
                  "dense_rungs": rungs, "largest_pair": top, "sizes": sizes,
-                 "lr_sizes": sorted(swept, key=paired.index)}
+                 "lr_sizes": sorted(swept, key=paired.index), "taper": taper,
+                 "seeds_by_size": {s: n for s, n in per_size.items() if n < seeds}}
         out.append(Candidate(knobs, cells, design_cost(cells)))
     return out if arms else []
 
 
 def search(base: list[Cell], lrs: tuple[float, ...], budget: float, model: PowerModel,
-           target: str = "lev_over_control_pooled", top: int = 5) -> list[Candidate]:
+           target: str = "lev_over_control_pooled", top: int = 5,
+           keep_largest_pair: bool = True) -> list[Candidate]:
     """The best `top` allocations within `budget` GPU-hours, best first (width: the target's
     predicted half-width at the model's full ladders and bootstrap)."""
     if target not in TARGETS:
@@ -101,7 +114,7 @@ def search(base: list[Cell], lrs: tuple[float, ...], budget: float, model: Power
                           f"{', '.join(CONTROL_ARMS)}); this family has "
                           f"{', '.join(sorted({c.arm for c in base}))}: use design.target="
                           "multiplier")
-    pool = candidates(base, lrs)
+    pool = candidates(base, lrs, keep_largest_pair)
     fits = [c for c in pool if c.cost <= budget]
     admissible = [c for c in pool if _admissible(c, target)]
     if not [c for c in fits if _admissible(c, target)]:
@@ -131,7 +144,7 @@ def _frontier(cands: list[Candidate]) -> list[Candidate]:
     the budget allows: more seeds there never widen the target."""
     best: dict = {}
     for c in cands:
-        key = tuple((k, str(v)) for k, v in c.knobs.items() if k != "seeds")
+        key = tuple((k, str(v)) for k, v in c.knobs.items() if k not in ("seeds", "seeds_by_size"))
         if key not in best or c.knobs["seeds"] > best[key].knobs["seeds"]:
             best[key] = c
     return list(best.values())
@@ -145,7 +158,9 @@ def design_md(found: list[Candidate], budget: float, target: str, reference=None
            "| sizes |", "|---|---|---|---|---|---|---|---|"]
     for i, c in enumerate(found, 1):
         k = c.knobs
-        out.append(f"| {i} | {c.cost:.4g} | ±{c.width:.1%} | {k['seeds']} | {k['dense_seeds']} "
+        seeds = (f"{k['seeds']} to {min(k['seeds_by_size'].values())}" if k["seeds_by_size"]
+                 else f"{k['seeds']}")
+        out.append(f"| {i} | {c.cost:.4g} | ±{c.width:.1%} | {seeds} | {k['dense_seeds']} "
                    f"| {', '.join(k['lr_sizes']) or 'none'} | {'yes' if k['dense_rungs'] else 'no'}"
                    f" | {len(k['sizes'])} |")
     if reference is not None:
@@ -158,9 +173,11 @@ def cells_for_grid(base: list[Cell], grid: dict) -> list[Cell]:
     cells (one per arm and size: parameters and cost per run)."""
     by_name = {s.rsplit("/", 1)[-1]: s for s in [*grid["sizes"], *grid.get("dense_sizes", [])]}
     lr_sizes = grid.get("lr_sizes")
+    cap = grid.get("seeds_by_size") or {}
     out = []
     for c in base:
         seeds = grid.get("seeds_by_arm", {}).get(c.arm, grid["seeds"])
+        seeds = seeds[:cap.get(by_name.get(c.size), len(seeds))]
         swept = lr_sizes is None or by_name.get(c.size) in lr_sizes
         out.append(replace(c, seeds=len(seeds),
                            lrs=tuple(sorted(grid["lr"])) if swept else (1.0,)))
@@ -178,6 +195,9 @@ def designed_grid(grid: dict, best: Candidate, budget: float, target: str, model
     out["dense_sizes"] = list(grid.get("dense_sizes", [])) if k["dense_rungs"] else []
     out["seeds"] = list(range(k["dense_seeds"]))
     out["seeds_by_arm"] = {a: list(range(k["seeds"])) for a in grid["arms"] if a != "dense"}
+    out["seeds_by_size"] = {by_name[s]: n for s, n in k["seeds_by_size"].items()}
+    if k["dense_seeds"] > 1:  # the Dense-only rungs run one seed (their cost in the search)
+        out["seeds_by_size"].update({s: 1 for s in out["dense_sizes"]})
     out["lr_sizes"] = [by_name[s] for s in k["lr_sizes"]]
     out["power"] = {key: getattr(model, key) for key in
                     ("noise", "effect", "control_worth", "lr_curvature", "lr_spread")}
@@ -216,7 +236,7 @@ def run_search(base_frame: pd.DataFrame, grid: dict, design: dict) -> tuple[str,
     ref_target = target if target in TARGETS else "lev_over_control_pooled"
     reference = (_score(simulate(ref_cells, model), ref_target), design_cost(ref_cells))
     found = search(base, tuple(sorted(grid["lr"])), float(budget), model, target,
-                   int(design.get("top", 5)))
+                   int(design.get("top", 5)), bool(design.get("keep_largest_pair", True)))
     text = design_md(found, float(budget), target, reference)
     winner, header = designed_grid(grid, found[0], float(budget), target, model, reference)
     return text, winner, header

@@ -43,6 +43,8 @@ class Noise:
     notes: list = field(default_factory=list)  # borrowed levels, missing arms
     dof: dict = field(default_factory=dict)  # arm -> degrees of freedom of its level (inf:
     #   given, known)
+    lr_miss: float = 0.0  # the LR rule's miss drawn for the unswept (arm, size) groups
+    unswept: list = field(default_factory=list)  # those groups ("arm|size")
 
     @property
     def label(self) -> str:
@@ -68,19 +70,25 @@ def _given(arm: str, seed_noise: dict | None) -> float | None:
 
 
 def replicates(both: pd.DataFrame, seed_noise: dict | None, n_rep: int,
-               rng: np.random.Generator) -> tuple[np.ndarray | None, Noise]:
-    """(n_rep, n) replicate losses of every run of `both` (arm, size, loss), and the Noise used;
-    None with source `fit` when there is no noise to draw from (batch_replicates, one ladder)."""
+               rng: np.random.Generator, lr_miss: float = 0.0
+               ) -> tuple[np.ndarray | None, Noise]:
+    """(n_rep, n) replicate losses of every run of `both` (arm, size, loss; lr_swept: whether
+    its (arm, size) swept LR), and the Noise used; None with source `fit` when there is no noise
+    to draw from (batch_replicates, one ladder)."""
     groups = (both["arm"].astype(str) + "|" + both["size"].astype(str)).to_numpy()
+    unswept = None
+    if "lr_swept" in both and both["lr_swept"].any():
+        unswept = ~both["lr_swept"].fillna(False).to_numpy(bool)
     reps, noise = batch_replicates(both["loss"].to_numpy(float)[None, :],
                                    both["arm"].astype(str).to_numpy(), groups, seed_noise,
-                                   n_rep, rng)
+                                   n_rep, rng, unswept, lr_miss)
     noise.levels = {a: float(v[0]) for a, v in noise.levels.items()}
     return (None if reps is None else reps[0]), noise
 
 
 def batch_replicates(loss: np.ndarray, arms: np.ndarray, groups: np.ndarray,
-                     seed_noise: dict | None, n_rep: int, rng: np.random.Generator
+                     seed_noise: dict | None, n_rep: int, rng: np.random.Generator,
+                     unswept: np.ndarray | None = None, lr_miss: float = 0.0
                      ) -> tuple[np.ndarray | None, Noise]:
     """(M, n_rep, n) replicate losses of M ladders of the same runs (loss (M, n); arms, groups
     (n,): each run's arm and (arm, size) group), and the Noise (levels: arm -> (M,) sd).
@@ -88,7 +96,9 @@ def batch_replicates(loss: np.ndarray, arms: np.ndarray, groups: np.ndarray,
     Each run's loss is its group mean x (1 + sigma z), z standard normal, sigma its arm's level:
     from the arm's seeds (pooled over its sizes; each replicate draws the level from its own
     uncertainty, a scaled inverse chi-square on the pooled degrees of freedom: t-like tails),
-    or given (known: no such draw)."""
+    or given (known: no such draw). Runs flagged `unswept` (their (arm, size) ran the rule's LR
+    only, while others swept) are also multiplied by (1 + lr_miss z'), one z' per group and
+    replicate: the LR rule's miss of that size's optimum, shared by its seeds."""
     loss = np.atleast_2d(np.asarray(loss, float))
     _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
     onehot = np.eye(counts.size)[inverse]  # (n, G)
@@ -114,6 +124,12 @@ def batch_replicates(loss: np.ndarray, arms: np.ndarray, groups: np.ndarray,
                                                                          cols.size)))
         noise.levels[a] = sd
         noise.dof[a] = dof
+    if unswept is not None and lr_miss > 0 and unswept.any():
+        for g in np.unique(inverse[unswept]):
+            cols = np.flatnonzero(inverse == g)
+            out[:, :, cols] *= 1.0 + lr_miss * rng.standard_normal((*out.shape[:2], 1))
+        noise.lr_miss = lr_miss
+        noise.unswept = sorted({str(x) for x in groups[unswept]})
     return out, noise
 
 
@@ -159,4 +175,8 @@ def noise_line(noise: Noise) -> str:
                 "sweep>).")
     levels = ", ".join(f"{a} {v:.2%}" for a, v in sorted(noise.levels.items())
                        if math.isfinite(v))
-    return f"Intervals: {noise.label}: {levels}." + "".join(f" {n}." for n in noise.notes)
+    miss = (f" Sizes that ran the LR rule's LR only ({', '.join(noise.unswept)}) also carry its "
+            f"miss of their optimum, {noise.lr_miss:.2%} of the loss (fit.lr_miss)."
+            if noise.lr_miss else "")
+    return (f"Intervals: {noise.label}: {levels}." + "".join(f" {n}." for n in noise.notes)
+            + miss)

@@ -137,7 +137,10 @@ def simulate(cells: list[Cell], model: PowerModel, *, level: float = 0.95) -> pd
     groups = np.array([f"{cells[i].arm}|{cells[i].size}" for i in cell_of])
     seeded = any(c.seeds >= 2 for c in cells)
     given = None if seeded else {a: model.sd(a) for a in set(arms)}
-    reps, noise = batch_replicates(loss, arms, groups, given, r, rng)  # (M, R, n)
+    swept = np.array([len(cells[i].lrs) > 1 for i in cell_of])
+    miss = model.lr_curvature * model.lr_spread ** 2 * math.sqrt(2)  # the analysis's fit.lr_miss
+    reps, noise = batch_replicates(loss, arms, groups, given, r, rng,
+                                   ~swept if swept.any() else None, miss)  # (M, R, n)
     dense = arms == "dense"
     x = np.array([cells[i].params for i in cell_of])
     start = fit_power_law(x[dense], np.repeat(clean, [c.seeds for c in cells])[dense],

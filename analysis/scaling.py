@@ -127,6 +127,10 @@ def analyse(runs: Runs, cfg: FitConfig) -> tuple[dict[str, FamilyResult], pd.Dat
     """Fit every family; returns (family -> result, the run table with exclusion reasons)."""
     table = runs.table.copy()
     choices = select_lr(table, cfg.budget_tol, cfg.lr_estimator)
+    finished = table[table["status"] == "FINISHED"]
+    tried = finished.groupby(["family", "arm", "size"])["lr"].nunique()
+    table["lr_swept"] = [tried.get((f, a, s), 0) >= 2 for f, a, s in
+                         zip(table["family"], table["arm"], table["size"], strict=True)]
     cooled = exclude_uncooled(table)
     usable = table[table["reason"] == ""]
     if usable.empty:

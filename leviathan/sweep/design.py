@@ -36,6 +36,7 @@ def base_plan(cfg, task_overrides: list[str]):
         OmegaConf.update(base, "grid.seeds", [0], merge=False)
         OmegaConf.update(base, "grid.lr", [1.0], merge=False)
         OmegaConf.update(base, "grid.seeds_by_arm", {}, merge=False)
+        OmegaConf.update(base, "grid.seeds_by_size", {}, merge=False)
         OmegaConf.update(base, "grid.lr_sizes", None, merge=False)
         OmegaConf.update(base, "grid.cooldowns", [], merge=False)
     return make_plan(base, task_overrides, Path(str(cfg.paths.root_dir)).resolve())

@@ -87,6 +87,9 @@ class GridConfig:
     seeds_by_arm: dict[str, list[int]] = field(default_factory=dict)  # arm -> its own seeds
     #   (instead of `seeds`): e.g. more seeds on Leviathan and its control than on Dense; a pair
     #   is (size, budget, seed) and holds the arms that run that seed
+    seeds_by_size: dict[str, int] = field(default_factory=dict)  # size (as in sizes) -> how
+    #   many of each arm's seeds run there (its first n): fewer seeds where runs cost most (the
+    #   design search's allocation; every arm's seeds are still one pair each)
     lr_sizes: list[str] | None = None  # sizes (as in sizes / dense_sizes) that sweep `lr`; the
     #   others run the rule's LR only (null: every size sweeps)
     lr: list[float] = field(default_factory=lambda: [1.0])  # learning-rate variants of every
@@ -172,6 +175,11 @@ def _check_allocation(grid: GridConfig) -> None:
         if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
             raise _bad(f"seeds_by_arm.{arm}", f"must be a non-empty list of distinct seeds >= 0, "
                        f"got {seeds!r}")
+    for size, n in grid.seeds_by_size.items():
+        if size not in grid.sizes and size not in grid.dense_sizes:
+            raise _bad(f"seeds_by_size.{size}", "not in sizes or dense_sizes")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise _bad(f"seeds_by_size.{size}", f"must be a whole number of seeds >= 1, got {n!r}")
     unknown = set(grid.lr_sizes or ()) - set(grid.sizes) - set(grid.dense_sizes)
     if unknown:
         raise _bad("lr_sizes", f"{sorted(unknown)} are not in sizes or dense_sizes")
@@ -215,9 +223,12 @@ def _num(x: float) -> str:
     return f"{x:g}".replace(".", "p")
 
 
-def arm_seeds(grid: GridConfig, arm: str) -> list[int]:
-    """The seeds `arm` runs: grid.seeds_by_arm's, else grid.seeds."""
-    return list(grid.seeds_by_arm.get(arm, grid.seeds))
+def arm_seeds(grid: GridConfig, arm: str, size: str | None = None) -> list[int]:
+    """The seeds `arm` runs (at `size`): grid.seeds_by_arm's, else grid.seeds (the first
+    grid.seeds_by_size[size] of them)."""
+    seeds = list(grid.seeds_by_arm.get(arm, grid.seeds))
+    cap = grid.seeds_by_size.get(size) if size is not None else None
+    return seeds[:cap] if cap is not None else seeds
 
 
 def _variants(grid: GridConfig, sweep_name: str, pair: str, arm: str, size: str,
@@ -247,10 +258,10 @@ def expand(grid: GridConfig, sweep_name: str) -> list[RunSpec]:
     for size, size_arms in rungs:
         scales = grid.lr if grid.lr_sizes is None or size in grid.lr_sizes else [1.0]
         for budget in budgets:
-            for seed in sorted({s for a in size_arms for s in arm_seeds(grid, a)}):
+            for seed in sorted({s for a in size_arms for s in arm_seeds(grid, a, size)}):
                 size_label = size.rsplit("/", 1)[-1]
                 pair = f"{size_label}-{_budget_label(kind, budget)}-s{seed}"
-                for arm in (a for a in size_arms if seed in arm_seeds(grid, a)):
+                for arm in (a for a in size_arms if seed in arm_seeds(grid, a, size)):
                     # the arm's own overrides beat the grid-wide ones (the command line beats
                     # both: it is applied last, when each run is composed)
                     overrides = (f"model={size}", *grid.overrides, *grid.arms[arm])

@@ -119,14 +119,39 @@ def measured_throughput(path: str | None) -> tuple[dict[tuple[str, str], float],
     return out, f"{path} ({device}, {when})"
 
 
-def _compose_run(spec: RunSpec, extra: list[str]):
+# the overrides that differ between the runs of one (size, arm, budget, LR): a run's config is
+# its template's (composed once by Hydra) with these set (a grid of many seeds composes once)
+PER_RUN_KEYS = {"seed": int, "run_name": str, "meta.pair": str, "+meta.cooldown": float,
+                "+meta.branch_of": str}
+
+
+def _compose_run(spec: RunSpec, extra: list[str], cache: dict | None = None):
+    """The run's composed config: Hydra's compose of its overrides, or, when `cache` holds the
+    template of a run that differs only in PER_RUN_KEYS, a copy of it with those set."""
+    import copy
+
+    from omegaconf import OmegaConf
+
     from leviathan.config import compose
 
+    overrides = dedupe_overrides([*spec.overrides, *extra])
+    per_run = [o for o in overrides if o.split("=", 1)[0] in PER_RUN_KEYS]
+    rest = tuple(o for o in overrides if o not in per_run)
+    key = (rest, tuple(sorted(o.split("=", 1)[0] for o in per_run)))
+    if cache is not None and key in cache:
+        cfg = copy.deepcopy(cache[key])
+        for o in per_run:
+            name, value = o.split("=", 1)
+            OmegaConf.update(cfg, name.lstrip("+"), PER_RUN_KEYS[name](value), merge=False)
+        return cfg
     try:
-        return compose("train", dedupe_overrides([*spec.overrides, *extra]))
+        cfg = compose("train", overrides)
     except Exception as e:  # hydra's errors name the bad override; add the run it belongs to
         raise GridError(f"run {spec.name}: cannot compose its config ({type(e).__name__}: {e})"
                         ) from e
+    if cache is not None:
+        cache[key] = copy.deepcopy(cfg)
+    return cfg
 
 
 def make_plan(cfg: Any, task_overrides: list[str], root: Path) -> SweepPlan:
@@ -180,6 +205,7 @@ class _Context:
     checked_data: set[str] = field(default_factory=set)
     measured: dict[tuple[str, str], float] = field(default_factory=dict)  # `bench gpu` FLOP/s
     n_measured: int = 0  # runs whose MFU the measurements give
+    composed: dict = field(default_factory=dict)  # _compose_run's templates
 
 
 def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:
@@ -192,7 +218,7 @@ def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:
     from leviathan.training.plan import plan_run as run_plan
 
     grid = ctx.grid
-    run_cfg = _compose_run(spec, _run_overrides(spec, ctx))
+    run_cfg = _compose_run(spec, _run_overrides(spec, ctx), ctx.composed)
     mc, counts = _resolve_model(spec, run_cfg)
     to_data_config(run_cfg.data)  # every value range-checked before the rules below use it
     trainer_config(run_cfg)  # (data.seq_len=0 or trainer.lr=0 would divide by zero there)
@@ -334,15 +360,24 @@ def _check_names(runs: list[PlannedRun]) -> None:
         seen.add(r.run)
 
 
-def _fill_gaps(runs: list[PlannedRun]) -> None:
-    """Each run's param_gap against the Dense run of its pair."""
-    dense = {}
+def _pair_dense(runs: list[PlannedRun]) -> dict[str, PlannedRun]:
+    """pair -> its Dense run; a pair of a seed Dense does not run (grid.seeds_by_arm) gets the
+    Dense run of its size and budget (the same model: a seed changes no parameter)."""
+    own, by_point = {}, {}
     for r in runs:
         if r.arm == "dense":
-            dense.setdefault(r.pair, r.params_total)
+            own.setdefault(r.pair, r)
+            by_point.setdefault(r.pair.rsplit("-s", 1)[0], r)
+    return {r.pair: own.get(r.pair) or by_point[r.pair.rsplit("-s", 1)[0]] for r in runs
+            if r.pair in own or r.pair.rsplit("-s", 1)[0] in by_point}
+
+
+def _fill_gaps(runs: list[PlannedRun]) -> None:
+    """Each run's param_gap against the Dense run of its pair (_pair_dense)."""
+    dense = _pair_dense(runs)
     for r in runs:
         if r.pair in dense:
-            r.param_gap = r.params_total / dense[r.pair] - 1.0
+            r.param_gap = r.params_total / dense[r.pair].params_total - 1.0
 
 
 def _check_isoparametric(runs: list[PlannedRun], grid) -> None:
@@ -351,10 +386,11 @@ def _check_isoparametric(runs: list[PlannedRun], grid) -> None:
     by_pair: dict[str, dict[str, PlannedRun]] = {}
     for r in runs:
         by_pair.setdefault(r.pair, {}).setdefault(r.arm, r)
+    dense = _pair_dense(runs)
     for pair, arms in by_pair.items():
-        if "dense" not in arms:
+        if pair not in dense:
             continue
-        d = arms["dense"].params_total
+        d = dense[pair].params_total
         for arm, run in arms.items():
             if arm == "dense" or not run.param_matched:
                 continue

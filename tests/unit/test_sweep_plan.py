@@ -24,9 +24,15 @@ def test_every_grid_plans(grid, tmp_path):
     cfg, plan = plan_for([f"+grid={grid}"], tmp_path)
     g = cfg.grid
     df = plan.frame()
-    budgets = len(g.tokens or g.tokens_per_param) * len(g.seeds) * len(g.lr) * (
-        1 + len(g.cooldowns))
-    assert len(df) == budgets * (len(g.arms) * len(g.sizes) + len(g.dense_sizes))
+    budgets = len(g.tokens or g.tokens_per_param) * (1 + len(g.cooldowns))
+    runs = 0  # per (size, arm): its seeds there (seeds_by_arm, seeds_by_size) x its LRs
+    rungs = [(s, list(g.arms)) for s in g.sizes] + [(s, ["dense"]) for s in g.dense_sizes]
+    for size, arms in rungs:
+        lrs = len(g.lr) if g.lr_sizes is None or size in g.lr_sizes else 1
+        for arm in arms:
+            seeds = list(g.seeds_by_arm.get(arm, g.seeds))[:g.seeds_by_size.get(size)]
+            runs += len(seeds) * lrs
+    assert len(df) == budgets * runs
     assert set(df.arm) == set(g.arms)  # the paper's families carry their control arm
     assert "factorized" in g.arms or grid not in ("isoparametric", "data_scaling")
     assert "dense_untied" in g.arms or grid != "decoupled"
@@ -34,7 +40,9 @@ def test_every_grid_plans(grid, tmp_path):
         assert members.tokens.nunique() == 1  # matched pairs: identical budgets
         assert len({r.config["data"]["seed"] for r in plan.runs if r.pair == pair}) == 1
         arms = {a: m.iloc[0] for a, m in members.groupby("arm")}
-        dense = arms["dense"]
+        # a seed that Dense does not run (seeds_by_arm): the pair's Dense is that size's
+        dense = arms.get("dense", df[(df.arm == "dense") & (df["size"] == members["size"].iloc[0])
+                                     ].iloc[0])
         if set(arms) == {"dense"}:
             assert any(pair.startswith(s.rsplit("/", 1)[1]) for s in g.dense_sizes)
             continue
@@ -75,7 +83,9 @@ def test_isoparametric_controls_on_the_leviathan_backbone_with_their_gap(tmp_pat
     for (pair, arm), r in by.items():
         if arm not in ("factorized_wide", "lev_codebooks"):
             continue
-        lev, dense = by[(pair, "leviathan")], by[(pair, "dense")]
+        lev = by[(pair, "leviathan")]
+        dense = by.get((pair, "dense")) or next(  # a seed Dense does not run: its size's Dense
+            p for p in plan.runs if p.arm == "dense" and p.size == r.size)
         assert (r.n_layers, r.params_body, r.params_head) == (
             lev.n_layers, lev.params_body, lev.params_head)
         assert not r.param_matched and lev.param_matched and by[(pair, "factorized")].param_matched
@@ -186,9 +196,9 @@ def test_paper_grids_have_dense_only_rungs_above_their_pairs(grid, rungs, tmp_pa
 
     cfg, plan = plan_for([f"+grid={grid}"], tmp_path)
     df = plan.frame()
-    paired = df[df.pair.map(df.groupby("pair").arm.nunique()) > 1]
+    arms_at = df["size"].map(df.groupby("size").arm.nunique())  # a rung: Dense only
+    paired, only = df[arms_at > 1], df[arms_at == 1]
     top = paired[paired.arm == "dense"].params_total.max()
-    only = df[~df.pair.isin(paired.pair)]
     assert sorted(set(only["size"])) == sorted(rungs) and set(only.arm) == {"dense"}
     assert only.params_total.min() >= 1.5 * top
     head = {"decoupled": 128, "isobody": 64}[grid]  # v2 >= 700M: 128; v1: 64
@@ -266,3 +276,50 @@ def test_design_cli_writes_a_grid_the_sweep_launches_unchanged(tmp_path):
     assert out.returncode == 2
     assert "design.budget_gpu_h: 3 GPU-hours is below the cheapest admissible design" in \
         out.stderr and "the smallest budget that works" in out.stderr
+
+
+def test_the_shipped_isoparametric_design_runs_what_its_header_says(tmp_path):
+    """Issue 23.7: the searched design as planned: 17 seeds of Leviathan and its control at 60M
+    down to 2 at 421M (tapered), three LRs at 60M and 421M only, Dense 2 seeds per pair, one
+    seed and one LR on each Dense-only rung; within today's one-seed plan's GPU-hours."""
+    _, plan = plan_for(["+grid=isoparametric"], tmp_path)
+    df = plan.frame()
+    count = df.groupby(["size", "arm"]).size()
+    lev_seeds = {"60M": 17, "109M": 9, "164M": 6, "231M": 4, "296M": 3, "421M": 2}
+    for size, n in lev_seeds.items():
+        lrs = 3 if size in ("60M", "421M") else 1
+        assert count[(size, "leviathan")] == count[(size, "factorized")] == n * lrs
+        assert count[(size, "dense")] == 2 * lrs
+    assert count[("752M", "dense")] == count[("989M", "dense")] == 1
+    per_run = df.groupby(["size", "arm"])["gpu_hours"].mean()  # (a run's cost: not its seed's)
+    old = 3 * per_run.sum()  # the one-seed grid it replaces: each (size, arm) at three LRs
+    assert df["gpu_hours"].sum() <= old
+
+
+def test_a_runs_config_from_its_template_equals_hydras_own(tmp_path):
+    """make_plan composes each (size, arm, budget) once and sets the per-run keys (seed,
+    run_name, meta.pair, a branch's meta.cooldown / meta.branch_of) on a copy: every run's
+    config, resolved, equals Hydra's compose of that run's own overrides (two seeds, two LRs,
+    cooldown branches, a command-line override)."""
+    from omegaconf import OmegaConf
+
+    from leviathan.sweep.grid import expand, to_grid_config
+    from leviathan.sweep.plan import PER_RUN_KEYS, _compose_run
+
+    cfg, _ = plan_for(["+grid=smoke", "grid.seeds=[0,1]", "grid.lr=[0.5,1.0]",
+                       "grid.cooldowns=[0.5,1.0]"], tmp_path)
+    specs = expand(to_grid_config(cfg.grid), "t")
+    assert len(specs) > 8 and any(s.cooldown for s in specs)
+    cache: dict = {}
+    for spec in specs:
+        extra = [f"seed={spec.seed}", f"run_name={spec.name}", f"meta.pair={spec.pair}",
+                 "trainer.max_steps=7"]
+        if spec.cooldown is not None:
+            extra += [f"+meta.cooldown={spec.cooldown:g}", f"+meta.branch_of={spec.main}"]
+        fast = OmegaConf.to_container(_compose_run(spec, extra, cache), resolve=True)
+        slow = OmegaConf.to_container(_compose_run(spec, extra), resolve=True)
+        fast.pop("hydra", None)
+        slow.pop("hydra", None)
+        assert fast == slow, spec.name
+    assert len(cache) < len(specs) / 2  # templates were reused
+    assert set(PER_RUN_KEYS) >= {"seed", "run_name", "meta.pair"}
