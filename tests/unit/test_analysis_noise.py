@@ -148,3 +148,61 @@ def test_flat_tiny_ladder_gives_an_unbounded_interval_not_a_crash():
     sh = fit_shared_exponent(n, ld, n, ll, b=B, delta=FitConfig().delta)
     lo, hi = shared_lack_of_fit(n, ld, n, ll, sh)
     assert sh.alpha < 1e-3 and lo == 0.0 and hi == math.inf
+
+
+def test_sizes_without_an_lr_sweep_carry_the_rules_miss():
+    """fit.lr_miss: the runs of an (arm, size) that ran the rule's LR only, while other sizes
+    swept, are drawn with one extra factor (1 + lr_miss z) per replicate, shared by its seeds;
+    swept sizes are not; the summary line says which sizes carry it; 0 leaves it out."""
+    from analysis.noise import noise_line, replicates
+
+    rows = [{"arm": "leviathan", "size": size, "seed": seed, "loss": 3.0,
+             "lr_swept": size == "60M"} for size in ("60M", "109M") for seed in range(3)]
+    both = pd.DataFrame(rows)
+    reps, noise = replicates(both, {"all": 1e-6}, 4000, np.random.default_rng(0), 0.01)
+    rel = reps / 3.0 - 1.0  # (R, 6): 60M's three seeds, then 109M's
+    assert np.std(rel[:, :3]) < 1e-5  # swept: only the (tiny) given seed noise
+    assert abs(np.std(rel[:, 3:]) - 0.01) < 0.001  # unswept: the rule's miss
+    assert np.corrcoef(rel[:, 3], rel[:, 4])[0, 1] > 0.99  # one miss per size, all its seeds
+    assert noise.unswept == ["leviathan|109M"]
+    assert "(leviathan|109M)" in noise_line(noise) and "1.00% of the loss" in noise_line(noise)
+    reps0, noise0 = replicates(both, {"all": 1e-6}, 100, np.random.default_rng(0), 0.0)
+    assert np.std(reps0 / 3.0 - 1.0) < 1e-5 and "fit.lr_miss" not in noise_line(noise0)
+    everywhere = both.assign(lr_swept=False)  # nothing swept: no size is singled out
+    reps1, noise1 = replicates(everywhere, {"all": 1e-6}, 100, np.random.default_rng(0), 0.01)
+    assert np.std(reps1 / 3.0 - 1.0) < 1e-5 and not noise1.unswept
+
+
+def test_the_analysis_marks_the_sizes_that_ran_one_lr():
+    """End to end through analyse(): a ladder whose smallest and largest sizes swept three LRs
+    and the others ran the rule's only: the middle sizes' runs carry fit.lr_miss (named in the
+    summary's noise line); a ladder swept everywhere has none."""
+    from analysis.noise import noise_line
+    from analysis.runs import Runs, finalize
+    from analysis.scaling import analyse
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for i, n in enumerate(SIZES):
+        lrs = (0.5, 1.0, 2.0) if i in (0, len(SIZES) - 1) else (1.0,)
+        for arm, worth in (("dense", 1.0), ("leviathan", 1.2)):
+            for seed in range(2):
+                for lr in lrs:
+                    loss = law(worth * n) * (1 + 0.01 * math.log2(lr) ** 2) * (
+                        1 + 0.005 * rng.standard_normal())
+                    rows.append({"run_id": f"{arm}{i}s{seed}lr{lr}", "arm": arm,
+                                 "size": f"S{i}", "seed": str(seed), "lr": lr * 1e-3,
+                                 "params_total": n, "params_body": n / 2, "tokens": 20 * n,
+                                 "loss": loss})
+    table = finalize(pd.DataFrame(rows))
+    res, _ = analyse(Runs(table=table, source="t"), FitConfig(bootstrap=50))
+    noise = res["default"].matching.noise
+    middle = {f"{a}|S{i}" for a in ("dense", "leviathan") for i in range(1, len(SIZES) - 1)}
+    assert set(noise.unswept) == middle and noise.lr_miss == 0.0035
+    assert "carry its miss" in noise_line(noise)
+    swept = table.copy()
+    one_lr = swept["size"].isin([f"S{i}" for i in range(1, len(SIZES) - 1)])
+    swept = pd.concat([swept, swept[one_lr].assign(
+        lr=2e-3, loss=lambda t: t["loss"] * 1.01, run_id=lambda t: t["run_id"] + "b")])
+    res, _ = analyse(Runs(table=finalize(swept), source="t"), FitConfig(bootstrap=50))
+    assert not res["default"].matching.noise.unswept
