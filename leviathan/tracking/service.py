@@ -62,13 +62,12 @@ ROLES = {"writer": "EDIT", "reader": None}  # permission on every experiment (re
 
 
 def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
+    """True while process `pid` runs. A zombie is not alive: the server that `up` started from
+    this process (a test, a script) stays one after `down` stops it until it is reaped, and
+    `down` would otherwise wait out its whole grace period for it."""
+    from leviathan.sweep.launcher import pid_alive
+
+    return bool(pid) and pid_alive(pid)
 
 
 def _info(d: Path) -> dict[str, Any]:

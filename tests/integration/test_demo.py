@@ -20,9 +20,12 @@ def test_make_demo_reduced(tmp_path):
     port = free_port()
     env = dict(os.environ, LEVIATHAN_ROOT=str(tmp_path))
     env.pop("MLFLOW_TRACKING_URI", None)
+    # two sizes (the fit and a multiplier per size need them), one step of 512 tokens (8 x 64)
+    # per run: the Leviathan arm on o200k_base is 62-82 layers deep at these widths, and each
+    # of its steps costs tens of seconds on 2 CPU cores
     out = subprocess.run(
         ["make", "demo", f"MLFLOW_PORT={port}",
-         "DEMO_ARGS=--bootstrap 200 grid.tokens=[1024] trainer.warmup_steps=1 "
+         "DEMO_ARGS=--bootstrap 200 grid.tokens=[512] trainer.warmup_steps=1 "
          "grid.sizes=[smoke/20M,smoke/26M]"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
     try:

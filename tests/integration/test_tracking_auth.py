@@ -155,16 +155,21 @@ def test_wrong_or_missing_login_stops_the_sweep_before_submitting(auth_server, t
         assert not jobs.exists() or not [p for p in jobs.rglob("*") if p.is_file()]
 
 
-def _records(c, run) -> str:
-    """Everything a reader of the MLflow run sees of it: params, tags, its artifacts' text."""
+def _records(uri: str, run) -> str:
+    """Everything a reader of the MLflow run sees of it: params, tags, its artifacts' text (all
+    of them, folders included, in one download: a file at a time costs seconds each against
+    the basic-auth server, which checks the password hash at every request)."""
     import tempfile
+
+    from mlflow.artifacts import download_artifacts
 
     parts = [json.dumps(run.data.params), json.dumps(run.data.tags)]
     with tempfile.TemporaryDirectory() as tmp:
-        for a in c.list_artifacts(run.info.run_id):
-            if not a.is_dir:
-                parts.append(Path(c.download_artifacts(run.info.run_id, a.path, tmp))
-                             .read_text(errors="replace"))
+        got = Path(download_artifacts(artifact_uri=run.info.artifact_uri, dst_path=tmp,
+                                      tracking_uri=uri))
+        files = sorted(p for p in got.rglob("*") if p.is_file())
+        assert files, run.info.run_id
+        parts += [p.read_text(errors="replace") for p in files]
     return "\n".join(parts)
 
 
@@ -211,7 +216,7 @@ def test_smoke_sweep_logs_in_from_the_environment_and_records_no_secret(auth_ser
     assert run.data.params["meta.hf_token"] == "***"  # the key is recorded, its value not
     assert run.data.params["tracking.uri"] == uri
 
-    records = {"mlflow": "\n".join(_records(c, r) for r in runs), "output": text}
+    records = {"mlflow": "\n".join(_records(uri, r) for r in runs), "output": text}
     assert "environment.json" in records["mlflow"] or "env.hash" in records["mlflow"]
     records.update({str(p): t for p, t in _files(tmp_path / "sweeps" / "secure").items()})
     logs = _files(tmp_path / "scratch" / "submitit" / "secure", pattern="*_log.*")
@@ -227,30 +232,36 @@ def test_smoke_sweep_logs_in_from_the_environment_and_records_no_secret(auth_ser
 
 
 @pytest.mark.slow
-def test_login_in_the_uri_reaches_the_job_and_no_record(auth_server, tmp_path, as_user):
-    """tracking.uri=http://sweep:<password>@host: the job logs in with it (its run lands) and
-    the password is in no record; the records keep the URI with `***@`."""
+def test_login_in_the_uri_reaches_the_job_and_no_record(auth_server, tmp_path, data_dir,
+                                                       as_user):
+    """tracking.uri=http://sweep:<password>@host and no login in the environment: the training
+    job (the real CLI) logs in with it (its run lands) and the password is in no record (its
+    output, the run's MLflow params, tags and artifacts, the run folder's records); the records
+    keep the URI with `***@`. One job, not a sweep: a sweep's driver and job logging in and
+    recording no secret are the test above; the driver's reading of a URI login and its masked
+    sweeps/<sweep>/ files, tests/unit/test_redaction.py."""
+    from helpers.train import one_value_per_step, run_cli, tiny
     from mlflow.tracking import MlflowClient
 
     uri = auth_server["uri"]
-    _shared_experiment(auth_server)
+    _shared_experiment(auth_server, "test-train")  # tiny()'s experiment, the admin's
     login = read_credentials_file(auth_server["writer"])
     with_login = uri.replace("http://", f"http://sweep:{login[PASSWORD]}@")
-    out = _sweep([*SMOKE, "sweep.name=inuri", f"paths.root_dir={tmp_path}",
-                  f"tracking.uri={with_login}"], _no_login_env())
-    text = out.stdout + out.stderr
-    assert out.returncode == 0, text[-5000:]
+    proc = run_cli(tiny(data_dir, tmp_path, with_login, "run_name=inuri", steps=4),
+                   env=_no_login_env())
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out[-5000:]
+    run_dir = tmp_path / "runs" / "inuri"
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
     as_user(auth_server["writer"])
-    c = MlflowClient(uri)
-    runs = c.search_runs([c.get_experiment_by_name("leviathan").experiment_id],
-                         "tags.sweep = 'inuri'")
-    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
-    train = next(r for r in runs if r.data.tags.get("kind") == "train")
-    assert train.data.params["tracking.uri"] == uri.replace("http://", "http://***@")
-    records = {"mlflow": "\n".join(_records(c, r) for r in runs), "output": text,
-               **{str(p): t for p, t in _files(tmp_path / "sweeps" / "inuri").items()},
-               **{str(p): t for p, t in _files(tmp_path / "scratch" / "submitit" / "inuri",
-                                               pattern="*_log.*").items()}}
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert len(one_value_per_step(uri, run_id, "train/loss")) == 4
+    assert run.data.params["tracking.uri"] == uri.replace("http://", "http://***@")
+    records = {"mlflow": _records(uri, run), "output": out,
+               **{str(p): t for p, t in _files(run_dir).items()
+                  if p.suffix in (".json", ".jsonl", ".yaml", ".txt")}}
+    assert {str(run_dir / "config.yaml"), str(run_dir / "environment.json")} <= set(records)
     assert [name for name, t in records.items() if login[PASSWORD] in t] == []
 
 
@@ -349,8 +360,6 @@ def test_tls_server_is_checked_against_its_certificate(tmp_path, monkeypatch):
     """`service up --tls-cert/--tls-key` (uvicorn's TLS): https, and a client checks the
     server against MLFLOW_TRACKING_SERVER_CERT_PATH; without it a self-signed server is not
     trusted."""
-    from mlflow.tracking import MlflowClient
-
     from leviathan.tracking.credentials import CERT
     from leviathan.tracking.server import is_up, start_server
 
@@ -359,7 +368,14 @@ def test_tls_server_is_checked_against_its_certificate(tmp_path, monkeypatch):
     server = start_server(tmp_path / "store", tls=(cert, key))
     try:
         assert server.uri.startswith("https://127.0.0.1:") and is_up(server.uri)
-        assert MlflowClient(server.uri).get_experiment("0").name == "Default"
+        # MLflow's client in a process of its own, as a job's is: one in this process would
+        # keep its TLS connection alive in MLflow's session pool, and the server, stopped,
+        # waits for that connection to close (~20 s, then it is killed)
+        client = ("import sys; from mlflow.tracking import MlflowClient; "
+                  "print(MlflowClient(sys.argv[1]).get_experiment('0').name)")
+        got = subprocess.run([sys.executable, "-c", client, server.uri], capture_output=True,
+                             text=True, timeout=300)
+        assert got.returncode == 0 and got.stdout.split() == ["Default"], got.stderr[-3000:]
         monkeypatch.delenv(CERT)
         assert not is_up(server.uri)  # an unknown certificate: refused
     finally:
