@@ -54,6 +54,8 @@ FREE = {
     (TrainerConfig, "betas"): "a pair, checked by hand: two numbers in [0, 1)",
     (LRRule, "exponent"): "any real exponent (negative in practice: OLMo's -1/3)",
     (EvalConfig, "seed"): "any integer the harness's seeding accepts",
+    (GridConfig, "seeds_by_size"): "a map size -> seeds, checked by hand (a size of the grid, a "
+                                   "whole number >= 1): test_seeds_by_size_errors_name_the_key",
 }
 
 
@@ -112,3 +114,13 @@ def test_checks_name_only_real_fields():
 def test_defaults_pass_their_checks():
     for _group, _err, load in SCHEMAS.values():
         load({})
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"v1/109M": 0}, r"grid\.seeds_by_size\.v1/109M: must be a whole number of seeds >= 1"),
+    ({"v1/109M": -2}, r"grid\.seeds_by_size\.v1/109M: must be a whole number of seeds >= 1"),
+    ({"v1/999M": 2}, r"grid\.seeds_by_size\.v1/999M: not in sizes or dense_sizes"),
+])
+def test_seeds_by_size_errors_name_the_key(value, message):
+    with pytest.raises(GridError, match=message):
+        to_grid_config({**_GRID, "seeds_by_size": value})
