@@ -306,8 +306,8 @@ def test_a_runs_config_from_its_template_equals_hydras_own(tmp_path):
     from leviathan.sweep.grid import expand, to_grid_config
     from leviathan.sweep.plan import PER_RUN_KEYS, _compose_run
 
-    cfg, _ = plan_for(["+grid=smoke", "grid.seeds=[0,1]", "grid.lr=[0.5,1.0]",
-                       "grid.cooldowns=[0.5,1.0]"], tmp_path)
+    cfg, _ = plan_for(["+grid=smoke", "grid.sizes=[smoke/13M,smoke/20M]", "grid.seeds=[0,1]",
+                       "grid.lr=[0.5,1.0]", "grid.cooldowns=[1.0]"], tmp_path)
     specs = expand(to_grid_config(cfg.grid), "t")
     assert len(specs) > 8 and any(s.cooldown for s in specs)
     cache: dict = {}
