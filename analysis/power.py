@@ -13,9 +13,10 @@ given as fit.seed_noise), the Dense refits (analysis.matchings.dense_draws) and 
 sizes (x_eff), by total parameters. Out come, per headline number (multiplier per arm and size,
 LEV over its control per size and pooled), the truth, the median printed 95% half-width
 (predicted), the empirical half-width of the estimates over the ladders (their sd times the
-level's quantile of Student's t on the noise level's degrees of freedom, z for a given level: an
-interval whose noise is measured from few seeds must be that much wider; the check: the two agree
-within 20%), the coverage of the printed intervals, the bias, and the smallest effect the number
+level's quantile of Student's t on the Welch-Satterthwaite degrees of freedom of the number's
+noise sources, each arm's level and the Dense fit's, z for given levels: an interval whose noise
+is measured from few seeds must be that much wider; the check: the two agree within 20%), the
+coverage of the printed intervals, the bias, and the smallest effect the number
 detects (a true ratio that a 95% interval excludes 1 for, 80% of the time: 2.8 standard errors).
 """
 
@@ -150,43 +151,72 @@ def simulate(cells: list[Cell], model: PowerModel, *, level: float = 0.95) -> pd
     boot = dense_draws(x[dense], np.log(reps[:, :, dense].reshape(m * r, -1)),
                        np.ones((m * r, dense.sum())), np.repeat(point, r, axis=0), model.b,
                        FIT_DELTA).reshape(m, r, 2)
-    n_eff, n_boot = {}, {}
+    n_eff, n_boot, parts = {}, {}, {}
     for i, c in enumerate(cells):
         cols = cell_of == i
         if c.arm == "dense":
             continue
-        n_eff[(c.arm, c.size)] = x_eff(point[:, 0], point[:, 1], model.b,
-                                       loss[:, cols].mean(axis=1))
+        mean = loss[:, cols].mean(axis=1)
+        n_eff[(c.arm, c.size)] = x_eff(point[:, 0], point[:, 1], model.b, mean)
         n_boot[(c.arm, c.size)] = x_eff(boot[..., 0], boot[..., 1], model.b,
                                         reps[:, :, cols].mean(axis=2))
+        with np.errstate(all="ignore"):  # the replicates' two sources apart: (M, R) each
+            parts[(c.arm, c.size)] = (
+                np.log(x_eff(point[:, :1], point[:, 1:], model.b, reps[:, :, cols].mean(axis=2))),
+                np.log(x_eff(boot[..., 0], boot[..., 1], model.b, mean[:, None])))
     params = {(c.arm, c.size): c.params for c in cells}
+    dense_dof = noise.dof.get("dense", math.inf)
     rows = [_row("multiplier", arm, size, worth[arm], n_eff[(arm, size)] / params[(arm, size)],
                  n_boot[(arm, size)] / params[(arm, size)], level, noise.source,
-                 min(noise.dof.get(arm, math.inf), noise.dof.get("dense", math.inf)))
+                 _welch_dof([(parts[(arm, size)][0], noise.dof.get(arm, math.inf)),
+                             (parts[(arm, size)][1], dense_dof)]))
             for arm, size in n_eff]
-    rows += _ratio_rows(n_eff, n_boot, worth, level, noise)
+    rows += _ratio_rows(n_eff, n_boot, worth, level, noise, parts)
     return pd.DataFrame(rows, columns=POWER_COLUMNS)
 
 
-def _ratio_rows(n_eff: dict, n_boot: dict, worth: dict, level: float, noise) -> list:
+def _welch_dof(parts: list[tuple[np.ndarray, float]]) -> float:
+    """Welch-Satterthwaite degrees of freedom of a sum of independent parts, each (its (M, R)
+    replicates, the dof of the noise level it was drawn with): (sum v)^2 / sum v^2 / dof, v the
+    replicates' variance per ladder; the median over the ladders."""
+    with np.errstate(all="ignore"):
+        v = [np.nanvar(np.where(np.isfinite(x), x, np.nan), axis=1) for x, _ in parts]
+        den = sum(vi * vi / d for vi, (_, d) in zip(v, parts, strict=True) if math.isfinite(d))
+        if not isinstance(den, np.ndarray):
+            return math.inf
+        dof = sum(v) ** 2 / den
+    dof = dof[np.isfinite(dof)]
+    return float(np.median(dof)) if dof.size else math.inf
+
+
+def _ratio_rows(n_eff: dict, n_boot: dict, worth: dict, level: float, noise,
+                parts: dict) -> list:
     control = next((a for a in CONTROL_ARMS if a in worth), None)
     if control is None:
         return []
     source = noise.source
-    dof = min(noise.dof.get("leviathan", math.inf), noise.dof.get(control, math.inf))
+    nu = {a: noise.dof.get(a, math.inf) for a in ("leviathan", control, "dense")}
     sizes = [s for (a, s) in n_eff if a == "leviathan" and (control, s) in n_eff]
+
+    def split(ss: list) -> list:  # LEV's mean, the control's, the Dense fit: apart
+        lev = np.mean([parts[("leviathan", s)][0] for s in ss], axis=0)
+        ctl = np.mean([parts[(control, s)][0] for s in ss], axis=0)
+        fit = np.mean([parts[("leviathan", s)][1] - parts[(control, s)][1] for s in ss], axis=0)
+        return [(lev, nu["leviathan"]), (ctl, nu[control]), (fit, nu["dense"])]
+
     truth = worth["leviathan"] / worth[control]
     rows, logs, logs_boot = [], [], []
     for s in sizes:
         est = n_eff[("leviathan", s)] / n_eff[(control, s)]
         boot = n_boot[("leviathan", s)] / n_boot[(control, s)]
-        rows.append(_row("lev_over_control", control, s, truth, est, boot, level, source, dof))
+        rows.append(_row("lev_over_control", control, s, truth, est, boot, level, source,
+                         _welch_dof(split([s]))))
         logs.append(np.log(est))
         logs_boot.append(np.log(boot))
     if sizes:
         rows.append(_row("lev_over_control_pooled", control, "pooled", truth,
                          np.exp(np.mean(logs, axis=0)), np.exp(np.mean(logs_boot, axis=0)),
-                         level, source, dof))
+                         level, source, _welch_dof(split(sizes))))
     return rows
 
 
