@@ -125,6 +125,14 @@ PER_RUN_KEYS = {"seed": int, "run_name": str, "meta.pair": str, "+meta.cooldown"
                 "+meta.branch_of": str}
 
 
+def _template_key(overrides: list[str]) -> tuple:
+    """What a run's config depends on besides PER_RUN_KEYS: its other overrides, and which of
+    those keys it sets."""
+    per_run = [o for o in overrides if o.split("=", 1)[0] in PER_RUN_KEYS]
+    return (tuple(o for o in overrides if o not in per_run),
+            tuple(sorted(o.split("=", 1)[0] for o in per_run)))
+
+
 def _compose_run(spec: RunSpec, extra: list[str], cache: dict | None = None):
     """The run's composed config: Hydra's compose of its overrides, or, when `cache` holds the
     template of a run that differs only in PER_RUN_KEYS, a copy of it with those set."""
@@ -135,14 +143,13 @@ def _compose_run(spec: RunSpec, extra: list[str], cache: dict | None = None):
     from leviathan.config import compose
 
     overrides = dedupe_overrides([*spec.overrides, *extra])
-    per_run = [o for o in overrides if o.split("=", 1)[0] in PER_RUN_KEYS]
-    rest = tuple(o for o in overrides if o not in per_run)
-    key = (rest, tuple(sorted(o.split("=", 1)[0] for o in per_run)))
+    key = _template_key(overrides)
     if cache is not None and key in cache:
         cfg = copy.deepcopy(cache[key])
-        for o in per_run:
+        for o in overrides:
             name, value = o.split("=", 1)
-            OmegaConf.update(cfg, name.lstrip("+"), PER_RUN_KEYS[name](value), merge=False)
+            if name in PER_RUN_KEYS:
+                OmegaConf.update(cfg, name.lstrip("+"), PER_RUN_KEYS[name](value), merge=False)
         return cfg
     try:
         cfg = compose("train", overrides)
@@ -206,6 +213,7 @@ class _Context:
     measured: dict[tuple[str, str], float] = field(default_factory=dict)  # `bench gpu` FLOP/s
     n_measured: int = 0  # runs whose MFU the measurements give
     composed: dict = field(default_factory=dict)  # _compose_run's templates
+    models: dict = field(default_factory=dict)  # template -> (resolved model config, counts)
 
 
 def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:
@@ -218,8 +226,13 @@ def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:
     from leviathan.training.plan import plan_run as run_plan
 
     grid = ctx.grid
-    run_cfg = _compose_run(spec, _run_overrides(spec, ctx), ctx.composed)
-    mc, counts = _resolve_model(spec, run_cfg)
+    extra = _run_overrides(spec, ctx)
+    run_cfg = _compose_run(spec, extra, ctx.composed)
+    # the model section is the template's (no model key follows a per-run one): resolve it once
+    template = _template_key(dedupe_overrides([*spec.overrides, *extra]))
+    if template not in ctx.models:
+        ctx.models[template] = _resolve_model(spec, run_cfg)
+    mc, counts = ctx.models[template]
     to_data_config(run_cfg.data)  # every value range-checked before the rules below use it
     trainer_config(run_cfg)  # (data.seq_len=0 or trainer.lr=0 would divide by zero there)
     budget = _pair_budget(spec, ctx, counts)
