@@ -51,6 +51,12 @@ def _seed_noise(v: Any) -> str | None:
     return None
 
 
+def lr_rule_miss(curvature: float, spread: float) -> float:
+    """Relative sd of the loss of a size run at the LR rule's LR: curvature x delta^2, delta ~
+    N(0, spread^2) the rule's miss of the optimum in octaves (sd of delta^2: sqrt(2) spread^2)."""
+    return curvature * spread ** 2 * 2 ** 0.5
+
+
 @dataclass
 class FitConfig:
     b: float | int | str | None = B_DEFAULT  # irreducible loss b of every power law; `free`
@@ -69,10 +75,11 @@ class FitConfig:
     #   mean over seeds, every seed kept there) | pooled (each size at the LR its arm's other
     #   sizes choose: no winner's curse, at one seed too) | vertex (a quadratic in log LR,
     #   curvature pooled across sizes)
-    lr_miss: float = 0.0035  # relative sd of the final loss of an (arm, size) that ran the LR
-    #   rule's LR only while other sizes of its family swept LR (grid.lr_sizes): the rule's miss
-    #   of that size's optimum, shared by its seeds, which they cannot show (the power model's:
-    #   curvature 0.01 per octave^2, optimum +-0.5 octave: 0.01 x 0.5^2 x sqrt(2)); 0: left out
+    lr_miss: float = round(lr_rule_miss(0.01, 0.5), 4)  # 0.0035: relative sd of the final loss
+    #   of an (arm, size) that ran the LR rule's LR only while other sizes of its family swept
+    #   LR (grid.lr_sizes): the rule's miss of that size's optimum, shared by its seeds, which
+    #   they cannot show (the power model's: curvature 0.01 per octave^2, optimum +-0.5
+    #   octave); 0: left out
 
     _checks = {
         "b": _b, "params": choice("total", "body"), "bootstrap": positive(),

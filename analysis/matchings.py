@@ -175,8 +175,7 @@ def match_all(dense: pd.DataFrame, arms: pd.DataFrame, cfg, rng) -> Matching:
     dense, arms = dense.reset_index(drop=True), arms.reset_index(drop=True)
     both = pd.concat([dense, arms], ignore_index=True)
     groups = (both["arm"] + "|" + both["size"]).to_numpy()
-    reps, noise = replicates(both, cfg.seed_noise, cfg.bootstrap, rng,
-                             getattr(cfg, "lr_miss", 0.0))
+    reps, noise = replicates(both, cfg.seed_noise, cfg.bootstrap, rng, cfg.lr_miss)
     nd = len(dense)
     res = Matching(rows=pd.DataFrame(columns=ROW_COLUMNS), interval=noise.source, noise=noise)
     counts = resample_counts(dense["size"].to_numpy(), cfg.bootstrap, rng) if reps is None \

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import percentile_interval
-from analysis.config import FIT_DELTA
+from analysis.config import FIT_DELTA, lr_rule_miss
 from analysis.lr_selection import keep_batch, mean_over, pooled_choice
 from analysis.matchings import dense_draws, x_eff
 from analysis.noise import batch_replicates
@@ -139,7 +139,7 @@ def simulate(cells: list[Cell], model: PowerModel, *, level: float = 0.95) -> pd
     seeded = any(c.seeds >= 2 for c in cells)
     given = None if seeded else {a: model.sd(a) for a in set(arms)}
     swept = np.array([len(cells[i].lrs) > 1 for i in cell_of])
-    miss = model.lr_curvature * model.lr_spread ** 2 * math.sqrt(2)  # the analysis's fit.lr_miss
+    miss = lr_rule_miss(model.lr_curvature, model.lr_spread)  # the analysis's fit.lr_miss
     reps, noise = batch_replicates(loss, arms, groups, given, r, rng,
                                    ~swept if swept.any() else None, miss)  # (M, R, n)
     dense = arms == "dense"
