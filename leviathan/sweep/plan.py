@@ -457,6 +457,37 @@ def write_plan(plan: SweepPlan, sweep_dir: Path) -> Path:
     return manifest_path
 
 
+def launched_manifest(sweep_dir: Path) -> dict | None:
+    """The manifest of a sweep that was launched (jobs submitted, or a parent run opened), else
+    None: the records a dry run must leave alone."""
+    path = sweep_dir / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return manifest if manifest.get("jobs") or manifest.get("parent_run_id") else None
+
+
+def plan_changes(plan: SweepPlan, manifest: dict) -> dict[str, list[str]]:
+    """The plan against a launched manifest: runs `new` to it, `changed` (another config hash:
+    they would not count as finished) and `dropped` (in the manifest, not in the plan)."""
+    old = {run: rec.get("config_hash") for run, rec in manifest.get("runs", {}).items()}
+    return {"new": [r.run for r in plan.runs if r.run not in old],
+            "changed": [r.run for r in plan.runs if r.run in old and old[r.run] != r.config_hash],
+            "dropped": sorted(set(old) - {r.run for r in plan.runs})}
+
+
+def dry_run_dir(sweep_dir: Path) -> Path:
+    """A new folder for a dry run beside a launched sweep's records: dry-runs/<timestamp>/."""
+    base = sweep_dir / "dry-runs" / time.strftime("%Y%m%d-%H%M%S")
+    out, k = base, 1
+    while out.exists():
+        out, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return out
+
+
 def write_json(path: Path, obj: Any) -> None:
     """`obj` as JSON, secrets masked (the sweep's manifest.json)."""
     from leviathan.redaction import redact
