@@ -72,6 +72,8 @@ CONFIG_HASH = "config_hash"
 IDENTITY = "mlflow_run.json"  # run_uid, tracking uri, experiment, run name, tags, parent run
 OUTBOX = "mlflow_outbox.jsonl"  # MLflow operations the server has not confirmed yet
 EVAL = "eval"
+RESUME_VERDICT = "resume.json"  # rank 0's choice of checkpoint for the other ranks of an attempt
+RANK_FAILURES = "rank_failures"  # one file per rank that failed: its error and when
 
 
 def run_key(cfg: Any, chash: str) -> str:
@@ -158,6 +160,14 @@ class RunFolder:
     def outbox_files(self) -> tuple[Path, Path]:
         """What ties the folder to its MLflow run besides the run id: a fresh start drops it."""
         return self.identity, self.outbox
+
+    @property
+    def resume_verdict(self) -> Path:
+        return self.path / RESUME_VERDICT
+
+    @property
+    def rank_failures(self) -> Path:
+        return self.path / RANK_FAILURES
 
     @property
     def eval_dir(self) -> Path:
