@@ -217,7 +217,13 @@ def _start_checkpoint(ctx: RunContext) -> str | None:
             raise FileNotFoundError(f"trainer.init_from: {tc.init_from} does not exist (has the "
                                     "main run reached that step?)")
         init = Path(tc.init_from)
-        _check_world_size(ctx, CheckpointStore(init.parent), init)
+        main = CheckpointStore(init.parent)  # the main run's folder: its records, left as is
+        why = main.check(init)
+        if why is not None:
+            raise NoIntactCheckpoint(f"trainer.init_from: {init} is corrupt ({why}); rerun the "
+                                     "main run's steps up to it (remove its folder's newer "
+                                     "checkpoints) or start the branch from another snapshot")
+        _check_world_size(ctx, main, init)
         log.info(f"starting from {tc.init_from}")
         return str(tc.init_from)
     return None
