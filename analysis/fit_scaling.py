@@ -11,7 +11,8 @@ with the sweep config as every entry point composes it; --b, --bootstrap, ... ar
 
 Outputs go to sweeps/<sweep>/fit/ (or beside the CSV, or --out; the last fit's move to its
 previous/) and, for an MLflow sweep, to the sweep's parent run: each fit its own artifact folder
-fit/<UTC time>-<fit config hash>, the newest named by the parent's tag `fit_latest`.
+fit/<UTC time>-<fit config hash>, the newest named by the parent's tag `fit_latest`, and its
+headline tables (headline.md) the parent's description.
 """
 
 from __future__ import annotations
@@ -95,10 +96,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parent_note(out_dir: Path, folder: str) -> str:
+    """The sweep's parent run's description: the fit's headline tables (headline.md) and
+    where the rest is, within MLflow's limit on a tag's length."""
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+    from analysis.report import HEADLINE
+
+    where = (f"\nFrom the fit in the artifacts `{folder}/`: the whole report `summary.md`, "
+             "the plots (`scaling.png`, ...) and the tables.\n")
+    text = (out_dir / HEADLINE).read_text()
+    if len(text) + len(where) > MAX_TAG_VAL_LENGTH:
+        cut = "\n\n(cut here: the rest is in `summary.md`)\n"
+        keep = MAX_TAG_VAL_LENGTH - len(where) - len(cut)
+        text = text[:text.rfind("\n", 0, keep)] + cut
+    return text + where
+
+
 def upload(out_dir: Path, tracking_uri: str, experiment: str, sweep: str) -> tuple[str, str]:
     """Log this fit's files (not previous/) to the sweep's parent run, in an artifact folder of
-    their own (analysis.report.fit_folder), and name it in the tags Tag.FIT_*; returns the run
-    id and the folder."""
+    their own (analysis.report.fit_folder), name it in the tags Tag.FIT_*, and make the fit's
+    headline the run's description (Tag.NOTE); returns the run id and the folder."""
     import json
 
     from mlflow.entities import RunTag
@@ -115,7 +133,8 @@ def upload(out_dir: Path, tracking_uri: str, experiment: str, sweep: str) -> tup
     for p in sorted(p for p in out_dir.iterdir() if p.is_file()):
         c.log_artifact(run_id, str(p), folder)
     c.log_batch(run_id, tags=[RunTag(Tag.FIT_LATEST, folder),
-                              RunTag(Tag.FIT_CONFIG_HASH, fit["config_hash"])])
+                              RunTag(Tag.FIT_CONFIG_HASH, fit["config_hash"]),
+                              RunTag(Tag.NOTE, parent_note(out_dir, folder))])
     return run_id, folder
 
 

@@ -10,7 +10,8 @@ extrapolated/extrapolation: N_eff outside the Dense sizes, and by what factor; *
 off the joint L(N, D) at the run's own D). data_multipliers.csv: D_eff / D of every non-Dense
 run of a size with several budgets (analysis/data_multipliers.py COLUMNS). Also
 b_sensitivity.csv, lr_choices.csv, token_multipliers.csv, bucket_ratios.csv,
-multiplier_vs_tokens.csv where there is something to write.
+multiplier_vs_tokens.csv where there is something to write; headline.md, each family's headline
+table (the sweep's parent run's description on MLflow).
 
 The output folder is the fit's: before a fit writes, the last fit's outputs (everything there)
 move to previous/, replacing the generation before (keep_previous). fit.json names the fit:
@@ -36,7 +37,7 @@ from analysis.family import FamilyResult, FitConfig
 from analysis.joint import EPOCH_CHINCHILLA
 from analysis.matchings import ROW_COLUMNS
 from analysis.runs import Runs
-from analysis.summary import excluded_runs, summary_md
+from analysis.summary import excluded_runs, headline_note, summary_md
 
 
 def _clean(obj):
@@ -57,6 +58,7 @@ def _records(df: pd.DataFrame | None) -> list:
 
 
 PREVIOUS = "previous"  # the last fit's outputs, inside the output folder
+HEADLINE = "headline.md"  # the headline tables: the sweep's parent run's description too
 
 
 def config_dict(cfg: FitConfig) -> dict:
@@ -195,6 +197,9 @@ def write_outputs(out_dir: Path, runs: Runs, cfg: FitConfig, results: dict[str, 
         written.append(p)
     p = out_dir / "summary.md"
     p.write_text(summary_md(runs, cfg, results, table))
+    written.append(p)
+    p = out_dir / HEADLINE
+    p.write_text(headline_note(runs, cfg, results))
     written.append(p)
     return written
 

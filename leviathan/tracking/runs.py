@@ -209,6 +209,13 @@ def experiment_id(c, name: str, create: bool = True) -> str | None:
         return c.get_experiment_by_name(name).experiment_id
 
 
+def runs_url(uri: str, exp_id: str) -> str:
+    """The MLflow UI's page of an experiment's runs. MLflow 3.17's UI chooses GenAI or model
+    training views by one switch of its own (the URL's workflowType, else what the browser
+    last chose, else GenAI), not by EXPERIMENT_KIND: this address sets it."""
+    return f"{uri.rstrip('/')}/#/experiments/{exp_id}?workflowType=machine_learning"
+
+
 def quote(s: str) -> str:
     """A string literal for an MLflow filter."""
     return "'" + str(s).replace("'", "\\'") + "'"

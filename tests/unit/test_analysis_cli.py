@@ -268,3 +268,18 @@ def test_dense_losses_that_do_not_fall_give_reasons_not_absurd_multipliers(tmp_p
     summary = (out / "summary.md").read_text()
     assert "do not fall with N" in summary and "Shared exponent" not in summary
     assert_png(out / "scaling.png")
+
+
+def test_parent_note_fits_mlflow_tag_limit(tmp_path):
+    """The sweep parent's description (the headline tables) stays within MLflow's limit on a
+    tag's length, cut at a line and saying where the rest is."""
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+    from analysis.fit_scaling import parent_note
+
+    (tmp_path / "headline.md").write_text("| 60M | leviathan | 2.00× |\n" * 2000)
+    note = parent_note(tmp_path, "fit/20260101T000000Z-0123456789ab")
+    assert len(note) <= MAX_TAG_VAL_LENGTH and "the rest is in `summary.md`" in note
+    assert "fit/20260101T000000Z-0123456789ab/" in note and "\n| 60M | leviathan" in note
+    (tmp_path / "headline.md").write_text("short\n")
+    assert parent_note(tmp_path, "fit/x").startswith("short\n")
