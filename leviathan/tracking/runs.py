@@ -53,8 +53,17 @@ class Tag:
     #   tracking.heartbeat_every_s (a RUNNING run whose beats stopped is lost)
     RUN_UID = "run_uid"  # the run's idempotency key (also in <run folder>/mlflow_run.json): a
     #   retry, a resumed attempt or a sync finds the run by it instead of creating another
+    FIT_LATEST = "fit_latest"  # sweep parent: artifact folder of its newest fit
+    #   (fit/<UTC time>-<fit config hash[:12]>: every fit logs a folder of its own)
+    FIT_CONFIG_HASH = "fit_config_hash"  # sweep parent: the newest fit's config hash (sha256)
     PARENT = "mlflow.parentRunId"  # MLflow's own: nested under the sweep's parent run
     RUN_NAME = "mlflow.runName"  # MLflow's own
+    NOTE = "mlflow.note.content"  # MLflow's own: the run's description (markdown, on its page)
+
+
+# an experiment's kind (MLflow's own tag): without it MLflow 3's UI guesses, and an experiment
+# without traces opens on the GenAI overview ("Traces 0"); model development opens on its runs
+EXPERIMENT_KIND, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
 
 
 KIND_TRAIN, KIND_SWEEP = "train", "sweep"
@@ -190,17 +199,31 @@ def client(uri: str):
 
 
 def experiment_id(c, name: str, create: bool = True) -> str | None:
+    """The experiment's id; with `create`, created when absent, and tagged as model development
+    (EXPERIMENT_KIND) when it has no kind yet (one made elsewhere, or before the tag)."""
+    from mlflow.exceptions import MlflowException
+
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if create and EXPERIMENT_KIND not in exp.tags:
+            try:
+                c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, MODEL_DEVELOPMENT)
+            except MlflowException:  # not allowed to (a reader): the UI only guesses its kind
+                pass
         return exp.experiment_id
     if not create:
         return None
-    from mlflow.exceptions import MlflowException
-
     try:
-        return c.create_experiment(name)
+        return c.create_experiment(name, tags={EXPERIMENT_KIND: MODEL_DEVELOPMENT})
     except MlflowException:  # created concurrently by another process
         return c.get_experiment_by_name(name).experiment_id
+
+
+def runs_url(uri: str, exp_id: str) -> str:
+    """The MLflow UI's page of an experiment's runs. MLflow 3.17's UI chooses GenAI or model
+    training views by one switch of its own (the URL's workflowType, else what the browser
+    last chose, else GenAI), not by EXPERIMENT_KIND: this address sets it."""
+    return f"{uri.rstrip('/')}/#/experiments/{exp_id}?workflowType=machine_learning"
 
 
 def quote(s: str) -> str:
@@ -241,6 +264,12 @@ def parent_run(c, exp_id: str, sweep: str, tags: dict[str, str] | None = None,
         return None
     return c.create_run(exp_id, run_name=sweep,
                         tags={Tag.KIND: KIND_SWEEP, Tag.SWEEP: sweep, **(tags or {})})
+
+
+def sweep_names(c, exp_id: str) -> list[str]:
+    """The sweeps that have a parent run in the experiment, newest first."""
+    runs = search(c, exp_id, f"tags.{Tag.KIND} = {quote(KIND_SWEEP)}")
+    return list(dict.fromkeys(r.data.tags[Tag.SWEEP] for r in runs if r.data.tags.get(Tag.SWEEP)))
 
 
 def latest_sweep(c, exp_id: str) -> str | None:
