@@ -56,6 +56,8 @@ class Tag:
     FIT_LATEST = "fit_latest"  # sweep parent: artifact folder of its newest fit
     #   (fit/<UTC time>-<fit config hash[:12]>: every fit logs a folder of its own)
     FIT_CONFIG_HASH = "fit_config_hash"  # sweep parent: the newest fit's config hash (sha256)
+    PLANNED_RUNS = "planned_runs"  # sweep parent: the runs of its plan (set at each launch); the
+    #   job that ends the last of them ends the parent (leviathan.tracking.mlflow_ops.end_sweep)
     PARENT = "mlflow.parentRunId"  # MLflow's own: nested under the sweep's parent run
     RUN_NAME = "mlflow.runName"  # MLflow's own
     NOTE = "mlflow.note.content"  # MLflow's own: the run's description (markdown, on its page)
@@ -264,6 +266,26 @@ def parent_run(c, exp_id: str, sweep: str, tags: dict[str, str] | None = None,
         return None
     return c.create_run(exp_id, run_name=sweep,
                         tags={Tag.KIND: KIND_SWEEP, Tag.SWEEP: sweep, **(tags or {})})
+
+
+def sweep_state(c, parent_id: str) -> str | None:
+    """FINISHED or FAILED once every run the sweep's parent planned (Tag.PLANNED_RUNS) has
+    ended, by its latest MLflow run (FAILED if any of them failed or was killed); None while a
+    run is missing or live, or the parent does not say how many it planned."""
+    parent = c.get_run(parent_id)
+    planned = int(parent.data.tags.get(Tag.PLANNED_RUNS) or 0)
+    if planned < 1:
+        return None
+    children = search(c, parent.info.experiment_id,
+                      f"tags.{Tag.PARENT} = {quote(parent_id)} and tags.{Tag.KIND} = "
+                      f"{quote(KIND_TRAIN)}")
+    latest: dict[str, Any] = {}
+    for run in sorted(children, key=lambda r: r.info.start_time or 0):  # the newest wins
+        latest[run.data.tags.get(Tag.RUN_KEY) or run.info.run_name] = run
+    states = [r.info.status for r in latest.values()]
+    if len(states) < planned or any(s not in ("FINISHED", "FAILED", "KILLED") for s in states):
+        return None
+    return "FINISHED" if all(s == "FINISHED" for s in states) else "FAILED"
 
 
 def sweep_names(c, exp_id: str) -> list[str]:
