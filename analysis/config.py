@@ -18,7 +18,7 @@ from typing import Any
 from leviathan.errors import LeviathanError
 from leviathan.typed_config import above, check_fields, choice, each, in_range, positive
 
-B_DEFAULT = 1.69  # Hoffmann et al.'s fitted irreducible loss E (analysis.powerlaw uses it too)
+B_DEFAULT = 1.69  # Hoffmann et al.'s fitted irreducible loss E (analysis.laws.powerlaw uses it too)
 B_GRID = (1.5, 1.6, 1.69, 1.8, 1.82, 1.9, 2.0)  # b sensitivity; 1.82 is Epoch AI's refit of E
 # Huber delta on log residuals of L(N), L(C), L(D) (tests/unit/test_analysis_noise.py)
 FIT_DELTA = 2e-2

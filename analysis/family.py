@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.config import B_GRID, FIT_DELTA, FitConfig  # noqa: F401 - the fit's settings
-from analysis.joint import JointFit
-from analysis.powerlaw import PowerLaw, SharedExponent
+from analysis.laws.joint import JointFit
+from analysis.laws.powerlaw import PowerLaw, SharedExponent
 
 
 @dataclass
@@ -23,7 +23,7 @@ class FamilyResult:
     shared: SharedExponent | None = None
     multipliers: pd.DataFrame | None = None  # one row per Leviathan run (the paper's table)
     b_sensitivity: pd.DataFrame | None = None  # run x b -> multiplier
-    matching: object | None = None  # analysis.matchings.Matching: (arm, size) x basis
+    matching: object | None = None  # analysis.readings.matchings.Matching: (arm, size) x basis
     controls: pd.DataFrame | None = None  # LEV over its control, per size and basis
     pooled: pd.DataFrame | None = None  # LEV over its control pooled across sizes, per basis
     lr_choices: pd.DataFrame | None = None  # the LR kept per sweep point
@@ -33,5 +33,6 @@ class FamilyResult:
     data_multipliers: pd.DataFrame | None = None  # D_eff / D for Leviathan (data scaling)
     joint: JointFit | None = None
     trajectory: pd.DataFrame | None = None  # multiplier vs tokens seen
-    b_check: dict | None = None  # Dense L(N) with b free beside the b used (analysis/b_check.py)
+    b_check: dict | None = None  # Dense L(N) with b free beside the b used
+    #   (analysis/readings/b_check.py)
     notes: list = field(default_factory=list)

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from analysis.runs import Runs
+from analysis.inputs.runs import Runs
 from leviathan.errors import LeviathanError
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "factorized | dense_untied | factorized_wide | lev_codebooks), params, "
                      "tokens, loss [, body_params, flops, "
                      "size, pair, seed, lr, family, status, cooled, run, name]; see "
-                     "analysis/csv_input.py")
+                     "analysis/inputs/csv_input.py")
     src.add_argument("--chinchilla", type=Path, metavar="CSV",
                      help="fit the joint L(N, D) on Epoch's Chinchilla data and compare")
     p.add_argument("--curves", type=Path, metavar="CSV",
@@ -101,7 +101,7 @@ def parent_note(out_dir: Path, folder: str) -> str:
     where the rest is, within MLflow's limit on a tag's length."""
     from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
-    from analysis.report import HEADLINE
+    from analysis.report.files import HEADLINE
 
     where = (f"\nFrom the fit in the artifacts `{folder}/`: the whole report `summary.md`, "
              "the plots (`scaling.png`, ...) and the tables.\n")
@@ -115,15 +115,15 @@ def parent_note(out_dir: Path, folder: str) -> str:
 
 def upload(out_dir: Path, tracking_uri: str, experiment: str, sweep: str) -> tuple[str, str]:
     """Log this fit's files (not previous/) to the sweep's parent run, in an artifact folder of
-    their own (analysis.report.fit_folder), name it in the tags Tag.FIT_*, and make the fit's
+    their own (analysis.report.files.fit_folder), name it in the tags Tag.FIT_*, and make the fit's
     headline the run's description (Tag.NOTE); returns the run id and the folder."""
     import json
 
     from mlflow.entities import RunTag
     from mlflow.tracking import MlflowClient
 
-    from analysis.report import fit_folder
-    from analysis.runs import sweep_parent
+    from analysis.inputs.runs import sweep_parent
+    from analysis.report.files import fit_folder
     from leviathan.tracking.runs import Tag
 
     run_id = sweep_parent(tracking_uri, experiment, sweep, create=True)
@@ -141,8 +141,8 @@ def upload(out_dir: Path, tracking_uri: str, experiment: str, sweep: str) -> tup
 def run_chinchilla(path: Path, out: Path | None, bootstrap: int, seed: int) -> int:
     import json
 
-    from analysis.joint import bootstrap_joint, fit_joint, load_chinchilla
-    from analysis.report import chinchilla_line
+    from analysis.laws.joint import bootstrap_joint, fit_joint, load_chinchilla
+    from analysis.report.files import chinchilla_line
 
     df = load_chinchilla(path)
     t0 = time.perf_counter()
@@ -161,7 +161,7 @@ def run_chinchilla(path: Path, out: Path | None, bootstrap: int, seed: int) -> i
 
 def add_downstream(out: Path, sweep: str, uri: str, experiment: str) -> list[Path]:
     """Append the per-pair downstream table (lm-eval scores on the runs) to summary.md."""
-    from analysis.downstream import downstream_md, from_mlflow, pair_table
+    from analysis.inputs.downstream import downstream_md, from_mlflow, pair_table
 
     long = from_mlflow(sweep, tracking_uri=uri, experiment=experiment)
     if long.empty:
@@ -202,10 +202,10 @@ def add_environments(out: Path, sweep: str, uri: str, experiment: str) -> None:
 def noise_from(source: str, args: argparse.Namespace) -> dict[str, float]:
     """arm -> relative sd of one run's loss, measured on a pilot sweep's seeds (after its LR
     choice); AnalysisError when the pilot has no arm with two seeds at a size."""
-    from analysis.csv_input import load_csv
-    from analysis.lr_selection import select_lr
-    from analysis.noise import arm_levels
-    from analysis.runs import AnalysisError, load_mlflow
+    from analysis.inputs.csv_input import load_csv
+    from analysis.inputs.runs import AnalysisError, load_mlflow
+    from analysis.readings.lr_selection import select_lr
+    from analysis.readings.noise import arm_levels
 
     path = Path(source)
     pilot = load_csv(path, "total") if path.is_file() else load_mlflow(
@@ -223,8 +223,8 @@ def noise_from(source: str, args: argparse.Namespace) -> dict[str, float]:
 
 def load_runs(args: argparse.Namespace) -> tuple[Runs, Path]:
     """The runs to fit (a CSV, a named sweep or the latest) and the output folder."""
-    from analysis.csv_input import load_csv
-    from analysis.runs import latest_sweep, load_mlflow
+    from analysis.inputs.csv_input import load_csv
+    from analysis.inputs.runs import latest_sweep, load_mlflow
 
     cfg = args.fit
     if args.csv:
@@ -253,13 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = args.fit
     if args.chinchilla:
         return run_chinchilla(args.chinchilla, args.out, min(cfg.bootstrap, 400), cfg.seed)
-    from analysis.plots import (
+    from analysis.report.files import write_outputs
+    from analysis.report.plots import (
         plot_data_scaling,
         plot_multiplier_vs_tokens,
         plot_rare_tokens,
         plot_scaling,
     )
-    from analysis.report import write_outputs
     from analysis.scaling import analyse
     try:
         if args.noise_from:

@@ -1,13 +1,13 @@
 """Everything `make fit-scaling` computes for one sweep, family by family.
 
-Before any fit: each arm keeps its best learning rate (analysis/lr_selection.py) and a family
-with WSD cooldown branches keeps only its cooled-down runs (analysis/trajectory.py). Then per
-family (tag `family`): the paper's view (Dense L(N), every Leviathan run's N_eff, alpha on
-Leviathan alone, the shared exponent, b sensitivity: analysis/paper_view.py); the three
-matchings of every non-Dense arm (analysis/matchings.py) and LEV over its control
-(analysis/controls.py); L(D) and the joint L(N, D) where budgets vary (analysis/data_fits.py);
-the multiplier against tokens seen, the token multiplier (analysis/tokens.py) and the
-per-bucket perplexity ratios (analysis/buckets.py).
+Before any fit: each arm keeps its best learning rate (analysis/readings/lr_selection.py) and a
+family with WSD cooldown branches keeps only its cooled-down runs (analysis/readings/trajectory.py).
+Then per family (tag `family`): the paper's view (Dense L(N), every Leviathan run's N_eff, alpha on
+Leviathan alone, the shared exponent, b sensitivity: analysis/readings/paper_view.py); the three
+matchings of every non-Dense arm (analysis/readings/matchings.py) and LEV over its control
+(analysis/readings/controls.py); L(D) and the joint L(N, D) where budgets vary
+(analysis/readings/data_fits.py); the multiplier against tokens seen, the token multiplier
+(analysis/readings/tokens.py) and the per-bucket perplexity ratios (analysis/readings/buckets.py).
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.b_check import check_b
-from analysis.buckets import bucket_ratios
-from analysis.controls import lev_vs_control, pooled_vs_control
-from analysis.data_fits import fit_joint_law, fit_ld
 from analysis.family import B_GRID, FamilyResult, FitConfig  # noqa: F401 - the public names
-from analysis.lr_selection import select_lr
-from analysis.matchings import match_all
-from analysis.paper_view import fit_ln
-from analysis.runs import AnalysisError, Runs, budget_ids, check_budgets
-from analysis.tokens import token_multipliers
-from analysis.trajectory import curve_points, exclude_uncooled, multiplier_vs_tokens
+from analysis.inputs.runs import AnalysisError, Runs, budget_ids, check_budgets
+from analysis.readings.b_check import check_b
+from analysis.readings.buckets import bucket_ratios
+from analysis.readings.controls import lev_vs_control, pooled_vs_control
+from analysis.readings.data_fits import fit_joint_law, fit_ld
+from analysis.readings.lr_selection import select_lr
+from analysis.readings.matchings import match_all
+from analysis.readings.paper_view import fit_ln
+from analysis.readings.tokens import token_multipliers
+from analysis.readings.trajectory import curve_points, exclude_uncooled, multiplier_vs_tokens
 
 
 def _exclude(table: pd.DataFrame, mask, reason: str) -> None:

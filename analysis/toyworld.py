@@ -131,7 +131,7 @@ def toy_world(basis: str = "body", worth: dict | None = None, *, seeds: int = 3,
               arms: tuple[str, ...] | None = None, b: float = B,
               data: tuple[float, float] | None = None, tokens_per: str = "size",
               ladder: str = "v1") -> pd.DataFrame:
-    """A runs.csv table (analysis/csv_input.py columns) of one toy world.
+    """A runs.csv table (analysis/inputs/csv_input.py columns) of one toy world.
 
     L = b + A·(w_arm·X)^-alpha [+ B_D·D^-beta with data = (B_D, beta)]; tokens_per: "size"
     (every arm of a size trains 20x that size's Dense total parameters, as the real grids) or

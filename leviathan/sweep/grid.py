@@ -47,8 +47,8 @@ class LRRule:
 
 @dataclass
 class PowerSpec:
-    """The dry run's power analysis (analysis/power.py): the stated truth and noise model its
-    simulated ladders are drawn from."""
+    """The dry run's power analysis (analysis/power/simulate.py): the stated truth and noise model
+    its simulated ladders are drawn from."""
 
     enabled: bool = True  # simulate the plan in every dry run, write sweeps/<sweep>/power.csv
     noise: dict[str, float] = field(default_factory=lambda: {"all": 0.01})  # arm -> relative
@@ -60,7 +60,7 @@ class PowerSpec:
     ladders: int = 200  # simulated ladders
     bootstrap: int = 200  # bootstrap replicates per ladder for the printed intervals
     lr_estimator: str = "mean"  # the analysis's LR rule the simulation applies (the fit's
-    #   fit.lr_estimator: mean | pooled; see analysis/lr_selection.py)
+    #   fit.lr_estimator: mean | pooled; see analysis/readings/lr_selection.py)
 
     _checks = {"lr_estimator": choice("mean", "pooled"), "effect": above(0),
                "control_worth": above(0), "lr_curvature": in_range(0), "lr_spread": in_range(0),

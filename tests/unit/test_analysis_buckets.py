@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.buckets import bucket_ratios, scheme_of, seed_interval
 from analysis.fit_scaling import main
-from analysis.runs import bucket_order
+from analysis.inputs.runs import bucket_order
+from analysis.readings.buckets import bucket_ratios, scheme_of, seed_interval
 
 SIZES = {"50M": 5e7, "100M": 1e8, "200M": 2e8}
 QUANTILE = [f"q{10 * i:02d}-{10 * i + 10}" for i in range(10)]

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.csv_input import load_csv
 from analysis.family import FitConfig
 from analysis.fit_scaling import main
-from analysis.runs import AnalysisError
+from analysis.inputs.csv_input import load_csv
+from analysis.inputs.runs import AnalysisError
 from analysis.scaling import analyse
 from analysis.toyworld import WORLD_LADDER, WORLDS, shapes, toy_world
 

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.bootstrap import percentile_interval, refit_batch, resample_counts
-from analysis.paper_view import bootstrap_dense
-from analysis.powerlaw import effective_size, fit_power_law, fit_shared_exponent
-from analysis.runs import AnalysisError, Runs, finalize
+from analysis.inputs.runs import AnalysisError, Runs, finalize
+from analysis.laws.bootstrap import percentile_interval, refit_batch, resample_counts
+from analysis.laws.powerlaw import effective_size, fit_power_law, fit_shared_exponent
+from analysis.readings.paper_view import bootstrap_dense
 from analysis.scaling import FitConfig, analyse, budget_ids
 
 A_TRUE, ALPHA_TRUE, B = 400.0, 0.34, 1.69

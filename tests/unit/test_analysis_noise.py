@@ -4,7 +4,7 @@ Synthetic ladders with a known multiplier and ~1% seed-to-seed noise in the loss
 seed-noise interval covers the truth in >= 90% of 200 repetitions; the Huber loss of the L(N)
 fit is not worse than least squares on 4-8 Dense points (and better when a run is off); the
 lack-of-fit (Student-t) interval of the shared-exponent multiplier covers it too; one seed says
-its interval excludes run-to-run noise. All repetitions refit at once (analysis.lm is batched).
+its interval excludes run-to-run noise. All repetitions refit at once (analysis.laws.lm is batched).
 """
 
 from __future__ import annotations
@@ -14,10 +14,15 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import percentile_interval, seed_noise_replicates
 from analysis.family import FitConfig
-from analysis.matchings import LEAST_SQUARES, dense_draws, x_eff
-from analysis.powerlaw import fit_power_law, fit_shared_exponent, refit_batch, shared_lack_of_fit
+from analysis.laws.bootstrap import percentile_interval, seed_noise_replicates
+from analysis.laws.powerlaw import (
+    fit_power_law,
+    fit_shared_exponent,
+    refit_batch,
+    shared_lack_of_fit,
+)
+from analysis.readings.matchings import LEAST_SQUARES, dense_draws, x_eff
 
 A, ALPHA, B = 400.0, 0.34, 1.69
 SIZES = np.geomspace(60e6, 800e6, 6)
@@ -154,7 +159,7 @@ def test_sizes_without_an_lr_sweep_carry_the_rules_miss():
     """fit.lr_miss: the runs of an (arm, size) that ran the rule's LR only, while other sizes
     swept, are drawn with one extra factor (1 + lr_miss z) per replicate, shared by its seeds;
     swept sizes are not; the summary line says which sizes carry it; 0 leaves it out."""
-    from analysis.noise import noise_line, replicates
+    from analysis.readings.noise import noise_line, replicates
 
     rows = [{"arm": "leviathan", "size": size, "seed": seed, "loss": 3.0,
              "lr_swept": size == "60M"} for size in ("60M", "109M") for seed in range(3)]
@@ -177,8 +182,8 @@ def test_the_analysis_marks_the_sizes_that_ran_one_lr():
     """End to end through analyse(): a ladder whose smallest and largest sizes swept three LRs
     and the others ran the rule's only: the middle sizes' runs carry fit.lr_miss (named in the
     summary's noise line); a ladder swept everywhere has none."""
-    from analysis.noise import noise_line
-    from analysis.runs import Runs, finalize
+    from analysis.inputs.runs import Runs, finalize
+    from analysis.readings.noise import noise_line
     from analysis.scaling import analyse
 
     rng = np.random.default_rng(3)

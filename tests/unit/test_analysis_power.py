@@ -1,6 +1,6 @@
 """Issue 23: honest intervals, and the power analysis / design search that predicts them.
 
-Every simulation goes through the analysis's own pieces (analysis.power: the LR rule, the
+Every simulation goes through the analysis's own pieces (analysis.power.simulate: the LR rule, the
 per-arm noise replicates, the batched Dense refits), all ladders at once."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from analysis.config import FIT_DELTA
-from analysis.design import DesignError, cells_for_grid, run_search, search
-from analysis.lr_selection import keep_batch, mean_over, pooled_choice, select_lr
-from analysis.matchings import dense_draws, x_eff
-from analysis.power import PowerModel, cells_from_plan, design_cost, simulate
+from analysis.power.design import DesignError, cells_for_grid, run_search, search
+from analysis.power.simulate import PowerModel, cells_from_plan, design_cost, simulate
+from analysis.readings.lr_selection import keep_batch, mean_over, pooled_choice, select_lr
+from analysis.readings.matchings import dense_draws, x_eff
 
 ONE_SEED = {"seeds": [0], "seeds_by_arm": {}, "seeds_by_size": {}, "lr_sizes": None}
 
@@ -152,7 +152,7 @@ def test_noise_from_a_pilot_sweep(tmp_path, capsys):
 def _flat_vs_sharp(rule: str, sigma: float, seeds: int, m: int = 400) -> float:
     """Median relative error of Leviathan's multiplier when Dense's LR curve is sharp (5% per
     octave^2) and Leviathan's flat, 3 LRs at 6 sizes, `seeds` seeds, the kept losses picked by
-    `rule` (per_seed: the old best of each seed; mean, pooled: analysis.lr_selection's)."""
+    `rule` (per_seed: the old best of each seed; mean, pooled: analysis.readings.lr_selection's)."""
     rng = np.random.default_rng(1)
     n = np.geomspace(60e6, 420e6, 6)
     a_true, alpha, b = 1.81 * 60e6 ** 0.34, 0.34, 1.69
@@ -267,7 +267,7 @@ def test_design_search_beats_the_shipped_grid_at_its_cost(iso):
         compose("sweep", ["+grid=isoparametric"]).grid)))
     assert design_cost(shipped) <= budget
     model = PowerModel(ladders=200, bootstrap=200)
-    from analysis.design import _score
+    from analysis.power.design import _score
 
     assert _score(simulate(shipped, model), "lev_over_control_pooled") <= 2 / 3 * old / 100
 

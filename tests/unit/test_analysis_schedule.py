@@ -8,14 +8,14 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.buckets import bucket_ratios
 from analysis.family import FitConfig
 from analysis.fit_scaling import main
-from analysis.plots import plot_rare_tokens
-from analysis.runs import Runs, bucket_order, finalize
+from analysis.inputs.runs import Runs, bucket_order, finalize
+from analysis.readings.buckets import bucket_ratios
+from analysis.readings.trajectory import UNCOOLED
+from analysis.report.plots import plot_rare_tokens
+from analysis.report.summary import summary_md
 from analysis.scaling import analyse
-from analysis.summary import summary_md
-from analysis.trajectory import UNCOOLED
 
 E, A, ALPHA = 1.69, 400.0, 0.34
 SIZES = {"50M": 50e6, "100M": 100e6, "200M": 200e6, "400M": 400e6}

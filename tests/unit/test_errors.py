@@ -69,7 +69,7 @@ def test_every_user_error_is_a_leviathan_error():
 
 
 def test_user_errors_keep_the_builtin_base_callers_catch():
-    from analysis.runs import AnalysisError
+    from analysis.inputs.runs import AnalysisError
     from leviathan.data.config import DataError
     from leviathan.sweep.grid import GridError
     from leviathan.tracking.server import TrackingUnreachable

@@ -1,5 +1,5 @@
-"""The per-pair downstream table (analysis.downstream) on metrics shaped as leviathan.eval logs
-them; test_eval_run.py reads the same table back from a real MLflow server."""
+"""The per-pair downstream table (analysis.inputs.downstream) on metrics shaped as leviathan.eval
+logs them; test_eval_run.py reads the same table back from a real MLflow server."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from analysis.downstream import collect, downstream_md, pair_table, parse_metrics
+from analysis.inputs.downstream import collect, downstream_md, pair_table, parse_metrics
 
 RUNS = pd.DataFrame([
     {"run_id": "d1", "pair": "p1", "arm": "dense", "size": "200M", "family": "isobody"},

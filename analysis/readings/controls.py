@@ -18,7 +18,8 @@ X_eff / X would not: `dense_untied` is 1.3-1.6x Leviathan's size, so equal losse
 1.3-1.6x.) 1 means LEV buys nothing its control does not. Its interval comes from the same
 bootstrap replicates as both effective sizes (one Dense refit and one seed-noise draw per
 replicate), so the Dense curve's uncertainty largely cancels and the arms' noise does not. With
-no run-to-run noise (one seed, no fit.seed_noise: analysis.noise) it has no interval at all.
+no run-to-run noise (one seed, no fit.seed_noise: analysis.readings.noise) it has no interval at
+all.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import percentile_interval
-from analysis.matchings import Matching
-from analysis.runs import CONTROLS
+from analysis.inputs.runs import CONTROLS
+from analysis.laws.bootstrap import percentile_interval
+from analysis.readings.matchings import Matching
 
 RATIO_COLUMNS = ["size", "control", "basis", "ratio", "ratio_lo", "ratio_hi", "lev_multiplier",
                  "control_multiplier", "interval", "extrapolated"]

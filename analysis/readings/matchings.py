@@ -12,8 +12,8 @@ is X_eff / X. Each answers its own question:
   column, with the reason (`token_mismatch`); isobody and the factorized control answer it;
 - compute: X = training FLOPs of the run (the platform's exact count), X_eff / X the compute
   multiplier — what the same training cost buys.
-Intervals: every run's loss redrawn with run-to-run noise (analysis.noise: from the sweep's own
-seeds, per arm; or from a level given with fit.seed_noise / --noise-from) and refitted through
+Intervals: every run's loss redrawn with run-to-run noise (analysis.readings.noise: from the sweep's
+own seeds, per arm; or from a level given with fit.seed_noise / --noise-from) and refitted through
 the Dense curve; with neither, case resampling of the Dense sizes, labelled "fit only (excludes
 run-to-run noise)". An X_eff outside the fitted Dense points is marked `extrapolated`, with the
 factor by which it lies outside; beyond EXTRAPOLATION it is not reported at all.
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import percentile_interval, resample_counts
-from analysis.noise import Noise, replicates
-from analysis.powerlaw import ALPHA_BOUNDS, FitError, fit_power_law, refit_batch
+from analysis.laws.bootstrap import percentile_interval, resample_counts
+from analysis.laws.powerlaw import ALPHA_BOUNDS, FitError, fit_power_law, refit_batch
+from analysis.readings.noise import Noise, replicates
 
 BASES = ("params", "body", "compute")
 COLUMN = {"params": "params_total", "body": "params_body", "compute": "flops"}

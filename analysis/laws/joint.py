@@ -4,7 +4,7 @@ Objective (Besiroglu et al. 2024): sum of Huber(delta = 1e-3) of log L - LSE(a -
 b - beta·log D, e), with A = exp(a), B = exp(b), E = exp(e); minimised by L-BFGS from every point
 of a grid of starts (alpha, beta in 0..2 step 0.5; e in -1..1 step 0.5; a, b in 0..25 step 5:
 4,500 starts) keeping the best. A loop of 4,500 scipy runs takes minutes, so here every start
-advances at once through the analysis' one batched Levenberg-Marquardt solver (analysis.lm, one
+advances at once through the analysis' one batched Levenberg-Marquardt solver (analysis.laws.lm, one
 einsum per iteration over all starts), then the best few distinct end points are polished with
 scipy's L-BFGS-B and the lowest objective wins.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis import lm
-from analysis.lm import huber
-from analysis.powerlaw import HUBER_DELTA
+from analysis.laws import lm
+from analysis.laws.lm import huber
+from analysis.laws.powerlaw import HUBER_DELTA
 
 EPOCH_GRID = {  # Epoch AI's grid of starting points (their notebook)
     "alpha": np.arange(0, 2.5, 0.5),
@@ -86,7 +86,7 @@ def _scipy_objective(theta, u, v, y, delta):
 
 
 def _batched_lm(theta, u, v, y, delta, iters, weights=1.0):
-    """All starts (or bootstrap rows, weights (S, n)) advanced together by analysis.lm; y (n,),
+    """All starts (or bootstrap rows, weights (S, n)) advanced together by analysis.laws.lm; y (n,),
     or (S, n): one target per row (seed-noise replicates)."""
     def residuals(th, rows):
         pred, s = _terms(th, u, v)

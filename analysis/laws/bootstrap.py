@@ -1,6 +1,6 @@
 """Bootstrap over runs and seeds: resample weights, seed-noise replicates, percentile intervals.
 
-Two ways to make a replicate, both refitted all at once by analysis.lm:
+Two ways to make a replicate, both refitted all at once by analysis.laws.lm:
 - case resampling (`resample_counts`): a vector of integer counts over the points, two-stage:
   groups (sizes) with replacement, then the runs (seeds) inside each chosen group; with one run
   per size it is plain case resampling over runs (the fit's spread only: no run-to-run noise
@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from analysis.powerlaw import refit_batch  # noqa: F401 - re-exported for the callers
+from analysis.laws.powerlaw import refit_batch  # noqa: F401 - re-exported for the callers
 
 
 def resample_counts(groups, n_rep: int, rng: np.random.Generator, min_groups: int = 2):

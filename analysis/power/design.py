@@ -19,8 +19,8 @@ is uncertain, Dense rungs at one LR):
   to that size, and the power model does not see what dropping it costs: a shorter lever on the
   exponents, an extrapolation for anyone who wants the answer at the top) or also dropped.
 Tokens per parameter stay the grid's (a change would need the truth model's L(N, D)).
-Every candidate within the budget is simulated (analysis.power, fewer ladders), the best few
-again at full size; the target is one headline number's predicted half-width (default: the
+Every candidate within the budget is simulated (analysis.power.simulate, fewer ladders), the best
+few again at full size; the target is one headline number's predicted half-width (default: the
 pooled LEV over its control).
 """
 
@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from analysis.power import CONTROL_ARMS, Cell, PowerModel, design_cost, simulate
+from analysis.power.simulate import CONTROL_ARMS, Cell, PowerModel, design_cost, simulate
 from leviathan.errors import LeviathanError
 
 TARGETS = ("lev_over_control_pooled", "multiplier")
@@ -46,7 +46,7 @@ class DesignError(LeviathanError, ValueError):
 @dataclass
 class Candidate:
     knobs: dict  # the allocation's choices
-    cells: list  # analysis.power.Cell
+    cells: list  # analysis.power.simulate.Cell
     cost: float  # GPU-hours
     width: float = math.nan  # predicted 95% half-width of the target
     table: pd.DataFrame | None = None
@@ -224,7 +224,7 @@ def run_search(base_frame: pd.DataFrame, grid: dict, design: dict) -> tuple[str,
     """The design CLI's work (leviathan.sweep.design names it): (printed text, the winner as a
     grid dict, its header comment). base_frame: the plan of the family's grid at one seed and
     the rule's LR (each (arm, size)'s cost per run)."""
-    from analysis.power import cells_from_plan, model_from_grid
+    from analysis.power.simulate import cells_from_plan, model_from_grid
 
     base = cells_from_plan(base_frame)
     model = model_from_grid(grid.get("power", {}))

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.family import FamilyResult, FitConfig
-from analysis.matchings import BASES, LABEL
-from analysis.noise import FIT_ONLY, noise_line
-from analysis.runs import CONTROLS, human
+from analysis.inputs.runs import CONTROLS, human
+from analysis.readings.matchings import BASES, LABEL
+from analysis.readings.noise import FIT_ONLY, noise_line
 
 ARM_ORDER = ("leviathan", "factorized", "factorized_wide", "lev_codebooks", "dense_untied")
 QUESTION = {

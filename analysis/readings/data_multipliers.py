@@ -4,20 +4,20 @@ At a fixed size N the loss levels off at E + A·N^-alpha, not at E: pinning the 
 b = 1.69 bends L(D) and invents an advantage that shrinks with tokens. So the Dense law of a
 size is read with its asymptote free:
 - one size (or no joint fit): L(D) = E_N + B·D^-beta on that size's Dense runs, E_N fitted
-  (analysis.powerlaw with b free; needs three or more budgets);
+  (analysis.laws.powerlaw with b free; needs three or more budgets);
 - two or more Dense sizes with several budgets: the joint L(N, D) = E + A·N^-alpha + B·D^-beta
-  (analysis/joint.py) at the Dense N of the size, so that E_N = E + A·N^-alpha is tied across
+  (analysis/laws/joint.py) at the Dense N of the size, so that E_N = E + A·N^-alpha is tied across
   sizes.
 D_eff solves L_Dense(N, D_eff) = the run's loss; the data multiplier is D_eff / D. One row per
 non-Dense run of a size whose Dense runs have several budgets.
 
-Intervals as the multipliers' (analysis/matchings.py): with several seeds, every Dense run's loss
-is redrawn from its (size, budget) mean and the seeds' pooled deviations (pooled over the arms
-too) and the Dense law refitted on each replicate; each run's own loss takes the same kind of
-deviation and its D_eff is read off the refitted law; with one seed, the Dense budgets are
-resampled (the fit's spread only: no run-to-run noise). A D_eff beyond the Dense budgets of its
-size is marked `extrapolated`, with the factor (`extrapolation`, analysis/extrapolation.py);
-beyond EXTRAPOLATION it is not reported.
+Intervals as the multipliers' (analysis/readings/matchings.py): with several seeds, every Dense
+run's loss is redrawn from its (size, budget) mean and the seeds' pooled deviations (pooled over the
+arms too) and the Dense law refitted on each replicate; each run's own loss takes the same kind of
+deviation and its D_eff is read off the refitted law; with one seed, the Dense budgets are resampled
+(the fit's spread only: no run-to-run noise). A D_eff beyond the Dense budgets of its size is marked
+`extrapolated`, with the factor (`extrapolation`, analysis/laws/extrapolation.py); beyond
+EXTRAPOLATION it is not reported.
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis import lm
-from analysis.bootstrap import percentile_interval, resample_counts, seed_noise_replicates
-from analysis.extrapolation import dagger, factor, outside
-from analysis.joint import HUBER_DELTA as EPOCH_DELTA
-from analysis.joint import refit_joint
-from analysis.matchings import EXTRAPOLATION, degenerate, x_eff
-from analysis.powerlaw import ALPHA_BOUNDS, FitError, PowerLaw, fit_power_law
-from analysis.runs import budget_ids, human
+from analysis.inputs.runs import budget_ids, human
+from analysis.laws import lm
+from analysis.laws.bootstrap import percentile_interval, resample_counts, seed_noise_replicates
+from analysis.laws.extrapolation import dagger, factor, outside
+from analysis.laws.joint import HUBER_DELTA as EPOCH_DELTA
+from analysis.laws.joint import refit_joint
+from analysis.laws.powerlaw import ALPHA_BOUNDS, FitError, PowerLaw, fit_power_law
+from analysis.readings.matchings import EXTRAPOLATION, degenerate, x_eff
 
 COLUMNS = ["arm", "size", "run_id", "name", "seed", "params", "dense_params", "tokens", "loss",
            "law", "dense_tokens_lo", "dense_tokens_hi", "d_eff", "d_eff_lo", "d_eff_hi",
@@ -52,7 +52,7 @@ def fit_size_ld(runs: pd.DataFrame, delta: float) -> PowerLaw:
 
 def refit_size_ld(tokens, y, weights, fit: PowerLaw, delta: float) -> np.ndarray:
     """(R, 3) samples of (B, beta, E_N): L(D) refitted from `fit` on each row of weights (R, n)
-    with log losses y (n,) or (R, n), all rows at once (analysis.lm), E_N kept below every
+    with log losses y (n,) or (R, n), all rows at once (analysis.laws.lm), E_N kept below every
     loss."""
     lx = np.log(np.asarray(tokens, float))
     x0 = float(lx.mean())

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import seed_deviations
 from analysis.config import FitConfigError
+from analysis.laws.bootstrap import seed_deviations
 
 SOURCES = ("seeds", "given", "fit")
 FIT_ONLY = "fit only (excludes run-to-run noise)"

@@ -5,7 +5,7 @@ fit the Dense L(N) ladder (each size's largest token budget, every seed) is fitt
 b free, and its bootstrap interval is shown beside the b used; when that b lies outside the
 interval the summary and the log say so. The interval is built as the matchings' are: with
 several seeds, every Dense run's loss redrawn from the seeds' deviations (run-to-run noise,
-analysis.bootstrap.seed_noise_replicates) and b refitted each time; with one seed, the Dense
+analysis.laws.bootstrap.seed_noise_replicates) and b refitted each time; with one seed, the Dense
 sizes resampled (the fit's spread only). With fit.b=free the main fit is this fit and
 the line compares it with 1.69. A free b on a short ladder is loosely pinned (it trades off
 against A and alpha), so a wide interval is an answer too: the data cannot tell.
@@ -18,9 +18,9 @@ import logging
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import percentile_interval, resample_counts, seed_noise_replicates
 from analysis.config import B_DEFAULT, FitConfig
-from analysis.powerlaw import FitError, fit_power_law, refit_free_b
+from analysis.laws.bootstrap import percentile_interval, resample_counts, seed_noise_replicates
+from analysis.laws.powerlaw import FitError, fit_power_law, refit_free_b
 
 log = logging.getLogger(__name__)
 MIN_SIZES = 3  # a free b needs three distinct sizes (A, alpha, b)

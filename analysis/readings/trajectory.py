@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.extrapolation import factor, outside
-from analysis.powerlaw import ALPHA_BOUNDS, FitError, effective_size, fit_power_law
+from analysis.laws.extrapolation import factor, outside
+from analysis.laws.powerlaw import ALPHA_BOUNDS, FitError, effective_size, fit_power_law
 
 COLUMNS = ["run_id", "lineage", "size", "params", "tokens", "loss", "n_dense", "n_dense_max",
            "n_eff", "multiplier", "extrapolated", "extrapolation"]

@@ -1,7 +1,7 @@
 """Data scaling: L(D) = E_N + B·D^-beta (E_N free) per (arm, size) where a size has several token
-budgets, the data multipliers D_eff / D of the non-Dense runs (analysis/data_multipliers.py), and
-the joint L(N, D) where sizes and budgets both vary (Epoch AI's procedure, analysis/joint.py),
-which gives each run a second N_eff at its own D.
+budgets, the data multipliers D_eff / D of the non-Dense runs
+(analysis/readings/data_multipliers.py), and the joint L(N, D) where sizes and budgets both vary
+(Epoch AI's procedure, analysis/laws/joint.py), which gives each run a second N_eff at its own D.
 """
 
 from __future__ import annotations
@@ -9,22 +9,28 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import resample_counts
-from analysis.data_multipliers import PER_SIZE, data_multipliers, fit_size_ld, refit_size_ld
-from analysis.extrapolation import factor, outside
 from analysis.family import FamilyResult, FitConfig
-from analysis.joint import HUBER_DELTA as EPOCH_DELTA
-from analysis.joint import bootstrap_joint, fit_joint
-from analysis.paper_view import interval_bounds
-from analysis.powerlaw import FitError
-from analysis.runs import budget_ids
+from analysis.inputs.runs import budget_ids
+from analysis.laws.bootstrap import resample_counts
+from analysis.laws.extrapolation import factor, outside
+from analysis.laws.joint import HUBER_DELTA as EPOCH_DELTA
+from analysis.laws.joint import bootstrap_joint, fit_joint
+from analysis.laws.powerlaw import FitError
+from analysis.readings.data_multipliers import (
+    PER_SIZE,
+    data_multipliers,
+    fit_size_ld,
+    refit_size_ld,
+)
+from analysis.readings.paper_view import interval_bounds
 
 
 def fit_ld(res: FamilyResult, usable: pd.DataFrame, cfg: FitConfig, rng):
     """L(D) = E_N + B·D^-beta with E_N free per (arm, size) with three or more budgets (the
     asymptote of one size is E + A·N^-alpha, not E: b is never pinned here), intervals from the
     budgets resampled; then the data multiplier D_eff / D of every non-Dense run
-    (analysis/data_multipliers.py: off the joint law when fitted, else off its size's L(D))."""
+    (analysis/readings/data_multipliers.py: off the joint law when fitted, else off its size's
+    L(D))."""
     for (arm, size), g in usable.groupby(["arm", "size"]):
         ids = budget_ids(g["tokens"].to_numpy(), cfg.budget_tol)
         if ids.max() < 1:

@@ -47,7 +47,7 @@ def parse_metrics(metrics: Mapping[str, float]) -> dict[tuple[str, str], tuple[f
 def collect(runs: pd.DataFrame, metrics_by_run: Mapping[str, Mapping[str, float]]
             ) -> pd.DataFrame:
     """Long table (LONG_COLUMNS) from a runs table (run_id, pair, arm, size, family, as in
-    analysis.runs.Runs.table) and each run's MLflow metrics."""
+    analysis.inputs.runs.Runs.table) and each run's MLflow metrics."""
     rows = []
     for r in runs.itertuples(index=False):
         for (task, metric), (v, se) in parse_metrics(metrics_by_run.get(r.run_id, {})).items():
@@ -60,7 +60,7 @@ def collect(runs: pd.DataFrame, metrics_by_run: Mapping[str, Mapping[str, float]
 
 def from_mlflow(sweep: str, *, tracking_uri: str, experiment: str = "leviathan") -> pd.DataFrame:
     """Long table for the training runs of `sweep` (tags.kind='train', tags.sweep)."""
-    from analysis.runs import mlflow_client, require_experiment, search_runs
+    from analysis.inputs.runs import mlflow_client, require_experiment, search_runs
 
     client = mlflow_client(tracking_uri)
     exp_id = require_experiment(client, experiment, tracking_uri)

@@ -5,7 +5,7 @@ Every reading of an effective size N_eff or an effective token count D_eff off a
 says whether it lies inside the fitted Dense points (read by interpolation) or beyond them, and
 by what factor: `extrapolation` = max(x / hi, lo / x, 1), `extrapolated` = that factor above 1
 (beyond rounding), † in the tables and plots. A reading beyond EXTRAPOLATION is not reported at
-all (analysis/matchings.py, where the constant lives).
+all (analysis/readings/matchings.py, where the constant lives).
 """
 
 from __future__ import annotations

@@ -7,17 +7,17 @@ Dense L(N) = b + A·N^-alpha; the control worth `control_worth` Dense parameters
 and Leviathan `effect` times its control (the true LEV over its control); each run's loss times
 (1 + curvature·(log2 LR - the arm's true optimum)^2) for its LR, times (1 + sigma_arm z) for its
 seed. Each ladder then goes through the analysis's own pieces, all ladders and all bootstrap
-replicates at once: the LR rule (analysis.lr_selection.keep_batch), the run-to-run noise
-(analysis.noise.batch_replicates: the design's seeds, or with one seed the model's noise level
-given as fit.seed_noise), the Dense refits (analysis.matchings.dense_draws) and the effective
-sizes (x_eff), by total parameters. Out come, per headline number (multiplier per arm and size,
-LEV over its control per size and pooled), the truth, the median printed 95% half-width
-(predicted), the empirical half-width of the estimates over the ladders (their sd times the
-level's quantile of Student's t on the Welch-Satterthwaite degrees of freedom of the number's
-noise sources, each arm's level and the Dense fit's, z for given levels: an interval whose noise
-is measured from few seeds must be that much wider; the check: the two agree within 20%), the
-coverage of the printed intervals, the bias, and the smallest effect the number
-detects (a true ratio that a 95% interval excludes 1 for, 80% of the time: 2.8 standard errors).
+replicates at once: the LR rule (analysis.readings.lr_selection.keep_batch), the run-to-run noise
+(analysis.readings.noise.batch_replicates: the design's seeds, or with one seed the model's noise
+level given as fit.seed_noise), the Dense refits (analysis.readings.matchings.dense_draws) and the
+effective sizes (x_eff), by total parameters. Out come, per headline number (multiplier per arm and
+size, LEV over its control per size and pooled), the truth, the median printed 95% half-width
+(predicted), the empirical half-width of the estimates over the ladders (their sd times the level's
+quantile of Student's t on the Welch-Satterthwaite degrees of freedom of the number's noise sources,
+each arm's level and the Dense fit's, z for given levels: an interval whose noise is measured from
+few seeds must be that much wider; the check: the two agree within 20%), the coverage of the printed
+intervals, the bias, and the smallest effect the number detects (a true ratio that a 95% interval
+excludes 1 for, 80% of the time: 2.8 standard errors).
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import percentile_interval
 from analysis.config import FIT_DELTA, lr_rule_miss
-from analysis.lr_selection import keep_batch, mean_over, pooled_choice
-from analysis.matchings import dense_draws, x_eff
-from analysis.noise import batch_replicates
-from analysis.powerlaw import fit_power_law
+from analysis.laws.bootstrap import percentile_interval
+from analysis.laws.powerlaw import fit_power_law
+from analysis.readings.lr_selection import keep_batch, mean_over, pooled_choice
+from analysis.readings.matchings import dense_draws, x_eff
+from analysis.readings.noise import batch_replicates
 
 CONTROL_ARMS = ("factorized", "dense_untied")
 Z95, Z80 = 1.959964, 0.841621

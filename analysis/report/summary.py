@@ -7,16 +7,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.b_check import b_check_md
-from analysis.buckets import bucket_table_md
-from analysis.data_multipliers import data_md
-from analysis.extrapolation import dagger
 from analysis.family import FamilyResult, FitConfig
-from analysis.headline import headline_md, robustness_md, tokens_md
-from analysis.lr_selection import lr_table_md
-from analysis.noise import FIT_ONLY
-from analysis.runs import Runs, human
-from analysis.trajectory import marks_cooled
+from analysis.inputs.runs import Runs, human
+from analysis.laws.extrapolation import dagger
+from analysis.readings.b_check import b_check_md
+from analysis.readings.buckets import bucket_table_md
+from analysis.readings.data_multipliers import data_md
+from analysis.readings.lr_selection import lr_table_md
+from analysis.readings.noise import FIT_ONLY
+from analysis.readings.trajectory import marks_cooled
+from analysis.report.headline import headline_md, robustness_md, tokens_md
 
 
 def excluded_runs(table: pd.DataFrame, results: dict[str, FamilyResult]) -> pd.DataFrame:

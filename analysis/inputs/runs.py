@@ -4,7 +4,7 @@ One row per run in `Runs.table` (excluded runs stay, with the reason in `reason`
 intermediate validation losses in `Runs.history` and the token-frequency bucket losses in
 `Runs.buckets`. Nothing is dropped silently: a run the fits cannot use says why. Input that cannot
 be analysed at all (an unknown arm, a control arm without its Leviathan partner) is an error.
-The CSV path is analysis/csv_input.py; the MLflow names (tags, params, metrics) live in
+The CSV path is analysis/inputs/csv_input.py; the MLflow names (tags, params, metrics) live in
 `row_of` below, the one place that knows them.
 """
 

@@ -1,6 +1,6 @@
 """Write a fit's results: fit.json, summary.md and the tables.
 
-multipliers.csv: one row per (family, non-Dense arm, size, basis): analysis/matchings.py
+multipliers.csv: one row per (family, non-Dense arm, size, basis): analysis/readings/matchings.py
 ROW_COLUMNS (x: the run's quantity in that basis: total or body parameters, or training FLOPs;
 n_eff: the Dense-equivalent in the same unit; extrapolated/extrapolation: outside the Dense
 points, and by what factor). lev_vs_control.csv: size, control, basis, ratio, ratio_lo,
@@ -8,7 +8,7 @@ ratio_hi (ratio = N_eff,lev / N_eff,ctl in that basis; + both multipliers).
 multipliers_by_run.csv: the paper's per-run table (every Leviathan run, N = fit.params;
 extrapolated/extrapolation: N_eff outside the Dense sizes, and by what factor; *_joint: the same
 off the joint L(N, D) at the run's own D). data_multipliers.csv: D_eff / D of every non-Dense
-run of a size with several budgets (analysis/data_multipliers.py COLUMNS). Also
+run of a size with several budgets (analysis/readings/data_multipliers.py COLUMNS). Also
 b_sensitivity.csv, lr_choices.csv, token_multipliers.csv, bucket_ratios.csv,
 multiplier_vs_tokens.csv where there is something to write; headline.md, each family's headline
 table (the sweep's parent run's description on MLflow).
@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.controls import RATIO_COLUMNS
 from analysis.family import FamilyResult, FitConfig
-from analysis.joint import EPOCH_CHINCHILLA
-from analysis.matchings import ROW_COLUMNS
-from analysis.runs import Runs
-from analysis.summary import excluded_runs, headline_note, summary_md
+from analysis.inputs.runs import Runs
+from analysis.laws.joint import EPOCH_CHINCHILLA
+from analysis.readings.controls import RATIO_COLUMNS
+from analysis.readings.matchings import ROW_COLUMNS
+from analysis.report.summary import excluded_runs, headline_note, summary_md
 
 
 def _clean(obj):

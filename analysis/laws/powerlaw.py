@@ -4,7 +4,7 @@ The fit minimises a Huber loss on log residuals, log L - log(A·x^-alpha + b), t
 Hoffmann et al. and Epoch AI use for the Chinchilla fits. Parameters live in log space
 (a = log A, e = log b) with x centred on its mean log so that a and alpha decorrelate; a few
 starting points (an OLS fit of log(L - b) plus a grid of exponents) all go at once to the one
-batched Levenberg-Marquardt solver (analysis.lm), the best end point wins.
+batched Levenberg-Marquardt solver (analysis.laws.lm), the best end point wins.
 The same code fits L(N) (x = parameters) and L(D) (x = tokens).
 """
 
@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from analysis import lm
 from analysis.config import B_DEFAULT  # Hoffmann et al.'s fitted irreducible loss E
+from analysis.laws import lm
 from leviathan.errors import LeviathanError
 
 HUBER_DELTA = 1e-3  # Hoffmann et al. / Epoch AI

@@ -5,8 +5,8 @@ gets N_eff and the multiplier N_eff / N with a bootstrap interval (Dense sizes a
 resampled, the run's own loss drawn from its seed group); alpha on the Leviathan runs alone;
 the shared-exponent multiplier with a bootstrap and a lack-of-fit (Student-t) interval; the
 multipliers' sensitivity to b. An N_eff beyond the Dense sizes is marked `extrapolated`, with the
-factor (`extrapolation`, analysis/extrapolation.py). The three matchings and the controls are
-analysis/matchings.py and analysis/controls.py.
+factor (`extrapolation`, analysis/laws/extrapolation.py). The three matchings and the controls are
+analysis/readings/matchings.py and analysis/readings/controls.py.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import percentile_interval, refit_batch, resample_counts
-from analysis.extrapolation import factor, outside
 from analysis.family import FamilyResult, FitConfig
-from analysis.matchings import EXTRAPOLATION, degenerate
-from analysis.powerlaw import (
+from analysis.laws.bootstrap import percentile_interval, refit_batch, resample_counts
+from analysis.laws.extrapolation import factor, outside
+from analysis.laws.powerlaw import (
     PowerLaw,
     effective_size,
     fit_power_law,
@@ -28,6 +27,7 @@ from analysis.powerlaw import (
     refit_free_b,
     shared_lack_of_fit,
 )
+from analysis.readings.matchings import EXTRAPOLATION, degenerate
 
 
 def interval_bounds(samples, level):

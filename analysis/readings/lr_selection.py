@@ -7,8 +7,8 @@ point. The same rule for every arm (`fit.lr_estimator`):
   LR, not from minima taken at different LRs). Picking the best of k LRs per seed instead biases
   each kept loss down by up to ~0.85 sigma, more for a flat LR curve than for a sharp one, so
   the two arms would be biased differently; on the seed mean the bias shrinks as 1/sqrt(seeds)
-  (and the simulations of analysis.power keep the intervals' coverage; choosing each seed on the
-  other seeds' mean removes the bias but doubles the spread there).
+  (and the simulations of analysis.power.simulate keep the intervals' coverage; choosing each seed
+  on the other seeds' mean removes the bias but doubles the spread there).
 - `pooled`: the LR of each (arm, size) chosen on the arm's *other* sizes: the seed means of
   every other size swept with the same LR multipliers, each centred on its own mean over the
   LRs, summed (leave one size out; the LR rule transfers the optimum across sizes, so the other
@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.runs import budget_ids
+from analysis.inputs.runs import budget_ids
 
 CHOICE_COLUMNS = ["family", "arm", "size", "tokens", "seeds", "lr", "loss", "swept", "edge",
                   "estimator"]

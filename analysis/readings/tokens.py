@@ -2,11 +2,11 @@
 
 At each size, Dense's target is the mean final validation loss of its ladder runs (over seeds)
 after T_D tokens. Each arm's curve is the mean over its seeds' validation curves (cooled-down
-points only when the history marks them, analysis/trajectory.py), on the token counts all seeds
-cover; t* is where it first reaches the target (log-linear between the two points around it),
-and the ratio T_D / t* says how many times fewer tokens the arm needs (v2's claim: 2.1x at
-1.2B). The interval resamples seeds of both arms (Dense final losses, the arm's curves); with one
-seed per arm there is no run-to-run noise to resample and no interval is given.
+points only when the history marks them, analysis/readings/trajectory.py), on the token counts all
+seeds cover; t* is where it first reaches the target (log-linear between the two points around it),
+and the ratio T_D / t* says how many times fewer tokens the arm needs (v2's claim: 2.1x at 1.2B).
+The interval resamples seeds of both arms (Dense final losses, the arm's curves); with one seed per
+arm there is no run-to-run noise to resample and no interval is given.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import percentile_interval
-from analysis.trajectory import lineage_of
+from analysis.laws.bootstrap import percentile_interval
+from analysis.readings.trajectory import lineage_of
 
 COLUMNS = ["arm", "size", "dense_tokens", "dense_loss", "tokens_needed", "token_ratio",
            "token_ratio_lo", "token_ratio_hi", "n_dense", "n_arm", "points", "reason"]

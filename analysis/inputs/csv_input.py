@@ -16,7 +16,8 @@ the point ends a cooldown). Used for the token multiplier and the multiplier aga
 buckets.csv (`--buckets`): run (or name), bucket, loss: each run's validation loss per
 token-frequency bucket, as training logs it (val/loss_freq/<bucket>): quantile names `q00-10`
 ... and log-spaced training-count names `0`, `1e0-1e1` ... may sit side by side
-(analysis/buckets.py reads each scheme on its own, with seed intervals from runs.csv's `seed`).
+(analysis/readings/buckets.py reads each scheme on its own, with seed intervals from runs.csv's
+`seed`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.runs import ARMS, HISTORY, AnalysisError, Runs, finalize, flag
+from analysis.inputs.runs import ARMS, HISTORY, AnalysisError, Runs, finalize, flag
 
 REQUIRED = ("arm", "params", "tokens", "loss")
 OPTIONAL = ("body_params", "flops", "size", "pair", "seed", "lr", "family", "status", "cooled",
@@ -77,7 +78,7 @@ def load_csv(path: str | Path, params_kind: str = "total", curves: str | Path | 
 def load_buckets(path: str | Path, table: pd.DataFrame, runs_path: Path) -> pd.DataFrame:
     """buckets.csv joined to the runs by `run` or `name`, as Runs.buckets (run_id, bucket,
     order, loss)."""
-    from analysis.runs import bucket_order
+    from analysis.inputs.runs import bucket_order
 
     path = Path(path)
     df = _read(path, "--buckets")

@@ -1,0 +1,1 @@
+"""Before launch: the power model, the one simulator, the design search."""
