@@ -122,7 +122,7 @@ def upload(out_dir: Path, tracking_uri: str, experiment: str, sweep: str) -> tup
     from mlflow.entities import RunTag
     from mlflow.tracking import MlflowClient
 
-    from analysis.inputs.runs import sweep_parent
+    from analysis.inputs.mlflow_input import sweep_parent
     from analysis.report.files import fit_folder
     from leviathan.tracking.runs import Tag
 
@@ -141,7 +141,8 @@ def upload(out_dir: Path, tracking_uri: str, experiment: str, sweep: str) -> tup
 def run_chinchilla(path: Path, out: Path | None, bootstrap: int, seed: int) -> int:
     import json
 
-    from analysis.laws.joint import bootstrap_joint, fit_joint, load_chinchilla
+    from analysis.inputs.csv_input import load_chinchilla
+    from analysis.laws.joint import bootstrap_joint, fit_joint
     from analysis.report.files import chinchilla_line
 
     df = load_chinchilla(path)
@@ -203,7 +204,8 @@ def noise_from(source: str, args: argparse.Namespace) -> dict[str, float]:
     """arm -> relative sd of one run's loss, measured on a pilot sweep's seeds (after its LR
     choice); AnalysisError when the pilot has no arm with two seeds at a size."""
     from analysis.inputs.csv_input import load_csv
-    from analysis.inputs.runs import AnalysisError, load_mlflow
+    from analysis.inputs.mlflow_input import load_mlflow
+    from analysis.inputs.runs import AnalysisError
     from analysis.readings.lr_selection import select_lr
     from analysis.readings.noise import arm_levels
 
@@ -224,7 +226,7 @@ def noise_from(source: str, args: argparse.Namespace) -> dict[str, float]:
 def load_runs(args: argparse.Namespace) -> tuple[Runs, Path]:
     """The runs to fit (a CSV, a named sweep or the latest) and the output folder."""
     from analysis.inputs.csv_input import load_csv
-    from analysis.inputs.runs import latest_sweep, load_mlflow
+    from analysis.inputs.mlflow_input import latest_sweep, load_mlflow
 
     cfg = args.fit
     if args.csv:

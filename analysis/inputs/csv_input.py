@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from analysis.inputs.runs import ARMS, HISTORY, AnalysisError, Runs, finalize, flag
@@ -129,3 +130,18 @@ def load_curves(path: str | Path, table: pd.DataFrame, runs_path: Path) -> pd.Da
         "loss": pd.to_numeric(df["loss"], errors="coerce"),
         "cooled": df["cooled"].map(flag) if "cooled" in df else float("nan"),
     }, columns=HISTORY)
+
+
+def load_chinchilla(path: str | Path, drop_highest: int = 5):
+    """Epoch's extracted Chinchilla runs: DataFrame N, D (= C / 6N), loss, minus the top losses."""
+    df = pd.read_csv(path)
+    missing = {"Model Size", "Training FLOP", "loss"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    out = pd.DataFrame({"N": df["Model Size"].astype(float),
+                        "D": df["Training FLOP"].astype(float) / (6.0 * df["Model Size"]),
+                        "loss": df["loss"].astype(float)}).dropna()
+    if drop_highest:
+        cut = np.sort(out["loss"].to_numpy())[-drop_highest]
+        out = out[out["loss"] < cut]
+    return out.reset_index(drop=True)

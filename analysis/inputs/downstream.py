@@ -60,7 +60,7 @@ def collect(runs: pd.DataFrame, metrics_by_run: Mapping[str, Mapping[str, float]
 
 def from_mlflow(sweep: str, *, tracking_uri: str, experiment: str = "leviathan") -> pd.DataFrame:
     """Long table for the training runs of `sweep` (tags.kind='train', tags.sweep)."""
-    from analysis.inputs.runs import mlflow_client, require_experiment, search_runs
+    from analysis.inputs.mlflow_input import mlflow_client, require_experiment, search_runs
 
     client = mlflow_client(tracking_uri)
     exp_id = require_experiment(client, experiment, tracking_uri)

@@ -14,11 +14,12 @@ Two ways to make a replicate, both refitted all at once by analysis.laws.lm:
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
 
-from analysis.laws.powerlaw import refit_batch  # noqa: F401 - re-exported for the callers
+from analysis.laws.powerlaw import refit_batch
 
 
 def resample_counts(groups, n_rep: int, rng: np.random.Generator, min_groups: int = 2):
@@ -57,6 +58,11 @@ def percentile_interval(samples, level: float = 0.95, axis: int = 0):
     return lo, hi
 
 
+def interval_bounds(samples, level):
+    lo, hi = percentile_interval(samples, level)
+    return [float(lo), float(hi)]
+
+
 def seed_deviations(loss, groups) -> np.ndarray:
     """Relative deviations of runs from their group mean, from groups with two or more runs,
     each scaled by sqrt(n / (n - 1)); empty when every group has one run."""
@@ -79,3 +85,15 @@ def seed_noise_replicates(loss, groups, n_rep: int, rng: np.random.Generator,
     _, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
     means = (np.bincount(inverse, weights=loss) / counts)[inverse]
     return means[None, :] * (1.0 + rng.choice(dev, (n_rep, loss.size)))
+
+
+def dense_draws(x, y, weights, start, b: float, delta: float) -> np.ndarray:
+    """(R, 2) bootstrap (A, alpha): the Dense curve refitted on every row of y (R, n) (or one
+    y (n,)) with point weights (R, n), from start (A, alpha) per row (R, 2) or shared (2,)."""
+    lx = np.log(np.asarray(x, float))
+    u0 = float(lx.mean())
+    start = np.atleast_2d(np.asarray(start, float))
+    theta = refit_batch(lx - u0, y, np.zeros(lx.size, int), weights, math.log(b),
+                        np.column_stack([np.log(start[:, 0]) - start[:, 1] * u0, start[:, 1]]),
+                        delta=delta)
+    return np.column_stack([np.exp(theta[:, 0] + theta[:, 1] * u0), theta[:, 1]])

@@ -4,8 +4,8 @@ it was read from.
 Every reading of an effective size N_eff or an effective token count D_eff off a fitted Dense law
 says whether it lies inside the fitted Dense points (read by interpolation) or beyond them, and
 by what factor: `extrapolation` = max(x / hi, lo / x, 1), `extrapolated` = that factor above 1
-(beyond rounding), † in the tables and plots. A reading beyond EXTRAPOLATION is not reported at
-all (analysis/readings/matchings.py, where the constant lives).
+(beyond rounding), † in the tables and plots. A reading beyond EXTRAPOLATION (below) is not
+reported at all.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 EDGE = 1e-6  # a reading this close (relative) to the last Dense point is at the edge: inside
+
+
+EXTRAPOLATION = 100.0  # an X_eff further than this factor outside the Dense points: not reported
 
 
 def factor(x, lo: float, hi: float) -> np.ndarray:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -173,20 +172,3 @@ def bootstrap_joint(n, d, loss, fit: JointFit, *, n_rep: int = 200, seed: int = 
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     return {k: {"se": float(np.std(x, ddof=1)), "lo": float(np.percentile(x, q[0])),
                 "hi": float(np.percentile(x, q[1]))} for k, x in samples.items()}
-
-
-def load_chinchilla(path: str | Path, drop_highest: int = 5):
-    """Epoch's extracted Chinchilla runs: DataFrame N, D (= C / 6N), loss, minus the top losses."""
-    import pandas as pd
-
-    df = pd.read_csv(path)
-    missing = {"Model Size", "Training FLOP", "loss"} - set(df.columns)
-    if missing:
-        raise ValueError(f"{path}: missing columns {sorted(missing)}")
-    out = pd.DataFrame({"N": df["Model Size"].astype(float),
-                        "D": df["Training FLOP"].astype(float) / (6.0 * df["Model Size"]),
-                        "loss": df["loss"].astype(float)}).dropna()
-    if drop_highest:
-        cut = np.sort(out["loss"].to_numpy())[-drop_highest]
-        out = out[out["loss"] < cut]
-    return out.reset_index(drop=True)

@@ -274,3 +274,15 @@ def effective_size(fit: PowerLaw, loss, params) -> tuple[np.ndarray, np.ndarray]
     n_eff = fit.inverse(loss)
     with np.errstate(invalid="ignore", over="ignore"):
         return n_eff, n_eff / np.asarray(params, dtype=float)
+
+
+def degenerate(fit) -> bool:
+    """True when the exponent sits at a bound: the losses do not follow a power law."""
+    return not ALPHA_BOUNDS[0] * 10 < fit.alpha < ALPHA_BOUNDS[1] * 0.99
+
+
+def x_eff(a, alpha, b, loss):
+    """X at which A·X^-alpha + b = loss, broadcasting; NaN where loss <= b."""
+    with np.errstate(all="ignore"):
+        gap = loss - b
+        return np.where(gap > 0, np.exp((np.log(a) - np.log(gap)) / alpha), np.nan)

@@ -9,7 +9,7 @@ and Leviathan `effect` times its control (the true LEV over its control); each r
 seed. Each ladder then goes through the analysis's own pieces, all ladders and all bootstrap
 replicates at once: the LR rule (analysis.readings.lr_selection.keep_batch), the run-to-run noise
 (analysis.readings.noise.batch_replicates: the design's seeds, or with one seed the model's noise
-level given as fit.seed_noise), the Dense refits (analysis.readings.matchings.dense_draws) and the
+level given as fit.seed_noise), the Dense refits (analysis.laws.bootstrap.dense_draws) and the
 effective sizes (x_eff), by total parameters. Out come, per headline number (multiplier per arm and
 size, LEV over its control per size and pooled), the truth, the median printed 95% half-width
 (predicted), the empirical half-width of the estimates over the ladders (their sd times the level's
@@ -29,10 +29,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.config import FIT_DELTA, lr_rule_miss
-from analysis.laws.bootstrap import percentile_interval
-from analysis.laws.powerlaw import fit_power_law
+from analysis.laws.bootstrap import dense_draws, percentile_interval
+from analysis.laws.powerlaw import fit_power_law, x_eff
 from analysis.readings.lr_selection import keep_batch, mean_over, pooled_choice
-from analysis.readings.matchings import dense_draws, x_eff
 from analysis.readings.noise import batch_replicates
 
 CONTROL_ARMS = ("factorized", "dense_untied")

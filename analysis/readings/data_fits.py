@@ -11,7 +11,7 @@ import pandas as pd
 
 from analysis.family import FamilyResult, FitConfig
 from analysis.inputs.runs import budget_ids
-from analysis.laws.bootstrap import resample_counts
+from analysis.laws.bootstrap import interval_bounds, resample_counts
 from analysis.laws.extrapolation import factor, outside
 from analysis.laws.joint import HUBER_DELTA as EPOCH_DELTA
 from analysis.laws.joint import bootstrap_joint, fit_joint
@@ -22,7 +22,6 @@ from analysis.readings.data_multipliers import (
     fit_size_ld,
     refit_size_ld,
 )
-from analysis.readings.paper_view import interval_bounds
 
 
 def fit_ld(res: FamilyResult, usable: pd.DataFrame, cfg: FitConfig, rng):

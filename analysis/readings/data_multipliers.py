@@ -30,11 +30,17 @@ import pandas as pd
 from analysis.inputs.runs import budget_ids, human
 from analysis.laws import lm
 from analysis.laws.bootstrap import percentile_interval, resample_counts, seed_noise_replicates
-from analysis.laws.extrapolation import dagger, factor, outside
+from analysis.laws.extrapolation import EXTRAPOLATION, dagger, factor, outside
 from analysis.laws.joint import HUBER_DELTA as EPOCH_DELTA
 from analysis.laws.joint import refit_joint
-from analysis.laws.powerlaw import ALPHA_BOUNDS, FitError, PowerLaw, fit_power_law
-from analysis.readings.matchings import EXTRAPOLATION, degenerate, x_eff
+from analysis.laws.powerlaw import (
+    ALPHA_BOUNDS,
+    FitError,
+    PowerLaw,
+    degenerate,
+    fit_power_law,
+    x_eff,
+)
 
 COLUMNS = ["arm", "size", "run_id", "name", "seed", "params", "dense_params", "tokens", "loss",
            "law", "dense_tokens_lo", "dense_tokens_hi", "d_eff", "d_eff_lo", "d_eff_hi",

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.laws.bootstrap import percentile_interval, resample_counts
-from analysis.laws.powerlaw import ALPHA_BOUNDS, FitError, fit_power_law, refit_batch
+from analysis.laws.bootstrap import dense_draws, percentile_interval, resample_counts
+from analysis.laws.extrapolation import EXTRAPOLATION
+from analysis.laws.powerlaw import FitError, degenerate, fit_power_law, x_eff
 from analysis.readings.noise import Noise, replicates
 
 BASES = ("params", "body", "compute")
@@ -36,7 +37,6 @@ COLUMN = {"params": "params_total", "body": "params_body", "compute": "flops"}
 LABEL = {"params": "total parameters", "body": "body parameters", "compute": "training compute"}
 SOURCE = {"params": "params", "body": "body_params (MLflow n_params/body)",
           "compute": "flops (MLflow plan.flops_per_token x tokens)"}
-EXTRAPOLATION = 100.0  # an X_eff further than this factor outside the Dense points: not reported
 LEAST_SQUARES = 1e9  # a Huber delta no log residual reaches: plain least squares
 ROW_COLUMNS = ["arm", "size", "basis", "params", "x", "tokens", "loss", "n_seeds", "dense_loss",
                "n_eff", "n_eff_lo", "n_eff_hi", "multiplier", "multiplier_lo", "multiplier_hi",
@@ -54,18 +54,6 @@ class Matching:
     draws: dict = field(default_factory=dict)  # (basis, arm, size) -> (R,) multiplier samples
     off: dict = field(default_factory=dict)  # basis -> why it is switched off
     lack_of_fit: dict = field(default_factory=dict)  # basis -> {F, p, df_lof, df_pe}
-
-
-def degenerate(fit) -> bool:
-    """True when the exponent sits at a bound: the losses do not follow a power law."""
-    return not ALPHA_BOUNDS[0] * 10 < fit.alpha < ALPHA_BOUNDS[1] * 0.99
-
-
-def x_eff(a, alpha, b, loss):
-    """X at which A·X^-alpha + b = loss, broadcasting; NaN where loss <= b."""
-    with np.errstate(all="ignore"):
-        gap = loss - b
-        return np.where(gap > 0, np.exp((np.log(a) - np.log(gap)) / alpha), np.nan)
 
 
 def token_mismatch(dense: pd.DataFrame, arms: pd.DataFrame, tol: float) -> str | None:
@@ -106,18 +94,6 @@ def _range_fits(x, loss, sizes, b, cfg) -> dict:
     out["ls"] = [fit(np.ones(x.size, bool), b, LEAST_SQUARES)]
     out["drop"] = [fit(sizes != s, b, cfg.delta) for s in np.unique(sizes)]
     return out
-
-
-def dense_draws(x, y, weights, start, b: float, delta: float) -> np.ndarray:
-    """(R, 2) bootstrap (A, alpha): the Dense curve refitted on every row of y (R, n) (or one
-    y (n,)) with point weights (R, n), from start (A, alpha) per row (R, 2) or shared (2,)."""
-    lx = np.log(np.asarray(x, float))
-    u0 = float(lx.mean())
-    start = np.atleast_2d(np.asarray(start, float))
-    theta = refit_batch(lx - u0, y, np.zeros(lx.size, int), weights, math.log(b),
-                        np.column_stack([np.log(start[:, 0]) - start[:, 1] * u0, start[:, 1]]),
-                        delta=delta)
-    return np.column_stack([np.exp(theta[:, 0] + theta[:, 1] * u0), theta[:, 1]])
 
 
 def pure_error(loss, groups) -> tuple[float, int]:

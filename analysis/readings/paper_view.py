@@ -17,22 +17,18 @@ import numpy as np
 import pandas as pd
 
 from analysis.family import FamilyResult, FitConfig
-from analysis.laws.bootstrap import percentile_interval, refit_batch, resample_counts
-from analysis.laws.extrapolation import factor, outside
+from analysis.laws.bootstrap import interval_bounds, percentile_interval, resample_counts
+from analysis.laws.extrapolation import EXTRAPOLATION, factor, outside
 from analysis.laws.powerlaw import (
     PowerLaw,
+    degenerate,
     effective_size,
     fit_power_law,
     fit_shared_exponent,
+    refit_batch,
     refit_free_b,
     shared_lack_of_fit,
 )
-from analysis.readings.matchings import EXTRAPOLATION, degenerate
-
-
-def interval_bounds(samples, level):
-    lo, hi = percentile_interval(samples, level)
-    return [float(lo), float(hi)]
 
 
 def _lev_loss_draws(lev: pd.DataFrame, n_rep: int, rng, b: float) -> np.ndarray:

@@ -68,7 +68,7 @@ def test_sweep_end_to_end_with_artifacts_on_the_parent(mlflow_server, experiment
 
 @pytest.mark.slow
 def test_bucket_losses_from_metrics_and_summary_json(mlflow_server, experiment):
-    from analysis.inputs.runs import load_mlflow
+    from analysis.inputs.mlflow_input import load_mlflow
 
     log_sweep(mlflow_server, experiment, "iso-buckets", start_time=2_000)
     runs = load_mlflow("iso-buckets", tracking_uri=mlflow_server, experiment=experiment)
@@ -83,7 +83,7 @@ def test_bucket_losses_from_metrics_and_summary_json(mlflow_server, experiment):
 @pytest.mark.slow
 def test_latest_picks_newest_sweep_and_creates_missing_parent(mlflow_server, experiment,
                                                               tmp_path, capsys):
-    from analysis.inputs.runs import latest_sweep, sweep_parent
+    from analysis.inputs.mlflow_input import latest_sweep, sweep_parent
 
     log_sweep(mlflow_server, experiment, "iso-old", start_time=3_000)
     client, exp_id, _ = log_sweep(mlflow_server, experiment, "iso-new",
@@ -151,7 +151,7 @@ def test_each_fit_keeps_the_last_and_logs_a_folder_of_its_own(mlflow_server, exp
 
 def test_multiplier_grows_when_leviathan_pulls_ahead(mlflow_server, experiment):
     """Leviathan's effective size goes from ~1x to 2x over training: the trajectory rises."""
-    from analysis.inputs.runs import load_mlflow
+    from analysis.inputs.mlflow_input import load_mlflow
     from analysis.scaling import FitConfig, analyse
 
     sweep = "iso-growth"
@@ -168,12 +168,12 @@ def test_multiplier_grows_when_leviathan_pulls_ahead(mlflow_server, experiment):
 
 @pytest.mark.slow
 def test_mlflow_runs_carry_controls_lr_flops_and_cooldown_branches(mlflow_server, experiment):
-    """The MLflow mapping (analysis.inputs.runs.row_of): arm=factorized, trainer.lr, seed,
+    """The MLflow mapping (analysis.inputs.mlflow_input.row_of): arm=factorized, trainer.lr, seed,
     n_params/body, plan.flops_per_token x tokens, and a cooldown branch's cooled final point."""
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
-    from analysis.inputs.runs import load_mlflow
+    from analysis.inputs.mlflow_input import load_mlflow
     from analysis.scaling import FitConfig, analyse
 
     client = MlflowClient(tracking_uri=mlflow_server)

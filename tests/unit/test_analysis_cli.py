@@ -221,10 +221,10 @@ def test_module_entry_point_runs(tmp_path):
 
 
 def test_unreachable_tracking_server_is_a_clear_error(capsys, monkeypatch):
-    import analysis.inputs.runs
+    import analysis.inputs.mlflow_input
     from leviathan.tracking.server import free_port
 
-    monkeypatch.setattr(analysis.inputs.runs, "CONNECT_TIMEOUT", 1.0)
+    monkeypatch.setattr(analysis.inputs.mlflow_input, "CONNECT_TIMEOUT", 1.0)
     uri = f"http://127.0.0.1:{free_port()}"
     assert main(["--latest", "--tracking-uri", uri, "--bootstrap", "10"]) == 2
     assert f"MLflow tracking server {uri} (--tracking-uri) is not reachable" in \

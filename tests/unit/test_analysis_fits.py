@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from analysis.inputs.runs import AnalysisError, Runs, finalize
-from analysis.laws.bootstrap import percentile_interval, refit_batch, resample_counts
-from analysis.laws.powerlaw import effective_size, fit_power_law, fit_shared_exponent
+from analysis.laws.bootstrap import percentile_interval, resample_counts
+from analysis.laws.powerlaw import effective_size, fit_power_law, fit_shared_exponent, refit_batch
 from analysis.readings.paper_view import bootstrap_dense
 from analysis.scaling import FitConfig, analyse, budget_ids
 

@@ -9,7 +9,8 @@ import pytest
 from helpers import SHARED
 
 from analysis.fit_scaling import main
-from analysis.laws.joint import EPOCH_CHINCHILLA, bootstrap_joint, fit_joint, load_chinchilla
+from analysis.inputs.csv_input import load_chinchilla
+from analysis.laws.joint import EPOCH_CHINCHILLA, bootstrap_joint, fit_joint
 
 CHINCHILLA = SHARED / "reference" / "chinchilla_svg_extracted_data.csv"
 

@@ -15,14 +15,15 @@ import numpy as np
 import pandas as pd
 
 from analysis.family import FitConfig
-from analysis.laws.bootstrap import percentile_interval, seed_noise_replicates
+from analysis.laws.bootstrap import dense_draws, percentile_interval, seed_noise_replicates
 from analysis.laws.powerlaw import (
     fit_power_law,
     fit_shared_exponent,
     refit_batch,
     shared_lack_of_fit,
+    x_eff,
 )
-from analysis.readings.matchings import LEAST_SQUARES, dense_draws, x_eff
+from analysis.readings.matchings import LEAST_SQUARES
 
 A, ALPHA, B = 400.0, 0.34, 1.69
 SIZES = np.geomspace(60e6, 800e6, 6)

@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 
 from analysis.config import FIT_DELTA
+from analysis.laws.bootstrap import dense_draws
+from analysis.laws.powerlaw import x_eff
 from analysis.power.design import DesignError, cells_for_grid, run_search, search
 from analysis.power.simulate import PowerModel, cells_from_plan, design_cost, simulate
 from analysis.readings.lr_selection import keep_batch, mean_over, pooled_choice, select_lr
-from analysis.readings.matchings import dense_draws, x_eff
 
 ONE_SEED = {"seeds": [0], "seeds_by_arm": {}, "seeds_by_size": {}, "lr_sizes": None}
 
