@@ -162,7 +162,8 @@ def run_chinchilla(path: Path, out: Path | None, bootstrap: int, seed: int) -> i
 
 def add_downstream(out: Path, sweep: str, uri: str, experiment: str) -> list[Path]:
     """Append the per-pair downstream table (lm-eval scores on the runs) to summary.md."""
-    from analysis.inputs.downstream import downstream_md, from_mlflow, pair_table
+    from analysis.inputs.downstream import from_mlflow, pair_table
+    from analysis.report.downstream import downstream_md
 
     long = from_mlflow(sweep, tracking_uri=uri, experiment=experiment)
     if long.empty:

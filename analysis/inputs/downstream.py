@@ -7,10 +7,10 @@ looks with eval.limit go to eval_limit<N>/... and are not read here). Use:
 
     long = from_mlflow(sweep, tracking_uri=uri, experiment="leviathan")  # a row per score
     table = pair_table(long)  # a row per pair x task x metric
-    print(downstream_md(table))
 
-or `downstream_section(sweep, tracking_uri=..., experiment=...)` for the report's markdown
-("" when no run of the sweep has been evaluated).
+and analysis/report/downstream.py for its markdown (`downstream_md(table)`, or
+`downstream_section(sweep, tracking_uri=..., experiment=...)`: "" when no run of the sweep has
+been evaluated).
 """
 
 from __future__ import annotations
@@ -109,40 +109,3 @@ def pair_table(long: pd.DataFrame, metrics: list[str] | None = None,
                      "rel": diff / abs(d) if d else math.nan, "better": better,
                      "n_dense": n_d, "n_leviathan": n_l})
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
-
-
-def _f(x: float, digits: int = 4) -> str:
-    if x is None or not np.isfinite(x):
-        return "–"
-    return f"{x:.{digits}g}" if abs(x) >= 1000 else f"{x:.{digits}f}"
-
-
-def downstream_md(table: pd.DataFrame) -> str:
-    """Markdown: one table per family, rows pair x task x metric."""
-    if table.empty:
-        return "No downstream results (no pair has both arms evaluated).\n"
-    out = []
-    for family, ft in table.groupby("family", sort=True):
-        out.append(f"### Downstream ({family})\n")
-        out.append("| pair | size | task | metric | Dense | Leviathan | Δ (L − D) ± se | rel | "
-                   "better |")
-        out.append("|---|---|---|---|---:|---:|---:|---:|---|")
-        for r in ft.itertuples(index=False):
-            out.append(f"| {r.pair} | {r.size} | {r.task} | {r.metric} | "
-                       f"{_f(r.dense)} ± {_f(r.dense_se)} | {_f(r.leviathan)} ± "
-                       f"{_f(r.leviathan_se)} | {_f(r.delta)} ± {_f(r.delta_se)} | "
-                       f"{_f(100 * r.rel, 3)}% | {r.better} |")
-        out.append("")
-    out.append("Δ: Leviathan − Dense; se = sqrt(se_D² + se_L²) from the harness's standard "
-               "errors; better: |Δ/se| ≥ 2, lower is better for perplexities.\n")
-    return "\n".join(out)
-
-
-def downstream_section(sweep: str, *, tracking_uri: str, experiment: str = "leviathan",
-                       metrics: list[str] | None = None) -> str:
-    """The report's downstream markdown for `sweep`; "" when none of its runs has eval
-    metrics."""
-    long = from_mlflow(sweep, tracking_uri=tracking_uri, experiment=experiment)
-    if long.empty:
-        return ""
-    return downstream_md(pair_table(long, metrics))

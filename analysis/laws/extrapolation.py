@@ -31,12 +31,3 @@ def outside(far) -> np.ndarray:
     """True where the factor says beyond the Dense points (NaN: False)."""
     far = np.asarray(far, float)
     return np.where(np.isfinite(far), far > 1.0 + EDGE, False)
-
-
-def dagger(far: float, x: float, ref: float) -> str:
-    """' †1.52× above' (or below) for a marked reading x, '' otherwise; ref: any point inside
-    the Dense range (e.g. its largest point, or a Dense size's own count), NaN: no direction."""
-    if not outside(far):
-        return ""
-    way = "" if not np.isfinite(ref) else " above" if x > ref else " below"
-    return f" †{far:.2f}×{way}"

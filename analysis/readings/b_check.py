@@ -62,23 +62,3 @@ def warning_text(check: dict, level: float) -> str:
             f"Dense L(N), {check['n_sizes']} sizes)" + (
                 ": the multipliers rest on an asymptote the data reject; see how they move with "
                 "b, or fit it (fit.b=free)" if check["b_fixed"] else ""))
-
-
-def b_check_md(check: dict | None, cfg: FitConfig) -> list[str]:
-    """The summary's line: the free-b fit with its interval beside the b used, and the warning."""
-    if check is None:
-        return [f"b check: needs Dense L(N) at {MIN_SIZES} or more sizes to fit b freely.", ""]
-    pct = f"{cfg.level:.0%}"
-    how = "over seed noise" if check["interval"] == "seeds" else \
-        "over the Dense sizes, one seed: no run-to-run noise"
-    used = f"b = {check['b_used']:g} " + ("used here" if check["b_fixed"] else
-                                          "(Hoffmann et al.'s, which fit.b=free replaces)")
-    out = [f"b check: the Dense L(N) with b free gives b = {check['b']:.3g} "
-           f"[{check['b_lo']:.3g}, {check['b_hi']:.3g}] ({pct} bootstrap {how}, "
-           f"{check['n_sizes']} sizes, {check['n_points']} runs), beside {used}."]
-    if check["at_bound"]:
-        out.append("The free b sits at the smallest Dense loss (its bound): the ladder shows no "
-                   "curvature that pins b.")
-    if check["outside"]:
-        out.append(f"**Warning: {warning_text(check, cfg.level)}.**")
-    return out + [""]

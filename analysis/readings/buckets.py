@@ -100,38 +100,3 @@ def bucket_ratios(buckets: pd.DataFrame, runs: pd.DataFrame, level: float = 0.95
     size_n = runs.groupby("size")["params_total"].mean()
     return out.assign(_n=out["size"].map(size_n)).sort_values(
         ["scheme", "_n", "arm", "order"]).drop(columns="_n").reset_index(drop=True)
-
-
-def _cell(r) -> str:
-    if not (np.isfinite(r.ppl_ratio_lo) and np.isfinite(r.ppl_ratio_hi)):
-        return f"{r.ppl_ratio:.3f}"
-    return f"{r.ppl_ratio:.3f} [{r.ppl_ratio_lo:.3f}, {r.ppl_ratio_hi:.3f}]"
-
-
-HEADING = {"quantile": "training-frequency quantile (equal shares of the validation tokens)",
-           "count": "training count (log-spaced bins of how often the token was seen)"}
-
-
-def bucket_table_md(ratios: pd.DataFrame | None, level: float = 0.95) -> list[str]:
-    """Markdown, one table per scheme: rows (size, arm), one column per bucket (rare ->
-    frequent), each cell the ratio with its seed interval where there are seeds."""
-    if ratios is None or ratios.empty:
-        return []
-    out = []
-    for scheme in SCHEMES:
-        r = ratios[ratios["scheme"] == scheme]
-        if r.empty:
-            continue
-        order = r.groupby("bucket")["order"].first().sort_values().index.tolist()
-        seeds = "" if not np.isfinite(r["ppl_ratio_lo"]).any() else (
-            f"; [{level:.0%} interval over seeds, paired by seed]")
-        out += [f"Perplexity ratio arm / Dense by token-frequency bucket, by {HEADING[scheme]} "
-                f"(rare -> frequent; exp(L_arm - L_dense), < 1: the arm is better{seeds}; "
-                "rare_tokens.png):", "",
-                "| Size | Arm | " + " | ".join(order) + " |", "|---|---|" + "---|" * len(order)]
-        for (size, arm), g in r.groupby(["size", "arm"], sort=False):
-            cells = {row.bucket: _cell(row) for row in g.itertuples(index=False)}
-            out.append(f"| {size} | {arm} | " + " | ".join(cells.get(k, "–") for k in order)
-                       + " |")
-        out.append("")
-    return out

@@ -27,10 +27,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.inputs.runs import budget_ids, human
+from analysis.inputs.runs import budget_ids
 from analysis.laws import lm
 from analysis.laws.bootstrap import percentile_interval, resample_counts, seed_noise_replicates
-from analysis.laws.extrapolation import EXTRAPOLATION, dagger, factor, outside
+from analysis.laws.extrapolation import EXTRAPOLATION, factor, outside
 from analysis.laws.joint import HUBER_DELTA as EPOCH_DELTA
 from analysis.laws.joint import refit_joint
 from analysis.laws.powerlaw import (
@@ -214,52 +214,3 @@ def _row(run, n, law, d_eff, boot, floor, bad, lo, hi, interval, level) -> dict:
             "data_multiplier_lo": float(d_lo) / run.tokens,
             "data_multiplier_hi": float(d_hi) / run.tokens, "interval": interval,
             "extrapolated": bool(outside(far)), "extrapolation": far, "reason": reason}
-
-
-def data_md(r, cfg) -> list[str]:
-    """The summary's data-scaling section: the L(D) fits and the data multipliers table."""
-    out = []
-    for f in r.data_fits:
-        ci = {k: _ci(f.get(f"{k}_ci")) for k in ("E_N", "B", "beta")}
-        out.append(f"L(D) = E_N + B·D^-β (E_N free), {f['arm']} {f['size']}: E_N = "
-                   f"{f['E_N']:.4f}{ci['E_N']}, B = {f['B']:.4g}{ci['B']}, β = {f['beta']:.4f}"
-                   f"{ci['beta']} ({f['n_points']} runs).")
-    m = r.data_multipliers
-    if m is None or m.empty:
-        return out + ([""] if out else [])
-    pct = f"{cfg.level:.0%}"
-    out += ["", f"Data multiplier: the tokens Dense of the same size needs for each run's loss "
-                f"(D_eff / D, {pct} CI):", "",
-            "| Size | Arm | Tokens | Loss | D_eff | D_eff / D | Read from |",
-            "|---|---|---|---|---|---|---|"]
-    for row in m.itertuples():
-        if row.reason:
-            val, deff = f"– ({row.reason})", "–"
-        else:
-            ci = _ci((row.data_multiplier_lo, row.data_multiplier_hi))
-            val = (f"{row.data_multiplier:.2f}×{ci}"
-                   + dagger(row.extrapolation, row.d_eff, row.dense_tokens_hi))
-            deff = human(row.d_eff)
-        out.append(f"| {row.size} | {row.arm} | {human(row.tokens)} | {row.loss:.4f} | {deff} | "
-                   f"{val} | {row.law} |")
-    out.append("")
-    if m["extrapolated"].any():
-        out.append("† extrapolated: D_eff lies beyond the Dense token budgets of its size, by the "
-                   "factor shown (a better arm at the largest budget always needs more tokens "
-                   "than Dense was given); add a longer Dense budget to read it by interpolation.")
-    if (m["interval"] == "fit").all():
-        out.append("Intervals: one seed per arm, size and budget: **they exclude run-to-run "
-                   "noise** (the Dense budgets resampled).")
-    else:
-        out.append("Intervals: every run's loss redrawn from its seeds' pooled deviations and the "
-                   "Dense law refitted each time (run-to-run noise of both arms included).")
-    return out + [""]
-
-
-def _ci(pair) -> str:
-    if pair is None:
-        return ""
-    lo, hi = pair
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
-        return ""
-    return f" [{lo:.3g}, {hi:.3g}]"

@@ -237,23 +237,3 @@ def _vertex(grid: np.ndarray, lrs: np.ndarray, a: float, best: int):
     shift = at_v - q[keep]
     edge = "lowest" if v <= lo else "highest" if v >= hi else ""
     return float(np.exp(v)), float(at_v), shift, edge, keep
-
-
-def lr_table_md(choices: pd.DataFrame, family: str) -> list[str]:
-    """Markdown lines: the chosen LR per arm and size (over seeds and budgets), with a flag when
-    a winner sits at the edge of its sweep."""
-    c = choices[choices["family"] == family]
-    if c.empty:
-        return []
-    out = ["Learning rate chosen per arm and size (lowest mean final validation loss over the "
-           "seeds of each sweep point: arm, size, tokens; every seed kept there; `vertex`: the "
-           "optimum of a quadratic in log LR):", "",
-           "| Size | Arm | Chosen LR (sweep points) | Swept | Edge |", "|---|---|---|---|---|"]
-    for (size, arm), g in c.groupby(["size", "arm"], sort=False):
-        won = g["lr"].value_counts().sort_index()
-        chosen = ", ".join(f"{_fmt(lr)} ({n})" for lr, n in won.items())
-        edges = sorted(set(g["edge"]) - {""})
-        flag = (f"**at the {' and '.join(edges)} LR swept: widen the sweep**" if edges else "")
-        out.append(f"| {size} | {arm} | {chosen} | {' / '.join(sorted(set(g['swept'])))} | "
-                   f"{flag} |")
-    return out + [""]

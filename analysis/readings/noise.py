@@ -164,19 +164,3 @@ def raise_missing(arm: str, seed_noise: dict) -> None:
     raise FitConfigError(f"fit.seed_noise: no level for arm {arm!r} (given: "
                          f"{', '.join(sorted(seed_noise))}); add fit.seed_noise.{arm}=<relative "
                          "sd> or fit.seed_noise.all=<relative sd>")
-
-
-def noise_line(noise: Noise) -> str:
-    """One line for the summary: where the intervals' run-to-run noise comes from."""
-    if noise.source == "fit":
-        return (f"Intervals: {FIT_ONLY}: one seed per arm and size and no noise level given; "
-                "the bootstrap resamples only the Dense sizes, so LEV over its control gets no "
-                "interval (add grid.seeds, or give fit.seed_noise.<arm> / --noise-from <pilot "
-                "sweep>).")
-    levels = ", ".join(f"{a} {v:.2%}" for a, v in sorted(noise.levels.items())
-                       if math.isfinite(v))
-    miss = (f" Sizes that ran the LR rule's LR only ({', '.join(noise.unswept)}) also carry its "
-            f"miss of their optimum, {noise.lr_miss:.2%} of the loss (fit.lr_miss)."
-            if noise.lr_miss else "")
-    return (f"Intervals: {noise.label}: {levels}." + "".join(f" {n}." for n in noise.notes)
-            + miss)

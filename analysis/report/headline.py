@@ -1,15 +1,19 @@
 """The summary's headline: the three matchings side by side, LEV over its control, the shared
-exponent with both intervals, and the tables that show how much each number can move."""
+exponent with both intervals, and where the intervals' run-to-run noise comes from (noise_line);
+how much each number can move is in analysis/report/tables.py."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
 
 from analysis.family import FamilyResult, FitConfig
-from analysis.inputs.runs import CONTROLS, human
+from analysis.inputs.runs import CONTROLS
 from analysis.readings.matchings import BASES, LABEL
-from analysis.readings.noise import FIT_ONLY, noise_line
+from analysis.readings.noise import FIT_ONLY, Noise
+from analysis.report.format import ci, num
 
 ARM_ORDER = ("leviathan", "factorized", "factorized_wide", "lev_codebooks", "dense_untied")
 QUESTION = {
@@ -38,16 +42,6 @@ CONTROL_QUESTION = {
                      "sharing",
     "dense_untied": "Dense with an untied head: the ratio separates LEV from untying the head",
 }
-
-
-def num(x, digits=3) -> str:
-    return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}g}"
-
-
-def ci(lo, hi, digits=3) -> str:
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
-        return ""
-    return f" [{lo:.{digits}g}, {hi:.{digits}g}]"
 
 
 def _cell(row) -> str:
@@ -185,37 +179,17 @@ def _footnotes(res: FamilyResult, cfg: FitConfig, rows: pd.DataFrame) -> list[st
     return out + [""]
 
 
-def robustness_md(res: FamilyResult, cfg: FitConfig) -> list[str]:
-    """How far each multiplier moves with b, the fit's loss and dropping one Dense size."""
-    m = res.matching
-    if m is None or m.rows.empty:
-        return []
-    out = ["How the multipliers move with the fit's choices (Dense refitted each time):", "",
-           f"| Size | Arm | Basis | Multiplier | Least squares | Drop one Dense size | "
-           f"b {min(cfg.b_grid):g}–{max(cfg.b_grid):g} |", "|---|---|---|---|---|---|---|"]
-    for r in m.rows.itertuples(index=False):
-        if r.reason:
-            continue
-        out.append(f"| {r.size} | {r.arm} | {r.basis} | {r.multiplier:.3f} | "
-                   f"{num(r.multiplier_ls)} | {num(r.drop_min)}–{num(r.drop_max)} | "
-                   f"{num(r.b_min)}–{num(r.b_max)} |")
-    return out + [""]
-
-
-def tokens_md(res: FamilyResult, cfg: FitConfig) -> list[str]:
-    t = res.token_multipliers
-    if t is None or t.empty:
-        return []
-    pts = "cooled-down points only" if (t["points"] == "cooled").all() else \
-        "every validation point (no cooled-down marks: mid-schedule checkpoints)"
-    out = [f"Token multiplier: tokens each arm needs to reach Dense's final loss ({pts}; "
-           f"{cfg.level:.0%} interval over seeds of both arms):", "",
-           "| Size | Arm | Dense loss at tokens | Arm reaches it at | × fewer tokens |",
-           "|---|---|---|---|---|"]
-    for r in t.itertuples(index=False):
-        val = f"– ({r.reason})" if r.reason else (
-            f"{r.token_ratio:.2f}×{ci(r.token_ratio_lo, r.token_ratio_hi)}"
-            + ("" if np.isfinite(r.token_ratio_lo) else " (one seed: no interval)"))
-        out.append(f"| {r.size} | {r.arm} | {r.dense_loss:.4f} at {human(r.dense_tokens)} | "
-                   f"{human(r.tokens_needed)} | {val} |")
-    return out + [""]
+def noise_line(noise: Noise) -> str:
+    """One line for the summary: where the intervals' run-to-run noise comes from."""
+    if noise.source == "fit":
+        return (f"Intervals: {FIT_ONLY}: one seed per arm and size and no noise level given; "
+                "the bootstrap resamples only the Dense sizes, so LEV over its control gets no "
+                "interval (add grid.seeds, or give fit.seed_noise.<arm> / --noise-from <pilot "
+                "sweep>).")
+    levels = ", ".join(f"{a} {v:.2%}" for a, v in sorted(noise.levels.items())
+                       if math.isfinite(v))
+    miss = (f" Sizes that ran the LR rule's LR only ({', '.join(noise.unswept)}) also carry its "
+            f"miss of their optimum, {noise.lr_miss:.2%} of the loss (fit.lr_miss)."
+            if noise.lr_miss else "")
+    return (f"Intervals: {noise.label}: {levels}." + "".join(f" {n}." for n in noise.notes)
+            + miss)

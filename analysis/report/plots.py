@@ -41,6 +41,20 @@ def _save(fig, plt, path: Path) -> Path:
     return path
 
 
+def _arrows(ax, x, x_eff, rows: pd.DataFrame, multiplier, color: str, far: str) -> None:
+    """An arrow at each row's loss from its own x to the Dense-equivalent x_eff, labelled with
+    the multiplier; dashed and marked † with the factor (format `far`) where it is extrapolated."""
+    for x0, x1, m, (_, row) in zip(x, x_eff, multiplier, rows.iterrows(), strict=True):
+        if not np.isfinite(x1):
+            continue
+        ax.annotate("", xy=(x1, row["loss"]), xytext=(x0, row["loss"]),
+                    arrowprops={"arrowstyle": "->", "color": color, "lw": 1.0,
+                                "ls": "--" if row["extrapolated"] else "-"})
+        mark = f" † {row['extrapolation']:{far}}× out" if row["extrapolated"] else ""
+        ax.text(x1 * 1.03, row["loss"], f"{m:.2f}×{mark}", color=color, fontsize=7,
+                va="center")
+
+
 def _panel(ax, basis: str, fam: str, r: FamilyResult, dense: pd.DataFrame, level: float):
     """One basis: Dense points, fit and band; every (arm, size) -> its Dense-equivalent."""
     m = r.matching
@@ -67,15 +81,7 @@ def _panel(ax, basis: str, fam: str, r: FamilyResult, dense: pd.DataFrame, level
     for arm, g in rows.groupby("arm", sort=False):
         color, marker = ARM_STYLE.get(arm, ("k", "o"))
         ax.scatter(g["x"], g["loss"], color=color, marker=marker, zorder=3, label=arm)
-        for row in g.itertuples(index=False):
-            if not np.isfinite(row.n_eff):
-                continue
-            ls = "--" if row.extrapolated else "-"
-            ax.annotate("", xy=(row.n_eff, row.loss), xytext=(row.x, row.loss),
-                        arrowprops={"arrowstyle": "->", "color": color, "lw": 1.0, "ls": ls})
-            mark = f" † {row.extrapolation:.2g}× out" if row.extrapolated else ""
-            ax.text(row.n_eff * 1.03, row.loss, f"{row.multiplier:.2f}×{mark}", color=color,
-                    fontsize=7, va="center")
+        _arrows(ax, g["x"], g["n_eff"], g, g["multiplier"], color, ".2g")
     ax.set_xscale("log")
     ax.set_xlabel(LABEL[basis] + (" (FLOPs)" if basis == "compute" else ""))
     ax.set_ylabel("validation loss")
@@ -200,15 +206,7 @@ def _data_panel(ax, fam: str, size: str, r: FamilyResult, dense: pd.DataFrame,
     for arm, g in rows.groupby("arm", sort=False):
         color, marker = ARM_STYLE.get(arm, ("k", "o"))
         ax.scatter(g["tokens"], g["loss"], color=color, marker=marker, zorder=3, label=arm)
-        for row in g.itertuples(index=False):
-            if not np.isfinite(row.d_eff):
-                continue
-            ax.annotate("", xy=(row.d_eff, row.loss), xytext=(row.tokens, row.loss),
-                        arrowprops={"arrowstyle": "->", "color": color, "lw": 1.0,
-                                    "ls": "--" if row.extrapolated else "-"})
-            mark = f" † {row.extrapolation:.2f}× out" if row.extrapolated else ""
-            ax.text(row.d_eff * 1.03, row.loss, f"{row.data_multiplier:.2f}×{mark}",
-                    color=color, fontsize=7, va="center")
+        _arrows(ax, g["tokens"], g["d_eff"], g, g["data_multiplier"], color, ".2f")
     ax.set_xscale("log")
     ax.set_xlabel("tokens")
     ax.set_ylabel("validation loss")

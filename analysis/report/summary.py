@@ -9,14 +9,18 @@ import pandas as pd
 
 from analysis.family import FamilyResult, FitConfig
 from analysis.inputs.runs import Runs, human
-from analysis.laws.extrapolation import dagger
-from analysis.readings.b_check import b_check_md
-from analysis.readings.buckets import bucket_table_md
-from analysis.readings.data_multipliers import data_md
-from analysis.readings.lr_selection import lr_table_md
 from analysis.readings.noise import FIT_ONLY
 from analysis.readings.trajectory import marks_cooled
-from analysis.report.headline import headline_md, robustness_md, tokens_md
+from analysis.report.format import ci, dagger, num
+from analysis.report.headline import headline_md
+from analysis.report.tables import (
+    b_check_md,
+    bucket_table_md,
+    data_md,
+    lr_table_md,
+    robustness_md,
+    tokens_md,
+)
 
 
 def excluded_runs(table: pd.DataFrame, results: dict[str, FamilyResult]) -> pd.DataFrame:
@@ -82,16 +86,6 @@ def inputs_md(runs: Runs, table: pd.DataFrame, results: dict[str, FamilyResult])
     return out + [""]
 
 
-def _fmt(x, digits=4) -> str:
-    return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}g}"
-
-
-def _ci(lo, hi, digits=3) -> str:
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
-        return ""
-    return f" [{lo:.{digits}g}, {hi:.{digits}g}]"
-
-
 def _paper_table_md(r: FamilyResult, cfg: FitConfig) -> list[str]:
     """The paper's per-run table: the Dense law, each Leviathan run's multiplier, Leviathan's
     own exponent and the shared-exponent multiplier where fitted, the sensitivity to b."""
@@ -99,9 +93,9 @@ def _paper_table_md(r: FamilyResult, cfg: FitConfig) -> list[str]:
     iv = r.intervals
     f = r.dense
     out = [f"### The paper's table: each Leviathan run (N = {cfg.params} parameters)", ""]
-    out += [f"Dense L(N) = A·N^-α + b: A = {_fmt(f.A)}{_ci(*iv.get('A', (None, None)))}, "
-            f"α = {f.alpha:.4f}{_ci(*iv.get('alpha', (None, None)))}, b = {f.b:.4g}"
-            f"{_ci(*iv.get('b', (None, None)))} ({f.n_points} runs).", ""]
+    out += [f"Dense L(N) = A·N^-α + b: A = {num(f.A, 4)}{ci(*iv.get('A', (None, None)))}, "
+            f"α = {f.alpha:.4f}{ci(*iv.get('alpha', (None, None)))}, b = {f.b:.4g}"
+            f"{ci(*iv.get('b', (None, None)))} ({f.n_points} runs).", ""]
     out += [f"| Size | N | Dense loss | Leviathan loss | N_eff | Multiplier ({pct} CI) |",
             "|---|---|---|---|---|---|"]
     out += [_paper_row_md(m) for m in r.multipliers.itertuples()]
@@ -111,16 +105,16 @@ def _paper_table_md(r: FamilyResult, cfg: FitConfig) -> list[str]:
     out.append("")
     if r.lev is not None:
         out.append(f"Leviathan alone: α = {r.lev.alpha:.4f}"
-                   f"{_ci(*iv.get('alpha_lev', (None, None)))} (Dense {f.alpha:.4f}; "
+                   f"{ci(*iv.get('alpha_lev', (None, None)))} (Dense {f.alpha:.4f}; "
                    "the paper: 0.47 vs 0.38).")
     if r.shared is not None:
         s = r.shared
         out.append(f"Shared exponent (A_dense, A_lev, one α, b = {s.b:g}): "
                    f"multiplier (A_dense/A_lev)^(1/α) = {s.multiplier:.3f}x"
-                   f"{_ci(*iv.get('shared_multiplier', (None, None)))} (bootstrap), "
-                   f"{_ci(*iv.get('shared_multiplier_t', (None, None)))[1:]} "
+                   f"{ci(*iv.get('shared_multiplier', (None, None)))} (bootstrap), "
+                   f"{ci(*iv.get('shared_multiplier_t', (None, None)))[1:]} "
                    f"(lack of fit, Student-t), α = "
-                   f"{s.alpha:.4f}{_ci(*iv.get('shared_alpha', (None, None)))}.")
+                   f"{s.alpha:.4f}{ci(*iv.get('shared_alpha', (None, None)))}.")
     out.append("")
     return out + _b_sensitivity_md(r.b_sensitivity)
 
@@ -130,10 +124,10 @@ def _paper_row_md(m) -> str:
     if m.reason:
         mult = f"excluded: {m.reason}"
     else:
-        mult = (f"{m.multiplier:.2f}x{_ci(m.multiplier_lo, m.multiplier_hi)}"
+        mult = (f"{m.multiplier:.2f}x{ci(m.multiplier_lo, m.multiplier_hi)}"
                 + dagger(m.extrapolation, m.n_eff, m.dense_params))
     dl = getattr(m, "dense_loss", np.nan)
-    return (f"| {m.size} | {human(m.params)} | {_fmt(dl)} | {m.loss:.4f} | "
+    return (f"| {m.size} | {human(m.params)} | {num(dl, 4)} | {m.loss:.4f} | "
             f"{human(m.n_eff) if np.isfinite(m.n_eff) else '–'} | {mult} |")
 
 
@@ -146,7 +140,7 @@ def _b_sensitivity_md(b_sensitivity: pd.DataFrame | None) -> list[str]:
            "| Size | " + " | ".join(f"b={b}" for b in bs) + " |",
            "|---|" + "---|" * len(bs)]
     for row in b_sensitivity.itertuples(index=False):
-        vals = [_fmt(v, 3) for v in row[2:]]
+        vals = [num(v) for v in row[2:]]
         out.append(f"| {row.size} | " + " | ".join(vals) + " |")
     return out + [""]
 
@@ -157,14 +151,14 @@ def _joint_md(r: FamilyResult) -> list[str]:
         return []
     j = r.joint
     iv = r.intervals
-    c = {k: _ci(*iv.get(f"joint_{k}", (None, None))) for k in ("E", "A", "B", "alpha", "beta")}
+    c = {k: ci(*iv.get(f"joint_{k}", (None, None))) for k in ("E", "A", "B", "alpha", "beta")}
     out = [f"Joint L(N, D) = E + A·N^-α + B·D^-β (Epoch AI's fitting procedure): "
            f"E = {j.E:.4f}{c['E']}, A = {j.A:.4g}{c['A']}, B = {j.B:.4g}{c['B']}, "
            f"α = {j.alpha:.4f}{c['alpha']}, β = {j.beta:.4f}{c['beta']} "
            f"({j.n_points} runs)."]
     if r.multipliers is not None and "multiplier_joint" in r.multipliers:
         out.append("Multipliers from the joint law at each run's own D: " + ", ".join(
-            f"{m.size} at {human(m.tokens)} tokens {_fmt(m.multiplier_joint, 3)}x"
+            f"{m.size} at {human(m.tokens)} tokens {num(m.multiplier_joint)}x"
             + dagger(m.extrapolation_joint, m.n_eff_joint, float("nan"))
             for m in r.multipliers.itertuples()) + " (†: outside the Dense points in N or D, by "
             "the factor shown).")

@@ -231,12 +231,8 @@ def test_cli_by_mlflow_run_id_reports_missing_hub_task(runs, task_dir, offline_h
 
 
 def test_downstream_table_per_pair_from_mlflow(evaluated, mlflow_server):
-    from analysis.inputs.downstream import (
-        downstream_md,
-        downstream_section,
-        from_mlflow,
-        pair_table,
-    )
+    from analysis.inputs.downstream import from_mlflow, pair_table
+    from analysis.report.downstream import downstream_md, downstream_section
 
     long = from_mlflow(SWEEP, tracking_uri=mlflow_server, experiment="test-eval")
     table = pair_table(long)

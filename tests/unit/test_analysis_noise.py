@@ -160,7 +160,8 @@ def test_sizes_without_an_lr_sweep_carry_the_rules_miss():
     """fit.lr_miss: the runs of an (arm, size) that ran the rule's LR only, while other sizes
     swept, are drawn with one extra factor (1 + lr_miss z) per replicate, shared by its seeds;
     swept sizes are not; the summary line says which sizes carry it; 0 leaves it out."""
-    from analysis.readings.noise import noise_line, replicates
+    from analysis.readings.noise import replicates
+    from analysis.report.headline import noise_line
 
     rows = [{"arm": "leviathan", "size": size, "seed": seed, "loss": 3.0,
              "lr_swept": size == "60M"} for size in ("60M", "109M") for seed in range(3)]
@@ -184,7 +185,7 @@ def test_the_analysis_marks_the_sizes_that_ran_one_lr():
     and the others ran the rule's only: the middle sizes' runs carry fit.lr_miss (named in the
     summary's noise line); a ladder swept everywhere has none."""
     from analysis.inputs.runs import Runs, finalize
-    from analysis.readings.noise import noise_line
+    from analysis.report.headline import noise_line
     from analysis.scaling import analyse
 
     rng = np.random.default_rng(3)

@@ -8,7 +8,8 @@ import math
 import pandas as pd
 import pytest
 
-from analysis.inputs.downstream import collect, downstream_md, pair_table, parse_metrics
+from analysis.inputs.downstream import collect, pair_table, parse_metrics
+from analysis.report.downstream import downstream_md
 
 RUNS = pd.DataFrame([
     {"run_id": "d1", "pair": "p1", "arm": "dense", "size": "200M", "family": "isobody"},

@@ -1,0 +1,165 @@
+"""The summary's supporting tables, one per reading: how the multipliers move (robustness), the
+token multiplier, the LR chosen per arm and size, the per-bucket perplexity ratios, the b check,
+data scaling (L(D) fits and data multipliers)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.config import FitConfig
+from analysis.family import FamilyResult
+from analysis.inputs.runs import human
+from analysis.readings.b_check import MIN_SIZES, warning_text
+from analysis.readings.buckets import SCHEMES
+from analysis.report.format import ci, dagger, num
+
+
+def robustness_md(res: FamilyResult, cfg: FitConfig) -> list[str]:
+    """How far each multiplier moves with b, the fit's loss and dropping one Dense size."""
+    m = res.matching
+    if m is None or m.rows.empty:
+        return []
+    out = ["How the multipliers move with the fit's choices (Dense refitted each time):", "",
+           f"| Size | Arm | Basis | Multiplier | Least squares | Drop one Dense size | "
+           f"b {min(cfg.b_grid):g}–{max(cfg.b_grid):g} |", "|---|---|---|---|---|---|---|"]
+    for r in m.rows.itertuples(index=False):
+        if r.reason:
+            continue
+        out.append(f"| {r.size} | {r.arm} | {r.basis} | {r.multiplier:.3f} | "
+                   f"{num(r.multiplier_ls)} | {num(r.drop_min)}–{num(r.drop_max)} | "
+                   f"{num(r.b_min)}–{num(r.b_max)} |")
+    return out + [""]
+
+
+def tokens_md(res: FamilyResult, cfg: FitConfig) -> list[str]:
+    t = res.token_multipliers
+    if t is None or t.empty:
+        return []
+    pts = "cooled-down points only" if (t["points"] == "cooled").all() else \
+        "every validation point (no cooled-down marks: mid-schedule checkpoints)"
+    out = [f"Token multiplier: tokens each arm needs to reach Dense's final loss ({pts}; "
+           f"{cfg.level:.0%} interval over seeds of both arms):", "",
+           "| Size | Arm | Dense loss at tokens | Arm reaches it at | × fewer tokens |",
+           "|---|---|---|---|---|"]
+    for r in t.itertuples(index=False):
+        val = f"– ({r.reason})" if r.reason else (
+            f"{r.token_ratio:.2f}×{ci(r.token_ratio_lo, r.token_ratio_hi)}"
+            + ("" if np.isfinite(r.token_ratio_lo) else " (one seed: no interval)"))
+        out.append(f"| {r.size} | {r.arm} | {r.dense_loss:.4f} at {human(r.dense_tokens)} | "
+                   f"{human(r.tokens_needed)} | {val} |")
+    return out + [""]
+
+
+def lr_table_md(choices: pd.DataFrame, family: str) -> list[str]:
+    """Markdown lines: the chosen LR per arm and size (over seeds and budgets), with a flag when
+    a winner sits at the edge of its sweep."""
+    c = choices[choices["family"] == family]
+    if c.empty:
+        return []
+    out = ["Learning rate chosen per arm and size (lowest mean final validation loss over the "
+           "seeds of each sweep point: arm, size, tokens; every seed kept there; `vertex`: the "
+           "optimum of a quadratic in log LR):", "",
+           "| Size | Arm | Chosen LR (sweep points) | Swept | Edge |", "|---|---|---|---|---|"]
+    for (size, arm), g in c.groupby(["size", "arm"], sort=False):
+        won = g["lr"].value_counts().sort_index()
+        chosen = ", ".join(f"{num(lr)} ({n})" for lr, n in won.items())
+        edges = sorted(set(g["edge"]) - {""})
+        flag = (f"**at the {' and '.join(edges)} LR swept: widen the sweep**" if edges else "")
+        out.append(f"| {size} | {arm} | {chosen} | {' / '.join(sorted(set(g['swept'])))} | "
+                   f"{flag} |")
+    return out + [""]
+
+
+HEADING = {"quantile": "training-frequency quantile (equal shares of the validation tokens)",
+           "count": "training count (log-spaced bins of how often the token was seen)"}
+
+
+def _bucket_cell(r) -> str:
+    if not (np.isfinite(r.ppl_ratio_lo) and np.isfinite(r.ppl_ratio_hi)):
+        return f"{r.ppl_ratio:.3f}"
+    return f"{r.ppl_ratio:.3f} [{r.ppl_ratio_lo:.3f}, {r.ppl_ratio_hi:.3f}]"
+
+
+def bucket_table_md(ratios: pd.DataFrame | None, level: float = 0.95) -> list[str]:
+    """Markdown, one table per scheme: rows (size, arm), one column per bucket (rare ->
+    frequent), each cell the ratio with its seed interval where there are seeds."""
+    if ratios is None or ratios.empty:
+        return []
+    out = []
+    for scheme in SCHEMES:
+        r = ratios[ratios["scheme"] == scheme]
+        if r.empty:
+            continue
+        order = r.groupby("bucket")["order"].first().sort_values().index.tolist()
+        seeds = "" if not np.isfinite(r["ppl_ratio_lo"]).any() else (
+            f"; [{level:.0%} interval over seeds, paired by seed]")
+        out += [f"Perplexity ratio arm / Dense by token-frequency bucket, by {HEADING[scheme]} "
+                f"(rare -> frequent; exp(L_arm - L_dense), < 1: the arm is better{seeds}; "
+                "rare_tokens.png):", "",
+                "| Size | Arm | " + " | ".join(order) + " |", "|---|---|" + "---|" * len(order)]
+        for (size, arm), g in r.groupby(["size", "arm"], sort=False):
+            cells = {row.bucket: _bucket_cell(row) for row in g.itertuples(index=False)}
+            out.append(f"| {size} | {arm} | " + " | ".join(cells.get(k, "–") for k in order)
+                       + " |")
+        out.append("")
+    return out
+
+
+def b_check_md(check: dict | None, cfg: FitConfig) -> list[str]:
+    """The summary's line: the free-b fit with its interval beside the b used, and the warning."""
+    if check is None:
+        return [f"b check: needs Dense L(N) at {MIN_SIZES} or more sizes to fit b freely.", ""]
+    pct = f"{cfg.level:.0%}"
+    how = "over seed noise" if check["interval"] == "seeds" else \
+        "over the Dense sizes, one seed: no run-to-run noise"
+    used = f"b = {check['b_used']:g} " + ("used here" if check["b_fixed"] else
+                                          "(Hoffmann et al.'s, which fit.b=free replaces)")
+    out = [f"b check: the Dense L(N) with b free gives b = {check['b']:.3g} "
+           f"[{check['b_lo']:.3g}, {check['b_hi']:.3g}] ({pct} bootstrap {how}, "
+           f"{check['n_sizes']} sizes, {check['n_points']} runs), beside {used}."]
+    if check["at_bound"]:
+        out.append("The free b sits at the smallest Dense loss (its bound): the ladder shows no "
+                   "curvature that pins b.")
+    if check["outside"]:
+        out.append(f"**Warning: {warning_text(check, cfg.level)}.**")
+    return out + [""]
+
+
+def data_md(r: FamilyResult, cfg: FitConfig) -> list[str]:
+    """The summary's data-scaling section: the L(D) fits and the data multipliers table."""
+    out = []
+    for f in r.data_fits:
+        iv = {k: ci(*(f.get(f"{k}_ci") or (None, None))) for k in ("E_N", "B", "beta")}
+        out.append(f"L(D) = E_N + B·D^-β (E_N free), {f['arm']} {f['size']}: E_N = "
+                   f"{f['E_N']:.4f}{iv['E_N']}, B = {f['B']:.4g}{iv['B']}, β = {f['beta']:.4f}"
+                   f"{iv['beta']} ({f['n_points']} runs).")
+    m = r.data_multipliers
+    if m is None or m.empty:
+        return out + ([""] if out else [])
+    pct = f"{cfg.level:.0%}"
+    out += ["", f"Data multiplier: the tokens Dense of the same size needs for each run's loss "
+                f"(D_eff / D, {pct} CI):", "",
+            "| Size | Arm | Tokens | Loss | D_eff | D_eff / D | Read from |",
+            "|---|---|---|---|---|---|---|"]
+    for row in m.itertuples():
+        if row.reason:
+            val, deff = f"– ({row.reason})", "–"
+        else:
+            val = (f"{row.data_multiplier:.2f}×{ci(row.data_multiplier_lo, row.data_multiplier_hi)}"
+                   + dagger(row.extrapolation, row.d_eff, row.dense_tokens_hi))
+            deff = human(row.d_eff)
+        out.append(f"| {row.size} | {row.arm} | {human(row.tokens)} | {row.loss:.4f} | {deff} | "
+                   f"{val} | {row.law} |")
+    out.append("")
+    if m["extrapolated"].any():
+        out.append("† extrapolated: D_eff lies beyond the Dense token budgets of its size, by the "
+                   "factor shown (a better arm at the largest budget always needs more tokens "
+                   "than Dense was given); add a longer Dense budget to read it by interpolation.")
+    if (m["interval"] == "fit").all():
+        out.append("Intervals: one seed per arm, size and budget: **they exclude run-to-run "
+                   "noise** (the Dense budgets resampled).")
+    else:
+        out.append("Intervals: every run's loss redrawn from its seeds' pooled deviations and the "
+                   "Dense law refitted each time (run-to-run noise of both arms included).")
+    return out + [""]
