@@ -213,9 +213,9 @@ def noise_from(source: str, args: argparse.Namespace) -> dict[str, float]:
     path = Path(source)
     pilot = load_csv(path, "total") if path.is_file() else load_mlflow(
         source, tracking_uri=args.tracking_uri, experiment=args.experiment, histories=False)
-    table = pilot.table.copy()
-    select_lr(table, args.fit.budget_tol, args.fit.lr_estimator)
-    levels = arm_levels(table[table["reason"] == ""])
+    lr = select_lr(pilot.table, args.fit.budget_tol, args.fit.lr_estimator)
+    levels = arm_levels(pilot.excluded.record("lr", lr.by_run(pilot.table)).usable(
+        lr.fitted(pilot.table)))
     if not levels:
         raise AnalysisError(f"--noise-from {source}: no arm has two or more seeds at a size; a "
                             "pilot sweep needs grid.seeds with two or more seeds")
@@ -268,12 +268,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.noise_from:
             cfg.seed_noise = {**noise_from(args.noise_from, args), **cfg.seed_noise}
         runs, out = load_runs(args)
-        results, table = analyse(runs, cfg)
+        analysis = analyse(runs, cfg)
     except LeviathanError as err:  # AnalysisError, FitError, TrackingUnreachable, ...
         log.error(f"fit-scaling: error: {err}")
         return 2
     out = Path(out)
-    written = write_outputs(out, runs, cfg, results, table)
+    written = write_outputs(out, runs, cfg, analysis)
+    results, table = analysis.families, analysis.table
     for plot in (plot_scaling(out / "scaling.png", results, table, cfg.level),
                  plot_multiplier_vs_tokens(out / "multiplier_vs_tokens.png", results),
                  plot_rare_tokens(out / "rare_tokens.png", results),

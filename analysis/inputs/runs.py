@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from analysis.inputs.ledger import Ledger
 from leviathan.errors import LeviathanError
 
 ARMS = ("dense", "leviathan", "factorized", "dense_untied", "factorized_wide", "lev_codebooks")
@@ -34,7 +35,7 @@ class AnalysisError(LeviathanError, RuntimeError):
 class Runs:
     """A sweep's runs, ready for the fits."""
 
-    table: pd.DataFrame  # one row per run, COLUMNS; `reason` non-empty = excluded
+    table: pd.DataFrame  # one row per run, COLUMNS; `reason`: why the inputs cannot use it
     source: str  # where the runs came from (for the report)
     sweep: str | None = None  # sweep name (None for a CSV without one)
     history: pd.DataFrame = field(  # run_id, tokens, loss, cooled: validation during training
@@ -42,8 +43,13 @@ class Runs:
     buckets: pd.DataFrame = field(  # run_id, bucket, order, loss: frequency-bucket losses
         default_factory=lambda: pd.DataFrame(columns=["run_id", "bucket", "order", "loss"]))
 
+    @property
+    def excluded(self) -> Ledger:
+        """The ledger's first entries: the runs the inputs cannot use (stage `inputs`)."""
+        return Ledger().record("inputs", self.table.set_index("run_id")["reason"])
+
     def usable(self) -> pd.DataFrame:
-        return self.table[self.table["reason"] == ""]
+        return self.excluded.usable(self.table)
 
     def counts(self) -> str:
         """'dense: 4 runs (3 finished), leviathan: 4 runs (4 finished)' for error messages."""

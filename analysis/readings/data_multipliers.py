@@ -1,4 +1,10 @@
-"""Data multipliers: how many tokens Dense of the same size needs to reach each run's loss.
+"""Data scaling: L(D) per size, the joint L(N, D), and the data multipliers (how many tokens
+Dense of the same size needs to reach each run's loss).
+
+`size_laws`: L(D) = E_N + B·D^-beta (E_N free) per (arm, size) with three or more token budgets.
+`joint_law`: the joint L(N, D) on a family's Dense runs where sizes and budgets both vary (Epoch
+AI's procedure, analysis/laws/joint.py); analysis.readings.paper_view.with_joint reads each
+Leviathan run's second N_eff off it, at the run's own D. `data_multipliers` reads D_eff off it.
 
 At a fixed size N the loss levels off at E + A·N^-alpha, not at E: pinning the asymptote at
 b = 1.69 bends L(D) and invents an advantage that shrinks with tokens. So the Dense law of a
@@ -23,16 +29,22 @@ EXTRAPOLATION it is not reported.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from analysis.inputs.runs import budget_ids
 from analysis.laws import lm
-from analysis.laws.bootstrap import percentile_interval, resample_counts, seed_noise_replicates
+from analysis.laws.bootstrap import (
+    interval_bounds,
+    percentile_interval,
+    resample_counts,
+    seed_noise_replicates,
+)
 from analysis.laws.extrapolation import EXTRAPOLATION, factor, outside
 from analysis.laws.joint import HUBER_DELTA as EPOCH_DELTA
-from analysis.laws.joint import refit_joint
+from analysis.laws.joint import JointFit, bootstrap_joint, fit_joint, refit_joint
 from analysis.laws.powerlaw import (
     ALPHA_BOUNDS,
     FitError,
@@ -167,9 +179,67 @@ def _size_law(joint, s, size: str, dense_mask: np.ndarray, n: float, reps: _Repl
             lambda loss: x_eff(s[:, :1], s[:, 1:2], s[:, 2:3], loss), f.b, "")
 
 
-def data_multipliers(res, fam: pd.DataFrame, cfg, rng) -> pd.DataFrame | None:
+def size_laws(fam: pd.DataFrame, cfg, rng) -> tuple[tuple[dict, ...], tuple[str, ...]]:
+    """(the L(D) fits, notes): L(D) = E_N + B·D^-beta with E_N free per (arm, size) with three or
+    more budgets (the asymptote of one size is E + A·N^-alpha, not E: b is never pinned here),
+    intervals from the budgets resampled; a note for each (arm, size) with two budgets or a
+    failed fit."""
+    fits, notes = [], []
+    for (arm, size), g in fam.groupby(["arm", "size"]):
+        ids = budget_ids(g["tokens"].to_numpy(), cfg.budget_tol)
+        if ids.max() < 1:
+            continue
+        if ids.max() < 2:
+            notes.append(f"L(D) {arm} {size}: E_N free needs three or more token budgets; "
+                         f"found {ids.max() + 1}")
+            continue
+        try:
+            f = fit_size_ld(g, cfg.delta)
+        except FitError as err:
+            notes.append(f"L(D) {arm} {size}: {err}")
+            continue
+        counts = resample_counts(ids, cfg.bootstrap, rng).astype(float)
+        s = refit_size_ld(g["tokens"], np.log(g["loss"].to_numpy(float)), counts, f, cfg.delta)
+        fits.append({"arm": arm, "size": size, "law": PER_SIZE, "B": f.A, "beta": f.alpha,
+                     "E_N": f.b, "b": f.b, "n_points": f.n_points,
+                     "B_ci": interval_bounds(s[:, 0], cfg.level),
+                     "beta_ci": interval_bounds(s[:, 1], cfg.level),
+                     "E_N_ci": interval_bounds(s[:, 2], cfg.level),
+                     "b_ci": interval_bounds(s[:, 2], cfg.level)})
+    return tuple(fits), tuple(notes)
+
+
+@dataclass(frozen=True)
+class JointReading:
+    """The joint L(N, D) of a family's Dense runs (None where there is none), its bootstrap
+    intervals (joint_<parameter> -> [lo, hi]) and why it failed."""
+
+    joint: JointFit | None = None
+    intervals: dict = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+def joint_law(dense: pd.DataFrame, cfg) -> JointReading:
+    """The joint L(N, D) on every Dense run (Epoch's Huber delta, 1e-3) where there are two
+    sizes and six runs or more; a fit whose bootstrap fails is kept without intervals, with the
+    note."""
+    if dense["params"].nunique() < 2 or len(dense) < 6:
+        return JointReading()
+    joint = None
+    try:
+        joint = fit_joint(dense["params"], dense["tokens"], dense["loss"], delta=EPOCH_DELTA)
+        boot = bootstrap_joint(dense["params"], dense["tokens"], dense["loss"], joint,
+                               n_rep=min(cfg.bootstrap, 400), seed=cfg.seed, delta=EPOCH_DELTA)
+    except ValueError as err:
+        return JointReading(joint, notes=(f"joint L(N, D): {err}",))
+    return JointReading(joint, {f"joint_{k}": [v["lo"], v["hi"]] for k, v in boot.items()})
+
+
+def data_multipliers(joint: JointFit | None, fam: pd.DataFrame, cfg, rng
+                     ) -> pd.DataFrame | None:
     """One row per non-Dense run (COLUMNS) of each size whose Dense runs have several budgets,
-    read off res.joint when fitted, else off that size's L(D); None when no size qualifies."""
+    read off the joint law when fitted, else off that size's L(D); None when no size
+    qualifies."""
     dense = fam[fam["arm"] == "dense"]
     if cfg.b is not None:  # as the joint fit's Dense runs (analysis/scaling.py)
         dense = dense[dense["loss"] > cfg.b]
@@ -181,7 +251,6 @@ def data_multipliers(res, fam: pd.DataFrame, cfg, rng) -> pd.DataFrame | None:
     dense = dense.reset_index(drop=True)
     arms = arms.reset_index(drop=True)
     reps = _Replicates(dense, arms, cfg, rng)
-    joint = res.joint
     joint_s = None if joint is None else _joint_samples(joint, reps)
     rows = []
     for size in sizes:

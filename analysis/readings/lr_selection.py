@@ -29,6 +29,8 @@ headline.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -111,13 +113,37 @@ def _pooled_keep(points: list, grid_of) -> dict:
     return out
 
 
-def _exclude_losers(table: pd.DataFrame, point: pd.DataFrame, kept: set, lr_of: dict) -> None:
+def _losers(point: pd.DataFrame, kept: set, lr_of: dict) -> dict:
+    """{row index: why it is not kept} for the usable runs of a sweep point not kept."""
+    out = {}
     for i, row in point.iterrows():
-        if i in kept or table.at[i, "reason"] != "":
+        if i in kept or row["reason"] != "":
             continue
         won = lr_of.get(row["seed"])
-        table.loc[i, "reason"] = (f"LR sweep: lr {_fmt(row.lr)} (loss {row.loss:.4f}) not kept"
-                                  + (f": seed {row['seed']} keeps lr {_fmt(won)}" if won else ""))
+        out[i] = (f"LR sweep: lr {_fmt(row.lr)} (loss {row.loss:.4f}) not kept"
+                  + (f": seed {row['seed']} keeps lr {_fmt(won)}" if won else ""))
+    return out
+
+
+@dataclass(frozen=True)
+class LrChoice:
+    """The LR choice: one row per sweep point (CHOICE_COLUMNS), and the rows of the table it was
+    given (by index) that it leaves out, with why, or whose loss it moves (`vertex`)."""
+
+    choices: pd.DataFrame
+    excluded: pd.Series  # row index -> reason
+    loss: pd.Series  # row index -> the kept run's loss at the quadratic's optimum (vertex)
+
+    def by_run(self, table: pd.DataFrame) -> pd.Series:
+        """The runs left out, run_id -> reason (`table`: the table the choice was made on)."""
+        return pd.Series(self.excluded.to_numpy(), dtype=object,
+                         index=table["run_id"].reindex(self.excluded.index).to_numpy())
+
+    def fitted(self, table: pd.DataFrame) -> pd.DataFrame:
+        """`table` with the kept runs' losses as the choice reads them."""
+        if self.loss.empty:
+            return table
+        return table.assign(loss=self.loss.combine_first(table["loss"]))
 
 
 def _points(table: pd.DataFrame, tol: float):
@@ -132,10 +158,10 @@ def _points(table: pd.DataFrame, tol: float):
 
 
 def select_lr(table: pd.DataFrame, tol: float = 0.05, estimator: str = "mean"
-              ) -> pd.DataFrame:  # noqa: C901 (one loop over the points, three rules)
-    """Mark the runs not kept at every sweep point in table['reason'] (in place; with `vertex`
-    the kept runs' losses move to the quadratic's optimum); one row per sweep point with its
-    chosen LR (CHOICE_COLUMNS), empty when no point has two LRs."""
+              ) -> LrChoice:  # noqa: C901 (one loop over the points, three rules)
+    """The LR kept at every sweep point of `table` (its `reason` column: '' for a usable run):
+    one choice per point (none when no point has two LRs), the runs not kept, and with `vertex`
+    the kept runs' losses moved to the quadratic's optimum."""
     points = list(_points(table, tol))
     curv = _curvatures(table, points) if estimator == "vertex" else {}
     grids = {}
@@ -154,7 +180,7 @@ def select_lr(table: pd.DataFrame, tol: float = 0.05, estimator: str = "mean"
             found = _pooled_keep([points[j] for j in members],
                                  lambda i, members=members: grid_of(members[i]))
             pooled.update({members[i]: k for i, k in found.items()})
-    choices = []
+    choices, excluded, moved = [], {}, {}
     for j, ((fam, arm, size), point, lrs) in enumerate(points):
         seeds = np.unique(point["seed"].to_numpy())
         grid = grid_of(j)
@@ -171,16 +197,17 @@ def select_lr(table: pd.DataFrame, tol: float = 0.05, estimator: str = "mean"
             lr, loss, shift, edge, per_seed = _vertex(grid, lrs, a, best)
             for k, s in enumerate(seeds):
                 i = point.index[(point["seed"] == s) & (point["lr"] == lrs[per_seed[k]])]
-                table.loc[i, "loss"] = table.loc[i, "loss"] + shift[k]
+                moved.update((point.loc[i, "loss"] + shift[k]).items())
         lr_of = {s: float(lrs[per_seed[k]]) for k, s in enumerate(seeds)}
         kept = {i for i, row in point.iterrows() if lr_of.get(row["seed"]) == row["lr"]}
-        _exclude_losers(table, point, kept, lr_of)
+        excluded.update(_losers(point, kept, lr_of))
         choices.append({"family": fam, "arm": arm, "size": size,
                         "tokens": float(point["tokens"].max()), "seeds": int(seeds.size),
                         "lr": lr, "loss": loss, "swept": ", ".join(_fmt(v) for v in lrs),
                         "edge": edge, "estimator": "vertex" if a is not None else
                         "pooled" if j in pooled else ("mean" if seeds.size > 1 else "one seed")})
-    return pd.DataFrame(choices, columns=CHOICE_COLUMNS)
+    return LrChoice(pd.DataFrame(choices, columns=CHOICE_COLUMNS),
+                    pd.Series(excluded, dtype=object), pd.Series(moved, dtype=float))
 
 
 def _edge(i: int, n: int) -> str:

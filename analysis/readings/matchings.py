@@ -44,7 +44,7 @@ ROW_COLUMNS = ["arm", "size", "basis", "params", "x", "tokens", "loss", "n_seeds
                "drop_min", "drop_max", "reason"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Matching:
     rows: pd.DataFrame  # ROW_COLUMNS, one row per (arm, size, basis)
     interval: str  # "seeds" | "given" (run-to-run noise included) | "fit" (the fit's spread)
@@ -153,7 +153,7 @@ def match_all(dense: pd.DataFrame, arms: pd.DataFrame, cfg, rng) -> Matching:
     groups = (both["arm"] + "|" + both["size"]).to_numpy()
     reps, noise = replicates(both, cfg.seed_noise, cfg.bootstrap, rng, cfg.lr_miss)
     nd = len(dense)
-    res = Matching(rows=pd.DataFrame(columns=ROW_COLUMNS), interval=noise.source, noise=noise)
+    fits, samples, draws_of, off, lof = {}, {}, {}, {}, {}
     counts = resample_counts(dense["size"].to_numpy(), cfg.bootstrap, rng) if reps is None \
         else np.ones((cfg.bootstrap, nd))
     pe = pure_error(both["loss"], groups)
@@ -163,25 +163,25 @@ def match_all(dense: pd.DataFrame, arms: pd.DataFrame, cfg, rng) -> Matching:
         dx = dense[col].to_numpy(float)
         ok = np.isfinite(dx) & (dx > 0)
         if np.unique(dx[ok]).size < 2:
-            res.off[basis] = (f"needs {SOURCE[basis]} for two or more Dense sizes; found "
+            off[basis] = (f"needs {SOURCE[basis]} for two or more Dense sizes; found "
                               f"{np.unique(dx[ok]).size}")
             continue
         unmatched = token_mismatch(dense, arms, cfg.budget_tol) if basis == "body" else None
         if unmatched:
-            res.off[basis] = unmatched
+            off[basis] = unmatched
             continue
         x, loss, sizes = dx[ok], dense["loss"].to_numpy(float)[ok], dense["size"].to_numpy()[ok]
         try:
             fit = fit_power_law(x, loss, b=cfg.b, delta=cfg.delta)
         except FitError as err:
-            res.off[basis] = str(err)
+            off[basis] = str(err)
             continue
-        res.fits[basis] = fit
-        res.lack_of_fit[basis] = lack_of_fit(loss, sizes, fit, x, pe)
+        fits[basis] = fit
+        lof[basis] = lack_of_fit(loss, sizes, fit, x, pe)
         y = np.log(loss) if reps is None else np.log(reps[:, :nd][:, ok])
-        res.samples[basis] = dense_draws(x, y, counts[:, ok], [fit.A, fit.alpha], fit.b,
+        samples[basis] = dense_draws(x, y, counts[:, ok], [fit.A, fit.alpha], fit.b,
                                          cfg.delta)
-        a_s, alpha_s = res.samples[basis].T
+        a_s, alpha_s = samples[basis].T
         spread = _range_fits(x, loss, sizes, fit.b, cfg)
         lo_x, hi_x = float(x.min()), float(x.max())
         dense_loss = dense.groupby("size")["loss"].mean()
@@ -210,11 +210,11 @@ def match_all(dense: pd.DataFrame, arms: pd.DataFrame, cfg, rng) -> Matching:
                 "n_eff_hi": float(hi),
                 "multiplier": math.nan if reason else n_eff / xbar,
                 "multiplier_lo": float(lo) / xbar, "multiplier_hi": float(hi) / xbar,
-                "interval": res.interval, "extrapolated": bool(far > 1.0) and not reason,
+                "interval": noise.source, "extrapolated": bool(far > 1.0) and not reason,
                 "extrapolation": far, "b_min": b_min, "b_max": b_max,
                 "multiplier_ls": _spread(spread["ls"], lbar, xbar)[0],
                 "drop_min": d_min, "drop_max": d_max, "reason": reason})
-            res.draws[(basis, arm, size)] = np.where(reason == "", draws, np.nan)
-    if rows:
-        res.rows = pd.DataFrame(rows, columns=ROW_COLUMNS)
-    return res
+            draws_of[(basis, arm, size)] = np.where(reason == "", draws, np.nan)
+    return Matching(rows=pd.DataFrame(rows, columns=ROW_COLUMNS) if rows
+                    else pd.DataFrame(columns=ROW_COLUMNS), interval=noise.source, noise=noise,
+                    fits=fits, samples=samples, draws=draws_of, off=off, lack_of_fit=lof)

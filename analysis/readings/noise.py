@@ -18,7 +18,7 @@ seed would show (SCIENCE.md §3). Three sources, in this order:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -34,17 +34,17 @@ LABELS = {"seeds": "run-to-run noise from the sweep's seeds (per arm)",
           "fit": FIT_ONLY}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Noise:
     """The noise every replicate of a run's loss is drawn with."""
 
     source: str  # seeds | given | fit (SOURCES)
     levels: dict = field(default_factory=dict)  # arm -> relative sd of one run's loss
-    notes: list = field(default_factory=list)  # borrowed levels, missing arms
+    notes: tuple[str, ...] = ()  # borrowed levels, missing arms
     dof: dict = field(default_factory=dict)  # arm -> degrees of freedom of its level (inf:
     #   given, known)
     lr_miss: float = 0.0  # the LR rule's miss drawn for the unswept (arm, size) groups
-    unswept: list = field(default_factory=list)  # those groups ("arm|size")
+    unswept: tuple[str, ...] = ()  # those groups ("arm|size")
 
     @property
     def label(self) -> str:
@@ -82,7 +82,7 @@ def replicates(both: pd.DataFrame, seed_noise: dict | None, n_rep: int,
     reps, noise = batch_replicates(both["loss"].to_numpy(float)[None, :],
                                    both["arm"].astype(str).to_numpy(), groups, seed_noise,
                                    n_rep, rng, unswept, lr_miss)
-    noise.levels = {a: float(v[0]) for a, v in noise.levels.items()}
+    noise = replace(noise, levels={a: float(v[0]) for a, v in noise.levels.items()})
     return (None if reps is None else reps[0]), noise
 
 
@@ -111,26 +111,26 @@ def batch_replicates(loss: np.ndarray, arms: np.ndarray, groups: np.ndarray,
             have[a] = (np.sqrt(np.mean(dev[:, cols] ** 2, axis=1)), _dof(groups[arms == a]))
     if not have and not seed_noise:
         return None, Noise("fit")
-    noise = Noise("seeds" if have else "given")
+    levels, dofs, notes, miss, unswept_groups = {}, {}, [], 0.0, ()
     out = np.empty((loss.shape[0], n_rep, loss.shape[1]))
     for a in np.unique(arms):
         cols = np.flatnonzero(arms == a)
-        sd, dof = _arm_level(a, have, seed_noise, noise)
+        sd, dof, note = _arm_level(a, have, seed_noise)
+        notes += [note] if note else []
         sd = np.broadcast_to(np.asarray(sd, float), (loss.shape[0],))
         chi = np.sqrt(dof / rng.chisquare(dof, (loss.shape[0], n_rep, 1))) \
             if np.isfinite(dof) else 1.0
         out[:, :, cols] = means[:, None, cols] * (1.0 + sd[:, None, None] * chi
                                                   * rng.standard_normal((*out.shape[:2],
                                                                          cols.size)))
-        noise.levels[a] = sd
-        noise.dof[a] = dof
+        levels[a], dofs[a] = sd, dof
     if unswept is not None and lr_miss > 0 and unswept.any():
         for g in np.unique(inverse[unswept]):
             cols = np.flatnonzero(inverse == g)
             out[:, :, cols] *= 1.0 + lr_miss * rng.standard_normal((*out.shape[:2], 1))
-        noise.lr_miss = lr_miss
-        noise.unswept = sorted({str(x) for x in groups[unswept]})
-    return out, noise
+        miss, unswept_groups = lr_miss, tuple(sorted({str(x) for x in groups[unswept]}))
+    return out, Noise("seeds" if have else "given", levels, tuple(notes), dofs, miss,
+                      unswept_groups)
 
 
 def _dof(groups: np.ndarray) -> float:
@@ -139,25 +139,23 @@ def _dof(groups: np.ndarray) -> float:
     return float(np.sum(counts - 1))
 
 
-def _arm_level(arm: str, have: dict, seed_noise: dict | None, noise: Noise):
-    """(sd, degrees of freedom) of one run's relative noise in `arm`: its own seeds', else a
-    given level (known: infinite dof), else the other arms' pooled (with a note)."""
+def _arm_level(arm: str, have: dict, seed_noise: dict | None):
+    """(sd, degrees of freedom, a note or None) of one run's relative noise in `arm`: its own
+    seeds', else a given level (known: infinite dof), else the other arms' pooled (noted)."""
     if arm in have:
-        return have[arm]
+        return (*have[arm], None)
     given = _given(arm, seed_noise)
     if given is not None:
-        if have:
-            noise.notes.append(f"{arm}: one seed per size; its noise level {given:g} is given "
-                               "(fit.seed_noise)")
-        return given, math.inf
+        note = (f"{arm}: one seed per size; its noise level {given:g} is given "
+                "(fit.seed_noise)") if have else None
+        return given, math.inf, note
     if have:
         dof = sum(d for _, d in have.values())
         sd = np.sqrt(sum(s * s * d for s, d in have.values()) / dof)
-        noise.notes.append(f"{arm}: one seed per size and no fit.seed_noise.{arm}: its noise is "
-                           "borrowed from the other arms' seeds")
-        return sd, dof
+        return sd, dof, (f"{arm}: one seed per size and no fit.seed_noise.{arm}: its noise is "
+                         "borrowed from the other arms' seeds")
     raise_missing(arm, seed_noise)
-    return math.nan, math.nan  # unreachable: raise_missing raises
+    return math.nan, math.nan, None  # unreachable: raise_missing raises
 
 
 def raise_missing(arm: str, seed_noise: dict) -> None:

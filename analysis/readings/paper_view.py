@@ -5,22 +5,26 @@ gets N_eff and the multiplier N_eff / N with a bootstrap interval (Dense sizes a
 resampled, the run's own loss drawn from its seed group); alpha on the Leviathan runs alone;
 the shared-exponent multiplier with a bootstrap and a lack-of-fit (Student-t) interval; the
 multipliers' sensitivity to b. An N_eff beyond the Dense sizes is marked `extrapolated`, with the
-factor (`extrapolation`, analysis/laws/extrapolation.py). The three matchings and the controls are
-analysis/readings/matchings.py and analysis/readings/controls.py.
+factor (`extrapolation`, analysis/laws/extrapolation.py). `paper_view` returns all of it as one
+PaperView; the per-run table then gains the runs below their size's L(N) budget (`with_off_ladder`)
+and each run's second N_eff off the joint L(N, D) (`with_joint`). The three matchings and the
+controls are analysis/readings/matchings.py and analysis/readings/controls.py.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
-from analysis.family import FamilyResult, FitConfig
+from analysis.config import FitConfig
 from analysis.laws.bootstrap import interval_bounds, percentile_interval, resample_counts
 from analysis.laws.extrapolation import EXTRAPOLATION, factor, outside
 from analysis.laws.powerlaw import (
     PowerLaw,
+    SharedExponent,
     degenerate,
     effective_size,
     fit_power_law,
@@ -60,37 +64,81 @@ def bootstrap_dense(dense: pd.DataFrame, fit: PowerLaw, cfg: FitConfig, rng, x: 
                             np.full(len(theta), fit.b)])
 
 
-def fit_ln(res: FamilyResult, dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitConfig, rng):
-    fit, samples = _fit_dense_ln(res, dense, cfg, rng)
-    flat = degenerate(fit)
-    res.multipliers = _run_multipliers(res, fit, samples, dense, lev, cfg, rng, flat)
-    ok = lev[lev["loss"] > fit.b]
-    _fit_lev_alone(res, lev, ok, fit, cfg, rng)
-    if len(ok) and not flat:
-        _fit_shared(res, dense, ok, fit.b, cfg, rng)
-        if degenerate(res.shared):
-            res.notes.append(f"shared-exponent fit degenerate (alpha = {res.shared.alpha:.3g}); "
-                             "not reported")
-            res.shared = None
-    res.b_sensitivity = _b_sensitivity(dense, lev, cfg)
+@dataclass(frozen=True)
+class PaperView:
+    """What the paper's view reads off one family's Dense ladder and Leviathan runs."""
+
+    dense: PowerLaw  # L(N) on the Dense ladder (N = FitConfig.params)
+    dense_samples: np.ndarray  # (R, 3) bootstrap A, alpha, b
+    intervals: dict  # A, alpha (b), alpha_lev, A_lev, shared_* -> [lo, hi]
+    multipliers: pd.DataFrame  # one row per Leviathan run (the paper's table)
+    lev: PowerLaw | None  # L(N) on the Leviathan runs alone
+    shared: SharedExponent | None
+    b_sensitivity: pd.DataFrame  # run x b -> multiplier
+    notes: tuple[str, ...]
 
 
-def _fit_dense_ln(res: FamilyResult, dense: pd.DataFrame, cfg: FitConfig, rng):
-    """Dense L(N) and its bootstrap: (fit, (R, 3) samples); intervals of A, alpha (and b)."""
+def paper_view(dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitConfig, rng) -> PaperView:
+    """The Dense L(N) of the ladder `dense` and what it says of each run of `lev`."""
+    notes = []
     fit = fit_power_law(dense["params"], dense["loss"], b=cfg.b, delta=cfg.delta)
-    res.dense = fit
     samples = bootstrap_dense(dense, fit, cfg, rng)
-    res.dense_samples = samples
-    res.intervals["A"] = interval_bounds(samples[:, 0], cfg.level)
-    res.intervals["alpha"] = interval_bounds(samples[:, 1], cfg.level)
+    intervals = {"A": interval_bounds(samples[:, 0], cfg.level),
+                 "alpha": interval_bounds(samples[:, 1], cfg.level)}
     if cfg.b is None:
-        res.intervals["b"] = interval_bounds(samples[:, 2], cfg.level)
-    return fit, samples
+        intervals["b"] = interval_bounds(samples[:, 2], cfg.level)
+    flat = degenerate(fit)
+    if flat:
+        notes.append(f"Dense L(N) fit is degenerate (alpha = {fit.alpha:.3g} at its bound): "
+                     "the Dense losses do not fall with N as a power law, so no N_eff")
+    multipliers = _run_multipliers(fit, samples, dense, lev, cfg, rng, flat)
+    ok = lev[lev["loss"] > fit.b]
+    lev_fit, lev_intervals, lev_notes = _fit_lev_alone(lev, ok, fit, cfg, rng)
+    intervals.update(lev_intervals)
+    notes += lev_notes
+    shared = None
+    if len(ok) and not flat:
+        shared, shared_intervals = _fit_shared(dense, ok, fit.b, cfg, rng)
+        intervals.update(shared_intervals)
+        if degenerate(shared):
+            notes.append(f"shared-exponent fit degenerate (alpha = {shared.alpha:.3g}); "
+                         "not reported")
+            shared = None
+    return PaperView(fit, samples, intervals, multipliers, lev_fit, shared,
+                     _b_sensitivity(dense, lev, cfg), tuple(notes))
 
 
-def _run_multipliers(res: FamilyResult, fit: PowerLaw, samples: np.ndarray,
-                     dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitConfig, rng,
-                     flat: bool) -> pd.DataFrame:
+def with_off_ladder(multipliers: pd.DataFrame, lev: pd.DataFrame, lev_ln: pd.DataFrame
+                    ) -> pd.DataFrame:
+    """The paper's table with the Leviathan runs of `lev` below their size's L(N) budget (not in
+    `lev_ln`), each with the reason and no multiplier."""
+    off = lev[~lev["run_id"].isin(lev_ln["run_id"])]
+    if not len(off):
+        return multipliers
+    extra = off[["run_id", "name", "size", "pair", "seed", "params", "tokens", "loss"]]
+    extra = extra.assign(reason="token budget below this size's L(N) ladder: see the "
+                                "joint L(N, D) fit", extrapolated=False)
+    return pd.concat([multipliers, extra], ignore_index=True)
+
+
+def with_joint(multipliers: pd.DataFrame, joint, dense: pd.DataFrame) -> pd.DataFrame:
+    """The paper's table with a second estimate per run: N_eff off the joint L(N, D) fitted on
+    the Dense runs `dense`, at the run's own D, marked where it lies outside those runs."""
+    if not len(multipliers):
+        return multipliers
+    m = multipliers.copy()
+    m["n_eff_joint"] = joint.effective_params(m["loss"], m["tokens"])
+    m["multiplier_joint"] = m["n_eff_joint"] / m["params"]
+    # outside the Dense points in N (N_eff) or in D (the run's own tokens): the larger factor
+    far = np.fmax(factor(m["n_eff_joint"], dense["params"].min(), dense["params"].max()),
+                  factor(m["tokens"], dense["tokens"].min(), dense["tokens"].max()))
+    m["extrapolation_joint"] = np.where(np.isfinite(m["n_eff_joint"]), far, np.nan)
+    m["extrapolated_joint"] = outside(m["extrapolation_joint"])
+    return m
+
+
+def _run_multipliers(fit: PowerLaw, samples: np.ndarray, dense: pd.DataFrame,
+                     lev: pd.DataFrame, cfg: FitConfig, rng, flat: bool) -> pd.DataFrame:
     """The paper's table: every finished Leviathan run's N_eff and multiplier with bootstrap
     intervals, NaN with a reason where N_eff is undefined or extrapolated."""
     m = lev[["run_id", "name", "size", "pair", "seed", "params", "tokens", "loss"]].copy()
@@ -108,9 +156,6 @@ def _run_multipliers(res: FamilyResult, fit: PowerLaw, samples: np.ndarray,
     m["n_eff"], m["n_eff_lo"], m["n_eff_hi"] = n_eff, lo, hi
     m["multiplier"], m["multiplier_lo"], m["multiplier_hi"] = (
         mult, lo / m["params"].to_numpy(), hi / m["params"].to_numpy())
-    if flat:
-        res.notes.append(f"Dense L(N) fit is degenerate (alpha = {fit.alpha:.3g} at its bound): "
-                         "the Dense losses do not fall with N as a power law, so no N_eff")
     n_range = (float(dense["params"].min()), float(dense["params"].max()))
     m["reason"] = [_multiplier_reason(row, fit, flat, n_range) for row in m.itertuples()]
     for col in ("n_eff", "multiplier"):
@@ -136,25 +181,25 @@ def _multiplier_reason(row, fit: PowerLaw, flat: bool, n_range: tuple[float, flo
     return ""
 
 
-def _fit_lev_alone(res: FamilyResult, lev: pd.DataFrame, ok: pd.DataFrame, fit: PowerLaw,
-                   cfg: FitConfig, rng) -> None:
-    """The exponent on the Leviathan runs above b alone (b as Dense's), or a note why not."""
+def _fit_lev_alone(lev: pd.DataFrame, ok: pd.DataFrame, fit: PowerLaw, cfg: FitConfig, rng
+                   ) -> tuple[PowerLaw | None, dict, list[str]]:
+    """(the exponent on the Leviathan runs above b alone (b as Dense's), its intervals, a note
+    why not)."""
     if lev.empty:
-        res.notes.append("no finished Leviathan runs in this family: Dense fit only")
-    elif ok["params"].nunique() >= 2:
-        res.lev = fit_power_law(ok["params"], ok["loss"], b=fit.b, delta=cfg.delta)
-        s = bootstrap_dense(ok, res.lev, FitConfig(**{**cfg.__dict__, "b": fit.b}), rng)
-        res.intervals["alpha_lev"] = interval_bounds(s[:, 1], cfg.level)
-        res.intervals["A_lev"] = interval_bounds(s[:, 0], cfg.level)
-    else:
-        res.notes.append(f"alpha on Leviathan runs alone needs two Leviathan sizes above b; "
-                         f"found {ok['params'].nunique()}")
+        return None, {}, ["no finished Leviathan runs in this family: Dense fit only"]
+    if ok["params"].nunique() < 2:
+        return None, {}, [f"alpha on Leviathan runs alone needs two Leviathan sizes above b; "
+                          f"found {ok['params'].nunique()}"]
+    lev_fit = fit_power_law(ok["params"], ok["loss"], b=fit.b, delta=cfg.delta)
+    s = bootstrap_dense(ok, lev_fit, replace(cfg, b=fit.b), rng)
+    return lev_fit, {"alpha_lev": interval_bounds(s[:, 1], cfg.level),
+                     "A_lev": interval_bounds(s[:, 0], cfg.level)}, []
 
 
-def _fit_shared(res, dense, lev, b, cfg, rng):
+def _fit_shared(dense, lev, b, cfg, rng) -> tuple[SharedExponent, dict]:
+    """Both arms on one exponent, with its bootstrap and lack-of-fit intervals."""
     sh = fit_shared_exponent(dense["params"], dense["loss"], lev["params"], lev["loss"], b=b,
                              delta=cfg.delta)
-    res.shared = sh
     n = np.concatenate([dense["params"], lev["params"]]).astype(float)
     y = np.log(np.concatenate([dense["loss"], lev["loss"]]).astype(float))
     x0 = float(np.log(n).mean())
@@ -165,11 +210,12 @@ def _fit_shared(res, dense, lev, b, cfg, rng):
     start = [math.log(sh.A_dense) - sh.alpha * x0, math.log(sh.A_lev) - sh.alpha * x0, sh.alpha]
     theta = refit_batch(np.log(n) - x0, y, group, counts, math.log(b), start, delta=cfg.delta)
     with np.errstate(over="ignore"):
-        res.intervals["shared_multiplier"] = interval_bounds(
-            np.exp((theta[:, 0] - theta[:, 1]) / theta[:, 2]), cfg.level)
-    res.intervals["shared_alpha"] = interval_bounds(theta[:, 2], cfg.level)
-    res.intervals["shared_multiplier_t"] = list(shared_lack_of_fit(
-        dense["params"], dense["loss"], lev["params"], lev["loss"], sh, cfg.level))
+        multiplier = interval_bounds(np.exp((theta[:, 0] - theta[:, 1]) / theta[:, 2]),
+                                     cfg.level)
+    return sh, {"shared_multiplier": multiplier,
+                "shared_alpha": interval_bounds(theta[:, 2], cfg.level),
+                "shared_multiplier_t": list(shared_lack_of_fit(
+                    dense["params"], dense["loss"], lev["params"], lev["loss"], sh, cfg.level))}
 
 
 def _b_sensitivity(dense, lev, cfg) -> pd.DataFrame:

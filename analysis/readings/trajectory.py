@@ -40,16 +40,16 @@ def curve_points(history: pd.DataFrame | None) -> tuple[pd.DataFrame, str]:
     return history, "all"
 
 
-def exclude_uncooled(table: pd.DataFrame) -> list[str]:
-    """In a family with cooled-down runs (table `cooled` = 1), exclude its other usable runs
-    (WSD main runs: their final loss is mid-schedule). Returns the families affected."""
-    hit = []
+def uncooled(table: pd.DataFrame) -> tuple[list[str], pd.Series]:
+    """In each family with cooled-down runs (`cooled` = 1) among its usable runs (`reason` ''),
+    the other usable runs, left out (WSD main runs: their final loss is mid-schedule): (the
+    families affected, run_id -> UNCOOLED)."""
+    hit, out = [], {}
     for fam, g in table[table["reason"] == ""].groupby("family"):
         if (g["cooled"] == 1).any():
-            idx = g.index[g["cooled"] != 1]
-            table.loc[idx, "reason"] = UNCOOLED
+            out.update(dict.fromkeys(g.loc[g["cooled"] != 1, "run_id"], UNCOOLED))
             hit.append(fam)
-    return hit
+    return hit, pd.Series(out, dtype=object)
 
 
 def lineage_of(runs: pd.DataFrame, merge: bool = True) -> pd.Series:

@@ -32,12 +32,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.family import FamilyResult, FitConfig
+from analysis.config import FitConfig
 from analysis.inputs.runs import Runs
 from analysis.laws.joint import EPOCH_CHINCHILLA
 from analysis.readings.controls import RATIO_COLUMNS
 from analysis.readings.matchings import ROW_COLUMNS
-from analysis.report.summary import excluded_runs, headline_note, summary_md
+from analysis.report.summary import headline_note, summary_md
+from analysis.scaling import Analysis
 
 
 def _clean(obj):
@@ -90,10 +91,9 @@ def keep_previous(out_dir: Path) -> Path | None:
     return prev
 
 
-def fit_dict(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
-             table: pd.DataFrame) -> dict:
+def fit_dict(runs: Runs, cfg: FitConfig, analysis: Analysis) -> dict:
     fams = {}
-    for fam, r in results.items():
+    for fam, r in analysis.families.items():
         iv = r.intervals
         d = {"notes": r.notes}
         if r.dense is not None:
@@ -131,19 +131,19 @@ def fit_dict(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
         "config_hash": config_hash(cfg),
         "fitted_at": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
         "level": cfg.level, "families": fams,
-        "excluded": _records(excluded_runs(table, results)),
+        "excluded": _records(analysis.excluded.shown(analysis.table)),
     })
 
 
-def write_outputs(out_dir: Path, runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
-                  table: pd.DataFrame) -> list[Path]:
+def write_outputs(out_dir: Path, runs: Runs, cfg: FitConfig, analysis: Analysis) -> list[Path]:
     """Every output file (module docstring), the last fit's moved to previous/ first; returns
     their paths."""
+    results = analysis.families
     out_dir.mkdir(parents=True, exist_ok=True)
     keep_previous(out_dir)
     written = []
     p = out_dir / "fit.json"
-    p.write_text(json.dumps(fit_dict(runs, cfg, results, table), indent=2))
+    p.write_text(json.dumps(fit_dict(runs, cfg, analysis), indent=2))
     written.append(p)
     cols = ["family", "run_id", "name", "size", "pair", "seed", "params", "tokens", "loss",
             "dense_params", "dense_loss", "n_eff", "n_eff_lo", "n_eff_hi", "multiplier",
@@ -196,7 +196,7 @@ def write_outputs(out_dir: Path, runs: Runs, cfg: FitConfig, results: dict[str, 
         pd.concat(traj, ignore_index=True).to_csv(p, index=False)
         written.append(p)
     p = out_dir / "summary.md"
-    p.write_text(summary_md(runs, cfg, results, table))
+    p.write_text(summary_md(runs, cfg, analysis))
     written.append(p)
     p = out_dir / HEADLINE
     p.write_text(headline_note(runs, cfg, results))

@@ -9,11 +9,12 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.family import FamilyResult, FitConfig
+from analysis.config import FitConfig
 from analysis.inputs.runs import CONTROLS
 from analysis.readings.matchings import BASES, LABEL
 from analysis.readings.noise import FIT_ONLY, Noise
 from analysis.report.format import ci, num
+from analysis.scaling import FamilyResult
 
 ARM_ORDER = ("leviathan", "factorized", "factorized_wide", "lev_codebooks", "dense_untied")
 QUESTION = {

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.family import FamilyResult
 from analysis.laws.bootstrap import percentile_interval
 from analysis.readings.matchings import BASES, COLUMN, LABEL
+from analysis.scaling import FamilyResult
 
 DENSE = "#1f77b4"
 ARM_STYLE = {"leviathan": ("#d62728", "s"), "factorized": ("#2ca02c", "^"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.family import FamilyResult, FitConfig
+from analysis.config import FitConfig
 from analysis.inputs.runs import Runs, human
 from analysis.readings.noise import FIT_ONLY
 from analysis.readings.trajectory import marks_cooled
@@ -21,18 +21,7 @@ from analysis.report.tables import (
     robustness_md,
     tokens_md,
 )
-
-
-def excluded_runs(table: pd.DataFrame, results: dict[str, FamilyResult]) -> pd.DataFrame:
-    """Every run a fit did not use, with the reason (unfinished, NaN, below b, ...)."""
-    rows = table[table["reason"] != ""][["run_id", "name", "arm", "size", "family", "loss",
-                                         "reason"]]
-    extra = []
-    for fam, res in results.items():
-        if res.multipliers is not None:
-            m = res.multipliers[res.multipliers["reason"] != ""]
-            extra.append(m.assign(arm="leviathan", family=fam)[list(rows.columns)])
-    return pd.concat([rows, *extra], ignore_index=True).drop_duplicates("run_id")
+from analysis.scaling import Analysis, FamilyResult
 
 
 def fit_line(cfg: FitConfig) -> str:
@@ -44,8 +33,9 @@ def fit_line(cfg: FitConfig) -> str:
             "(tests/unit/test_analysis_noise.py). The joint L(N, D) keeps Epoch AI's δ = 1e-3.")
 
 
-def inputs_md(runs: Runs, table: pd.DataFrame, results: dict[str, FamilyResult]) -> list[str]:
+def inputs_md(runs: Runs, analysis: Analysis) -> list[str]:
     """What the input switched on or off, in one list."""
+    table, results = analysis.table, analysis.families
     u = table[table["reason"] == ""]
     dense = u[u["arm"] == "dense"]
     out = ["Inputs:"]
@@ -190,9 +180,9 @@ def _family_md(fam: str, r: FamilyResult, cfg: FitConfig) -> list[str]:
     return out + [f"- {n}" for n in r.notes] + [""]
 
 
-def _excluded_md(table: pd.DataFrame, results: dict[str, FamilyResult]) -> list[str]:
-    """The runs no fit used, with the reason."""
-    exc = excluded_runs(table, results)
+def _excluded_md(analysis: Analysis) -> list[str]:
+    """The runs no fit used, with the reason (the ledger, analysis/inputs/ledger.py)."""
+    exc = analysis.excluded.shown(analysis.table)
     out = ["## Excluded runs", ""]
     if exc.empty:
         return out + ["None."]
@@ -215,14 +205,13 @@ def headline_note(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult]) 
     return "\n".join(out) + "\n"
 
 
-def summary_md(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
-               table: pd.DataFrame) -> str:
+def summary_md(runs: Runs, cfg: FitConfig, analysis: Analysis) -> str:
     pct = f"{cfg.level:.0%}"
     out = [f"# Scaling fit: {runs.sweep or runs.source}", "",
            f"Source: {runs.source}. Intervals: {pct} bootstrap percentile, {cfg.bootstrap} "
            f"resamples (seed {cfg.seed}).", "", fit_line(cfg), ""]
-    out += inputs_md(runs, table, results)
-    for fam, r in results.items():
+    out += inputs_md(runs, analysis)
+    for fam, r in analysis.families.items():
         out += _family_md(fam, r, cfg)
-    out += _excluded_md(table, results)
+    out += _excluded_md(analysis)
     return "\n".join(out) + "\n"

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 
 from analysis.config import FitConfig
-from analysis.family import FamilyResult
 from analysis.inputs.runs import human
 from analysis.readings.b_check import MIN_SIZES, warning_text
 from analysis.readings.buckets import SCHEMES
 from analysis.report.format import ci, dagger, num
+from analysis.scaling import FamilyResult
 
 
 def robustness_md(res: FamilyResult, cfg: FitConfig) -> list[str]:

@@ -151,13 +151,14 @@ def test_each_fit_keeps_the_last_and_logs_a_folder_of_its_own(mlflow_server, exp
 
 def test_multiplier_grows_when_leviathan_pulls_ahead(mlflow_server, experiment):
     """Leviathan's effective size goes from ~1x to 2x over training: the trajectory rises."""
+    from analysis.config import FitConfig
     from analysis.inputs.mlflow_input import load_mlflow
-    from analysis.scaling import FitConfig, analyse
+    from analysis.scaling import analyse
 
     sweep = "iso-growth"
     log_sweep(mlflow_server, experiment, sweep, start_time=4_000, mult=lambda frac: 1.0 + frac)
     runs = load_mlflow(sweep, tracking_uri=mlflow_server, experiment=experiment)
-    res, _ = analyse(runs, FitConfig(bootstrap=20))
+    res = analyse(runs, FitConfig(bootstrap=20)).families
     traj = res["isoparametric"].trajectory
     for _, g in traj.groupby("run_id"):
         g = g.sort_values("tokens")
@@ -173,8 +174,9 @@ def test_mlflow_runs_carry_controls_lr_flops_and_cooldown_branches(mlflow_server
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
+    from analysis.config import FitConfig
     from analysis.inputs.mlflow_input import load_mlflow
-    from analysis.scaling import FitConfig, analyse
+    from analysis.scaling import analyse
 
     client = MlflowClient(tracking_uri=mlflow_server)
     exp_id = client.get_experiment_by_name(experiment).experiment_id \
@@ -214,7 +216,8 @@ def test_mlflow_runs_carry_controls_lr_flops_and_cooldown_branches(mlflow_server
     assert (h.loc[h["cooled"] == 1, "cooled_run"] == 1).all()
     assert (h["cooled"] == 1).sum() == 18  # the last point of each branch only
 
-    res, table = analyse(runs, FitConfig(bootstrap=50))
+    a = analyse(runs, FitConfig(bootstrap=50))
+    res, table = a.families, a.table
     r = res["isoparametric"]
     assert (r.lr_choices["lr"] == 3e-4).all()
     kept = table[table["reason"] == ""]

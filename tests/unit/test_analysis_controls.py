@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.family import FitConfig
+from analysis.config import FitConfig
 from analysis.fit_scaling import main
 from analysis.inputs.csv_input import load_csv
 from analysis.inputs.runs import AnalysisError
@@ -32,7 +32,7 @@ def fit_world(tmp_path, world: str, *, noise=0.005, seeds=3, seed=0, bootstrap=2
     csv = tmp_path / f"{world}.csv"
     toy_world(basis, worth, seeds=seeds, noise=noise, seed=seed, tokens_per=tokens_per,
               ladder=WORLD_LADDER.get(world, "v1")).to_csv(csv, index=False)
-    res, _ = analyse(load_csv(csv), FitConfig(bootstrap=bootstrap))
+    res = analyse(load_csv(csv), FitConfig(bootstrap=bootstrap)).families
     r = res["default"]
     return r, r.matching.rows.set_index(["arm", "size", "basis"]), \
         r.controls.set_index(["size", "basis"])

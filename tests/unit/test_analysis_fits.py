@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.inputs.runs import AnalysisError, Runs, finalize
+from analysis.config import FitConfig
+from analysis.inputs.runs import AnalysisError, Runs, budget_ids, finalize
 from analysis.laws.bootstrap import percentile_interval, resample_counts
 from analysis.laws.powerlaw import effective_size, fit_power_law, fit_shared_exponent, refit_batch
 from analysis.readings.paper_view import bootstrap_dense
-from analysis.scaling import FitConfig, analyse, budget_ids
+from analysis.scaling import analyse
 
 A_TRUE, ALPHA_TRUE, B = 400.0, 0.34, 1.69
 SIZES = np.array([40e6, 60e6, 109e6, 200e6, 300e6, 421e6, 800e6])
@@ -47,7 +48,7 @@ def test_exact_power_law_is_recovered_exactly():
 def test_recovery_with_noise():
     rng = np.random.default_rng(7)
     runs = ladder(rng, noise=0.003, seeds=2)
-    res, _ = analyse(runs, FitConfig(bootstrap=200))
+    res = analyse(runs, FitConfig(bootstrap=200)).families
     fit = res["default"].dense
     assert fit.alpha == pytest.approx(ALPHA_TRUE, abs=0.02)
     assert fit.A == pytest.approx(A_TRUE, rel=0.25)
@@ -65,7 +66,7 @@ def test_free_b_is_recovered():
 
 
 def test_bootstrap_interval_covers_truth_in_most_repetitions():
-    # the code path behind FamilyResult.intervals["A"/"alpha"] (analyse -> _fit_ln)
+    # the code path behind FamilyResult.intervals["A"/"alpha"] (analyse -> paper_view)
     rng = np.random.default_rng(123)
     cfg = FitConfig(bootstrap=200)
     reps, cover_alpha, cover_a, widths = 40, 0, 0, []
@@ -124,7 +125,7 @@ def test_worked_example_multiplier_is_exactly_two():
         "tokens": [2e7, 8e7, 3.2e8, 1.28e9, 8e7, 3.2e8],
         "loss": [2.69, 2.19, 1.94, 1.815, 2.19, 1.94],
     })
-    res, _ = analyse(Runs(table=finalize(table), source="hand"), FitConfig(bootstrap=100))
+    res = analyse(Runs(table=finalize(table), source="hand"), FitConfig(bootstrap=100)).families
     r = res["default"]
     assert r.dense.A == pytest.approx(1000.0, rel=1e-9)
     assert r.dense.alpha == pytest.approx(0.5, rel=1e-9)
@@ -161,8 +162,8 @@ def test_shared_exponent_against_construction():
 
 def test_leviathan_alpha_and_multipliers_with_seeds():
     rng = np.random.default_rng(11)
-    res, _ = analyse(ladder(rng, noise=0.002, seeds=3, lev_multiplier=2.0),
-                     FitConfig(bootstrap=200))
+    res = analyse(ladder(rng, noise=0.002, seeds=3, lev_multiplier=2.0),
+                  FitConfig(bootstrap=200)).families
     r = res["default"]
     assert r.lev.alpha == pytest.approx(ALPHA_TRUE, abs=1e-6)  # noise-free Leviathan ladder
     m = r.multipliers
@@ -183,7 +184,7 @@ def test_data_scaling_fit_and_data_multiplier():
         "tokens": list(d) + [2e9], "loss": list(bscale * d ** -beta + B) +
         [bscale * (2 * 2e9) ** -beta + B],
     })
-    res, _ = analyse(Runs(table=finalize(table), source="ds"), FitConfig(bootstrap=50))
+    res = analyse(Runs(table=finalize(table), source="ds"), FitConfig(bootstrap=50)).families
     r = res["default"]
     dense_fit = next(f for f in r.data_fits if f["arm"] == "dense")
     assert dense_fit["beta"] == pytest.approx(beta, rel=1e-6)
@@ -200,7 +201,7 @@ def test_grid_of_sizes_and_budgets_gets_a_joint_fit():
             rows.append({"arm": "dense", "size": f"{n:g}", "params_total": n,
                          "tokens": k * n, "loss": loss})
     table = pd.DataFrame(rows).assign(run_id=lambda d: [f"r{i}" for i in range(len(d))])
-    res, _ = analyse(Runs(table=finalize(table), source="grid"), FitConfig(bootstrap=50))
+    res = analyse(Runs(table=finalize(table), source="grid"), FitConfig(bootstrap=50)).families
     j = res["default"].joint
     assert j.E == pytest.approx(1.8, rel=1e-3) and j.alpha == pytest.approx(0.35, rel=1e-3)
     assert j.beta == pytest.approx(0.37, rel=1e-3)

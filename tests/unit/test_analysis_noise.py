@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.family import FitConfig
+from analysis.config import FitConfig
 from analysis.laws.bootstrap import dense_draws, percentile_interval, seed_noise_replicates
 from analysis.laws.powerlaw import (
     fit_power_law,
@@ -171,7 +171,7 @@ def test_sizes_without_an_lr_sweep_carry_the_rules_miss():
     assert np.std(rel[:, :3]) < 1e-5  # swept: only the (tiny) given seed noise
     assert abs(np.std(rel[:, 3:]) - 0.01) < 0.001  # unswept: the rule's miss
     assert np.corrcoef(rel[:, 3], rel[:, 4])[0, 1] > 0.99  # one miss per size, all its seeds
-    assert noise.unswept == ["leviathan|109M"]
+    assert noise.unswept == ("leviathan|109M",)
     assert "(leviathan|109M)" in noise_line(noise) and "1.00% of the loss" in noise_line(noise)
     reps0, noise0 = replicates(both, {"all": 1e-6}, 100, np.random.default_rng(0), 0.0)
     assert np.std(reps0 / 3.0 - 1.0) < 1e-5 and "fit.lr_miss" not in noise_line(noise0)
@@ -202,7 +202,7 @@ def test_the_analysis_marks_the_sizes_that_ran_one_lr():
                                  "params_total": n, "params_body": n / 2, "tokens": 20 * n,
                                  "loss": loss})
     table = finalize(pd.DataFrame(rows))
-    res, _ = analyse(Runs(table=table, source="t"), FitConfig(bootstrap=50))
+    res = analyse(Runs(table=table, source="t"), FitConfig(bootstrap=50)).families
     noise = res["default"].matching.noise
     middle = {f"{a}|S{i}" for a in ("dense", "leviathan") for i in range(1, len(SIZES) - 1)}
     assert set(noise.unswept) == middle and noise.lr_miss == 0.0035
@@ -211,5 +211,5 @@ def test_the_analysis_marks_the_sizes_that_ran_one_lr():
     one_lr = swept["size"].isin([f"S{i}" for i in range(1, len(SIZES) - 1)])
     swept = pd.concat([swept, swept[one_lr].assign(
         lr=2e-3, loss=lambda t: t["loss"] * 1.01, run_id=lambda t: t["run_id"] + "b")])
-    res, _ = analyse(Runs(table=finalize(swept), source="t"), FitConfig(bootstrap=50))
+    res = analyse(Runs(table=finalize(swept), source="t"), FitConfig(bootstrap=50)).families
     assert not res["default"].matching.noise.unswept

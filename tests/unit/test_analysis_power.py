@@ -209,13 +209,15 @@ def test_pooled_choice_leaves_each_size_out_of_its_own_choice():
                              "lr": lr, "tokens": 1e9, "status": "FINISHED", "reason": "",
                              "loss": loss})
     table = pd.DataFrame(rows)
-    ch = select_lr(table, estimator="pooled").set_index("size")
+    lr = select_lr(table, estimator="pooled")
+    ch = lr.choices.set_index("size")
     assert ch.loc[["a", "b", "c"], "lr"].tolist() == [1.0, 1.0, 1.0]
     assert (ch.loc[["a", "b", "c"], "estimator"] == "pooled").all()
     assert ch.loc["d", "lr"] == 1.0 and ch.loc["d", "estimator"] == "mean"
-    kept = table[table["reason"] == ""]
+    kept = table.drop(index=lr.excluded.index)
     assert len(kept) == 8 and set(kept["lr"]) == {1.0}
-    assert "not kept" in table.loc[(table["size"] == "a") & (table["lr"] == 0.5), "reason"].iloc[0]
+    assert "not kept" in lr.excluded[table.index[(table["size"] == "a") & (table["lr"] == 0.5)]
+                                     ].iloc[0]
     means = np.array([[3.0, 2.9, 3.1], [3.0, np.inf, 3.1], [2.0, 2.1, 2.2]])  # b diverged at 1
     assert pooled_choice(means).tolist() == [0, 0, 0]
 
@@ -232,9 +234,10 @@ def test_vertex_estimator_reads_the_optimum_from_a_quadratic():
                              "lr": lr, "tokens": 1e9, "status": "FINISHED", "reason": "",
                              "loss": lstar + 0.05 * (math.log2(lr) - 0.3) ** 2})
     table = pd.DataFrame(rows)
-    ch = select_lr(table, estimator="vertex")
+    lr = select_lr(table, estimator="vertex")
+    ch = lr.choices
     assert np.allclose(ch["lr"], 2 ** 0.3, rtol=1e-6) and (ch["estimator"] == "vertex").all()
-    kept = table[table["reason"] == ""]
+    kept = lr.fitted(table).drop(index=lr.excluded.index)
     assert len(kept) == 6 and (kept["lr"] == 1.0).all()
     assert np.allclose(kept.groupby("size")["loss"].mean(), [3.0, 2.8, 2.6], rtol=1e-9)
 

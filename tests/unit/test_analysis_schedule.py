@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.family import FitConfig
+from analysis.config import FitConfig
 from analysis.fit_scaling import main
 from analysis.inputs.runs import Runs, bucket_order, finalize
 from analysis.readings.buckets import bucket_ratios
@@ -131,8 +131,8 @@ def test_wsd_main_runs_are_excluded_where_cooldown_branches_exist():
             rows.append({"run_id": f"{arm}{size}b1", "arm": arm, "size": size,
                          "params_total": n, "tokens": 20 * n, "loss": final(worth * n),
                          "cooled": True})
-    res, table = analyse(Runs(table=finalize(pd.DataFrame(rows)), source="wsd"),
-                         FitConfig(bootstrap=30))
+    a = analyse(Runs(table=finalize(pd.DataFrame(rows)), source="wsd"), FitConfig(bootstrap=30))
+    res, table = a.families, a.table
     assert (table.loc[table["run_id"].str.endswith("main"), "reason"] == UNCOOLED).all()
     m = res["default"].matching.rows
     assert np.allclose(m[m["basis"] == "params"]["multiplier"], 1.5, rtol=1e-6)
@@ -163,8 +163,9 @@ def test_bucket_ratios_by_frequency_quantile_and_log10_names(tmp_path):
         assert math.isclose(q["ppl_ratio"].iloc[0], math.exp(-0.5))
         assert q["ppl_ratio"].is_monotonic_increasing
     cfg = FitConfig(bootstrap=30)
-    res, tab = analyse(runs, cfg)
-    summary = summary_md(runs, cfg, res, tab)
+    a = analyse(runs, cfg)
+    res = a.families
+    summary = summary_md(runs, cfg, a)
     assert "Perplexity ratio arm / Dense by token-frequency bucket" in summary
     assert "| Size | Arm | q00-10 | q10-20 |" in summary
     assert "| 50M | leviathan | 0.607 | 0.638 |" in summary  # exp(-0.5), exp(-0.45)
