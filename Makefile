@@ -75,7 +75,7 @@ fit-scaling: install ## fit L(N) and multipliers for the latest sweep (or SWEEP=
 
 MLFLOW_PORT ?= 5000
 dashboard: install ## MLflow UI on 127.0.0.1 (MLFLOW_PORT=5000) over the store the sweeps log to
-	$(PY) -m leviathan.tracking.dashboard --port $(MLFLOW_PORT)
+	$(PY) -m leviathan.cli.dashboard --port $(MLFLOW_PORT)
 
 TRACKING_DIR ?=
 TRACKING_HOST ?= 127.0.0.1

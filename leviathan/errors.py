@@ -11,8 +11,13 @@ as a second base, e.g. `class DataError(LeviathanError, ValueError)`.
 
 from __future__ import annotations
 
-__all__ = ["LeviathanError"]
+__all__ = ["LeviathanError", "TrainConfigError"]
 
 
 class LeviathanError(Exception):
     """Something the user can fix; the message says what and where."""
+
+
+class TrainConfigError(LeviathanError, ValueError):
+    """A training config value that cannot work; the message names the key (trainer.*, and the
+    tracking group a run reads: tracking.*)."""

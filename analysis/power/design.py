@@ -32,7 +32,15 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from analysis.power.simulate import CONTROL_ARMS, Cell, PowerModel, design_cost, simulate
+from analysis.power.model import (
+    CONTROL_ARMS,
+    Cell,
+    PowerModel,
+    cells_from_plan,
+    design_cost,
+    model_from_grid,
+)
+from analysis.power.simulate import simulate
 from leviathan.errors import LeviathanError
 
 TARGETS = ("lev_over_control_pooled", "multiplier")
@@ -150,24 +158,6 @@ def _frontier(cands: list[Candidate]) -> list[Candidate]:
     return list(best.values())
 
 
-def design_md(found: list[Candidate], budget: float, target: str, reference=None) -> str:
-    """The best designs, one line each, with cost and predicted widths."""
-    out = [f"Best designs within {budget:.4g} GPU-hours (target: {target}; ± is the larger of "
-           "the predicted 95% half-width and the simulated spread):", "",
-           "| # | GPU-h | target ± | seeds (lev/ctl) | Dense seeds | LR sweep at | Dense rungs "
-           "| sizes |", "|---|---|---|---|---|---|---|---|"]
-    for i, c in enumerate(found, 1):
-        k = c.knobs
-        seeds = (f"{k['seeds']} to {min(k['seeds_by_size'].values())}" if k["seeds_by_size"]
-                 else f"{k['seeds']}")
-        out.append(f"| {i} | {c.cost:.4g} | ±{c.width:.1%} | {seeds} | {k['dense_seeds']} "
-                   f"| {', '.join(k['lr_sizes']) or 'none'} | {'yes' if k['dense_rungs'] else 'no'}"
-                   f" | {len(k['sizes'])} |")
-    if reference is not None:
-        out.append(f"\nThe grid as it stands: {reference[1]:.4g} GPU-hours, ±{reference[0]:.1%}.")
-    return "\n".join(out)
-
-
 def cells_for_grid(base: list[Cell], grid: dict) -> list[Cell]:
     """The cells a grid's own allocation gives (seeds, seeds_by_arm, lr, lr_sizes) from the base
     cells (one per arm and size: parameters and cost per run)."""
@@ -220,12 +210,22 @@ def designed_grid(grid: dict, best: Candidate, budget: float, target: str, model
     return out, "\n".join(lines)
 
 
-def run_search(base_frame: pd.DataFrame, grid: dict, design: dict) -> tuple[str, dict, str]:
-    """The design CLI's work (leviathan.sweep.design names it): (printed text, the winner as a
-    grid dict, its header comment). base_frame: the plan of the family's grid at one seed and
-    the rule's LR (each (arm, size)'s cost per run)."""
-    from analysis.power.simulate import cells_from_plan, model_from_grid
+@dataclass(frozen=True)
+class DesignSearch:
+    """What the search finds: the best designs (best first), the budget and target it searched,
+    the grid as it stands (its score on the target, its GPU-hours) and the power model."""
 
+    found: list[Candidate]
+    budget: float
+    target: str
+    reference: tuple[float, float]
+    model: PowerModel
+
+
+def search_design(base_frame: pd.DataFrame, grid: dict, design: dict) -> DesignSearch:
+    """The design search of a family's grid under its `power` model with the `design` settings
+    (budget_gpu_h, target, top, keep_largest_pair). base_frame: the plan of the grid at one seed
+    and the rule's LR (each (arm, size)'s cost per run)."""
     base = cells_from_plan(base_frame)
     model = model_from_grid(grid.get("power", {}))
     budget = design.get("budget_gpu_h")
@@ -237,6 +237,4 @@ def run_search(base_frame: pd.DataFrame, grid: dict, design: dict) -> tuple[str,
     reference = (_score(simulate(ref_cells, model), ref_target), design_cost(ref_cells))
     found = search(base, tuple(sorted(grid["lr"])), float(budget), model, target,
                    int(design.get("top", 5)), bool(design.get("keep_largest_pair", True)))
-    text = design_md(found, float(budget), target, reference)
-    winner, header = designed_grid(grid, found[0], float(budget), target, model, reference)
-    return text, winner, header
+    return DesignSearch(found, float(budget), target, reference, model)

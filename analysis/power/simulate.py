@@ -1,4 +1,6 @@
-"""Will the grid answer the question? Simulated ladders through the real analysis, before launch.
+"""The one simulator: synthetic runs from a stated truth (analysis.power.model.PowerModel).
+
+Will the grid answer the question? Simulated ladders through the real analysis, before launch.
 
 A design is its cells: one (arm, size) with its parameter count, seeds, LR variants and cost per
 run (`Cell`, from a sweep plan or a candidate of the design search). A stated truth and noise
@@ -18,12 +20,14 @@ each arm's level and the Dense fit's, z for given levels: an interval whose nois
 few seeds must be that much wider; the check: the two agree within 20%), the coverage of the printed
 intervals, the bias, and the smallest effect the number detects (a true ratio that a 95% interval
 excludes 1 for, 80% of the time: 2.8 standard errors).
+
+The same truth draws a toy world's runs as a runs.csv table (`toy_world`, `data_world`: the worlds
+and their ladders are analysis/power/worlds.py), for the analysis to read back what was put in.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -31,56 +35,21 @@ import pandas as pd
 from analysis.config import FIT_DELTA, lr_rule_miss
 from analysis.laws.bootstrap import dense_draws, percentile_interval
 from analysis.laws.powerlaw import fit_power_law, x_eff
+from analysis.power.model import CONTROL_ARMS, Cell, PowerModel
+from analysis.power.worlds import (
+    BASIS_COLUMN,
+    DATA_B,
+    DATA_BETA,
+    WIDE_CONTROLS,
+    data_ladder,
+    shapes,
+)
 from analysis.readings.lr_selection import keep_batch, mean_over, pooled_choice
 from analysis.readings.noise import batch_replicates
 
-CONTROL_ARMS = ("factorized", "dense_untied")
 Z95, Z80 = 1.959964, 0.841621
 POWER_COLUMNS = ["quantity", "arm", "size", "truth", "estimate", "half_width", "empirical",
                  "check", "coverage", "bias", "detectable", "interval"]
-
-
-@dataclass
-class PowerModel:
-    """The stated truth and noise model of a simulation."""
-
-    noise: dict = field(default_factory=lambda: {"all": 0.01})  # arm -> relative sd of a run
-    effect: float = 1.10  # true LEV over its control (N_eff ratio); over Dense without one
-    control_worth: float = 1.0  # the control's N_eff / N by total parameters
-    alpha: float = 0.34  # Dense exponent
-    b: float = 1.69  # asymptote (the fit's b)
-    top_loss: float = 3.5  # loss of the smallest Dense model
-    lr_curvature: float = 0.01  # relative loss per (log2 of LR / optimum)^2
-    lr_optimum: dict = field(default_factory=dict)  # arm -> log2 of its true optimum / rule's LR
-    lr_spread: float = 0.5  # sd (octaves) of each (arm, size)'s true optimum around that, drawn
-    #   per ladder: the LR rule is not exact, so a size without an LR sweep pays for it
-    lr_estimator: str = "mean"  # the analysis's LR rule (fit.lr_estimator: mean | pooled)
-    ladders: int = 200  # M simulated ladders
-    bootstrap: int = 200  # replicates per ladder for the printed intervals
-    seed: int = 0
-
-    def sd(self, arm: str) -> float:
-        return float(self.noise.get(arm, self.noise.get("all", 0.01)))
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One (arm, size) of a design."""
-
-    arm: str
-    size: str
-    params: float  # total parameters
-    seeds: int
-    lrs: tuple[float, ...]  # LR multipliers of the rule's LR
-    gpu_hours: float  # per run
-
-    @property
-    def runs(self) -> int:
-        return self.seeds * len(self.lrs)
-
-
-def design_cost(cells: list[Cell]) -> float:
-    return float(sum(c.runs * c.gpu_hours for c in cells))
 
 
 def _truth(cells: list[Cell], model: PowerModel) -> tuple[np.ndarray, float, dict]:
@@ -90,9 +59,8 @@ def _truth(cells: list[Cell], model: PowerModel) -> tuple[np.ndarray, float, dic
     worth = {"dense": 1.0, "leviathan": model.effect * (model.control_worth if control else 1.0)}
     if control:
         worth[control] = model.control_worth
-    x_min = min(c.params for c in cells if c.arm == "dense")
-    a = (model.top_loss - model.b) * x_min ** model.alpha
-    clean = np.array([model.b + a * (worth[c.arm] * c.params) ** -model.alpha for c in cells])
+    a = model.scale(min(c.params for c in cells if c.arm == "dense"))
+    clean = np.array([model.loss(worth[c.arm] * c.params, a) for c in cells])
     return clean, a, worth
 
 
@@ -243,84 +211,79 @@ def _row(quantity: str, arm: str, size: str, truth: float, est: np.ndarray, boot
             "detectable": float(np.exp(half * (Z95 + Z80) / Z95)), "interval": source}
 
 
-def cells_from_plan(frame: pd.DataFrame) -> list[Cell]:
-    """A sweep plan's cells (plan.csv columns: arm, size, params_total, seed, lr_scale,
-    gpu_hours, branch_of; a main run's cooldown branches count in its cost, not as cells)."""
-    main = frame[frame["branch_of"].isna()]
-    cells = []
-    for (arm, size), g in main.groupby(["arm", "size"], sort=False):
-        per_run = float(frame.loc[g.index.union(frame.index[frame["branch_of"].isin(g["run"])]),
-                                  "gpu_hours"].sum()) / len(g)
-        cells.append(Cell(arm=str(arm), size=str(size), params=float(g["params_total"].mean()),
-                          seeds=int(g["seed"].nunique()),
-                          lrs=tuple(sorted(float(v) for v in g["lr_scale"].unique())),
-                          gpu_hours=per_run))
-    return cells
-
-
-def power_md(table: pd.DataFrame, cells: list[Cell], model: PowerModel) -> str:
-    """The dry run's power section: one line per headline number."""
-    src = table["interval"].iloc[0] if len(table) else "fit"
-    how = ("run-to-run noise from the design's own seeds" if src == "seeds" else
-           "one seed: the printed intervals need a noise level (fit.seed_noise / --noise-from); "
-           "these widths assume it is given (without it the LEV/control interval is not shown)")
-    out = [f"Power analysis ({model.ladders} simulated ladders through the analysis, "
-           f"{model.bootstrap} bootstrap replicates each; truth: LEV over its control "
-           f"{model.effect:g}, noise {_noise_txt(model)}, LR curvature "
-           f"{model.lr_curvature:g} per octave^2, true optimum ±{model.lr_spread:g} octave "
-           f"around the rule's; {how}); GPU-hours ~{design_cost(cells):.4g}:",
-           "", "| number | arm | size | truth | ±95% half-width (predicted) | simulated spread "
-           "(x t) | coverage | detects |", "|---|---|---|---|---|---|---|---|"]
-    for r in table.itertuples(index=False):
-        out.append(f"| {r.quantity} | {r.arm} | {r.size} | {r.truth:.3g} | ±{r.half_width:.1%} "
-                   f"| ±{r.empirical:.1%} | {r.coverage:.0%} | {r.detectable:.3g}x |")
-    bad = table[(table["check"] > 0.2) & (table["half_width"] < table["empirical"])]
-    wide = table[(table["check"] > 0.2) & (table["half_width"] >= table["empirical"])]
-    if len(bad):
-        out.append(f"\nCheck failed: the printed intervals are narrower than the estimates' "
-                   f"spread by more than 20% for {', '.join(bad['quantity'] + ' ' + bad['size'])}"
-                   ": they would claim more than they hold.")
-    if len(wide):
-        out.append(f"\nCheck: the printed intervals are wider than the spread by more than 20% "
-                   f"(conservative) for {len(wide)} numbers.")
-    if not len(bad) and not len(wide):
-        out.append("\nCheck: every predicted half-width is within 20% of the simulated spread.")
-    return "\n".join(out)
-
-
-def _noise_txt(model: PowerModel) -> str:
-    return ", ".join(f"{a} {v:.2%}" for a, v in sorted(model.noise.items()))
-
-
-def model_from_grid(power: dict) -> PowerModel:
-    """The PowerModel of a grid's `power` section (leviathan.sweep.grid.PowerSpec)."""
-    keys = ("noise", "effect", "control_worth", "lr_curvature", "lr_spread", "ladders",
-            "bootstrap", "lr_estimator")
-    return PowerModel(**{k: power[k] for k in keys if k in power})
-
-
-def report_plan(frame: pd.DataFrame, grid: dict, sweep_dir) -> str:
-    """The dry run's power analysis: simulate the plan under the grid's `power` model, write
-    sweep_dir/power.csv, return the printed section."""
-    from pathlib import Path
-
-    from leviathan.errors import LeviathanError
-
-    cells = cells_from_plan(frame)
-    model = model_from_grid(grid.get("power", {}))
-    try:
-        table = simulate(cells, model)
-    except LeviathanError as e:  # e.g. one size: no power law to fit, nothing to predict
-        return (f"\nPower analysis: not possible for this plan ({e}); "
-                "grid.power.enabled=false leaves it out")
-    path = Path(sweep_dir) / "power.csv"
-    table.assign(gpu_hours=design_cost(cells)).to_csv(path, index=False)
-    return "\n" + power_md(table, cells, model) + f"\n(written to {path})"
-
-
 def _quantile(level: float, dof: float) -> float:
     """The two-sided `level` quantile of Student's t on `dof` (the normal's when infinite)."""
     from scipy import stats
 
     p = (1 + level) / 2
     return float(stats.norm.ppf(p) if not math.isfinite(dof) else stats.t.ppf(p, dof))
+
+
+def toy_world(basis: str = "body", worth: dict | None = None, *, seeds: int = 3,
+              noise: float = 0.005, seed: int = 0, alpha: float = PowerModel.alpha,
+              arms: tuple[str, ...] | None = None, b: float = PowerModel.b,
+              data: tuple[float, float] | None = None, tokens_per: str = "size",
+              ladder: str = "v1") -> pd.DataFrame:
+    """A runs.csv table (analysis/inputs/csv_input.py columns) of one toy world.
+
+    L = b + A·(w_arm·X)^-alpha [+ B_D·D^-beta with data = (B_D, beta)]; tokens_per: "size"
+    (every arm of a size trains 20x that size's Dense total parameters, as the real grids) or
+    "body" (each run 20x its own body parameters); arms: those of the ladder (None: all, the
+    WIDE_CONTROLS only where `worth` names them)."""
+    worth = {"dense": 1.0, **(worth or {})}
+    s = shapes(ladder).copy()
+    if tokens_per == "body":
+        s["tokens"] = 20.0 * s["body_params"]
+        s["flops"] = s["flops_per_token"] * s["tokens"]
+    arms = arms or [a for a in s["arm"].unique() if a not in WIDE_CONTROLS or a in worth]
+    s = s[s["arm"].isin(arms)].reset_index(drop=True)
+    x = s[BASIS_COLUMN[basis]].to_numpy(float) * s["arm"].map(worth).fillna(1.0).to_numpy()
+    model = PowerModel(alpha=alpha, b=b)
+    clean = model.loss(x, model.scale(s.loc[s["arm"] == "dense", BASIS_COLUMN[basis]].min()))
+    if data is not None:
+        clean = clean + data[0] * s["tokens"].to_numpy(float) ** -data[1]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in range(seeds):
+        loss = clean * np.exp(rng.normal(0.0, noise, clean.size)) if noise else clean
+        rows.append(s.assign(seed=k, loss=loss, pair=s["size"] + f"-s{k}"))
+    out = pd.concat(rows, ignore_index=True)
+    out.insert(0, "run", [f"{a}-{z}-s{k}" for a, z, k in zip(out["arm"], out["size"],
+                                                             out["seed"], strict=True)])
+    return out[["run", "arm", "size", "pair", "seed", "params", "body_params", "flops", "tokens",
+                "loss"]]
+
+
+def data_world(worth: float = 2.0, *, sizes: tuple[str, ...] | None = None,
+               budgets: tuple[float, ...] | None = None, seeds: int = 1, noise: float = 0.0,
+               seed: int = 0, alpha: float = PowerModel.alpha, beta: float = DATA_BETA
+               ) -> pd.DataFrame:
+    """A runs.csv table of a data-scaling world: Dense and Leviathan (isoparametric, the real
+    v1 counts) at each size and budget (x Dense's parameters), L = b + A·N^-alpha +
+    B_D·(w·D)^-beta with N the Dense count of the size (Leviathan matches it) and w = `worth`
+    for Leviathan, 1 for Dense; log-normal seed noise. Sizes and budgets: the data-scaling
+    grid's (analysis.power.worlds.data_ladder) unless given."""
+    from leviathan.config import ladder_config
+    from leviathan.models.accounting import count_params, resolve_model_config
+
+    model = PowerModel(alpha=alpha)
+    scale = model.scale(float(shapes()["params"].min()))  # toy_world's A
+    sizes, budgets = sizes or data_ladder()[0], budgets or data_ladder()[1]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for size in sizes:
+        dense = ladder_config("v1", size)
+        n = float(count_params(dense).total)
+        counts = {"dense": count_params(dense),
+                  "leviathan": count_params(resolve_model_config(dense.replace(arm="leviathan")))}
+        for k, per in ((k, p) for k in range(seeds) for p in budgets):
+            d = per * n
+            for arm, w in (("dense", 1.0), ("leviathan", worth)):
+                loss = model.loss(n, scale) + DATA_B * (w * d) ** -beta
+                if noise:
+                    loss *= float(np.exp(rng.normal(0.0, noise)))
+                rows.append({"run": f"{arm}-{size}-{per:g}N-s{k}", "arm": arm, "size": size,
+                             "pair": f"{size}-{per:g}N-s{k}", "seed": k,
+                             "params": float(counts[arm].total),
+                             "body_params": float(counts[arm].body), "tokens": d, "loss": loss})
+    return pd.DataFrame(rows)

@@ -1,7 +1,7 @@
 """leviathan.eval: downstream evaluation of trained runs with lm-evaluation-harness.
 
     from leviathan.eval import evaluate_run, eval_config
-    evaluate_run("scratch/runs/<run key>", site_config(["eval.limit=100"]))  # from .__main__
+    evaluate_run("scratch/runs/<run key>", site_config(["eval.limit=100"]))  # leviathan.cli.eval
 
 `python -m leviathan.eval <run folder | checkpoint | MLflow run id> [key=value ...]` does the
 same from a shell; the keys are conf/eval/default.yaml's. The harness itself (`lm-eval`, the

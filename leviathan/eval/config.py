@@ -120,7 +120,7 @@ def eval_overrides(overrides: list[str] | None) -> list[str]:
 
 def eval_config(cfg: Any, overrides: list[str] | None = None) -> EvalConfig:
     """EvalConfig from a DictConfig / dict / EvalConfig (the composed `eval` group: see
-    leviathan.eval.__main__.site_config), with `eval.<key>=value` overrides. Unknown keys are
+    leviathan.cli.eval.site_config), with `eval.<key>=value` overrides. Unknown keys are
     errors."""
     from omegaconf import OmegaConf
 

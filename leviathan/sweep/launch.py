@@ -48,7 +48,9 @@ def prepare_tracking(plan: SweepPlan, cfg: Any):
 
 def run_folder(conf: dict[str, Any]) -> Path:
     """Where training keeps a run's checkpoints and MLflow run id (leviathan.tracking.runs)."""
-    return RunFolder.of_config(conf).path
+    from leviathan.training.config import config_hash
+
+    return RunFolder.of_config(conf, config_hash(conf)).path
 
 
 @dataclass
@@ -242,7 +244,7 @@ def launch_eval(plan: SweepPlan, cfg: Any, manifest: dict, manifest_path: Path, 
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
     pending = pending or set()  # runs whose training jobs (`after`) were just submitted
     runs = [r for r in plan.runs
-            if r.run in pending or RunFolder.of_config(r.config).finished()]
+            if r.run in pending or RunFolder(run_folder(r.config)).finished()]
     fns = [ResumableCall(eval_job, str(run_folder(r.config)), eval_cfg,
                          requeue=lcfg.requeue) for r in runs]
     jobs = submit_array(executor, fns)

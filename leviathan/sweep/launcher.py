@@ -35,6 +35,7 @@ from leviathan.sweep.slurm_check import (
     map_slurm_state,
     slurm_states,
 )
+from leviathan.tracking.server import pid_alive
 
 __all__ = ["STATES", "LauncherError", "LocalLauncherConfig", "SlurmLauncherConfig",
            "ResumableCall", "cancel", "job_state", "job_states", "load_job", "load_jobs",
@@ -201,20 +202,6 @@ def _outcome(job: Any) -> str | None:
         return pickle_load(path)[0]
     except (EOFError, OSError):  # being written right now
         return None
-
-
-def pid_alive(pid: Any) -> bool:
-    """True while process `pid` runs; a zombie (dead, not reaped yet: its parent, e.g. a killed
-    sweep driver, is gone) is not alive."""
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, TypeError, ValueError):  # gone, or no pid recorded
-        return False
-    try:
-        with open(f"/proc/{int(pid)}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):  # no /proc (not Linux), or it exited meanwhile
-        return True
 
 
 def _local_state(job: Any) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from leviathan.training.config import TrainConfigError
+from leviathan.errors import TrainConfigError
 from leviathan.typed_config import above, boolean, check_fields, in_range, optional, text
 
 

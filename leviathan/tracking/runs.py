@@ -107,14 +107,11 @@ class RunFolder:
         return cls(Path(scratch_dir).expanduser().resolve() / "runs" / key)
 
     @classmethod
-    def of_config(cls, cfg: Any, chash: str | None = None) -> RunFolder:
-        """The folder of a resolved run config (dict or DictConfig); `chash` when it has no
-        run_name (computed from the config otherwise)."""
-        if chash is None and not (cfg.get("run_name") if hasattr(cfg, "get") else None):
-            from leviathan.training.config import config_hash
-
-            chash = config_hash(cfg)
-        return cls.of(cfg["paths"]["scratch_dir"], run_key(cfg, chash or ""))
+    def of_config(cls, cfg: Any, chash: str) -> RunFolder:
+        """The folder of a resolved run config (dict or DictConfig) whose config hash
+        (leviathan.training.config.config_hash) is `chash`: it names the folder when the config
+        has no run_name."""
+        return cls.of(cfg["paths"]["scratch_dir"], run_key(cfg, chash))
 
     @property
     def key(self) -> str:

@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from leviathan.errors import LeviathanError
@@ -139,6 +140,20 @@ def stop_group(proc: subprocess.Popen | int, timeout: float = 20.0) -> None:
             except ProcessLookupError:
                 return
             time.sleep(0.1)
+
+
+def pid_alive(pid: Any) -> bool:
+    """True while process `pid` runs; a zombie (dead, not reaped yet: its parent, e.g. a killed
+    sweep driver, is gone) is not alive."""
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, TypeError, ValueError):  # gone, or no pid recorded
+        return False
+    try:
+        with open(f"/proc/{int(pid)}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (not Linux), or it exited meanwhile
+        return True
 
 
 def _mlflow_executable() -> list[str]:

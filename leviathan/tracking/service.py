@@ -71,7 +71,7 @@ def _alive(pid: int | None) -> bool:
     """True while process `pid` runs. A zombie is not alive: the server that `up` started from
     this process (a test, a script) stays one after `down` stops it until it is reaped, and
     `down` would otherwise wait out its whole grace period for it."""
-    from leviathan.sweep.launcher import pid_alive
+    from leviathan.tracking.server import pid_alive
 
     return bool(pid) and pid_alive(pid)
 

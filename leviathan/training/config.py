@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from leviathan.errors import LeviathanError
+from leviathan.errors import TrainConfigError
 from leviathan.training.schedule import COOLDOWN_SHAPES, SCHEDULES
 from leviathan.typed_config import (
     above,
@@ -32,10 +32,6 @@ HASH_EXCLUDE = ("tracking", "paths", "meta", "run_name", "resume", "hydra", "loc
 # trainer keys that only say how checkpoints are kept: excluded too (changing them, or adding
 # them, leaves a run's hash and so its resume alone)
 HASH_EXCLUDE_TRAINER = ("keep_checkpoints", "restart_if_corrupt")
-
-
-class TrainConfigError(LeviathanError, ValueError):
-    """A training config value that cannot work; the message names the key."""
 
 
 @dataclass

@@ -22,9 +22,9 @@ def sweep_cli(args: list[str], timeout: float = 900,
 def sweep_here(args: list[str], capsys) -> tuple[int, str]:
     """The sweep entry point's work in this process: (exit code, what it printed), its
     messages set up as the CLI sets them up (leviathan.logs)."""
+    from leviathan.cli.sweep import sweep
     from leviathan.config import compose
     from leviathan.logs import setup_logging
-    from leviathan.sweep.__main__ import sweep
 
     setup_logging()
     capsys.readouterr()

@@ -32,7 +32,7 @@ def test_dashboard_opens_on_the_sweep_runs_and_the_fit_headline(mlflow_server, c
                 "--out", str(tmp_path / "fit"), "--bootstrap", "10"]) == 0
 
     port = urlparse(mlflow_server).port  # `make dashboard` where a server already answers
-    out = subprocess.run([sys.executable, "-m", "leviathan.tracking.dashboard", "--port",
+    out = subprocess.run([sys.executable, "-m", "leviathan.cli.dashboard", "--port",
                           str(port), f"tracking.experiment={experiment}"], cwd=REPO,
                          capture_output=True, text=True, timeout=300)
     said = out.stdout + out.stderr

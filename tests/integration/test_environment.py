@@ -187,8 +187,8 @@ def test_sweep_status_names_the_packages_that_differ(tmp_path, mlflow_server, ca
     tested in test_config_entry_points.py)."""
     import pandas as pd
 
+    from leviathan.cli.sweep import sweep as plan_sweep
     from leviathan.config import compose
-    from leviathan.sweep.__main__ import sweep as plan_sweep
     from leviathan.sweep.status import main as status_main
 
     sweep, experiment = "env-status", "test-environment"

@@ -76,7 +76,7 @@ def task_dir(tmp_path_factory) -> Path:
 
 
 def eval_cfg(task_dir: Path, *extra: str):
-    from leviathan.eval.__main__ import site_config
+    from leviathan.cli.eval import site_config
 
     return site_config([
         "tasks=[demo_lastword,demo_choice,demo_text,absent_task,no_such_task]",

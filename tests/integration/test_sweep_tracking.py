@@ -59,7 +59,7 @@ def test_crashed_job_shows_lost_is_synced_and_resumes_into_its_run(mlflow_server
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     log.close()
-    from leviathan.sweep.launcher import pid_alive
+    from leviathan.tracking.server import pid_alive
 
     manifest_path = tmp_path / "sweeps" / "crash" / "manifest.json"
     job_pid = json.loads(manifest_path.read_text())["jobs"][run_dir.name]["job_id"]

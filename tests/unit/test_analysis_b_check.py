@@ -10,7 +10,7 @@ import json
 import pytest
 
 from analysis.fit_scaling import main
-from analysis.toyworld import toy_world
+from analysis.power.simulate import toy_world
 
 WARNING = "**Warning: b = 1.69 lies outside the free-b fit's 95% interval"
 

@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import toyworld
 from analysis.fit_scaling import main
-from analysis.toyworld import DATA_BETA, data_world
+from analysis.power.model import PowerModel
+from analysis.power.simulate import data_world
+from analysis.power.worlds import DATA_BETA, shapes
 
 
 def assert_png(path) -> None:
@@ -62,9 +63,9 @@ def test_constant_2x_data_multiplier_is_recovered_at_every_budget(tmp_path):
     assert (m["extrapolated"] == (m["d_eff"] > m["dense_tokens_hi"] * (1 + 1e-6))).all()
     dense = next(f for f in fam["data_fits"] if f["arm"] == "dense")
     assert dense["beta"] == pytest.approx(DATA_BETA, rel=0.02)  # not 0.09
-    # E_N = b + A·N^-alpha (toyworld's A): where 109M levels off, far above b = 1.69
-    e_n = toyworld.B + (toyworld.TOP_LOSS - toyworld.B) * (
-        toyworld.shapes()["params"].min() / n) ** toyworld.ALPHA
+    # E_N = b + A·N^-alpha (the toy worlds' A): where 109M levels off, far above b = 1.69
+    truth = PowerModel()
+    e_n = truth.b + (truth.top_loss - truth.b) * (shapes()["params"].min() / n) ** truth.alpha
     assert dense["E_N"] == pytest.approx(e_n, rel=1e-3) and e_n > 3.0
     assert dense["E_N_ci"][0] - 1e-6 <= e_n <= dense["E_N_ci"][1] + 1e-6
     summary = (out / "summary.md").read_text()

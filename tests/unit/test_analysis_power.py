@@ -15,8 +15,9 @@ import pytest
 from analysis.config import FIT_DELTA
 from analysis.laws.bootstrap import dense_draws
 from analysis.laws.powerlaw import x_eff
-from analysis.power.design import DesignError, cells_for_grid, run_search, search
-from analysis.power.simulate import PowerModel, cells_from_plan, design_cost, simulate
+from analysis.power.design import DesignError, cells_for_grid, search
+from analysis.power.model import PowerModel, cells_from_plan, design_cost
+from analysis.power.simulate import simulate
 from analysis.readings.lr_selection import keep_batch, mean_over, pooled_choice, select_lr
 
 ONE_SEED = {"seeds": [0], "seeds_by_arm": {}, "seeds_by_size": {}, "lr_sizes": None}
@@ -29,8 +30,8 @@ def iso(tmp_path_factory):
     seed, three LRs at every size: the issue's "shipped" design), and that grid."""
     from dataclasses import asdict
 
+    from leviathan.cli.design import base_plan
     from leviathan.config import compose
-    from leviathan.sweep.design import base_plan
     from leviathan.sweep.grid import to_grid_config
 
     root = tmp_path_factory.mktemp("iso")
@@ -104,7 +105,7 @@ def test_one_seed_and_no_noise_level_shows_no_lev_interval(tmp_path):
     """The headline: with one seed and no noise level, the multipliers say 'fit only' and LEV
     over its control (per size and pooled) has no interval; a given level brings them back."""
     from analysis.fit_scaling import main
-    from analysis.toyworld import toy_world
+    from analysis.power.simulate import toy_world
 
     csv = tmp_path / "one.csv"
     toy_world("params", {"leviathan": 1.3, "factorized": 1.1}, seeds=1, noise=0.005).to_csv(
@@ -135,7 +136,7 @@ def test_one_seed_and_no_noise_level_shows_no_lev_interval(tmp_path):
 def test_noise_from_a_pilot_sweep(tmp_path, capsys):
     """--noise-from reads each arm's noise from a pilot's seeds; an unseeded pilot is refused."""
     from analysis.fit_scaling import main
-    from analysis.toyworld import toy_world
+    from analysis.power.simulate import toy_world
 
     toy_world("params", {"leviathan": 1.3, "factorized": 1.1}, seeds=3, noise=0.01,
               seed=5).to_csv(tmp_path / "pilot.csv", index=False)
@@ -250,6 +251,7 @@ def test_design_search_beats_the_shipped_grid_at_its_cost(iso):
     (conf/grid/isoparametric.yaml, chosen this way) is at least as good at no more cost."""
     from dataclasses import asdict
 
+    from leviathan.cli.design import run_search
     from leviathan.config import compose
     from leviathan.sweep.grid import to_grid_config
 
@@ -284,6 +286,8 @@ def _frame(base) -> pd.DataFrame:
 
 
 def test_design_search_bad_input_names_the_key(iso):
+    from leviathan.cli.design import run_search
+
     base, _, grid = iso
     with pytest.raises(DesignError, match=r"design\.budget_gpu_h: 5 GPU-hours is below the "
                        r"cheapest admissible design \([0-9.]+ GPU-hours: the smallest budget"):

@@ -32,7 +32,7 @@ CLIS = {
     "leviathan.bench.tracking": "bench",
     "leviathan.demo": "argparse",
     "leviathan.configdoc": "render",
-    "leviathan.tracking.dashboard": "argparse",
+    "leviathan.cli.dashboard": "argparse",
     "leviathan.tracking.service": "argparse",
     "leviathan.data.tokenizer": "argparse",
     "leviathan.data.minipile": "argparse",
@@ -83,7 +83,7 @@ from leviathan.tracking.config import tracking_config
 from leviathan.training.config import trainer_config
 
 
-def train_config():  # leviathan.train, tracking.dashboard; the typed configs training reads
+def train_config():  # leviathan.train, cli.dashboard; the typed configs training reads
     cfg = compose("train", [])
     to_model_config(cfg.model), to_data_config(cfg.data), trainer_config(cfg)
     tracking_config(cfg)
@@ -112,9 +112,8 @@ for grid in sorted(p.stem for p in (conf_dir() / "grid").glob("*.yaml")):
 for launcher in ("slurm", "local"):
     step(f"compose sweep launcher={launcher} (selfcheck)", selfcheck_config, launcher)
 step("leviathan.demo compose", attr("leviathan.demo", "compose"), [])
-step("leviathan.eval site_config", attr("leviathan.eval.__main__", "site_config"), [])
-step("leviathan.tracking.dashboard _defaults", attr("leviathan.tracking.dashboard", "_defaults"),
-     [])
+step("leviathan.eval site_config", attr("leviathan.cli.eval", "site_config"), [])
+step("leviathan.cli.dashboard _defaults", attr("leviathan.cli.dashboard", "_defaults"), [])
 step("analysis.fit_scaling site_settings", fit_scaling_settings, [])
 step("analysis.fit_scaling site_settings fit.b=free", fit_scaling_settings,
      ["fit.b=free", "fit.bootstrap=2000", "--level", "0.9"])

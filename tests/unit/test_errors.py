@@ -82,9 +82,9 @@ SMOKE = ["+grid=smoke", "sweep.dry_run=true"]
 
 
 def test_sweep_prints_a_user_error_in_one_line(tmp_path, capsys):
+    from leviathan.cli.sweep import run
     from leviathan.config import compose
     from leviathan.logs import setup_logging
-    from leviathan.sweep.__main__ import run
 
     setup_logging()
     args = [*SMOKE, f"paths.root_dir={tmp_path}", "grid.family=nope"]
@@ -96,9 +96,9 @@ def test_sweep_prints_a_user_error_in_one_line(tmp_path, capsys):
 
 
 def test_sweep_does_not_swallow_a_bug(tmp_path, monkeypatch):
+    from leviathan.cli.sweep import run
     from leviathan.config import compose
     from leviathan.sweep import plan
-    from leviathan.sweep.__main__ import run
 
     def broken(*a, **k):
         raise ValueError("a bug, not a user error")

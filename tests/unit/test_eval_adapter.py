@@ -145,7 +145,7 @@ def test_leviathan_eval_uses_the_materialised_table(encoding):
 
 # ------------------------------------------------------------------ config
 def test_eval_config_defaults_overrides_and_errors():
-    from leviathan.eval.__main__ import site_config
+    from leviathan.cli.eval import site_config
     from leviathan.eval.config import EvalConfigError
 
     cfg = site_config()

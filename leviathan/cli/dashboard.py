@@ -1,4 +1,5 @@
-"""`make dashboard`: the MLflow UI on 127.0.0.1 over the store the sweeps log to.
+"""`make dashboard` (`python -m leviathan.cli.dashboard`): the MLflow UI on 127.0.0.1 over the
+store the sweeps log to.
 
 Reuses a server already answering at the address (a sweep may have started one); otherwise runs
 `mlflow server` in the foreground on the configured store until Ctrl-C. Either way it says which
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from leviathan.tracking.server import is_up, server_command, server_env
 
-    ap = argparse.ArgumentParser(prog="python -m leviathan.tracking.dashboard", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m leviathan.cli.dashboard", description=__doc__)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=None, help="default: tracking.uri's port")
     ap.add_argument("--store", default=None, help="the server's store (default: paths.mlflow_dir)")
