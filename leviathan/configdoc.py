@@ -29,8 +29,8 @@ GROUPS = {
 PRIMARY = {"train.yaml": "one training run: `python -m leviathan.train [overrides]`",
            "sweep.yaml": "a sweep: `python -m leviathan.sweep +grid=<name> [overrides]`",
            "fit.yaml": "fitting a sweep: `python -m analysis.fit_scaling [overrides]`"}
-# groups whose schema lives in the analysis package (a layer above: leviathan imports nothing
-# from it, so the keys are listed where the schema is)
+# groups whose schema lives in the analysis package (a layer above the library, which imports
+# nothing from it; only leviathan/cli/ does: the keys are listed where the schema is)
 ELSEWHERE = {"fit": "`analysis.config.FitConfig` (analysis/config.py; its keys with their "
                     "defaults and checks: README, \"Reading the results\")"}
 NESTED = {"LevConfig": "lev.", "FactorizedConfig": "factorized."}  # nested schemas: key prefix
