@@ -41,6 +41,18 @@ def _save(fig, plt, path: Path) -> Path:
     return path
 
 
+def _label(ax, xlabel: str, ylabel: str, title: str, *, log: bool = True, **legend) -> None:
+    """A panel's labels and title, its x axis on a log scale (grid at every tick) unless `log`
+    is false, and its legend."""
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both" if log else "major", alpha=0.3)
+    ax.legend(**legend)
+
+
 def _arrows(ax, x, x_eff, rows: pd.DataFrame, multiplier, color: str, far: str) -> None:
     """An arrow at each row's loss from its own x to the Dense-equivalent x_eff, labelled with
     the multiplier; dashed and marked † with the factor (format `far`) where it is extrapolated."""
@@ -82,12 +94,8 @@ def _panel(ax, basis: str, fam: str, r: FamilyResult, dense: pd.DataFrame, level
         color, marker = ARM_STYLE.get(arm, ("k", "o"))
         ax.scatter(g["x"], g["loss"], color=color, marker=marker, zorder=3, label=arm)
         _arrows(ax, g["x"], g["n_eff"], g, g["multiplier"], color, ".2g")
-    ax.set_xscale("log")
-    ax.set_xlabel(LABEL[basis] + (" (FLOPs)" if basis == "compute" else ""))
-    ax.set_ylabel("validation loss")
-    ax.set_title(f"{fam}: by {LABEL[basis]}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    _label(ax, LABEL[basis] + (" (FLOPs)" if basis == "compute" else ""), "validation loss",
+           f"{fam}: by {LABEL[basis]}", fontsize=7, loc="lower left")
 
 
 def plot_scaling(path: Path, results: dict[str, FamilyResult], table: pd.DataFrame,
@@ -135,12 +143,8 @@ def plot_multiplier_vs_tokens(path: Path, results: dict[str, FamilyResult]) -> P
             ax.scatter([], [], s=60, facecolors="none", edgecolors="k",
                        label="† N_eff outside the Dense sizes (factor)")
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-        ax.set_xscale("log")
-        ax.set_xlabel("tokens seen")
-        ax.set_ylabel("effective-size multiplier N_eff / N")
-        ax.set_title(f"{fam}: multiplier during training")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, title="Leviathan")
+        _label(ax, "tokens seen", "effective-size multiplier N_eff / N",
+               f"{fam}: multiplier during training", fontsize=8, title="Leviathan")
     return _save(fig, plt, path)
 
 
@@ -171,11 +175,9 @@ def plot_rare_tokens(path: Path, results: dict[str, FamilyResult]) -> Path | Non
                                     alpha=0.15, lw=0)
         ax.axhline(1.0, color="grey", lw=0.8, ls=":")
         ax.set_xticks(range(len(order)), list(order.index), rotation=45, ha="right", fontsize=7)
-        ax.set_xlabel(f"token-frequency bucket, by {scheme} (rare -> frequent)")
-        ax.set_ylabel("perplexity ratio arm / Dense")
-        ax.set_title(f"{fam}: where the gain sits")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+        _label(ax, f"token-frequency bucket, by {scheme} (rare -> frequent)",
+               "perplexity ratio arm / Dense", f"{fam}: where the gain sits", log=False,
+               fontsize=7, ncol=2)
     return _save(fig, plt, path)
 
 
@@ -207,12 +209,9 @@ def _data_panel(ax, fam: str, size: str, r: FamilyResult, dense: pd.DataFrame,
         color, marker = ARM_STYLE.get(arm, ("k", "o"))
         ax.scatter(g["tokens"], g["loss"], color=color, marker=marker, zorder=3, label=arm)
         _arrows(ax, g["tokens"], g["d_eff"], g, g["data_multiplier"], color, ".2f")
-    ax.set_xscale("log")
-    ax.set_xlabel("tokens")
-    ax.set_ylabel("validation loss")
-    ax.set_title(f"{fam} {size}: D_eff / D (grey: beyond the Dense budgets)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    _label(ax, "tokens", "validation loss",
+           f"{fam} {size}: D_eff / D (grey: beyond the Dense budgets)", fontsize=7,
+           loc="upper right")
 
 
 def plot_data_scaling(path: Path, results: dict[str, FamilyResult],
