@@ -41,14 +41,14 @@ def _save(fig, plt, path: Path) -> Path:
     return path
 
 
-def _label(ax, xlabel: str, ylabel: str, title: str, *, log: bool = True, **legend) -> None:
-    """A panel's labels and title, its x axis on a log scale (grid at every tick) unless `log`
-    is false, and its legend."""
+def _label(ax, xlabel: str, ylabel: str, heading: str, *, log: bool = True, **legend) -> None:
+    """A panel's labels and heading, its x axis on a log scale (grid at every tick) unless
+    `log` is false, and its legend (`legend`: the legend's keywords)."""
     if log:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(heading)
     ax.grid(True, which="both" if log else "major", alpha=0.3)
     ax.legend(**legend)
 
