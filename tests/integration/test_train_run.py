@@ -284,6 +284,8 @@ def test_tiny_gpu_run_bf16_logs_mfu(tmp_path, data_dir, mlflow_server):
 
 
 # ------------------------------------------------------------------ secrets
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_login_in_the_uri_is_in_no_file_the_run_writes(tmp_path, data_dir, mlflow_server):
     """Issue 34.7: `python -m leviathan.train tracking.uri=http://alice:<password>@host` (the
     real CLI, a real server): the password is in no file under the scratch folder, Hydra's run

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from helpers import REPO
 
 from leviathan.configdoc import render
@@ -66,6 +67,7 @@ def test_readme_says_to_activate_the_environment_before_its_first_python_command
     assert first and (first.group(1) or "source .venv/bin/activate" in readme[:first.start()])
 
 
+@pytest.mark.slow
 def test_readme_narrows_a_shipped_grid_and_drops_an_arm(tmp_path, capsys):
     """Issue 34.4: the README's commands that narrow a shipped grid and drop an arm dry-run
     (here at one seed and one LR, without the power analysis, to stay fast), with one note per
