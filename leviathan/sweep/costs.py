@@ -137,8 +137,11 @@ class RunCoster:
         where = f"on {self.device}" if self.device else "no device measured or modelled"
         lines = [f"GPU-hours of {n} runs {where}: " + ", ".join(parts)]
         if self.modelled_shapes and self.measured:
+            sizes: dict[str, list[str]] = {}
+            for shape, arm in sorted(self.modelled_shapes):
+                sizes.setdefault(shape, []).append(arm)
             lines.append("modelled, no measurement of these settings: " + ", ".join(
-                f"{shape} {arm}" for shape, arm in sorted(self.modelled_shapes)))
+                f"{shape} ({', '.join(arms)})" for shape, arms in sizes.items()))
         return "\n".join([*lines, *(f"note: {x}" for x in self.notes)])
 
 

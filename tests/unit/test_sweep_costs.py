@@ -108,5 +108,5 @@ def test_a_record_without_the_plans_shapes_leaves_them_modelled_and_says_so(tmp_
                         f"sweep.cost_model={REPO / 'sweeps/cost_model.json'}"], tmp_path)
     assert set(plan.frame().cost_source) == {"modelled"}
     text = format_plan(plan)
-    assert "modelled, no measurement of these settings: v1/60M dense, v1/60M factorized, " \
-        "v1/60M leviathan" in text
+    assert "modelled, no measurement of these settings: v1/60M (dense, factorized, leviathan)" \
+        in text
