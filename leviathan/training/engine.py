@@ -99,7 +99,7 @@ def fit(ctx: RunContext) -> dict:
         model = build_model(ctx.mcfg)
         module = LanguageModelModule(model, tc, plan, batches)
         step_cb = StepCallback.for_run(ctx, tracker=tracker, val_batches=val, buckets=buckets,
-                                       preemption=preemption)
+                                       preemption=preemption, started=t0)
         trainer = build_trainer(tc, plan, ctx.run_dir, [step_cb])
         ckpt = ctx.folder.checkpoint
         start = _agreed_start(ctx, attempt)
@@ -256,6 +256,7 @@ def _summary(ctx: RunContext, cb, module, tracker, buckets, stream, wall_s) -> d
         "bucket_losses": final.get("buckets", {}),
         "buckets": buckets.as_dict() if buckets is not None else None,
         "throughput": cb.throughput, "wall_s": wall_s, "pid": os.getpid(),
+        "cost": cb.clock.summary(plan, wall_s, ctx.tc),  # device, steady step, all attempts
     }
     if stats is not None:
         out["data_skipped"] = stats.as_dict() if hasattr(stats, "as_dict") else str(stats)
