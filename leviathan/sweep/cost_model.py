@@ -88,6 +88,12 @@ class StepShape:
                 a * self.n_layers * (1.0 - eager), a * act * eager, a * eager,
                 16.0 * self.params_total / bw, a * float(self.job)]
 
+    def model_key(self) -> tuple:
+        """Which model this is: size and arm, and the depth and parameters that tell one grid's
+        arm from another's of the same name (isobody's Leviathan keeps the Dense depth,
+        isoparametric's solves its own)."""
+        return (self.shape, self.arm, self.n_layers, self.params_total)
+
     def settings(self) -> dict[str, Any]:
         """The settings a measurement must share to stand for a planned run (accumulation and
         the job/bench difference the model carries)."""
@@ -119,6 +125,7 @@ class Measurement:
     tokens_per_s: float  # per device
     source: str  # the record (file, part) or the pilot sweep's run
     when: str = ""  # ISO time the record was written: the newest of one key wins
+    pilot: bool = False  # a pilot sweep's finished runs (sweep.costs_from): preferred to records
 
     @property
     def seconds_per_step(self) -> float:
@@ -126,7 +133,7 @@ class Measurement:
 
     def key(self) -> tuple:
         s = self.step
-        return (self.device, s.shape, s.arm, s.job, tuple(sorted(s.settings().items())))
+        return (self.device, *s.model_key(), s.job, tuple(sorted(s.settings().items())))
 
 
 def newest(measurements: list[Measurement]) -> list[Measurement]:

@@ -1,8 +1,9 @@
 """The GPU-hours of each planned run, and where the figure comes from (`cost_source`):
 
-- measured: a measured step of the same device, size, arm and settings (micro-batch, compile,
-  sequence length, precision, loss): `bench gpu` / gpu-suite records (sweep.measured_mfu), the
-  finished runs of a pilot sweep (sweep.costs_from). A measurement at another accumulation or in
+- measured: a measured step of the same device, model (size, arm, depth, parameters) and
+  settings (micro-batch, compile, sequence length, precision, loss): the finished runs of a
+  pilot sweep (sweep.costs_from: the real job, first choice), `bench gpu` / gpu-suite records
+  (sweep.measured_mfu). A measurement at another accumulation or in
   `bench gpu`'s bare loop rather than the training job is carried over by the cost model's ratio
   of the two (the measured time x model(run) / model(measurement));
 - modelled: the cost model of the device (sweep.cost_model, leviathan.sweep.cost_model),
@@ -47,8 +48,11 @@ class RunCoster:
     gpu_defaults: dict[str, Any] | None = None  # trainer=gpu's settings (a CPU-trainer run)
 
     @classmethod
-    def for_sweep(cls, sweep: dict[str, Any], measurements: list[Measurement] | None = None
-                  ) -> RunCoster:
+    def for_sweep(cls, sweep: dict[str, Any], measurements: list[Measurement] | None = None,
+                  sweeps_dir: str | Path | None = None) -> RunCoster:
+        """The coster of a plan with these sweep settings: the cost model, the records of
+        sweep.measured_mfu and `measurements`, and the finished runs of the sweeps
+        sweep.costs_from names (folders under `sweeps_dir`, paths.sweeps_dir)."""
         from leviathan.sweep import cost_records
         from leviathan.sweep.cost_model import newest
 
@@ -67,11 +71,18 @@ class RunCoster:
         records = [records] if isinstance(records, str) else list(records)
         found = cost_records.read([r for r in records if Path(r).is_file()], coster.notes)
         found += measurements or []
+        pilots = cost_records.read_sweeps(sweep.get("costs_from"), Path(sweeps_dir or "."),
+                                          coster.notes)
         coster.device = wanted or (coster.model.device if coster.model else None) or next(
-            (m.device for m in sorted(found, key=lambda m: m.when, reverse=True)), None)
-        for m in newest(found):
+            (m.device for m in sorted(found, key=lambda m: m.when, reverse=True)), None) or \
+            next((m.device for m in pilots), None)
+        for m in [*sorted(pilots, key=lambda m: m.when, reverse=True), *newest(found)]:
             if coster.device and coster.device.lower() in m.device.lower():
                 coster.measured.setdefault(_key(m.step), []).append(m)
+        for source, device in sorted({(m.source.split(":")[0], m.device) for m in pilots
+                                      if m.device.lower() not in (coster.device or "").lower()}):
+            coster.notes.append(f"sweep.costs_from: {source} ran on {device}, the plan is for "
+                                f"{coster.device}: not used (sweep.device={device} plans for it)")
         return coster
 
     def step(self, mc: Any, arm: str, tc: Any, seq_len: int, accumulation: int) -> StepShape:
@@ -97,7 +108,7 @@ class RunCoster:
         hours = steps * world_size / 3600.0
         found = self.measured.get(_key(s))
         if found:
-            m = min(found, key=lambda m: (m.step.job != s.job,
+            m = min(found, key=lambda m: (not m.pilot, m.step.job != s.job,
                                           abs(m.step.accumulation - s.accumulation)))
             step_s = m.seconds_per_step * (self._ratio(s, m.step) if self.model else
                                            s.accumulation / m.step.accumulation)
@@ -146,7 +157,7 @@ class RunCoster:
 
 
 def _key(s: StepShape) -> tuple:
-    return (s.shape, s.arm, tuple(sorted(s.settings().items())))
+    return (*s.model_key(), tuple(sorted(s.settings().items())))
 
 
 def mfu_of(flops: float, gpu_hours: float, peak: float) -> float:

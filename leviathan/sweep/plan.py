@@ -72,6 +72,7 @@ class SweepPlan:
     code_version: dict[str, Any]
     mfu_note: str = ""  # where the GPU-hours come from: measured, modelled (with the range the
     #   cost model's error gives the total), assumed
+    cost_device: str | None = None  # the device the GPU-hours are for (status compares them)
 
     def frame(self):
         import pandas as pd
@@ -159,7 +160,7 @@ def make_plan(cfg: Any, task_overrides: list[str], root: Path) -> SweepPlan:
     ctx = _Context(grid=grid, sweep=sweep, name=name, user=user, root=str(root.resolve()),
                    user_keys={override_key(o) for o in [*user, *grid.overrides]},
                    cli_keys={override_key(o) for o in user},
-                   coster=RunCoster.for_sweep(sweep))
+                   coster=RunCoster.for_sweep(sweep, sweeps_dir=cfg.paths.sweeps_dir))
     specs = expand(grid, name)
     # Dense first (a stable sort keeps each arm's main runs before their branches), so that
     # every run of a (size, budget) trains on its Dense run's budget (_point_budget)
@@ -174,7 +175,8 @@ def make_plan(cfg: Any, task_overrides: list[str], root: Path) -> SweepPlan:
     return SweepPlan(name=name, grid=asdict(grid), runs=runs,
                      launcher=asdict(launcher), sweep=sweep, user_overrides=user,
                      code_version=code_version(),
-                     mfu_note=ctx.coster.note(sum(r.gpu_hours for r in runs)))
+                     mfu_note=ctx.coster.note(sum(r.gpu_hours for r in runs)),
+                     cost_device=ctx.coster.device)
 
 
 @dataclass
@@ -419,6 +421,8 @@ def write_plan(plan: SweepPlan, sweep_dir: Path) -> Path:
         "runs": {r.run: {"pair": r.pair, "arm": r.arm, "size": r.size,
                          "config_hash": r.config_hash, "config": f"configs/{r.run}.yaml"}
                  for r in plan.runs},
+        "cost": {"device": plan.cost_device, "note": plan.mfu_note},  # what plan.csv's
+        #   GPU-hours are for (sweep.status sets the runs' actual hours beside them)
         "jobs": old.get("jobs", {}),  # filled at launch: run -> job id, launcher, folder
         "parent_run_id": old.get("parent_run_id"),
     }
