@@ -42,6 +42,7 @@ from pathlib import Path
 from leviathan.bench.gpu import default_out
 from leviathan.bench.shapes import conf_node, use_shapes_file
 
+GRID_MARGIN_S = 30  # the grid part's process start and its last shape's overrun
 GOALS = {  # issue 26: the figures that decide the GPU defaults
     "dense_mfu v2/1.2B": 0.45, "dense_mfu v1/421M": 0.35, "leviathan_dense_ratio iso-body": 0.9}
 TRAIN_PAIR = {"dense": ["model.arm=dense", "model.head=untied"],
@@ -62,6 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="comma-separated parts to run, in this order")
     p.add_argument("--grids", default="isoparametric,isobody,decoupled,data_scaling",
                    help="the grid part's grids (bench gpu-grid --grids)")
+    p.add_argument("--grid-s", type=float, default=None,
+                   help="the grid part's budget for its shapes (bench gpu-grid --budget-s; "
+                        f"default: its share of --budget-s less {GRID_MARGIN_S} s)")
     p.add_argument("--workdir", type=Path, default=None,
                    help="scratch for the corpus and the runs (default: a temporary folder)")
     p.add_argument("--shapes-file", type=Path, default=None,
@@ -73,9 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # part name -> (share of the budget it may use at most, minimum seconds worth starting it)
-LIMITS = {"probe": (0.05, 10), "grid": (0.7, 60), "gpu_eager": (0.25, 40), "train": (0.3, 60),
+LIMITS = {"probe": (0.08, 10), "grid": (0.7, 60), "gpu_eager": (0.25, 40), "train": (0.3, 60),
           "gpu_compiled": (0.45, 60), "loss": (0.12, 20)}
-GRID_MARGIN_S = 30  # the grid part's process start and its last shape's overrun
 
 
 def run_part(name: str, cmd: list[str], limit_s: float, log_dir: Path,
@@ -253,8 +256,10 @@ class Suite:
         tiny = [] if self.cuda else ["--no-compile", "--shape-s", "0.2", "--steps", "3",
                                      "--micro-batch", "2", "--seq-len", "16", "--device", "cpu"]
         grids = self.args.grids if self.cuda else "smoke_tiny"
-        cmd = [*self.bench, "gpu-grid", "--grids", grids, "--budget-s",
-               f"{max(1.0, limit - GRID_MARGIN_S):.0f}", "--out", str(partial), *tiny,
+        budget = self.args.grid_s if self.args.grid_s is not None else max(
+            1.0, limit - GRID_MARGIN_S)
+        cmd = [*self.bench, "gpu-grid", "--grids", grids, "--budget-s", f"{budget:g}",
+               "--out", str(partial), *tiny,
                *(["--shapes-file", str(self.args.shapes_file)] if self.args.shapes_file else [])]
         out = run_part("grid", cmd, limit, self.log_dir)
         if partial.exists():  # what finished before a timeout is kept, and what was not reached

@@ -109,14 +109,15 @@ def cost_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 def format_costs(rows: list[dict[str, Any]], about: dict[str, Any]) -> str:
     """The status's cost table: planned vs actual per size and arm, and the total."""
-    planned_on = about.get("planned_device") or "the plan's device"
+    planned_on = (f"on {about['planned_device']}" if about.get("planned_device")
+                  else "at the assumed sweep.mfu (no device measured or modelled)")
     if not about["devices"]:
         unit, label = "GPU-h", "actual GPU-h"
     elif about["cpu"]:
         unit, label = "CPU-h", "actual CPU-h (wall time)"
     else:
         unit, label = "GPU-h", f"actual GPU-h ({', '.join(about['devices'])})"
-    out = [f"Cost: planned GPU-hours on {planned_on} vs actual "
+    out = [f"Cost: planned GPU-hours {planned_on} vs actual "
            + ("hours of the finished runs on the CPU: wall time, not GPU-hours"
               if about["cpu"] else "GPU-hours of the finished runs (wall time x devices)"),
            f"| size | arm | finished | planned GPU-h | planned, finished runs | {label} | "
