@@ -220,6 +220,10 @@ def test_sigterm_then_resume_matches_the_straight_run(tmp_path, data_dir, mlflow
                                    msg=lambda m, k=key: f"{k}: {m}")
     assert [s for s, _ in history(mlflow_server, run_id, "val/loss")] == [4, 8, 10]
     assert resumed["final_val_loss"] == pytest.approx(straight["final_val_loss"], rel=1e-5)
+    # what it cost: both attempts, each step timed once (the first up to its checkpoint)
+    assert (straight["cost"]["attempts"], resumed["cost"]["attempts"]) == (1, 2)
+    assert straight["cost"]["steps_timed"] == resumed["cost"]["steps_timed"] == steps
+    assert resumed["cost"]["wall_s"] > resumed["wall_s"] and resumed["cost"]["device"] == "cpu"
 
 
 @pytest.mark.integration

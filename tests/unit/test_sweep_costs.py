@@ -110,3 +110,16 @@ def test_a_record_without_the_plans_shapes_leaves_them_modelled_and_says_so(tmp_
     text = format_plan(plan)
     assert "modelled, no measurement of these settings: v1/60M (dense, factorized, leviathan)" \
         in text
+
+
+def test_costs_from_a_sweep_without_a_finished_run_is_refused_naming_the_key(tmp_path):
+    """A pilot that was planned but never ran (no run folder holds its summary) is one line
+    naming sweep.costs_from (a missing one: tests/integration/test_sweep_launch.py)."""
+    from leviathan.sweep.plan import write_plan
+
+    base = ["+grid=smoke_tiny", "grid.sizes=[smoke_tiny/164K]", "sweep.device=cpu"]
+    _, pilot = plan_for([*base, "sweep.name=pilot"], tmp_path)
+    write_plan(pilot, tmp_path / "sweeps" / "pilot")
+    with pytest.raises(CostModelError, match=r"^sweep.costs_from: sweep 'pilot' has no finished "
+                                             r"run with its cost \(none of its 2 planned runs"):
+        plan_for([*base, "sweep.costs_from=pilot"], tmp_path)
