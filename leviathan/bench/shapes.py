@@ -21,6 +21,7 @@ Hydra composes.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import functools
 import json
@@ -168,9 +169,18 @@ def arm_config(spec: str, arm: str) -> ModelConfig:
     path = conf_dir() / "model" / f"{shape}.yaml"
     if not path.is_file():
         raise ShapeError(f"{path}: no such config file")
+    try:
+        return copy.deepcopy(_composed(shape, tuple(arms[arm]), str(path)))
+    except ShapeError as e:
+        raise ShapeError(f"{spec} arm {arm}: {e}") from e
+
+
+@functools.cache
+def _composed(shape: str, overrides: tuple[str, ...], path: str) -> ModelConfig:
+    """One composition per model config and arm overrides in a process (arm_config's)."""
     from leviathan.models.accounting import resolve_model_config
 
-    cfg = _compose("train", [f"model={shape}", *arms[arm]], f"{spec} arm {arm}")
+    cfg = _compose("train", [f"model={shape}", *overrides], f"model={shape}")
     return resolve_model_config(cfg.model)
 
 

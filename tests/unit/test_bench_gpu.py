@@ -239,13 +239,19 @@ def test_gpu_suite_runs_its_parts_into_one_json_the_plan_reads(tmp_path, monkeyp
     assert goals["leviathan_dense_ratio iso-body"]["met"] is True
 
 
-def test_the_grid_part_orders_every_shipped_shape_by_what_the_cost_model_needs():
+def test_the_grid_part_orders_every_shipped_shape_by_what_the_cost_model_needs(tmp_path):
     """39 distinct models (a model two grids share counted once, isobody's Leviathan apart from
     isoparametric's); the smallest rungs first with every arm, then one of each arm per size
-    from the smallest, then the repeats."""
+    from the smallest, then the repeats; the same from a shapes file (a box without Hydra)."""
     from leviathan.bench.gpu_grid import SHIPPED, grid_shapes
 
     shapes = grid_shapes(list(SHIPPED))
+    path = shapes_file(tmp_path, "", grids=",".join(SHIPPED))
+    try:
+        use_shapes_file(path)
+        assert grid_shapes(list(SHIPPED)) == shapes
+    finally:
+        use_shapes_file(None)
     got = [(s.spec, s.arm) for s in shapes]
     assert len(got) == len(set(got)) == 39
     assert {s.tier for s in shapes[:7]} == {0} and {s.shape for s in shapes[:7]} == {
