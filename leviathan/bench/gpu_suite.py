@@ -183,14 +183,17 @@ def train_part(args, work: Path, limit_s: float, log_dir: Path) -> dict:
 
 
 def verdicts(parts: dict) -> dict:
-    """Each goal: the measured value (compiled if measured, else eager) and met / missed."""
+    """Each goal: the measured value (compiled if measured: gpu_compiled, else the grid part,
+    else eager) and met / missed."""
     res = {}
-    for variant in ("gpu_compiled", "gpu_eager"):
+    for variant in ("gpu_compiled", "grid", "gpu_eager"):
         summary = parts.get(variant, {}).get("result") or {}
         if not summary:
             continue
-        mfu = summary.get("dense_mfu", {})
-        ratio = summary.get("leviathan_dense_ratio", {})
+        # the grid part's keys are <size>@<grid>: v1/421M@isoparametric, v2/1.2B@decoupled
+        mfu = {k.split("@")[0]: v for k, v in summary.get("dense_mfu", {}).items()}
+        ratio = {k.split("@")[0]: v for k, v in summary.get("leviathan_dense_ratio", {}).items()
+                 if k.split("@")[-1] in ("decoupled", k)}
         for shape in ("v2/1.2B", "v1/421M"):
             key = f"dense_mfu {shape}"
             if shape in mfu and key not in res:

@@ -237,6 +237,12 @@ def test_gpu_suite_runs_its_parts_into_one_json_the_plan_reads(tmp_path, monkeyp
                                           "met": True}
     assert goals["dense_mfu v2/1.2B"]["met"] is False
     assert goals["leviathan_dense_ratio iso-body"]["met"] is True
+    fake["grid"] = {"result": {"dense_mfu": {"v2/1.2B@decoupled": 0.5},  # before eager
+                               "leviathan_dense_ratio": {"v2/1.2B@decoupled": 0.85}}}
+    goals = verdicts(fake)
+    assert goals["dense_mfu v2/1.2B"] == {"value": 0.5, "goal": 0.45, "from": "grid",
+                                          "met": True}
+    assert goals["leviathan_dense_ratio iso-body"]["from"] == "grid"
 
 
 def test_the_grid_part_orders_every_shipped_shape_by_what_the_cost_model_needs(tmp_path):
