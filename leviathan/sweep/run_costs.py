@@ -103,6 +103,7 @@ def cost_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                 target["actual_h"] += r.device_s / 3600.0
     devices = sorted({r.device for r in done.values()})
     about = {"planned_device": (manifest.get("cost") or {}).get("device"),
+             "recorded": "cost" in manifest,  # manifests written before it: not said
              "devices": devices, "cpu": bool(devices) and devices == ["cpu"]}
     return [*rows.values(), total], about
 
@@ -110,7 +111,8 @@ def cost_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 def format_costs(rows: list[dict[str, Any]], about: dict[str, Any]) -> str:
     """The status's cost table: planned vs actual per size and arm, and the total."""
     planned_on = (f"on {about['planned_device']}" if about.get("planned_device")
-                  else "at the assumed sweep.mfu (no device measured or modelled)")
+                  else "at the assumed sweep.mfu (no device measured or modelled)"
+                  if about.get("recorded") else "(its device not recorded: an older plan)")
     if not about["devices"]:
         unit, label = "GPU-h", "actual GPU-h"
     elif about["cpu"]:
