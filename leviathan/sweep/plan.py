@@ -167,6 +167,7 @@ def make_plan(cfg: Any, task_overrides: list[str], root: Path) -> SweepPlan:
 
     from leviathan.sweep.launcher import to_launcher_config
     from leviathan.sweep.rules import check_pairs
+    from leviathan.training.topology import check_launch
 
     grid = to_grid_config(cfg.get("grid"))
     sweep = OmegaConf.to_container(cfg.sweep, resolve=True)
@@ -178,6 +179,8 @@ def make_plan(cfg: Any, task_overrides: list[str], root: Path) -> SweepPlan:
                    user_keys={override_key(o) for o in [*user, *grid.overrides]},
                    cli_keys={override_key(o) for o in user}, measured=measured)
     runs = [_plan_run(spec, ctx) for spec in expand(grid, name)]
+    for r in runs:  # the job's tasks are the run's ranks (SLURM), before anything is submitted
+        check_launch(launcher, r.config["trainer"], r.run)
     _fill_gaps(runs)
     _check_names(runs)
     check_pairs(runs)

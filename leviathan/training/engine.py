@@ -27,6 +27,7 @@ def build_trainer(tc, plan, run_dir: Path, callbacks):
     import lightning.pytorch as pl
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
+    from leviathan.training import distributed
     from leviathan.training.checkpoints import CheckpointStore, InPlaceCheckpointIO
 
     # outside a SLURM job, Lightning warns whenever `srun` is installed: not useful here
@@ -38,7 +39,7 @@ def build_trainer(tc, plan, run_dir: Path, callbacks):
         plugins.append(SLURMEnvironment(auto_requeue=False))
     return pl.Trainer(
         accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes,
-        strategy="ddp" if tc.strategy == "auto" and tc.world_size > 1 else tc.strategy,
+        strategy=distributed.strategy(tc),  # several ranks: trainer.ddp_timeout_s, a clear line
         precision=tc.precision, max_steps=plan.max_steps,
         accumulate_grad_batches=plan.accumulation, gradient_clip_val=None,
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
