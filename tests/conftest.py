@@ -28,8 +28,11 @@ def pytest_collection_modifyitems(config, items):
     import torch
 
     for item in items:  # one real SLURM cluster per machine: its tests share one xdist worker
-        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+        names = getattr(item, "fixturenames", ())
+        if "slurm_cluster" in names:
             item.add_marker(pytest.mark.xdist_group("slurm"))
+        elif "slurm_two_nodes" in names:  # the two-node cluster: one start, one worker
+            item.add_marker(pytest.mark.xdist_group("slurm_two_nodes"))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")
@@ -157,3 +160,44 @@ def slurm_cluster():
         os.environ["SLURM_CONF"] = old
     if not was_up:
         subprocess.run(["bash", str(CLUSTER_SH), "down"], check=False)
+
+
+@pytest.fixture(scope="session")
+def slurm_two_nodes():
+    """A real two-node SLURM cluster on this machine (slurm/cluster.sh up --nodes 2: each slurmd
+    in its own network namespace, beside the one-node cluster), torn down afterwards (daemons,
+    namespaces, bridge, /etc/hosts lines) if this session started it. Skips, saying why, only
+    when it cannot be made here (not root, no packages, no network namespaces). It leaves
+    SLURM_CONF alone: tests set it with the `two_nodes` fixture (tests/integration)."""
+    import time
+
+    from leviathan.sweep.local_cluster import (
+        ClusterUnavailable,
+        local_cluster_down,
+        local_cluster_running,
+        local_cluster_up,
+    )
+
+    was_up = local_cluster_running(nodes=2)
+    t0 = time.monotonic()
+    try:
+        cluster = local_cluster_up(nodes=2)
+    except ClusterUnavailable as e:
+        pytest.skip(f"no local two-node SLURM cluster: {e}")
+    print(f"\ntwo-node SLURM cluster up in {time.monotonic() - t0:.1f} s")
+    yield cluster
+    if not was_up:
+        local_cluster_down(nodes=2)
+
+
+@pytest.fixture(scope="session")
+def nodes_mlflow(slurm_two_nodes, tmp_path_factory):
+    """A real `mlflow server` the two-node cluster's jobs reach: on the nodes' bridge address
+    (the session's `mlflow_server` listens on this host's loopback, which a node's namespace
+    does not share)."""
+    from leviathan.tracking.server import start_server
+
+    server = start_server(tmp_path_factory.mktemp("mlflow-nodes"),
+                          host=slurm_two_nodes.controller_address)
+    yield server.uri
+    server.stop()

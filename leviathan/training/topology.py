@@ -37,6 +37,10 @@ def _ranks(tc: Any) -> tuple[int, int]:
     return int(_get(tc, "num_nodes", 1)), int(_get(tc, "devices", 1))
 
 
+def _n(count: int, what: str) -> str:
+    return f"{count} {what}{'s' * (count != 1)}"
+
+
 def check_tasks(tc: Any, nodes: int, tasks_per_node: int, where: str) -> None:
     """`nodes` x `tasks_per_node` tasks (as `where` names them) against the trainer's ranks."""
     num_nodes, devices = _ranks(tc)
@@ -45,8 +49,8 @@ def check_tasks(tc: Any, nodes: int, tasks_per_node: int, where: str) -> None:
         fix = (f"trainer.num_nodes={nodes} trainer.devices={tasks_per_node}" if tasks > ranks
                else f"launcher.nodes={num_nodes} launcher.tasks_per_node={devices}")
         raise TopologyError(
-            f"{where} = {nodes} x {tasks_per_node} = {tasks} tasks, but {TRAINER_KEYS} = "
-            f"{num_nodes} x {devices} = {ranks} ranks: each task is one rank; set {fix}")
+            f"{where} = {nodes} x {tasks_per_node} = {_n(tasks, 'task')}, but {TRAINER_KEYS} "
+            f"= {num_nodes} x {devices} = {_n(ranks, 'rank')}: each task is one rank; set {fix}")
     if nodes != num_nodes:
         raise TopologyError(
             f"{where} = {nodes} x {tasks_per_node}, but {TRAINER_KEYS} = {num_nodes} x "
@@ -121,9 +125,9 @@ def check_job_start(tc: Any, env: Mapping[str, str] | None = None) -> None:
     if tasks != num_nodes * devices or nodes != num_nodes:
         per_node = f"{tasks // nodes}" if tasks % nodes == 0 else f"{tasks}/{nodes}"
         raise TopologyError(
-            f"SLURM started {tasks} tasks on {nodes} nodes (SLURM_NTASKS, SLURM_NNODES: "
-            f"{LAUNCHER_KEYS}), but {TRAINER_KEYS} = {num_nodes} x {devices} = "
-            f"{num_nodes * devices} ranks: each task is one rank; set "
+            f"SLURM started {_n(tasks, 'task')} on {_n(nodes, 'node')} (SLURM_NTASKS, "
+            f"SLURM_NNODES: {LAUNCHER_KEYS}), but {TRAINER_KEYS} = {num_nodes} x {devices} = "
+            f"{_n(num_nodes * devices, 'rank')}: each task is one rank; set "
             f"trainer.num_nodes={nodes} trainer.devices={per_node}, or start {num_nodes} x "
             f"{devices} tasks")
     gpus = env.get("SLURM_GPUS_ON_NODE")
