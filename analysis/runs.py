@@ -188,6 +188,36 @@ def budget_ids(tokens: np.ndarray, tol: float) -> np.ndarray:
     return ids
 
 
+def check_budgets(table: pd.DataFrame, tol: float, source: str = "runs") -> None:
+    """Seeds are pooled only at one token budget: the runs of a non-Dense (family, arm, size)
+    are its replicates unless that size's Dense runs span several budgets too (an N x D grid,
+    whose budgets the fits keep apart). AnalysisError naming the runs of each budget otherwise
+    (a sweep planned before issue 34.3 gave the Leviathan seeds that Dense did not run their
+    own, smaller budget)."""
+    problems = []
+    for (fam, size), g in table.groupby(["family", "size"], sort=True):
+        dense = g[g["arm"] == "dense"]
+        if len(dense) and budget_ids(dense["tokens"].to_numpy(), tol).max() >= 1:
+            continue  # an N x D grid at this size
+        for arm, a in g[g["arm"] != "dense"].groupby("arm", sort=True):
+            ids = budget_ids(a["tokens"].to_numpy(), tol)
+            if ids.max() < 1:
+                continue
+            parts = []
+            for k in sorted(set(ids)):
+                o = a[ids == k]
+                names = [n or r for n, r in zip(o["name"], o["run_id"], strict=True)]
+                more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+                tokens = "/".join(f"{t:,.0f}" for t in sorted(o["tokens"].unique()))
+                parts.append(f"{tokens} tokens ({', '.join(names[:3])}{more})")
+            problems.append(f"family {fam!r}, {arm} at size {size}: " + " vs ".join(parts))
+    if problems:
+        raise AnalysisError(
+            f"{source}: the seeds of one arm and size are pooled only at one token budget: "
+            + "; ".join(problems) + ". Replan the sweep (every run of a size now trains on its "
+            "Dense budget) and rerun the runs on the other budget, or fit without them (--csv)")
+
+
 def human(n: float) -> str:
     """60_000_000 -> '60M', 1.2e9 -> '1.2B'."""
     if not np.isfinite(n):

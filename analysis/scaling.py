@@ -23,7 +23,7 @@ from analysis.family import B_GRID, FamilyResult, FitConfig  # noqa: F401 - the 
 from analysis.lr_selection import select_lr
 from analysis.matchings import match_all
 from analysis.paper_view import fit_ln
-from analysis.runs import AnalysisError, Runs, budget_ids
+from analysis.runs import AnalysisError, Runs, budget_ids, check_budgets
 from analysis.tokens import token_multipliers
 from analysis.trajectory import curve_points, exclude_uncooled, multiplier_vs_tokens
 
@@ -135,6 +135,7 @@ def analyse(runs: Runs, cfg: FitConfig) -> tuple[dict[str, FamilyResult], pd.Dat
     usable = table[table["reason"] == ""]
     if usable.empty:
         raise AnalysisError(f"{runs.source}: no finished runs to fit ({runs.counts()})")
+    check_budgets(usable, cfg.budget_tol, runs.source)
     rng = np.random.default_rng(cfg.seed)
     results = {}
     for family in sorted(usable["family"].unique()):

@@ -23,7 +23,13 @@ log = logging.getLogger(__name__)
 def sweep(cfg: DictConfig, task_overrides: list[str]) -> int:
     from leviathan.sweep.grid import GridError
     from leviathan.sweep.launch import launch
-    from leviathan.sweep.plan import format_plan, make_plan, write_plan
+    from leviathan.sweep.plan import (
+        dry_run_dir,
+        format_plan,
+        launched_manifest,
+        make_plan,
+        write_plan,
+    )
     from leviathan.sweep.space import scratch_warning
 
     if cfg.get("grid") is None:
@@ -32,17 +38,42 @@ def sweep(cfg: DictConfig, task_overrides: list[str]) -> int:
     root = Path(str(cfg.paths.root_dir)).resolve()
     plan = make_plan(cfg, task_overrides, root)
     sweep_dir = Path(str(cfg.paths.sweeps_dir)).resolve() / plan.name
-    write_plan(plan, sweep_dir)
+    records = sweep_dir
+    if cfg.sweep.dry_run and launched_manifest(sweep_dir) is not None:
+        # a launched sweep's records change only when a launch changes them
+        records = dry_run_dir(sweep_dir)
+    write_plan(plan, records)
     print(format_plan(plan))
-    log.info(f"\nPlan written to {sweep_dir / 'plan.csv'} and {sweep_dir / 'manifest.json'}")
+    log.info(f"\nPlan written to {records / 'plan.csv'} and {records / 'manifest.json'}")
+    if records != sweep_dir:
+        log.info(_against_launched(plan, launched_manifest(sweep_dir), sweep_dir))
     warning = scratch_warning(plan)  # room for the checkpoints? (a warning, not a refusal)
     if warning:
         log.warning(warning)
     if cfg.sweep.dry_run:
-        power_report(cfg, plan, sweep_dir)
+        power_report(cfg, plan, records)
         log.info("Dry run: nothing launched.")
         return 0
     return launch(plan, cfg, sweep_dir)
+
+
+def _against_launched(plan, manifest: dict, sweep_dir: Path) -> str:
+    """What a dry run of a launched sweep would change, run by run."""
+    from leviathan.sweep.plan import plan_changes
+
+    diff = plan_changes(plan, manifest)
+    head = (f"Sweep {plan.name} was launched: its records ({sweep_dir}: manifest.json, configs/, "
+            "plan.csv) are left as they are; this dry run is written beside them.")
+    if not any(diff.values()):
+        return f"{head}\nThe plan is the launched one: every run has its launched config hash."
+    what = {"changed": "a config hash other than the launched run's", "new": "not in the "
+            "launched sweep", "dropped": "launched, not in this plan"}
+    lines = [head]
+    for key, runs in diff.items():
+        if runs:
+            more = f" and {len(runs) - 5} more" if len(runs) > 5 else ""
+            lines.append(f"  {len(runs)} run(s) {key}, {what[key]}: {', '.join(runs[:5])}{more}")
+    return "\n".join(lines)
 
 
 def power_report(cfg: DictConfig, plan, sweep_dir: Path) -> None:

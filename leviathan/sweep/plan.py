@@ -178,7 +178,12 @@ def make_plan(cfg: Any, task_overrides: list[str], root: Path) -> SweepPlan:
     ctx = _Context(grid=grid, sweep=sweep, name=name, user=user, root=str(root.resolve()),
                    user_keys={override_key(o) for o in [*user, *grid.overrides]},
                    cli_keys={override_key(o) for o in user}, measured=measured)
-    runs = [_plan_run(spec, ctx) for spec in expand(grid, name)]
+    specs = expand(grid, name)
+    # Dense first (a stable sort keeps each arm's main runs before their branches), so that
+    # every run of a (size, budget) trains on its Dense run's budget (_point_budget)
+    planned = {i: _plan_run(specs[i], ctx)
+               for i in sorted(range(len(specs)), key=lambda i: specs[i].arm != "dense")}
+    runs = [planned[i] for i in range(len(specs))]
     for r in runs:  # the job's tasks are the run's ranks (SLURM), before anything is submitted
         check_launch(launcher, r.config["trainer"], r.run)
     _fill_gaps(runs)
@@ -210,7 +215,7 @@ class _Context:
     root: str
     user_keys: set[str]  # keys the command line or the grid's overrides set
     cli_keys: set[str]  # keys the command line sets (they beat the grid's rules)
-    pair_tokens: dict[str, int] = field(default_factory=dict)  # pair -> its token budget
+    point_tokens: dict[tuple, int] = field(default_factory=dict)  # (size, budget) -> tokens
     mains: dict[str, Any] = field(default_factory=dict)  # WSD-S main run -> its branches
     checked_data: set[str] = field(default_factory=set)
     measured: dict[tuple[str, str], float] = field(default_factory=dict)  # `bench gpu` FLOP/s
@@ -238,7 +243,7 @@ def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:
     mc, counts = ctx.models[template]
     to_data_config(run_cfg.data)  # every value range-checked before the rules below use it
     trainer_config(run_cfg)  # (data.seq_len=0 or trainer.lr=0 would divide by zero there)
-    budget = _pair_budget(spec, ctx, counts)
+    budget = _point_budget(spec, ctx, counts)
     seq_len = int(run_cfg.data.seq_len)
     tps = int(run_cfg.trainer.global_batch) * seq_len
     sets = _rule_sets(spec, ctx, run_cfg, counts, budget, tps)
@@ -288,14 +293,17 @@ def _resolve_model(spec: RunSpec, run_cfg: Any):
         raise GridError(f"run {spec.name} ({spec.size_config}, arm {spec.arm}): {e}") from e
 
 
-def _pair_budget(spec: RunSpec, ctx: _Context, counts: Any) -> int:
-    """The pair's token budget: set by its first arm (dense if present) from its N."""
-    grid = ctx.grid
-    if spec.pair not in ctx.pair_tokens:
+def _point_budget(spec: RunSpec, ctx: _Context, counts: Any) -> int:
+    """The token budget of every run of a (size, budget) point, whatever its arm and seed: the
+    Dense run's N (planned first) x tokens per parameter, or the absolute budget. A seed that
+    Dense does not run (grid.seeds_by_arm) trains on the same tokens as its Dense-run seeds;
+    only a grid without Dense at that size takes the first arm's N."""
+    key = (spec.size_config, spec.budget)
+    if key not in ctx.point_tokens:
         kind, value = spec.budget
-        n = counts.total if grid.budget_params == "total" else counts.body
-        ctx.pair_tokens[spec.pair] = int(value) if kind == "tokens" else int(round(value * n))
-    return ctx.pair_tokens[spec.pair]
+        n = counts.total if ctx.grid.budget_params == "total" else counts.body
+        ctx.point_tokens[key] = int(value) if kind == "tokens" else int(round(value * n))
+    return ctx.point_tokens[key]
 
 
 def _rule_sets(spec: RunSpec, ctx: _Context, run_cfg: Any, counts: Any, budget: int,
@@ -450,6 +458,37 @@ def write_plan(plan: SweepPlan, sweep_dir: Path) -> Path:
     }
     write_json(manifest_path, manifest)
     return manifest_path
+
+
+def launched_manifest(sweep_dir: Path) -> dict | None:
+    """The manifest of a sweep that was launched (jobs submitted, or a parent run opened), else
+    None: the records a dry run must leave alone."""
+    path = sweep_dir / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return manifest if manifest.get("jobs") or manifest.get("parent_run_id") else None
+
+
+def plan_changes(plan: SweepPlan, manifest: dict) -> dict[str, list[str]]:
+    """The plan against a launched manifest: runs `new` to it, `changed` (another config hash:
+    they would not count as finished) and `dropped` (in the manifest, not in the plan)."""
+    old = {run: rec.get("config_hash") for run, rec in manifest.get("runs", {}).items()}
+    return {"new": [r.run for r in plan.runs if r.run not in old],
+            "changed": [r.run for r in plan.runs if r.run in old and old[r.run] != r.config_hash],
+            "dropped": sorted(set(old) - {r.run for r in plan.runs})}
+
+
+def dry_run_dir(sweep_dir: Path) -> Path:
+    """A new folder for a dry run beside a launched sweep's records: dry-runs/<timestamp>/."""
+    base = sweep_dir / "dry-runs" / time.strftime("%Y%m%d-%H%M%S")
+    out, k = base, 1
+    while out.exists():
+        out, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return out
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -88,6 +88,7 @@ def check_pairs(runs: list[Any]) -> None:
     """Every run of a pair (same pair id and cooldown multiple) has the same configuration
     except the model and PAIR_FREE keys: the same data, sequence length, batch, token budget,
     world size and workers, optimizer rules and schedule. Raises GridError naming the key."""
+    check_budgets(runs)
     groups: dict[tuple, list[Any]] = {}
     for r in runs:
         groups.setdefault((r.pair, r.cooldown), []).append(r)
@@ -103,3 +104,19 @@ def check_pairs(runs: list[Any]) -> None:
                         f"grid.arms: pair {pair}: {ref.run} ({ref.arm}) and {other.run} "
                         f"({other.arm}) differ in {key} ({a!r} vs {b!r}); the runs of a matched "
                         "pair may differ in the model (and their own LR) only")
+
+
+def check_budgets(runs: list[Any]) -> None:
+    """Every run of one (size, budget multiple, cooldown branch), whatever its arm, seed or
+    LR, trains on the same tokens: its seeds are pooled as replicates of one point and its arms
+    compared at one budget. Raises GridError naming two runs that differ."""
+    first: dict[tuple, Any] = {}
+    for r in runs:
+        point = (r.pair.rsplit("-s", 1)[0], r.cooldown)  # pair = <size>-<budget>-s<seed>
+        ref = first.setdefault(point, r)
+        if r.tokens != ref.tokens:
+            raise GridError(
+                f"grid.seeds_by_arm: {ref.run} ({ref.arm}, seed {ref.seed}) trains on "
+                f"{ref.tokens:,} tokens and {r.run} ({r.arm}, seed {r.seed}) on {r.tokens:,}: "
+                f"every run of {point[0]} must train on its Dense budget (seeds of one size and "
+                "budget are pooled as replicates)")

@@ -40,6 +40,17 @@ def test_make_demo_reduced(tmp_path):
             assert math.isfinite(value) or str(row.reason).strip(), row
         matched = pd.read_csv(fit / "multipliers.csv", keep_default_na=False)
         assert len(matched) == 2 * matched["basis"].nunique()  # per size and matching
+        # all three matchings, compute included: the FLOPs read back from MLflow
+        # (plan.flops_per_token x tokens) are the ones the plan printed (issue 34.1: the
+        # secret masking once turned flops_per_token into ***)
+        assert set(matched["basis"]) == {"params", "body", "compute"}
+        plan = pd.read_csv(tmp_path / "sweeps" / "smoke" / "plan.csv")
+        lev_flops = plan.loc[plan["arm"] == "leviathan"].set_index("size")["flops"]
+        compute = matched[matched["basis"] == "compute"].set_index("size")
+        for size, flops in lev_flops.items():
+            assert math.isclose(float(compute.at[size, "x"]), flops, rel_tol=1e-9), size
+        summary = (fit / "summary.md").read_text()
+        assert "compute matching: off" not in summary and "by training compute (" not in summary
         for row in matched.itertuples():
             value = float(row.multiplier) if row.multiplier != "" else math.nan
             assert math.isfinite(value) or str(row.reason).strip(), row

@@ -50,6 +50,20 @@ def test_local_smoke_sweep_is_tracked_idempotent_and_has_status(mlflow_server, t
     assert [r["state"] for r in rows] == ["finished"] * 2
     assert all(r["tokens_seen"] == r["tokens"] == 1024 and r["val_loss"] > 0 for r in rows)
 
+    # a dry run of a changed plan leaves the launched sweep's records alone (issue 34.2: it
+    # rewrote manifest.json and configs/, and status then showed lr 0.001 for runs at 0.003)
+    sweep_dir = tmp_path / "sweeps" / "smoke-local"
+    records = {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()}
+    code, dry = sweep_here([*common, "trainer.lr=1e-3", "sweep.dry_run=true"], capsys)
+    assert code == 0, dry[-3000:]
+    assert {p: p.read_bytes() for p in records} == records
+    assert "2 run(s) changed" in dry and f"{sweep_dir}/dry-runs/" in dry
+    (written,) = (sweep_dir / "dry-runs").iterdir()
+    assert {p.name for p in written.iterdir()} >= {"plan.csv", "manifest.json", "configs"}
+    assert all("lr: 0.001" in p.read_text() for p in (written / "configs").iterdir())
+    assert status(tmp_path, "smoke-local") == rows  # still what ran
+    assert all(r.data.params["trainer.lr"] == "0.003" for r in runs)
+
     code, again = sweep_here(common, capsys)  # the same command: nothing to do
     assert code == 0, again[-3000:]
     assert "Nothing to train" in again and again.count("skip ") == 2

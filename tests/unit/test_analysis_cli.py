@@ -138,6 +138,22 @@ def test_bad_input_fewer_than_two_dense_sizes(tmp_path, capsys):
     assert "leviathan: 5 runs (5 finished, 5 usable)" in err
 
 
+def test_seeds_on_another_token_budget_are_refused_naming_the_runs(tmp_path, capsys):
+    """Seeds of one (size, arm) are pooled only at their size's Dense budget (issue 34.3: a
+    sweep once gave Leviathan seeds that Dense did not run 40% fewer tokens)."""
+    rows = paper_like_rows()
+    rows += [dict(r, name=f"lev-60M-s{seed}", seed=seed, tokens=0.6 * r["tokens"])
+             for r in rows[1:2] for seed in (1, 2)]
+    csv = write_csv(tmp_path / "runs.csv", rows)
+    assert main(["--csv", str(csv), "--bootstrap", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "pooled only at one token budget" in err and "leviathan at size 60M: 720,000,000 " \
+        "tokens (lev-60M-s1, lev-60M-s2) vs 1,200,000,000 tokens (" in err
+    ok = [dict(r, tokens=r["tokens"] * 1.001) if r["arm"] == "leviathan" else r
+          for r in paper_like_rows()]  # within fit.budget_tol: one budget
+    assert main(["--csv", str(write_csv(tmp_path / "ok.csv", ok)), "--bootstrap", "10"]) == 0
+
+
 def test_bad_input_no_finished_runs(tmp_path, capsys):
     rows = [dict(r, status="FAILED") for r in paper_like_rows()]
     csv = write_csv(tmp_path / "runs.csv", rows)

@@ -31,6 +31,28 @@ def test_ordinary_keys_are_kept(key):
     assert not is_secret_key(key)
 
 
+@pytest.mark.parametrize("key", ["plan.flops_per_token", "flops_per_token", "plan.budget_tokens",
+                                 "plan.tokens_per_step", "grid.tokens_per_param"])
+def test_the_platforms_measures_are_not_secret(key):
+    """A measure whose name has `token` in it is not a secret (issue 34.1: the analysis reads
+    plan.flops_per_token from MLflow for the compute matching)."""
+    assert not is_secret_key(key)
+    assert redact({key: 1.5e8}) == {key: 1.5e8}
+    assert redact({key: "1.5e8"}) == {key: "1.5e8"}
+    assert redact_text(f"{key}: 150000000.0") == f"{key}: 150000000.0"
+
+
+def test_only_a_secret_keys_text_value_is_masked():
+    """Masked: a secret key's value that is a string and not a number (as MLflow and Lightning
+    mask only what is declared secret); a number under such a key is kept."""
+    out = redact({"hf_token": "hf_CANARY", "db": {"password": "pw-CANARY", "port": 5432},
+                  "api_key": 12345, "token_count": "2048", "max_token": None,
+                  "secret_flag": True})
+    assert out == {"hf_token": MASK, "db": {"password": MASK, "port": 5432}, "api_key": 12345,
+                   "token_count": "2048", "max_token": None, "secret_flag": True}
+    assert redact_text("HF_TOKEN=hf_CANARY token_count=2048") == "HF_TOKEN=*** token_count=2048"
+
+
 def test_no_key_of_the_real_configs_is_masked(compose):
     """Masking must not eat a real setting: none of train's or sweep's keys is a secret one."""
     from omegaconf import OmegaConf

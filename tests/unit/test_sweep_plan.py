@@ -60,6 +60,11 @@ def test_every_grid_plans(grid, tmp_path):
             assert arms["dense_untied"].params_total > dense.params_total
         if grid not in ("smoke", "smoke_tiny", "data_scaling"):
             assert dense.tokens == round(20 * dense.params_total)
+    # every run of a (size, budget, cooldown) point trains on one budget, its Dense run's,
+    # whatever its arm and seed (issue 34.3: isobody's Leviathan seeds beyond Dense's trained
+    # on 36-46% fewer tokens, their own N x 20)
+    point = df.pair.str.rsplit("-s", n=1).str[0]
+    assert (df.groupby([point, df.cooldown.fillna(0)]).tokens.nunique() == 1).all()
     for r in plan.runs:  # the plan's counts are the models' own accounting
         c = count_params(resolve_model_config(r.config["model"]))
         assert (r.params_total, r.params_input, r.params_body) == (c.total, c.input, c.body)
@@ -159,6 +164,28 @@ def test_bad_grids_fail_naming_the_key(overrides, match, tmp_path):
     with pytest.raises((GridError, ValueError), match=match):
         plan_for(overrides, tmp_path)
     assert not (tmp_path / "sweeps").exists()  # nothing written
+
+
+def test_seeds_dense_does_not_run_train_on_dense_budget_and_a_gap_is_refused(tmp_path):
+    """isobody-like (Leviathan smaller than Dense) with Leviathan seeds Dense does not run: every
+    run of a size trains on its Dense budget; a plan whose runs of one point differ is refused
+    naming both runs."""
+    from leviathan.sweep.rules import check_pairs
+
+    _cfg, plan = plan_for(["+grid=smoke_tiny", "grid.sizes=[smoke_tiny/164K]",
+                           "grid.family=isobody", "grid.seeds=[0]",
+                           "+grid.seeds_by_arm.leviathan=[0,1,2]", "grid.tokens=null",
+                           "grid.tokens_per_param=[0.1]",
+                           "grid.arms.leviathan=['model.arm=leviathan','model.head=untied',"
+                           "'model.depth_rule=fixed']"], tmp_path)
+    df = plan.frame()
+    dense, lev = df[df.arm == "dense"], df[df.arm == "leviathan"]
+    assert len(dense) == 1 and len(lev) == 3 and lev.params_total.max() < dense.params_total[0]
+    assert set(lev.tokens) == {round(0.1 * dense.params_total[0])}
+    late = next(r for r in plan.runs if r.arm == "leviathan" and r.seed == 2)
+    late.tokens -= 1024
+    with pytest.raises(GridError, match=rf"{late.run} \(leviathan, seed 2\) on "):
+        check_pairs(plan.runs)
 
 
 def test_missing_data_path_fails_before_anything(tmp_path):
