@@ -89,7 +89,7 @@ def fit(ctx: RunContext) -> dict:
         log.info(tracker.describe())
 
     # ---- model, module, trainer (any failure from here on marks the MLflow run FAILED)
-    preemption = PreemptionFlag()
+    preemption = PreemptionFlag(starting=True)  # a signal before the first step stops at once
     trainer = None
     try:
         pl.seed_everything(int(ctx.cfg.seed), workers=True, verbose=False)

@@ -72,13 +72,14 @@ class StartupInterrupted(SystemExit):
 class PreemptionFlag:
     """Install handlers that record the first preemption signal; restore them on `uninstall`.
 
-    Until `reinstall()` (fit start) a signal stops the process instead (module docstring)."""
+    `starting=True` (a run installs it before fit): until `reinstall()` (fit start) a signal
+    stops the process instead (module docstring)."""
 
-    def __init__(self, signals: Iterable[int] = DEFAULT_SIGNALS,
+    def __init__(self, signals: Iterable[int] = DEFAULT_SIGNALS, starting: bool = False,
                  startup_grace_s: float = 3.0) -> None:
         self.signals = tuple(signals)
         self.received: int | None = None
-        self.training = False  # set at fit start: from then on, a signal waits for a step
+        self.training = not starting  # set at fit start: from then on, a signal waits for a step
         self.startup_grace_s = startup_grace_s
         self._previous: dict[int, object] = {}
         self._claimed = threading.Event()  # the start-up stop was taken (main thread or watcher)
