@@ -5,9 +5,10 @@ given `trainer.ddp_timeout_s` and one clear line when the ranks cannot meet.
 `torch.distributed.init_process_group`: it bounds the rendezvous (a rank connecting to
 MASTER_ADDR:MASTER_PORT, rank 0 waiting for the others) and every collective after it. A rank
 that cannot reach its peers within it raises RendezvousError naming itself, the address and the
-key, in place of torch's DistNetworkError / DistStoreError traceback. Written here by hand: the
-strategy class is Lightning's, with one method wrapped (`setup_environment`, where Lightning
-initialises the process group).
+key, in place of torch's DistNetworkError / DistStoreError (or Gloo's connectFullMesh) traceback.
+Written here by hand: the strategy class is Lightning's, with one method wrapped
+(`setup_distributed`, where DDP and DeepSpeed initialise the process group; FSDP does it inline
+in `setup_environment`, so it gets the timeout and torch's own message).
 """
 
 from __future__ import annotations
@@ -30,22 +31,22 @@ def rendezvous_message(rank: int, world_size: int, timeout_s: float, error: Base
     first = (str(error).strip().splitlines() or [""])[0]
     return (f"rank {rank} of {world_size} could not meet its peers at {addr}:{port} within "
             f"trainer.ddp_timeout_s={timeout_s:g} ({type(error).__name__}: {first}); check that "
-            f"every task started, that {addr} reaches the node of rank 0 from every node, and the "
-            "interface Gloo/NCCL use (GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME)")
+            f"every task started, that {addr} reaches rank 0's node from every node, and (a host "
+            "name resolving to a loopback address) the interface Gloo/NCCL use: "
+            "GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME")
 
 
 class _NamesRendezvousFailure:
-    """Mixed in before the Lightning strategy class: a DistError while setting up the process
-    group becomes RendezvousError (one line)."""
+    """Mixed in before the Lightning strategy class: an error while it sets up the process group
+    (`setup_distributed`: torch's store rendezvous, then Gloo's or NCCL's connections between
+    the ranks) becomes RendezvousError (one line)."""
 
     _leviathan_timeout_s: float = 0.0
 
-    def setup_environment(self) -> None:
-        import torch.distributed as dist
-
+    def setup_distributed(self) -> None:
         try:
-            super().setup_environment()  # type: ignore[misc]
-        except dist.DistError as e:
+            super().setup_distributed()  # type: ignore[misc]
+        except RuntimeError as e:  # torch's DistError, Gloo's "connectFullMesh failed", ...
             raise RendezvousError(rendezvous_message(
                 self.global_rank, self.world_size, self._leviathan_timeout_s, e)) from e
 

@@ -163,20 +163,46 @@ def test_topology_mismatch_is_refused_before_submission_and_at_job_start(
     assert _job_ids() == before and not (tmp_path / "scratch" / "submitit").exists()
 
     # at job start: `python -m leviathan.train` on 2 tasks that expects 1 rank, under srun
-    train = " ".join([sys.executable, "-m", "leviathan.train",
-                      *tiny(data_dir, tmp_path / "scratch", "http://127.0.0.1:9")])
-    log = tmp_path / "start-%t.out"
-    jid = subprocess.run(["sbatch", "--parsable", "-N2", "--ntasks-per-node=1", "--mem=1G",
-                          f"--chdir={REPO}", "-o", str(tmp_path / "batch.out"), "--wrap",
-                          f"srun -o {log} {train}"],
-                         capture_output=True, text=True, check=True).stdout.strip()
-    assert wait_for(lambda: _ended(jid), 300, "the mismatched job to end") == "FAILED"
-    for rank in (0, 1):
-        text = (tmp_path / f"start-{rank}.out").read_text()
+    state, outputs = _sbatch_train(tmp_path, tiny(data_dir, tmp_path / "scratch",
+                                                  "http://127.0.0.1:9"))
+    assert state == "FAILED"
+    for text in outputs:
         assert ("error: SLURM started 2 tasks on 2 nodes (SLURM_NTASKS, SLURM_NNODES: "
                 "launcher.nodes x launcher.tasks_per_node), but trainer.num_nodes x "
                 "trainer.devices = 1 x 1 = 1 rank") in text, text[-3000:]
         assert "Traceback" not in text and "Initializing distributed" not in text
+
+
+def _sbatch_train(tmp_path: Path, args: list[str], env: str = "") -> tuple[str, list[str]]:
+    """`python -m leviathan.train` as 2 nodes x 1 task under srun (sbatch: srun from this host
+    would give the nodes this host's loopback address to call back); (final state, each task's
+    output)."""
+    train = " ".join([sys.executable, "-m", "leviathan.train", *args])
+    log = tmp_path / "task-%t.out"
+    jid = subprocess.run(["sbatch", "--parsable", "-N2", "--ntasks-per-node=1", "--mem=1G",
+                          f"--chdir={REPO}", "-o", str(tmp_path / "batch.out"), "--wrap",
+                          f"{env} srun --kill-on-bad-exit=1 -o {log} {train}"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    state = wait_for(lambda: _ended(jid), 300, f"job {jid} to end")
+    return state, [(tmp_path / f"task-{r}.out").read_text() for r in (0, 1)]
+
+
+def test_ranks_on_a_loopback_interface_fail_with_one_line_naming_the_setting(two_nodes, tmp_path,
+                                                                             data_dir):
+    """A node whose host name resolves to 127.0.0.1 makes Gloo advertise a loopback address
+    (here forced: GLOO_SOCKET_IFNAME=lo): the ranks meet at MASTER_ADDR but cannot connect to
+    each other; the job ends with one line naming GLOO_SOCKET_IFNAME, not a hang. Rank 0, still
+    waiting in the rendezvous, stops on srun's SIGTERM (launcher.kill_on_bad_exit)."""
+    args = tiny(data_dir, tmp_path / "scratch", "http://127.0.0.1:9", "trainer.num_nodes=2",
+                "trainer.ddp_timeout_s=30", "tracking.enabled=false")
+    t0 = time.monotonic()
+    state, (rank0, rank1) = _sbatch_train(tmp_path, args, env="export GLOO_SOCKET_IFNAME=lo;")
+    assert state == "FAILED" and time.monotonic() - t0 < 120, rank0 + rank1
+    line = next(ln for ln in rank1.splitlines() if ln.startswith("error: "))
+    assert line.startswith(f"error: rank 1 of 2 could not meet its peers at {two_nodes.nodes[0]}:")
+    assert "remote=[127.0.0.1]" in line and "GLOO_SOCKET_IFNAME" in line
+    # rank 0, waiting for rank 1's connection in C++, honours srun's SIGTERM (kill-on-bad-exit)
+    assert "received SIGTERM while starting (before the first training step)" in rank0, rank0
 
 
 def _task_pid(job_id: str, rank: int) -> int | None:
