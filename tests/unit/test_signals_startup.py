@@ -12,6 +12,7 @@ import textwrap
 import time
 
 import pytest
+from helpers import wait_for
 
 PRELUDE = """
 import logging, signal, sys, time
@@ -26,14 +27,23 @@ def _start(body: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
-def _signal_when_ready(proc: subprocess.Popen, sig: int) -> tuple[str, float]:
-    """Wait for the child's `ready` line, signal it; (all it printed, seconds to exit)."""
+def _sleeping(pid: int) -> bool:
+    """The process's main thread waits in the kernel (state S), e.g. inside a C++ call."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "S"
+
+
+def _signal_when_ready(proc: subprocess.Popen, sig: int, blocked: bool = False
+                       ) -> tuple[str, float]:
+    """Wait for the child's `ready` line (and, `blocked`, for it to sit in the call after it),
+    signal it; (all it printed, seconds to exit)."""
     lines = []
     for line in proc.stdout:
         lines.append(line)
         if line.strip() == "ready":
             break
-    time.sleep(0.2)  # `ready` is printed just before the blocking call: let it start
+    if blocked:
+        wait_for(lambda: _sleeping(proc.pid), 30, "the child to block", poll=0.05)
     proc.send_signal(sig)
     t0 = time.monotonic()
     out = proc.communicate(timeout=60)[0]
@@ -66,7 +76,7 @@ def test_signal_while_blocked_in_the_rendezvous_ends_the_process_after_the_grace
         dist.TCPStore("127.0.0.1", port, 2, False, timeout=timedelta(seconds=120))
         print("connected?!", flush=True)
     """)
-    out, took = _signal_when_ready(proc, signal.SIGTERM)
+    out, took = _signal_when_ready(proc, signal.SIGTERM, blocked=True)
     assert proc.returncode == 128 + signal.SIGTERM, out
     assert "received SIGTERM while starting (before the first training step) and still " \
            "blocked 1 s later (waiting for the other ranks?): exiting with status 143" in out
@@ -92,12 +102,12 @@ def test_usr2_while_starting_calls_the_previous_handler_first():
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
 def test_once_training_runs_a_signal_waits_for_the_step_boundary(sig):
     proc = _start("""
-        flag = PreemptionFlag(starting=True, startup_grace_s=1).install()
+        flag = PreemptionFlag(starting=True, startup_grace_s=0.2).install()
         flag.reinstall()  # fit has started (on_train_start)
         print("ready", flush=True)
         while flag.received is None:
             time.sleep(0.01)
-        time.sleep(2)  # longer than the grace: no watcher ends the process
+        time.sleep(1)  # 5 x the grace: the watcher stopped at fit start, nothing ends this
         print(f"recorded {flag.received}; checkpoint, then stop", flush=True)
     """)
     out, _took = _signal_when_ready(proc, sig)
