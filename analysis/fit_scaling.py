@@ -9,8 +9,10 @@
 The fit's settings are the `fit` config group (conf/fit/, schema analysis/config.py), composed
 with the sweep config as every entry point composes it; --b, --bootstrap, ... are shortcuts.
 
-Outputs go to sweeps/<sweep>/fit/ (or beside the CSV, or --out) and, for an MLflow sweep, to
-the sweep's parent run under the artifact path `fit/`.
+Outputs go to sweeps/<sweep>/fit/ (or beside the CSV, or --out; the last fit's move to its
+previous/) and, for an MLflow sweep, to the sweep's parent run: each fit its own artifact folder
+fit/<UTC time>-<fit config hash>, the newest named by the parent's tag `fit_latest`, and its
+headline tables (headline.md) the parent's description.
 """
 
 from __future__ import annotations
@@ -94,15 +96,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def upload(out_dir: Path, tracking_uri: str, experiment: str, sweep: str) -> str:
-    """Log every output file under the artifact path `fit/` of the sweep's parent run."""
+def parent_note(out_dir: Path, folder: str) -> str:
+    """The sweep's parent run's description: the fit's headline tables (headline.md) and
+    where the rest is, within MLflow's limit on a tag's length."""
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+    from analysis.report import HEADLINE
+
+    where = (f"\nFrom the fit in the artifacts `{folder}/`: the whole report `summary.md`, "
+             "the plots (`scaling.png`, ...) and the tables.\n")
+    text = (out_dir / HEADLINE).read_text()
+    if len(text) + len(where) > MAX_TAG_VAL_LENGTH:
+        cut = "\n\n(cut here: the rest is in `summary.md`)\n"
+        keep = MAX_TAG_VAL_LENGTH - len(where) - len(cut)
+        text = text[:text.rfind("\n", 0, keep)] + cut
+    return text + where
+
+
+def upload(out_dir: Path, tracking_uri: str, experiment: str, sweep: str) -> tuple[str, str]:
+    """Log this fit's files (not previous/) to the sweep's parent run, in an artifact folder of
+    their own (analysis.report.fit_folder), name it in the tags Tag.FIT_*, and make the fit's
+    headline the run's description (Tag.NOTE); returns the run id and the folder."""
+    import json
+
+    from mlflow.entities import RunTag
     from mlflow.tracking import MlflowClient
 
+    from analysis.report import fit_folder
     from analysis.runs import sweep_parent
+    from leviathan.tracking.runs import Tag
 
     run_id = sweep_parent(tracking_uri, experiment, sweep, create=True)
-    MlflowClient(tracking_uri=tracking_uri).log_artifacts(run_id, str(out_dir), "fit")
-    return run_id
+    fit = json.loads((out_dir / "fit.json").read_text())
+    folder = fit_folder(fit)
+    c = MlflowClient(tracking_uri=tracking_uri)
+    for p in sorted(p for p in out_dir.iterdir() if p.is_file()):
+        c.log_artifact(run_id, str(p), folder)
+    c.log_batch(run_id, tags=[RunTag(Tag.FIT_LATEST, folder),
+                              RunTag(Tag.FIT_CONFIG_HASH, fit["config_hash"]),
+                              RunTag(Tag.NOTE, parent_note(out_dir, folder))])
+    return run_id, folder
 
 
 def run_chinchilla(path: Path, out: Path | None, bootstrap: int, seed: int) -> int:
@@ -250,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     print((out / "summary.md").read_text())
     log.info("wrote " + ", ".join(str(p) for p in written))
     if runs.sweep and not args.csv and not args.no_upload:
-        run_id = upload(out, args.tracking_uri, args.experiment, runs.sweep)
-        log.info(f"logged to MLflow run {run_id} (artifacts fit/) at {args.tracking_uri}")
+        run_id, folder = upload(out, args.tracking_uri, args.experiment, runs.sweep)
+        log.info(f"logged to MLflow run {run_id} (artifacts {folder}/) at {args.tracking_uri}")
     return 0
 
 

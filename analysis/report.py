@@ -10,13 +10,22 @@ extrapolated/extrapolation: N_eff outside the Dense sizes, and by what factor; *
 off the joint L(N, D) at the run's own D). data_multipliers.csv: D_eff / D of every non-Dense
 run of a size with several budgets (analysis/data_multipliers.py COLUMNS). Also
 b_sensitivity.csv, lr_choices.csv, token_multipliers.csv, bucket_ratios.csv,
-multiplier_vs_tokens.csv where there is something to write.
+multiplier_vs_tokens.csv where there is something to write; headline.md, each family's headline
+table (the sweep's parent run's description on MLflow).
+
+The output folder is the fit's: before a fit writes, the last fit's outputs (everything there)
+move to previous/, replacing the generation before (keep_previous). fit.json names the fit:
+`config_hash` (sha256 of its settings, `config`) and `fitted_at` (UTC); its MLflow artifact
+folder on the sweep's parent run is fit/<fitted_at>-<config_hash[:12]> (fit_folder).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,7 +37,7 @@ from analysis.family import FamilyResult, FitConfig
 from analysis.joint import EPOCH_CHINCHILLA
 from analysis.matchings import ROW_COLUMNS
 from analysis.runs import Runs
-from analysis.summary import excluded_runs, summary_md
+from analysis.summary import excluded_runs, headline_note, summary_md
 
 
 def _clean(obj):
@@ -46,6 +55,39 @@ def _clean(obj):
 
 def _records(df: pd.DataFrame | None) -> list:
     return [] if df is None else df.to_dict(orient="records")
+
+
+PREVIOUS = "previous"  # the last fit's outputs, inside the output folder
+HEADLINE = "headline.md"  # the headline tables: the sweep's parent run's description too
+
+
+def config_dict(cfg: FitConfig) -> dict:
+    return _clean({**asdict(cfg), "b": "free" if cfg.b is None else cfg.b})
+
+
+def config_hash(cfg: FitConfig) -> str:
+    """sha256 of the fit's settings (their JSON, keys sorted)."""
+    text = json.dumps(config_dict(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def fit_folder(fit: dict) -> str:
+    """The artifact folder of a fit (its fit.json) on the sweep's parent run."""
+    return f"fit/{fit['fitted_at']}-{fit['config_hash'][:12]}"
+
+
+def keep_previous(out_dir: Path) -> Path | None:
+    """When out_dir holds a fit (fit.json), move everything in it to out_dir/previous/, after
+    deleting what was there (one generation); returns that folder."""
+    if not (out_dir / "fit.json").is_file():
+        return None
+    prev = out_dir / PREVIOUS
+    shutil.rmtree(prev, ignore_errors=True)
+    prev.mkdir()
+    for p in out_dir.iterdir():
+        if p != prev:
+            p.rename(prev / p.name)
+    return prev
 
 
 def fit_dict(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
@@ -85,8 +127,9 @@ def fit_dict(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
         d["bucket_ratios"] = _records(r.bucket_ratios)
         fams[fam] = d
     return _clean({
-        "sweep": runs.sweep, "source": runs.source,
-        "config": {**asdict(cfg), "b": "free" if cfg.b is None else cfg.b},
+        "sweep": runs.sweep, "source": runs.source, "config": config_dict(cfg),
+        "config_hash": config_hash(cfg),
+        "fitted_at": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
         "level": cfg.level, "families": fams,
         "excluded": _records(excluded_runs(table, results)),
     })
@@ -94,8 +137,10 @@ def fit_dict(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
 
 def write_outputs(out_dir: Path, runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
                   table: pd.DataFrame) -> list[Path]:
-    """Every output file (module docstring); returns their paths."""
+    """Every output file (module docstring), the last fit's moved to previous/ first; returns
+    their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    keep_previous(out_dir)
     written = []
     p = out_dir / "fit.json"
     p.write_text(json.dumps(fit_dict(runs, cfg, results, table), indent=2))
@@ -152,6 +197,9 @@ def write_outputs(out_dir: Path, runs: Runs, cfg: FitConfig, results: dict[str, 
         written.append(p)
     p = out_dir / "summary.md"
     p.write_text(summary_md(runs, cfg, results, table))
+    written.append(p)
+    p = out_dir / HEADLINE
+    p.write_text(headline_note(runs, cfg, results))
     written.append(p)
     return written
 

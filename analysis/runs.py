@@ -327,6 +327,17 @@ def _history(client, row: dict) -> list[dict]:
     return points
 
 
+def sweeps_there(names: list[str], wanted: str, experiment: str) -> str:
+    """'sweeps in experiment ...: a, b (did you mean 'a'?)' for a sweep name that has no runs."""
+    import difflib
+
+    if not names:
+        return f"experiment {experiment!r} has no sweep parent run (tags.kind='sweep')"
+    close = difflib.get_close_matches(wanted, names, n=1)
+    return (f"sweeps in experiment {experiment!r}: {', '.join(names)}"
+            + (f" (did you mean {close[0]!r}?)" if close else ""))
+
+
 def load_mlflow(sweep: str, *, tracking_uri: str, experiment: str = "leviathan",
                 params_kind: str = "total", histories: bool = True) -> Runs:
     """The training runs of `sweep` (tags.kind='train', tags.sweep=sweep) with their histories."""
@@ -338,7 +349,8 @@ def load_mlflow(sweep: str, *, tracking_uri: str, experiment: str = "leviathan",
     if not runs:
         raise AnalysisError(f"sweep {sweep!r}: no training runs (tags.kind='train', "
                             f"tags.sweep={sweep!r}) in experiment {experiment!r} at "
-                            f"{tracking_uri}; found 0 runs of each arm (dense 0, leviathan 0)")
+                            f"{tracking_uri}; found 0 runs of each arm (dense 0, leviathan 0); "
+                            + sweeps_there(tr.sweep_names(client, exp_id), sweep, experiment))
     rows, hist, buckets = [], [], []
     for run in runs:
         row = row_of(run)

@@ -207,6 +207,20 @@ def _excluded_md(table: pd.DataFrame, results: dict[str, FamilyResult]) -> list[
                   for e in exc.itertuples()]
 
 
+def headline_note(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult]) -> str:
+    """The headline table of each family: headline.md, and the sweep's parent run's
+    description on MLflow (mlflow.note.content)."""
+    out = [f"## Scaling fit: {runs.sweep or runs.source}", ""]
+    for fam, r in results.items():
+        table = headline_md(r, cfg)
+        if table and len(results) > 1:
+            out += [f"Family `{fam}`", ""]
+        out += table
+    if len(out) == 2:
+        out.append("No headline: no non-Dense arm could be matched (summary.md says why).")
+    return "\n".join(out) + "\n"
+
+
 def summary_md(runs: Runs, cfg: FitConfig, results: dict[str, FamilyResult],
                table: pd.DataFrame) -> str:
     pct = f"{cfg.level:.0%}"

@@ -127,7 +127,11 @@ def demo(args: argparse.Namespace) -> int:
     print("plots:")
     for png in sorted(out.glob("*.png")):
         print(f"  {png}")
-    print(f"\nfiles: {out}\ndashboard: {uri} (or `make dashboard`)")
+    from leviathan.tracking import runs as tr
+
+    exp_id = tr.experiment_id(tr.client(uri), str(cfg.tracking.experiment), create=False)
+    where = tr.runs_url(uri, exp_id) if exp_id else uri
+    print(f"\nfiles: {out}\ndashboard: {where} (or `make dashboard`)")
     log.info(f"demo finished in {time.monotonic() - t_start:.0f} s")
     return 0
 

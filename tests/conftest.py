@@ -100,6 +100,22 @@ def auth_server(tmp_path_factory):
     server.stop()
 
 
+def _apt_install(package: str) -> str | None:
+    """Install a Debian package with apt-get (as root; `apt-get update` first only when the
+    install fails); None when it was installed, else why it could not be."""
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        return f"{package} is not installed and apt-get cannot install it here (needs root)"
+    apt = ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run([*apt, "install", "-y", package], env=env).returncode == 0:
+        return None
+    if subprocess.run([*apt, "update"], env=env).returncode != 0:
+        return f"apt-get update failed (no package index: offline?), so {package} is missing"
+    if subprocess.run([*apt, "install", "-y", package], env=env).returncode != 0:
+        return f"apt-get install -y {package} failed"
+    return None
+
+
 def _ensure_postgresql() -> None:
     """Debian's postgresql, installed when missing and apt-get is there (as root)."""
     from leviathan.tracking.postgres import PostgresError, pg_bin
@@ -110,12 +126,27 @@ def _ensure_postgresql() -> None:
     except PostgresError:
         if not shutil.which("apt-get") or os.geteuid() != 0:
             raise
-    apt = ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if subprocess.run([*apt, "install", "-y", "postgresql"], env=env).returncode != 0:
-        subprocess.run([*apt, "update"], env=env, check=True)
-        subprocess.run([*apt, "install", "-y", "postgresql"], env=env, check=True)
+    why = _apt_install("postgresql")
+    if why:
+        raise RuntimeError(why)
     pg_bin()  # names what is still missing
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A real browser: Debian's headless Chromium (installed with apt-get when missing, as
+    slurm/cluster.sh installs SLURM); yields helpers.browser.Browser. Skips, saying why, only
+    when it cannot be installed."""
+    from helpers.browser import Browser
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        why = _apt_install("chromium")
+        exe = shutil.which("chromium")
+        if exe is None:
+            pytest.skip(f"no Chromium for the dashboard's browser test: {why}")
+    with tempfile.TemporaryDirectory(prefix="leviathan-chromium-") as profile:
+        yield Browser(exe, Path(profile))
 
 
 @pytest.fixture

@@ -75,6 +75,8 @@ def open_tracking(plan: SweepPlan, cfg: Any, sweep_dir: Path) -> SweepTracking:
                                                      "grid": plan.grid["name"]})
         if parent.info.status != "RUNNING":
             c.update_run(parent.info.run_id, status="RUNNING")
+        # the job that ends the last of them ends the parent (tracking.mlflow_ops.end_sweep)
+        c.set_tag(parent.info.run_id, runs.Tag.PLANNED_RUNS, str(len(plan.runs)))
         c.log_artifact(parent.info.run_id, str(sweep_dir / "plan.csv"))
     except Exception as e:
         if not is_denied(e):

@@ -106,5 +106,21 @@ def send_group(t, kind: str, group: list[dict[str, Any]]) -> None:
             log.warning("artifact %s no longer exists: not sent to run %s", op["path"], rid)
     elif kind == "status":
         c.set_terminated(rid, status=op["s"])
+    elif kind == "sweep_end":
+        end_sweep(c, op["parent"])
     else:
         log.warning("unknown outbox operation %r skipped", kind)
+
+
+def end_sweep(c, parent_id: str) -> None:
+    """Queued by a sweep's job after its run's final status: when every run of the sweep has
+    ended, its parent run ends too (FINISHED, or FAILED if one failed). Each job ends its own run
+    before it looks, so of the jobs that end together the last to look sees them all."""
+    from leviathan.tracking.runs import sweep_state
+
+    if c.get_run(parent_id).info.status != "RUNNING":
+        return
+    state = sweep_state(c, parent_id)
+    if state is not None:
+        c.set_terminated(parent_id, status=state)
+        log.info("sweep parent run %s: every planned run has ended: %s", parent_id, state)

@@ -13,6 +13,10 @@ is called before each checkpoint, so every metric of a step a checkpoint covers 
 crash. A torn last line (a kill in mid-write) is skipped on reading. Locks use flock(2): on a
 shared file system it needs flock support (NFSv4 has it; Lustre needs `-o flock`).
 
+A full disk (ENOSPC, EDQUOT) never stops training: the operation is queued in memory and sent
+as usual, one warning names the folder, and the whole queue is journaled again at the next
+operation once there is room (until then a job that dies loses what was not sent yet).
+
 The queue never holds a metric (key, step) twice: `claimed` records the pairs queued or already
 on the server, so a step a resumed job recomputes is not queued again. `Outbox(None)` keeps the
 queue in memory only.
@@ -20,10 +24,12 @@ queue in memory only.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -36,6 +42,7 @@ log = logging.getLogger(__name__)
 # the run folder's file names (leviathan.tracking.runs owns them)
 RUN_ID_FILE, IDENTITY_FILE, JOURNAL_FILE = RUN_ID, IDENTITY, OUTBOX
 LOCK_FILE = ".mlflow_outbox.lock"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class Outbox:
@@ -51,6 +58,8 @@ class Outbox:
         self.pending_metrics = 0  # metric values in the queue
         self.mutex = threading.Lock()  # the queue, the claims and the journal
         self._sent_since_rewrite = 0
+        self.journal_full = False  # the journal lacks operations the queue holds (no room)
+        self._warned_full = False
 
     # ------------------------------------------------------------ the queue
     def _admit(self, op: dict[str, Any]) -> bool:
@@ -181,27 +190,65 @@ class Outbox:
         else:
             self.dir.mkdir(parents=True, exist_ok=True)
             tmp = self.journal.with_name(f".{self.journal.name}.tmp")
-            with open(tmp, "w") as f:
-                f.writelines(json.dumps(op, separators=(",", ":")) + "\n" for op in ops)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.journal)
+            try:
+                with open(tmp, "w") as f:
+                    f.writelines(json.dumps(op, separators=(",", ":")) + "\n" for op in ops)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.journal)
+            except OSError as e:
+                tmp.unlink(missing_ok=True)
+                if e.errno not in DISK_FULL:
+                    raise
+                self._full(e)
+                return
+        if self.journal_full:
+            self.journal_full = False
+            log.info(f"{self.journal}: journaled again ({len(ops)} operations): there is room "
+                     "again")
 
     def append(self, op: dict[str, Any]) -> None:
         if self.journal is None:
             return
-        if self._fh is None:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.journal, "a")  # noqa: SIM115 - kept open while we own it
-        self._fh.write(json.dumps(op, separators=(",", ":")) + "\n")
-        self._fh.flush()  # in the OS now: a killed process loses nothing
+        if self.journal_full:  # a line may be torn: write the whole queue (op included) anew
+            self.rewrite(self.ops)
+            return
+        try:
+            if self._fh is None:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.journal, "a")  # noqa: SIM115 - kept open while we own it
+            self._fh.write(json.dumps(op, separators=(",", ":")) + "\n")
+            self._fh.flush()  # in the OS now: a killed process loses nothing
+        except OSError as e:
+            if e.errno not in DISK_FULL:
+                raise
+            self._full(e)
 
     def sync(self) -> None:
         """Make every appended operation durable (fsync): called before a checkpoint."""
         with self.mutex:
             if self._fh is not None:
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
+                try:
+                    self._fh.flush()
+                    os.fsync(self._fh.fileno())
+                except OSError as e:
+                    if e.errno not in DISK_FULL:
+                        raise
+                    self._full(e)
+
+    def _full(self, e: OSError) -> None:
+        """No room for the journal: keep going from memory, say so once per episode."""
+        self.journal_full = True
+        self.close()
+        if self._warned_full:
+            return
+        self._warned_full = True
+        free = shutil.disk_usage(self.dir).free
+        what = "quota exceeded" if e.errno == errno.EDQUOT else "no space left on device"
+        log.warning(f"tracking outbox: {what} in {self.dir} ({free:,} bytes free): training "
+                    f"goes on; its MLflow operations are kept in memory and sent as usual, and "
+                    f"journaled again in {self.journal.name} once there is room (until then a "
+                    "job that dies loses those not sent yet)")
 
     def clear(self) -> None:
         """Everything was sent: remove the journal."""
@@ -212,8 +259,12 @@ class Outbox:
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            fh, self._fh = self._fh, None
+            try:
+                fh.close()
+            except OSError as e:  # the buffered rest of a line that found no room
+                if e.errno not in DISK_FULL:
+                    raise
 
     # ------------------------------------------------------------ the sender's lock
     def lock(self, timeout_s: float = 0.0) -> bool:

@@ -187,6 +187,9 @@ class RunTracker:
         window instead of all at one instant (bench tracking: this burst set the p99 flush). The
         status is journaled before that wait: a job killed during it leaves it in the outbox."""
         self.outbox.put({"op": "status", "s": status})
+        parent = self.ident.get("parent_run_id") if self.is_attempt else None
+        if parent and status != "KILLED":  # the last run of a sweep to end ends its parent
+            self.outbox.put({"op": "sweep_end", "parent": parent})
         if status != "KILLED" and self.final_flush_spread_s > 0:
             time.sleep(random.uniform(0.0, self.final_flush_spread_s))
         return self.close()

@@ -53,8 +53,19 @@ class Tag:
     #   tracking.heartbeat_every_s (a RUNNING run whose beats stopped is lost)
     RUN_UID = "run_uid"  # the run's idempotency key (also in <run folder>/mlflow_run.json): a
     #   retry, a resumed attempt or a sync finds the run by it instead of creating another
+    FIT_LATEST = "fit_latest"  # sweep parent: artifact folder of its newest fit
+    #   (fit/<UTC time>-<fit config hash[:12]>: every fit logs a folder of its own)
+    FIT_CONFIG_HASH = "fit_config_hash"  # sweep parent: the newest fit's config hash (sha256)
+    PLANNED_RUNS = "planned_runs"  # sweep parent: the runs of its plan (set at each launch); the
+    #   job that ends the last of them ends the parent (leviathan.tracking.mlflow_ops.end_sweep)
     PARENT = "mlflow.parentRunId"  # MLflow's own: nested under the sweep's parent run
     RUN_NAME = "mlflow.runName"  # MLflow's own
+    NOTE = "mlflow.note.content"  # MLflow's own: the run's description (markdown, on its page)
+
+
+# an experiment's kind (MLflow's own tag): without it MLflow 3's UI guesses, and an experiment
+# without traces opens on the GenAI overview ("Traces 0"); model development opens on its runs
+EXPERIMENT_KIND, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
 
 
 KIND_TRAIN, KIND_SWEEP = "train", "sweep"
@@ -72,6 +83,8 @@ CONFIG_HASH = "config_hash"
 IDENTITY = "mlflow_run.json"  # run_uid, tracking uri, experiment, run name, tags, parent run
 OUTBOX = "mlflow_outbox.jsonl"  # MLflow operations the server has not confirmed yet
 EVAL = "eval"
+RESUME_VERDICT = "resume.json"  # rank 0's choice of checkpoint for the other ranks of an attempt
+RANK_FAILURES = "rank_failures"  # one file per rank that failed: its error and when
 
 
 def run_key(cfg: Any, chash: str) -> str:
@@ -160,6 +173,14 @@ class RunFolder:
         return self.identity, self.outbox
 
     @property
+    def resume_verdict(self) -> Path:
+        return self.path / RESUME_VERDICT
+
+    @property
+    def rank_failures(self) -> Path:
+        return self.path / RANK_FAILURES
+
+    @property
     def eval_dir(self) -> Path:
         return self.path / EVAL
 
@@ -180,17 +201,31 @@ def client(uri: str):
 
 
 def experiment_id(c, name: str, create: bool = True) -> str | None:
+    """The experiment's id; with `create`, created when absent, and tagged as model development
+    (EXPERIMENT_KIND) when it has no kind yet (one made elsewhere, or before the tag)."""
+    from mlflow.exceptions import MlflowException
+
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if create and EXPERIMENT_KIND not in exp.tags:
+            try:
+                c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, MODEL_DEVELOPMENT)
+            except MlflowException:  # not allowed to (a reader): the UI only guesses its kind
+                pass
         return exp.experiment_id
     if not create:
         return None
-    from mlflow.exceptions import MlflowException
-
     try:
-        return c.create_experiment(name)
+        return c.create_experiment(name, tags={EXPERIMENT_KIND: MODEL_DEVELOPMENT})
     except MlflowException:  # created concurrently by another process
         return c.get_experiment_by_name(name).experiment_id
+
+
+def runs_url(uri: str, exp_id: str) -> str:
+    """The MLflow UI's page of an experiment's runs. MLflow 3.17's UI chooses GenAI or model
+    training views by one switch of its own (the URL's workflowType, else what the browser
+    last chose, else GenAI), not by EXPERIMENT_KIND: this address sets it."""
+    return f"{uri.rstrip('/')}/#/experiments/{exp_id}?workflowType=machine_learning"
 
 
 def quote(s: str) -> str:
@@ -231,6 +266,32 @@ def parent_run(c, exp_id: str, sweep: str, tags: dict[str, str] | None = None,
         return None
     return c.create_run(exp_id, run_name=sweep,
                         tags={Tag.KIND: KIND_SWEEP, Tag.SWEEP: sweep, **(tags or {})})
+
+
+def sweep_state(c, parent_id: str) -> str | None:
+    """FINISHED or FAILED once every run the sweep's parent planned (Tag.PLANNED_RUNS) has
+    ended, by its latest MLflow run (FAILED if any of them failed or was killed); None while a
+    run is missing or live, or the parent does not say how many it planned."""
+    parent = c.get_run(parent_id)
+    planned = int(parent.data.tags.get(Tag.PLANNED_RUNS) or 0)
+    if planned < 1:
+        return None
+    children = search(c, parent.info.experiment_id,
+                      f"tags.{Tag.PARENT} = {quote(parent_id)} and tags.{Tag.KIND} = "
+                      f"{quote(KIND_TRAIN)}")
+    latest: dict[str, Any] = {}
+    for run in sorted(children, key=lambda r: r.info.start_time or 0):  # the newest wins
+        latest[run.data.tags.get(Tag.RUN_KEY) or run.info.run_name] = run
+    states = [r.info.status for r in latest.values()]
+    if len(states) < planned or any(s not in ("FINISHED", "FAILED", "KILLED") for s in states):
+        return None
+    return "FINISHED" if all(s == "FINISHED" for s in states) else "FAILED"
+
+
+def sweep_names(c, exp_id: str) -> list[str]:
+    """The sweeps that have a parent run in the experiment, newest first."""
+    runs = search(c, exp_id, f"tags.{Tag.KIND} = {quote(KIND_SWEEP)}")
+    return list(dict.fromkeys(r.data.tags[Tag.SWEEP] for r in runs if r.data.tags.get(Tag.SWEEP)))
 
 
 def latest_sweep(c, exp_id: str) -> str | None:

@@ -9,11 +9,14 @@
 
 Authentication: a server that binds beyond loopback (--host 0.0.0.0) serves MLflow's basic-auth
 app (`mlflow server --app-name basic-auth`): every request needs a login, a user reads what is
-logged (default permission READ) but may change or delete only what it was granted. At the first
-`up`, DIR gets admin.password (the `admin` user's, generated, mode 0600), flask.secret (CSRF key,
-0600), basic_auth.ini and the user store basic_auth.db. `user` creates a login with the admin's
-password: `--role writer` (a sweep's jobs: may create experiments and runs and log to every
-experiment, never delete) or `--role reader` (a viewer), and writes its credentials file
+logged (default permission READ) but may create, change or delete only what it was granted. The
+app runs in MLflow's workspace mode (one workspace, `default`) because only there does creating
+an experiment need a grant (the workspace's USE); without it any user may create one. At the
+first `up`, DIR gets admin.password (the `admin` user's, generated, mode 0600), flask.secret (CSRF
+key, 0600), basic_auth.ini and the user store basic_auth.db. `user` creates a login with the
+admin's password: `--role writer` (a sweep's jobs: the role `leviathan-writer`, which may create
+experiments and runs and log to every experiment, never delete) or `--role reader` (a viewer: no
+grant, reads and nothing else), and writes its credentials file
 DIR/users/<name>.credentials (0600), which jobs name in `tracking.credentials_file` (or export
 MLFLOW_TRACKING_USERNAME/PASSWORD from it). `--no-auth` serves without (with a warning); `--auth`
 turns it on for a loopback server too. A loopback server without --auth (`make dashboard`, `make
@@ -58,7 +61,10 @@ class ServiceError(LeviathanError, RuntimeError):
 POOL_SIZE, MAX_OVERFLOW = 10, 20  # per worker: CONNECTIONS_PER_WORKER in all
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 AUTH_APP, ADMIN = "basic-auth", "admin"
-ROLES = {"writer": "EDIT", "reader": None}  # permission on every experiment (reader: the default)
+# each role's grants (resource type, pattern, permission) in MLflow's default workspace; a reader
+# has none: default_permission (READ) lets it read, and creates nothing (READ is not USE)
+ROLES = {"writer": (("workspace", "*", "USE"), ("experiment", "*", "EDIT")), "reader": ()}
+WRITER_ROLE = "leviathan-writer"
 
 
 def _alive(pid: int | None) -> bool:
@@ -85,14 +91,16 @@ def _secret_file(path: Path) -> str:
 
 
 def auth_env(d: Path) -> dict[str, str]:
-    """The basic-auth app's settings (created at the first call): the user store and default
-    permission in basic_auth.ini, the admin's password and the CSRF key from their 0600 files."""
+    """The basic-auth app's settings: the user store and default permission in basic_auth.ini
+    (written at every call), the admin's password and the CSRF key from their 0600 files, and
+    workspace mode. In it an experiment is created only with the workspace's USE grant (a
+    writer's); grant_default_workspace_access gives a user without a grant the default
+    permission (READ) in the one workspace, so a reader reads and creates nothing."""
     ini = d / "basic_auth.ini"
-    if not ini.exists():
-        ini.write_text(f"[mlflow]\ndefault_permission = READ\n"
-                       f"database_uri = sqlite:///{d / 'basic_auth.db'}\n"
-                       f"admin_username = {ADMIN}\n")
-    return {"MLFLOW_AUTH_CONFIG_PATH": str(ini),
+    ini.write_text(f"[mlflow]\ndefault_permission = READ\n"
+                   f"database_uri = sqlite:///{d / 'basic_auth.db'}\n"
+                   f"admin_username = {ADMIN}\ngrant_default_workspace_access = true\n")
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_ENABLE_WORKSPACES": "true",
             "MLFLOW_AUTH_ADMIN_PASSWORD": _secret_file(d / "admin.password"),
             "MLFLOW_FLASK_SERVER_SECRET_KEY": _secret_file(d / "flask.secret")}
 
@@ -184,6 +192,26 @@ def add_user(d: str | Path, name: str, role: str = "reader") -> Path:
                         d / "users")
 
 
+def _set_role(client, name: str, role: str) -> None:
+    """Give login `name` exactly `role`'s grants: the role WRITER_ROLE (created with ROLES'
+    grants the first time) assigned to a writer, taken from anyone else."""
+    from mlflow.utils.workspace_utils import DEFAULT_WORKSPACE_NAME
+
+    found = [r for r in client.list_roles(DEFAULT_WORKSPACE_NAME) if r.name == WRITER_ROLE]
+    if found:
+        writer = found[0]
+    else:
+        writer = client.create_role(DEFAULT_WORKSPACE_NAME, WRITER_ROLE,
+                                    "leviathan: create experiments and runs, log; never delete")
+        for grant in ROLES["writer"]:
+            client.add_role_permission(writer.id, *grant)
+    has = any(r.id == writer.id for r in client.list_user_roles(name))
+    if role == "writer" and not has:
+        client.assign_role(name, writer.id)
+    elif role != "writer" and has:
+        client.unassign_role(name, writer.id)
+
+
 def create_login(uri: str, admin_password: str, name: str, role: str, users: Path) -> Path:
     """add_user on the basic-auth server at `uri`, as its admin: the credentials file
     users/<name>.credentials (0600; `username=` and `password=` lines, a generated password)."""
@@ -201,10 +229,9 @@ def create_login(uri: str, admin_password: str, name: str, role: str, users: Pat
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise ServiceError(f"creating user {name!r} on {uri}: {e}") from e
             client.update_user_password(name, password)  # again: a new password, same user
-            with contextlib.suppress(MlflowException):  # the role's grant, if it had one
+            with contextlib.suppress(MlflowException):  # a grant older versions gave a writer
                 client.revoke_user_permission(name, "experiment", "*")
-        if ROLES[role]:
-            client.grant_user_permission(name, "experiment", "*", ROLES[role])
+        _set_role(client, name, role)
     users.mkdir(mode=0o700, exist_ok=True)
     path = users / f"{name}.credentials"
     path.unlink(missing_ok=True)

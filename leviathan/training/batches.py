@@ -3,9 +3,15 @@
 Lightning's fetcher pulls a batch ahead of the one being trained on, so the data stream's own
 state runs ahead of training. `ResumableBatches` keeps the batches it handed out that no
 training step has consumed yet; its state is the stream's state plus those pending batches
-(a few micro-batches of token ids), and after `load_state_dict` they are handed out first.
+(a few micro-batches of token ids), and after `load_data_state` they are handed out first.
 Restoring therefore continues with exactly the batch the interrupted run would have trained on
 next, without asking the stream for a state at every step.
+
+The state is deliberately *not* Lightning's (the methods are `data_state` / `load_data_state`,
+not `state_dict`): Lightning saves a stateful train loader's state from the rank that writes
+the checkpoint and restores it on every rank, so with more than one rank every rank would
+resume at rank 0's position. Each rank's state travels in the run's callback instead
+(training/callbacks.py: gathered from every rank, restored by each rank from its own entry).
 """
 
 from __future__ import annotations
@@ -50,12 +56,13 @@ class ResumableBatches:
                                f"{tuple(head.shape)}")
         self.consumed += 1
 
-    def state_dict(self) -> dict:
+    def data_state(self) -> dict:
+        """This rank's position: the stream's state and the batches handed out, not trained on."""
         return {"stream": self.stream.state_dict(),
                 "pending": [b.clone() for b in self._pending],
                 "consumed": self.consumed}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_data_state(self, state: dict) -> None:
         self.stream.load_state_dict(state["stream"])
         self._pending = deque(state["pending"])
         self.consumed = int(state["consumed"])

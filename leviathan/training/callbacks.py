@@ -94,10 +94,13 @@ class StepCallback(pl.Callback):
             return
         r = self._module.global_rank
         if len(state["data"]) != self._module.trainer.world_size:
-            raise RuntimeError(f"checkpoint has data state for {len(state['data'])} ranks, this "
-                               f"run has {self._module.trainer.world_size}: resume with the "
-                               "same trainer.devices x trainer.num_nodes")
-        self._module.batches.load_state_dict(state["data"][r])
+            from leviathan.training.config import TrainConfigError
+
+            raise TrainConfigError(
+                f"trainer.devices x trainer.num_nodes: the checkpoint holds the data position of "
+                f"{len(state['data'])} rank(s), this run has {self._module.trainer.world_size}: "
+                "resume with the layout that wrote it")
+        self._module.batches.load_data_state(state["data"][r])
         self._restored = state
         self._rehearse_at = None  # a resumed attempt never rehearses
 
@@ -217,7 +220,7 @@ class StepCallback(pl.Callback):
         rank 0 raises CheckpointDiskFull on every rank."""
         if self.tracker is not None:
             self.tracker.sync()  # the metrics of every step this checkpoint covers are on disk
-        mine = {"data": pl_module.batches.state_dict(), "rng": rng_state()}
+        mine = {"data": pl_module.batches.data_state(), "rng": rng_state()}
         gathered = _gather(mine, trainer.world_size)
         self._gathered = {"data": [g["data"] for g in gathered],
                           "rng": [g["rng"] for g in gathered], "final": self.final}

@@ -160,10 +160,11 @@ def sha256_of(path: Path) -> str:
 class CheckpointStore:
     """The checkpoint files of one run folder (see the module docstring)."""
 
-    def __init__(self, run_dir: Path, keep: int = 2) -> None:
+    def __init__(self, run_dir: Path, keep: int = 2, world_size: int | None = None) -> None:
         self.folder = RunFolder(Path(run_dir))
         self.keep = int(keep)
         self.last = self.folder.checkpoint
+        self.world_size = world_size  # recorded with each checkpoint written (its ranks' states)
 
     # ------------------------------------------------------------ the manifest
     def records(self) -> dict[str, list[dict]]:
@@ -193,6 +194,8 @@ class CheckpointStore:
         """Write `checkpoint` as last.ckpt, keep the previous one as prev_<step>.ckpt, drop the
         oldest beyond `keep`. Returns the new file's record."""
         rec = {**write_tmp(checkpoint, self.last), "step": int(step)}
+        if self.world_size is not None:
+            rec["world_size"] = int(self.world_size)
         tmp = _tmp(self.last)
         try:
             recs = self.records()
@@ -316,6 +319,12 @@ class CheckpointStore:
         """The step recorded for a checkpoint file, if any."""
         recs = self.records().get(path.name) or []
         return recs[0]["step"] if recs else None
+
+    def world_size_of(self, path: Path) -> int | None:
+        """How many ranks wrote their data position into a checkpoint file (None: unrecorded,
+        a checkpoint of an older version)."""
+        recs = self.records().get(path.name) or []
+        return recs[0].get("world_size") if recs else None
 
 
 class InPlaceCheckpointIO(TorchCheckpointIO):

@@ -33,7 +33,8 @@ def build_trainer(tc, plan, run_dir: Path, callbacks):
     # outside a SLURM job, Lightning warns whenever `srun` is installed: not useful here
     warnings.filterwarnings("ignore", message="The `srun` command is available")
     # checkpoints written in place on the run folder's filesystem (never via the temp folder)
-    plugins = [InPlaceCheckpointIO(CheckpointStore(run_dir, tc.keep_checkpoints))]
+    plugins = [InPlaceCheckpointIO(CheckpointStore(run_dir, tc.keep_checkpoints,
+                                                   world_size=tc.world_size))]
     if SLURMEnvironment.detect():
         # the sweep's launcher (submitit) requeues; we only checkpoint on the signal
         plugins.append(SLURMEnvironment(auto_requeue=False))
@@ -60,10 +61,13 @@ def fit(ctx: RunContext) -> dict:
     from leviathan.training.callbacks import StepCallback
     from leviathan.training.evaluation import frequency_buckets
     from leviathan.training.module import LanguageModelModule
+    from leviathan.training.ranks import attempt_key
     from leviathan.training.signals import Preempted, PreemptionFlag
 
     t0 = time.time()
     tc, plan, data_cfg = ctx.tc, ctx.plan, ctx.data_cfg
+    # before Lightning starts the other ranks of this node: they inherit the attempt's key
+    attempt = attempt_key(ctx.is_zero) if ctx.world_size > 1 else None
     torch.set_float32_matmul_precision(tc.matmul_precision)
     # ---- data (built, or prepared, here on first use; every rank reads its own share)
     stream = build_train_stream(data_cfg, batch_size=tc.micro_batch, rank=ctx.data_rank,
@@ -99,21 +103,13 @@ def fit(ctx: RunContext) -> dict:
                                        preemption=preemption)
         trainer = build_trainer(tc, plan, ctx.run_dir, [step_cb])
         ckpt = ctx.folder.checkpoint
-        start = _start_checkpoint(ctx)
+        start = _agreed_start(ctx, attempt)
         preemption.install()
         trainer.fit(module, train_dataloaders=batches, ckpt_path=start,
                     weights_only=False)  # our own file: it holds RNG and data state too
     except BaseException as e:
         preemption.uninstall()
-        if tracker is not None:
-            step = getattr(e, "step", None)  # NonFiniteLoss: the first diverged step
-            if step is None:
-                step = trainer.global_step + 1 if trainer is not None else 0
-            tracker.set_tags({Tag.FAILURE_REASON: f"{type(e).__name__}: {e}"[:4000],
-                              Tag.FAILED_AT_STEP: step,
-                              Tag.FAILURE_KIND: getattr(e, "failure_kind", None)})
-            interrupted = isinstance(e, (KeyboardInterrupt, SystemExit))
-            tracker.finish("KILLED" if interrupted else "FAILED")
+        _record_failure(ctx, e, tracker, trainer, attempt)
         raise
     preemption.uninstall()
 
@@ -139,6 +135,60 @@ def fit(ctx: RunContext) -> dict:
     return summary
 
 
+def _record_failure(ctx: RunContext, e: BaseException, tracker, trainer,
+                    attempt: str | None) -> None:
+    """The MLflow run FAILED (KILLED when interrupted) with the reason and step; with several
+    ranks the reason is the first failing rank's own error, not its peers' echo of it."""
+    reason = f"{type(e).__name__}: {e}"
+    if ctx.world_size > 1:
+        from leviathan.training.ranks import first_failure, report_failure
+
+        report_failure(ctx.folder, attempt, ctx.rank, reason)
+        if tracker is not None:
+            reason = first_failure(ctx.folder, attempt, ctx.rank, reason, ctx.world_size)
+    if tracker is None:
+        return
+    step = getattr(e, "step", None)  # NonFiniteLoss: the first diverged step
+    if step is None:
+        step = trainer.global_step + 1 if trainer is not None else 0
+    tracker.set_tags({Tag.FAILURE_REASON: reason[:4000], Tag.FAILED_AT_STEP: step,
+                      Tag.FAILURE_KIND: getattr(e, "failure_kind", None)})
+    interrupted = isinstance(e, (KeyboardInterrupt, SystemExit))
+    tracker.finish("KILLED" if interrupted else "FAILED")
+
+
+def _agreed_start(ctx: RunContext, attempt: str | None) -> str | None:
+    """The checkpoint every rank starts from: rank 0 verifies and decides (_start_checkpoint),
+    the other ranks of the attempt take its verdict (training/ranks.py) instead of hashing every
+    checkpoint themselves; without an attempt key each rank decides alone."""
+    from leviathan.training.ranks import await_verdict, publish_verdict
+
+    if attempt is None:
+        return _start_checkpoint(ctx)
+    if not ctx.is_zero:
+        return await_verdict(ctx.folder, attempt)
+    try:
+        start = _start_checkpoint(ctx)
+    except Exception as e:
+        publish_verdict(ctx.folder, attempt, None, error=f"{type(e).__name__}: {e}")
+        raise
+    publish_verdict(ctx.folder, attempt, start)
+    return start
+
+
+def _check_world_size(ctx: RunContext, store, ckpt: Path) -> None:
+    """A checkpoint holds one data position per rank: resume it with as many ranks."""
+    from leviathan.training.config import TrainConfigError
+
+    written = store.world_size_of(ckpt)
+    if written is not None and written != ctx.world_size:
+        raise TrainConfigError(
+            f"trainer.devices x trainer.num_nodes: {ckpt} was written by {written} rank(s), "
+            f"this run has {ctx.world_size} (trainer.devices={ctx.tc.devices}, "
+            f"trainer.num_nodes={ctx.tc.num_nodes}); each rank's data position is exact only "
+            f"for the same layout: resume with {written} rank(s)")
+
+
 def _start_checkpoint(ctx: RunContext) -> str | None:
     """The run's newest intact checkpoint (resume; a corrupt one is moved aside and the next
     newest taken), else trainer.init_from (a WSD-S branch starts from its main run's snapshot: a
@@ -153,6 +203,7 @@ def _start_checkpoint(ctx: RunContext) -> str | None:
         if failed:
             log.warning(f"resuming from {ckpt.name}, the newest intact checkpoint (step "
                         f"{store.step_of(ckpt) or '?'}); the steps after it are trained again")
+        _check_world_size(ctx, store, ckpt)
         log.info(f"resuming from {ckpt}")
         return str(ckpt)
     if failed:
@@ -166,6 +217,14 @@ def _start_checkpoint(ctx: RunContext) -> str | None:
         if not Path(tc.init_from).is_file():
             raise FileNotFoundError(f"trainer.init_from: {tc.init_from} does not exist (has the "
                                     "main run reached that step?)")
+        init = Path(tc.init_from)
+        main = CheckpointStore(init.parent)  # the main run's folder: its records, left as is
+        why = main.check(init)
+        if why is not None:
+            raise NoIntactCheckpoint(f"trainer.init_from: {init} is corrupt ({why}); rerun the "
+                                     "main run's steps up to it (remove its folder's newer "
+                                     "checkpoints) or start the branch from another snapshot")
+        _check_world_size(ctx, main, init)
         log.info(f"starting from {tc.init_from}")
         return str(tc.init_from)
     return None

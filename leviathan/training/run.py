@@ -90,9 +90,31 @@ def train(cfg: Any) -> dict:
     folder = RunFolder.of_config(cfg, chash)
     key, run_dir = folder.key, folder.path
     run_dir.mkdir(parents=True, exist_ok=True)
-    fresh = cfg.get("resume", "auto") == "never"
+    _settle_folder(folder, container, chash, rank, fresh=cfg.get("resume", "auto") == "never")
+    ctx = RunContext(cfg=cfg, container=container, mcfg=mcfg, data_cfg=data_cfg, tc=tc, trk=trk,
+                     plan=plan, chash=chash, key=key, run_dir=run_dir, rank=rank)
+    if folder.finished():
+        return _finished(ctx)
+
+    log.info(f"run {key}: {n_params['total']:,} params, {plan.max_steps} steps x "
+             f"{plan.tokens_per_step:,} tokens (global batch {plan.global_batch} = "
+             f"{plan.micro_batch} x {plan.world_size} ranks x {plan.accumulation} accumulation), "
+             f"dir {run_dir}")
+    from leviathan.training.engine import fit
+
+    return fit(ctx)
+
+
+def _settle_folder(folder: RunFolder, container: dict, chash: str, rank: int, *,
+                   fresh: bool) -> None:
+    """The run folder for this config: another config's run there is set aside (rank 0), a
+    checkpoint of this run under another layout refused (every rank), resume=never clears it;
+    rank 0 records the config hash."""
+    key, run_dir = folder.key, folder.path
     hash_file = folder.config_hash
     old_hash = hash_file.read_text().strip() if hash_file.exists() else None
+    if old_hash is not None and old_hash != chash and not fresh:
+        _refuse_another_layout(folder, container)  # every rank: they fail together
     if rank == 0 and old_hash is not None and old_hash != chash and not fresh:
         # same run_name, different config: never resume into it; keep the old run beside
         aside = run_dir.with_name(f"{key}.{old_hash[:12]}")
@@ -107,18 +129,37 @@ def train(cfg: Any) -> dict:
             path.unlink(missing_ok=True)
     if rank == 0:
         write_atomic(hash_file, chash + "\n")
-    ctx = RunContext(cfg=cfg, container=container, mcfg=mcfg, data_cfg=data_cfg, tc=tc, trk=trk,
-                     plan=plan, chash=chash, key=key, run_dir=run_dir, rank=rank)
-    if folder.finished():
-        return _finished(ctx)
 
-    log.info(f"run {key}: {n_params['total']:,} params, {plan.max_steps} steps x "
-             f"{plan.tokens_per_step:,} tokens (global batch {plan.global_batch} = "
-             f"{plan.micro_batch} x {plan.world_size} ranks x {plan.accumulation} accumulation), "
-             f"dir {run_dir}")
-    from leviathan.training.engine import fit
 
-    return fit(ctx)
+LAYOUT = ("devices", "num_nodes", "strategy")  # trainer keys that set the ranks of a run
+
+
+def _refuse_another_layout(folder: RunFolder, container: dict) -> None:
+    """A run folder holding a checkpoint of this very run trained with other ranks
+    (trainer.devices, trainer.num_nodes, trainer.strategy; everything else equal): refused,
+    naming the keys, instead of set aside for a fresh start. Each rank's data position in the
+    checkpoint is exact for the layout that wrote it only."""
+    import yaml
+
+    if not folder.checkpoint.is_file() or not folder.config.is_file():
+        return
+    try:
+        old = yaml.safe_load(folder.config.read_text())
+        old_trainer, new_trainer = dict(old["trainer"]), dict(container["trainer"])
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        return
+    moved = {k: (old_trainer.get(k), new_trainer.get(k)) for k in LAYOUT
+             if old_trainer.get(k) != new_trainer.get(k)}
+    same = {**old, "trainer": {**old_trainer, **{k: new_trainer.get(k) for k in LAYOUT}}}
+    if not moved or config_hash(same) != config_hash(container):
+        return
+    was = ", ".join(f"trainer.{k}={a}" for k, (a, _) in moved.items())
+    now = ", ".join(f"trainer.{k}={b}" for k, (_, b) in moved.items())
+    raise TrainConfigError(
+        f"{', '.join(f'trainer.{k}' for k in moved)}: {folder.path} holds a checkpoint of this "
+        f"run trained with {was}; this start has {now}. Each rank's data position is exact only "
+        f"for the layout that wrote it: start it again with {was}, or resume=never to start "
+        "afresh")
 
 
 def _finished(ctx: RunContext) -> dict:

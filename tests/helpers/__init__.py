@@ -1,7 +1,8 @@
 """Shared test scaffolding (tests/ is on pytest's pythonpath: `from helpers import REPO`).
 
 helpers.train: the tiny training runs; helpers.sweep: sweeps, status, MLflow queries;
-helpers.mlflow_world: synthetic sweeps logged straight to MLflow for the analysis.
+helpers.mlflow_world: synthetic sweeps logged straight to MLflow for the analysis;
+helpers.browser: headless Chromium reading what a page of the MLflow UI shows.
 """
 
 from __future__ import annotations

@@ -59,8 +59,9 @@ def test_sweep_end_to_end_with_artifacts_on_the_parent(mlflow_server, experiment
     summary = (out / "summary.md").read_text()
     for size in SIZES:
         assert f"| {size} |" in summary
-    # artifacts on the sweep's parent run
-    names = {a.path.split("/")[-1] for a in client.list_artifacts(parent, "fit")}
+    # artifacts on the sweep's parent run, in the fit's own folder
+    names = {a.path.split("/")[-1] for a in client.list_artifacts(
+        parent, client.get_run(parent).data.tags["fit_latest"])}
     assert {"fit.json", "multipliers.csv", "summary.md", "scaling.png",
             "multiplier_vs_tokens.png", "rare_tokens.png"} <= names
 
@@ -100,18 +101,52 @@ def test_latest_picks_newest_sweep_and_creates_missing_parent(mlflow_server, exp
     assert rc == 0
     parent = sweep_parent(mlflow_server, experiment, "iso-orphan", create=False)
     assert parent is not None
-    names = {a.path.split("/")[-1] for a in client.list_artifacts(parent, "fit")}
+    folder = client.get_run(parent).data.tags["fit_latest"]
+    names = {a.path.split("/")[-1] for a in client.list_artifacts(parent, folder)}
     assert "summary.md" in names and "scaling.png" in names
     run = client.get_run(parent)
     assert run.data.tags["kind"] == "sweep" and run.data.tags["sweep"] == "iso-orphan"
 
 
 def test_unknown_sweep_is_a_clear_error(mlflow_server, experiment, capsys):
-    rc = main(["--sweep", "no-such-sweep", "--tracking-uri", mlflow_server, "--experiment",
+    """A typo'd sweep name: the error lists the sweeps there are and the closest one."""
+    from leviathan.tracking import runs as tr
+
+    c = tr.client(mlflow_server)
+    tr.parent_run(c, tr.experiment_id(c, experiment), "iso-typo")  # a sweep that exists
+    rc = main(["--sweep", "iso-typp", "--tracking-uri", mlflow_server, "--experiment",
                experiment, "--bootstrap", "10"])
     assert rc == 2
     err = capsys.readouterr().err
     assert "no training runs" in err and "dense 0, leviathan 0" in err
+    assert f"sweeps in experiment {experiment!r}:" in err and "did you mean 'iso-typo'" in err
+
+
+def test_each_fit_keeps_the_last_and_logs_a_folder_of_its_own(mlflow_server, experiment,
+                                                              tmp_path):
+    """Two fits of one sweep: the first's outputs move to <out>/previous/, and each fit is an
+    artifact folder of its own on the sweep's parent run, fit/<UTC time>-<fit config hash>,
+    the newest named by the parent's tag fit_latest (one generation locally:
+    tests/unit/test_analysis_cli.py)."""
+    client, _, parent = log_sweep(mlflow_server, experiment, "iso-refit", start_time=5_000)
+    out = tmp_path / "fit"
+    args = ["--sweep", "iso-refit", "--tracking-uri", mlflow_server, "--experiment", experiment,
+            "--out", str(out), "--bootstrap", "10"]
+    assert main([*args, "--seed", "1"]) == 0
+    first = json.loads((out / "fit.json").read_text())
+    assert main([*args, "--seed", "2"]) == 0
+    second = json.loads((out / "fit.json").read_text())
+    assert first["config_hash"] != second["config_hash"] and second["config"]["seed"] == 2
+    assert json.loads((out / "previous" / "fit.json").read_text()) == first
+    assert (out / "previous" / "scaling.png").is_file()
+    folders = {f"fit/{f['fitted_at']}-{f['config_hash'][:12]}" for f in (first, second)}
+    assert {a.path for a in client.list_artifacts(parent, "fit")} == folders
+    for folder in folders:
+        names = {a.path.split("/")[-1] for a in client.list_artifacts(parent, folder)}
+        assert {"fit.json", "summary.md", "scaling.png"} <= names and "previous" not in names
+    tags = client.get_run(parent).data.tags
+    assert tags["fit_latest"] == f"fit/{second['fitted_at']}-{second['config_hash'][:12]}"
+    assert tags["fit_config_hash"] == second["config_hash"]
 
 
 def test_multiplier_grows_when_leviathan_pulls_ahead(mlflow_server, experiment):

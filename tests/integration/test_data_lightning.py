@@ -1,6 +1,8 @@
-"""The streams inside a real Lightning fit: Lightning fetches one batch ahead and saves the
-train loader's state_dict() in its checkpoint; wrapped in ResumableBatches (as training wraps
-them), a resumed fit trains on exactly the batches an uninterrupted fit would have."""
+"""The streams inside a real Lightning fit: Lightning fetches one batch ahead; wrapped in
+ResumableBatches (as training wraps them) whose position the module keeps in the checkpoint (as
+the run's callback does, per rank), a resumed fit trains on exactly the batches an uninterrupted
+fit would have. Lightning's own loader state is left out deliberately (it would restore the
+writing rank's position on every rank)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,12 @@ def _module(loader):
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.0)
+
+        def on_save_checkpoint(self, checkpoint):
+            checkpoint["data"] = loader.data_state()
+
+        def on_load_checkpoint(self, checkpoint):  # before the fetcher's first batch
+            loader.load_data_state(checkpoint["data"])
 
     return Recorder()
 
@@ -57,9 +65,10 @@ def test_lightning_checkpoint_resume_is_exact(tmp_path, mode):
     first = _fit(build_train_stream(cfg, batch_size=2), 3, tmp_path / "b",
                  save=tmp_path / "x.ckpt")
     ckpt = torch.load(tmp_path / "x.ckpt", weights_only=False)
-    states = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert not ckpt["loops"]["fit_loop"]["state_dict"].get("combined_loader")  # not Lightning's
+    state = ckpt["data"]
     # the stream has yielded 4 (one fetched ahead); the wrapper holds the one not trained on
-    assert states[0]["stream"]["batches"] == 4 and len(states[0]["pending"]) == 1
+    assert state["stream"]["batches"] == 4 and len(state["pending"]) == 1
     rest = _fit(build_train_stream(cfg, batch_size=2), 8, tmp_path / "b",
                 ckpt_path=tmp_path / "x.ckpt")
     assert len(ref) == 8 and len(first) == 3 and len(rest) == 5

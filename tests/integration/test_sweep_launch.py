@@ -139,6 +139,9 @@ def test_slurm_sweep_submits_returns_and_requeue_resumes(slurm_cluster, mlflow_s
 
     c, runs = mlflow_runs(mlflow_server, "smoke-slurm")
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    # the sweep returned at once; the job that ended last ended its parent run (issue 34.9)
+    wait_for(lambda: mlflow_runs(mlflow_server, "smoke-slurm", kind="sweep")[1][0].info.status
+             == "FINISHED", 60, "the sweep's parent run to end", poll=1.0)
     for r in runs:  # every run landed with its tags
         assert r.data.tags["family"] == "smoke" and r.data.tags["pair"] in r.info.run_name
         assert r.data.metrics["final/tokens_seen"] == 4096

@@ -91,6 +91,33 @@ def test_reader_lists_runs_and_cannot_delete_one(auth_server, as_user):
     assert MlflowClient(uri).get_run(run_id).info.lifecycle_stage == "active"
 
 
+def test_reader_cannot_create_an_experiment_a_writer_can(auth_server, as_user):
+    """A reader reads and nothing else: MLflow lets any user create an experiment (and own
+    it) unless the server says who may create; here only a writer may. A writer made a
+    reader again (`service user --role reader`) loses that right too."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from leviathan.tracking.service import create_login
+
+    uri = auth_server["uri"]
+    as_user(auth_server["writer"])
+    MlflowClient(uri).create_experiment("writers-own")
+    as_user(auth_server["reader"])
+    with pytest.raises(MlflowException) as err:
+        MlflowClient(uri).create_experiment("readers-own")
+    assert err.value.error_code == "PERMISSION_DENIED" and "403" in str(err.value)
+    assert MlflowClient(uri).get_experiment_by_name("writers-own") is not None  # still reads
+    admin = (auth_server["dir"] / "admin.password").read_text().strip()
+    users = auth_server["dir"] / "users"
+    as_user(create_login(uri, admin, "demoted", "writer", users))
+    MlflowClient(uri).create_experiment("before-demotion")
+    as_user(create_login(uri, admin, "demoted", "reader", users))
+    with pytest.raises(MlflowException, match="403"):
+        MlflowClient(uri).create_experiment("after-demotion")
+    assert MlflowClient(uri).get_experiment_by_name("readers-own") is None
+
+
 SMOKE = ["+grid=smoke_tiny", "grid.sizes=[smoke_tiny/164K]", "~grid.arms.leviathan",
          "grid.tokens=[1024]", "trainer.warmup_steps=1"]
 
@@ -107,8 +134,8 @@ def _sweep(args: list[str], env: dict) -> subprocess.CompletedProcess:
 
 
 def _shared_experiment(auth_server, name: str = "leviathan") -> None:
-    """The experiment as the admin creates it for a team (a reader may create experiments of
-    its own, as MLflow lets every user; in one it does not own it may not write)."""
+    """The experiment as the admin creates it for a team (a writer may create it too; a
+    reader may not)."""
     from mlflow.tracking import MlflowClient
 
     admin = {USER: "admin", PASSWORD: (auth_server["dir"] / "admin.password").read_text().strip()}

@@ -22,6 +22,7 @@ def _branch(data_dir, scratch, uri, name, steps, start, *extra):
 
 
 def test_wsd_s_branches_continue_the_main_run_exactly(tmp_path, data_dir, mlflow_server):
+    from leviathan.training.checkpoints import NoIntactCheckpoint
     from leviathan.training.run import train
 
     uri, s = mlflow_server, tmp_path / "s"
@@ -30,6 +31,14 @@ def test_wsd_s_branches_continue_the_main_run_exactly(tmp_path, data_dir, mlflow
                               *WSD, "trainer.snapshot_steps=[4,7]", steps=7)))
     assert (s / "runs" / "main" / "step_4.ckpt").is_file()
     assert (s / "runs" / "main" / "step_7.ckpt").is_file()
+    # a snapshot that fails its checksum is refused, naming trainer.init_from (issue 34.11)
+    snap = s / "runs" / "main" / "step_4.ckpt"
+    good = snap.read_bytes()
+    snap.write_bytes(good[:1000] + bytes([good[1000] ^ 1]) + good[1001:])
+    with pytest.raises(NoIntactCheckpoint, match=r"trainer.init_from: .*step_4.ckpt is corrupt "
+                                                  r"\(sha256 .* differs from the recorded one\)"):
+        train(compose(_branch(data_dir, s, uri, "branch-corrupt", 6, 4)))
+    snap.write_bytes(good)
     # branch A: 6 steps in all, cooling down over the last 2 (from the main run's step 4)
     a = train(compose(_branch(data_dir, s, uri, "branch-a", 6, 4)))
     # branch B: 10 steps, cooling down over the last 3 (from step 7), preempted and resumed

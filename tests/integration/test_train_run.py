@@ -5,6 +5,8 @@ helpers.train's tiny ones (debug_2k for mechanics, o200k_base for the tiny run p
 
 from __future__ import annotations
 
+import copy
+import json
 import signal
 import time
 
@@ -222,23 +224,61 @@ def test_sigterm_then_resume_matches_the_straight_run(tmp_path, data_dir, mlflow
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_two_process_ddp_matches_single_process(tmp_path, data_dir, mlflow_server):
+def test_two_process_ddp_preempted_and_resumed_matches_single_process(tmp_path, data_dir,
+                                                                     mlflow_server):
     """2 CPU ranks (gloo) x 1 micro-batch == 1 process x 2 accumulated micro-batches: the same
     windows per step (rank r reads the disjoint share the data contract assigns), the same loss
-    curve, one MLflow run."""
+    curve, one MLflow run; and so even when the 2-rank run is preempted by a real SIGTERM and
+    the same command resumes it (issue 41.1: each rank restores its own data position; Lightning
+    once restored rank 0's on every rank and the resume failed)."""
     from leviathan.data import build_train_stream
+    from leviathan.training.checkpoints import CheckpointStore
+    from leviathan.training.config import TrainConfigError
     from leviathan.training.run import train
 
-    steps = 4
-    common = ("trainer.val_every=2", "trainer.ckpt_every=2")
+    steps = 6
+    common = ("trainer.val_every=2", "trainer.ckpt_every=100")
     single = train(compose(tiny(data_dir, tmp_path / "single", mlflow_server, *common,
                                 "run_name=single", steps=steps)))
     ddp_args = tiny(data_dir, tmp_path / "ddp", mlflow_server, *common, "run_name=ddp",
                     "trainer.devices=2", "trainer.strategy=ddp", steps=steps)
     proc = run_cli(ddp_args)
+    out = sigterm_at(proc, "step 2/")
+    assert proc.returncode == 128 + signal.SIGTERM, out[-4000:]
+    assert "MEMBER: 2/2" in out, out[-4000:]  # Lightning started the second rank
+    run_dir = tmp_path / "ddp" / "runs" / "ddp"
+    ckpt = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=False)
+    assert 2 <= ckpt["global_step"] < steps, out[-4000:]  # saved on the signal
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
+
+    # another layout is refused before any rank starts, naming the keys; nothing moved
+    with pytest.raises(TrainConfigError, match=r"trainer.devices, trainer.strategy: .* trained "
+                       r"with trainer.devices=2, trainer.strategy=ddp; this start has "
+                       r"trainer.devices=1, trainer.strategy=auto"):
+        train(compose([*ddp_args, "trainer.devices=1", "trainer.strategy=auto"]))
+    assert (run_dir / "last.ckpt").is_file()
+
+    # one rank fails on its own (its data position damaged): MLflow says which and why, not
+    # rank 0's "Connection closed by peer"
+    store = CheckpointStore(run_dir)
+    (cb_key,) = [k for k, v in ckpt["callbacks"].items() if "data" in v]
+    bad = copy.deepcopy(ckpt)
+    bad["callbacks"][cb_key]["data"][1]["stream"]["key"]["seed"] = 999
+    store.save(bad, ckpt["global_step"])
+    proc = run_cli(ddp_args)
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode != 0, out[-4000:]
+    reason = client(mlflow_server).get_run(run_id).data.tags["failure_reason"]
+    assert reason.startswith("rank 1: DataError: data state was saved with other settings: "
+                             "seed: 999 != "), reason
+    store.save(ckpt, ckpt["global_step"])
+
+    proc = run_cli(ddp_args)  # the same command again: both ranks resume
     out = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, out[-4000:]
-    assert "MEMBER: 2/2" in out, out[-4000:]  # Lightning started the second rank
+    assert "resuming from" in out, out[-4000:]
+    verdict = json.loads((run_dir / "resume.json").read_text())  # rank 0 verified, rank 1 took it
+    assert verdict["checkpoint"] == str(run_dir / "last.ckpt") and verdict["error"] is None
     runs = client(mlflow_server).search_runs(
         [client(mlflow_server).get_experiment_by_name("test-train").experiment_id],
         filter_string="tags.run_key = 'ddp'")
@@ -251,7 +291,7 @@ def test_two_process_ddp_matches_single_process(tmp_path, data_dir, mlflow_serve
     torch.testing.assert_close(torch.tensor(b), torch.tensor(a), rtol=1e-4, atol=1e-5)
     va = history(mlflow_server, single["run_id"], "val/loss")
     vb = history(mlflow_server, runs[0].info.run_id, "val/loss")
-    assert [s for s, _ in va] == [s for s, _ in vb] == [2, 4]
+    assert [s for s, _ in va] == [s for s, _ in vb] == [2, 4, 6]
     torch.testing.assert_close(torch.tensor([v for _, v in vb]),
                                torch.tensor([v for _, v in va]), rtol=1e-4, atol=1e-5)
     # the shares the two ranks trained on: disjoint, and together the single run's step
@@ -281,3 +321,26 @@ def test_tiny_gpu_run_bf16_logs_mfu(tmp_path, data_dir, mlflow_server):
     assert 0 < metrics["mfu"] < 1 and metrics["tokens_per_s"] > 0
     assert summary["final_val_loss"] < 13
     print(f"\ngpu: tokens/s {metrics['tokens_per_s']:.0f}, mfu {metrics['mfu']:.4f}")
+
+
+# ------------------------------------------------------------------ secrets
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_login_in_the_uri_is_in_no_file_the_run_writes(tmp_path, data_dir, mlflow_server):
+    """Issue 34.7: `python -m leviathan.train tracking.uri=http://alice:<password>@host` (the
+    real CLI, a real server): the password is in no file under the scratch folder, Hydra's run
+    folder included (Hydra keeps no copy of the config: the run's masked config.yaml is the
+    record), nor in what the job prints."""
+    import secrets
+
+    canary = f"Canary{secrets.token_hex(8)}"
+    uri = mlflow_server.replace("http://", f"http://alice:{canary}@")
+    proc = run_cli(tiny(data_dir, tmp_path, uri, "run_name=canary", steps=2))
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out[-5000:]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.parts[-2].startswith("20") for p in files if "hydra" in p.parts), files
+    assert (tmp_path / "runs" / "canary" / "last.ckpt") in files
+    leaks = [str(p.relative_to(tmp_path)) for p in files if canary.encode() in p.read_bytes()]
+    assert leaks == [] and canary not in out
+    assert "http://***@127.0.0.1" in (tmp_path / "runs" / "canary" / "config.yaml").read_text()

@@ -168,6 +168,41 @@ def _saw_outage(line: str) -> bool:
     return "kept for retry" in line or ("MLflow " in line and "retrying in" in line)
 
 
+def test_the_last_run_of_a_sweep_to_end_ends_its_parent_through_the_outbox(tmp_path,
+                                                                           mlflow_server):
+    """A sweep's parent run ends when its last planned run does (issue 34.9: it stayed RUNNING
+    until a fit), FAILED if one failed; the job that ends it during an outage leaves that in
+    its outbox, and the sync that sends the run's status ends the parent too."""
+    from mlflow.tracking import MlflowClient
+
+    from leviathan.tracking.runs import Tag, experiment_id
+
+    c = MlflowClient(mlflow_server)
+    exp = experiment_id(c, "test-tracker")
+    parent = c.create_run(exp, run_name="sweep-end", tags={Tag.KIND: "sweep", Tag.SWEEP: "e",
+                                                            Tag.PLANNED_RUNS: "2"}).info.run_id
+    a = _tracker(mlflow_server, tmp_path / "a")
+    a.start(run_name="e-a", tags={Tag.KIND: "train", Tag.RUN_KEY: "e-a"}, parent_run_id=parent)
+    assert a.finish("FINISHED")
+    assert c.get_run(parent).info.status == "RUNNING"  # one of two planned runs has ended
+    proxy = Proxy(mlflow_server)
+    proxy.up()
+    try:
+        b = _tracker(proxy.uri, tmp_path / "b", final_flush_timeout_s=0.5)
+        b.start(run_name="e-b", tags={Tag.KIND: "train", Tag.RUN_KEY: "e-b"},
+                parent_run_id=parent)
+        assert b.flush(deadline_s=30)
+        proxy.down()
+        assert not b.finish("FAILED")  # the server is away: status and sweep end wait
+        assert [op["op"] for op in Outbox(tmp_path / "b").load()] == ["status", "sweep_end"]
+        assert c.get_run(parent).info.status == "RUNNING"
+        proxy.up()
+        assert _tracker(proxy.uri, tmp_path / "b").replay()  # `python -m ... sync`'s work
+    finally:
+        proxy.down()
+    assert c.get_run(parent).info.status == "FAILED"
+
+
 @pytest.mark.slow
 def test_training_survives_a_blip_mid_run(tmp_path, mlflow_server, tmp_path_factory):
     """A real run logs through the proxy; the connection is cut at step 2 and restored only

@@ -106,6 +106,32 @@ def test_csv_default_out_dir_is_beside_the_csv(tmp_path):
     assert np.allclose(m[m["basis"] == "params"]["multiplier"], 1.5, rtol=1e-6)
 
 
+def test_a_refit_keeps_one_previous_generation(tmp_path, capsys):
+    """Each fit moves the last one's outputs to <out>/previous/ (replacing the one before);
+    a fit that fails moves nothing."""
+    csv = write_csv(tmp_path / "runs.csv", paper_like_rows())
+    out = tmp_path / "fit"
+
+    def fit(seed: int, path: Path = csv) -> int:
+        return main(["--csv", str(path), "--out", str(out), "--bootstrap", "10",
+                     "--seed", str(seed)])
+
+    def seed_in(folder: Path) -> int:
+        return json.loads((folder / "fit.json").read_text())["config"]["seed"]
+
+    assert fit(1) == 0 and not (out / "previous").exists()
+    assert fit(2) == 0 and (seed_in(out), seed_in(out / "previous")) == (2, 1)
+    bad = write_csv(tmp_path / "bad.csv", [r for r in paper_like_rows() if r["size"] == "60M"])
+    assert fit(3, bad) == 2 and (seed_in(out), seed_in(out / "previous")) == (2, 1)
+    assert fit(4) == 0 and (seed_in(out), seed_in(out / "previous")) == (4, 2)
+    assert not (out / "previous" / "previous").exists()
+    assert {p.name for p in (out / "previous").iterdir()} == {p.name for p in out.iterdir()
+                                                              if p.name != "previous"}
+    hashes = {json.loads((d / "fit.json").read_text())["config_hash"] for d in
+              (out, out / "previous")}
+    assert len(hashes) == 2 and all(len(h) == 64 for h in hashes)
+
+
 def test_params_body_uses_non_embedding_counts(tmp_path):
     csv = write_csv(tmp_path / "runs.csv", paper_like_rows())
     out = tmp_path / "fit"
@@ -258,3 +284,18 @@ def test_dense_losses_that_do_not_fall_give_reasons_not_absurd_multipliers(tmp_p
     summary = (out / "summary.md").read_text()
     assert "do not fall with N" in summary and "Shared exponent" not in summary
     assert_png(out / "scaling.png")
+
+
+def test_parent_note_fits_mlflow_tag_limit(tmp_path):
+    """The sweep parent's description (the headline tables) stays within MLflow's limit on a
+    tag's length, cut at a line and saying where the rest is."""
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+    from analysis.fit_scaling import parent_note
+
+    (tmp_path / "headline.md").write_text("| 60M | leviathan | 2.00× |\n" * 2000)
+    note = parent_note(tmp_path, "fit/20260101T000000Z-0123456789ab")
+    assert len(note) <= MAX_TAG_VAL_LENGTH and "the rest is in `summary.md`" in note
+    assert "fit/20260101T000000Z-0123456789ab/" in note and "\n| 60M | leviathan" in note
+    (tmp_path / "headline.md").write_text("short\n")
+    assert parent_note(tmp_path, "fit/x").startswith("short\n")

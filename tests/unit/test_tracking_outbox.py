@@ -150,3 +150,43 @@ def test_final_send_is_spread_unless_killed(tmp_path, monkeypatch):
     assert tracking_config({}).final_flush_spread_s is None
     with pytest.raises(TrainConfigError, match=r"tracking\.final_flush_spread_s"):
         tracking_config({"final_flush_spread_s": -1})
+
+
+def test_a_full_disk_keeps_the_queue_in_memory_and_journals_it_again_later(tmp_path, caplog):
+    """ENOSPC while journaling (a real 1 MB tmpfs, filled): no traceback, one warning naming
+    the folder, every operation still queued to send, what was journaled before kept; once
+    there is room the whole queue is journaled again (issue 34.11)."""
+    import logging
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "full"
+    folder.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {res.stderr.strip()}")
+    try:
+        ob = Outbox(folder)
+        ob.put({"op": "tags", "t": {"before": "full"}})
+        with open(folder / "filler", "wb") as f:  # leave no room at all
+            while shutil.disk_usage(folder).free > 0:
+                try:
+                    f.write(b"\0" * 4096)
+                    f.flush()
+                except OSError:
+                    break
+        with caplog.at_level(logging.WARNING, logger="leviathan.tracking.outbox"):
+            for step in range(1, 2001):  # far more than a filesystem block
+                ob.put({"op": "metrics", "m": [["loss", 1.0 / step, 0, step]]})
+            ob.sync()
+        full = [r.getMessage() for r in caplog.records if "no space left" in r.getMessage()]
+        assert len(full) == 1 and str(folder) in full[0] and "training goes on" in full[0]
+        assert ob.journal_full and len(ob.ops) == 2001 and ob.pending_metrics == 2000
+        assert Outbox(folder).load()[0] == {"op": "tags", "t": {"before": "full"}}
+        (folder / "filler").unlink()  # room again: the next operation journals the whole queue
+        ob.put({"op": "tags", "t": {"after": "room"}})
+        assert not ob.journal_full and Outbox(folder).load() == ob.ops and len(ob.ops) == 2002
+        ob.close()
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

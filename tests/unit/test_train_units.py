@@ -121,10 +121,10 @@ def test_resumable_batches_exact_under_prefetch():
     it = iter(w)
     ahead = [next(it) for _ in range(3)]  # the fetcher pulled 3, training used 1
     w.consume(ahead[0])
-    state = w.state_dict()
+    state = w.data_state()
     assert state["stream"] == {"n": 3} and len(state["pending"]) == 2
     w2 = ResumableBatches(CountingStream())
-    w2.load_state_dict(state)
+    w2.load_data_state(state)
     got = [int(b[0, 0]) for _, b in zip(range(4), iter(w2), strict=False)]
     assert got == [1, 2, 3, 4]
     # a second iter() (Lightning may call it again) replays what nobody trained on
