@@ -195,7 +195,8 @@ link_system_conf() {
 start_daemon() {  # name pidfile cmd...
     local name=$1 pidfile=$2; shift 2
     if alive "$pidfile"; then say "$name already running (pid $(cat "$pidfile"))"; return; fi
-    "$@" || { tail -n 30 "$DIR/log/$name.log" >&2 || true; die 1 "$name failed to start"; }
+    # 9>&-: a daemon must not inherit the lock of `up` (slurm/nodes.sh) and hold it for life
+    "$@" 9>&- || { tail -n 30 "$DIR/log/$name.log" >&2 || true; die 1 "$name failed to start"; }
     for _ in $(seq 50); do alive "$pidfile" && break; sleep 0.1; done
     alive "$pidfile" || { tail -n 30 "$DIR/log/$name.log" >&2 || true; die 1 "$name exited"; }
     say "started $name (pid $(cat "$pidfile"), log $DIR/log/$name.log)"

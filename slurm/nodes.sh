@@ -27,6 +27,12 @@ node_name() { echo "$PREFIX$1"; }
 node_addr() { echo "$SUBNET.$((10 + $1))"; }
 munge_ok() { munge -S "$NMUNGE_SOCKET" -n </dev/null | unmunge -S "$NMUNGE_SOCKET" >/dev/null 2>&1; }
 
+lock_cluster() {  # one `up` or `down` of this cluster at a time (tests start it from several
+    mkdir -p "$DIR"  # processes at once); released when the script exits
+    exec 9>"$DIR/cluster.lock"
+    flock -w 600 9 || die 1 "another slurm/cluster.sh still holds $DIR/cluster.lock"
+}
+
 refuse_other_cluster() {
     # A folder holds one cluster: never reconfigure another shape's running daemons.
     if [[ -f $CONF ]] && [[ $(head -n 1 "$CONF") != "$NODE_MARK"* ]] \
@@ -120,7 +126,7 @@ start_private_munge() {
     fi
     runuser -u munge -- munged --socket="$NMUNGE_SOCKET" --key-file="$NMUNGE_KEY" \
         --pid-file="$NMUNGE_PID" --log-file="$NMUNGE_DIR/munged.log" \
-        --seed-file="$NMUNGE_DIR/munged.seed" \
+        --seed-file="$NMUNGE_DIR/munged.seed" 9>&- \
         || { tail -n 20 "$NMUNGE_DIR/munged.log" >&2 || true; die 1 "munged failed to start"; }
     for _ in $(seq 50); do munge_ok && break; sleep 0.1; done
     munge_ok || die 1 "munged did not come up (log $NMUNGE_DIR/munged.log)"
@@ -195,6 +201,7 @@ wait_nodes_idle() {
 up() {
     local t0=$SECONDS changed=0 i
     need_root
+    lock_cluster
     refuse_other_cluster
     mkdir -p "$DIR"/{etc,state,spool,run,log}
     install_packages
@@ -218,6 +225,7 @@ up() {
 down() {
     local i
     need_root
+    lock_cluster
     for i in $(seq "$NODES"); do stop_node "$i"; done
     stop_daemon slurmctld "$DIR/run/slurmctld.pid"
     if alive "$NMUNGE_PID"; then stop_daemon munged "$NMUNGE_PID"; fi

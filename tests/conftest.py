@@ -196,29 +196,22 @@ def slurm_cluster():
 @pytest.fixture(scope="session")
 def slurm_two_nodes():
     """A real two-node SLURM cluster on this machine (slurm/cluster.sh up --nodes 2: each slurmd
-    in its own network namespace, beside the one-node cluster), torn down afterwards (daemons,
-    namespaces, bridge, /etc/hosts lines) if this session started it. Skips, saying why, only
-    when it cannot be made here (not root, no packages, no network namespaces). It leaves
-    SLURM_CONF alone: tests set it with the `two_nodes` fixture (tests/integration)."""
+    in its own network namespace, beside the one-node cluster), shared by every session and
+    xdist worker using it at once and torn down (daemons, namespaces, bridge, /etc/hosts lines)
+    by the last of them if one of them started it (local_cluster.shared_cluster). Skips, saying
+    why, only when it cannot be made here (not root, no packages, no network namespaces). It
+    leaves SLURM_CONF alone: tests set it with the `two_nodes` fixture (tests/integration)."""
     import time
 
-    from leviathan.sweep.local_cluster import (
-        ClusterUnavailable,
-        local_cluster_down,
-        local_cluster_running,
-        local_cluster_up,
-    )
+    from leviathan.sweep.local_cluster import ClusterUnavailable, shared_cluster
 
-    was_up = local_cluster_running(nodes=2)
     t0 = time.monotonic()
     try:
-        cluster = local_cluster_up(nodes=2)
+        with shared_cluster(nodes=2) as cluster:
+            print(f"\ntwo-node SLURM cluster up in {time.monotonic() - t0:.1f} s")
+            yield cluster
     except ClusterUnavailable as e:
         pytest.skip(f"no local two-node SLURM cluster: {e}")
-    print(f"\ntwo-node SLURM cluster up in {time.monotonic() - t0:.1f} s")
-    yield cluster
-    if not was_up:
-        local_cluster_down(nodes=2)
 
 
 @pytest.fixture(scope="session")

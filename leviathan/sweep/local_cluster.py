@@ -5,9 +5,12 @@ one-node cluster: slurm/nodes.sh)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,3 +74,53 @@ def local_cluster_running(nodes: int = 1) -> bool:
     return os.geteuid() == 0 and subprocess.run(
         ["bash", str(CLUSTER_SH), "status", *cluster_args(nodes)],
         capture_output=True).returncode == 0
+
+
+def cluster_dir(nodes: int = 1) -> Path:
+    """The cluster's folder (LEVIATHAN_SLURM_DIR or the script's default for `nodes`)."""
+    env = subprocess.run(["bash", str(CLUSTER_SH), "env", *cluster_args(nodes)],
+                         capture_output=True, text=True, check=True).stdout
+    return Path(env.strip().partition("=")[2]).parent.parent
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def shared_cluster(nodes: int = 1, timeout: float = 600.0) -> Iterator[LocalCluster]:
+    """The local cluster for one of several users at once (test sessions, pytest-xdist
+    workers): started when down, and stopped when its last user is done if one of them started
+    it (a cluster started by hand stays up). Users are pid files in <its folder>/users, read and
+    written under a lock; a user that died is not waited for."""
+    from leviathan.sweep.launcher import pid_alive
+
+    if os.geteuid() != 0:
+        raise ClusterUnavailable("the local SLURM cluster needs root (munged, slurmctld, slurmd)")
+    users = cluster_dir(nodes) / "users"
+    users.mkdir(parents=True, exist_ok=True)
+    started, me = users / "started-by-a-user", users / str(os.getpid())
+    with _locked(users / "lock"):
+        was_up = local_cluster_running(nodes)
+        cluster = local_cluster_up(timeout, nodes)
+        if not was_up:
+            started.touch()
+        me.touch()
+    try:
+        yield cluster
+    finally:
+        with _locked(users / "lock"):
+            me.unlink(missing_ok=True)
+            others = [p for p in users.iterdir() if p.name.isdigit()]
+            for p in others:
+                if not pid_alive(p.name):
+                    p.unlink(missing_ok=True)
+            if started.exists() and not any(p.exists() for p in others):
+                local_cluster_down(nodes)
+                started.unlink(missing_ok=True)
