@@ -18,6 +18,7 @@ BENCHES = {
     "loop": "leviathan.bench.loop",  # Lightning's Trainer vs the plain step, per optimizer step
     "lev": "leviathan.bench.lev",  # the two LEV forms: params, time, init scale, training
     "ckpt": "leviathan.bench.ckpt",  # one checkpoint's write: Lightning's IO vs in place
+    "cost": "leviathan.bench.cost",  # fit the plan's GPU cost model to measured steps
 }
 
 

@@ -216,7 +216,8 @@ def run_arm(args, spec: str, arm: str, device: torch.device, workdir: Path) -> d
             times.append(time.perf_counter() - t0)
     tokens = args.micro_batch * args.accumulation * args.seq_len
     med = statistics.median(times)
-    out = {"shape": f"{cfg.ladder}/{cfg.size}", "arm": arm, "n_layers": cfg.n_layers,
+    out = {"shape": f"{cfg.ladder}/{cfg.size}", "spec": spec, "arm": arm,
+           "n_layers": cfg.n_layers,
            "d_model": cfg.d_model, "head": cfg.head,
            "params_total": counts.total, "params_body": counts.body, "flops_per_token": fpt,
            "step_s_median": med, "tokens_per_s": tokens / med,

@@ -221,6 +221,7 @@ class Suite:
         if partial.exists():  # what finished before a timeout is kept
             rec = json.loads(partial.read_text())
             out["result"], out["shapes"] = rec.get("summary"), rec.get("shapes")
+            out["settings"] = rec.get("settings")  # what the cost model reads with the shapes
             if compiled == bool(self.gpu.get("compile")):  # trainer=gpu's: the plan reads it
                 target = default_out()
                 target.parent.mkdir(parents=True, exist_ok=True)

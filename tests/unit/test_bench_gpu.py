@@ -153,9 +153,10 @@ def test_without_hydra_and_without_a_shapes_file_it_says_what_to_do(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_estimate_uses_measured_mfu_where_it_exists(tmp_path, capsys):
+def test_sweep_estimate_uses_measured_steps_where_they_exist(tmp_path, capsys):
     """bench gpu (CPU, the smoke grid's 13M Dense arm) writes the results; the smoke grid's plan
-    takes that run's MFU from them, says where from, and assumes sweep.mfu for the rest."""
+    for that device (sweep.device=cpu, the runs at the bench's settings) costs that run from
+    them, says so, and assumes sweep.mfu for the rest (no cost model in this root)."""
     from leviathan.bench.__main__ import main
     from leviathan.config import compose
     from leviathan.sweep.plan import format_plan, make_plan
@@ -163,22 +164,26 @@ def test_sweep_estimate_uses_measured_mfu_where_it_exists(tmp_path, capsys):
     out = tmp_path / "sweeps" / "bench_gpu.json"
     assert main(["gpu", *CPU_ARGS, "--shapes", "smoke/13M", "--arms", "dense",
                  "--peak-flops", "1e9", "--out", str(out)]) == 0
-    fps = json.loads(out.read_text())["shapes"]["custom/13M"]["dense"]["flops_per_s"]
-    overrides = ["+grid=smoke", f"paths.root_dir={tmp_path}"]
+    tps = json.loads(out.read_text())["shapes"]["custom/13M"]["dense"]["tokens_per_s"]
+    overrides = ["+grid=smoke", f"paths.root_dir={tmp_path}", "sweep.device=cpu",
+                 "trainer.micro_batch=2", "data.seq_len=16", "grid.power.enabled=false"]
     cfg = compose("sweep", overrides)
     plan = make_plan(cfg, overrides, tmp_path)
     peak = float(cfg.sweep.peak_flops)
     for r in plan.runs:
-        measured = (r.size, r.arm) == ("13M", "dense")
-        assert r.mfu == pytest.approx(fps / peak if measured else 0.4), r.run
-        assert r.gpu_hours == pytest.approx(r.flops / (r.mfu * peak) / 3600)
+        if (r.size, r.arm) == ("13M", "dense"):
+            assert r.cost_source == "measured"
+            assert r.tokens / (r.gpu_hours * 3600) == pytest.approx(tps), r.run
+        else:
+            assert r.cost_source == "assumed" and r.mfu == pytest.approx(0.4), r.run
+            assert r.gpu_hours == pytest.approx(r.flops / (0.4 * peak) / 3600)
     text = format_plan(plan)
-    assert f"read from {out}" in text and "for 1 of 6 runs" in text and "sweep.mfu=0.4" in text
+    assert "GPU-hours of 6 runs on cpu: 1 measured, 5 assumed at sweep.mfu=0.4" in text
     # without the file: the assumption throughout, and the plan says so
     out.unlink()
     plan = make_plan(cfg, overrides, tmp_path)
-    assert {r.mfu for r in plan.runs} == {0.4}
-    assert "MFU assumed: sweep.mfu=0.4" in format_plan(plan)
+    assert {r.cost_source for r in plan.runs} == {"assumed"}
+    assert "6 assumed at sweep.mfu=0.4" in format_plan(plan)
 
 
 @pytest.mark.slow
@@ -187,7 +192,7 @@ def test_gpu_suite_runs_its_parts_into_one_json_the_plan_reads(tmp_path, monkeyp
     with every part's result; the sweep plan reads its measured FLOP/s like bench gpu's."""
     from leviathan.bench.__main__ import main
     from leviathan.bench.gpu_suite import verdicts
-    from leviathan.sweep.plan import measured_throughput
+    from leviathan.sweep import cost_records
 
     out = tmp_path / "suite.json"
     monkeypatch.setenv("LEVIATHAN_ROOT", str(tmp_path))  # where bench_gpu.json goes
@@ -199,8 +204,9 @@ def test_gpu_suite_runs_its_parts_into_one_json_the_plan_reads(tmp_path, monkeyp
     assert parts["probe"]["result"]["matmul_bf16_flops_per_s"] > 0
     assert parts["gpu_eager"]["result"]["dense_tokens_per_s"]["debug/debug_small"] > 0
     assert parts["loss"]["result"]["lean_peak_mb"] < parts["loss"]["result"]["plain_peak_mb"]
-    measured, note = measured_throughput(str(out))
-    assert measured[("debug/debug_small", "dense")] > 0 and str(out) in note
+    (m,) = [m for m in cost_records.read([out]) if m.step.arm == "dense"]
+    assert m.step.shape == "debug/debug_small" and m.tokens_per_s > 0 and str(out) in m.source
+    assert m.device == "cpu" and not m.step.compile
     # the goals are read from the compiled run where there is one, else the eager one
     fake = {"gpu_eager": {"result": {"dense_mfu": {"v1/421M": 0.2, "v2/1.2B": 0.4},
                                      "leviathan_dense_ratio": {"v2/1.2B": 0.95}}},
