@@ -132,6 +132,9 @@ def field_problems(obj: Any) -> list[tuple[str, str]]:
     return out
 
 
+SITE_ENV = "LEVIATHAN_SITE_CONF"  # a folder whose local/default.yaml applies like conf/local
+
+
 def conf_dir() -> Path:
     """The folder holding train.yaml, sweep.yaml and the groups."""
     here = Path(__file__).resolve().parent

@@ -180,8 +180,7 @@ def _is_size(size: str) -> bool:
     a size the grid dropped, not a typo."""
     import os
 
-    from leviathan.config import SITE_ENV
-    from leviathan.typed_config import conf_dir
+    from leviathan.typed_config import SITE_ENV, conf_dir
 
     roots = [conf_dir(), *([Path(os.environ[SITE_ENV])] if os.environ.get(SITE_ENV) else [])]
     return any((root / "model" / f"{size}.yaml").is_file() for root in roots)
