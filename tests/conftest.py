@@ -28,8 +28,11 @@ def pytest_collection_modifyitems(config, items):
     import torch
 
     for item in items:  # one real SLURM cluster per machine: its tests share one xdist worker
-        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+        names = getattr(item, "fixturenames", ())
+        if "slurm_cluster" in names:
             item.add_marker(pytest.mark.xdist_group("slurm"))
+        elif "slurm_two_nodes" in names:  # the two-node cluster: one start, one worker
+            item.add_marker(pytest.mark.xdist_group("slurm_two_nodes"))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")
@@ -188,3 +191,37 @@ def slurm_cluster():
         os.environ["SLURM_CONF"] = old
     if not was_up:
         subprocess.run(["bash", str(CLUSTER_SH), "down"], check=False)
+
+
+@pytest.fixture(scope="session")
+def slurm_two_nodes():
+    """A real two-node SLURM cluster on this machine (slurm/cluster.sh up --nodes 2: each slurmd
+    in its own network namespace, beside the one-node cluster), shared by every session and
+    xdist worker using it at once and torn down (daemons, namespaces, bridge, /etc/hosts lines)
+    by the last of them if one of them started it (local_cluster.shared_cluster). Skips, saying
+    why, only when it cannot be made here (not root, no packages, no network namespaces). It
+    leaves SLURM_CONF alone: tests set it with the `two_nodes` fixture (tests/integration)."""
+    import time
+
+    from leviathan.sweep.local_cluster import ClusterUnavailable, shared_cluster
+
+    t0 = time.monotonic()
+    try:
+        with shared_cluster(nodes=2) as cluster:
+            print(f"\ntwo-node SLURM cluster up in {time.monotonic() - t0:.1f} s")
+            yield cluster
+    except ClusterUnavailable as e:
+        pytest.skip(f"no local two-node SLURM cluster: {e}")
+
+
+@pytest.fixture(scope="session")
+def nodes_mlflow(slurm_two_nodes, tmp_path_factory):
+    """A real `mlflow server` the two-node cluster's jobs reach: on the nodes' bridge address
+    (the session's `mlflow_server` listens on this host's loopback, which a node's namespace
+    does not share)."""
+    from leviathan.tracking.server import start_server
+
+    server = start_server(tmp_path_factory.mktemp("mlflow-nodes"),
+                          host=slurm_two_nodes.controller_address)
+    yield server.uri
+    server.stop()

@@ -149,6 +149,7 @@ def make_plan(cfg: Any, task_overrides: list[str], root: Path) -> SweepPlan:
 
     from leviathan.sweep.launcher import to_launcher_config
     from leviathan.sweep.rules import check_pairs
+    from leviathan.training.topology import check_launch
 
     grid = to_grid_config(cfg.get("grid"))
     sweep = OmegaConf.to_container(cfg.sweep, resolve=True)
@@ -167,6 +168,8 @@ def make_plan(cfg: Any, task_overrides: list[str], root: Path) -> SweepPlan:
     planned = {i: _plan_run(specs[i], ctx)
                for i in sorted(range(len(specs)), key=lambda i: specs[i].arm != "dense")}
     runs = [planned[i] for i in range(len(specs))]
+    for r in runs:  # the job's tasks are the run's ranks (SLURM), before anything is submitted
+        check_launch(launcher, r.config["trainer"], r.run)
     _fill_gaps(runs)
     _check_names(runs)
     check_pairs(runs)

@@ -27,6 +27,7 @@ def build_trainer(tc, plan, run_dir: Path, callbacks):
     import lightning.pytorch as pl
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
+    from leviathan.training import distributed
     from leviathan.training.checkpoints import CheckpointStore, InPlaceCheckpointIO
 
     # outside a SLURM job, Lightning warns whenever `srun` is installed: not useful here
@@ -39,7 +40,7 @@ def build_trainer(tc, plan, run_dir: Path, callbacks):
         plugins.append(SLURMEnvironment(auto_requeue=False))
     return pl.Trainer(
         accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes,
-        strategy="ddp" if tc.strategy == "auto" and tc.world_size > 1 else tc.strategy,
+        strategy=distributed.strategy(tc),  # several ranks: trainer.ddp_timeout_s, a clear line
         precision=tc.precision, max_steps=plan.max_steps,
         accumulate_grad_batches=plan.accumulation, gradient_clip_val=None,
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -92,7 +93,7 @@ def fit(ctx: RunContext) -> dict:
         log.info(tracker.describe())
 
     # ---- model, module, trainer (any failure from here on marks the MLflow run FAILED)
-    preemption = PreemptionFlag()
+    preemption = PreemptionFlag(starting=True)  # a signal before the first step stops at once
     trainer = None
     try:
         pl.seed_everything(int(ctx.cfg.seed), workers=True, verbose=False)
