@@ -23,6 +23,29 @@ SHARED = Path(os.environ.get("LEVIATHAN_SHARED", REPO.parent / "shared")).resolv
 TOKENIZERS = SHARED / "tokenizers"
 
 
+class _LoadGroupIds:
+    """pytest-xdist 3.8's --dist loadgroup tags a grouped item's id with `@<group>` by setting
+    `item._nodeid`, which pytest 9 no longer reads (Node.nodeid is str(item._id)): without this
+    every xdist_group would be spread over the workers (two starts of one SLURM cluster)."""
+
+    @pytest.hookimpl(trylast=True)  # after xdist's own (in the workers)
+    def pytest_collection_modifyitems(self, config, items):
+        if not (config.getvalue("loadgroup") if hasattr(config.option, "loadgroup") else None):
+            return
+        from _pytest.nodeid import coerce_node_id
+
+        for item in items:
+            names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                            for m in item.iter_markers("xdist_group")})
+            if names and "@" not in item.nodeid:
+                item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(names)}")
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):  # an xdist worker: where the ids are sent from
+        config.pluginmanager.register(_LoadGroupIds(), "leviathan-loadgroup-ids")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's loadgroup reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     import torch
