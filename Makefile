@@ -67,15 +67,44 @@ bench: install ## throughput (Leviathan/Dense), data pipeline and tracking-load 
 	$(PY) -m leviathan.bench data
 	$(PY) -m leviathan.bench tracking --jobs 16 --backend sqlite
 
-# `make fit-scaling fit.b=free fit.bootstrap=2000`: make reads each key=value as a variable;
-# those that are config overrides (fit.*, tracking.*, paths.*) go on to the command
-CONFIG_OVERRIDES = $(filter fit.% tracking.% paths.%,$(MAKEOVERRIDES))
+# Config overrides on make's command line go on, in the order given, to the Hydra entry point
+# that fit-scaling, dashboard and demo wrap: `make fit-scaling fit.b=free
+# +fit.seed_noise.leviathan=0.01 '~fit.b_grid'`. Make reads `key=value` and `+key=value` as
+# variables (MAKEOVERRIDES: newest first, spaces as `\ `) and `~key` as a goal (a no-op rule
+# below). A variable that is neither a config key (its first part a group or top-level key of
+# conf/) nor one of this Makefile's (or a LEVIATHAN_*/MLFLOW_* environment variable for the
+# command) stops these targets with an error naming it, before anything runs.
+HYDRA_TARGETS := fit-scaling dashboard demo
+MAKE_VARS := PYTHON VENV SWEEP ARGS TORCH_INDEX UPGRADE MLFLOW_PORT DEMO_ARGS TRACKING_DIR \
+	TRACKING_HOST TRACKING_PORT TRACKING_WORKERS TRACKING_AUTH TRACKING_NO_AUTH USER_NAME ROLE \
+	TIKTOKEN_CACHE_DIR
+CONFIG_ROOTS := $(sort $(notdir $(patsubst %/,%,$(wildcard conf/*/))) seed run_name resume meta \
+	hydra sweep design)
+_sp := ^^SP^^
+_reverse = $(if $(1),$(call _reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword $(1)))
+_cli_vars := $(call _reverse,$(subst \ ,$(_sp),$(MAKEOVERRIDES)))
+_name = $(firstword $(subst =, ,$(1)))
+_is_override = $(or $(filter +% ~%,$(1)),$(filter $(CONFIG_ROOTS),$(firstword $(subst ., ,$(1)))))
+_is_make_var = $(filter $(MAKE_VARS) LEVIATHAN_% MLFLOW_%,$(1))
+_shell_quote = '$(subst ','\'',$(subst $(_sp), ,$(1)))'
+# the overrides, shell-quoted: command-line variables in their order, then the `~key` goals
+CONFIG_OVERRIDES = $(foreach w,$(_cli_vars),$(if $(call _is_override,$(call _name,$(w))),\
+	$(call _shell_quote,$(w)))) $(foreach g,$(filter ~%,$(MAKECMDGOALS)),$(call _shell_quote,$(g)))
+ifneq ($(filter $(HYDRA_TARGETS),$(MAKECMDGOALS)),)
+$(foreach w,$(_cli_vars),$(if $(or $(call _is_override,$(call _name,$(w))),\
+	$(call _is_make_var,$(call _name,$(w)))),,$(error $(subst $(_sp), ,$(w)) is neither a \
+	config override (conf/ has no `$(firstword $(subst ., ,$(call _name,$(w))))`$(if \
+	$(findstring .,$(call _name,$(w))),,: fit.$(subst $(_sp), ,$(w))?)) nor a variable of \
+	this Makefile ($(MAKE_VARS)))))
+endif
+~%: ; @:
+
 fit-scaling: install ## fit L(N) and multipliers for the latest sweep (or SWEEP=<name>; fit.<key>=value: conf/fit/)
 	$(PY) -m analysis.fit_scaling $(if $(SWEEP),--sweep $(SWEEP),--latest) $(ARGS) $(CONFIG_OVERRIDES)
 
 MLFLOW_PORT ?= 5000
 dashboard: install ## MLflow UI on 127.0.0.1 (MLFLOW_PORT=5000) over the store the sweeps log to
-	$(PY) -m leviathan.cli.dashboard --port $(MLFLOW_PORT)
+	$(PY) -m leviathan.cli.dashboard --port $(MLFLOW_PORT) $(CONFIG_OVERRIDES)
 
 TRACKING_DIR ?=
 TRACKING_HOST ?= 127.0.0.1
@@ -103,7 +132,7 @@ tracking-server-stop: install ## stop the PostgreSQL-backed MLflow server in TRA
 
 DEMO_ARGS ?=
 demo: install ## the whole platform end to end: demo corpus, MLflow, smoke sweep, fit, summary
-	$(PY) -m leviathan.demo --port $(MLFLOW_PORT) $(DEMO_ARGS)
+	$(PY) -m leviathan.demo --port $(MLFLOW_PORT) $(DEMO_ARGS) $(CONFIG_OVERRIDES)
 
 .PHONY: help install lock test test-fast lint bench fit-scaling dashboard demo tracking-server \
 	tracking-server-status tracking-server-stop tracking-user

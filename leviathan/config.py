@@ -14,7 +14,7 @@ The typed-config base (`conf_dir`: where conf/ is, in a checkout or the installe
 
 from __future__ import annotations
 
-from leviathan.typed_config import conf_dir, to_config
+from leviathan.typed_config import SITE_ENV, conf_dir, to_config
 
 __all__ = ["compose", "conf_dir", "ladder_config", "register_schemas", "site_overrides",
            "to_config"]
@@ -49,7 +49,6 @@ def register_schemas() -> None:
     _REGISTERED = True
 
 
-SITE_ENV = "LEVIATHAN_SITE_CONF"  # a folder whose local/default.yaml applies like conf/local
 
 
 def site_overrides() -> list[str]:

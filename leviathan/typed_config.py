@@ -118,11 +118,21 @@ def field_checks(cls: type) -> dict[str, Check]:
 def check_fields(obj: Any, group: str, error: type[Exception] = ValueError) -> None:
     """Apply the schema's per-field checks; the first failure raises
     `error("<group>.<field>: must be ..., got <value>")`."""
+    for name, what in field_problems(obj):
+        raise error(f"{group}.{name}: {what}, got {getattr(obj, name)!r}")
+
+
+def field_problems(obj: Any) -> list[tuple[str, str]]:
+    """Every (field, "must be ...") the schema's per-field checks find in `obj`, in order."""
+    out = []
     for name, check in field_checks(type(obj)).items():
-        value = getattr(obj, name)
-        what = check(value)
+        what = check(getattr(obj, name))
         if what is not None:
-            raise error(f"{group}.{name}: {what}, got {value!r}")
+            out.append((name, what))
+    return out
+
+
+SITE_ENV = "LEVIATHAN_SITE_CONF"  # a folder whose local/default.yaml applies like conf/local
 
 
 def conf_dir() -> Path:

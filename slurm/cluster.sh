@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A real one-node SLURM cluster on this machine (Debian's slurmctld, slurmd, slurm-client, munge).
+# A real SLURM cluster on this machine (Debian's slurmctld, slurmd, slurm-client, munge): one node,
+# or (--nodes N) N nodes, each slurmd in its own network namespace (slurm/nodes.sh).
 #
 #   slurm/cluster.sh up       install what is missing, write slurm.conf, start munged, slurmctld,
 #                             slurmd, wait until the node is idle (idempotent: a second `up` only
@@ -7,19 +8,46 @@
 #   slurm/cluster.sh down     stop the daemons this script started (`down --clean` also wipes state)
 #   slurm/cluster.sh status   daemons, their pids, `sinfo`
 #   slurm/cluster.sh env      print `export SLURM_CONF=...` (for `eval "$(slurm/cluster.sh env)"`)
+#   ... --nodes N             the same for an N-node cluster beside the one-node one: its own
+#                             folder, ports and munged (private socket and key), a bridge and one
+#                             network namespace per node, /etc/hosts entries (slurm/README.md)
 #
 # Settings (environment):
-#   LEVIATHAN_SLURM_DIR        state, spool, logs, config   (default /var/tmp/leviathan-slurm)
+#   LEVIATHAN_SLURM_DIR        state, spool, logs, config   (default /var/tmp/leviathan-slurm;
+#                              --nodes N: /var/tmp/leviathan-slurm-<N>n)
 #   LEVIATHAN_SLURM_PARTITION  the partition's name         (default debug)
-#   LEVIATHAN_SLURM_PORT       slurmctld port; slurmd uses +1 (default 6817)
+#   LEVIATHAN_SLURM_PORT       slurmctld port; slurmd uses +1 (default 6817; --nodes N: 6827)
 #   LEVIATHAN_SLURM_TIMEOUT    seconds to wait for an idle node (default 60)
+#   LEVIATHAN_SLURM_SUBNET     --nodes N: the nodes' /24 as three octets (default from the port,
+#                              10.<port/256>.<port%256>; the bridge is .1, node i is .(10+i))
 #
-# Exit codes: 0 ok, 1 a daemon failed (its log is printed), 2 not root, 3 packages unavailable.
+# Exit codes: 0 ok, 1 a daemon failed (its log is printed), 2 not root, 3 packages unavailable,
+# 4 (--nodes N) network namespaces cannot be made here.
 set -euo pipefail
 
-DIR="${LEVIATHAN_SLURM_DIR:-/var/tmp/leviathan-slurm}"
+USAGE="usage: $0 {up|down [--clean]|status|env} [--nodes N]"
+ACTION="${1:-}"
+NODES=1
+CLEAN=""
+shift || true
+while (( $# )); do
+    case "$1" in
+        --nodes) NODES="${2:-}"; shift; shift || true ;;
+        --nodes=*) NODES="${1#--nodes=}"; shift ;;
+        --clean) CLEAN=--clean; shift ;;
+        *) echo "$USAGE" >&2; exit 64 ;;
+    esac
+done
+[[ $NODES =~ ^[1-9]$ ]] || { echo "[cluster.sh] error: --nodes takes 1 to 9" >&2; exit 64; }
+
+if (( NODES == 1 )); then
+    DIR="${LEVIATHAN_SLURM_DIR:-/var/tmp/leviathan-slurm}"
+    PORT="${LEVIATHAN_SLURM_PORT:-6817}"
+else
+    DIR="${LEVIATHAN_SLURM_DIR:-/var/tmp/leviathan-slurm-${NODES}n}"
+    PORT="${LEVIATHAN_SLURM_PORT:-6827}"
+fi
 PARTITION="${LEVIATHAN_SLURM_PARTITION:-debug}"
-PORT="${LEVIATHAN_SLURM_PORT:-6817}"
 WAIT_S="${LEVIATHAN_SLURM_TIMEOUT:-60}"
 CONF="$DIR/etc/slurm.conf"
 SYSTEM_CONF=/etc/slurm/slurm.conf
@@ -83,16 +111,10 @@ start_munge() {
     say "started munged (pid $(cat "$MUNGE_PID"))"
 }
 
-write_conf() {
-    # The node's real CPUs, sockets, cores, threads and memory, as slurmd itself detects them.
-    local node_line node
-    node_line=$(slurmd -C | head -n 1)
-    node=$(sed -E 's/^NodeName=([^ ]+).*/\1/' <<<"$node_line")
-    mkdir -p "$DIR/etc"
-    cat >"$CONF.new" <<EOF
-$MARK: edits are overwritten by 'up'
-ClusterName=leviathan
-SlurmctldHost=$node(127.0.0.1)
+conf_common() {  # ClusterName, SlurmctldHost, SlurmdPidFile, SlurmdLogFile
+    cat <<EOF
+ClusterName=$1
+SlurmctldHost=$2
 SlurmctldPort=$PORT
 SlurmdPort=$((PORT + 1))
 SlurmUser=root
@@ -101,9 +123,9 @@ AuthType=auth/munge
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool/%n
 SlurmctldPidFile=$DIR/run/slurmctld.pid
-SlurmdPidFile=$DIR/run/slurmd.pid
+SlurmdPidFile=$3
 SlurmctldLogFile=$DIR/log/slurmctld.log
-SlurmdLogFile=$DIR/log/slurmd.log
+SlurmdLogFile=$4
 SlurmctldDebug=info
 SlurmdDebug=info
 MailProg=/bin/true
@@ -129,17 +151,33 @@ KillWait=10
 Waittime=0
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2
-$node_line NodeAddr=127.0.0.1 State=UNKNOWN
-PartitionName=$PARTITION Nodes=$node Default=YES MaxTime=INFINITE State=UP
 EOF
+}
+
+install_conf() {  # slurm.conf.new -> slurm.conf unless unchanged (then returns 1); $1: what
     if [[ -f $CONF ]] && cmp -s "$CONF" "$CONF.new"; then
         rm "$CONF.new"
-        say "slurm.conf unchanged: $CONF ($node_line)"
+        say "slurm.conf unchanged: $CONF ($1)"
         return 1
     fi
     mv "$CONF.new" "$CONF"
-    say "wrote $CONF ($node_line, partition $PARTITION)"
+    say "wrote $CONF ($1, partition $PARTITION)"
     return 0
+}
+
+write_conf() {
+    # The node's real CPUs, sockets, cores, threads and memory, as slurmd itself detects them.
+    local node_line node
+    node_line=$(slurmd -C | head -n 1)
+    node=$(sed -E 's/^NodeName=([^ ]+).*/\1/' <<<"$node_line")
+    mkdir -p "$DIR/etc"
+    {
+        echo "$MARK: edits are overwritten by 'up'"
+        conf_common leviathan "$node(127.0.0.1)" "$DIR/run/slurmd.pid" "$DIR/log/slurmd.log"
+        echo "$node_line NodeAddr=127.0.0.1 State=UNKNOWN"
+        echo "PartitionName=$PARTITION Nodes=$node Default=YES MaxTime=INFINITE State=UP"
+    } >"$CONF.new"
+    install_conf "$node_line"
 }
 
 link_system_conf() {
@@ -157,7 +195,8 @@ link_system_conf() {
 start_daemon() {  # name pidfile cmd...
     local name=$1 pidfile=$2; shift 2
     if alive "$pidfile"; then say "$name already running (pid $(cat "$pidfile"))"; return; fi
-    "$@" || { tail -n 30 "$DIR/log/$name.log" >&2 || true; die 1 "$name failed to start"; }
+    # 9>&-: a daemon must not inherit the lock of `up` (slurm/nodes.sh) and hold it for life
+    "$@" 9>&- || { tail -n 30 "$DIR/log/$name.log" >&2 || true; die 1 "$name failed to start"; }
     for _ in $(seq 50); do alive "$pidfile" && break; sleep 0.1; done
     alive "$pidfile" || { tail -n 30 "$DIR/log/$name.log" >&2 || true; die 1 "$name exited"; }
     say "started $name (pid $(cat "$pidfile"), log $DIR/log/$name.log)"
@@ -194,6 +233,10 @@ wait_idle() {
 up() {
     local t0=$SECONDS changed=0
     need_root
+    if [[ -f $CONF ]] && head -n 1 "$CONF" | grep -qF -- "--nodes" \
+        && alive "$DIR/run/slurmctld.pid"; then
+        die 1 "$DIR holds a running multi-node cluster; set LEVIATHAN_SLURM_DIR for this one"
+    fi
     mkdir -p "$DIR"/{etc,state,spool,run,log}
     install_packages
     start_munge
@@ -235,10 +278,14 @@ status() {
     return $rc
 }
 
-case "${1:-}" in
+if (( NODES > 1 )); then
+    # shellcheck source=slurm/nodes.sh
+    source "$(dirname "${BASH_SOURCE[0]}")/nodes.sh"  # up, down and status for N nodes
+fi
+case "$ACTION" in
     up) up ;;
-    down) down "${2:-}" ;;
+    down) down "$CLEAN" ;;
     status) status ;;
     env) echo "export SLURM_CONF=$CONF" ;;
-    *) echo "usage: $0 {up|down [--clean]|status|env}" >&2; exit 64 ;;
+    *) echo "$USAGE" >&2; exit 64 ;;
 esac

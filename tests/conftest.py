@@ -23,13 +23,39 @@ SHARED = Path(os.environ.get("LEVIATHAN_SHARED", REPO.parent / "shared")).resolv
 TOKENIZERS = SHARED / "tokenizers"
 
 
+class _LoadGroupIds:
+    """pytest-xdist 3.8's --dist loadgroup tags a grouped item's id with `@<group>` by setting
+    `item._nodeid`, which pytest 9 no longer reads (Node.nodeid is str(item._id)): without this
+    every xdist_group would be spread over the workers (two starts of one SLURM cluster)."""
+
+    @pytest.hookimpl(trylast=True)  # after xdist's own (in the workers)
+    def pytest_collection_modifyitems(self, config, items):
+        if not (config.getvalue("loadgroup") if hasattr(config.option, "loadgroup") else None):
+            return
+        from _pytest.nodeid import coerce_node_id
+
+        for item in items:
+            names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                            for m in item.iter_markers("xdist_group")})
+            if names and "@" not in item.nodeid:
+                item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(names)}")
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):  # an xdist worker: where the ids are sent from
+        config.pluginmanager.register(_LoadGroupIds(), "leviathan-loadgroup-ids")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's loadgroup reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     import torch
 
     for item in items:  # one real SLURM cluster per machine: its tests share one xdist worker
-        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+        names = getattr(item, "fixturenames", ())
+        if "slurm_cluster" in names:
             item.add_marker(pytest.mark.xdist_group("slurm"))
+        elif "slurm_two_nodes" in names:  # the two-node cluster: one start, one worker
+            item.add_marker(pytest.mark.xdist_group("slurm_two_nodes"))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")
@@ -188,3 +214,37 @@ def slurm_cluster():
         os.environ["SLURM_CONF"] = old
     if not was_up:
         subprocess.run(["bash", str(CLUSTER_SH), "down"], check=False)
+
+
+@pytest.fixture(scope="session")
+def slurm_two_nodes():
+    """A real two-node SLURM cluster on this machine (slurm/cluster.sh up --nodes 2: each slurmd
+    in its own network namespace, beside the one-node cluster), shared by every session and
+    xdist worker using it at once and torn down (daemons, namespaces, bridge, /etc/hosts lines)
+    by the last of them if one of them started it (local_cluster.shared_cluster). Skips, saying
+    why, only when it cannot be made here (not root, no packages, no network namespaces). It
+    leaves SLURM_CONF alone: tests set it with the `two_nodes` fixture (tests/integration)."""
+    import time
+
+    from leviathan.sweep.local_cluster import ClusterUnavailable, shared_cluster
+
+    t0 = time.monotonic()
+    try:
+        with shared_cluster(nodes=2) as cluster:
+            print(f"\ntwo-node SLURM cluster up in {time.monotonic() - t0:.1f} s")
+            yield cluster
+    except ClusterUnavailable as e:
+        pytest.skip(f"no local two-node SLURM cluster: {e}")
+
+
+@pytest.fixture(scope="session")
+def nodes_mlflow(slurm_two_nodes, tmp_path_factory):
+    """A real `mlflow server` the two-node cluster's jobs reach: on the nodes' bridge address
+    (the session's `mlflow_server` listens on this host's loopback, which a node's namespace
+    does not share)."""
+    from leviathan.tracking.server import start_server
+
+    server = start_server(tmp_path_factory.mktemp("mlflow-nodes"),
+                          host=slurm_two_nodes.controller_address)
+    yield server.uri
+    server.stop()

@@ -13,11 +13,13 @@ BENCHES = {
     "loss": "leviathan.bench.loss",  # plain vs lean (chunked) head + cross-entropy
     "gpu": "leviathan.bench.gpu",  # real training steps on CUDA: tokens/s, MFU, peak memory
     "gpu-suite": "leviathan.bench.gpu_suite",  # every GPU figure in one call: one JSON
+    "gpu-grid": "leviathan.bench.gpu_grid",  # every shape of the shipped grids, in a budget
     "shapes": "leviathan.bench.shapes",  # the shapes file for `bench gpu` where Hydra is absent
     "tracking": "leviathan.bench.tracking",  # N concurrent jobs' MLflow writers vs one server
     "loop": "leviathan.bench.loop",  # Lightning's Trainer vs the plain step, per optimizer step
     "lev": "leviathan.bench.lev",  # the two LEV forms: params, time, init scale, training
     "ckpt": "leviathan.bench.ckpt",  # one checkpoint's write: Lightning's IO vs in place
+    "cost": "leviathan.bench.cost",  # fit the plan's GPU cost model to measured steps
 }
 
 

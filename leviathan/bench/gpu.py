@@ -184,7 +184,10 @@ def top_kernels(step, source, args, device: torch.device, top: int = 12) -> list
              "share": round(getattr(e, attr) / total, 4)} for e in events[:top]]
 
 
-def run_arm(args, spec: str, arm: str, device: torch.device, workdir: Path) -> dict:
+def run_arm(args, spec: str, arm: str, device: torch.device, workdir: Path,
+            allowance_s: float | None = None, min_steps: int = 2) -> dict:
+    """One arm: --warmup unmeasured steps (compilation), then --steps measured ones, or fewer
+    once `allowance_s` seconds of measured steps (and at least `min_steps`) are in."""
     import torch
 
     from leviathan.models.build import build_model
@@ -206,7 +209,8 @@ def run_arm(args, spec: str, arm: str, device: torch.device, workdir: Path) -> d
                        fused_adamw=args.fused_adamw)
     step = TrainStep(model, tc, autocast=torch.bfloat16 if device.type == "cuda" else None)
     source = batch_source(args, cfg.vocab_size, workdir)
-    times, losses = [], []
+    times, losses, warm = [], [], 0.0
+    t_build = time.perf_counter()
     for i in range(args.warmup + args.steps):
         micro = [next(source).to(device, non_blocking=True) for _ in range(args.accumulation)]
         _sync(device)
@@ -214,12 +218,18 @@ def run_arm(args, spec: str, arm: str, device: torch.device, workdir: Path) -> d
         losses.append(step(micro)["loss"])  # .item() synchronises
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
+            if allowance_s is not None and len(times) >= min_steps and sum(times) >= allowance_s:
+                break
+        else:
+            warm = time.perf_counter() - t_build
     tokens = args.micro_batch * args.accumulation * args.seq_len
     med = statistics.median(times)
-    out = {"shape": f"{cfg.ladder}/{cfg.size}", "arm": arm, "n_layers": cfg.n_layers,
+    out = {"shape": f"{cfg.ladder}/{cfg.size}", "spec": spec, "arm": arm,
+           "n_layers": cfg.n_layers,
            "d_model": cfg.d_model, "head": cfg.head,
            "params_total": counts.total, "params_body": counts.body, "flops_per_token": fpt,
-           "step_s_median": med, "tokens_per_s": tokens / med,
+           "step_s_median": med, "steps_measured": len(times), "warmup_s": round(warm, 3),
+           "tokens_per_s": tokens / med,
            "flops_per_s": fpt * tokens / med, "mfu": fpt * tokens / med / args.peak_flops,
            "peak_mem_gb": peak_memory_gb(device), "loss_first": losses[0],
            "loss_last": losses[-1]}
@@ -300,13 +310,14 @@ def summarize(shapes: dict[str, dict[str, dict]]) -> dict:
 
 
 def write_record(out: Path, args, device: str, torch_version: str,
-                 shapes: dict[str, dict[str, dict]], failed: list[dict] | None = None) -> dict:
+                 shapes: dict[str, dict[str, dict]], failed: list[dict] | None = None,
+                 extra: dict | None = None) -> dict:
     """Write the results so far to `out` (atomically: a reader never sees half a file)."""
-    summary = summarize(shapes)
+    summary = summarize(shapes) if shapes else {}
     record = {"device": device, "torch": torch_version, "peak_flops": args.peak_flops,
               "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "settings": {k: v for k, v in vars(args).items() if k != "out"},
-              "shapes": shapes, "failed": failed or [], "summary": summary}
+              "shapes": shapes, "failed": failed or [], "summary": summary, **(extra or {})}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")

@@ -6,17 +6,26 @@ scipy and pandas are installed (plus Hydra's wheels if the training job is to ru
 process under its own time limit so that a hang or an out-of-memory in one keeps the others:
 
   probe         device, torch, CUDA; an 8192^3 bf16 matmul's FLOP/s (the reachable peak)
-  gpu_eager     bench gpu --shapes <shapes> --no-compile   (Dense/Leviathan/control MFU)
+  grid          bench gpu-grid: every shape of the shipped grids (isoparametric, isobody,
+                decoupled, data_scaling) at trainer=gpu's settings, most needed first, each
+                within an allowance; the shapes that did not fit are listed (`skipped`)
   train         the real job: `python -m leviathan.train trainer=gpu` of the smallest
                 isoparametric pair (Dense, Leviathan) for --train-steps steps on the demo
-                corpus, tracking.enabled=false (no MLflow on the box): tokens/s, MFU, losses
-  gpu_compiled  bench gpu --shapes <shapes> --compile --profile 3   (what trainer=gpu runs)
+                corpus, tracking.enabled=false (no MLflow on the box): tokens/s (the job's
+                steady state), MFU, losses, and the settings it ran at
   loss          bench loss --device cuda: plain vs chunked (lean) head + loss, time and memory
+  gpu_eager     bench gpu --shapes <shapes> --no-compile   (Dense/Leviathan/control MFU)
+  gpu_compiled  bench gpu --shapes <shapes> --compile --profile 3   (the top kernels)
 
-bench gpu's record of the variant trainer=gpu runs (conf/trainer/gpu.yaml `compile`) is also
-written to $LEVIATHAN_ROOT/sweeps/bench_gpu.json, which the sweep's dry run reads. Without CUDA
-(or with --device cpu, for tests of this code) it runs the same parts on tiny shapes.
-The last line is one JSON object: the suite's summary (goals met or missed, figures).
+The default budget (570 s) fits probe, grid, train and loss on one H100/H200, under 10 minutes
+in all; gpu_eager and gpu_compiled run when time is left (or when named in --parts). The record
+is what the plan and the cost model read (leviathan.sweep.cost_records.read: the grid part, the
+bench parts and the train part); the measured shapes of trainer=gpu's compile setting are also
+written to $LEVIATHAN_ROOT/sweeps/bench_gpu.json, which the sweep's dry run reads (the grid
+part's, else gpu_compiled's). Without CUDA (or with --device cpu, for tests of this code) it
+runs the same parts on tiny shapes (the grid part: grid smoke_tiny, eager).
+The last line is one JSON object: the suite's summary (goals met or missed, the parts' exit
+codes, the grid's shapes skipped for time).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from pathlib import Path
 from leviathan.bench.gpu import default_out
 from leviathan.bench.shapes import conf_node, use_shapes_file
 
+GRID_MARGIN_S = 30  # the grid part's process start and its last shape's overrun
 GOALS = {  # issue 26: the figures that decide the GPU defaults
     "dense_mfu v2/1.2B": 0.45, "dense_mfu v1/421M": 0.35, "leviathan_dense_ratio iso-body": 0.9}
 TRAIN_PAIR = {"dense": ["model.arm=dense", "model.head=untied"],
@@ -47,10 +57,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=15, help="bench gpu: measured steps per arm")
     p.add_argument("--train-model", default="v1/60M", help="the trained pair's size")
     p.add_argument("--train-steps", type=int, default=30, help="the training job's steps")
-    p.add_argument("--budget-s", type=float, default=540.0,
+    p.add_argument("--budget-s", type=float, default=570.0,
                    help="the whole suite's wall-clock limit; parts are cut to fit")
-    p.add_argument("--parts", default="probe,gpu_eager,train,gpu_compiled,loss",
+    p.add_argument("--parts", default="probe,grid,train,loss,gpu_eager,gpu_compiled",
                    help="comma-separated parts to run, in this order")
+    p.add_argument("--grids", default="isoparametric,isobody,decoupled,data_scaling",
+                   help="the grid part's grids (bench gpu-grid --grids)")
+    p.add_argument("--grid-s", type=float, default=None,
+                   help="the grid part's budget for its shapes (bench gpu-grid --budget-s; "
+                        f"default: its share of --budget-s less {GRID_MARGIN_S} s)")
     p.add_argument("--workdir", type=Path, default=None,
                    help="scratch for the corpus and the runs (default: a temporary folder)")
     p.add_argument("--shapes-file", type=Path, default=None,
@@ -62,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # part name -> (share of the budget it may use at most, minimum seconds worth starting it)
-LIMITS = {"probe": (0.08, 10), "gpu_eager": (0.25, 40), "train": (0.3, 60),
+LIMITS = {"probe": (0.08, 10), "grid": (0.7, 60), "gpu_eager": (0.25, 40), "train": (0.3, 60),
           "gpu_compiled": (0.45, 60), "loss": (0.12, 20)}
 
 
@@ -123,17 +138,23 @@ print(json.dumps(out))
 
 
 def train_part(args, work: Path, limit_s: float, log_dir: Path) -> dict:
-    """The real training job, Dense then Leviathan, with trainer=gpu's settings."""
-    out: dict = {}
-    deadline = time.time() + limit_s
+    """The real training job, Dense then Leviathan, with trainer=gpu's settings (on the CPU:
+    trainer=gpu_on_cpu, eager, for tests of this code); `settings` records what it ran at."""
     tiny = args.device != "cuda"
+    trainer = conf_node("trainer", "gpu_on_cpu" if tiny else "gpu")
+    out: dict = {"model": "debug_small@isoparametric" if tiny else args.train_model,  # its arms
+                 "settings": {"compile": False if tiny else bool(trainer["compile"]),
+                              "precision": str(trainer["precision"]),
+                              "loss_impl": str(trainer.get("loss_impl", "chunked"))}}
+    deadline = time.time() + limit_s
     for arm, overrides in TRAIN_PAIR.items():
         left = deadline - time.time()
         if left < 20:
             out[arm] = {"rc": "skipped: out of time"}
             continue
         model = ["model=debug_small", "data.tokenizer=debug_2k", "data=debug",
-                 "trainer=gpu_on_cpu", "trainer.micro_batch=2", "trainer.global_batch=2"] if tiny \
+                 "trainer=gpu_on_cpu", "trainer.micro_batch=2", "trainer.global_batch=4",
+                 "trainer.compile=false"] if tiny \
             else [f"model={args.train_model}", "data=minipile", "trainer=gpu",
                   "trainer.global_batch=64"]  # 2 micro-batches of 32: accumulation too
         cmd = [sys.executable, "-m", "leviathan.train", *model, *overrides,
@@ -149,7 +170,7 @@ def train_part(args, work: Path, limit_s: float, log_dir: Path) -> dict:
             s = json.loads(summary.read_text())
             r["result"] = {k: s.get(k) for k in ("n_params", "steps", "tokens_seen",
                                                  "final_val_loss", "final_train_loss",
-                                                 "throughput", "wall_s", "plan")}
+                                                 "throughput", "wall_s", "plan", "cost")}
             from leviathan.tracking.folder import read_metrics
 
             r["train_loss"] = [[m["step"], m["train/loss"]] for m in read_metrics(summary.parent)
@@ -162,14 +183,17 @@ def train_part(args, work: Path, limit_s: float, log_dir: Path) -> dict:
 
 
 def verdicts(parts: dict) -> dict:
-    """Each goal: the measured value (compiled if measured, else eager) and met / missed."""
+    """Each goal: the measured value (compiled if measured: gpu_compiled, else the grid part,
+    else eager) and met / missed."""
     res = {}
-    for variant in ("gpu_compiled", "gpu_eager"):
+    for variant in ("gpu_compiled", "grid", "gpu_eager"):
         summary = parts.get(variant, {}).get("result") or {}
         if not summary:
             continue
-        mfu = summary.get("dense_mfu", {})
-        ratio = summary.get("leviathan_dense_ratio", {})
+        # the grid part's keys are <size>@<grid>: v1/421M@isoparametric, v2/1.2B@decoupled
+        mfu = {k.split("@")[0]: v for k, v in summary.get("dense_mfu", {}).items()}
+        ratio = {k.split("@")[0]: v for k, v in summary.get("leviathan_dense_ratio", {}).items()
+                 if k.split("@")[-1] in ("decoupled", k)}
         for shape in ("v2/1.2B", "v1/421M"):
             key = f"dense_mfu {shape}"
             if shape in mfu and key not in res:
@@ -196,6 +220,7 @@ class Suite:
                                            "cpu", "--lev-steps", "1"]
         use_shapes_file(args.shapes_file)
         self.gpu = conf_node("trainer", "gpu")  # what trainer=gpu runs
+        self.grid_written = False  # the grid part wrote sweeps/bench_gpu.json
         if args.shapes_file is not None:
             self.gpu_args += ["--shapes-file", str(args.shapes_file)]
 
@@ -206,6 +231,8 @@ class Suite:
             return run_part(name, [sys.executable, "-c", code], limit, self.log_dir)
         if name == "train":
             return train_part(args, self.work, limit, self.log_dir)
+        if name == "grid":
+            return self.grid(limit)
         if name == "loss":
             cmd = [*self.bench, "loss", "--device", args.device, "--variants", "plain,lean"]
             cmd += (["--tokens", "16384", "--dim", "2048", "--chunk", str(self.gpu["loss_chunk"])]
@@ -221,11 +248,42 @@ class Suite:
         if partial.exists():  # what finished before a timeout is kept
             rec = json.loads(partial.read_text())
             out["result"], out["shapes"] = rec.get("summary"), rec.get("shapes")
-            if compiled == bool(self.gpu.get("compile")):  # trainer=gpu's: the plan reads it
-                target = default_out()
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(partial, target)
+            out["settings"] = rec.get("settings")  # what the cost model reads with the shapes
+            if compiled == bool(self.gpu.get("compile")) and not self.grid_written:
+                self.publish(partial)  # trainer=gpu's: the plan reads it
         return out
+
+    def grid(self, limit: float) -> dict:
+        """bench gpu-grid within the part's limit; the record's shapes, settings, skipped."""
+        partial = self.log_dir / "bench_grid.json"
+        tiny = [] if self.cuda else ["--no-compile", "--shape-s", "0.2", "--steps", "3",
+                                     "--micro-batch", "2", "--seq-len", "16", "--device", "cpu"]
+        grids = self.args.grids if self.cuda else "smoke_tiny"
+        budget = self.args.grid_s if self.args.grid_s is not None else max(
+            1.0, limit - GRID_MARGIN_S)
+        cmd = [*self.bench, "gpu-grid", "--grids", grids, "--budget-s", f"{budget:g}",
+               "--out", str(partial), *tiny,
+               *(["--shapes-file", str(self.args.shapes_file)] if self.args.shapes_file else [])]
+        out = run_part("grid", cmd, limit, self.log_dir)
+        if partial.exists():  # what finished before a timeout is kept, and what was not reached
+            rec = json.loads(partial.read_text())
+            out.update({k: rec.get(k) for k in ("shapes", "settings", "skipped", "pending",
+                                                "failed", "order")})
+            out["result"] = rec.get("summary")
+            out["skipped"] = [*(rec.get("skipped") or []),
+                              *({**p, "reason": "not reached: the part ran out of time"}
+                                for p in rec.get("pending") or [])]
+            if rec.get("shapes") and bool(rec["settings"].get("compile")) == \
+                    bool(self.gpu.get("compile")):
+                self.publish(partial)
+                self.grid_written = True
+        return out
+
+    def publish(self, record: Path) -> None:
+        """The record the sweep's dry run reads by default (sweep.measured_mfu)."""
+        target = default_out()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(record, target)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,13 +320,18 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             share, least = LIMITS[name]
             left = deadline - time.time()
-            limit = left if name == "loss" else min(share * args.budget_s, left)
+            limit = min(share * args.budget_s, left)
             parts[name] = (suite.run(name, limit) if limit >= least
                            else {"rc": f"skipped: {left:.0f} s left of the budget"})
             save()
     print(f"gpu-suite: {args.out} in {record['wall_s']} s")
+    skipped = [f"{x['spec']} {x['arm']}" for x in (parts.get("grid") or {}).get("skipped") or []]
+    if skipped:
+        print(f"grid: {len(skipped)} shape(s) skipped for time (the plan keeps them modelled): "
+              + ", ".join(skipped))
     print(json.dumps({"goals": record["goals"], "out": str(args.out),
-                      "parts": {k: v.get("rc") for k, v in parts.items() if "rc" in v}}))
+                      "parts": {k: v.get("rc") for k, v in parts.items() if "rc" in v},
+                      "grid_skipped": skipped}))
     return 0
 
 

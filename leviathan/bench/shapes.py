@@ -21,7 +21,9 @@ Hydra composes.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -112,20 +114,43 @@ def split_shape(spec: str) -> tuple[str, str]:
     return shape, grid
 
 
-def grid_arms(grid: str) -> dict[str, list[str]]:
-    """The arms of conf/grid/<grid>.yaml: arm name -> its overrides."""
-    if _FILE is not None:
-        return {k: list(v) for k, v in _from_file("grids", grid, f"grid {grid}").items()}
-    path = conf_dir() / "grid" / f"{grid}.yaml"
+@functools.cache
+def _grid_json(grid: str, conf: str) -> str:
+    path = Path(conf) / "grid" / f"{grid}.yaml"
     if not path.is_file():
         raise ShapeError(f"{path}: no such config file")
     node = _compose("sweep", [f"+grid={grid}"], str(path)).grid
     from omegaconf import OmegaConf
 
-    arms = OmegaConf.to_container(node, resolve=True).get("arms")
+    return json.dumps({**OmegaConf.to_container(node, resolve=True), "path": str(path)})
+
+
+def _grid(grid: str) -> dict[str, Any]:
+    """conf/grid/<grid>.yaml composed and resolved, as a plain dict (composed once)."""
+    return json.loads(_grid_json(grid, str(conf_dir())))
+
+
+def grid_arms(grid: str) -> dict[str, list[str]]:
+    """The arms of conf/grid/<grid>.yaml: arm name -> its overrides."""
+    if _FILE is not None:
+        return {k: list(v) for k, v in _from_file("grids", grid, f"grid {grid}").items()}
+    node = _grid(grid)
+    arms = node.get("arms")
     if not isinstance(arms, dict) or not arms:
-        raise ShapeError(f"{path}: no `arms` mapping")
+        raise ShapeError(f"{node['path']}: no `arms` mapping")
     return {k: [str(o) for o in v] for k, v in arms.items()}
+
+
+def grid_specs(grid: str) -> list[tuple[str, list[str]]]:
+    """The shapes a grid trains, as (spec, its arms): each size of grid.sizes with every arm,
+    each of grid.dense_sizes (Dense-only rungs) with the dense arm; spec = <size>@<grid>."""
+    if _FILE is not None:
+        node = _from_file("grid_sizes", grid, f"the sizes of grid {grid}")
+    else:
+        node = _grid(grid)
+    arms = list(grid_arms(grid))
+    return ([(f"{size}@{grid}", arms) for size in node.get("sizes") or []]
+            + [(f"{size}@{grid}", ["dense"]) for size in node.get("dense_sizes") or []])
 
 
 def arm_config(spec: str, arm: str) -> ModelConfig:
@@ -144,22 +169,40 @@ def arm_config(spec: str, arm: str) -> ModelConfig:
     path = conf_dir() / "model" / f"{shape}.yaml"
     if not path.is_file():
         raise ShapeError(f"{path}: no such config file")
+    try:
+        return copy.deepcopy(_composed(shape, tuple(arms[arm]), str(path)))
+    except ShapeError as e:
+        raise ShapeError(f"{spec} arm {arm}: {e}") from e
+
+
+@functools.cache
+def _composed(shape: str, overrides: tuple[str, ...], path: str) -> ModelConfig:
+    """One composition per model config and arm overrides in a process (arm_config's)."""
     from leviathan.models.accounting import resolve_model_config
 
-    cfg = _compose("train", [f"model={shape}", *arms[arm]], f"{spec} arm {arm}")
+    cfg = _compose("train", [f"model={shape}", *overrides], f"model={shape}")
     return resolve_model_config(cfg.model)
 
 
-def shapes_record(specs: list[str]) -> dict[str, Any]:
-    """What a shapes file holds: every arm's resolved ModelConfig of each spec, the grids' arms
-    and the trainer options (composed with Hydra here)."""
+def shapes_record(specs: list[str], grids: list[str] = ()) -> dict[str, Any]:
+    """What a shapes file holds: every arm's resolved ModelConfig of each spec and of every
+    shape of `grids` (their sizes too: bench gpu-grid), the grids' arms and the trainer options
+    (composed with Hydra here)."""
     if _FILE is not None:
         raise ShapeError("bench shapes composes with Hydra: do not give it a shapes file")
     record: dict[str, Any] = {"format": FORMAT, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                              "conf": str(conf_dir()), "shapes": {}, "grids": {}, "trainer": {}}
-    for spec in specs:
+                              "conf": str(conf_dir()), "shapes": {}, "grids": {}, "trainer": {},
+                              "grid_sizes": {}}
+    wanted: dict[str, list[str] | None] = dict.fromkeys(specs)  # None: all the grid's arms
+    for grid in grids:
+        node = _grid(grid)
+        record["grid_sizes"][grid] = {k: list(node.get(k) or []) for k in ("sizes", "dense_sizes")}
+        for spec, arms in grid_specs(grid):
+            wanted.setdefault(spec, arms)
+    for spec, only in wanted.items():
         grid = split_shape(spec)[1]
-        arms = record["grids"].setdefault(grid, grid_arms(grid))
+        arms = only or record["grids"].setdefault(grid, grid_arms(grid))
+        record["grids"].setdefault(grid, grid_arms(grid))
         record["shapes"][spec] = {arm: dataclasses.asdict(arm_config(spec, arm)) for arm in arms}
     for name in TRAINER_OPTIONS:
         record["trainer"][name] = conf_node("trainer", name)
@@ -172,14 +215,16 @@ def main(argv: list[str] | None = None) -> int:
                                 description=main.__doc__.split(":", 1)[1].strip())
     p.add_argument("--shapes", default="v1/421M,v2/1.2B",
                    help="comma-separated sizes, each optionally @<grid> (as bench gpu --shapes)")
+    p.add_argument("--grids", default="",
+                   help="comma-separated grids whose every shape to add (bench gpu-grid)")
     p.add_argument("--out", type=Path, required=True, help="the shapes file (JSON) to write")
     args = p.parse_args(argv)
     specs = [s.strip() for s in args.shapes.split(",") if s.strip()]
-    record = shapes_record(specs)
+    record = shapes_record(specs, [g.strip() for g in args.grids.split(",") if g.strip()])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     n = sum(len(a) for a in record["shapes"].values())
-    print(f"{args.out}: {n} arm configs of {', '.join(specs)}, trainer "
+    print(f"{args.out}: {n} arm configs of {', '.join(record['shapes'])}, trainer "
           f"{', '.join(TRAINER_OPTIONS)} (bench gpu --shapes-file {args.out})")
     return 0
 

@@ -8,14 +8,15 @@ matched pair that sees the identical token stream and the same token count.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from leviathan.errors import LeviathanError
 from leviathan.typed_config import (
     above,
     at_least,
-    check_fields,
     choice,
     each,
     in_range,
@@ -28,6 +29,7 @@ FAMILIES = ("isoparametric", "isobody", "decoupled", "data_scaling", "smoke", "c
 ARM_NAMES = ("dense", "leviathan", "factorized", "dense_untied", "factorized_wide",
              "lev_codebooks")
 CONTROLS = ("factorized", "dense_untied", "factorized_wide", "lev_codebooks")
+log = logging.getLogger(__name__)
 
 
 class GridError(LeviathanError, ValueError):
@@ -129,10 +131,6 @@ class RunSpec:
 
 
 
-def _bad(key: str, msg: str) -> GridError:
-    return GridError(f"grid.{key}: {msg}")
-
-
 def to_grid_config(node: Any) -> GridConfig:
     """A validated GridConfig from the composed `grid` node (DictConfig or dict)."""
     from leviathan.typed_config import to_config
@@ -143,67 +141,176 @@ def to_grid_config(node: Any) -> GridConfig:
 
 
 def validate(grid: GridConfig) -> GridConfig:
-    """The per-field checks (`_checks`), then the rules that tie fields together."""
-    if not grid.name or grid.name == "???":
-        raise _bad("name", "a grid needs a name")
-    check_fields(grid, "grid", GridError)
-    check_fields(grid.lr_rule, "grid.lr_rule", GridError)
-    if not grid.sizes and not grid.dense_sizes:
-        raise _bad("sizes", "list at least one model size, e.g. [v1/109M]")
-    _check_arms(grid)
-    budgets = grid.tokens if grid.tokens is not None else grid.tokens_per_param
-    if not budgets:
-        raise _bad("tokens" if grid.tokens is not None else "tokens_per_param",
-                   f"must be a non-empty list of positive numbers, got {budgets!r}")
-    for key in ("seeds", "lr", "cooldowns"):
-        values = getattr(grid, key)
-        if len(set(values)) != len(values) or (key != "cooldowns" and not values):
-            raise _bad(key, f"must be a {'' if key == 'cooldowns' else 'non-empty '}list of "
-                            f"distinct values, got {values!r}")
-    _check_allocation(grid)
-    for o in grid.overrides:
-        if "=" not in o:
-            raise _bad("overrides", f"{o!r} is not a key=value override")
+    """The per-field checks (`_checks`), then the rules that tie fields together.
+
+    First, the per-size and per-arm entries (seeds_by_size, lr_sizes, seeds_by_arm,
+    power.noise) of sizes or arms the grid no longer has are dropped, one note each: a shipped
+    grid narrowed on the command line (`grid.sizes=[...]`, `~grid.arms.factorized`) plans
+    without copying its YAML. Then every problem left is reported at once, in one GridError,
+    each with the override that fixes it."""
+    _drop_stale(grid)
+    problems = [*_field_problems(grid), *_shape_problems(grid), *_arm_problems(grid),
+                *_allocation_problems(grid)]
+    if len(problems) == 1:
+        raise GridError(problems[0])
+    if problems:
+        raise GridError(f"grid: {len(problems)} problems: " + "; ".join(problems))
     return grid
 
 
-def _check_allocation(grid: GridConfig) -> None:
-    """seeds_by_arm, lr_sizes and the power model name what the grid has."""
-    for arm, seeds in grid.seeds_by_arm.items():
-        if arm not in grid.arms:
-            raise _bad(f"seeds_by_arm.{arm}", f"not an arm of this grid ({', '.join(grid.arms)})")
-        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-            raise _bad(f"seeds_by_arm.{arm}", f"must be a non-empty list of distinct seeds >= 0, "
-                       f"got {seeds!r}")
-    for size, n in grid.seeds_by_size.items():
-        if size not in grid.sizes and size not in grid.dense_sizes:
-            raise _bad(f"seeds_by_size.{size}", "not in sizes or dense_sizes")
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise _bad(f"seeds_by_size.{size}", f"must be a whole number of seeds >= 1, got {n!r}")
-    unknown = set(grid.lr_sizes or ()) - set(grid.sizes) - set(grid.dense_sizes)
-    if unknown:
-        raise _bad("lr_sizes", f"{sorted(unknown)} are not in sizes or dense_sizes")
-    check_fields(grid.power, "grid.power", GridError)
-    for arm, sd in grid.power.noise.items():
-        if arm not in (*ARM_NAMES, "all") or not 0 < float(sd) < 0.5:
-            raise _bad(f"power.noise.{arm}", f"must be an arm ({', '.join(ARM_NAMES)}, all) "
-                       f"with a relative sd in (0, 0.5), got {sd!r}")
+def _ov(key: str, value: Any) -> str:
+    """A command-line override setting `key` to `value`, quoted for a shell where needed."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, list | tuple):
+            return "[" + ",".join(fmt(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ",".join(f"{k}:{fmt(x)}" for k, x in v.items()) + "}"
+        return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+    text = f"{key}={fmt(value)}"
+    return f"'{text}'" if any(c in text for c in "[]{},") else text
 
 
-def _check_arms(grid: GridConfig) -> None:
+def _problem(key: str, what: str, fix: str) -> str:
+    return f"grid.{key}: {what} (fix: {fix})"
+
+
+def _is_size(size: str) -> bool:
+    """Whether `size` names a model config (conf/model/<size>.yaml, or a site's): an entry of
+    a size the grid dropped, not a typo."""
+    import os
+
+    from leviathan.typed_config import SITE_ENV, conf_dir
+
+    roots = [conf_dir(), *([Path(os.environ[SITE_ENV])] if os.environ.get(SITE_ENV) else [])]
+    return any((root / "model" / f"{size}.yaml").is_file() for root in roots)
+
+
+def _drop_stale(grid: GridConfig) -> None:
+    """Drop the entries of sizes (model configs) and arms (ARM_NAMES) the grid does not have,
+    one note each; an empty lr_sizes left by it means that no size sweeps the LR."""
+    sizes = {*grid.sizes, *grid.dense_sizes}
+    gone = "is not in grid.sizes or grid.dense_sizes"
+    for size in [s for s in grid.seeds_by_size if s not in sizes and _is_size(s)]:
+        del grid.seeds_by_size[size]
+        log.warning(f"note: grid.seeds_by_size: dropped {size} ({size} {gone})")
+    if grid.lr_sizes:
+        for size in [s for s in grid.lr_sizes if s not in sizes and _is_size(s)]:
+            grid.lr_sizes.remove(size)
+            log.warning(f"note: grid.lr_sizes: dropped {size} ({size} {gone})"
+                        + ("; no size sweeps the LR now (grid.lr_sizes=null: every size does)"
+                           if not grid.lr_sizes else ""))
+    for key, entries in (("seeds_by_arm", grid.seeds_by_arm), ("power.noise", grid.power.noise)):
+        for arm in [a for a in entries if a in ARM_NAMES and a not in grid.arms]:
+            del entries[arm]
+            log.warning(f"note: grid.{key}: dropped {arm} (not an arm of this grid: "
+                        f"{', '.join(grid.arms) or 'none'})")
+
+
+def _field_problems(grid: GridConfig) -> list[str]:
+    from dataclasses import fields
+
+    from leviathan.typed_config import field_problems
+
+    out = []
+    if not grid.name or grid.name == "???":
+        out.append(_problem("name", "a grid needs a name", _ov("grid.name", "my_grid")))
+    for prefix, obj in (("", grid), ("lr_rule.", grid.lr_rule), ("power.", grid.power)):
+        defaults = {f.name: (f.default_factory() if callable(f.default_factory) else f.default)
+                    for f in fields(obj)}
+        out += [_problem(f"{prefix}{name}", f"{what}, got {getattr(obj, name)!r}",
+                         _ov(f"grid.{prefix}{name}", defaults[name]))
+                for name, what in field_problems(obj)]
+    return out
+
+
+def _shape_problems(grid: GridConfig) -> list[str]:
+    """Sizes, budgets, seeds, LRs, cooldowns and the grid-wide overrides."""
+    out = []
+    if not grid.sizes and not grid.dense_sizes:
+        out.append(_problem("sizes", "list at least one model size", _ov("grid.sizes",
+                                                                          ["v1/109M"])))
+    key = "tokens" if grid.tokens is not None else "tokens_per_param"
+    if not getattr(grid, key):
+        out.append(_problem(key, f"must be a non-empty list of positive numbers, got "
+                                 f"{getattr(grid, key)!r}", _ov("grid.tokens_per_param", [20])
+                            if key == "tokens_per_param" else "grid.tokens=null"))
+    for key, default in (("seeds", [0]), ("lr", [1.0]), ("cooldowns", [])):
+        values = getattr(grid, key)
+        if len(set(values)) != len(values) or (key != "cooldowns" and not values):
+            out.append(_problem(key, f"must be a {'' if key == 'cooldowns' else 'non-empty '}"
+                                     f"list of distinct values, got {values!r}",
+                                _ov(f"grid.{key}", list(dict.fromkeys(values)) or default)))
+    bad = [o for o in grid.overrides if "=" not in o]
+    if bad:
+        out.append(_problem("overrides", f"{bad} are not key=value overrides",
+                            _ov("grid.overrides", [o for o in grid.overrides if "=" in o])))
+    return out
+
+
+def _arm_problems(grid: GridConfig) -> list[str]:
     if not grid.arms:
-        raise _bad("arms", f"give the arms to run, among {', '.join(ARM_NAMES)}")
+        return [_problem("arms", f"give the arms to run, among {', '.join(ARM_NAMES)}",
+                         _ov("+grid.arms.dense", ["model.arm=dense"]))]
+    out = []
     for arm, ovr in grid.arms.items():
         if arm not in ARM_NAMES:
-            raise _bad(f"arms.{arm}", f"unknown arm; allowed values: {', '.join(ARM_NAMES)}")
-        if not isinstance(ovr, list) or not all(isinstance(o, str) and "=" in o for o in ovr):
-            raise _bad(f"arms.{arm}", "must be a list of key=value overrides")
+            out.append(_problem(f"arms.{arm}", f"unknown arm; allowed values: "
+                                               f"{', '.join(ARM_NAMES)}", f"~grid.arms.{arm}"))
+        elif not isinstance(ovr, list) or not all(isinstance(o, str) and "=" in o for o in ovr):
+            out.append(_problem(f"arms.{arm}", "must be a list of key=value overrides",
+                                _ov(f"grid.arms.{arm}", [f"model.arm={arm}"])))
     for control in CONTROLS:
         if control in grid.arms and "leviathan" not in grid.arms:
-            raise _bad(f"arms.{control}", f"the {control} control needs its Leviathan partner: "
-                       "add arms.leviathan (a control is only read against Leviathan)")
+            out.append(_problem(f"arms.{control}", f"the {control} control needs its Leviathan "
+                                "partner (a control is only read against Leviathan)",
+                                f"~grid.arms.{control}"))
     if grid.dense_sizes and "dense" not in grid.arms:
-        raise _bad("dense_sizes", "Dense-only rungs need arms.dense (their overrides)")
+        out.append(_problem("dense_sizes", "Dense-only rungs need arms.dense (their overrides)",
+                            "grid.dense_sizes=[]"))
+    return out
+
+
+def _allocation_problems(grid: GridConfig) -> list[str]:
+    """seeds_by_arm, seeds_by_size, lr_sizes and the power model name what the grid has (what
+    _drop_stale left: unknown arms, names that are no model config) with valid values."""
+    out = []
+    sizes = [*grid.sizes, *grid.dense_sizes]
+    for arm, seeds in grid.seeds_by_arm.items():
+        if arm not in grid.arms:
+            out.append(_problem(f"seeds_by_arm.{arm}", f"not an arm of this grid "
+                                f"({', '.join(grid.arms)})", f"~grid.seeds_by_arm.{arm}"))
+        elif not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            out.append(_problem(f"seeds_by_arm.{arm}", f"must be a non-empty list of distinct "
+                                f"seeds >= 0, got {seeds!r}",
+                                _ov(f"grid.seeds_by_arm.{arm}",
+                                    [s for s in dict.fromkeys(seeds) if s >= 0] or [0])))
+    for size, n in grid.seeds_by_size.items():
+        if size not in sizes:
+            out.append(_problem(f"seeds_by_size.{size}", f"not in sizes or dense_sizes "
+                                f"({', '.join(sizes)}) and no model config",
+                                f"remove {size} from grid.seeds_by_size where it is set"))
+        elif not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            out.append(_problem(f"seeds_by_size.{size}", f"must be a whole number of seeds "
+                                f">= 1, got {n!r}", _ov("grid.seeds_by_size", {size: 1})))
+    unknown = [s for s in grid.lr_sizes or () if s not in sizes]
+    if unknown:
+        out.append(_problem("lr_sizes", f"{unknown} are not in sizes or dense_sizes "
+                            f"({', '.join(sizes)}) and no model config",
+                            _ov("grid.lr_sizes", [s for s in grid.lr_sizes if s in sizes])))
+    return out + _noise_problems(grid)
+
+
+def _noise_problems(grid: GridConfig) -> list[str]:
+    out = []
+    for arm, sd in grid.power.noise.items():
+        if arm not in (*ARM_NAMES, "all"):
+            out.append(_problem(f"power.noise.{arm}", f"not an arm ({', '.join(ARM_NAMES)}, "
+                                "all)", f"~grid.power.noise.{arm}"))
+        elif not isinstance(sd, int | float) or not 0 < float(sd) < 0.5:
+            out.append(_problem(f"power.noise.{arm}", f"must be a relative sd in (0, 0.5), "
+                                f"got {sd!r}", f"grid.power.noise.{arm}=0.01"))
+    return out
 
 
 def _budget_label(kind: str, value: float) -> str:

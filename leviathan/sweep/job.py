@@ -22,6 +22,7 @@ def run_job(run_config: dict[str, Any], branches: list[dict[str, Any]] = ()) -> 
 
     setup_logging()  # the job's log: what `python -m leviathan.train` prints
 
+    from leviathan.errors import LeviathanError
     from leviathan.training.checkpoints import CheckpointDiskFull
 
     try:
@@ -31,6 +32,9 @@ def run_job(run_config: dict[str, Any], branches: list[dict[str, Any]] = ()) -> 
     except CheckpointDiskFull as e:  # the job's exit status says it (74), the log says where
         logging.getLogger(__name__).error(f"error: {e}")
         raise SystemExit(e.exit_code) from e
+    except LeviathanError as e:  # one line in the job's log; submitit records the failure
+        logging.getLogger(__name__).error(f"error: {e}")
+        raise
     return summary
 
 

@@ -182,6 +182,12 @@ def launch(plan: SweepPlan, cfg: Any, sweep_dir: Path) -> int:
     lcfg = to_launcher_config(cfg.launcher)
     folder = Path(str(cfg.launcher.folder)) / plan.name
     executor = make_executor(cfg.launcher, folder)  # SLURM: checked against sinfo here
+    partition = getattr(executor, "partition", None)
+    if partition is not None:  # a GPU run on a GPU partition asks for its GPUs
+        from leviathan.training.topology import check_launch
+
+        for r in plan.runs:
+            check_launch(lcfg, r.config["trainer"], r.run, partition_gpus=partition.max_gpus)
     trk = open_tracking(plan, cfg, sweep_dir)
     manifest_path = sweep_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text())

@@ -47,7 +47,8 @@ def make_executor(cfg: Any, folder: str | os.PathLike | None = None):
     """A submitit executor for the launcher config (SLURM: checked against `sinfo` first).
 
     `folder` (default `launcher.folder`) holds submitit's pickles and logs; the config travels
-    on the executor as `executor.launcher_config`."""
+    on the executor as `executor.launcher_config` (SLURM: the checked partition as
+    `executor.partition`)."""
     cfg = to_launcher_config(cfg)
     path = Path(folder if folder is not None else cfg.folder).expanduser().absolute()
     if isinstance(cfg, LocalLauncherConfig):
@@ -58,13 +59,13 @@ def make_executor(cfg: Any, folder: str | os.PathLike | None = None):
     else:
         from submitit import SlurmExecutor
 
-        if cfg.check:
-            check_slurm(cfg)
+        partition = check_slurm(cfg) if cfg.check else None
         try:
             executor = SlurmExecutor(path, max_num_timeout=cfg.max_num_timeout, python=cfg.python)
         except RuntimeError as e:  # no srun on PATH
             raise LauncherError(f"launcher=slurm: {e}") from e
         executor.update_parameters(**slurm_parameters(cfg))
+        executor.partition = partition  # what `sinfo` said (None: launcher.check=false)
     executor.launcher_config = cfg
     return executor
 

@@ -77,6 +77,9 @@ class SlurmLauncherConfig:
     additional_parameters: dict[str, Any] = field(default_factory=dict)  # more #SBATCH flags, e.g.
     #   {mail-type: END, exclusive: true}
     srun_args: list[str] = field(default_factory=list)  # extra arguments to the job's srun
+    kill_on_bad_exit: bool = True  # several tasks: srun --kill-on-bad-exit=1, so when one rank
+    #   exits with an error or is killed the others are stopped at once (false: the cluster's
+    #   default, often none: the other ranks hang until ddp_timeout_s or the time limit)
     job_name: str = "leviathan"  # sbatch --job-name
     python: str | None = None  # command starting Python on the nodes (null: this interpreter)
     check: bool = True  # check partition/nodes/cpus/mem/gpus against `sinfo` before submitting
@@ -144,7 +147,7 @@ def slurm_parameters(cfg: SlurmLauncherConfig) -> dict[str, Any]:
         "job_name": cfg.job_name, "time": int(math.ceil(cfg.timeout_min)), "nodes": cfg.nodes,
         "ntasks_per_node": cfg.tasks_per_node, "cpus_per_task": cfg.cpus_per_task,
         "array_parallelism": cfg.array_parallelism, "signal_delay_s": cfg.signal_delay_s,
-        "setup": list(cfg.setup), "srun_args": list(cfg.srun_args),
+        "setup": list(cfg.setup), "srun_args": srun_args(cfg),
         "additional_parameters": {("requeue" if cfg.requeue else "no-requeue"): True,
                                   **cfg.additional_parameters},
     }
@@ -157,6 +160,17 @@ def slurm_parameters(cfg: SlurmLauncherConfig) -> dict[str, Any]:
         if getattr(cfg, key) is not None:
             params[key] = getattr(cfg, key)
     return params
+
+
+def srun_args(cfg: SlurmLauncherConfig) -> list[str]:
+    """launcher.srun_args, with --kill-on-bad-exit=1 first for a job of several tasks
+    (launcher.kill_on_bad_exit) unless srun_args already say how."""
+    args = list(cfg.srun_args)
+    several = cfg.nodes * cfg.tasks_per_node > 1
+    if cfg.kill_on_bad_exit and several and not any(
+            a.startswith(("--kill-on-bad-exit", "-K")) for a in args):
+        args.insert(0, "--kill-on-bad-exit=1")
+    return args
 
 
 def local_parameters(cfg: LocalLauncherConfig) -> dict[str, Any]:

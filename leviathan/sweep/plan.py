@@ -44,8 +44,8 @@ class PlannedRun:
     cooldown: float | None  # WSD-S branch: its multiple of the token budget
     branch_of: str | None  # WSD-S branch: the main run it starts from (inside the main's job)
     flops: float  # FLOPs this run computes: flops_per_token x tokens (a branch: its own steps)
-    mfu: float  # measured by `bench gpu` for this size and arm (sweep.measured_mfu), else sweep.mfu
-    gpu_hours: float  # flops / (mfu x sweep.peak_flops)
+    mfu: float  # the MFU its GPU-hours imply: flops / (gpu_hours x sweep.peak_flops)
+    gpu_hours: float  # steps x seconds per step x devices (leviathan.sweep.costs)
     config_hash: str  # what training records; equal hashes compute the same thing
     param_matched: bool = False  # sized to match another arm's parameters (Leviathan with its
     #   splines, factorized with rank=match): the isoparametric check holds it to iso_tolerance
@@ -53,6 +53,7 @@ class PlannedRun:
     #   no Dense in the pair); for an unmatched control, how far it is from parameter-matched
     config: dict[str, Any] = field(repr=False, default_factory=dict)  # resolved run config
     lr_scale: float = 1.0  # the grid's LR variant: multiplier of the rule's (or trainer.lr)
+    cost_source: str = "assumed"  # measured | modelled | assumed (leviathan.sweep.costs)
 
     def row(self) -> dict[str, Any]:
         d = asdict(self)
@@ -69,7 +70,9 @@ class SweepPlan:
     sweep: dict[str, Any]
     user_overrides: list[str]
     code_version: dict[str, Any]
-    mfu_note: str = ""  # which runs' MFU was measured (and where it was read), which assumed
+    mfu_note: str = ""  # where the GPU-hours come from: measured, modelled (with the range the
+    #   cost model's error gives the total), assumed
+    cost_device: str | None = None  # the device the GPU-hours are for (status compares them)
 
     def frame(self):
         import pandas as pd
@@ -96,27 +99,6 @@ def dedupe_overrides(overrides: list[str]) -> list[str]:
     keys = [override_key(o) for o in overrides]
     last = {k: i for i, k in enumerate(keys)}
     return [o for i, (o, k) in enumerate(zip(overrides, keys, strict=True)) if last[k] == i]
-
-
-def measured_throughput(path: str | None) -> tuple[dict[tuple[str, str], float], str]:
-    """FLOP/s per (ladder/size, arm) measured by `python -m leviathan.bench gpu` (or the
-    `bench gpu-suite` record holding its compiled and eager runs: the compiled, what trainer=gpu
-    runs, else the eager), read from `path` (sweep.measured_mfu), and a note saying where from;
-    ({}, "") without such a file."""
-    if not path or not Path(path).is_file():
-        return {}, ""
-    record = json.loads(Path(path).read_text())
-    shapes = record.get("shapes", {})
-    device, when = record.get("device", "?"), record.get("written_at", "?")
-    if "parts" in record:  # a gpu-suite record
-        parts = record["parts"]
-        shapes = next((parts[p]["shapes"] for p in ("gpu_compiled", "gpu_eager")
-                       if (parts.get(p) or {}).get("shapes")), {})
-        device = ((parts.get("probe") or {}).get("result") or {}).get("device", "?")
-        when = record.get("started_at", "?")
-    out = {(shape, arm): float(r["flops_per_s"])
-           for shape, arms in shapes.items() for arm, r in arms.items()}
-    return out, f"{path} ({device}, {when})"
 
 
 # the overrides that differ between the runs of one (size, arm, budget, LR): a run's config is
@@ -167,22 +149,27 @@ def make_plan(cfg: Any, task_overrides: list[str], root: Path) -> SweepPlan:
 
     from leviathan.sweep.launcher import to_launcher_config
     from leviathan.sweep.rules import check_pairs
+    from leviathan.training.topology import check_launch
 
     grid = to_grid_config(cfg.get("grid"))
     sweep = OmegaConf.to_container(cfg.sweep, resolve=True)
     name = sweep.get("name") or grid.name
     launcher = to_launcher_config(cfg.launcher)
     user = run_overrides(task_overrides)
-    measured, source = measured_throughput(sweep.get("measured_mfu"))
+    from leviathan.sweep.costs import RunCoster
+
     ctx = _Context(grid=grid, sweep=sweep, name=name, user=user, root=str(root.resolve()),
                    user_keys={override_key(o) for o in [*user, *grid.overrides]},
-                   cli_keys={override_key(o) for o in user}, measured=measured)
+                   cli_keys={override_key(o) for o in user},
+                   coster=RunCoster.for_sweep(sweep, sweeps_dir=cfg.paths.sweeps_dir))
     specs = expand(grid, name)
     # Dense first (a stable sort keeps each arm's main runs before their branches), so that
     # every run of a (size, budget) trains on its Dense run's budget (_point_budget)
     planned = {i: _plan_run(specs[i], ctx)
                for i in sorted(range(len(specs)), key=lambda i: specs[i].arm != "dense")}
     runs = [planned[i] for i in range(len(specs))]
+    for r in runs:  # the job's tasks are the run's ranks (SLURM), before anything is submitted
+        check_launch(launcher, r.config["trainer"], r.run)
     _fill_gaps(runs)
     _check_names(runs)
     check_pairs(runs)
@@ -191,16 +178,8 @@ def make_plan(cfg: Any, task_overrides: list[str], root: Path) -> SweepPlan:
     return SweepPlan(name=name, grid=asdict(grid), runs=runs,
                      launcher=asdict(launcher), sweep=sweep, user_overrides=user,
                      code_version=code_version(),
-                     mfu_note=_mfu_note(sweep, source, ctx.n_measured, len(runs)))
-
-
-def _mfu_note(sweep: dict, source: str, n_measured: int, n_runs: int) -> str:
-    if n_measured:
-        return (f"MFU measured by `bench gpu` for {n_measured} of {n_runs} runs, read from "
-                f"{source}; the others assume sweep.mfu={sweep['mfu']}")
-    where = (f"{source} has none of these sizes" if source else
-             f"no `bench gpu` results at sweep.measured_mfu={sweep.get('measured_mfu')}")
-    return f"MFU assumed: sweep.mfu={sweep['mfu']} ({where})"
+                     mfu_note=ctx.coster.note(sum(r.gpu_hours for r in runs)),
+                     cost_device=ctx.coster.device)
 
 
 @dataclass
@@ -215,8 +194,7 @@ class _Context:
     point_tokens: dict[tuple, int] = field(default_factory=dict)  # (size, budget) -> tokens
     mains: dict[str, Any] = field(default_factory=dict)  # WSD-S main run -> its branches
     checked_data: set[str] = field(default_factory=set)
-    measured: dict[tuple[str, str], float] = field(default_factory=dict)  # `bench gpu` FLOP/s
-    n_measured: int = 0  # runs whose MFU the measurements give
+    coster: Any = None  # leviathan.sweep.costs.RunCoster: each run's GPU-hours and their source
     composed: dict = field(default_factory=dict)  # _compose_run's templates
     models: dict = field(default_factory=dict)  # template -> (resolved model config, counts)
 
@@ -227,6 +205,7 @@ def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:
 
     from leviathan.data import to_data_config
     from leviathan.models import flops_per_token
+    from leviathan.sweep.costs import mfu_of
     from leviathan.training.config import config_hash, trainer_config
     from leviathan.training.plan import plan_run as run_plan
 
@@ -256,16 +235,18 @@ def _plan_run(spec: RunSpec, ctx: _Context) -> PlannedRun:
                                 if spec.cooldown is not None else 0)
     flops = fpt * own_steps * rp.tokens_per_step
     peak = float(ctx.sweep["peak_flops"])
-    mfu = _run_mfu(spec, ctx, mc, peak)
+    cost = ctx.coster.cost(ctx.coster.step(mc, spec.arm, tc, seq_len, rp.accumulation),
+                           own_steps, rp.world_size, flops)
     return PlannedRun(
         run=spec.name, pair=spec.pair, arm=spec.arm, size=str(mc.size), family=grid.family,
         seed=spec.seed, d_model=mc.d_model, n_layers=mc.n_layers, n_heads=mc.n_heads,
         params_total=counts.total, params_input=counts.input, params_head=counts.head,
         params_body=counts.body, tokens=rp.budget_tokens, steps=rp.max_steps,
         global_batch=rp.global_batch, lr=tc.lr, schedule=tc.schedule, cooldown=spec.cooldown,
-        branch_of=spec.main, flops=flops, mfu=mfu, gpu_hours=flops / (mfu * peak) / 3600.0,
-        config_hash=config_hash(container), param_matched=mc.parameter_matched,
-        config=container, lr_scale=spec.lr_scale)
+        branch_of=spec.main, flops=flops, mfu=mfu_of(flops, cost.gpu_hours, peak),
+        gpu_hours=cost.gpu_hours, config_hash=config_hash(container),
+        param_matched=mc.parameter_matched, config=container, lr_scale=spec.lr_scale,
+        cost_source=cost.source)
 
 
 def _run_overrides(spec: RunSpec, ctx: _Context) -> list[str]:
@@ -358,13 +339,6 @@ def _check_data_once(run_cfg: Any, ctx: _Context) -> None:
         ctx.checked_data.add(data_key)
 
 
-def _run_mfu(spec: RunSpec, ctx: _Context, mc: Any, peak: float) -> float:
-    """The run's MFU: `bench gpu`'s measurement of its shape and arm, else sweep.mfu."""
-    fps = ctx.measured.get((f"{mc.ladder}/{mc.size}", spec.arm))  # the bench's shape key
-    ctx.n_measured += fps is not None
-    return fps / peak if fps else float(ctx.sweep["mfu"])
-
-
 def _folder(run_cfg: Any, run_name: str):
     from omegaconf import OmegaConf
 
@@ -450,6 +424,8 @@ def write_plan(plan: SweepPlan, sweep_dir: Path) -> Path:
         "runs": {r.run: {"pair": r.pair, "arm": r.arm, "size": r.size,
                          "config_hash": r.config_hash, "config": f"configs/{r.run}.yaml"}
                  for r in plan.runs},
+        "cost": {"device": plan.cost_device, "note": plan.mfu_note},  # what plan.csv's
+        #   GPU-hours are for (sweep.status sets the runs' actual hours beside them)
         "jobs": old.get("jobs", {}),  # filled at launch: run -> job id, launcher, folder
         "parent_run_id": old.get("parent_run_id"),
     }
@@ -522,19 +498,19 @@ def format_plan(plan: SweepPlan) -> str:
     """The plan as a markdown table, plus totals (and, for WSD-S, the cost of the branches next
     to separate cosine runs of each length)."""
     rows = ["| run | pair | arm | size | d_model | n_layers | total | vs Dense | embedding | body "
-            "| tokens | steps | lr | schedule | FLOPs | MFU | GPU-h |", "|" + "---|" * 17]
+            "| tokens | steps | lr | schedule | FLOPs | MFU | GPU-h | cost |", "|" + "---|" * 18]
     for r in plan.runs:
         rows.append(f"| {r.run} | {r.pair} | {r.arm} | {r.size} | {r.d_model} | {r.n_layers} "
                     f"| {r.params_total:,} | {_gap(r)} | {r.params_input:,} | {r.params_body:,} "
                     f"| {r.tokens:,} | {r.steps:,} | {r.lr:.3g} | {r.schedule} "
-                    f"| {r.flops:.3g} | {r.mfu:.3g} | {r.gpu_hours:.3g} |")
+                    f"| {r.flops:.3g} | {r.mfu:.3g} | {r.gpu_hours:.3g} | {r.cost_source} |")
     total_flops = sum(r.flops for r in plan.runs)
     total_h = sum(r.gpu_hours for r in plan.runs)
     arms = sorted({r.arm for r in plan.runs}, key=lambda a: (a != "dense", a))
     per_arm = ", ".join(f"{sum(r.arm == a for r in plan.runs)} {a}" for a in arms)
     rows.append(f"\n{len(plan.runs)} runs ({per_arm}) in {len({r.pair for r in plan.runs})} "
-                f"pairs; {total_flops:.3g} FLOPs, ~{total_h:.3g} GPU-hours at the MFU column of "
-                f"{float(plan.sweep['peak_flops']):.3g} FLOP/s")
+                f"pairs; {total_flops:.3g} FLOPs, ~{total_h:.4g} GPU-hours (MFU column: of "
+                f"{float(plan.sweep['peak_flops']):.3g} FLOP/s)")
     rows.append(plan.mfu_note)
     rows += _unmatched_note(plan.runs)
     branches = [r for r in plan.runs if r.branch_of]

@@ -1,5 +1,6 @@
 """`python -m leviathan.sweep.status <sweep> [--sync]`: each run's state, tokens seen, last val
-loss, and what its outbox still holds.
+loss, and what its outbox still holds; then planned vs actual GPU-hours per size and arm and in
+all (leviathan.sweep.run_costs: the finished runs' summary.json; on the CPU, wall-hours of CPU).
 
 States come from the launcher (submitit: local processes or SLURM) and from MLflow, read
 together by leviathan.sweep.liveness (`lost`: the job died and left its MLflow run RUNNING;
@@ -187,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(rows, indent=1) if args.json else format_rows(rows))
     if not args.json:
+        from leviathan.sweep.run_costs import cost_rows, format_costs
+
         print("\n".join(["", *environments(sweeps_dir / args.sweep, uri, experiment)]))
+        print("\n" + format_costs(*cost_rows(sweeps_dir / args.sweep)))
     return 0
 
 

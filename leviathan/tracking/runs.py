@@ -267,8 +267,9 @@ def parent_run(c, exp_id: str, sweep: str, tags: dict[str, str] | None = None,
 
 def sweep_state(c, parent_id: str) -> str | None:
     """FINISHED or FAILED once every run the sweep's parent planned (Tag.PLANNED_RUNS) has
-    ended, by its latest MLflow run (FAILED if any of them failed or was killed); None while a
-    run is missing or live, or the parent does not say how many it planned."""
+    ended, by its latest MLflow run (FAILED if any of them failed); None while a run is
+    missing, live or KILLED (a preempted run's job is requeued and resumes it), or the parent
+    does not say how many it planned."""
     parent = c.get_run(parent_id)
     planned = int(parent.data.tags.get(Tag.PLANNED_RUNS) or 0)
     if planned < 1:
@@ -280,7 +281,7 @@ def sweep_state(c, parent_id: str) -> str | None:
     for run in sorted(children, key=lambda r: r.info.start_time or 0):  # the newest wins
         latest[run.data.tags.get(Tag.RUN_KEY) or run.info.run_name] = run
     states = [r.info.status for r in latest.values()]
-    if len(states) < planned or any(s not in ("FINISHED", "FAILED", "KILLED") for s in states):
+    if len(states) < planned or any(s not in ("FINISHED", "FAILED") for s in states):
         return None
     return "FINISHED" if all(s == "FINISHED" for s in states) else "FAILED"
 

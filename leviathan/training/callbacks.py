@@ -23,6 +23,7 @@ import torch
 
 from leviathan.tracking.runs import CKPT
 from leviathan.training.checkpoints import CheckpointDiskFull, CheckpointStore
+from leviathan.training.clock import RunClock
 from leviathan.training.context import RunContext
 from leviathan.training.evaluation import FreqBuckets, evaluate
 from leviathan.training.signals import PreemptionFlag, rehearsal_step
@@ -58,7 +59,7 @@ class StepCallback(pl.Callback):
 
     def __init__(self, *, run_dir: Path, plan, tc, tracker=None, val_batches=(),
                  buckets: FreqBuckets | None = None,
-                 preemption: PreemptionFlag | None = None) -> None:
+                 preemption: PreemptionFlag | None = None, started: float | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.plan, self.tc, self.tracker = plan, tc, tracker
         self.val_batches = list(val_batches)
@@ -73,12 +74,14 @@ class StepCallback(pl.Callback):
         self._window_t = 0.0  # training seconds in the current throughput window
         self._window_steps = 0
         self._t_last: float | None = None
+        self.clock = RunClock(plan.max_steps, started)  # what the run costs (summary's `cost`)
+        self._cuda = False
         self._rehearse_at = rehearsal_step(self.run_dir.name)  # a preemption rehearsal (signals.py)
 
     @classmethod
     def for_run(cls, ctx: RunContext, **kw: Any) -> StepCallback:
         """The callback of a training run (its folder, plan and trainer config from `ctx`);
-        `kw`: tracker, val_batches, buckets, preemption."""
+        `kw`: tracker, val_batches, buckets, preemption, started (the attempt's time.time())."""
         return cls(run_dir=ctx.run_dir, plan=ctx.plan, tc=ctx.tc, **kw)
 
     # --------------------------------------------------------------- state in the checkpoint
@@ -101,6 +104,7 @@ class StepCallback(pl.Callback):
                 f"{len(state['data'])} rank(s), this run has {self._module.trainer.world_size}: "
                 "resume with the layout that wrote it")
         self._module.batches.load_data_state(state["data"][r])
+        self.clock.restore(state.get("cost"))  # the earlier attempts' seconds
         self._restored = state
         self._rehearse_at = None  # a resumed attempt never rehearses
 
@@ -112,6 +116,9 @@ class StepCallback(pl.Callback):
             set_rng_state(self._restored["rng"][trainer.global_rank])
             self.final = dict(self._restored.get("final", {}))
             self._restored = None
+        self._cuda = pl_module.device.type == "cuda"
+        self.clock.device = (torch.cuda.get_device_name(pl_module.device) if self._cuda
+                             else pl_module.device.type)
         self._t_last = time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -124,12 +131,16 @@ class StepCallback(pl.Callback):
         if step == self._seen_step:
             return  # inside gradient accumulation
         self._seen_step = step
-        now = time.perf_counter()
-        self._window_t += now - (self._t_last or now)
-        self._window_steps += 1
         last_step = step >= self.plan.max_steps
         shown = step % self.tc.log_every == 0 or last_step
         validate = step % self.tc.val_every == 0 or last_step
+        if self._cuda and (shown or validate or step % self.tc.ckpt_every == 0
+                           or self.clock.opens_steady()):
+            torch.cuda.synchronize()  # read anyway: the queued work is timed as training
+        now = time.perf_counter()
+        self._window_t += now - (self._t_last or now)
+        self._window_steps += 1
+        self.clock.step(now - (self._t_last or now))
         if step == self._rehearse_at and self.preemption is not None:
             self.flush(pl_module, shown)
             self.preemption.wait_for_preemption(step)
@@ -223,7 +234,8 @@ class StepCallback(pl.Callback):
         mine = {"data": pl_module.batches.data_state(), "rng": rng_state()}
         gathered = _gather(mine, trainer.world_size)
         self._gathered = {"data": [g["data"] for g in gathered],
-                          "rng": [g["rng"] for g in gathered], "final": self.final}
+                          "rng": [g["rng"] for g in gathered], "final": self.final,
+                          "cost": self.clock.state()}
         final = self.run_dir / CKPT
         full: CheckpointDiskFull | None = None
         try:

@@ -29,9 +29,9 @@ BUDGET_PARAMS = ("total", "body", "input", "head")
 LOSS_IMPLS = ("chunked", "plain")  # the training loss (validation always uses the plain path)
 # config subtrees that do not change what a run computes: excluded from config_hash
 HASH_EXCLUDE = ("tracking", "paths", "meta", "run_name", "resume", "hydra", "local")
-# trainer keys that only say how checkpoints are kept: excluded too (changing them, or adding
-# them, leaves a run's hash and so its resume alone)
-HASH_EXCLUDE_TRAINER = ("keep_checkpoints", "restart_if_corrupt")
+# trainer keys that only say how checkpoints are kept or how long ranks wait for each other:
+# excluded too (changing them, or adding them, leaves a run's hash and so its resume alone)
+HASH_EXCLUDE_TRAINER = ("keep_checkpoints", "restart_if_corrupt", "ddp_timeout_s")
 
 
 @dataclass
@@ -40,6 +40,9 @@ class TrainerConfig:
     devices: int = 1  # devices per node
     num_nodes: int = 1  # nodes (multi-node through Lightning's SLURM environment)
     strategy: str = "auto"  # Lightning strategy: auto | ddp (several devices) | ...
+    ddp_timeout_s: float = 1800.0  # several ranks: how long a rank waits for its peers, at start-up
+    #   (the rendezvous: then it stops, naming the address it could not reach) and in every
+    #   collective (keep it above the longest checkpoint write); torch's default
     precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed | ...
     compile: bool = False  # torch.compile the model by region (LanguageModel.compile_regions:
     #   each block, the final norm, LEV's generator with a dynamic row count)
@@ -103,7 +106,7 @@ class TrainerConfig:
         "budget_params": choice(*BUDGET_PARAMS), "tokens_per_param": in_range(0),
         "freq_buckets": choice("quantile", "log"), "freq_quantiles": at_least(2),
         "freq_bucket_base": above(1), "peak_flops": optional(above(0)),
-        "snapshot_steps": each(positive()),
+        "snapshot_steps": each(positive()), "ddp_timeout_s": above(0),
     }
 
     def __post_init__(self) -> None:

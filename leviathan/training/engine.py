@@ -27,6 +27,7 @@ def build_trainer(tc, plan, run_dir: Path, callbacks):
     import lightning.pytorch as pl
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
+    from leviathan.training import distributed
     from leviathan.training.checkpoints import CheckpointStore, InPlaceCheckpointIO
 
     # outside a SLURM job, Lightning warns whenever `srun` is installed: not useful here
@@ -39,7 +40,7 @@ def build_trainer(tc, plan, run_dir: Path, callbacks):
         plugins.append(SLURMEnvironment(auto_requeue=False))
     return pl.Trainer(
         accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes,
-        strategy="ddp" if tc.strategy == "auto" and tc.world_size > 1 else tc.strategy,
+        strategy=distributed.strategy(tc),  # several ranks: trainer.ddp_timeout_s, a clear line
         precision=tc.precision, max_steps=plan.max_steps,
         accumulate_grad_batches=plan.accumulation, gradient_clip_val=None,
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -92,14 +93,14 @@ def fit(ctx: RunContext) -> dict:
         log.info(tracker.describe())
 
     # ---- model, module, trainer (any failure from here on marks the MLflow run FAILED)
-    preemption = PreemptionFlag()
+    preemption = PreemptionFlag(starting=True)  # a signal before the first step stops at once
     trainer = None
     try:
         pl.seed_everything(int(ctx.cfg.seed), workers=True, verbose=False)
         model = build_model(ctx.mcfg)
         module = LanguageModelModule(model, tc, plan, batches)
         step_cb = StepCallback.for_run(ctx, tracker=tracker, val_batches=val, buckets=buckets,
-                                       preemption=preemption)
+                                       preemption=preemption, started=t0)
         trainer = build_trainer(tc, plan, ctx.run_dir, [step_cb])
         ckpt = ctx.folder.checkpoint
         start = _agreed_start(ctx, attempt)
@@ -256,6 +257,7 @@ def _summary(ctx: RunContext, cb, module, tracker, buckets, stream, wall_s) -> d
         "bucket_losses": final.get("buckets", {}),
         "buckets": buckets.as_dict() if buckets is not None else None,
         "throughput": cb.throughput, "wall_s": wall_s, "pid": os.getpid(),
+        "cost": cb.clock.summary(plan, wall_s, ctx.tc),  # device, steady step, all attempts
     }
     if stats is not None:
         out["data_skipped"] = stats.as_dict() if hasattr(stats, "as_dict") else str(stats)

@@ -21,6 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
+from leviathan.errors import LeviathanError
 from leviathan.tracking.runs import RunFolder, write_atomic
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,9 @@ VERDICT_WAIT_S = 1800.0  # how long a rank waits for rank 0 to verify the checkp
 PEER_WAIT_S = 3.0  # how long rank 0 waits for the other ranks' failure reports
 
 
-class VerdictError(RuntimeError):
-    """Rank 0 found no checkpoint to start from; raised on the other ranks with its message."""
+class VerdictError(LeviathanError, RuntimeError):
+    """Rank 0 found no checkpoint to start from (its own error says why, e.g. every checkpoint
+    corrupt); raised on the other ranks with its message."""
 
 
 def attempt_key(is_zero: bool) -> str | None:

@@ -26,6 +26,7 @@ from leviathan.training.config import (
 )
 from leviathan.training.context import RunContext
 from leviathan.training.plan import plan_run
+from leviathan.training.topology import check_job_start
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +40,14 @@ def global_rank() -> int:
 def train(cfg: Any) -> dict:
     """Train one model as `cfg` says; return the summary dict (also written to summary.json).
 
-    Raises TrainConfigError / ConfigError / DataError (and TrackingUnreachable, only with
+    Raises TrainConfigError / ConfigError / DataError / TopologyError (SLURM started other
+    tasks than the trainer's ranks; and TrackingUnreachable, only with
     tracking.start_timeout_s=0: otherwise training starts without the server) before building
     anything, NonFiniteLoss when the loss diverges (MLflow run FAILED), CheckpointDiskFull when
     a checkpoint finds no space, NoIntactCheckpoint when every kept checkpoint is corrupt (and
-    trainer.restart_if_corrupt is off), and Preempted (a SystemExit) after the checkpoint a
-    SIGTERM/SIGUSR1 asked for.
+    trainer.restart_if_corrupt is off), RendezvousError when the ranks cannot reach each other
+    within trainer.ddp_timeout_s, and Preempted (a SystemExit) after the checkpoint a
+    SIGTERM/SIGUSR1 asked for (StartupInterrupted: such a signal before the first step).
     """
     from omegaconf import OmegaConf
 
@@ -65,6 +68,7 @@ def train(cfg: Any) -> dict:
         raise TrainConfigError(f"config does not resolve: {e}") from e
     cfg = OmegaConf.create(container)
     tc = trainer_config(cfg)
+    check_job_start(tc)  # under SLURM: the tasks it started are the trainer's ranks
     trk = login(tracking_config(cfg))  # from here on the URI without userinfo
     if cfg.get("resume", "auto") not in ("auto", "never"):
         raise TrainConfigError(f"resume: must be auto or never, got {cfg.resume!r}")

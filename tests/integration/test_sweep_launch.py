@@ -49,6 +49,7 @@ def test_local_smoke_sweep_is_tracked_idempotent_and_has_status(mlflow_server, t
     rows = status(tmp_path, "smoke-local")
     assert [r["state"] for r in rows] == ["finished"] * 2
     assert all(r["tokens_seen"] == r["tokens"] == 1024 and r["val_loss"] > 0 for r in rows)
+    _check_costs(tmp_path, mlflow_server, capsys)
 
     # a dry run of a changed plan leaves the launched sweep's records alone (issue 34.2: it
     # rewrote manifest.json and configs/, and status then showed lr 0.001 for runs at 0.003)
@@ -61,7 +62,10 @@ def test_local_smoke_sweep_is_tracked_idempotent_and_has_status(mlflow_server, t
     (written,) = (sweep_dir / "dry-runs").iterdir()
     assert {p.name for p in written.iterdir()} >= {"plan.csv", "manifest.json", "configs"}
     assert all("lr: 0.001" in p.read_text() for p in (written / "configs").iterdir())
-    assert status(tmp_path, "smoke-local") == rows  # still what ran
+    def kept(rs):  # what the records say ran (not the heartbeat's age, which grows)
+        return [{k: v for k, v in r.items() if k != "heartbeat_age_s"} for r in rs]
+
+    assert kept(status(tmp_path, "smoke-local")) == kept(rows)  # still what ran
     assert all(r.data.params["trainer.lr"] == "0.003" for r in runs)
 
     code, again = sweep_here(common, capsys)  # the same command: nothing to do
@@ -88,6 +92,46 @@ def test_local_smoke_sweep_is_tracked_idempotent_and_has_status(mlflow_server, t
     for r in runs:
         for task in tasks:
             assert any(k.startswith(f"eval/{task}/") for k in r.data.metrics), (task, r.data)
+
+
+def _check_costs(root, uri, capsys):
+    """`sweep.status` prints planned vs actual hours (CPU runs: wall time, labelled CPU); a plan
+    that takes its costs from this sweep (sweep.costs_from) costs its model from the runs'
+    measured steps, leaves the size it did not run assumed, and refuses a missing pilot."""
+    from helpers.sweep import plan_for
+
+    from leviathan.sweep.cost_model import CostModelError
+    from leviathan.sweep.run_costs import finished_runs
+    from leviathan.sweep.status import main as status_main
+
+    done = {r.run: r.summary for r in finished_runs(root / "sweeps" / "smoke-local")}
+    assert len(done) == 2 and all(s["cost"]["device"] == "cpu" for s in done.values())
+    assert all(s["cost"]["steady_steps"] >= 1 and s["cost"]["step_s"] > 0 for s in done.values())
+    capsys.readouterr()
+    assert status_main(["smoke-local", f"paths.root_dir={root}", f"tracking.uri={uri}"]) == 0
+    text = capsys.readouterr().out
+    assert "vs actual hours of the finished runs on the CPU: wall time, not GPU-hours" in text
+    assert "| actual CPU-h (wall time) |" in text
+    actual = sum(s["cost"]["device_s"] for s in done.values()) / 3600
+    total = next(line for line in text.splitlines() if line.startswith("| **total** |"))
+    assert total.startswith("| **total** |  | 2 / 2 |") and f"| {actual:.4g} CPU-h |" in total
+    for arm in ("dense", "leviathan"):
+        assert f"| 164K | {arm} | 1 / 1 |" in text
+
+    pilot = ["+grid=smoke_tiny", "grid.sizes=[smoke_tiny/164K,smoke_tiny/289K]",
+             "grid.tokens=[4096]", "trainer.warmup_steps=1", "sweep.name=from-pilot",
+             "sweep.device=cpu", f"tracking.uri={uri}"]
+    _, plan = plan_for([*pilot, "sweep.costs_from=smoke-local"], root)
+    by_arm = {s["run_key"].rsplit("-", 1)[1]: s["cost"] for s in done.values()}
+    for r in plan.runs:
+        if r.size == "164K":  # the pilot's model and settings: its measured step
+            assert r.cost_source == "measured", r.run
+            assert r.gpu_hours == pytest.approx(r.steps * by_arm[r.arm]["step_s"] / 3600), r.run
+        else:
+            assert r.cost_source == "assumed", r.run
+    assert "note: sweep.costs_from: smoke-local: 2 finished run(s)" in plan.mfu_note
+    with pytest.raises(CostModelError, match=r"^sweep.costs_from: no sweep 'nosuch' "):
+        plan_for([*pilot, "sweep.costs_from=[smoke-local,nosuch]"], root)
 
 
 def test_slurm_sweep_submits_returns_and_requeue_resumes(slurm_cluster, mlflow_server,

@@ -220,6 +220,10 @@ def test_sigterm_then_resume_matches_the_straight_run(tmp_path, data_dir, mlflow
                                    msg=lambda m, k=key: f"{k}: {m}")
     assert [s for s, _ in history(mlflow_server, run_id, "val/loss")] == [4, 8, 10]
     assert resumed["final_val_loss"] == pytest.approx(straight["final_val_loss"], rel=1e-5)
+    # what it cost: both attempts, each step timed once (the first up to its checkpoint)
+    assert (straight["cost"]["attempts"], resumed["cost"]["attempts"]) == (1, 2)
+    assert straight["cost"]["steps_timed"] == resumed["cost"]["steps_timed"] == steps
+    assert resumed["cost"]["wall_s"] > resumed["wall_s"] and resumed["cost"]["device"] == "cpu"
 
 
 @pytest.mark.integration
@@ -321,3 +325,26 @@ def test_tiny_gpu_run_bf16_logs_mfu(tmp_path, data_dir, mlflow_server):
     assert 0 < metrics["mfu"] < 1 and metrics["tokens_per_s"] > 0
     assert summary["final_val_loss"] < 13
     print(f"\ngpu: tokens/s {metrics['tokens_per_s']:.0f}, mfu {metrics['mfu']:.4f}")
+
+
+# ------------------------------------------------------------------ secrets
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_login_in_the_uri_is_in_no_file_the_run_writes(tmp_path, data_dir, mlflow_server):
+    """Issue 34.7: `python -m leviathan.train tracking.uri=http://alice:<password>@host` (the
+    real CLI, a real server): the password is in no file under the scratch folder, Hydra's run
+    folder included (Hydra keeps no copy of the config: the run's masked config.yaml is the
+    record), nor in what the job prints."""
+    import secrets
+
+    canary = f"Canary{secrets.token_hex(8)}"
+    uri = mlflow_server.replace("http://", f"http://alice:{canary}@")
+    proc = run_cli(tiny(data_dir, tmp_path, uri, "run_name=canary", steps=2))
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out[-5000:]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.parts[-2].startswith("20") for p in files if "hydra" in p.parts), files
+    assert (tmp_path / "runs" / "canary" / "last.ckpt") in files
+    leaks = [str(p.relative_to(tmp_path)) for p in files if canary.encode() in p.read_bytes()]
+    assert leaks == [] and canary not in out
+    assert "http://***@127.0.0.1" in (tmp_path / "runs" / "canary" / "config.yaml").read_text()

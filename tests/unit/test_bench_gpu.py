@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 from helpers import REPO
+from helpers.sweep import plan_for
 
 from leviathan.bench.shapes import (
     ShapeError,
@@ -42,12 +43,12 @@ def run_blocked(argv: list[str]) -> subprocess.CompletedProcess:
                           env=dict(os.environ), timeout=900)
 
 
-def shapes_file(tmp_path, shapes: str) -> str:
+def shapes_file(tmp_path, shapes: str, grids: str = "") -> str:
     """A `bench shapes` file (composed here, with Hydra) for the Hydra-less processes."""
     from leviathan.bench.__main__ import main
 
     path = tmp_path / "shapes.json"
-    assert main(["shapes", "--shapes", shapes, "--out", str(path)]) == 0
+    assert main(["shapes", "--shapes", shapes, "--grids", grids, "--out", str(path)]) == 0
     return str(path)
 
 
@@ -153,9 +154,10 @@ def test_without_hydra_and_without_a_shapes_file_it_says_what_to_do(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_estimate_uses_measured_mfu_where_it_exists(tmp_path, capsys):
+def test_sweep_estimate_uses_measured_steps_where_they_exist(tmp_path, capsys):
     """bench gpu (CPU, the smoke grid's 13M Dense arm) writes the results; the smoke grid's plan
-    takes that run's MFU from them, says where from, and assumes sweep.mfu for the rest."""
+    for that device (sweep.device=cpu, the runs at the bench's settings) costs that run from
+    them, says so, and assumes sweep.mfu for the rest (no cost model in this root)."""
     from leviathan.bench.__main__ import main
     from leviathan.config import compose
     from leviathan.sweep.plan import format_plan, make_plan
@@ -163,44 +165,69 @@ def test_sweep_estimate_uses_measured_mfu_where_it_exists(tmp_path, capsys):
     out = tmp_path / "sweeps" / "bench_gpu.json"
     assert main(["gpu", *CPU_ARGS, "--shapes", "smoke/13M", "--arms", "dense",
                  "--peak-flops", "1e9", "--out", str(out)]) == 0
-    fps = json.loads(out.read_text())["shapes"]["custom/13M"]["dense"]["flops_per_s"]
-    overrides = ["+grid=smoke", f"paths.root_dir={tmp_path}"]
+    tps = json.loads(out.read_text())["shapes"]["custom/13M"]["dense"]["tokens_per_s"]
+    overrides = ["+grid=smoke", f"paths.root_dir={tmp_path}", "sweep.device=cpu",
+                 "trainer.micro_batch=2", "data.seq_len=16", "grid.power.enabled=false"]
     cfg = compose("sweep", overrides)
     plan = make_plan(cfg, overrides, tmp_path)
     peak = float(cfg.sweep.peak_flops)
     for r in plan.runs:
-        measured = (r.size, r.arm) == ("13M", "dense")
-        assert r.mfu == pytest.approx(fps / peak if measured else 0.4), r.run
-        assert r.gpu_hours == pytest.approx(r.flops / (r.mfu * peak) / 3600)
+        if (r.size, r.arm) == ("13M", "dense"):
+            assert r.cost_source == "measured"
+            assert r.tokens / (r.gpu_hours * 3600) == pytest.approx(tps), r.run
+        else:
+            assert r.cost_source == "assumed" and r.mfu == pytest.approx(0.4), r.run
+            assert r.gpu_hours == pytest.approx(r.flops / (0.4 * peak) / 3600)
     text = format_plan(plan)
-    assert f"read from {out}" in text and "for 1 of 6 runs" in text and "sweep.mfu=0.4" in text
+    assert "GPU-hours of 6 runs on cpu: 1 measured, 5 assumed at sweep.mfu=0.4" in text
     # without the file: the assumption throughout, and the plan says so
     out.unlink()
     plan = make_plan(cfg, overrides, tmp_path)
-    assert {r.mfu for r in plan.runs} == {0.4}
-    assert "MFU assumed: sweep.mfu=0.4" in format_plan(plan)
+    assert {r.cost_source for r in plan.runs} == {"assumed"}
+    assert "6 assumed at sweep.mfu=0.4" in format_plan(plan)
 
 
 @pytest.mark.slow
-def test_gpu_suite_runs_its_parts_into_one_json_the_plan_reads(tmp_path, monkeypatch):
-    """`bench gpu-suite` (on the CPU: tiny shapes, the parts that take seconds) writes one JSON
-    with every part's result; the sweep plan reads its measured FLOP/s like bench gpu's."""
+def test_gpu_suite_runs_its_parts_into_one_json_the_plan_reads(tmp_path, monkeypatch, capsys):
+    """`bench gpu-suite` (on the CPU: tiny shapes, every part but the compiled bench) writes one
+    JSON with every part's result; the plan reads its measurements: the grid part's shape
+    (the others skipped for time: --grid-s 0, listed), gpu_eager's, and the real job's at the
+    settings the train part recorded (eager here: the reader assumes no compile)."""
     from leviathan.bench.__main__ import main
     from leviathan.bench.gpu_suite import verdicts
-    from leviathan.sweep.plan import measured_throughput
+    from leviathan.sweep import cost_records
 
     out = tmp_path / "suite.json"
     monkeypatch.setenv("LEVIATHAN_ROOT", str(tmp_path))  # where bench_gpu.json goes
-    assert main(["gpu-suite", "--device", "cpu", "--parts", "probe,gpu_eager,loss",
-                 "--steps", "2", "--budget-s", "300", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["gpu-suite", "--device", "cpu", "--parts", "probe,grid,train,gpu_eager,loss",
+                 "--grid-s", "0", "--train-steps", "4", "--steps", "2", "--budget-s", "400",
+                 "--out", str(out)]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     record = json.loads(out.read_text())
     parts = record["parts"]
-    assert [parts[p]["rc"] for p in ("probe", "gpu_eager", "loss")] == [0, 0, 0]
+    assert [parts[p]["rc"] for p in ("probe", "grid", "gpu_eager", "loss")] == [0, 0, 0, 0]
     assert parts["probe"]["result"]["matmul_bf16_flops_per_s"] > 0
     assert parts["gpu_eager"]["result"]["dense_tokens_per_s"]["debug/debug_small"] > 0
     assert parts["loss"]["result"]["lean_peak_mb"] < parts["loss"]["result"]["plain_peak_mb"]
-    measured, note = measured_throughput(str(out))
-    assert measured[("debug/debug_small", "dense")] > 0 and str(out) in note
+    assert list(parts["grid"]["shapes"]) == ["smoke_tiny/164K@smoke_tiny"]  # the first: always
+    skipped = [f"{x['spec']} {x['arm']}" for x in parts["grid"]["skipped"]]
+    assert len(skipped) == 5 and last["grid_skipped"] == skipped
+    assert all(x["reason"].startswith("time: ") for x in parts["grid"]["skipped"])
+    assert parts["train"]["settings"]["compile"] is False
+    found = {(m.source.split(" ", 1)[1], m.step.arm): m for m in cost_records.read([out])}
+    assert set(found) == {("grid smoke_tiny/164K@smoke_tiny dense", "dense"),
+                          ("gpu_eager debug/debug_small dense", "dense"),
+                          ("gpu_eager debug/debug_small leviathan", "leviathan"),
+                          ("train dense", "dense"), ("train leviathan", "leviathan")}
+    grid = found["grid smoke_tiny/164K@smoke_tiny dense", "dense"]
+    assert grid.step.shape == "custom/164K" and not grid.step.job and grid.tokens_per_s > 0
+    job = found["train dense", "dense"]
+    cost = parts["train"]["dense"]["result"]["cost"]
+    assert job.step.job and not job.step.compile and job.step.shape == "debug/debug_small"
+    assert job.step.accumulation == 2 and job.tokens_per_s == cost["tokens_per_s"] > 0
+    m = found["gpu_eager debug/debug_small dense", "dense"]
+    assert m.device == "cpu" and not m.step.compile and str(out) in m.source
     # the goals are read from the compiled run where there is one, else the eager one
     fake = {"gpu_eager": {"result": {"dense_mfu": {"v1/421M": 0.2, "v2/1.2B": 0.4},
                                      "leviathan_dense_ratio": {"v2/1.2B": 0.95}}},
@@ -210,3 +237,64 @@ def test_gpu_suite_runs_its_parts_into_one_json_the_plan_reads(tmp_path, monkeyp
                                           "met": True}
     assert goals["dense_mfu v2/1.2B"]["met"] is False
     assert goals["leviathan_dense_ratio iso-body"]["met"] is True
+    fake["grid"] = {"result": {"dense_mfu": {"v2/1.2B@decoupled": 0.5},  # before eager
+                               "leviathan_dense_ratio": {"v2/1.2B@decoupled": 0.85}}}
+    goals = verdicts(fake)
+    assert goals["dense_mfu v2/1.2B"] == {"value": 0.5, "goal": 0.45, "from": "grid",
+                                          "met": True}
+    assert goals["leviathan_dense_ratio iso-body"]["from"] == "grid"
+
+
+def test_the_grid_part_orders_every_shipped_shape_by_what_the_cost_model_needs(tmp_path):
+    """39 distinct models (a model two grids share counted once, isobody's Leviathan apart from
+    isoparametric's); the smallest rungs first with every arm, then one of each arm per size
+    from the smallest, then the repeats; the same from a shapes file (a box without Hydra)."""
+    from leviathan.bench.gpu_grid import SHIPPED, grid_shapes
+
+    shapes = grid_shapes(list(SHIPPED))
+    path = shapes_file(tmp_path, "", grids=",".join(SHIPPED))
+    try:
+        use_shapes_file(path)
+        assert grid_shapes(list(SHIPPED)) == shapes
+    finally:
+        use_shapes_file(None)
+    got = [(s.spec, s.arm) for s in shapes]
+    assert len(got) == len(set(got)) == 39
+    assert {s.tier for s in shapes[:7]} == {0} and {s.shape for s in shapes[:7]} == {
+        "v1/60M", "v2/200M"}
+    assert ("v1/60M@isobody", "leviathan") in got[:7]  # another depth: its own measurement
+    assert not any(spec.endswith(("@data_scaling",)) for spec, _ in got)  # isoparametric's
+    assert not any(spec.endswith("@isobody") and arm == "dense" for spec, arm in got)
+    tier1 = [s for s in shapes if s.tier == 1]
+    assert [s.size_n for s in tier1] == sorted(s.size_n for s in tier1)
+    assert {(s.shape, s.arm) for s in tier1} >= {("v2/2.1B", "dense"), ("v1/989M", "dense"),
+                                                  ("v2/1.2B", "dense_untied")}
+    assert [s.spec for s in shapes if s.tier == 2] == [
+        f"v1/{n}@isobody" for n in ("109M", "164M", "231M", "296M", "421M")]
+
+
+@pytest.mark.slow
+def test_gpu_grid_measures_every_shape_without_hydra_and_the_plan_costs_them(tmp_path):
+    """bench gpu-grid on the smoke_tiny grid (CPU, eager) with torch and this package alone:
+    every shape measured in the grid's order, one record; the plan for the CPU at the same
+    settings costs each run of the grid from it."""
+    from leviathan.sweep import cost_records
+
+    out = tmp_path / "sweeps" / "grid.json"
+    proc = run_blocked(["gpu-grid", "--grids", "smoke_tiny", "--device", "cpu", "--no-compile",
+                        "--micro-batch", "2", "--seq-len", "16", "--shape-s", "0.2", "--steps",
+                        "3", "--out", str(out), "--shapes-file",
+                        shapes_file(tmp_path, "", grids="smoke_tiny")])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    last = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert last["measured"] == last["shapes"] == 6 and last["skipped"] == []
+    record = json.loads(out.read_text())
+    assert record["order"][:2] == [["smoke_tiny/164K@smoke_tiny", "dense"],
+                                   ["smoke_tiny/164K@smoke_tiny", "leviathan"]]
+    assert record["pending"] == [] and record["settings"]["compile"] is False
+    ms = cost_records.read([out])
+    assert len(ms) == 6 and all(m.tokens_per_s > 0 and not m.step.job for m in ms)
+    assert all(r["steps_measured"] >= 3 for a in record["shapes"].values() for r in a.values())
+    _, plan = plan_for(["+grid=smoke_tiny", "sweep.device=cpu", f"sweep.measured_mfu={out}",
+                        "trainer.micro_batch=2", "data.seq_len=16"], tmp_path)
+    assert {r.cost_source for r in plan.runs} == {"measured"} and len(plan.runs) == 6

@@ -124,3 +124,79 @@ def test_defaults_pass_their_checks():
 def test_seeds_by_size_errors_name_the_key(value, message):
     with pytest.raises(GridError, match=message):
         to_grid_config({**_GRID, "seeds_by_size": value})
+
+
+def _grid_notes(compose, caplog, overrides: list[str]):
+    """(validated grid, its notes) of the sweep config composed with `overrides`."""
+    import logging
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="leviathan.sweep.grid"):
+        grid = to_grid_config(compose("sweep", overrides).grid)
+    return grid, [r.getMessage() for r in caplog.records if r.name == "leviathan.sweep.grid"]
+
+
+def test_a_shipped_grid_narrows_and_drops_an_arm_from_the_command_line(compose, caplog):
+    """Issue 34.4: the per-size and per-arm entries of sizes and arms a narrowed grid no longer
+    has are dropped, one note each; what is left plans those sizes and arms only."""
+    from leviathan.sweep.grid import expand
+
+    grid, notes = _grid_notes(compose, caplog, [
+        "+grid=isoparametric", "grid.sizes=[v1/60M,v1/109M,v1/164M]"])
+    gone = "is not in grid.sizes or grid.dense_sizes"
+    assert notes == [*(f"note: grid.seeds_by_size: dropped {s} ({s} {gone})"
+                       for s in ("v1/231M", "v1/296M", "v1/421M")),
+                     f"note: grid.lr_sizes: dropped v1/421M (v1/421M {gone})"]
+    assert grid.seeds_by_size == {"v1/109M": 9, "v1/164M": 6, "v1/752M": 1, "v1/989M": 1}
+    assert grid.lr_sizes == ["v1/60M"]
+    runs = expand(grid, "t")
+    assert {r.size_config for r in runs} == {"v1/60M", "v1/109M", "v1/164M", "v1/752M",
+                                             "v1/989M"}
+    assert {r.size_config for r in runs if r.lr_scale != 1} == {"v1/60M"}
+
+    # the README's `~grid.arms.factorized`, on both grids that train it
+    for name, arms in (("isoparametric", {"dense", "leviathan"}),
+                       ("isoparametric_controls", {"dense", "leviathan", "factorized_wide",
+                                                   "lev_codebooks"})):
+        grid, notes = _grid_notes(compose, caplog, [
+            f"+grid={name}", "~grid.arms.factorized", "+grid.power.noise.factorized=0.02"])
+        assert notes == [f"note: grid.seeds_by_arm: dropped factorized (not an arm of this grid: "
+                         f"{', '.join(grid.arms)})",
+                         f"note: grid.power.noise: dropped factorized (not an arm of this grid: "
+                         f"{', '.join(grid.arms)})"]
+        assert {r.arm for r in expand(grid, "t")} == arms and "factorized" not in grid.seeds_by_arm
+
+    # every size that swept the LR gone: an empty lr_sizes, no size sweeps it (null: every size)
+    grid, notes = _grid_notes(compose, caplog, ["+grid=isoparametric", "grid.sizes=[v1/109M]"])
+    assert grid.lr_sizes == [] and "no size sweeps the LR now" in notes[-1]
+    assert sum("grid.lr_sizes: dropped" in n for n in notes) == 2
+    assert {r.lr_scale for r in expand(grid, "t")} == {1.0}
+
+
+def test_every_problem_of_a_grid_at_once_with_the_override_that_fixes_it(compose, caplog):
+    """Issue 34.4: one GridError lists every problem left after the drops, each naming its key
+    and the override that fixes it; applying those overrides gives a grid that validates. A
+    name that is no model config (a typo) is a problem, not a drop."""
+    import shlex
+
+    bad = ["+grid=isoparametric", "~grid.arms.leviathan", "grid.seeds=[0,0]",
+           "grid.power.ladders=5", "grid.lr_sizes=[v1/60m,v1/421M]",
+           "+grid.power.noise.levi=0.1", "grid.seeds_by_arm.factorized=[3,3]"]
+    with pytest.raises(GridError) as info:
+        _grid_notes(compose, caplog, bad)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("grid: 6 problems: "), msg
+    problems = msg.removeprefix("grid: 6 problems: ").split("; ")
+    keys = [p.split(":", 1)[0] for p in problems]
+    assert keys == ["grid.power.ladders", "grid.seeds", "grid.arms.factorized",
+                    "grid.seeds_by_arm.factorized", "grid.lr_sizes", "grid.power.noise.levi"]
+    fixes = [shlex.split(re.search(r"\(fix: (.*)\)$", p).group(1))[0] for p in problems]
+    assert fixes == ["grid.power.ladders=200", "grid.seeds=[0]", "~grid.arms.factorized",
+                     "grid.seeds_by_arm.factorized=[3]", "grid.lr_sizes=[v1/421M]",
+                     "~grid.power.noise.levi"]
+    grid, notes = _grid_notes(compose, caplog, [*bad, *fixes])
+    assert grid.arms.keys() == {"dense"} and grid.lr_sizes == ["v1/421M"]
+    assert notes == [f"note: grid.seeds_by_arm: dropped {arm} (not an arm of this grid: dense)"
+                     for arm in ("leviathan", "factorized")]
+    with pytest.raises(GridError, match=r"^grid\.lr_sizes: \['v1/60m'\] are not in sizes"):
+        _grid_notes(compose, caplog, ["+grid=isoparametric", "grid.lr_sizes=[v1/60m]"])

@@ -259,10 +259,10 @@ def test_exact_resume_under_a_prefetching_trainer(small_corpus, n, ahead):
     it = iter(s)
     for b in [next(it) for _ in range(n + ahead)][:n]:
         s.consume(b)
-    state = s.state_dict()
+    state = s.data_state()
     assert state["stream"]["batches"] == n + ahead and len(state["pending"]) == ahead
     fresh = ResumableBatches(build_train_stream(cfg, batch_size=4))
-    fresh.load_state_dict(state)
+    fresh.load_data_state(state)
     assert all(torch.equal(a, b) for a, b in zip(_take(fresh, 6), ref[n:], strict=True))
     it.close()
 
@@ -308,10 +308,10 @@ def test_exact_resume_with_worker_processes(small_corpus, n, ahead):
     for b in [next(it) for _ in range(n + ahead)][:n]:
         s.consume(b)
     buf = io.BytesIO()
-    torch.save(s.state_dict(), buf)
+    torch.save(s.data_state(), buf)
     it.close()
     fresh = ResumableBatches(build_train_stream(cfg, batch_size=4))
-    fresh.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+    fresh.load_data_state(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
     assert all(torch.equal(a, b) for a, b in zip(_take(fresh, 6), ref[n:], strict=True))
     with pytest.raises(DataError, match="num_workers: 2 != 0"):
         build_train_stream(dict(cfg, num_workers=0), batch_size=4).load_state_dict(

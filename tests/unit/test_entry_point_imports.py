@@ -27,6 +27,7 @@ CLIS = {
     "leviathan.bench.data": "bench",
     "leviathan.bench.gpu": "bench",
     "leviathan.bench.gpu_suite": "bench",
+    "leviathan.bench.gpu_grid": "bench",
     "leviathan.bench.shapes": "bench",
     "leviathan.bench.loss": "bench",
     "leviathan.bench.tracking": "bench",

@@ -20,6 +20,8 @@ DELIBERATE = {
     # control flow: a SystemExit (status 128 + signal) raised once the checkpoint is on disk,
     # so that submitit / SLURM requeue the job; no CLI must turn it into `error: ...`
     "leviathan.training.signals.Preempted": SystemExit,
+    # the same before the first training step (nothing to checkpoint): the process stops at once
+    "leviathan.training.signals.StartupInterrupted": SystemExit,
     # the training diverged (NaN/inf loss or gradient norm): a numerical event of the run, not a
     # bad input the message could tell the user how to fix; the job fails with its traceback
     # (MLflow run FAILED), which shows where it happened

@@ -240,7 +240,7 @@ def test_paper_grids_have_dense_only_rungs_above_their_pairs(grid, rungs, tmp_pa
     for r in only.itertuples():  # the dry run's table: every rung with its FLOPs and GPU-hours
         assert f"| {r.run} | {r.pair} | dense | {r.size} |" in text
         assert text.split(f"| {r.run} |")[1].split("\n")[0].endswith(
-            f"| {r.flops:.3g} | {r.mfu:.3g} | {r.gpu_hours:.3g} |")
+            f"| {r.flops:.3g} | {r.mfu:.3g} | {r.gpu_hours:.3g} | {r.cost_source} |")
     assert f"{len(df)} runs ({len(df[df.arm == 'dense'])} dense" in text  # the totals count them
 
 
