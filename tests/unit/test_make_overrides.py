@@ -19,7 +19,7 @@ OVERRIDES = ["+fit.seed_noise.leviathan=0.01", "fit.bootstrap=10", "'~fit.b_grid
              "'tracking.uri=http://127.0.0.1:5001/a b'", "'launcher.constraint=h100|a100'",
              "trainer=gpu"]
 ENTRY = {"fit-scaling": ["-m", "analysis.fit_scaling", "--sweep", "smoke_tiny"],
-         "dashboard": ["-m", "leviathan.tracking.dashboard", "--port", "5000"],
+         "dashboard": ["-m", "leviathan.cli.dashboard", "--port", "5000"],
          "demo": ["-m", "leviathan.demo", "--port", "5000"]}
 
 
