@@ -74,9 +74,9 @@ def test_readme_narrows_a_shipped_grid_and_drops_an_arm(tmp_path, capsys):
     entry of a size or arm the grid no longer has."""
     import pandas as pd
 
+    from leviathan.cli.sweep import sweep
     from leviathan.config import compose
     from leviathan.logs import setup_logging
-    from leviathan.cli.sweep import sweep
 
     commands = [c for c in _readme_commands("leviathan.sweep")
                 if any(a.startswith(("grid.sizes=", "~grid.arms.")) for a in c)]
