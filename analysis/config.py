@@ -71,6 +71,10 @@ class FitConfig:
     seed_noise: dict[str, float] = field(default_factory=dict)  # arm -> relative sd of one
     #   run's final loss measured elsewhere (`all`: every arm not named), for a one-seed sweep:
     #   +fit.seed_noise.leviathan=0.01
+    noise_model: str = "loglinear"  # run-to-run noise of an arm as a function of size:
+    #   loglinear (log sd linear in log N, fitted over the sizes' seeds with their degrees of
+    #   freedom: a 421M run need not be as noisy as a 60M one) | per_size (each size its own
+    #   seeds' level: 3 or more seeds at every size) | pooled (one level per arm)
     lr_estimator: str = "mean"  # the loss at each arm's best LR: mean (the LR with the lowest
     #   mean over seeds, every seed kept there) | pooled (each size at the LR its arm's other
     #   sizes choose: no winner's curse, at one seed too) | vertex (a quadratic in log LR,
@@ -87,6 +91,7 @@ class FitConfig:
         "delta": above(0), "b_grid": each(above(0)),
         "budget_tol": in_range(0, 1, hi_open=True), "seed_noise": _seed_noise,
         "lr_estimator": choice("mean", "pooled", "vertex"), "lr_miss": in_range(0, 0.5),
+        "noise_model": choice("loglinear", "per_size", "pooled"),
     }
 
     def __post_init__(self) -> None:

@@ -29,7 +29,7 @@ from analysis.laws.joint import JointFit
 from analysis.laws.powerlaw import PowerLaw, SharedExponent
 from analysis.readings.b_check import check_b
 from analysis.readings.buckets import bucket_ratios
-from analysis.readings.controls import lev_vs_control, pooled_vs_control
+from analysis.readings.controls import lev_vs_control, pooled_vs_control, trends
 from analysis.readings.data_multipliers import JointReading, data_multipliers, joint_law, size_laws
 from analysis.readings.lr_selection import select_lr
 from analysis.readings.matchings import Matching, match_all
@@ -53,6 +53,8 @@ class FamilyResult:
     matching: Matching | None = None  # (arm, size) x basis
     controls: pd.DataFrame | None = None  # LEV over its control, per size and basis
     pooled: pd.DataFrame | None = None  # LEV over its control pooled across sizes, per basis
+    trends: pd.DataFrame | None = None  # slope of ln(value) on ln N and the homogeneity test,
+    #   per LEV-over-control and multiplier (analysis/readings/controls.py TREND_COLUMNS)
     lr_choices: pd.DataFrame | None = None  # the LR kept per sweep point
     token_multipliers: pd.DataFrame | None = None  # tokens Leviathan needs for Dense's loss
     bucket_ratios: pd.DataFrame | None = None  # per-bucket perplexity ratio against Dense
@@ -142,11 +144,12 @@ def analyse_family(family: str, usable: pd.DataFrame, runs: Runs, cfg: FitConfig
     else:
         notes.append(f"L(N) needs two Dense sizes; family {family!r} has "
                      f"{ladder['params'].nunique()}")
-    matching = controls = pooled = None
+    matching = controls = pooled = slopes = None
     if ladder["size"].nunique() >= 2 and len(others):
         matching = match_all(ladder, others, cfg, rng)
         controls = lev_vs_control(matching, cfg.level)
         pooled = pooled_vs_control(matching, controls, cfg.level)
+        slopes = trends(matching, controls, cfg.level)
     arms_tokens = fam[fam["arm"] != "dense"] if mode == "cooled" else others
     tokens = token_multipliers(points, mode, ladder, arms_tokens, cfg, rng)
     buckets = bucket_ratios(runs.buckets, pd.concat([ladder, others]), cfg.level)
@@ -163,7 +166,8 @@ def analyse_family(family: str, usable: pd.DataFrame, runs: Runs, cfg: FitConfig
         intervals={**(paper.intervals if paper else {}), **joint.intervals},
         lev=paper and paper.lev, shared=paper and paper.shared, multipliers=multipliers,
         b_sensitivity=paper and paper.b_sensitivity, matching=matching, controls=controls,
-        pooled=pooled, lr_choices=lr_choices, token_multipliers=tokens, bucket_ratios=buckets,
+        pooled=pooled, trends=slopes, lr_choices=lr_choices, token_multipliers=tokens,
+        bucket_ratios=buckets,
         data_fits=fits, data_multipliers=data_multipliers(joint.joint, fam, cfg, rng),
         joint=joint.joint, trajectory=trajectory, b_check=b_check, notes=tuple(notes))
 

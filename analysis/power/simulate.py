@@ -52,30 +52,47 @@ POWER_COLUMNS = ["quantity", "arm", "size", "truth", "estimate", "half_width", "
                  "check", "coverage", "bias", "detectable", "interval"]
 
 
-def _truth(cells: list[Cell], model: PowerModel) -> tuple[np.ndarray, float, dict]:
-    """Clean loss per cell, the Dense scale A, and arm -> worth (N_eff / N)."""
+def _truth(cells: list[Cell], model: PowerModel) -> tuple[np.ndarray, float, dict, dict]:
+    """Clean loss per cell, the Dense scale A, (arm, size) -> true multiplier N_eff / N, and
+    size -> (N / the smallest paired size's N, its position 0..1 on the ladder by log N). Each
+    arm is worth its factor (analysis.power.worlds.worth) of its size's Dense N, not of its own
+    parameters: the truth of LEV over its control is the stated effect at every size, however
+    many parameters the control has (dense_untied: 1.3-1.6x Leviathan's)."""
+    from analysis.power.worlds import worth
+
     arms = {c.arm for c in cells}
-    control = next((a for a in CONTROL_ARMS if a in arms), None)
-    worth = {"dense": 1.0, "leviathan": model.effect * (model.control_worth if control else 1.0)}
-    if control:
-        worth[control] = model.control_worth
-    a = model.scale(min(c.params for c in cells if c.arm == "dense"))
-    clean = np.array([model.loss(worth[c.arm] * c.params, a) for c in cells])
-    return clean, a, worth
+    dense_n = {c.size: c.params for c in cells if c.arm == "dense"}
+    paired = [dense_n[c.size] for c in cells if c.arm != "dense" and c.size in dense_n]
+    n_min = min(paired) if paired else min(dense_n.values())
+    span = math.log(max(dense_n.values()) / n_min) or 1.0
+    where = {s: (n / n_min, math.log(n / n_min) / span) for s, n in dense_n.items()}
+    a = model.scale(n_min)
+    controls = arms & set(CONTROL_ARMS)
+    true_x = [worth(c.arm, model, where[c.size][0], controls) * dense_n[c.size] for c in cells]
+    clean = np.array([model.loss(x, a) for x in true_x])
+    mult = {(c.arm, c.size): x / c.params for c, x in zip(cells, true_x, strict=True)}
+    return clean, a, mult, where
 
 
 def _simulate_kept(cells: list[Cell], model: PowerModel, rng: np.random.Generator):
     """(kept losses (M, n), arm per run, cell index per run): every run of every ladder after
     the LR rule (model.lr_estimator), seeds kept."""
-    clean, _, _ = _truth(cells, model)
+    clean, _, _, where = _truth(cells, model)
     m = model.ladders
-    grids = []
+    grids, z = [], {}
     for i, c in enumerate(cells):
-        opt = model.lr_optimum.get(c.arm, 0.0) + model.lr_spread * rng.standard_normal((m, 1, 1))
+        rel, frac = where[c.size]
+        opt = model.lr_offset(c.arm, frac) + model.lr_spread * rng.standard_normal((m, 1, 1))
         u = np.log2(np.asarray(c.lrs, float))[None, None, :] - opt  # (M, 1, K)
         level = clean[i] * (1.0 + model.lr_curvature * u ** 2)
-        grids.append(level * (1.0 + model.sd(c.arm)
-                              * rng.standard_normal((m, c.seeds, len(c.lrs)))))
+        zi = rng.standard_normal((m, c.seeds, len(c.lrs)))
+        lev = z.get(("leviathan", c.size))
+        if c.arm in CONTROL_ARMS and lev is not None and model.seed_corr:  # a shared data order
+            k, j = min(c.seeds, lev.shape[1]), min(len(c.lrs), lev.shape[2])
+            zi[:, :k, :j] = model.seed_corr * lev[:, :k, :j] + math.sqrt(
+                1 - model.seed_corr ** 2) * zi[:, :k, :j]
+        z[(c.arm, c.size)] = zi
+        grids.append(level * (1.0 + model.sd(c.arm, rel) * zi))
     keep = [keep_batch(g)[1] for g in grids]  # (M, S) each: the seed-mean rule
     if model.lr_estimator == "pooled":
         groups: dict = {}
@@ -93,22 +110,25 @@ def _simulate_kept(cells: list[Cell], model: PowerModel, rng: np.random.Generato
               for g, k in zip(grids, keep, strict=True)]
     arms = [c.arm for c in cells for _ in range(c.seeds)]
     cell_of = [i for i, c in enumerate(cells) for _ in range(c.seeds)]
-    return np.concatenate(losses, axis=1), np.array(arms), np.array(cell_of)
+    seed_of = [k for c in cells for k in range(c.seeds)]
+    return np.concatenate(losses, axis=1), np.array(arms), np.array(cell_of), np.array(seed_of)
 
 
 def simulate(cells: list[Cell], model: PowerModel, *, level: float = 0.95) -> pd.DataFrame:
     """The power table (POWER_COLUMNS) of a design under `model` (module docstring)."""
     rng = np.random.default_rng(model.seed)
-    clean, a_true, worth = _truth(cells, model)
-    loss, arms, cell_of = _simulate_kept(cells, model, rng)
+    clean, a_true, mult, where = _truth(cells, model)
+    loss, arms, cell_of, seed_of = _simulate_kept(cells, model, rng)
     m, r = model.ladders, model.bootstrap
     groups = np.array([f"{cells[i].arm}|{cells[i].size}" for i in cell_of])
     seeded = any(c.seeds >= 2 for c in cells)
     given = None if seeded else {a: model.sd(a) for a in set(arms)}
     swept = np.array([len(cells[i].lrs) > 1 for i in cell_of])
     miss = lr_rule_miss(model.lr_curvature, model.lr_spread)  # the analysis's fit.lr_miss
-    reps, noise = batch_replicates(loss, arms, groups, given, r, rng,
-                                   ~swept if swept.any() else None, miss)  # (M, R, n)
+    reps, noise = batch_replicates(
+        loss, arms, groups, given, r, rng, ~swept if swept.any() else None, miss,
+        n_of=np.array([cells[i].params for i in cell_of]), noise_model=model.noise_model,
+        pairs=np.array([f"{cells[i].size}|{k}" for i, k in zip(cell_of, seed_of, strict=True)]))
     dense = arms == "dense"
     x = np.array([cells[i].params for i in cell_of])
     start = fit_power_law(x[dense], np.repeat(clean, [c.seeds for c in cells])[dense],
@@ -133,13 +153,19 @@ def simulate(cells: list[Cell], model: PowerModel, *, level: float = 0.95) -> pd
                 np.log(x_eff(boot[..., 0], boot[..., 1], model.b, mean[:, None])))
     params = {(c.arm, c.size): c.params for c in cells}
     dense_dof = noise.dof.get("dense", math.inf)
-    rows = [_row("multiplier", arm, size, worth[arm], n_eff[(arm, size)] / params[(arm, size)],
+    rows = [_row("multiplier", arm, size, mult[(arm, size)],
+                 n_eff[(arm, size)] / params[(arm, size)],
                  n_boot[(arm, size)] / params[(arm, size)], level, noise.source,
-                 _welch_dof([(parts[(arm, size)][0], noise.dof.get(arm, math.inf)),
+                 _welch_dof([(parts[(arm, size)][0], _dof(noise, arm, size)),
                              (parts[(arm, size)][1], dense_dof)]))
             for arm, size in n_eff]
-    rows += _ratio_rows(n_eff, n_boot, worth, level, noise, parts)
+    rows += _ratio_rows(n_eff, n_boot, model, where, level, noise, parts, params)
     return pd.DataFrame(rows, columns=POWER_COLUMNS)
+
+
+def _dof(noise, arm: str, size: str) -> float:
+    """The degrees of freedom of an (arm, size)'s noise level (its arm's without per-size)."""
+    return noise.by_size.get(f"{arm}|{size}", (None, noise.dof.get(arm, math.inf)))[1]
 
 
 def _welch_dof(parts: list[tuple[np.ndarray, float]]) -> float:
@@ -156,35 +182,65 @@ def _welch_dof(parts: list[tuple[np.ndarray, float]]) -> float:
     return float(np.median(dof)) if dof.size else math.inf
 
 
-def _ratio_rows(n_eff: dict, n_boot: dict, worth: dict, level: float, noise,
-                parts: dict) -> list:
-    control = next((a for a in CONTROL_ARMS if a in worth), None)
+def _ratio_rows(n_eff: dict, n_boot: dict, model: PowerModel, where: dict, level: float,
+                noise, parts: dict, params: dict) -> list:
+    arms = {a for a, _ in n_eff}
+    control = next((a for a in CONTROL_ARMS if a in arms), None)
     if control is None:
         return []
     source = noise.source
-    nu = {a: noise.dof.get(a, math.inf) for a in ("leviathan", control, "dense")}
-    sizes = [s for (a, s) in n_eff if a == "leviathan" and (control, s) in n_eff]
+    sizes = sorted((s for (a, s) in n_eff if a == "leviathan" and (control, s) in n_eff),
+                   key=lambda s: where[s][0])
 
     def split(ss: list) -> list:  # LEV's mean, the control's, the Dense fit: apart
         lev = np.mean([parts[("leviathan", s)][0] for s in ss], axis=0)
         ctl = np.mean([parts[(control, s)][0] for s in ss], axis=0)
         fit = np.mean([parts[("leviathan", s)][1] - parts[(control, s)][1] for s in ss], axis=0)
-        return [(lev, nu["leviathan"]), (ctl, nu[control]), (fit, nu["dense"])]
+        return [(lev, min(_dof(noise, "leviathan", s) for s in ss)),
+                (ctl, min(_dof(noise, control, s) for s in ss)),
+                (fit, noise.dof.get("dense", math.inf))]
 
-    truth = worth["leviathan"] / worth[control]
-    rows, logs, logs_boot = [], [], []
+    rows, logs, logs_boot, truths = [], [], [], []
     for s in sizes:
         est = n_eff[("leviathan", s)] / n_eff[(control, s)]
         boot = n_boot[("leviathan", s)] / n_boot[(control, s)]
+        truth = model.ratio(where[s][0])
         rows.append(_row("lev_over_control", control, s, truth, est, boot, level, source,
                          _welch_dof(split([s]))))
         logs.append(np.log(est))
         logs_boot.append(np.log(boot))
+        truths.append(math.log(truth))
     if sizes:
-        rows.append(_row("lev_over_control_pooled", control, "pooled", truth,
+        rows.append(_row("lev_over_control_pooled", control, "pooled", math.exp(np.mean(truths)),
                          np.exp(np.mean(logs, axis=0)), np.exp(np.mean(logs_boot, axis=0)),
                          level, source, _welch_dof(split(sizes))))
+    if len(sizes) >= 2:
+        x = np.log([params[("leviathan", s)] for s in sizes])
+        rows.append(_slope_row(control, model.effect_slope, x, np.stack(logs, axis=-1),
+                               np.stack(logs_boot, axis=-1), level, source))
     return rows
+
+
+def _slope_row(control: str, truth: float, x: np.ndarray, est: np.ndarray, boot: np.ndarray,
+               level: float, source: str) -> dict:
+    """The trend's row: the slope of ln(LEV over its control) on ln N over the M ladders (est
+    (M, S), boot (M, R, S) log ratios), on the additive scale: half-width, spread, coverage,
+    bias and the smallest slope it detects (80% of the time excluding 0)."""
+    xc = (x - x.mean()) / ((x - x.mean()) @ (x - x.mean()))
+    with np.errstate(all="ignore"):
+        s_est = est @ xc  # (M,)
+        s_boot = boot @ xc  # (M, R)
+    lo, hi = (np.nanpercentile(s_boot, q, axis=1) for q in (50 * (1 - level),
+                                                            50 * (1 + level)))
+    half = float(np.nanmedian((hi - lo) / 2))
+    ok = np.isfinite(s_est)
+    emp = float(Z95 * np.std(s_est[ok], ddof=1)) if ok.sum() > 2 else math.nan
+    return {"quantity": "lev_over_control_trend", "arm": control, "size": "slope",
+            "truth": truth, "estimate": float(np.median(s_est[ok])), "half_width": half,
+            "empirical": emp, "check": abs(half / emp - 1) if emp > 0 else math.nan,
+            "coverage": float(np.mean((lo <= truth) & (truth <= hi))),
+            "bias": float(np.median(s_est[ok]) - truth),
+            "detectable": half * (Z95 + Z80) / Z95, "interval": source}
 
 
 def _row(quantity: str, arm: str, size: str, truth: float, est: np.ndarray, boot: np.ndarray,

@@ -95,3 +95,59 @@ def data_ladder() -> tuple[tuple[str, ...], tuple[float, ...]]:
     per = float(grid.tokens_per_param[0])
     return (tuple(s.rsplit("/", 1)[-1] for s in grid.sizes),
             tuple(per * float(c) for c in grid.cooldowns))
+
+
+def worth(arm: str, model, rel: float, controls: set[str]) -> float:
+    """What an arm's run is worth in the size's Dense parameters at N = rel x the smallest size:
+    Dense 1, its control `control_worth`, Leviathan that times the true LEV over its control (or
+    the effect over Dense without a control)."""
+    from analysis.power.model import CONTROL_ARMS
+
+    if arm == "dense":
+        return 1.0
+    control = next((a for a in CONTROL_ARMS if a in controls), None)
+    if arm == "leviathan":
+        return model.ratio(rel) * (model.control_worth if control else 1.0)
+    return model.control_worth
+
+
+def plan_runs(frame: pd.DataFrame, model, rng) -> pd.DataFrame:
+    """One simulated sweep of a plan (plan.csv's columns: run, arm, size, pair, seed,
+    params_total, params_body, flops, tokens, lr, lr_scale, branch_of) as runs.csv rows
+    (analysis/inputs/csv_input.py), drawn from `model`'s truth (analysis.power.model): each
+    run's clean loss from what its arm is worth against its size's Dense N (worth), times
+    (1 + curvature (log2 of its LR multiple - its (arm, size)'s true optimum)^2), times (1 + sd z)
+    with sd at its size (noise_slope) and z shared with Leviathan's run of the same seed at
+    `seed_corr` for a control arm."""
+    import numpy as np
+
+    from analysis.power.model import CONTROL_ARMS
+
+    f = frame[frame["branch_of"].isna()] if "branch_of" in frame else frame
+    dense_n = f[f["arm"] == "dense"].groupby("size")["params_total"].mean()
+    n_min = float(dense_n[f.loc[f["arm"] != "dense", "size"].unique()].min()
+                  if (f["arm"] != "dense").any() else dense_n.min())
+    span = np.log(dense_n.max() / n_min) or 1.0
+    a = model.scale(n_min)
+    controls = set(f["arm"]) & set(CONTROL_ARMS)
+    opt = {key: model.lr_offset(key[0], float(np.log(dense_n[key[1]] / n_min) / span))
+           + model.lr_spread * rng.standard_normal() for key in
+           f.groupby(["arm", "size"]).groups}
+    z = {}
+    rows = []
+    for r in f.itertuples(index=False):
+        rel = float(dense_n[r.size] / n_min)
+        clean = model.loss(worth(r.arm, model, rel, controls) * dense_n[r.size], a)
+        u = np.log2(float(r.lr_scale)) - opt[(r.arm, r.size)]
+        key = (r.size, r.seed, float(r.lr_scale))
+        zi = rng.standard_normal()
+        if r.arm in controls and ("leviathan",) + key in z:
+            zi = model.seed_corr * z[("leviathan",) + key] + np.sqrt(
+                1 - model.seed_corr ** 2) * zi
+        z[(r.arm,) + key] = zi
+        loss = clean * (1 + model.lr_curvature * u * u) * (1 + model.sd(r.arm, rel) * zi)
+        rows.append({"run": r.run, "arm": r.arm, "size": r.size, "pair": r.pair,
+                     "seed": int(r.seed), "params": r.params_total,
+                     "body_params": r.params_body, "flops": r.flops, "tokens": r.tokens,
+                     "lr": r.lr, "loss": loss})
+    return pd.DataFrame(rows)

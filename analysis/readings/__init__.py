@@ -1,11 +1,12 @@
-"""analysis.readings: what the fits say, one reading a module, each returning its own result
-(none fills in another's; analysis.scaling assembles them per family).
+"""analysis.readings: what the fits say, one reading a module, each returning its own result (none
+fills in another's; analysis.scaling assembles them per family).
 
-lr_selection.py (each arm's best LR), noise.py (run-to-run noise per arm), paper_view.py (Dense
-L(N) and every Leviathan run's N_eff), matchings.py (the three matchings), controls.py (LEV over
-its control), trajectory.py (the multiplier against tokens seen), tokens.py (the token
-multiplier), buckets.py (perplexity ratios by token frequency), b_check.py (b fitted freely beside
-the b used), data_multipliers.py (L(D) per size, the joint law, D_eff / D).
+lr_selection.py (each arm's best LR), noise.py (run-to-run noise per arm and size), paper_view.py
+(Dense L(N) and every Leviathan run's N_eff), matchings.py (the three matchings), controls.py (LEV
+over its control, and the trend of each number with size), trajectory.py (the multiplier against
+tokens seen), tokens.py (the token multiplier), buckets.py (perplexity ratios by token frequency),
+b_check.py (b fitted freely beside the b used), data_multipliers.py (L(D) per size, the joint law,
+D_eff / D).
 """
 
 from leviathan.lazy import lazy_exports
@@ -18,6 +19,7 @@ _EXPORTS = {
     "BASES": "matchings", "COLUMN": "matchings", "LABEL": "matchings", "Matching": "matchings",
     "ROW_COLUMNS": "matchings", "match_all": "matchings",
     "RATIO_COLUMNS": "controls", "lev_vs_control": "controls", "pooled_vs_control": "controls",
+    "TREND_COLUMNS": "controls", "trend": "controls", "trends": "controls",
     "curve_points": "trajectory", "marks_cooled": "trajectory",
     "multiplier_vs_tokens": "trajectory", "uncooled": "trajectory",
     "token_multipliers": "tokens",

@@ -151,7 +151,8 @@ def match_all(dense: pd.DataFrame, arms: pd.DataFrame, cfg, rng) -> Matching:
     dense, arms = dense.reset_index(drop=True), arms.reset_index(drop=True)
     both = pd.concat([dense, arms], ignore_index=True)
     groups = (both["arm"] + "|" + both["size"]).to_numpy()
-    reps, noise = replicates(both, cfg.seed_noise, cfg.bootstrap, rng, cfg.lr_miss)
+    reps, noise = replicates(both, cfg.seed_noise, cfg.bootstrap, rng, cfg.lr_miss,
+                             cfg.noise_model)
     nd = len(dense)
     fits, samples, draws_of, off, lof = {}, {}, {}, {}, {}
     counts = resample_counts(dense["size"].to_numpy(), cfg.bootstrap, rng) if reps is None \

@@ -14,7 +14,7 @@ _EXPORTS = {
     "headline_note": "summary", "summary_md": "summary",
     "plot_data_scaling": "plots", "plot_multiplier_vs_tokens": "plots",
     "plot_rare_tokens": "plots", "plot_scaling": "plots",
-    "design_md": "power", "power_md": "power",
+    "design_md": "power", "power_md": "power", "failed_checks": "power",
     "downstream_md": "downstream", "downstream_section": "downstream",
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -4,7 +4,10 @@ multipliers.csv: one row per (family, non-Dense arm, size, basis): analysis/read
 ROW_COLUMNS (x: the run's quantity in that basis: total or body parameters, or training FLOPs;
 n_eff: the Dense-equivalent in the same unit; extrapolated/extrapolation: outside the Dense
 points, and by what factor). lev_vs_control.csv: size, control, basis, ratio, ratio_lo,
-ratio_hi (ratio = N_eff,lev / N_eff,ctl in that basis; + both multipliers).
+ratio_hi (ratio = N_eff,lev / N_eff,ctl in that basis; + both multipliers); both files also hold
+one row per (arm or control, basis) with size `trend`: slope, slope_lo, slope_hi (of ln value
+on ln N, with its interval) and q_p (the homogeneity test across sizes: a small p, the value
+changes with size). lev_vs_control_pooled.csv: the pooled ratio with `homogeneous` and q_p.
 multipliers_by_run.csv: the paper's per-run table (every Leviathan run, N = fit.params;
 extrapolated/extrapolation: N_eff outside the Dense sizes, and by what factor; *_joint: the same
 off the joint L(N, D) at the run's own D). data_multipliers.csv: D_eff / D of every non-Dense
@@ -122,6 +125,7 @@ def fit_dict(runs: Runs, cfg: FitConfig, analysis: Analysis) -> dict:
             "dense_fits": {b: f.as_dict() for b, f in m.fits.items()}}
         d["lev_vs_control"] = _records(r.controls)
         d["lev_vs_control_pooled"] = _records(r.pooled)
+        d["trends"] = _records(r.trends)
         d["lr_choices"] = _records(r.lr_choices)
         d["token_multipliers"] = _records(r.token_multipliers)
         d["bucket_ratios"] = _records(r.bucket_ratios)
@@ -133,6 +137,20 @@ def fit_dict(runs: Runs, cfg: FitConfig, analysis: Analysis) -> dict:
         "level": cfg.level, "families": fams,
         "excluded": _records(analysis.excluded.shown(analysis.table)),
     })
+
+
+TREND_EXTRA = ["slope", "slope_lo", "slope_hi", "q_p"]
+
+
+def _trend_rows(r, family: str, quantity: str) -> pd.DataFrame:
+    """The `trend` rows of multipliers.csv (arm) or lev_vs_control.csv (control)."""
+    t = r.trends
+    if t is None or t.empty:
+        return pd.DataFrame()
+    t = t[t["quantity"] == quantity]
+    key = "arm" if quantity == "multiplier" else "control"
+    return pd.DataFrame({"family": family, key: t["arm"], "size": "trend", "basis": t["basis"],
+                         **{c: t[c] for c in TREND_EXTRA}})
 
 
 def write_outputs(out_dir: Path, runs: Runs, cfg: FitConfig, analysis: Analysis) -> list[Path]:
@@ -160,16 +178,17 @@ def write_outputs(out_dir: Path, runs: Runs, cfg: FitConfig, analysis: Analysis)
             mdf[col] = mdf[col].astype("boolean").fillna(False).astype(bool)
     mdf.reindex(columns=cols).to_csv(p, index=False)
     written.append(p)
-    rows = [r.matching.rows.assign(family=f) for f, r in results.items()
-            if r.matching is not None]
+    rows = [frame for f, r in results.items() if r.matching is not None
+            for frame in (r.matching.rows.assign(family=f), _trend_rows(r, f, "multiplier"))]
     p = out_dir / "multipliers.csv"
     (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()).reindex(
-        columns=["family", *ROW_COLUMNS]).to_csv(p, index=False)
+        columns=["family", *ROW_COLUMNS, *TREND_EXTRA]).to_csv(p, index=False)
     written.append(p)
     p = out_dir / "lev_vs_control.csv"
-    ctl = [r.controls.assign(family=f) for f, r in results.items() if r.controls is not None]
+    ctl = [frame for f, r in results.items() if r.controls is not None
+           for frame in (r.controls.assign(family=f), _trend_rows(r, f, "lev_over_control"))]
     (pd.concat(ctl, ignore_index=True) if ctl else pd.DataFrame()).reindex(
-        columns=["family", *RATIO_COLUMNS]).to_csv(p, index=False)
+        columns=["family", *RATIO_COLUMNS, *TREND_EXTRA]).to_csv(p, index=False)
     written.append(p)
     pooled = [r.pooled.assign(family=f) for f, r in results.items()
               if r.pooled is not None and len(r.pooled)]

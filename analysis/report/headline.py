@@ -68,18 +68,66 @@ def _ratio_cell(row) -> str:
 
 
 def _pooled_rows(res: FamilyResult, bases: list[str]) -> list[str]:
-    """LEV over each control pooled across sizes (geometric mean of the per-size ratios)."""
+    """LEV over each control across sizes: its trend first (the slope of ln ratio on ln N), then
+    the pooled ratio (geometric mean of the per-size ratios) only where the test finds one
+    number across sizes; where it does not, the value at the largest size in its place."""
     p = res.pooled
     if p is None or p.empty:
         return []
+    t = res.trends if res.trends is not None else pd.DataFrame(columns=["quantity"])
     out = []
     for control, g in p.groupby("control", sort=False):
         by = {r["basis"]: r for _, r in g.iterrows()}
+        tr = {r["basis"]: r for _, r in t[(t["quantity"] == "lev_over_control")
+                                            & (t["arm"] == control)].iterrows()}
         n = int(g["n_sizes"].max())
-        cells = [_ratio_cell({**by[b], "extrapolated": False}) if b in by else "–"
-                 for b in bases]
+        if tr:
+            out.append(f"| trend | LEV over its control ({control}): slope of ln ratio on ln N, "
+                       "homogeneity across sizes | "
+                       + " | ".join(_trend_cell(tr.get(b)) for b in bases) + " | |")
+        cells = []
+        for b in bases:
+            if b not in by:
+                cells.append("–")
+            elif b in tr and not tr[b]["homogeneous"]:
+                cells.append(f"not pooled: {tr[b]['at_largest']:.3f}"
+                             f"{ci(tr[b]['at_largest_lo'], tr[b]['at_largest_hi'])} at "
+                             f"{tr[b]['largest']}")
+            else:
+                cells.append(_ratio_cell({**by[b], "extrapolated": False}))
         out.append(f"| all {n} sizes | **LEV over its control, pooled** ({control}: geometric "
-                   "mean of the per-size ratios) | " + " | ".join(cells) + " | |")
+                   "mean of the per-size ratios, where one number) | " + " | ".join(cells)
+                   + " | |")
+    return out
+
+
+def _trend_cell(r) -> str:
+    if r is None:
+        return "–"
+    q = "" if not np.isfinite(r["q_p"]) else (
+        f"; one number (p = {r['q_p']:.2g})" if r["homogeneous"] else
+        f"; **changes with size** (p = {r['q_p']:.2g})")
+    return f"{r['slope']:+.3f}{ci(r['slope_lo'], r['slope_hi'])}{q}"
+
+
+def trend_lines(res: FamilyResult) -> list[str]:
+    """Why a number is not pooled, one line each; and the multipliers' trends."""
+    t = res.trends
+    if t is None or t.empty:
+        return []
+    out = []
+    for r in t[(t["quantity"] == "lev_over_control") & ~t["homogeneous"]].itertuples():
+        out.append(f"**Not pooled** (LEV over {r.arm}, by {LABEL[r.basis]}): the per-size ratios "
+                   f"are not one number (homogeneity p = {r.q_p:.2g}; slope of ln ratio on ln N "
+                   f"{r.slope:+.3f}{ci(r.slope_lo, r.slope_hi)}): read them per size, and at the "
+                   f"largest, {r.largest}: {r.at_largest:.3f}"
+                   f"{ci(r.at_largest_lo, r.at_largest_hi)}.")
+    mult = t[t["quantity"] == "multiplier"]
+    if len(mult):
+        out.append("Trend of each multiplier (slope of ln multiplier on ln N; homogeneity p): "
+                   + "; ".join(f"{r.arm} by {LABEL[r.basis]} {r.slope:+.3f}"
+                               f"{ci(r.slope_lo, r.slope_hi)}, p = {r.q_p:.2g}"
+                               for r in mult.itertuples()) + ".")
     return out
 
 
@@ -141,7 +189,8 @@ def headline_md(res: FamilyResult, cfg: FitConfig) -> list[str]:
             cells[bases.index(col)] = (
                 f"{res.shared.multiplier:.2f}× boot{ci(*iv.get('shared_multiplier', (None,) * 2))}"
                 f" t{ci(*iv.get('shared_multiplier_t', (None,) * 2))}")
-        out.append("| all sizes | leviathan, one shared α | " + " | ".join(cells) + " | |")
+        out.append("| all sizes | leviathan, one shared α (an average over sizes) | "
+                   + " | ".join(cells) + " | |")
     out.append("")
     return out + _footnotes(res, cfg, rows)
 
@@ -150,6 +199,7 @@ def _footnotes(res: FamilyResult, cfg: FitConfig, rows: pd.DataFrame) -> list[st
     m, pct = res.matching, f"{cfg.level:.0%}"
     out = []
     out += lr_edge_lines(res)
+    out += trend_lines(res)
     out.append(noise_line(m.noise).replace("Intervals: ", f"Intervals ({pct} bootstrap, the "
                                              "Dense curve refitted each time): ", 1))
     for basis, lof in m.lack_of_fit.items():
@@ -189,8 +239,39 @@ def noise_line(noise: Noise) -> str:
                 "sweep>).")
     levels = ", ".join(f"{a} {v:.2%}" for a, v in sorted(noise.levels.items())
                        if math.isfinite(v))
+    if noise.model == "loglinear" and noise.by_size:
+        levels = _by_size_levels(noise)
     miss = (f" Sizes that ran the LR rule's LR only ({', '.join(noise.unswept)}) also carry its "
             f"miss of their optimum, {noise.lr_miss:.2%} of the loss (fit.lr_miss)."
             if noise.lr_miss else "")
     return (f"Intervals: {noise.label}: {levels}." + "".join(f" {n}." for n in noise.notes)
             + miss)
+
+
+def _by_size_levels(noise: Noise) -> str:
+    """Each arm's fitted level at its smallest and largest size (fit.noise_model=loglinear)."""
+    out = []
+    for arm in sorted(noise.levels):
+        at = [(g.split("|", 1)[1], sd, dof) for g, (sd, dof) in noise.by_size.items()
+              if g.split("|", 1)[0] == arm]
+        if not at:
+            continue
+        slope = noise.slope.get(arm)
+        first, last = at[0], at[-1]
+        if slope is None or len(at) < 2:
+            out.append(f"{arm} {first[1]:.2%}")
+            continue
+        lo, hi = min(at, key=lambda r: _n(r[0])), max(at, key=lambda r: _n(r[0]))
+        out.append(f"{arm} {lo[1]:.2%} at {lo[0]} to {hi[1]:.2%} at {hi[0]} (sd ∝ N^{slope:+.2f}"
+                   f"; {hi[2]:.0f} degrees of freedom at {hi[0]})")
+        del first, last
+    return ", ".join(out) + "; fit.noise_model=loglinear"
+
+
+def _n(size: str) -> float:
+    """A size label's number (60M -> 6e7) for ordering."""
+    units = {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
+    try:
+        return float(size[:-1]) * units[size[-1]] if size[-1] in units else float(size)
+    except ValueError:
+        return math.inf

@@ -50,7 +50,13 @@ def sweep(cfg: DictConfig, task_overrides: list[str]) -> int:
     if warning:
         log.warning(warning)
     if cfg.sweep.dry_run:
-        power_report(plan, records)
+        failed = power_report(plan, records)
+        if failed and cfg.sweep.get("strict_power"):
+            from leviathan.sweep.grid import GridError
+
+            raise GridError(f"sweep.strict_power: the power analysis failed {len(failed)} "
+                            f"check(s) (the first: {failed[0]}); change the design or the "
+                            "stated truth (grid.power), or set sweep.strict_power=false")
         log.info("Dry run: nothing launched.")
         return 0
     return launch(plan, cfg, sweep_dir)
@@ -75,14 +81,14 @@ def _against_launched(plan, manifest: dict, sweep_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def power_report(plan, sweep_dir: Path) -> None:
+def power_report(plan, sweep_dir: Path) -> list[str]:
     """The power analysis of the plan (grid.power: simulated ladders through the analysis):
-    printed, and written to sweeps/<sweep>/power.csv."""
+    printed, and written to sweeps/<sweep>/power.csv; returns its failed checks."""
     if not plan.grid.get("power", {}).get("enabled", False):
-        return
+        return []
     from analysis.power.model import cells_from_plan, design_cost, model_from_grid
     from analysis.power.simulate import simulate
-    from analysis.report.power import power_md
+    from analysis.report.power import failed_checks, power_md
     from leviathan.errors import LeviathanError
 
     cells = cells_from_plan(plan.frame())
@@ -92,10 +98,11 @@ def power_report(plan, sweep_dir: Path) -> None:
     except LeviathanError as e:  # e.g. one size: no power law to fit, nothing to predict
         print(f"\nPower analysis: not possible for this plan ({e}); "
               "grid.power.enabled=false leaves it out")
-        return
+        return []
     path = Path(sweep_dir) / "power.csv"
     table.assign(gpu_hours=design_cost(cells)).to_csv(path, index=False)
     print("\n" + power_md(table, cells, model) + f"\n(written to {path})")
+    return failed_checks(table)
 
 
 def run(cfg: DictConfig, task_overrides: list[str]) -> int:

@@ -55,8 +55,17 @@ class PowerSpec:
     enabled: bool = True  # simulate the plan in every dry run, write sweeps/<sweep>/power.csv
     noise: dict[str, float] = field(default_factory=lambda: {"all": 0.01})  # arm -> relative
     #   sd of one run's final loss (`all`: every arm not named); a pilot sweep measures it
-    effect: float = 1.10  # the true LEV over its control (N_eff ratio) the simulation assumes
-    control_worth: float = 1.0  # the control's N_eff / N by total parameters
+    noise_slope: float = 0.0  # each arm's sd proportional to (N / N_smallest)^noise_slope:
+    #   noise that grows (> 0) or shrinks with size (0.83: 5x from 60M to 421M)
+    effect: float = 1.10  # the true LEV over its control (N_eff ratio) at the smallest size
+    effect_slope: float = 0.0  # LEV over its control proportional to (N / N_smallest)^slope:
+    #   an advantage that changes with size (-0.135: 1.3 at 60M to 1.0 at 421M)
+    control_worth: float = 1.0  # the control's N_eff / its pair's Dense N (what it is worth
+    #   against the size it is matched to, whatever its own parameter count)
+    seed_corr: float = 0.0  # correlation of Leviathan's and its control's noise at one seed
+    #   (they share the data order)
+    lr_drift: dict[str, float] = field(default_factory=dict)  # arm -> octaves its true LR
+    #   optimum moves away from the rule's over the ladder
     lr_curvature: float = 0.01  # relative loss per (log2 LR / optimum)^2 of every arm
     lr_spread: float = 0.5  # sd (octaves) of the true optimum around the LR rule's, per size
     ladders: int = 200  # simulated ladders
@@ -65,6 +74,7 @@ class PowerSpec:
     #   fit.lr_estimator: mean | pooled; see analysis/readings/lr_selection.py)
 
     _checks = {"lr_estimator": choice("mean", "pooled"), "effect": above(0),
+               "seed_corr": in_range(-0.99, 0.99),
                "control_worth": above(0), "lr_curvature": in_range(0), "lr_spread": in_range(0),
                "ladders": at_least(20), "bootstrap": at_least(20)}
 

@@ -76,7 +76,7 @@ def test_csv_end_to_end_outputs(tmp_path, capsys):
     assert len(bad) == 1 and "N_eff undefined" in bad["reason"].iloc[0]
     assert np.isnan(bad["multiplier"].iloc[0])
     # multipliers.csv: one row per (arm, size, basis); no flops column: no compute matching
-    mm = pd.read_csv(out / "multipliers.csv")
+    mm = pd.read_csv(out / "multipliers.csv").query("size != 'trend'")
     for col in ("arm", "size", "params", "loss", "basis", "n_eff", "multiplier",
                 "multiplier_lo", "multiplier_hi", "extrapolated"):
         assert col in mm.columns
@@ -102,7 +102,7 @@ def test_csv_default_out_dir_is_beside_the_csv(tmp_path):
     assert main(["--csv", str(csv), "--bootstrap", "50"]) == 0
     m = pd.read_csv(tmp_path / "paper_fit" / "multipliers_by_run.csv")
     assert np.allclose(m["multiplier"], 1.5, rtol=1e-6)
-    m = pd.read_csv(tmp_path / "paper_fit" / "multipliers.csv")
+    m = pd.read_csv(tmp_path / "paper_fit" / "multipliers.csv").query("size != 'trend'")
     assert np.allclose(m[m["basis"] == "params"]["multiplier"], 1.5, rtol=1e-6)
 
 
@@ -279,7 +279,7 @@ def test_dense_losses_that_do_not_fall_give_reasons_not_absurd_multipliers(tmp_p
     m = pd.read_csv(out / "multipliers_by_run.csv")
     assert m["multiplier"].isna().all()
     assert m["reason"].str.contains("Dense L(N) fit degenerate", regex=False).all()
-    m = pd.read_csv(out / "multipliers.csv")
+    m = pd.read_csv(out / "multipliers.csv").query("size != 'trend'")
     assert m["multiplier"].isna().all() and m["reason"].str.contains("degenerate").all()
     summary = (out / "summary.md").read_text()
     assert "do not fall with N" in summary and "Shared exponent" not in summary

@@ -92,7 +92,7 @@ def test_csv_interface_tables_and_extrapolation_marks(tmp_path, capsys):
     world[world["size"] != "989M"].to_csv(csv, index=False)  # one Dense-only rung: 752M
     out = tmp_path / "fit"
     assert main(["--csv", str(csv), "--out", str(out), "--bootstrap", "100"]) == 0
-    m = pd.read_csv(out / "multipliers.csv")
+    m = pd.read_csv(out / "multipliers.csv").query("size != 'trend'")
     assert {"arm", "size", "params", "loss", "basis", "n_eff", "multiplier", "multiplier_lo",
             "multiplier_hi", "extrapolated", "extrapolation"} <= set(m.columns)
     assert len(m) == 2 * 5 * 3 and set(m["basis"]) == {"params", "body", "compute"}
@@ -103,7 +103,7 @@ def test_csv_interface_tables_and_extrapolation_marks(tmp_path, capsys):
     assert (inside["extrapolation"] == 1.0).all()
     big = m[(m["size"] == "421M") & (m["basis"] == "params")]  # 421M reads beyond 752M
     assert big["extrapolated"].all() and (big["n_eff"] > 752e6).all()
-    c = pd.read_csv(out / "lev_vs_control.csv")
+    c = pd.read_csv(out / "lev_vs_control.csv").query("size != 'trend'")
     assert {"size", "control", "basis", "ratio", "ratio_lo", "ratio_hi"} <= set(c.columns)
     assert set(c["control"]) == {"factorized"} and len(c) == 5 * 3
     summary = (out / "summary.md").read_text()
@@ -116,7 +116,8 @@ def test_csv_interface_tables_and_extrapolation_marks(tmp_path, capsys):
     assert "† extrapolated" in head and "× above" in head
     assert "What each matching answers" in head and "Controls: `factorized`" in head
     assert "**Lack of fit by total parameters**" in head
-    assert "| all sizes | leviathan, one shared α |" in head and " t [" in head
+    assert "| all sizes | leviathan, one shared α (an average over sizes) |" in head
+    assert " t [" in head
     assert (out / "scaling.png").stat().st_size > 20000
     fit = pd.read_json(out / "fit.json", typ="series")
     assert fit["families"]["default"]["lev_vs_control"]
@@ -128,7 +129,7 @@ def test_missing_optional_columns_only_switch_off_what_needs_them(tmp_path):
         .to_csv(csv, index=False)
     out = tmp_path / "fit"
     assert main(["--csv", str(csv), "--out", str(out), "--bootstrap", "30"]) == 0
-    m = pd.read_csv(out / "multipliers.csv")
+    m = pd.read_csv(out / "multipliers.csv").query("size != 'trend'")
     assert set(m["basis"]) == {"params"}
     # no size column: every run meets the Dense size nearest in parameters
     assert m.groupby("size")["arm"].nunique().eq(2).all() and m["size"].nunique() == 5
@@ -177,7 +178,7 @@ def test_lev_equal_to_untying_is_1_over_dense_untied_in_every_basis(tmp_path, ca
         csv, index=False)
     out = tmp_path / "fit"
     assert main(["--csv", str(csv), "--out", str(out), "--bootstrap", "200"]) == 0
-    c = pd.read_csv(out / "lev_vs_control.csv")
+    c = pd.read_csv(out / "lev_vs_control.csv").query("size != 'trend'")
     assert list(c.columns[1:7]) == ["size", "control", "basis", "ratio", "ratio_lo", "ratio_hi"]
     assert set(c["control"]) == {"dense_untied"} and len(c) == 4 * 3
     assert set(c["basis"]) == {"params", "body", "compute"}
@@ -210,17 +211,19 @@ def test_body_matching_is_left_out_when_not_token_matched(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Switched off: by body parameters (not token-matched: the Dense runs of the arms' " \
            "body sizes trained on" in printed
-    m = pd.read_csv(out / "multipliers.csv")
+    m = pd.read_csv(out / "multipliers.csv").query("size != 'trend'")
     assert set(m["basis"]) == {"params", "compute"}
     assert "By body parameters" not in printed[printed.index("### Headline"):]
-    assert set(pd.read_csv(out / "lev_vs_control.csv")["basis"]) == {"params", "compute"}
+    ratios = pd.read_csv(out / "lev_vs_control.csv").query("size != 'trend'")
+    assert set(ratios["basis"]) == {"params", "compute"}
 
     csv = tmp_path / "matched.csv"
     toy_world("body", seeds=3, noise=0.005, data=(410.7, 0.28), tokens_per="body").to_csv(
         csv, index=False)
-    out = tmp_path / "matched_fit"
-    assert main(["--csv", str(csv), "--out", str(out), "--bootstrap", "100"]) == 0
-    m = pd.read_csv(out / "multipliers.csv")
+    out = tmp_path / "matched_fit"  # a world of one noise level: the pooled noise model's
+    assert main(["--csv", str(csv), "--out", str(out), "--bootstrap", "100",
+                 "fit.noise_model=pooled"]) == 0
+    m = pd.read_csv(out / "multipliers.csv").query("size != 'trend'")
     body = m[m["basis"] == "body"]
     assert len(body) == 2 * 5 and body["reason"].isna().all()
     assert ((body["multiplier_lo"] <= 1.0) & (1.0 <= body["multiplier_hi"])).all(), body
@@ -235,7 +238,7 @@ def test_every_control_of_the_isoparametric_grid_is_read_by_effective_size(tmp_p
     csv, out = tmp_path / "controls.csv", tmp_path / "fit"
     toy_world(basis, worth, seeds=3, noise=0.003, tokens_per="body").to_csv(csv, index=False)
     assert main(["--csv", str(csv), "--out", str(out), "--bootstrap", "200"]) == 0
-    c = pd.read_csv(out / "lev_vs_control.csv")
+    c = pd.read_csv(out / "lev_vs_control.csv").query("size != 'trend'")
     assert set(c["control"]) == {"factorized", "factorized_wide", "lev_codebooks"}
     body = c[c["basis"] == "body"].set_index(["control", "size"])
     for control, truth in (("factorized", 1.3), ("factorized_wide", 1.3),
@@ -245,7 +248,7 @@ def test_every_control_of_the_isoparametric_grid_is_read_by_effective_size(tmp_p
         assert len(rows) == 5
         assert ((rows["ratio_lo"] <= truth) & (truth <= rows["ratio_hi"])).all(), control
         assert abs(np.exp(np.log(rows["ratio"]).mean()) - truth) < 0.03, control
-    m = pd.read_csv(out / "multipliers.csv")
+    m = pd.read_csv(out / "multipliers.csv").query("size != 'trend'")
     by_params = m[m["basis"] == "params"].set_index(["arm", "size"])["multiplier"]
     for size in ("60M", "164M", "231M", "296M", "421M"):  # the same loss on more parameters
         assert by_params[("factorized_wide", size)] < 0.95 * by_params[("factorized", size)]
