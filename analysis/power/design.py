@@ -4,9 +4,10 @@ A family's grid fixes the arms, the candidate sizes and the Dense-only rungs; th
 how the budget is spent (SCIENCE.md §4: seeds where the noise is, an LR sweep where the optimum
 is uncertain, Dense rungs at one LR):
 - seeds on Leviathan and its control (the arms whose ratio is the question): 1 to 12 at every
-  size, or tapered (`taper` 0.5: the Neyman allocation, seeds at each size proportional to
-  1/sqrt(its cost per run), 2 to 24 at the smallest size, at least one at any): where a run costs
-  49 times more, 7 times fewer seeds, and the budget goes where a seed buys most precision;
+  size, or tapered (`taper` 0.5: the Neyman allocation, seeds at each size proportional to its
+  run-to-run sd over sqrt(its cost per run), the sd the power model's at that size,
+  noise_slope: 2 to 24 at the smallest size, at least one at any): where a run costs 49 times
+  more at the same noise, 7 times fewer seeds; where its noise is 5x larger, 5 times more;
 - seeds on Dense (1 or 2);
 - which sizes sweep the grid's LR variants: every size, or the smallest and largest (the others
   run the rule's LR: the truth model's `lr_spread` makes that cost what it costs). Never none:
@@ -43,7 +44,8 @@ from analysis.power.model import (
 from analysis.power.simulate import simulate
 from leviathan.errors import LeviathanError
 
-TARGETS = ("lev_over_control_pooled", "multiplier")
+TARGETS = ("lev_over_control_pooled", "multiplier", "slope")
+MIN_COVERAGE = 0.90  # a design whose simulated coverage of its target is below this never ranks
 SEARCH_LADDERS, SEARCH_BOOTSTRAP = 80, 80
 
 
@@ -60,12 +62,31 @@ class Candidate:
     table: pd.DataFrame | None = None
 
 
-def _target_width(table: pd.DataFrame, target: str, col: str = "half_width") -> float:
+def _target_rows(table: pd.DataFrame, target: str) -> pd.DataFrame:
     if target == "multiplier":
-        rows = table[(table["quantity"] == "multiplier") & (table["arm"] == "leviathan")]
-        return float(rows[col].max()) if len(rows) else math.nan
-    rows = table[table["quantity"] == target]
-    return float(rows[col].iloc[0]) if len(rows) else math.nan
+        return table[(table["quantity"] == "multiplier") & (table["arm"] == "leviathan")]
+    quantity = "lev_over_control_trend" if target == "slope" else target
+    return table[table["quantity"] == quantity]
+
+
+def _target_width(table: pd.DataFrame, target: str, col: str = "half_width") -> float:
+    """The target's half-width (for `multiplier`, the widest size's; for `slope`, the trend's
+    in slope units)."""
+    rows = _target_rows(table, target)
+    if not len(rows):
+        return math.nan
+    return float(rows[col].max()) if target == "multiplier" else float(rows[col].iloc[0])
+
+
+def _fmt(width: float, target: str) -> str:
+    """A target's half-width as printed: a slope in its units, a ratio in percent."""
+    return f"{width:.3f}" if target == "slope" else f"{width:.1%}"
+
+
+def _covers(table: pd.DataFrame, target: str) -> bool:
+    """Whether the target's printed intervals cover its truth often enough (MIN_COVERAGE)."""
+    rows = _target_rows(table, target)
+    return bool(len(rows)) and bool((rows["coverage"] >= MIN_COVERAGE).all())
 
 
 def _score(table: pd.DataFrame, target: str) -> float:
@@ -74,15 +95,19 @@ def _score(table: pd.DataFrame, target: str) -> float:
     return max(_target_width(table, target), _target_width(table, target, "empirical"))
 
 
-def candidates(base: list[Cell], lrs: tuple[float, ...], keep_largest_pair: bool = True
-               ) -> list[Candidate]:
+def candidates(base: list[Cell], lrs: tuple[float, ...], keep_largest_pair: bool = True,
+               noise_slope: float = 0.0) -> list[Candidate]:
     """Every allocation of the search space (module docstring) over the base cells (one seed,
-    the rule's LR; Dense-only rungs are the Dense cells at sizes no other arm has)."""
+    the rule's LR; Dense-only rungs are the Dense cells at sizes no other arm has); the taper
+    weighs each size's cost by its noise, sd proportional to (N / N_smallest)^noise_slope."""
     arms = {c.arm for c in base}
     paired = sorted({c.size for c in base if c.arm != "dense"},
                     key=lambda s: next(c.params for c in base if c.size == s))
     out = []
-    lev_cost = {c.size: c.gpu_hours for c in base if c.arm != "dense"}
+    params = {c.size: c.params for c in base if c.arm != "dense"}
+    # Neyman: seeds proportional to sd / sqrt(cost); expressed as a cost ratio to taper by
+    lev_cost = {c.size: c.gpu_hours * (params[paired[0]] / params[c.size]) ** (2 * noise_slope)
+                for c in base if c.arm != "dense"}
     choices = [(t, s) for t in (0.0, 0.5) for s in (range(1, 13) if t == 0 else range(2, 25))]
     for (taper, seeds), dense_seeds, sweep, rungs, top in itertools.product(
             choices, (1, 2), ("all", "ends"), (True,),
@@ -117,12 +142,12 @@ def search(base: list[Cell], lrs: tuple[float, ...], budget: float, model: Power
     if target not in TARGETS:
         raise DesignError(f"design.target: {target!r} is not a headline number; allowed: "
                           f"{', '.join(TARGETS)}")
-    if target == "lev_over_control_pooled" and not any(c.arm in CONTROL_ARMS for c in base):
+    if target != "multiplier" and not any(c.arm in CONTROL_ARMS for c in base):
         raise DesignError(f"design.target: {target!r} needs a control arm ("
                           f"{', '.join(CONTROL_ARMS)}); this family has "
                           f"{', '.join(sorted({c.arm for c in base}))}: use design.target="
                           "multiplier")
-    pool = candidates(base, lrs, keep_largest_pair)
+    pool = candidates(base, lrs, keep_largest_pair, model.noise_slope)
     fits = [c for c in pool if c.cost <= budget]
     admissible = [c for c in pool if _admissible(c, target)]
     if not [c for c in fits if _admissible(c, target)]:
@@ -139,7 +164,12 @@ def search(base: list[Cell], lrs: tuple[float, ...], budget: float, model: Power
     for c in best:
         c.table = simulate(c.cells, model)
         c.width = _score(c.table, target)
-    return sorted(best, key=lambda c: (c.width, c.cost))[:top]
+    covered = [c for c in best if _covers(c.table, target)]
+    if not covered:
+        raise DesignError(f"design.target: no design within {budget:g} GPU-hours covers "
+                          f"{target}'s truth in {MIN_COVERAGE:.0%} of its simulated ladders "
+                          "(see grid.power): a larger budget, or another target")
+    return sorted(covered, key=lambda c: (c.width, c.cost))[:top]
 
 
 def _admissible(c: Candidate, target: str) -> bool:
@@ -190,12 +220,14 @@ def designed_grid(grid: dict, best: Candidate, budget: float, target: str, model
         out["seeds_by_size"].update({s: 1 for s in out["dense_sizes"]})
     out["lr_sizes"] = [by_name[s] for s in k["lr_sizes"]]
     out["power"] = {key: getattr(model, key) for key in
-                    ("noise", "effect", "control_worth", "lr_curvature", "lr_spread")}
+                    ("noise", "noise_slope", "effect", "effect_slope", "control_worth",
+                     "seed_corr", "lr_curvature", "lr_spread", "lr_drift")}
     t = best.table
     lines = [f"Chosen by the design search (python -m leviathan.sweep.design +grid="
              f"{grid['name']} design.budget_gpu_h={budget:g}): ~{best.cost:.4g} GPU-hours; "
-             f"predicted 95% half-width of {target} ±{best.width:.1%} (the grid before: "
-             f"±{reference[0]:.1%} at {reference[1]:.4g} GPU-hours), under the power model "
+             f"predicted 95% half-width of {target} ±{_fmt(best.width, target)} (the grid "
+             f"before: ±{_fmt(reference[0], target)} at {reference[1]:.4g} GPU-hours), under "
+             "the power model "
              f"below ({model.ladders} simulated ladders)."]
     if t is not None:
         per = t[t["quantity"] == "lev_over_control"]

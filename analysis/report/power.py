@@ -86,7 +86,8 @@ def design_md(found: list[Candidate], budget: float, target: str, reference=None
         k = c.knobs
         seeds = (f"{k['seeds']} to {min(k['seeds_by_size'].values())}" if k["seeds_by_size"]
                  else f"{k['seeds']}")
-        out.append(f"| {i} | {c.cost:.4g} | ±{c.width:.1%} | {seeds} | {k['dense_seeds']} "
+        width = f"{c.width:.3f}" if target == "slope" else f"{c.width:.1%}"
+        out.append(f"| {i} | {c.cost:.4g} | ±{width} | {seeds} | {k['dense_seeds']} "
                    f"| {', '.join(k['lr_sizes']) or 'none'} | {'yes' if k['dense_rungs'] else 'no'}"
                    f" | {len(k['sizes'])} |")
     if reference is not None:

@@ -308,3 +308,33 @@ def test_design_search_bad_input_names_the_key(iso):
         search(no_control, (0.5, 1.0, 2.0), 500.0, PowerModel(ladders=20, bootstrap=20))
     with pytest.raises(DesignError, match=r"design\.budget_gpu_h: give the GPU-hour budget"):
         run_search(_frame(base), grid, {"budget_gpu_h": None})
+
+
+@pytest.mark.slow
+def test_the_search_puts_seeds_where_the_noise_is(iso):
+    """Issue 36.3: at the shipped isoparametric grid's GPU-hours, in a world whose noise grows
+    5x over the ladder (grid.power.noise_slope), the searched design puts more seeds at the
+    largest pair than the shipped one (Neyman by variance x cost, not by cost alone), its
+    target covers its truth (a design that does not never ranks), and the slope is a target."""
+    import math
+    from dataclasses import asdict
+
+    from leviathan.config import compose
+    from leviathan.sweep.grid import to_grid_config
+
+    base, _, grid = iso
+    shipped = cells_for_grid(base, asdict(to_grid_config(
+        compose("sweep", ["+grid=isoparametric"]).grid)))
+    growing = PowerModel(noise={"all": 0.003}, noise_slope=math.log(5) / math.log(421 / 60),
+                         ladders=100, bootstrap=100)
+    found = search(base, (0.5, 1.0, 2.0), design_cost(shipped), growing, top=3)
+    won = {c.size: c.seeds for c in found[0].cells if c.arm == "leviathan"}
+    was = {c.size: c.seeds for c in shipped if c.arm == "leviathan"}
+    assert won["421M"] > was["421M"] and won["421M"] / won["60M"] > was["421M"] / was["60M"]
+    pooled = found[0].table[found[0].table["quantity"] == "lev_over_control_pooled"]
+    assert (pooled["coverage"] >= 0.9).all()
+    slope = search(base, (0.5, 1.0, 2.0), design_cost(shipped), growing, target="slope",
+                   top=3)[0]
+    trend = slope.table[slope.table["quantity"] == "lev_over_control_trend"]
+    assert trend["coverage"].item() >= 0.9 and slope.width == pytest.approx(
+        max(trend["half_width"].item(), trend["empirical"].item()))
