@@ -75,11 +75,15 @@ class Environment:
 
 
 def installed_packages() -> dict[str, str]:
-    """Every distribution on sys.path (the first of each name, as `import` would find it)."""
+    """Every distribution on sys.path (the first of each name, as `import` would find it), but
+    the copies a package vendors (importing setuptools puts setuptools/_vendor on sys.path: its
+    autocommand, jaraco.*, ... would otherwise come and go with whatever imported it)."""
     from importlib.metadata import distributions
 
     out: dict[str, str] = {}
     for dist in distributions():
+        if "_vendor" in Path(str(getattr(dist, "_path", ""))).parts:
+            continue
         name = dist.metadata["Name"] if dist.metadata else None
         if name and canonical(name) not in out:
             out[canonical(name)] = dist.version

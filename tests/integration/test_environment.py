@@ -254,3 +254,19 @@ def test_fit_summary_names_the_packages_that_differ(tmp_path, mlflow_server):
     assert f"| torch | {env.packages['torch']} | 2.99.0 |" in section
     assert f"| {PROBE} | absent | 1.0 |" in section
     print(section)
+
+
+def test_vendored_copies_are_not_installed_packages():
+    """Importing setuptools puts setuptools/_vendor on sys.path; its copies (autocommand,
+    jaraco.*, ...) are not this environment's packages and must not come and go with it (a
+    resumed run in a process that had imported it read them as a changed environment)."""
+    import json
+
+    code = ("import json, setuptools; from leviathan.tracking.environment import "
+            "installed_packages; print(json.dumps(installed_packages()))")
+    with_setuptools = json.loads(subprocess.run([sys.executable, "-c", code], check=True,
+                                                capture_output=True, text=True).stdout)
+    plain = json.loads(subprocess.run(
+        [sys.executable, "-c", code.replace("import json, setuptools;", "import json;")],
+        check=True, capture_output=True, text=True).stdout)
+    assert with_setuptools == plain

@@ -40,6 +40,7 @@ CLIS = {
     "leviathan.data.prepare": "argparse",
     "leviathan.data.debug_vocab": "argparse",
     "analysis.fit_scaling": "argparse",
+    "analysis.coverage": "argparse",
     "analysis.toyworld": "argparse",
 }
 
