@@ -15,6 +15,7 @@ LEV/control is the headline. `--out` writes the same as JSON (the record quoted 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -41,7 +42,12 @@ WORLDS = {
 
 def plan_frame(grid: str, overrides: list[str]) -> pd.DataFrame:
     """The grid's plan (what `python -m leviathan.sweep +grid=<grid> sweep.dry_run=true`
-    plans), without the power analysis."""
+    plans), without the power analysis; planned once per grid and overrides."""
+    return _plan_frame(grid, tuple(overrides)).copy()
+
+
+@functools.cache
+def _plan_frame(grid: str, overrides: tuple[str, ...]) -> pd.DataFrame:
     from leviathan.config import compose
     from leviathan.sweep.plan import make_plan
 

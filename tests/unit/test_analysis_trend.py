@@ -150,7 +150,7 @@ def test_the_shipped_decoupled_and_isobody_designs_cover_their_truth(tmp_path):
 
 @pytest.mark.slow
 def test_small_coverage_worlds_through_the_analysis():
-    """The small version of `python -m analysis.coverage` (30 ladders of the shipped
+    """The small version of `python -m analysis.coverage` (24 ladders of the shipped
     isoparametric design at three paired sizes, each through the real analysis): where noise
     grows 5x over the ladder, every LEV/control interval covers (the pooled noise model covered
     53% at 421M in the same ladders); where LEV over its control falls from 1.3 to 1.0, the
@@ -158,11 +158,11 @@ def test_small_coverage_worlds_through_the_analysis():
     from analysis.coverage import run
 
     narrow = ["grid.sizes=[v1/60M,v1/164M,v1/421M]", "grid.dense_sizes=[v1/752M]"]
-    table, _ = run("isoparametric", "growing", 30, 100, 0, narrow, [])
+    table, _ = run("isoparametric", "growing", 24, 80, 0, narrow, [])
     lev = table[table["number"] == "lev_over_control"]
     assert (lev["coverage"] >= 0.8).all() and lev["coverage"].mean() >= 0.9, lev
     assert (lev["coverage"] <= 1.0).all()
-    table, _ = run("isoparametric", "falling-effect", 30, 100, 0, narrow, [])
+    table, _ = run("isoparametric", "falling-effect", 24, 80, 0, narrow, [])
     pooled = table[table["number"] == "homogeneous"]["rate"].item()
     slope = table[table["number"] == "slope"].iloc[0]
     assert pooled <= 0.4 and slope["coverage"] >= 0.8, table
