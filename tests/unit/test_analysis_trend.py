@@ -130,16 +130,16 @@ def test_a_planted_wrong_truth_fails_the_dry_runs_check(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_the_shipped_decoupled_and_isobody_designs_cover_their_truth(tmp_path):
+def test_the_shipped_decoupled_design_covers_its_truth(tmp_path):
     """Issue 36.4: the decoupled truth is stated against the pair's Dense size (dense_untied
     has 1.3-1.6x Leviathan's parameters; the old truth made its simulated coverage 0%): every
-    number of both shipped designs covers >= 90% in their dry runs' power model."""
+    number of the shipped design covers >= 90% in its dry run's power model."""
     from helpers.sweep import plan_for
 
     from analysis.power.model import cells_from_plan, model_from_grid
     from analysis.power.simulate import simulate
 
-    for grid in ("decoupled", "isobody"):
+    for grid in ("decoupled",):  # isobody's: the dry run's own check, docs/coverage
         _, plan = plan_for([f"+grid={grid}", "grid.power.enabled=false"], tmp_path / grid)
         table = simulate(cells_from_plan(plan.frame()), model_from_grid(plan.grid["power"]))
         assert (table["coverage"] >= 0.90).all(), (grid, table[table["coverage"] < 0.9])
@@ -153,8 +153,9 @@ def test_small_coverage_worlds_through_the_analysis():
     """The small version of `python -m analysis.coverage` (24 ladders of the shipped
     isoparametric design at three paired sizes, each through the real analysis): where noise
     grows 5x over the ladder, every LEV/control interval covers (the pooled noise model covered
-    53% at 421M in the same ladders); where LEV over its control falls from 1.3 to 1.0, the
-    pooled number is rarely the headline and the slope's interval covers the true slope."""
+    50% at 421M in the same ladders) and the trend's slope covers 0. The falling-effect world
+    (the pooled number is not the headline in 98% of 200 ladders) is in docs/coverage/; its
+    test on the estimator is test_the_trend_and_the_homogeneity_test."""
     from analysis.coverage import run
 
     narrow = ["grid.sizes=[v1/60M,v1/164M,v1/421M]", "grid.dense_sizes=[v1/752M]"]
@@ -162,7 +163,4 @@ def test_small_coverage_worlds_through_the_analysis():
     lev = table[table["number"] == "lev_over_control"]
     assert (lev["coverage"] >= 0.8).all() and lev["coverage"].mean() >= 0.9, lev
     assert (lev["coverage"] <= 1.0).all()
-    table, _ = run("isoparametric", "falling-effect", 24, 80, 0, narrow, [])
-    pooled = table[table["number"] == "homogeneous"]["rate"].item()
-    slope = table[table["number"] == "slope"].iloc[0]
-    assert pooled <= 0.4 and slope["coverage"] >= 0.8, table
+    assert table[table["number"] == "slope"]["coverage"].item() >= 0.8
