@@ -22,9 +22,33 @@ point. The same rule for every arm (`fit.lr_estimator`):
   one curvature per (family, arm) pooled across its sizes (each size its own level and slope),
   its vertex kept inside the swept range; each seed keeps its run nearest the vertex, its loss
   moved by the quadratic's difference between the two (the seeds' scatter is kept).
-A diverged run (loss NaN) still counts as tried, and its LR's mean as infinite. A chosen LR at
-the lowest or highest value swept is flagged ("widen the sweep"), in the LR table and on the
-headline.
+A diverged run (loss NaN) still counts as tried, and its LR's mean as infinite.
+
+The edge warning (`edge`, the same for every rule; `edge_readings`). A winner at the lowest or
+highest LR swept says little: with the optimum within +-0.5 octave of the rule and [0.5, 1, 2]
+swept, some chosen LR sat at an edge in 93-100% of simulated ladders. So the curve decides: per
+(family, arm), wherever one of its points has three or more LRs, ln loss is fitted by least
+squares over the runs as c_p + b_p u + a u^2 (u = log2 LR), each point p its own level and
+slope and the arm one curvature a (taken as common to the arm's sizes, as `vertex` takes it:
+a point with many seeds fits mostly its own, one with two seeds borrows it; a point with two
+LRs is read with it too). An LR where a seed diverged is left out of the fit. Each point's
+noise is its seeds' scatter around each LR's mean (dof: runs minus LRs); a point with one seed
+borrows the scatter pooled over its arm's other points (else its family's); where there is no
+scatter at all nothing is tested (`edge` '', `lr_vertex_lo`/`_hi` NaN). The fitted slope at an
+edge, b_p + 2a(u_edge - centre), gets its variance from each point's own noise (sandwich) and
+is judged by Student's t at Satterthwaite's dof: `edge` says "lowest" or "highest" only where
+that slope still points out of the sweep by more than its one-sided 95% quantile (EDGE_LEVEL).
+With a significant curvature this is the vertex's interval (Fieller's, `lr_vertex_lo` to
+`lr_vertex_hi`, 90% two-sided) lying wholly beyond that edge; without one (flat, concave) it is a
+significant trend out of the sweep. `lr_vertex`: the vertex (NaN where the fitted curvature is
+<= 0); `lr_add`: the LR one step beyond the flagged edge in the sweep's own step there (4x the
+rule's LR after grid.lr [0.5, 1, 2]). On simulated ladders of the shipped isoparametric sweep
+(1% run noise, loss x (1 + 0.01 (log2 LR - optimum)^2); tests/unit/test_analysis_lr_edge.py) it
+fires in 1-2% of points whose optimum lies within the swept octaves (5% with it exactly at
+an edge), and with the optimum one octave beyond an edge in 96% of 17-seed points and ~80% of 2-seed
+points (which borrow the 17-seed point's curvature); 35% where both swept sizes have 2 seeds
+(Dense there). A curvature that differs between sizes breaks the borrowing: 2x sharper at the
+2-seed size, it fired in 14% of points with the optimum inside.
 """
 
 from __future__ import annotations
@@ -33,11 +57,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.special import stdtrit  # Student-t quantile (scipy.stats imports slowly)
 
 from analysis.inputs.runs import budget_ids
 
 CHOICE_COLUMNS = ["family", "arm", "size", "tokens", "seeds", "lr", "loss", "swept", "edge",
-                  "estimator"]
+                  "estimator", "lr_vertex", "lr_vertex_lo", "lr_vertex_hi", "lr_add"]
+NO_EDGE = {"lr_vertex": np.nan, "lr_vertex_lo": np.nan, "lr_vertex_hi": np.nan, "lr_add": np.nan}
 
 
 def _fmt(lr: float) -> str:
@@ -116,12 +142,13 @@ def _pooled_keep(points: list, grid_of) -> dict:
 def _losers(point: pd.DataFrame, kept: set, lr_of: dict) -> dict:
     """{row index: why it is not kept} for the usable runs of a sweep point not kept."""
     out = {}
-    for i, row in point.iterrows():
-        if i in kept or row["reason"] != "":
+    for i, lr, loss, seed, reason in zip(point.index, point["lr"], point["loss"], point["seed"],
+                                         point["reason"], strict=True):
+        if i in kept or reason != "":
             continue
-        won = lr_of.get(row["seed"])
-        out[i] = (f"LR sweep: lr {_fmt(row.lr)} (loss {row.loss:.4f}) not kept"
-                  + (f": seed {row['seed']} keeps lr {_fmt(won)}" if won else ""))
+        won = lr_of.get(seed)
+        out[i] = (f"LR sweep: lr {_fmt(lr)} (loss {loss:.4f}) not kept"
+                  + (f": seed {seed} keeps lr {_fmt(won)}" if won else ""))
     return out
 
 
@@ -180,6 +207,7 @@ def select_lr(table: pd.DataFrame, tol: float = 0.05, estimator: str = "mean"
             found = _pooled_keep([points[j] for j in members],
                                  lambda i, members=members: grid_of(members[i]))
             pooled.update({members[i]: k for i, k in found.items()})
+    edges = edge_readings(points, grid_of)
     choices, excluded, moved = [], {}, {}
     for j, ((fam, arm, size), point, lrs) in enumerate(points):
         seeds = np.unique(point["seed"].to_numpy())
@@ -191,27 +219,25 @@ def select_lr(table: pd.DataFrame, tol: float = 0.05, estimator: str = "mean"
             per_seed = np.where(np.isfinite(own), best,
                                 np.argmin(np.where(np.isnan(grid), np.inf, grid), axis=-1))
         loss = float(mean_over(grid, np.arange(seeds.size))[best])
-        lr, edge = float(lrs[best]), _edge(best, lrs.size)
+        lr = float(lrs[best])
         a = curv.get((fam, arm))
         if a is not None:
-            lr, loss, shift, edge, per_seed = _vertex(grid, lrs, a, best)
+            lr, loss, shift, per_seed = _vertex(grid, lrs, a, best)
             for k, s in enumerate(seeds):
                 i = point.index[(point["seed"] == s) & (point["lr"] == lrs[per_seed[k]])]
                 moved.update((point.loc[i, "loss"] + shift[k]).items())
         lr_of = {s: float(lrs[per_seed[k]]) for k, s in enumerate(seeds)}
-        kept = {i for i, row in point.iterrows() if lr_of.get(row["seed"]) == row["lr"]}
+        kept = {i for i, seed, lr in zip(point.index, point["seed"], point["lr"], strict=True)
+                if lr_of.get(seed) == lr}
         excluded.update(_losers(point, kept, lr_of))
         choices.append({"family": fam, "arm": arm, "size": size,
                         "tokens": float(point["tokens"].max()), "seeds": int(seeds.size),
                         "lr": lr, "loss": loss, "swept": ", ".join(_fmt(v) for v in lrs),
-                        "edge": edge, "estimator": "vertex" if a is not None else
-                        "pooled" if j in pooled else ("mean" if seeds.size > 1 else "one seed")})
+                        "edge": "", "estimator": "vertex" if a is not None else
+                        "pooled" if j in pooled else ("mean" if seeds.size > 1 else "one seed"),
+                        **NO_EDGE, **edges.get(j, {})})
     return LrChoice(pd.DataFrame(choices, columns=CHOICE_COLUMNS),
                     pd.Series(excluded, dtype=object), pd.Series(moved, dtype=float))
-
-
-def _edge(i: int, n: int) -> str:
-    return "lowest" if i == 0 else "highest" if i == n - 1 else ""
 
 
 def _curvatures(table: pd.DataFrame, points) -> dict:
@@ -244,15 +270,14 @@ def _curvatures(table: pd.DataFrame, points) -> dict:
 
 
 def _vertex(grid: np.ndarray, lrs: np.ndarray, a: float, best: int):
-    """(lr at the vertex, loss there, each seed's shift, edge, each seed's kept LR index): the
+    """(lr at the vertex, loss there, each seed's shift, each seed's kept LR index): the
     quadratic with curvature a and this point's own level and slope, vertex inside the sweep."""
     u = np.log(lrs)
     m = mean_over(grid, np.arange(grid.shape[0]))
     ok = np.isfinite(m)
     if ok.sum() < 2:
         loss = float(m[best])
-        return float(lrs[best]), loss, np.zeros(grid.shape[0]), _edge(best, lrs.size), \
-            np.full(grid.shape[0], best)
+        return float(lrs[best]), loss, np.zeros(grid.shape[0]), np.full(grid.shape[0], best)
     design = np.column_stack([np.ones(ok.sum()), u[ok]])
     c, b = np.linalg.lstsq(design, m[ok] - a * u[ok] ** 2, rcond=None)[0]
     lo, hi = u[ok].min(), u[ok].max()
@@ -262,5 +287,139 @@ def _vertex(grid: np.ndarray, lrs: np.ndarray, a: float, best: int):
     near = int(np.argmin(np.where(ok, np.abs(u - v), np.inf)))
     keep = np.full(grid.shape[0], near)
     shift = at_v - q[keep]
-    edge = "lowest" if v <= lo else "highest" if v >= hi else ""
-    return float(np.exp(v)), float(at_v), shift, edge, keep
+    return float(np.exp(v)), float(at_v), shift, keep
+
+
+# --- the edge warning -------------------------------------------------------------------------
+
+EDGE_LEVEL = 0.95  # one-sided: an optimum beyond an edge by more than its own uncertainty
+_SD_FLOOR = 1e-7  # ln-loss sd floor: noise-free runs still give a finite test
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    """One sweep point's runs as the edge fit reads them: ln loss against log2 LR at the LRs
+    where no seed diverged, and the seeds' scatter around each LR's mean."""
+
+    u: np.ndarray  # log2 LR of each run
+    y: np.ndarray  # ln loss of each run
+    lrs: np.ndarray  # every LR swept
+    ok: np.ndarray  # (lrs,) the LRs in the fit
+    ss: float  # sum of squares within LRs
+    dof: int  # its degrees of freedom
+
+
+def _sweep(grid: np.ndarray, lrs: np.ndarray) -> _Sweep:
+    ok = np.isfinite(mean_over(grid, np.arange(grid.shape[0])))
+    g = np.log(np.where(np.isfinite(grid[:, ok]), grid[:, ok], np.nan))
+    have = np.isfinite(g)
+    u = np.broadcast_to(np.log2(lrs[ok]), g.shape)[have]
+    dev = g - np.nanmean(np.where(have, g, np.nan), axis=0) if have.any() else g
+    return _Sweep(u=u, y=g[have], lrs=lrs, ok=ok, ss=float(np.nansum(dev[have] ** 2)),
+                  dof=int(max(0, (have.sum(axis=0) - 1).clip(0).sum())))
+
+
+def _noise(sweeps: dict, members: list, family: list) -> dict:
+    """j -> (ln-loss sd, its dof): a point's own seeds' scatter where it has any; else pooled
+    over its arm's other points, else over its family's; (nan, 0) where nothing has seeds."""
+    def pool(js):
+        ss, dof = sum(sweeps[i].ss for i in js), sum(sweeps[i].dof for i in js)
+        return (np.sqrt(ss / dof), dof) if dof > 0 else (np.nan, 0)
+    out = {}
+    for j in members:
+        s = sweeps[j]
+        out[j] = (np.sqrt(s.ss / s.dof), s.dof) if s.dof > 0 else \
+            pool([i for i in members if i != j])
+        if out[j][1] == 0:
+            out[j] = pool([i for i in family if i != j])
+    return out
+
+
+def _edge_arm(sweeps: dict, members: list, noise: dict) -> dict:
+    """The edge reading of one (family, arm)'s points: ln loss ~ c_p + b_p u + a u^2 (u = log2
+    LR) by least squares over the runs, each point its own level and slope, one curvature a
+    (so a point with many seeds mostly fits its own, one with few borrows it); each estimate's
+    variance from each point's own noise (sandwich), its dof by Satterthwaite."""
+    fit = [j for j in members if sweeps[j].ok.sum() >= 2]
+    if not any(sweeps[j].ok.sum() >= 3 for j in fit):
+        return {}
+    testable = all(np.isfinite(noise[j][0]) for j in fit)
+    centre = {j: float(np.log2(sweeps[j].lrs[sweeps[j].ok]).mean()) for j in fit}
+    blocks, y = [], []
+    for p, j in enumerate(fit):
+        s = sweeps[j]
+        x = np.zeros((s.u.size, 2 * len(fit) + 1))
+        x[:, 2 * p], x[:, 2 * p + 1], x[:, -1] = 1.0, s.u - centre[j], (s.u - centre[j]) ** 2
+        blocks.append(x)
+        y.append(s.y)
+    bread = np.linalg.pinv(np.vstack(blocks).T @ np.vstack(blocks))
+    theta = bread @ (np.vstack(blocks).T @ np.concatenate(y))
+    # each point's share of the estimates' covariance (its runs' noise)
+    parts = [bread @ (x.T @ x) @ bread * max(noise[j][0], _SD_FLOOR) ** 2 if testable else
+             np.zeros_like(bread) for x, j in zip(blocks, fit, strict=True)]
+    dof = np.array([noise[j][1] for j in fit], float)
+    out = {}
+    for p, j in enumerate(fit):
+        s = sweeps[j]
+        rel = np.log2(s.lrs) - centre[j]
+        a, b = theta[-1], theta[2 * p + 1]
+        r = {"lr_vertex": _exp2(centre[j] - b / (2 * a)) if a > 0 else np.nan,
+             "lr_vertex_lo": np.nan, "lr_vertex_hi": np.nan, "edge": "", "lr_add": np.nan}
+        if testable:
+            tests, q = {}, []
+            for side, k in (("lowest", 0), ("highest", s.lrs.size - 1)):
+                h = np.zeros(theta.size)
+                h[2 * p + 1], h[-1] = 1.0, 2.0 * rel[k]  # the slope at that edge
+                var = np.array([h @ v @ h for v in parts])
+                total = max(float(var.sum()), _SD_FLOOR ** 2)
+                spread = float(np.sum(var ** 2 / dof))  # Satterthwaite: total^2 / this
+                q.append(stdtrit(max(total ** 2 / spread, 1.0) if spread > 0 else 1e6,
+                                 EDGE_LEVEL))
+                if s.ok[k]:
+                    tests[side] = (1.0 if side == "lowest" else -1.0) * (h @ theta) / np.sqrt(total)
+            q = float(max(q))
+            idx = [2 * p + 1, theta.size - 1]
+            cov = sum(parts)[np.ix_(idx, idx)]
+            r["lr_vertex_lo"], r["lr_vertex_hi"] = (
+                _exp2(centre[j] + v) for v in _fieller(a, b, cov, q))
+            side = max(tests, key=lambda k: tests[k], default=None)
+            if side is not None and tests[side] > q:
+                r["edge"], r["lr_add"] = side, _beyond(s.lrs, side)
+        out[j] = r
+    return out
+
+
+def _exp2(v: float) -> float:
+    return float(np.inf if v > 1000 else 0.0 if v < -1000 else 2.0 ** v)
+
+
+def _fieller(a: float, b: float, cov: np.ndarray, q: float) -> tuple[float, float]:
+    """The vertex's interval (log2 LR, centred): every u whose slope b + 2 a u is within q of
+    its sd of zero (cov: that of (b, a)); unbounded where the curvature is not significantly
+    positive (a significantly negative one bounds a maximum, not the optimum)."""
+    (vbb, vab), (_, vaa) = cov
+    qa, qb, qc = 4 * (a * a - q * q * vaa), 4 * (a * b - q * q * vab), b * b - q * q * vbb
+    disc = qb * qb - 4 * qa * qc
+    if a <= 0 or qa <= 0 or disc < 0:
+        return -np.inf, np.inf
+    root = np.sqrt(disc)
+    return (-qb - root) / (2 * qa), (-qb + root) / (2 * qa)
+
+
+def _beyond(lrs: np.ndarray, side: str) -> float:
+    """The LR one step beyond an edge, in the sweep's own step there."""
+    return float(lrs[-1] ** 2 / lrs[-2] if side == "highest" else lrs[0] ** 2 / lrs[1])
+
+
+def edge_readings(points: list, grid_of) -> dict:
+    """j -> {lr_vertex, lr_vertex_lo, lr_vertex_hi, edge, lr_add} for the sweep points of
+    `select_lr` (module docstring: the edge warning)."""
+    sweeps = {j: _sweep(grid_of(j), lrs) for j, (_, _, lrs) in enumerate(points)}
+    by_arm, by_family = {}, {}
+    for j, ((fam, arm, _), _, _) in enumerate(points):
+        by_arm.setdefault((fam, arm), []).append(j)
+        by_family.setdefault(fam, []).append(j)
+    out = {}
+    for (fam, _), members in by_arm.items():
+        out.update(_edge_arm(sweeps, members, _noise(sweeps, members, by_family[fam])))
+    return out

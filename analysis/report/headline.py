@@ -132,15 +132,19 @@ def trend_lines(res: FamilyResult) -> list[str]:
 
 
 def lr_edge_lines(res: FamilyResult) -> list[str]:
-    """A chosen LR at the edge of its sweep, on the headline (not only in the LR table)."""
+    """An LR optimum beyond the edge of its sweep, on the headline (not only in the LR table):
+    only where the fitted curve puts it there by more than its uncertainty."""
+    from analysis.report.tables import lr_add_text
+
     c = res.lr_choices
     if c is None or c.empty or not (c["edge"] != "").any():
         return []
     edges = c[c["edge"] != ""]
-    where = ", ".join(f"{r.arm} {r.size} ({r.edge})" for r in edges.itertuples())
-    return [f"**LR at the edge of its sweep** for {where}: the optimum may lie outside the "
-            "LRs tried, so that arm's loss (and every number read from it) may be too high: "
-            "widen the sweep (grid.lr)."]
+    where = "; ".join(dict.fromkeys(
+        f"{r.arm} {r.size} (beyond the {r.edge}: {lr_add_text(r)})" for r in edges.itertuples()))
+    return [f"**LR optimum beyond its sweep** for {where}: a quadratic in log LR puts the "
+            "optimum past the LRs tried by more than its own uncertainty (one-sided 95%), so "
+            "that arm's loss there (and every number read from it) is too high."]
 
 
 def _sizes(rows: pd.DataFrame) -> list[str]:

@@ -52,23 +52,53 @@ def tokens_md(res: FamilyResult, cfg: FitConfig) -> list[str]:
 
 
 def lr_table_md(choices: pd.DataFrame, family: str) -> list[str]:
-    """Markdown lines: the chosen LR per arm and size (over seeds and budgets), with a flag when
-    a winner sits at the edge of its sweep."""
+    """Markdown lines: the chosen LR per arm and size (over seeds and budgets), the optimum a
+    quadratic in log LR puts there with its interval, and a flag where that optimum lies beyond
+    the LRs swept by more than its uncertainty, naming the LR to add."""
     c = choices[choices["family"] == family]
     if c.empty:
         return []
     out = ["Learning rate chosen per arm and size (lowest mean final validation loss over the "
            "seeds of each sweep point: arm, size, tokens; every seed kept there; `vertex`: the "
-           "optimum of a quadratic in log LR):", "",
-           "| Size | Arm | Chosen LR (sweep points) | Swept | Edge |", "|---|---|---|---|---|"]
+           "optimum of a quadratic in log LR). Optimum: the vertex of a quadratic in log LR "
+           "(the arm's sizes share its curvature) with its 90% interval; Edge: flagged only "
+           "where that optimum lies beyond the LRs swept by more than its uncertainty "
+           "(one-sided 95%):", "",
+           "| Size | Arm | Chosen LR (sweep points) | Swept | Optimum [90%] | Edge |",
+           "|---|---|---|---|---|---|"]
     for (size, arm), g in c.groupby(["size", "arm"], sort=False):
         won = g["lr"].value_counts().sort_index()
         chosen = ", ".join(f"{num(lr)} ({n})" for lr, n in won.items())
-        edges = sorted(set(g["edge"]) - {""})
-        flag = (f"**at the {' and '.join(edges)} LR swept: widen the sweep**" if edges else "")
+        optimum = " / ".join(dict.fromkeys(_optimum_cell(r) for r in g.itertuples()))
+        flag = "; ".join(dict.fromkeys(f"**optimum beyond the {r.edge} LR swept: "
+                                       f"{lr_add_text(r)}**"
+                                       for r in g.itertuples() if r.edge))
         out.append(f"| {size} | {arm} | {chosen} | {' / '.join(sorted(set(g['swept'])))} | "
-                   f"{flag} |")
+                   f"{optimum} | {flag} |")
     return out + [""]
+
+
+def _bound(x: float) -> str:
+    return "∞" if x == np.inf else "0" if x == 0 else num(x)
+
+
+def _optimum_cell(r) -> str:
+    """The vertex and its interval; untested where no seeds scatter; none without curvature."""
+    if np.isnan(r.lr_vertex_lo):
+        return "–" if np.isnan(r.lr_vertex) else f"{num(r.lr_vertex)} (no seeds' scatter: untested)"
+    if np.isnan(r.lr_vertex):
+        return "none (no curvature)"
+    return f"{num(r.lr_vertex)} [{_bound(r.lr_vertex_lo)}, {_bound(r.lr_vertex_hi)}]"
+
+
+def lr_add_text(r) -> str:
+    """What to add for a flagged sweep point: the LR one step beyond, and grid.lr's multipliers
+    (of the middle LR swept) with it."""
+    swept = [float(v) for v in r.swept.split(",")]
+    mid = swept[(len(swept) - 1) // 2]
+    mults = ", ".join(num(v / mid) for v in swept)
+    return (f"add {num(r.lr_add / mid)} to grid.lr [{mults}] (lr {num(r.lr_add)}, one step "
+            f"further)")
 
 
 HEADING = {"quantile": "training-frequency quantile (equal shares of the validation tokens)",

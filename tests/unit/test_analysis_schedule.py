@@ -25,7 +25,7 @@ def final(n):
     return E + A * n ** -ALPHA
 
 
-def test_each_arm_gets_its_best_lr_and_an_edge_winner_is_flagged(tmp_path):
+def test_each_arm_gets_its_best_lr_and_an_untested_edge_winner_is_not_flagged(tmp_path):
     rows = []
     for size, n in SIZES.items():
         for arm, best, worth in (("dense", 3e-4, 1.0), ("leviathan", 1e-3, 2.0)):
@@ -44,13 +44,16 @@ def test_each_arm_gets_its_best_lr_and_an_edge_winner_is_flagged(tmp_path):
     assert len(ch) == 8
     assert (ch.loc[ch["arm"] == "dense", "lr"] == 3e-4).all()
     assert (ch.loc[ch["arm"] == "leviathan", "lr"] == 1e-3).all()
-    assert set(ch.loc[ch["arm"] == "leviathan", "edge"]) == {"highest"}
+    # Leviathan's optimum is the highest LR swept, not beyond it, and one noise-free seed has
+    # no scatter to judge that by: not flagged (issue 37.4: tests/unit/test_analysis_lr_edge.py)
+    assert ch["edge"].isna().all()
     assert ch.loc[(ch["arm"] == "dense") & (ch["size"] == "50M"), "swept"].item() == \
         "0.0001, 0.0003, 0.001, 0.003"
     summary = (out / "summary.md").read_text()
-    assert "| 100M | leviathan | 0.001 (1) | 0.0001, 0.0003, 0.001 | **at the highest LR " \
-           "swept: widen the sweep** |" in summary
-    assert "| 100M | dense | 0.0003 (1) | 0.0001, 0.0003, 0.001 |  |" in summary
+    assert "| 100M | leviathan | 0.001 (1) | 0.0001, 0.0003, 0.001 | 0.00101 (no seeds' " \
+           "scatter: untested) |  |" in summary
+    assert "| 100M | dense | 0.0003 (1) | 0.0001, 0.0003, 0.001 | 0.0003 (no seeds' scatter: " \
+           "untested) |  |" in summary
     assert "LR sweep: lr 0.0001 (loss" in summary  # the losers are listed as excluded
 
 
