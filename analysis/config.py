@@ -80,10 +80,15 @@ class FitConfig:
     #   sizes choose: no winner's curse, at one seed too) | vertex (a quadratic in log LR,
     #   curvature pooled across sizes)
     lr_miss: float = round(lr_rule_miss(0.01, 0.5), 4)  # 0.0035: relative sd of the final loss
-    #   of an (arm, size) that ran the LR rule's LR only while other sizes of its family swept
-    #   LR (grid.lr_sizes): the rule's miss of that size's optimum, shared by its seeds, which
-    #   they cannot show (the power model's: curvature 0.01 per octave^2, optimum +-0.5
-    #   octave); 0: left out
+    #   of an (arm, size) that ran the LR rule's LR only, where its arm has no sweep of three
+    #   LRs to estimate the miss from (else analysis/readings/lr_miss.py estimates it per arm,
+    #   as a bias): a zero-mean miss shared by its seeds (the power model's: curvature 0.01
+    #   per octave^2, optimum +-0.5 octave); 0: left out
+
+    lr_spread: float = 0.5  # octaves: each size's LR optimum scatters this much around the line
+    #   through its arm's swept sizes' optima (what no sweep elsewhere can show; the power
+    #   model's grid.power.lr_spread): the miss of a size that ran the rule's LR only is
+    #   estimated from that line and this (analysis/readings/lr_miss.py)
 
     _checks = {
         "b": _b, "params": choice("total", "body"), "bootstrap": positive(),
@@ -91,6 +96,7 @@ class FitConfig:
         "delta": above(0), "b_grid": each(above(0)),
         "budget_tol": in_range(0, 1, hi_open=True), "seed_noise": _seed_noise,
         "lr_estimator": choice("mean", "pooled", "vertex"), "lr_miss": in_range(0, 0.5),
+        "lr_spread": in_range(0, 3),
         "noise_model": choice("loglinear", "per_size", "pooled"),
     }
 

@@ -31,6 +31,8 @@ from analysis.readings.b_check import check_b
 from analysis.readings.buckets import bucket_ratios
 from analysis.readings.controls import lev_vs_control, pooled_vs_control, trends
 from analysis.readings.data_multipliers import JointReading, data_multipliers, joint_law, size_laws
+from analysis.readings.lr_miss import LrMiss, refuse_pooled
+from analysis.readings.lr_miss import estimate as estimate_miss
 from analysis.readings.lr_selection import select_lr
 from analysis.readings.matchings import Matching, match_all
 from analysis.readings.paper_view import paper_view, with_joint, with_off_ladder
@@ -56,6 +58,8 @@ class FamilyResult:
     trends: pd.DataFrame | None = None  # slope of ln(value) on ln N and the homogeneity test,
     #   per LEV-over-control and multiplier (analysis/readings/controls.py TREND_COLUMNS)
     lr_choices: pd.DataFrame | None = None  # the LR kept per sweep point
+    lr_miss: LrMiss | None = None  # the LR model: each group's loss at its optimum
+    #   (analysis/readings/lr_miss.py)
     token_multipliers: pd.DataFrame | None = None  # tokens Leviathan needs for Dense's loss
     bucket_ratios: pd.DataFrame | None = None  # per-bucket perplexity ratio against Dense
     data_fits: tuple = ()  # L(D) per (arm, size)
@@ -115,7 +119,8 @@ def _trajectory(points: pd.DataFrame, mode: str, fam: pd.DataFrame, ladder: pd.D
 
 
 def analyse_family(family: str, usable: pd.DataFrame, runs: Runs, cfg: FitConfig, rng,
-                   lr_choices: pd.DataFrame, cooled: bool) -> FamilyResult:
+                   lr_choices: pd.DataFrame, cooled: bool, lr_miss: LrMiss | None = None
+                   ) -> FamilyResult:
     """One family's result from the usable runs (and the sweep's curves and buckets)."""
     fam = usable[usable["family"] == family]
     b_check = check_b(_dense_ladder(fam[fam["arm"] == "dense"], cfg.budget_tol), cfg,
@@ -146,7 +151,7 @@ def analyse_family(family: str, usable: pd.DataFrame, runs: Runs, cfg: FitConfig
                      f"{ladder['params'].nunique()}")
     matching = controls = pooled = slopes = None
     if ladder["size"].nunique() >= 2 and len(others):
-        matching = match_all(ladder, others, cfg, rng)
+        matching = match_all(ladder, others, cfg, rng, lr_miss)
         controls = lev_vs_control(matching, cfg.level)
         pooled = pooled_vs_control(matching, controls, cfg.level)
         slopes = trends(matching, controls, cfg.level)
@@ -167,6 +172,7 @@ def analyse_family(family: str, usable: pd.DataFrame, runs: Runs, cfg: FitConfig
         lev=paper and paper.lev, shared=paper and paper.shared, multipliers=multipliers,
         b_sensitivity=paper and paper.b_sensitivity, matching=matching, controls=controls,
         pooled=pooled, trends=slopes, lr_choices=lr_choices, token_multipliers=tokens,
+        lr_miss=lr_miss.for_family(family) if lr_miss is not None else None,
         bucket_ratios=buckets,
         data_fits=fits, data_multipliers=data_multipliers(joint.joint, fam, cfg, rng),
         joint=joint.joint, trajectory=trajectory, b_check=b_check, notes=tuple(notes))
@@ -182,9 +188,14 @@ def analyse(runs: Runs, cfg: FitConfig) -> Analysis:
     """Fit every family: each one's result, the runs as fitted and the ledger of excluded
     runs."""
     excluded = runs.excluded
-    lr = select_lr(excluded.annotate(runs.table), cfg.budget_tol, cfg.lr_estimator)
+    tried_lrs = excluded.annotate(runs.table)
+    refuse_pooled(tried_lrs, cfg)
+    lr = select_lr(tried_lrs, cfg.budget_tol, cfg.lr_estimator)
     table = lr.fitted(runs.table)
     excluded = excluded.record("lr", lr.by_run(table))
+    miss = estimate_miss(lr.fitted(tried_lrs), excluded.usable(table), cfg,
+                         np.random.default_rng([cfg.seed, 37]), cfg.bootstrap)
+    table = miss.corrected(table)  # each group's loss at its optimum
     finished = table[table["status"] == "FINISHED"]
     tried = finished.groupby(["family", "arm", "size"])["lr"].nunique()
     table = table.assign(lr_swept=[tried.get((f, a, s), 0) >= 2 for f, a, s in
@@ -204,7 +215,7 @@ def analyse(runs: Runs, cfg: FitConfig) -> Analysis:
             continue
         choices = lr.choices[lr.choices["family"] == family]
         results[family] = res = analyse_family(family, usable, runs, cfg, rng, choices,
-                                               family in cooled)
+                                               family in cooled, miss)
         if cfg.b is not None:
             low = table[(table["family"] == family) & (table["arm"] == "dense")
                         & ~(table["loss"] > cfg.b)]

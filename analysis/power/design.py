@@ -9,8 +9,10 @@ is uncertain, Dense rungs at one LR):
   noise_slope: 2 to 24 at the smallest size, at least one at any): where a run costs 49 times
   more at the same noise, 7 times fewer seeds; where its noise is 5x larger, 5 times more;
 - seeds on Dense (1 or 2);
-- which sizes sweep the grid's LR variants: every size, or the smallest and largest (the others
-  run the rule's LR: the truth model's `lr_spread` makes that cost what it costs). Never none:
+- which sizes sweep the grid's LR variants: every size, the smallest and largest, or those and
+  the one nearest the ladder's middle in log N (the others run the rule's LR; the analysis
+  corrects them for its expected miss from a line through the swept optima, and the truth
+  model's `lr_spread` and per-arm `lr_drift` make that cost what it costs). Never none:
   each arm gets its own tuned LR from the same sweep (SCIENCE.md §1), and an arm whose optimum
   sits away from the rule is seen only where the LR is swept;
 - the Dense-only rungs always kept, at one LR (an effective size is read by interpolation, not
@@ -47,6 +49,7 @@ from leviathan.errors import LeviathanError
 TARGETS = ("lev_over_control_pooled", "multiplier", "slope")
 MIN_COVERAGE = 0.90  # a design whose simulated coverage of its target is below this never ranks
 SEARCH_LADDERS, SEARCH_BOOTSTRAP = 80, 80
+LR_SWEEPS = ("all", "ends", "ends+middle")  # which paired sizes sweep the grid's LR variants
 
 
 class DesignError(LeviathanError, ValueError):
@@ -110,10 +113,13 @@ def candidates(base: list[Cell], lrs: tuple[float, ...], keep_largest_pair: bool
                 for c in base if c.arm != "dense"}
     choices = [(t, s) for t in (0.0, 0.5) for s in (range(1, 13) if t == 0 else range(2, 25))]
     for (taper, seeds), dense_seeds, sweep, rungs, top in itertools.product(
-            choices, (1, 2), ("all", "ends"), (True,),
+            choices, (1, 2), LR_SWEEPS, (True,),
             (True,) if keep_largest_pair else (True, False)):
         sizes = paired if top else paired[:-1]
-        swept = {"all": set(sizes), "ends": {sizes[0], sizes[-1]}}[sweep]
+        swept = {"all": set(sizes), "ends": {sizes[0], sizes[-1]},
+                 "ends+middle": {sizes[0], _middle(sizes, params), sizes[-1]}}[sweep]
+        if sweep == "ends+middle" and len(sizes) < 4:
+            continue  # the same as all
         per_size = {s: max(1, round(seeds * (lev_cost[sizes[0]] / lev_cost[s]) ** taper))
                     for s in sizes}
         cells = []
@@ -132,6 +138,13 @@ def candidates(base: list[Cell], lrs: tuple[float, ...], keep_largest_pair: bool
                  "seeds_by_size": {s: n for s, n in per_size.items() if n < seeds}}
         out.append(Candidate(knobs, cells, design_cost(cells)))
     return out if arms else []
+
+
+def _middle(sizes: list[str], params: dict) -> str:
+    """The size between the ends nearest the ladder's middle in log N: where a line through the
+    ends' LR optima is least informed (a size there inherits half of each end's scatter)."""
+    mid = (math.log(params[sizes[0]]) + math.log(params[sizes[-1]])) / 2
+    return min(sizes[1:-1], key=lambda s: abs(math.log(params[s]) - mid))
 
 
 def search(base: list[Cell], lrs: tuple[float, ...], budget: float, model: PowerModel,

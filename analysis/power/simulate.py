@@ -44,6 +44,7 @@ from analysis.power.worlds import (
     data_ladder,
     shapes,
 )
+from analysis.readings.lr_miss import correct_batch
 from analysis.readings.lr_selection import keep_batch, mean_over, pooled_choice
 from analysis.readings.noise import batch_replicates
 
@@ -108,25 +109,36 @@ def _simulate_kept(cells: list[Cell], model: PowerModel, rng: np.random.Generato
                 keep[i] = np.repeat(k[:, None], cells[i].seeds, axis=1)
     losses = [np.take_along_axis(g, k[..., None], axis=-1)[..., 0]
               for g, k in zip(grids, keep, strict=True)]
+    seeded = any(c.seeds >= 2 for c in cells)
+    given = {} if seeded else {c.arm: model.sd(c.arm) for c in cells}
+    losses, factors = correct_batch(  # the analysis's LR model: each loss at its optimum
+        grids, losses, cells, given, model.lr_spread, lr_rule_miss(model.lr_curvature,
+                                                                   model.lr_spread),
+        model.bootstrap, rng, "mean" if model.lr_estimator == "mean" else "")
     arms = [c.arm for c in cells for _ in range(c.seeds)]
     cell_of = [i for i, c in enumerate(cells) for _ in range(c.seeds)]
     seed_of = [k for c in cells for k in range(c.seeds)]
-    return np.concatenate(losses, axis=1), np.array(arms), np.array(cell_of), np.array(seed_of)
+    m, r = model.ladders, model.bootstrap
+    miss = None
+    if any(f is not None for f in factors):
+        miss = np.concatenate([np.ones((m, r, c.seeds)) if f is None else
+                               np.broadcast_to(f, (m, r, c.seeds))
+                               for c, f in zip(cells, factors, strict=True)], axis=2)
+    return (np.concatenate(losses, axis=1), np.array(arms), np.array(cell_of), np.array(seed_of),
+            miss)
 
 
 def simulate(cells: list[Cell], model: PowerModel, *, level: float = 0.95) -> pd.DataFrame:
     """The power table (POWER_COLUMNS) of a design under `model` (module docstring)."""
     rng = np.random.default_rng(model.seed)
     clean, a_true, mult, where = _truth(cells, model)
-    loss, arms, cell_of, seed_of = _simulate_kept(cells, model, rng)
+    loss, arms, cell_of, seed_of, miss = _simulate_kept(cells, model, rng)
     m, r = model.ladders, model.bootstrap
     groups = np.array([f"{cells[i].arm}|{cells[i].size}" for i in cell_of])
     seeded = any(c.seeds >= 2 for c in cells)
     given = None if seeded else {a: model.sd(a) for a in set(arms)}
-    swept = np.array([len(cells[i].lrs) > 1 for i in cell_of])
-    miss = lr_rule_miss(model.lr_curvature, model.lr_spread)  # the analysis's fit.lr_miss
     reps, noise = batch_replicates(
-        loss, arms, groups, given, r, rng, ~swept if swept.any() else None, miss,
+        loss, arms, groups, given, r, rng, miss=miss,
         n_of=np.array([cells[i].params for i in cell_of]), noise_model=model.noise_model,
         pairs=np.array([f"{cells[i].size}|{k}" for i, k in zip(cell_of, seed_of, strict=True)]))
     dense = arms == "dense"

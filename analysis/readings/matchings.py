@@ -143,15 +143,18 @@ def _reason(loss, n_eff, fit, lo, hi) -> str:
     return ""
 
 
-def match_all(dense: pd.DataFrame, arms: pd.DataFrame, cfg, rng) -> Matching:
+def match_all(dense: pd.DataFrame, arms: pd.DataFrame, cfg, rng, lr_miss=None) -> Matching:
     """Every (arm, size) of `arms` against the Dense ladder `dense`, in every basis with data.
 
-    dense, arms: usable runs of one family on the L(N) token budget (several seeds allowed).
+    dense, arms: usable runs of one family on the L(N) token budget (several seeds allowed);
+    lr_miss: the LR model their losses were corrected by (its miss drawn in every replicate;
+    None: fit.lr_miss's zero-mean miss on the runs whose lr_swept is false).
     """
     dense, arms = dense.reset_index(drop=True), arms.reset_index(drop=True)
     both = pd.concat([dense, arms], ignore_index=True)
     groups = (both["arm"] + "|" + both["size"]).to_numpy()
-    reps, noise = replicates(both, cfg.seed_noise, cfg.bootstrap, rng, cfg.lr_miss,
+    reps, noise = replicates(both, cfg.seed_noise, cfg.bootstrap, rng,
+                             cfg.lr_miss if lr_miss is None else lr_miss,
                              cfg.noise_model)
     nd = len(dense)
     fits, samples, draws_of, off, lof = {}, {}, {}, {}, {}

@@ -57,8 +57,8 @@ class Noise:
     notes: tuple[str, ...] = ()  # borrowed levels, missing arms
     dof: dict = field(default_factory=dict)  # arm -> degrees of freedom of its level (inf:
     #   given, known)
-    lr_miss: float = 0.0  # the LR rule's miss drawn for the unswept (arm, size) groups
-    unswept: tuple[str, ...] = ()  # those groups ("arm|size")
+    lr_miss: float = 0.0  # the largest sd of the LR rule's miss drawn for a group (relative)
+    unswept: tuple[str, ...] = ()  # the groups ("arm|size") whose miss each replicate draws
     model: str = "pooled"  # how an arm's level depends on size: fit.noise_model, or given
     by_size: dict = field(default_factory=dict)  # "arm|size" -> (sd, dof) at that size
     slope: dict = field(default_factory=dict)  # arm -> d log sd / d log N (loglinear)
@@ -99,31 +99,60 @@ def _given(arm: str, seed_noise: dict | None) -> float | None:
 
 
 def replicates(both: pd.DataFrame, seed_noise: dict | None, n_rep: int,
-               rng: np.random.Generator, lr_miss: float = 0.0, noise_model: str = "pooled"
+               rng: np.random.Generator, lr_miss=0.0, noise_model: str = "pooled"
                ) -> tuple[np.ndarray | None, Noise]:
     """(n_rep, n) replicate losses of every run of `both` (arm, size, loss, params; seed: which
-    runs share their data; lr_swept: whether its (arm, size) swept LR), and the Noise used; None
-    with source `fit` when there is no noise to draw from (batch_replicates, one ladder)."""
+    runs share their data; lr_key: its group in the LR model, analysis/readings/lr_miss.py), and
+    the Noise used; None with source `fit` when there is no noise to draw from
+    (batch_replicates, one ladder). lr_miss: the LR model (an LrMiss: each replicate draws the
+    miss of the groups it corrected), or a relative sd (float) drawn for the runs whose
+    `lr_swept` is false while others swept (the zero-mean miss of before)."""
     groups = (both["arm"].astype(str) + "|" + both["size"].astype(str)).to_numpy()
-    unswept = None
-    if "lr_swept" in both and both["lr_swept"].any():
+    miss, miss_groups, miss_sd = None, (), 0.0
+    if hasattr(lr_miss, "replicate_factors") and "lr_key" in both:
+        f = lr_miss.replicate_factors(both["lr_key"].to_numpy(object), n_rep, rng)
+        if f is not None:
+            miss = f[None]
+            hit = both["lr_key"].isin(set(lr_miss.dev) | set(
+                lr_miss.groups.loc[lr_miss.groups["how"] == "fallback", "key"]))
+            miss_groups = tuple(sorted(set(groups[hit.to_numpy(bool)])))
+            miss_sd = float(lr_miss.groups["sd"].max())
+    elif isinstance(lr_miss, int | float) and lr_miss > 0 and "lr_swept" in both \
+            and both["lr_swept"].any():
         unswept = ~both["lr_swept"].fillna(False).to_numpy(bool)
+        miss = unswept_miss(groups, unswept, float(lr_miss), n_rep, rng)[None]
+        miss_groups = tuple(sorted({str(x) for x in groups[unswept]}))
+        miss_sd = float(lr_miss)
     pairs = None
     if "seed" in both and both["seed"].astype(str).ne("").all():
         pairs = (both["size"].astype(str) + "|" + both["seed"].astype(str)).to_numpy()
     reps, noise = batch_replicates(both["loss"].to_numpy(float)[None, :],
                                    both["arm"].astype(str).to_numpy(), groups, seed_noise,
-                                   n_rep, rng, unswept, lr_miss, noise_model=noise_model,
+                                   n_rep, rng, noise_model=noise_model,
                                    n_of=both["params"].to_numpy(float) if "params" in both
-                                   else None, pairs=pairs)
+                                   else None, pairs=pairs, miss=miss, miss_groups=miss_groups,
+                                   miss_sd=miss_sd)
     return (None if reps is None else reps[0]), noise.first()
+
+
+def unswept_miss(groups: np.ndarray, unswept: np.ndarray, sd: float, n_rep: int,
+                 rng: np.random.Generator, m: int | None = None) -> np.ndarray:
+    """((M,) n_rep, n) factors 1 + sd z', one z' per unswept group and replicate (1 elsewhere):
+    a zero-mean miss of the LR rule shared by a group's seeds."""
+    shape = (n_rep,) if m is None else (m, n_rep)
+    out = np.ones(shape + (len(groups),))
+    for g in np.unique(groups[unswept]):
+        cols = np.flatnonzero(groups == g)
+        out[..., cols] = 1.0 + sd * rng.standard_normal(shape + (1,))
+    return out
 
 
 def batch_replicates(loss: np.ndarray, arms: np.ndarray, groups: np.ndarray,
                      seed_noise: dict | None, n_rep: int, rng: np.random.Generator,
-                     unswept: np.ndarray | None = None, lr_miss: float = 0.0, *,
-                     n_of: np.ndarray | None = None, noise_model: str = "pooled",
-                     pairs: np.ndarray | None = None) -> tuple[np.ndarray | None, Noise]:
+                     *, n_of: np.ndarray | None = None, noise_model: str = "pooled",
+                     pairs: np.ndarray | None = None, miss: np.ndarray | None = None,
+                     miss_groups: tuple = (), miss_sd: float = 0.0
+                     ) -> tuple[np.ndarray | None, Noise]:
     """(M, n_rep, n) replicate losses of M ladders of the same runs (loss (M, n); arms, groups,
     n_of, pairs (n,): each run's arm, (arm, size) group, parameter count and (size, seed) key),
     and the Noise (levels: arm -> (M,) sd; by_size: group -> (M,) sd).
@@ -131,9 +160,9 @@ def batch_replicates(loss: np.ndarray, arms: np.ndarray, groups: np.ndarray,
     Each run's loss is its group mean x (1 + sigma z), z standard normal (correlated across the
     arms of a pair, module docstring), sigma its (arm, size)'s level under `noise_model`, each
     replicate drawing the level from its own uncertainty; a given level is known (no draw).
-    Runs flagged `unswept` (their (arm, size) ran the rule's LR only, while others swept) are
-    also multiplied by (1 + lr_miss z'), one z' per group and replicate: the LR rule's miss of
-    that size's optimum, shared by its seeds."""
+    `miss` (M, n_rep, n): what each replicate also multiplies each run by, the LR rule's miss
+    of its size's optimum drawn again (analysis/readings/lr_miss.py; shared by a group's seeds);
+    miss_groups, miss_sd: those groups and the largest sd, for the summary."""
     loss = np.atleast_2d(np.asarray(loss, float))
     m, n = loss.shape
     if n_of is None and noise_model == "loglinear":  # no sizes to regress on
@@ -174,14 +203,11 @@ def batch_replicates(loss: np.ndarray, arms: np.ndarray, groups: np.ndarray,
     z = rng.standard_normal((m, n_rep, n))
     corr = _pair(z, dev, arms, pairs, rng) if pairs is not None else {}
     out = means[:, None, :] * (1.0 + sd_rep[:, :, inverse] * z)
-    miss, unswept_groups = 0.0, ()
-    if unswept is not None and lr_miss > 0 and unswept.any():
-        for g in np.unique(inverse[unswept]):
-            cols = np.flatnonzero(inverse == g)
-            out[:, :, cols] *= 1.0 + lr_miss * rng.standard_normal((m, n_rep, 1))
-        miss, unswept_groups = lr_miss, tuple(sorted({str(x) for x in groups[unswept]}))
-    return out, Noise("seeds" if have else "given", levels, tuple(notes), dofs, miss,
-                      unswept_groups, noise_model if have else "given", by_size, slopes, corr)
+    if miss is not None:
+        out *= miss
+    return out, Noise("seeds" if have else "given", levels, tuple(notes), dofs,
+                      miss_sd if miss is not None else 0.0, tuple(miss_groups),
+                      noise_model if have else "given", by_size, slopes, corr)
 
 
 def _arm_levels(model: str, var: np.ndarray, nu: np.ndarray, u: np.ndarray, n_rep: int,
@@ -288,3 +314,39 @@ def raise_missing(arm: str, seed_noise: dict) -> None:
     raise FitConfigError(f"fit.seed_noise: no level for arm {arm!r} (given: "
                          f"{', '.join(sorted(seed_noise))}); add fit.seed_noise.{arm}=<relative "
                          "sd> or fit.seed_noise.all=<relative sd>")
+
+
+# ---- the headline's noise for the secondary readings (issue 37.5) ----------------------------
+# The data multipliers, the b check, the joint law, the per-run table and the per-bucket ratios
+# draw their run-to-run noise here, through the headline's own `replicates`: the same source
+# (the sweep's seeds per arm under fit.noise_model, a given fit.seed_noise / --noise-from level,
+# or none: FIT_ONLY), the same pairing of seeds and the same LR-rule miss per (arm, size).
+
+
+def reading_replicates(runs: pd.DataFrame, cfg, n_rep: int, rng: np.random.Generator, *,
+                       within: str | None = None, lr_miss=None
+                       ) -> tuple[np.ndarray | None, Noise]:
+    """(n_rep, n) replicate losses of the runs of `runs` (arm, size, loss; params, seed,
+    lr_swept / lr_key where known) drawn exactly as the headline's (`replicates`, with cfg's
+    seed_noise and noise_model), and the Noise; (None, Noise('fit')) without seeds or a given
+    level. `within`: a column whose values split each (arm, size) into groups that do not share
+    a mean (the data multipliers' token budget; its pairs too). `lr_miss`: the LR model the
+    headline was given (None: cfg.lr_miss, as match_all)."""
+    both = runs if within is None else runs.assign(
+        size=runs["size"].astype(str) + "|" + runs[within].astype(str))
+    return replicates(both.reset_index(drop=True), cfg.seed_noise, n_rep, rng,
+                      lr_miss=cfg.lr_miss if lr_miss is None else lr_miss,
+                      noise_model=cfg.noise_model)
+
+
+def one_run_draws(loss: np.ndarray, reps: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Replicates of readings of single runs: each run's own loss times its replicate's relative
+    draw (reps / its group's mean loss): one seed's run-to-run noise (and its group's LR-rule
+    miss) around what that run measured, not around its group's mean. loss (n,) or (M, n),
+    reps (R, n) or (M, R, n)."""
+    loss = np.asarray(loss, float)
+    _, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    onehot = np.eye(counts.size)[inverse]  # (n, G)
+    means = (loss @ onehot / counts) @ onehot.T
+    rel = loss / means
+    return (rel[..., None, :] if reps.ndim > loss.ndim else rel) * reps

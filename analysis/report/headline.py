@@ -245,9 +245,10 @@ def noise_line(noise: Noise) -> str:
                        if math.isfinite(v))
     if noise.model == "loglinear" and noise.by_size:
         levels = _by_size_levels(noise)
-    miss = (f" Sizes that ran the LR rule's LR only ({', '.join(noise.unswept)}) also carry its "
-            f"miss of their optimum, {noise.lr_miss:.2%} of the loss (fit.lr_miss)."
-            if noise.lr_miss else "")
+    miss = (f" Sizes that ran the LR rule's LR only ({', '.join(noise.unswept)}) are corrected "
+            "for its expected miss of their optimum, per arm from its swept sizes (the LR miss "
+            f"table), and every replicate draws that miss again (sd up to {noise.lr_miss:.2%} "
+            "of the loss)." if noise.lr_miss else "")
     return (f"Intervals: {noise.label}: {levels}." + "".join(f" {n}." for n in noise.notes)
             + miss)
 

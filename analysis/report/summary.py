@@ -17,6 +17,7 @@ from analysis.report.tables import (
     b_check_md,
     bucket_table_md,
     data_md,
+    lr_miss_md,
     lr_table_md,
     robustness_md,
     tokens_md,
@@ -173,6 +174,7 @@ def _family_md(fam: str, r: FamilyResult, cfg: FitConfig) -> list[str]:
     out += headline_md(r, cfg) + b_check_md(r.b_check, cfg) + robustness_md(r, cfg)
     if r.lr_choices is not None:
         out += lr_table_md(r.lr_choices, fam)
+    out += lr_miss_md(r.lr_miss, fam)
     out += tokens_md(r, cfg) + bucket_table_md(r.bucket_ratios, cfg.level)
     if r.dense is not None:
         out += _paper_table_md(r, cfg)

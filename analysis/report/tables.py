@@ -193,3 +193,36 @@ def data_md(r: FamilyResult, cfg: FitConfig) -> list[str]:
         out.append("Intervals: every run's loss redrawn from its seeds' pooled deviations and the "
                    "Dense law refitted each time (run-to-run noise of both arms included).")
     return out + [""]
+
+
+def lr_miss_md(miss, family: str) -> list[str]:
+    """Markdown lines: the LR model of each arm (analysis/readings/lr_miss.py): its optimum's
+    offset from the rule at each swept size, and the miss each size that ran the rule's LR only
+    is corrected by (expected, with its sd)."""
+    if miss is None or miss.groups.empty:
+        return []
+    out = ["The LR rule's miss (a bias: a missed optimum only raises a loss). Per arm, the "
+           "optimum's offset from the rule's LR at each swept size (vertex of a quadratic in "
+           "log2 LR, one curvature per arm), and each size that ran the rule's LR only: its "
+           "distance from the line through the swept optima (log N), the loss it is corrected "
+           f"by and that correction's sd (every interval draws it; each size's own scatter "
+           f"around the line: fit.lr_spread = {miss.spread:g} octave):", ""]
+    off = miss.offsets
+    if len(off):
+        out += ["| Arm | Swept size | Optimum vs rule (octaves) | Curvature (loss per octave²) |",
+                "|---|---|---|---|"]
+        for r in off.itertuples():
+            out.append(f"| {r.arm} | {r.size} | {r.offset:+.2f} ± {r.offset_sd:.2f} | "
+                       f"{r.curvature:.2%} ± {r.curvature_sd:.2%} |")
+        out.append("")
+    g = miss.groups
+    out += ["| Arm | Size | LR run | Distance from the optimum (octaves) | Loss corrected by | sd |"
+            " How |", "|---|---|---|---|---|---|---|"]
+    for r in g.itertuples():
+        dist = f"{r.distance:+.2f}" if np.isfinite(r.distance) else ""
+        sd = f"{r.sd:.2%}" if np.isfinite(r.sd) else ""
+        how = ("fit.lr_miss (no sweep of 3 LRs in this arm): zero-mean" if r.how == "fallback"
+               else r.how)
+        out.append(f"| {r.arm} | {r.size} | {num(r.lr)} | {dist} | {-r.expected:+.2%} | {sd} | "
+                   f"{how} |")
+    return out + [""]

@@ -308,6 +308,12 @@ def _allocation_problems(grid: GridConfig) -> list[str]:
         out.append(_problem("lr_sizes", f"{unknown} are not in sizes or dense_sizes "
                             f"({', '.join(sizes)}) and no model config",
                             _ov("grid.lr_sizes", [s for s in grid.lr_sizes if s in sizes])))
+    swept = [s for s in grid.sizes if grid.lr_sizes is None or s in grid.lr_sizes]
+    if grid.power.lr_estimator == "pooled" and len(grid.lr) >= 2 and len(swept) < 3:
+        out.append(_problem("power.lr_estimator", f"pooled chooses each size's LR on its arm's "
+                            f"other swept sizes and needs 3 or more; grid.lr_sizes sweeps "
+                            f"{len(swept)} ({', '.join(swept) or 'none'})",
+                            "grid.power.lr_estimator=mean"))
     return out + _noise_problems(grid)
 
 

@@ -52,7 +52,8 @@ def test_shipped_isoparametric_intervals_cover_the_truth(iso, sigma, design):
     its noise level given (fit.seed_noise): the half-width is within 20% of the estimates' own
     spread or wider (the kept loss, the least of three LRs, varies less than one run: the given
     level is the conservative side); shipped: the searched design now in conf/grid, its noise
-    from its own seeds, the LR rule's miss at its unswept sizes (fit.lr_miss) included."""
+    from its own seeds, the LR rule's miss at its unswept sizes (estimated per arm from the
+    swept sizes, analysis/readings/lr_miss.py) included."""
     from dataclasses import asdict
 
     from leviathan.config import compose
@@ -68,17 +69,15 @@ def test_shipped_isoparametric_intervals_cover_the_truth(iso, sigma, design):
     print(f"\n{time.perf_counter() - t0:.1f}s\n", table.round(3).to_string())
     assert set(table["quantity"]) == {"multiplier", "lev_over_control",
                                       "lev_over_control_pooled", "lev_over_control_trend"}
-    # the shipped design at sigma 0.5%: LEV/control at 60M, the swept size with 17 seeds, covers
-    # 89% (predicted half-width 2.0% against a spread of 2.4%): the residual miss of the LR its
-    # sweep kept (a third of an octave off on average) is not in its interval yet, and at that
-    # noise it is a fifth of its error (issue 37: the LR miss as a bias per arm)
-    floor = 0.88 if (design, sigma) == ("shipped", 0.005) else 0.90
-    assert (table["coverage"] >= floor).all(), table[table["coverage"] < floor]
-    wide = 0.78 if (design, sigma) == ("shipped", 0.005) else 0.8
-    assert (table["half_width"] >= wide * table["empirical"]).all(), table[table["check"] > 0.2]
-    if design == "shipped":  # never more than 20% narrower; at most 30% wider (measured:
-        # <= 17% either way at sigma 0.5%; Leviathan's multiplier at 421M 25% wider at 1%)
-        assert (table["half_width"] <= 1.3 * table["empirical"]).all()
+    # (the shipped design at sigma 0.5%, LEV/control at 60M, covered 89% before issue 37: the
+    # kept LR's residual miss; the swept sizes are now read at their LR curve's minimum)
+    assert (table["coverage"] >= 0.90).all(), table[table["coverage"] < 0.90]
+    assert (table["half_width"] >= 0.8 * table["empirical"]).all(), table[table["check"] > 0.2]
+    if design == "shipped":  # never more than 20% narrower; at most 65% wider (measured: <=
+        # 41% at 421M, the swept size with 2 seeds, whose interval draws the kept seeds'
+        # scatter while the estimate reads all six runs at the curve's minimum; up to 55% for
+        # the trend at sigma 1%: the conservative side, issue 37's closing note)
+        assert (table["half_width"] <= 1.65 * table["empirical"]).all()
 
 
 def test_a_seeded_design_predicts_its_own_spread(iso):
@@ -87,10 +86,10 @@ def test_a_seeded_design_predicts_its_own_spread(iso):
     pooled) is never more than 20% narrower than the simulated spread of the estimates, on the
     interval's scale (their sd times the level's quantile of Student's t on the Welch-
     Satterthwaite degrees of freedom of its noise sources: a level measured from few seeds must
-    widen an interval that much), and at most 30% wider: the conservative side, where the LR
-    is swept at every size the kept loss is the least of three seed means, which varies less
-    than the one mean the replicates draw (measured: LEV/control within 20.4%, the multipliers up
-    to 27% wider; coverage 95-99.5%)."""
+    widen an interval that much), and at most 65% wider: the conservative side, where the LR
+    is swept at every size the loss is read at the minimum of a quadratic through all its
+    seeds and LRs, which varies less than the kept seeds' mean the replicates draw (measured:
+    up to 54% at 231M LEV/control, 61% for the trend; coverage >= 90%)."""
     from dataclasses import replace
 
     base, _, _ = iso
@@ -101,9 +100,7 @@ def test_a_seeded_design_predicts_its_own_spread(iso):
     print("\n", table[["quantity", "arm", "size", "half_width", "empirical", "check",
                         "coverage", "bias"]].round(3).to_string())
     assert (table["half_width"] >= 0.8 * table["empirical"]).all(), table[table["check"] > 0.2]
-    assert (table["half_width"] <= 1.3 * table["empirical"]).all(), table[table["check"] > 0.3]
-    ratios = table[table["quantity"].isin(("lev_over_control", "lev_over_control_pooled"))]
-    assert (ratios["check"] <= 0.21).all(), ratios
+    assert (table["half_width"] <= 1.65 * table["empirical"]).all(), table[table["check"] > 0.3]
     assert (table["coverage"] >= 0.9).all()  # the trend's slope included
 
 
@@ -252,8 +249,9 @@ def test_vertex_estimator_reads_the_optimum_from_a_quadratic():
 @pytest.mark.slow
 def test_design_search_beats_the_shipped_grid_at_its_cost(iso):
     """At the one-seed isoparametric grid's own GPU-hours, the search (the largest pair kept)
-    finds a design whose pooled LEV/control half-width is at most 2/3 of that grid's, within 2
-    minutes; the winner written as a grid costs what the search says; and the grid shipped now
+    finds a design whose pooled LEV/control half-width is at most 3/4 of that grid's, within 2
+    minutes (measured: 5.9% against 8.5%, since the LR rule's miss at unswept sizes is a
+    bias estimated per arm, issue 37); the winner written as a grid costs what the search says; and the grid shipped now
     (conf/grid/isoparametric.yaml, chosen this way) is at least as good at no more cost."""
     from dataclasses import asdict
 
@@ -269,7 +267,7 @@ def test_design_search_beats_the_shipped_grid_at_its_cost(iso):
     print(f"\n{took:.1f}s\n{text}\n{header}")
     old = float(text.split("The grid as it stands: ")[1].split("±")[1].split("%")[0])
     best = float(text.split("\n| 1 | ")[1].split("±")[1].split("%")[0])
-    assert best <= 2 / 3 * old and took < 120
+    assert best <= 0.75 * old and took < 120
     assert winner["seeds_by_arm"]["leviathan"] and winner["lr_sizes"]
     assert winner["sizes"][-1] == "v1/421M"  # the largest pair is kept
     won = cells_for_grid(base, {**grid, **winner})
@@ -281,11 +279,13 @@ def test_design_search_beats_the_shipped_grid_at_its_cost(iso):
     model = PowerModel(ladders=200, bootstrap=200)
     from analysis.power.design import _score
 
-    # the shipped grid was this search's winner under the pooled noise model (<= 2/3 of the
-    # one-seed grid's width): under each size's own noise level it stays within 0.7 of it
-    # (5.6% against 8.2%); searched again with the calibrated costs and noise per size, it
-    # will change (issues 36.3, 38.4)
-    assert _score(simulate(shipped, model), "lev_over_control_pooled") <= 0.7 * old / 100
+    # the shipped grid was this search's winner under the pooled noise model and a zero-mean
+    # LR miss (<= 2/3 of the one-seed grid's width); with each size's own noise level and the
+    # miss estimated per arm from its two swept sizes (issue 37.1) it stays within 0.85 of it
+    # (7.0% against 8.5%, where the search now finds 5.9%): its LR sweep at the ends only is
+    # what the search no longer picks; searched again with the calibrated costs, the per-arm
+    # drift and ends+middle sweeps, it will change (issues 37.3, 38.4)
+    assert _score(simulate(shipped, model), "lev_over_control_pooled") <= 0.85 * old / 100
 
 
 def _frame(base) -> pd.DataFrame:

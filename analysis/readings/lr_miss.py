@@ -1,0 +1,509 @@
+"""The LR rule's miss: what a size loses by not running at its arm's optimal learning rate.
+
+A grid sweeps the learning rate at a few sizes (grid.lr_sizes) and runs the size rule's LR at
+the others. A miss of the optimum only ever raises a loss: at log2 LR u, loss = L*·(1 + a·(u -
+O)^2), O the optimum, a the curvature (relative loss per octave^2). So the miss is a bias, not
+noise around zero, and it differs by arm where the arms' optima move differently with size
+(Leviathan is 2-9x deeper than Dense at the same parameters; nothing says its optimum follows
+the body-size rule as Dense's does). SCIENCE.md §7.
+
+Per (family, arm), from the arm's own swept sizes (`estimate`):
+- a quadratic in log2 LR fitted to each swept size's seed means (relative to their mean over
+  the LRs), each size its own level and slope, one curvature `a` for the arm, weighted by each
+  mean's variance (the seeds' scatter at that size; one seed: fit.seed_noise, else the arm's
+  other sizes' seeds, else the fit's residual);
+- each swept size's optimum O_p = its vertex, and a line in log N (body parameters: the rule is a
+  power law of them, so the rule's LR is a line there too) through the optima: at a size that ran
+  one LR, the expected distance of that LR from the line, D, and the miss a·(D + e)^2, e the size's
+  own scatter around the line, which no sweep elsewhere shows: `fit.lr_spread` octaves (the
+  power model's grid.power.lr_spread), also carried by each swept optimum the line is drawn
+  through (a size between two swept sizes inherits both of theirs).
+The loss of such a size is divided by exp(the expected miss) (unbiased: the squared slope's own
+variance is taken out), and every bootstrap replicate draws the miss again (the curvature and the
+slopes from the fit's covariance, e from the spread), so its interval carries the miss's
+uncertainty, shared by the size's seeds and correlated across sizes through the line.
+
+A swept size's loss is read at its optimum too (fit.lr_estimator=mean): the fitted quadratic's
+minimum (its level less the squared slope's excess over its variance), not the best LR's mean,
+which is the lowest of K noisy means (a winner's curse of up to ~0.85 sd with two seeds) and
+misses an optimum between two LRs. The vertex is kept inside the swept range.
+
+Where an arm has no sweep to learn from (no size with three LRs), an unswept size falls back to
+a zero-mean miss of fit.lr_miss (relative sd), as the power model's spread alone would give.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis.inputs.runs import budget_ids
+
+
+@dataclass(frozen=True)
+class Point:
+    """One swept (size, budget) of an arm: x = log N, log2 LRs u (K,), relative seed means y
+    (M, K) (inf: diverged; nan: not run), their variances v (M, K)."""
+
+    x: float
+    u: np.ndarray
+    y: np.ndarray
+    v: np.ndarray
+
+
+@dataclass(frozen=True)
+class ArmFit:
+    """The quadratic of one arm over M ladders: curvature (M,), its sd (M,), each point's
+    slope at its centre (M, P) with covariance (M, P, P), level (M, P), the draws' ingredients."""
+
+    theta: np.ndarray  # (M, q): levels, slopes, curvature
+    cov: np.ndarray  # (M, q, q)
+    centre: np.ndarray  # (P,) each point's mean log2 LR
+    lo: np.ndarray  # (P,) lowest and highest log2 LR swept
+    hi: np.ndarray
+    x: np.ndarray  # (P,) log N
+
+    @property
+    def points(self) -> int:
+        return self.centre.size
+
+    @property
+    def a(self) -> np.ndarray:
+        return self.theta[:, -1]
+
+    @property
+    def a_sd(self) -> np.ndarray:
+        return np.sqrt(np.maximum(self.cov[:, -1, -1], 0.0))
+
+    def a_den(self, a: np.ndarray | None = None) -> np.ndarray:
+        """The curvature a slope is divided by: at least twice its own sd (a flat curve has no
+        vertex to place)."""
+        a = self.a if a is None else a
+        floor = 2.0 * self.a_sd
+        return np.maximum(a, floor.reshape(floor.shape + (1,) * (a.ndim - floor.ndim)) + 1e-12)
+
+    @property
+    def slopes(self) -> np.ndarray:
+        return self.theta[:, self.points:2 * self.points]
+
+    @property
+    def levels(self) -> np.ndarray:
+        return self.theta[:, :self.points]
+
+    def optima(self) -> tuple[np.ndarray, np.ndarray]:
+        """(M, P) each point's vertex in log2 LR and its sd (delta method)."""
+        p, a = self.points, self.a_den()
+        b = self.slopes
+        o = self.centre - b / (2 * a[:, None])
+        var_b = np.einsum("mpp->mp", self.cov[:, p:2 * p, p:2 * p])
+        cov_ab = self.cov[:, p:2 * p, -1]
+        var_a = self.cov[:, -1, -1][:, None]
+        g_b, g_a = -1 / (2 * a[:, None]), b / (2 * a[:, None] ** 2)
+        var = g_b ** 2 * var_b + g_a ** 2 * var_a + 2 * g_a * g_b * cov_ab
+        return o, np.sqrt(np.maximum(var, 0.0))
+
+    def at_optimum(self) -> np.ndarray:
+        """(M, P) each point's relative level at its optimum (inside the swept range): the
+        quadratic's minimum, less the squared slope's variance (unbiased)."""
+        p, a = self.points, self.a_den()[:, None]
+        b, lev = self.slopes, self.levels
+        var_b = np.einsum("mpp->mp", self.cov[:, p:2 * p, p:2 * p])
+        v = np.clip(-b / (2 * a), self.lo - self.centre, self.hi - self.centre)
+        inside = np.abs(-b / (2 * a) - v) < 1e-12
+        at_v = lev + b * v + np.maximum(self.a, 0.0)[:, None] * v * v
+        return np.where(inside, lev - (b * b - var_b) / (4 * a), at_v)
+
+
+def fit_arm(points: list[Point]) -> ArmFit | None:
+    """The quadratic of one arm's swept points over M ladders (module docstring), None where it
+    cannot be fitted (no point with three LRs)."""
+    if not points or not any((np.isfinite(p.y).sum(-1) >= 3).any() for p in points):
+        return None
+    n_p = len(points)
+    q = 2 * n_p + 1
+    rows, ys, ws = [], [], []
+    centre = np.array([float(np.mean(p.u)) for p in points])
+    for j, p in enumerate(points):
+        for k, u in enumerate(p.u):
+            r = np.zeros(q)
+            d = u - centre[j]
+            r[j], r[n_p + j], r[-1] = 1.0, d, d * d
+            rows.append(r)
+            ok = np.isfinite(p.y[:, k]) & np.isfinite(p.v[:, k]) & (p.v[:, k] > 0)
+            ys.append(np.where(ok, p.y[:, k], 0.0))
+            ws.append(np.where(ok, 1.0 / np.where(ok, p.v[:, k], 1.0), 0.0))
+    x = np.array(rows)  # (n, q)
+    y, w = np.stack(ys, 1), np.stack(ws, 1)  # (M, n)
+    a_mat = np.einsum("mn,ni,nj->mij", w, x, x) + 1e-12 * np.eye(q)
+    rhs = np.einsum("mn,ni,mn->mi", w, x, y)
+    theta = np.linalg.solve(a_mat, rhs[..., None])[..., 0]
+    cov = np.linalg.inv(a_mat)
+    lo = np.array([float(np.min(p.u)) for p in points])
+    hi = np.array([float(np.max(p.u)) for p in points])
+    return ArmFit(theta, cov, centre, lo, hi, np.array([p.x for p in points]))
+
+
+def line_weights(x_points: np.ndarray, x_targets: np.ndarray) -> np.ndarray:
+    """(T, P) h: the least-squares line in x through P points, evaluated at the targets
+    (its value = h @ the points' values); one distinct x: their mean."""
+    if np.unique(x_points).size < 2:
+        return np.full((x_targets.size, x_points.size), 1.0 / x_points.size)
+    design = np.column_stack([np.ones_like(x_points), x_points])
+    pinv = np.linalg.pinv(design)  # (2, P)
+    return np.column_stack([np.ones_like(x_targets), x_targets]) @ pinv
+
+
+def _expected(g, b, var_b, a, a_den, hh, spread):
+    """The expected miss a (D^2 + s^2), D = g + b / 2a the line's distance of the LR run from
+    the optimum, unbiased: D^2 less its estimation variance and less the swept points' own
+    scatter it carries (s^2 sum h^2), plus the target's own scatter s^2 (not clipped at 0: a
+    clipped estimate is biased up)."""
+    return (a * g * g + g * b * (a / a_den) + a * (b * b - var_b) / (4 * a_den ** 2)
+            + a * spread ** 2 * (1.0 - hh))
+
+
+def miss(fit: ArmFit, x_t: np.ndarray, u_t: np.ndarray, spread: float, n_rep: int,
+         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """At T targets (log N x_t, the log2 LR each ran u_t): (the expected miss (M, T), the
+    estimate's error in each of n_rep replicates (M, R, T), the line's distance D of the LR run
+    from the optimum (M, T), octaves).
+
+    The replicates mimic the error of the estimate (a basic bootstrap: each replicate's loss is
+    the estimate's times exp(-(miss - its estimate)) of a world drawn from the fit): the truth a
+    (D + e_t)^2 with the target's own scatter e_t; the estimate from a sweep redrawn (the
+    slopes and curvature from the fit's covariance, each swept optimum moved by its own scatter
+    e_p) through the same unbiased formula."""
+    h = line_weights(fit.x, np.asarray(x_t, float))  # (T, P)
+    p = fit.points
+    hh = (h * h).sum(1)  # (T,)
+    g = np.asarray(u_t, float) - h @ fit.centre  # (T,)
+    b = fit.slopes @ h.T  # (M, T)
+    var_b = np.einsum("tp,mpq,tq->mt", h, fit.cov[:, p:2 * p, p:2 * p], h)
+    a = np.maximum(fit.a, 0.0)[:, None]
+    a_den = fit.a_den()[:, None]
+    expected = _expected(g, b, var_b, a, a_den, hh, spread)
+    distance = g + b / (2 * a_den)
+    m = fit.theta.shape[0]
+    chol = np.linalg.cholesky(fit.cov + 1e-18 * np.eye(fit.cov.shape[-1]))
+    draws = fit.theta[:, None, :] + np.einsum("mij,mrj->mri", chol,
+                                              rng.standard_normal((m, n_rep, chol.shape[-1])))
+    a_r = np.maximum(draws[..., -1], 0.0)[..., None]  # (M, R, 1)
+    den_r = np.maximum(a_r, 2.0 * fit.a_sd[:, None, None]) + 1e-12
+    e_p = rng.standard_normal((m, n_rep, p)) * spread  # each swept optimum's own scatter
+    b_r = (draws[..., p:2 * p] - 2 * a_den[..., None] * e_p) @ h.T  # (M, R, T)
+    # the world drawn from: the line's distance shrunk by what its estimate carries on top
+    # (its own variance and the swept points' scatter), so the replicates' spread is not
+    # inflated by the noise it measures
+    carried = var_b / (4 * a_den ** 2) + spread ** 2 * hh
+    centre = np.sign(distance) * np.sqrt(np.maximum(distance ** 2 - carried, 0.0))
+    b_c = 2 * a_den * (centre - g)  # the slope such a distance means
+    b_r = b_r - b[:, None, :] + b_c[:, None, :]
+    est_r = _expected(g, b_r, var_b[:, None, :], a_r, den_r, hh, spread)
+    e_t = rng.standard_normal((m, n_rep, h.shape[0])) * spread
+    truth_r = a[:, None, :] * (centre[:, None, :] + e_t) ** 2
+    return expected, truth_r - est_r, distance
+
+
+@dataclass(frozen=True)
+class LrMiss:
+    """The LR model of every (family, arm) with a sweep: what the analysis divides each group's
+    loss by, and what each replicate draws. `groups`: one row per (family, arm, size, budget)
+    group corrected (columns: family, arm, size, tokens, swept, lr, distance, expected, sd,
+    factor, how); `offsets`: each swept size's optimum, octaves from the LR an unswept size
+    of its arm would run, with its sd."""
+
+    groups: pd.DataFrame
+    offsets: pd.DataFrame
+    dev: dict = field(default_factory=dict)  # group key -> (R,) replicate deviations
+    fallback: float = 0.0  # fit.lr_miss of groups without a sweep to learn from
+    spread: float = 0.5
+
+    def corrected(self, table: pd.DataFrame) -> pd.DataFrame:
+        """`table` with each corrected group's losses times its factor (column `lr_key` names
+        the group of each run, '' for none)."""
+        if self.groups.empty:
+            return table.assign(lr_key="")
+        factor = dict(zip(self.groups["key"], self.groups["factor"], strict=True))
+        key = _keys(table, set(factor))
+        f = key.map(factor).fillna(1.0).to_numpy(float)
+        return table.assign(loss=table["loss"].to_numpy(float) * f, lr_key=key.to_numpy())
+
+    def replicate_factors(self, keys: np.ndarray, n_rep: int, rng: np.random.Generator
+                          ) -> np.ndarray | None:
+        """(n_rep, n) what each replicate multiplies each run's loss by (keys: each run's
+        lr_key): exp(-the miss's deviation) for a corrected unswept group; 1 + fit.lr_miss z
+        for an unswept group of an arm without a sweep; 1 elsewhere."""
+        keys = np.asarray(keys, dtype=object)
+        fallback = set(self.groups.loc[self.groups["how"] == "fallback", "key"]) if len(
+            self.groups) else set()
+        if not any(k in self.dev or (k in fallback and self.fallback > 0) for k in keys):
+            return None
+        out = np.ones((n_rep, keys.size))
+        for k in np.unique(keys.astype(str)):
+            cols = keys == k
+            if k in self.dev:
+                out[:, cols] = np.exp(-self.dev[k][:n_rep])[:, None]
+            elif k in fallback and self.fallback > 0:
+                out[:, cols] = 1.0 + self.fallback * rng.standard_normal((n_rep, 1))
+        return out
+
+    def for_family(self, family: str) -> LrMiss | None:
+        """This model's rows of one family (None where it corrects nothing there)."""
+        if self.groups.empty or not (self.groups["family"] == family).any():
+            return None
+        mine = self.groups["family"] == family
+        keys = set(self.groups.loc[mine, "key"])
+        off = self.offsets[self.offsets["family"] == family] if len(self.offsets) else \
+            self.offsets
+        return LrMiss(self.groups[mine].reset_index(drop=True), off.reset_index(drop=True),
+                      {k: v for k, v in self.dev.items() if k in keys}, self.fallback,
+                      self.spread)
+
+    @property
+    def unswept(self) -> tuple[str, ...]:
+        g = self.groups[~self.groups["swept"]] if not self.groups.empty else self.groups
+        return tuple(f"{a}|{s}" for a, s in zip(g.get("arm", []), g.get("size", []),
+                                                 strict=True))
+
+
+def _keys(table: pd.DataFrame, known: set) -> pd.Series:
+    """Each run's group key (family|arm|size|budget) where it is in `known`, else ''."""
+    if table.empty:
+        return pd.Series([], dtype=object)
+    key = (table["family"].astype(str) + "|" + table["arm"].astype(str) + "|"
+           + table["size"].astype(str) + "|" + _budget_col(table).astype(str))
+    return key.where(key.isin(known), "")
+
+
+def _budget_col(table: pd.DataFrame) -> pd.Series:
+    out = pd.Series(0, index=table.index)
+    for _, g in table.groupby(["family", "arm", "size"], sort=False):
+        out.loc[g.index] = budget_ids(g["tokens"].to_numpy(float), 0.05)
+    return out
+
+
+def _x(g: pd.DataFrame) -> float:
+    col = "body_params" if "body_params" in g and np.isfinite(
+        g["body_params"].to_numpy(float)).all() and (g["body_params"] > 0).all() else "params"
+    return float(np.log(g[col].to_numpy(float).mean()))
+
+
+def estimate(table: pd.DataFrame, kept: pd.DataFrame, cfg, rng: np.random.Generator,
+             n_rep: int) -> LrMiss:
+    """The LR model of `table` (the finished runs, every LR tried; `reason` '' for usable) and
+    the groups it corrects (`kept`: the usable runs after the LR choice); module docstring."""
+    spread, fallback = float(cfg.lr_spread), float(cfg.lr_miss)
+    rows, offsets, dev = [], [], {}
+    usable = table[(table["status"] == "FINISHED") & (table["reason"] == "")
+                   & np.isfinite(table["lr"].to_numpy(float))]
+    if usable.empty or kept.empty:
+        return LrMiss(pd.DataFrame(), pd.DataFrame(), {}, fallback, spread)
+    usable = usable.assign(_budget=_budget_col(usable))
+    kept = kept.assign(_budget=_budget_col(kept))
+    n_lr = usable.groupby(["family", "arm", "size", "_budget"])["lr"].nunique()
+    swept_families = {f for (f, _, _, _), k in n_lr.items() if k >= 2}
+    for (fam, arm), g in usable.groupby(["family", "arm"], sort=True):
+        sweeps, singles = [], []
+        for (size, budget), h in g.groupby(["size", "_budget"], sort=False):
+            (sweeps if h["lr"].nunique() >= 2 else singles).append((size, budget, h))
+        if sweeps or fam in swept_families:
+            mine = kept[(kept["family"] == fam) & (kept["arm"] == arm)]
+            _arm_rows(fam, arm, g, sweeps, singles, mine, cfg, rng, n_rep, (rows, offsets, dev))
+    cols = ["key", "family", "arm", "size", "tokens", "swept", "lr", "distance", "expected",
+            "sd", "factor", "how"]
+    return LrMiss(pd.DataFrame(rows, columns=cols), pd.DataFrame(offsets), dev, fallback, spread)
+
+
+def _arm_rows(fam, arm, g, sweeps, singles, kept, cfg, rng, n_rep, out) -> None:
+    """One arm's rows of `estimate` (appended to out = (rows, offsets, dev))."""
+    rows, offsets, dev = out
+    given = (cfg.seed_noise or {}).get(arm, (cfg.seed_noise or {}).get("all"))
+    points = [_point(h, given, _arm_sd(g)) for _, _, h in sweeps]
+    fit = fit_arm(points) if points and all(p is not None for p in points) else None
+    key = {(s, b): f"{fam}|{arm}|{s}|{b}" for s, b, _ in sweeps + singles}
+    if fit is None:
+        rows += [_row(fam, arm, s, h, False, math.nan, 0.0, float(cfg.lr_miss), 1.0,
+                      "fallback", key[(s, b)]) for s, b, h in singles]
+        return
+    rule = _rule(singles, sweeps)
+    opt, opt_sd = fit.optima()
+    offsets += [{"family": fam, "arm": arm, "size": s, "offset": float(opt[0, j] - rule(h)),
+                 "offset_sd": float(opt_sd[0, j]), "curvature": float(fit.a[0]),
+                 "curvature_sd": float(fit.a_sd[0])} for j, (s, _, h) in enumerate(sweeps)]
+    if cfg.lr_estimator == "mean":
+        level = fit.at_optimum()[0]
+        for j, (s, b, h) in enumerate(sweeps):
+            mine = kept[(kept["size"] == s) & (kept["_budget"] == b)]
+            if len(mine):
+                f = _ref(h) * (1.0 + level[j]) / float(mine["loss"].mean())
+                rows.append(_row(fam, arm, s, h, True, math.nan, -math.log(f), math.nan, f,
+                                 "swept: the quadratic's minimum", key[(s, b)]))
+    if singles:
+        x_t = np.array([_x(h) for _, _, h in singles])
+        u_t = np.array([float(np.log2(h["lr"].to_numpy(float)).mean()) for _, _, h in singles])
+        exp_k, d, dist = miss(fit, x_t, u_t, float(cfg.lr_spread), n_rep, rng)
+        for t, (s, b, h) in enumerate(singles):
+            dev[key[(s, b)]] = d[0, :, t]
+            rows.append(_row(fam, arm, s, h, False, float(dist[0, t]), float(exp_k[0, t]),
+                             float(np.sqrt(np.mean(d[0, :, t] ** 2))),
+                             math.exp(-float(exp_k[0, t])), "line through the swept optima",
+                             key[(s, b)]))
+
+
+def _row(fam, arm, size, h, swept, distance, expected, sd, factor, how, key) -> dict:
+    return {"key": key, "family": fam, "arm": arm, "size": size,
+            "tokens": float(h["tokens"].max()), "swept": swept,
+            "lr": float(np.exp(np.log(h["lr"].to_numpy(float)).mean())),
+            "distance": distance, "expected": expected, "sd": sd, "factor": factor, "how": how}
+
+
+def _ref(h: pd.DataFrame) -> float:
+    """A swept point's reference loss: the mean over its LRs of the seed means (finite)."""
+    m = h.groupby("lr")["loss"].mean().to_numpy(float)
+    m = m[np.isfinite(m)]
+    return float(m.mean())
+
+
+def _arm_sd(g: pd.DataFrame) -> float | None:
+    """The arm's relative run-to-run sd pooled over its (size, LR, budget) groups of 2+ seeds."""
+    rel = []
+    for _, h in g.groupby(["size", "_budget", "lr"], sort=False):
+        loss = h["loss"].to_numpy(float)
+        loss = loss[np.isfinite(loss)]
+        if loss.size >= 2:
+            rel.append((loss / loss.mean() - 1.0, loss.size - 1))
+    dof = sum(d for _, d in rel)
+    if not dof:
+        return None
+    return float(np.sqrt(sum((r ** 2).sum() for r, _ in rel) / dof))
+
+
+def _point(h: pd.DataFrame, given: float | None, arm_sd: float | None) -> Point | None:
+    """A swept (size, budget): relative seed means per LR and their variances; the variance of
+    one run from this point's own seeds (2+ at some LR), else the given level, else the arm's."""
+    ref = _ref(h)
+    lrs = np.sort(h["lr"].unique().astype(float))
+    y, n, dev = [], [], []
+    for lr in lrs:
+        loss = h.loc[h["lr"] == lr, "loss"].to_numpy(float)
+        ok = loss[np.isfinite(loss)]
+        if ok.size < loss.size or not ok.size:
+            y.append(np.inf)
+            n.append(1)
+            continue
+        y.append(ok.mean() / ref - 1.0)
+        n.append(ok.size)
+        if ok.size >= 2:
+            dev.append((ok / ok.mean() - 1.0, ok.size - 1))
+    dof = sum(d for _, d in dev)
+    if dof:
+        sd = math.sqrt(sum((r ** 2).sum() for r, _ in dev) / dof)
+    elif given is not None:
+        sd = float(given)
+    elif arm_sd is not None:
+        sd = arm_sd
+    else:
+        return None
+    sd = max(sd, 1e-6)
+    return Point(_x(h), np.log2(lrs), np.array(y)[None, :],
+                 (sd * sd / np.array(n, float))[None, :])
+
+
+def _rule(singles: list, sweeps: list):
+    """The log2 LR an unswept size of this arm would run at a swept size's N: the line in log N
+    through the unswept sizes' LRs (the rule), else the middle of the sweep."""
+    if len(singles) >= 2:
+        x = np.array([_x(h) for _, _, h in singles])
+        u = np.array([float(np.log2(h["lr"].to_numpy(float)).mean()) for _, _, h in singles])
+        if np.unique(x).size >= 2:
+            k, c = np.polyfit(x, u, 1)
+            return lambda h: float(k * _x(h) + c)
+    return lambda h: float(np.median(np.log2(np.unique(h["lr"].to_numpy(float)))))
+
+
+def refuse_pooled(table: pd.DataFrame, cfg) -> None:
+    """fit.lr_estimator=pooled chooses each size's LR on the arm's other swept sizes: with two
+    swept sizes each learns from one other size (the power simulations: 51-72% coverage). Refused
+    below three, naming the key and the sizes."""
+    if cfg.lr_estimator != "pooled" or table.empty:
+        return
+    from analysis.config import FitConfigError
+
+    ok = (table["status"] == "FINISHED") & np.isfinite(table["lr"].to_numpy(float))
+    n_lr = table[ok].groupby(["family", "arm", "size"])["lr"].nunique()
+    swept = n_lr[n_lr >= 2].reset_index()
+    for (fam, arm), g in swept.groupby(["family", "arm"], sort=True):
+        if len(g) < 3:
+            raise FitConfigError(
+                f"fit.lr_estimator=pooled: {fam} {arm} sweeps LR at {len(g)} size(s) "
+                f"({', '.join(map(str, g['size']))}); pooled chooses each size's LR on the "
+                "arm's other swept sizes and needs 3 or more: use fit.lr_estimator=mean, or "
+                "sweep more sizes (grid.lr_sizes)")
+
+
+def correct_batch(grids: list[np.ndarray], kept: list[np.ndarray], cells: list, given: dict,
+                  spread: float, fallback: float, n_rep: int, rng: np.random.Generator,
+                  estimator: str = "mean") -> tuple[list, list]:
+    """The analysis's LR model on M simulated ladders at once (analysis.power.simulate): grids
+    (M, S, K) every run's loss of each cell (arm, size: .arm, .params, .lrs multipliers of the
+    rule's LR, .seeds), kept (M, S) the losses the LR choice kept; given: arm -> the run noise
+    a one-seed point is read with. Returns each cell's kept losses at its optimum (M, S) and its
+    replicates' factor (M, R, 1) or None: what `estimate` and LrMiss.replicate_factors do."""
+    out, factors = list(kept), [None] * len(cells)
+    arms = {c.arm for c in cells}
+    swept_any = any(len(c.lrs) >= 2 for c in cells)
+    for arm in sorted(arms):
+        idx = [i for i, c in enumerate(cells) if c.arm == arm]
+        sw = [i for i in idx if len(cells[i].lrs) >= 2]
+        single = [i for i in idx if len(cells[i].lrs) < 2]
+        points = [_batch_point(grids[i], cells[i], given.get(arm, given.get("all"))) for i in sw]
+        fit = fit_arm(points) if points and all(p is not None for p in points) else None
+        if fit is None:
+            if swept_any and fallback > 0:
+                for i in single:
+                    m = grids[i].shape[0]
+                    factors[i] = 1.0 + fallback * rng.standard_normal((m, n_rep, 1))
+            continue
+        if estimator == "mean":
+            level = fit.at_optimum()  # (M, P)
+            for j, i in enumerate(sw):
+                ref = _batch_ref(grids[i])
+                with np.errstate(all="ignore"):
+                    f = ref * (1.0 + level[:, j]) / kept[i].mean(axis=1)
+                out[i] = kept[i] * np.where(np.isfinite(f), f, 1.0)[:, None]
+        if single:
+            x_t = np.log([cells[i].params for i in single])
+            u_t = np.array([float(np.log2(cells[i].lrs[0])) for i in single])
+            exp_k, dev, _ = miss(fit, x_t, u_t, spread, n_rep, rng)
+            for t, i in enumerate(single):
+                out[i] = kept[i] * np.exp(-exp_k[:, t])[:, None]
+                factors[i] = np.exp(-dev[:, :, t])[..., None]
+    return out, factors
+
+
+def _batch_ref(grid: np.ndarray) -> np.ndarray:
+    """(M,) a swept point's reference: the mean over its LRs of the seed means."""
+    with np.errstate(all="ignore"):
+        m = np.nanmean(np.where(np.isinf(grid), np.nan, grid), axis=1)  # (M, K)
+        return np.nanmean(m, axis=1)
+
+
+def _batch_point(grid: np.ndarray, cell, given: float | None) -> Point | None:
+    """A swept cell of M ladders as a Point (its own seeds' scatter, or the given level)."""
+    m, s, _ = grid.shape
+    ref = _batch_ref(grid)[:, None]
+    with np.errstate(all="ignore"):
+        means = grid.mean(axis=1)  # (M, K)
+        y = means / ref - 1.0
+        if s >= 2:
+            rel = grid / means[:, None, :] - 1.0
+            var = (rel ** 2).sum(axis=(1, 2)) / (rel.shape[2] * (s - 1))  # (M,)
+        elif given is not None:
+            var = np.full(m, float(given) ** 2)
+        else:
+            return None
+    v = np.repeat(np.maximum(var, 1e-12)[:, None] / s, y.shape[1], axis=1)
+    return Point(float(np.log(cell.params)), np.log2(np.asarray(cell.lrs, float)), y, v)
