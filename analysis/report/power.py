@@ -18,11 +18,13 @@ def power_md(table: pd.DataFrame, cells: list[Cell], model: PowerModel) -> str:
            "these widths assume it is given (without it the LEV/control interval is not shown)")
     trend = (f" x (N / N_smallest)^{model.effect_slope:g}" if model.effect_slope else "")
     slope = (f" x (N / N_smallest)^{model.noise_slope:g}" if model.noise_slope else "")
+    drift = "".join(f", {arm}'s drifting {v:+g} octave over the ladder" for arm, v in
+                    sorted(model.lr_drift.items()) if v)
     out = [f"Power analysis ({model.ladders} simulated ladders through the analysis, "
            f"{model.bootstrap} bootstrap replicates each; truth: LEV over its control "
            f"{model.effect:g}{trend}, noise {_noise_txt(model)}{slope}, LR curvature "
            f"{model.lr_curvature:g} per octave^2, true optimum ±{model.lr_spread:g} octave "
-           f"around the rule's; {how}); GPU-hours ~{design_cost(cells):.4g}:",
+           f"around the rule's{drift}; {how}); GPU-hours ~{design_cost(cells):.4g}:",
            "", "| number | arm | size | truth | ±95% half-width (predicted) | simulated spread "
            "(x t) | coverage | detects |", "|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples(index=False):

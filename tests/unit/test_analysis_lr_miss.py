@@ -98,7 +98,7 @@ def test_the_miss_is_drawn_in_every_interval_with_its_uncertainty():
 
 
 def test_the_lr_model_holds_its_coverage_where_the_arms_optima_drift():
-    """The analysis's LR model on simulated ladders of the shipped isoparametric design (seeds
+    """The analysis's LR model on simulated ladders of the issue-23 isoparametric design (seeds
     17 -> 2, LR swept at 60M and 421M; analysis.power.simulate runs the analysis's own LR
     choice, LR model, noise model and Dense refits on every ladder): with Leviathan's optimum
     drifting 0 -> +1 octave and the control's 0 -> -0.5 (a world the model does not assume:
@@ -148,7 +148,9 @@ def test_pooled_lr_choice_is_refused_with_two_swept_sizes():
     from leviathan.config import compose
     from leviathan.sweep.grid import GridError, to_grid_config
 
-    cfg = compose("sweep", ["+grid=isoparametric", "grid.power.lr_estimator=pooled"])
+    cfg = compose("sweep", ["+grid=decoupled", "grid.power.lr_estimator=pooled"])
     with pytest.raises(GridError, match=r"grid\.power\.lr_estimator: pooled .* sweeps 2 "
-                                        r"\(v1/60M, v1/421M\)"):
+                                        r"\(v2/200M, v2/1\.2B\)"):
         to_grid_config(cfg.grid)
+    to_grid_config(compose("sweep", ["+grid=isoparametric",  # six swept sizes: it runs
+                                     "grid.power.lr_estimator=pooled"]).grid)

@@ -250,9 +250,10 @@ def test_vertex_estimator_reads_the_optimum_from_a_quadratic():
 def test_design_search_beats_the_shipped_grid_at_its_cost(iso):
     """At the one-seed isoparametric grid's own GPU-hours, the search (the largest pair kept)
     finds a design whose pooled LEV/control half-width is at most 3/4 of that grid's, within 2
-    minutes (measured: 5.9% against 8.5%, since the LR rule's miss at unswept sizes is a
-    bias estimated per arm, issue 37); the winner written as a grid costs what the search says; and the grid shipped now
-    (conf/grid/isoparametric.yaml, chosen this way) is at least as good at no more cost."""
+    minutes (measured: 5.9% against 8.5%: the LR rule's miss at unswept sizes is a bias
+    estimated per arm, issue 37); the winner written as a grid costs what the search says; and
+    the grid shipped now (conf/grid/isoparametric.yaml, searched this way on the cost model's
+    GPU-hours) is at least as good as this search's winner in the assumed world."""
     from dataclasses import asdict
 
     from leviathan.cli.design import run_search
@@ -275,17 +276,14 @@ def test_design_search_beats_the_shipped_grid_at_its_cost(iso):
                                              rel=1e-3)
     shipped = cells_for_grid(base, asdict(to_grid_config(
         compose("sweep", ["+grid=isoparametric"]).grid)))
-    assert design_cost(shipped) <= budget
     model = PowerModel(ladders=200, bootstrap=200)
     from analysis.power.design import _score
 
-    # the shipped grid was this search's winner under the pooled noise model and a zero-mean
-    # LR miss (<= 2/3 of the one-seed grid's width); with each size's own noise level and the
-    # miss estimated per arm from its two swept sizes (issue 37.1) it stays within 0.85 of it
-    # (7.0% against 8.5%, where the search now finds 5.9%): its LR sweep at the ends only is
-    # what the search no longer picks; searched again with the calibrated costs, the per-arm
-    # drift and ends+middle sweeps, it will change (issues 37.3, 38.4)
-    assert _score(simulate(shipped, model), "lev_over_control_pooled") <= 0.85 * old / 100
+    # the shipped grid: this search's winner on the cost model's GPU-hours (its header; its cost
+    # there: test_the_shipped_isoparametric_design_runs_what_its_header_says), with each arm's
+    # LR optimum drifting; at these (assumed) costs it would cost more than the one-seed grid,
+    # and in the assumed world it is at least as narrow as this search's winner
+    assert _score(simulate(shipped, model), "lev_over_control_pooled") <= best / 100 + 0.002
 
 
 def _frame(base) -> pd.DataFrame:

@@ -146,13 +146,14 @@ def test_a_shipped_grid_narrows_and_drops_an_arm_from_the_command_line(compose, 
     gone = "is not in grid.sizes or grid.dense_sizes"
     assert notes == [*(f"note: grid.seeds_by_size: dropped {s} ({s} {gone})"
                        for s in ("v1/231M", "v1/296M", "v1/421M")),
-                     f"note: grid.lr_sizes: dropped v1/421M (v1/421M {gone})"]
-    assert grid.seeds_by_size == {"v1/109M": 9, "v1/164M": 6, "v1/752M": 1, "v1/989M": 1}
-    assert grid.lr_sizes == ["v1/60M"]
+                     *(f"note: grid.lr_sizes: dropped {s} ({s} {gone})"
+                       for s in ("v1/231M", "v1/296M", "v1/421M"))]
+    assert grid.seeds_by_size == {"v1/164M": 3}
+    assert grid.lr_sizes == ["v1/60M", "v1/109M", "v1/164M"]
     runs = expand(grid, "t")
     assert {r.size_config for r in runs} == {"v1/60M", "v1/109M", "v1/164M", "v1/752M",
                                              "v1/989M"}
-    assert {r.size_config for r in runs if r.lr_scale != 1} == {"v1/60M"}
+    assert {r.size_config for r in runs if r.lr_scale != 1} == {"v1/60M", "v1/109M", "v1/164M"}
 
     # the README's `~grid.arms.factorized`, on both grids that train it
     for name, arms in (("isoparametric", {"dense", "leviathan"}),
@@ -167,7 +168,7 @@ def test_a_shipped_grid_narrows_and_drops_an_arm_from_the_command_line(compose, 
         assert {r.arm for r in expand(grid, "t")} == arms and "factorized" not in grid.seeds_by_arm
 
     # every size that swept the LR gone: an empty lr_sizes, no size sweeps it (null: every size)
-    grid, notes = _grid_notes(compose, caplog, ["+grid=isoparametric", "grid.sizes=[v1/109M]"])
+    grid, notes = _grid_notes(compose, caplog, ["+grid=decoupled", "grid.sizes=[v2/400M]"])
     assert grid.lr_sizes == [] and "no size sweeps the LR now" in notes[-1]
     assert sum("grid.lr_sizes: dropped" in n for n in notes) == 2
     assert {r.lr_scale for r in expand(grid, "t")} == {1.0}

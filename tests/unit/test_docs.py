@@ -100,6 +100,7 @@ def test_readme_narrows_a_shipped_grid_and_drops_an_arm(tmp_path, capsys):
             assert [n.split(" (")[0] for n in notes] == [
                 "note: grid.seeds_by_size: dropped v1/231M", "note: grid.seeds_by_size: "
                 "dropped v1/296M", "note: grid.seeds_by_size: dropped v1/421M",
+                "note: grid.lr_sizes: dropped v1/231M", "note: grid.lr_sizes: dropped v1/296M",
                 "note: grid.lr_sizes: dropped v1/421M"]
             assert set(plan["size"]) == {"60M", "109M", "164M", "752M", "989M"}
             assert set(plan.arm) == {"dense", "leviathan", "factorized"}
