@@ -311,17 +311,23 @@ def estimate(table: pd.DataFrame, kept: pd.DataFrame, cfg, rng: np.random.Genera
             (sweeps if h["lr"].nunique() >= 2 else singles).append((size, budget, h))
         if sweeps or fam in swept_families:
             mine = kept[(kept["family"] == fam) & (kept["arm"] == arm)]
-            _arm_rows(fam, arm, g, sweeps, singles, mine, cfg, rng, n_rep, (rows, offsets, dev))
+            family_sd = _arm_sd(usable[usable["family"] == fam])
+            _arm_rows(fam, arm, g, sweeps, singles, mine, cfg, rng, n_rep, (rows, offsets, dev),
+                      family_sd)
     cols = ["key", "family", "arm", "size", "tokens", "swept", "lr", "distance", "expected",
             "sd", "factor", "how"]
     return LrMiss(pd.DataFrame(rows, columns=cols), pd.DataFrame(offsets), dev, fallback, spread)
 
 
-def _arm_rows(fam, arm, g, sweeps, singles, kept, cfg, rng, n_rep, out) -> None:
-    """One arm's rows of `estimate` (appended to out = (rows, offsets, dev))."""
+def _arm_rows(fam, arm, g, sweeps, singles, kept, cfg, rng, n_rep, out, family_sd=None
+              ) -> None:
+    """One arm's rows of `estimate` (appended to out = (rows, offsets, dev)); a one-seed arm
+    reads its sweeps with a given level, else its own seeds elsewhere, else its family's other
+    arms' (as the intervals borrow them: analysis/readings/noise.py)."""
     rows, offsets, dev = out
     given = (cfg.seed_noise or {}).get(arm, (cfg.seed_noise or {}).get("all"))
-    points = [_point(h, given, _arm_sd(g)) for _, _, h in sweeps]
+    own = _arm_sd(g)
+    points = [_point(h, given, own if own is not None else family_sd) for _, _, h in sweeps]
     fit = fit_arm(points) if points and all(p is not None for p in points) else None
     key = {(s, b): f"{fam}|{arm}|{s}|{b}" for s, b, _ in sweeps + singles}
     if fit is None:
@@ -368,9 +374,10 @@ def _ref(h: pd.DataFrame) -> float:
 
 
 def _arm_sd(g: pd.DataFrame) -> float | None:
-    """The arm's relative run-to-run sd pooled over its (size, LR, budget) groups of 2+ seeds."""
+    """The relative run-to-run sd pooled over the (arm, size, LR, budget) groups of 2+ seeds of
+    `g` (one arm's runs, or a family's)."""
     rel = []
-    for _, h in g.groupby(["size", "_budget", "lr"], sort=False):
+    for _, h in g.groupby(["arm", "size", "_budget", "lr"], sort=False):
         loss = h["loss"].to_numpy(float)
         loss = loss[np.isfinite(loss)]
         if loss.size >= 2:
@@ -455,11 +462,13 @@ def correct_batch(grids: list[np.ndarray], kept: list[np.ndarray], cells: list, 
     out, factors = list(kept), [None] * len(cells)
     arms = {c.arm for c in cells}
     swept_any = any(len(c.lrs) >= 2 for c in cells)
+    pooled = _batch_pooled_var(grids, cells)  # what a one-seed arm borrows
     for arm in sorted(arms):
         idx = [i for i, c in enumerate(cells) if c.arm == arm]
         sw = [i for i in idx if len(cells[i].lrs) >= 2]
         single = [i for i in idx if len(cells[i].lrs) < 2]
-        points = [_batch_point(grids[i], cells[i], given.get(arm, given.get("all"))) for i in sw]
+        points = [_batch_point(grids[i], cells[i], given.get(arm, given.get("all")), pooled)
+                  for i in sw]
         fit = fit_arm(points) if points and all(p is not None for p in points) else None
         if fit is None:
             if swept_any and fallback > 0:
@@ -491,8 +500,22 @@ def _batch_ref(grid: np.ndarray) -> np.ndarray:
         return np.nanmean(m, axis=1)
 
 
-def _batch_point(grid: np.ndarray, cell, given: float | None) -> Point | None:
-    """A swept cell of M ladders as a Point (its own seeds' scatter, or the given level)."""
+def _batch_pooled_var(grids: list[np.ndarray], cells: list) -> np.ndarray | None:
+    """(M,) the relative run variance pooled over every cell's seeds (None: no cell has 2)."""
+    num, dof = 0.0, 0
+    for g, c in zip(grids, cells, strict=True):
+        if c.seeds >= 2:
+            with np.errstate(all="ignore"):
+                rel = g / g.mean(axis=1, keepdims=True) - 1.0
+            num = num + np.nansum(np.where(np.isfinite(rel), rel, np.nan) ** 2, axis=(1, 2))
+            dof += (c.seeds - 1) * g.shape[2]
+    return num / dof if dof else None
+
+
+def _batch_point(grid: np.ndarray, cell, given: float | None,
+                 pooled: np.ndarray | None = None) -> Point | None:
+    """A swept cell of M ladders as a Point (its own seeds' scatter, or the given level, or
+    the other cells' pooled variance)."""
     m, s, _ = grid.shape
     ref = _batch_ref(grid)[:, None]
     with np.errstate(all="ignore"):
@@ -503,6 +526,8 @@ def _batch_point(grid: np.ndarray, cell, given: float | None) -> Point | None:
             var = (rel ** 2).sum(axis=(1, 2)) / (rel.shape[2] * (s - 1))  # (M,)
         elif given is not None:
             var = np.full(m, float(given) ** 2)
+        elif pooled is not None:
+            var = pooled
         else:
             return None
     v = np.repeat(np.maximum(var, 1e-12)[:, None] / s, y.shape[1], axis=1)

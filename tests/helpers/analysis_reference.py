@@ -131,7 +131,8 @@ def regenerate(which: str, dest: Path) -> None:
     interpreter with one BLAS thread."""
     subprocess.run([sys.executable, "-m", "helpers.analysis_reference", which, str(dest)],
                    cwd=TESTS, check=True, capture_output=True,
-                   env={**os.environ, **ONE_THREAD, "PYTHONPATH": str(TESTS)})
+                   env={**os.environ, **ONE_THREAD,  # this checkout's code, not an install's
+                        "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])})
 
 
 def differences(which: str, made: Path) -> list[str]:
