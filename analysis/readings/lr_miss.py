@@ -11,17 +11,19 @@ Per (family, arm), from the arm's own swept sizes (`estimate`):
 - a quadratic in log2 LR fitted to each swept size's seed means (relative to their mean over
   the LRs), each size its own level and slope, one curvature `a` for the arm, weighted by each
   mean's variance (the seeds' scatter at that size; one seed: fit.seed_noise, else the arm's
-  other sizes' seeds, else the fit's residual);
+  own seeds elsewhere, else its family's other arms', as its intervals borrow them);
 - each swept size's optimum O_p = its vertex, and a line in log N (body parameters: the rule is a
   power law of them, so the rule's LR is a line there too) through the optima: at a size that ran
-  one LR, the expected distance of that LR from the line, D, and the miss a·(D + e)^2, e the size's
-  own scatter around the line, which no sweep elsewhere shows: `fit.lr_spread` octaves (the
-  power model's grid.power.lr_spread), also carried by each swept optimum the line is drawn
-  through (a size between two swept sizes inherits both of theirs).
-The loss of such a size is divided by exp(the expected miss) (unbiased: the squared slope's own
-variance is taken out), and every bootstrap replicate draws the miss again (the curvature and the
-slopes from the fit's covariance, e from the spread), so its interval carries the miss's
-uncertainty, shared by the size's seeds and correlated across sizes through the line.
+  one LR, the line's distance D of that LR from the optimum, and the miss a·(D + e)^2, e the
+  size's own scatter around the line, which no sweep elsewhere shows: `fit.lr_spread` octaves
+  (the power model's grid.power.lr_spread), also carried by each swept optimum the line is
+  drawn through (a size between two swept sizes inherits a share of both of theirs).
+The loss of such a size is divided by exp(the expected miss, a·(D^2 + s^2)), estimated without
+bias: the line's D^2 less its estimation variance and less the swept optima's scatter it
+carries; every bootstrap replicate draws that estimate's error again (a world drawn from the
+fit: the truth's own scatter e, the estimate from a sweep redrawn: the curvature and slopes from
+the fit's covariance, each swept optimum moved by its scatter), so the interval carries the
+miss's uncertainty, shared by the size's seeds and correlated across sizes through the line.
 
 A swept size's loss is read at its optimum too (fit.lr_estimator=mean): the fitted quadratic's
 minimum (its level less the squared slope's excess over its variance), not the best LR's mean,
