@@ -123,8 +123,6 @@ def analyse_family(family: str, usable: pd.DataFrame, runs: Runs, cfg: FitConfig
                    ) -> FamilyResult:
     """One family's result from the usable runs (and the sweep's curves and buckets)."""
     fam = usable[usable["family"] == family]
-    b_check = check_b(_dense_ladder(fam[fam["arm"] == "dense"], cfg.budget_tol), cfg,
-                      np.random.default_rng([cfg.seed, 24]), family)  # its own stream
     dense, lev = fam[fam["arm"] == "dense"], fam[fam["arm"] == "leviathan"]
     if cfg.b is not None:  # below the asymptote: out of L(N) (analyse records them)
         dense = dense[dense["loss"] > cfg.b]
@@ -138,10 +136,15 @@ def analyse_family(family: str, usable: pd.DataFrame, runs: Runs, cfg: FitConfig
     lev_ln = lev[_top_budget(lev, top, cfg.budget_tol)] if grid else lev
     others = fam[fam["arm"] != "dense"]
     others = others[_top_budget(others, top, cfg.budget_tol)] if grid else others
+    # issue 37.5: the b check, the per-run table and the data multipliers draw the headline's
+    # noise (the family's other runs, where an arm without seeds borrows its level; the LR model)
+    b_check = check_b(_dense_ladder(fam[fam["arm"] == "dense"], cfg.budget_tol), cfg,
+                      np.random.default_rng([cfg.seed, 24]), family,  # its own stream
+                      lr_miss=lr_miss, context=others)
     points, mode = curve_points(runs.history)
     paper, trajectory, multipliers = None, None, None
     if ladder["params"].nunique() >= 2:
-        paper = paper_view(ladder, lev_ln, cfg, rng)
+        paper = paper_view(ladder, lev_ln, cfg, rng, lr_miss=lr_miss, context=others)
         multipliers = with_off_ladder(paper.multipliers, lev, lev_ln)
         trajectory, traj_notes = _trajectory(points, mode, fam, ladder, lev, lev_ln,
                                              paper.multipliers, paper.dense.b, cfg)
@@ -157,10 +160,12 @@ def analyse_family(family: str, usable: pd.DataFrame, runs: Runs, cfg: FitConfig
         slopes = trends(matching, controls, cfg.level)
     arms_tokens = fam[fam["arm"] != "dense"] if mode == "cooled" else others
     tokens = token_multipliers(points, mode, ladder, arms_tokens, cfg, rng)
-    buckets = bucket_ratios(runs.buckets, pd.concat([ladder, others]), cfg.level)
-    joint = joint_law(dense, cfg) if grid else JointReading()
+    buckets = bucket_ratios(runs.buckets, pd.concat([ladder, others]), cfg.level, cfg=cfg,
+                            lr_miss=lr_miss)  # issue 37.5: the headline's noise
+    joint = joint_law(dense, cfg, fam[fam["arm"] != "dense"], lr_miss) if grid \
+        else JointReading()  # issue 37.5: its intervals with the headline's noise
     if joint.joint is not None and not joint.notes and multipliers is not None:
-        multipliers = with_joint(multipliers, joint.joint, dense)
+        multipliers = with_joint(multipliers, joint, dense)
     fits, ld_notes = size_laws(fam, cfg, rng)
     notes += list(joint.notes) + list(ld_notes)
     if cooled:
@@ -174,7 +179,7 @@ def analyse_family(family: str, usable: pd.DataFrame, runs: Runs, cfg: FitConfig
         pooled=pooled, trends=slopes, lr_choices=lr_choices, token_multipliers=tokens,
         lr_miss=lr_miss.for_family(family) if lr_miss is not None else None,
         bucket_ratios=buckets,
-        data_fits=fits, data_multipliers=data_multipliers(joint.joint, fam, cfg, rng),
+        data_fits=fits, data_multipliers=data_multipliers(joint.joint, fam, cfg, rng, lr_miss),
         joint=joint.joint, trajectory=trajectory, b_check=b_check, notes=tuple(notes))
 
 

@@ -17,12 +17,15 @@ size is read with its asymptote free:
 D_eff solves L_Dense(N, D_eff) = the run's loss; the data multiplier is D_eff / D. One row per
 non-Dense run of a size whose Dense runs have several budgets.
 
-Intervals as the multipliers' (analysis/readings/matchings.py): with several seeds, every Dense
-run's loss is redrawn from its (size, budget) mean and the seeds' pooled deviations (pooled over the
-arms too) and the Dense law refitted on each replicate; each run's own loss takes the same kind of
-deviation and its D_eff is read off the refitted law; with one seed, the Dense budgets are resampled
-(the fit's spread only: no run-to-run noise). A D_eff beyond the Dense budgets of its size is marked
-`extrapolated`, with the factor (`extrapolation`, analysis/laws/extrapolation.py); beyond
+Intervals with the headline's run-to-run noise (analysis/readings/noise.py `reading_replicates`,
+issue 37.5): the sweep's seeds per arm under fit.noise_model, or a level given with
+fit.seed_noise / --noise-from (a one-seed data-scaling grid), every run's loss redrawn around its
+(arm, size, budget)'s mean and the Dense law refitted on each replicate; each run's own loss takes
+one run's noise and its D_eff is read off the refitted law. With neither, the Dense budgets are
+resampled: the fit's spread only, labelled "fit only (excludes run-to-run noise)" as the headline
+(on the one-seed grid such intervals covered the true 2x in 60-86% of ladders; with a given level
+they cover >= 90% at every budget: docs/coverage/). A D_eff beyond the Dense budgets of its size is
+marked `extrapolated`, with the factor (`extrapolation`, analysis/laws/extrapolation.py); beyond
 EXTRAPOLATION it is not reported.
 """
 
@@ -36,12 +39,7 @@ import pandas as pd
 
 from analysis.inputs.runs import budget_ids
 from analysis.laws import lm
-from analysis.laws.bootstrap import (
-    interval_bounds,
-    percentile_interval,
-    resample_counts,
-    seed_noise_replicates,
-)
+from analysis.laws.bootstrap import interval_bounds, percentile_interval, resample_counts
 from analysis.laws.extrapolation import EXTRAPOLATION, factor, outside
 from analysis.laws.joint import HUBER_DELTA as EPOCH_DELTA
 from analysis.laws.joint import JointFit, bootstrap_joint, fit_joint, refit_joint
@@ -53,6 +51,7 @@ from analysis.laws.powerlaw import (
     fit_power_law,
     x_eff,
 )
+from analysis.readings.noise import one_run_draws, reading_replicates
 
 COLUMNS = ["arm", "size", "run_id", "name", "seed", "params", "dense_params", "tokens", "loss",
            "law", "dense_tokens_lo", "dense_tokens_hi", "d_eff", "d_eff_lo", "d_eff_hi",
@@ -100,10 +99,12 @@ def joint_d_eff(E, A, B, alpha, beta, n, loss):
 
 
 class _Replicates:
-    """The family's replicate losses: seed-noise replicates of every run (Dense and the arms),
-    or None with one seed per group (then the Dense points are case-resampled instead)."""
+    """The family's replicate losses, drawn with the headline's run-to-run noise
+    (analysis.readings.noise.reading_replicates: the sweep's seeds per arm, or a given level),
+    each (arm, size, budget) its own group; None without either (then the Dense points are
+    case-resampled instead: the fit's spread only)."""
 
-    def __init__(self, dense: pd.DataFrame, arms: pd.DataFrame, cfg, rng):
+    def __init__(self, dense: pd.DataFrame, arms: pd.DataFrame, cfg, rng, lr_miss=None):
         self.runs = pd.concat([dense, arms], ignore_index=True)
         self.nd, self.rng = len(dense), rng
         self.n_rep = min(cfg.bootstrap, MAX_REPLICATES)
@@ -111,10 +112,11 @@ class _Replicates:
         for _, g in self.runs.groupby("size"):
             ids[g.index] = budget_ids(g["tokens"].to_numpy(), cfg.budget_tol)
         self.budget = ids
-        groups = (self.runs["arm"] + "|" + self.runs["size"] + "|" + pd.Series(ids).astype(str))
-        self.reps = seed_noise_replicates(self.runs["loss"], groups.to_numpy(), self.n_rep, rng)
-        self.mean = self.runs["loss"].groupby(groups).transform("mean").to_numpy(float)
-        self.interval = "fit" if self.reps is None else "seeds"
+        self.groups = (self.runs["arm"] + "|" + self.runs["size"] + "|"
+                       + pd.Series(ids).astype(str)).to_numpy()
+        self.reps, self.noise = reading_replicates(self.runs.assign(budget=ids), cfg, self.n_rep,
+                                                   rng, within="budget", lr_miss=lr_miss)
+        self.interval = self.noise.source
 
     def dense(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(log losses (n,) or (R, n), weights (R, n)) of the Dense runs in `mask` (Dense rows)."""
@@ -128,12 +130,12 @@ class _Replicates:
 
     def arm_loss(self, idx: np.ndarray) -> np.ndarray:
         """(R, m) replicate losses of the arm runs at rows `idx` of `arms`: each run's own loss
-        times the replicate's seed deviation (a reading of one run carries one seed's noise);
-        fixed with one seed."""
-        loss = self.runs["loss"].to_numpy(float)[self.nd + idx]
+        with one run's noise drawn (analysis.readings.noise.one_run_draws: a reading of one run
+        carries one seed's noise); fixed without noise."""
+        loss = self.runs["loss"].to_numpy(float)
         if self.reps is not None:
-            return loss * self.reps[:, self.nd + idx] / self.mean[self.nd + idx]
-        return np.tile(loss, (self.n_rep, 1))
+            return one_run_draws(loss, self.reps, self.groups)[:, self.nd + idx]
+        return np.tile(loss[self.nd + idx], (self.n_rep, 1))
 
 
 def _reason(loss: float, d_eff: float, floor: float, bad_fit: str, lo: float, hi: float) -> str:
@@ -211,35 +213,62 @@ def size_laws(fam: pd.DataFrame, cfg, rng) -> tuple[tuple[dict, ...], tuple[str,
 
 @dataclass(frozen=True)
 class JointReading:
-    """The joint L(N, D) of a family's Dense runs (None where there is none), its bootstrap
-    intervals (joint_<parameter> -> [lo, hi]) and why it failed."""
+    """The joint L(N, D) of a family's Dense runs (None where there is none), its intervals
+    (joint_<parameter> -> [lo, hi]), why it failed, and for the per-run table's joint multipliers
+    (paper_view.with_joint) the law refitted on every replicate (`samples`: parameter -> (R,))
+    with each non-Dense run's own loss redrawn (`run_loss`: run_id -> (R,)); `interval`: the
+    noise they were drawn with (seeds | given; fit: none, the Dense runs resampled)."""
 
     joint: JointFit | None = None
     intervals: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    samples: dict | None = None
+    run_loss: dict = field(default_factory=dict)
+    interval: str = "fit"
+    level: float = 0.95  # of the per-run intervals (fit.level)
 
 
-def joint_law(dense: pd.DataFrame, cfg) -> JointReading:
+JOINT_STREAM = 377  # the joint law's own bootstrap stream: [fit.seed, JOINT_STREAM]
+
+
+def joint_law(dense: pd.DataFrame, cfg, others: pd.DataFrame | None = None, lr_miss=None
+              ) -> JointReading:
     """The joint L(N, D) on every Dense run (Epoch's Huber delta, 1e-3) where there are two
     sizes and six runs or more; a fit whose bootstrap fails is kept without intervals, with the
-    note."""
+    note. Intervals with the headline's run-to-run noise (issue 37.5: every run of the family,
+    `others` the non-Dense ones, redrawn within its (arm, size, budget), the law refitted on
+    each replicate); without seeds or a level, the Dense runs resampled (Epoch's bootstrap)."""
     if dense["params"].nunique() < 2 or len(dense) < 6:
         return JointReading()
     joint = None
     try:
         joint = fit_joint(dense["params"], dense["tokens"], dense["loss"], delta=EPOCH_DELTA)
-        boot = bootstrap_joint(dense["params"], dense["tokens"], dense["loss"], joint,
-                               n_rep=min(cfg.bootstrap, 400), seed=cfg.seed, delta=EPOCH_DELTA)
+        reps = None
+        if others is not None:
+            reps = _Replicates(dense.reset_index(drop=True), others.reset_index(drop=True), cfg,
+                               np.random.default_rng([cfg.seed, JOINT_STREAM]), lr_miss)
+        if reps is None or reps.reps is None:
+            boot = bootstrap_joint(dense["params"], dense["tokens"], dense["loss"], joint,
+                                   n_rep=min(cfg.bootstrap, 400), seed=cfg.seed,
+                                   delta=EPOCH_DELTA)
+            return JointReading(joint, {f"joint_{k}": [v["lo"], v["hi"]]
+                                        for k, v in boot.items()})
     except ValueError as err:
         return JointReading(joint, notes=(f"joint L(N, D): {err}",))
-    return JointReading(joint, {f"joint_{k}": [v["lo"], v["hi"]] for k, v in boot.items()})
+    samples = _joint_samples(joint, reps)
+    ids = reps.runs["run_id"].to_numpy()[reps.nd:]
+    run_loss = dict(zip(ids, reps.arm_loss(np.arange(len(ids))).T, strict=True))
+    return JointReading(joint, {f"joint_{k}": interval_bounds(v, cfg.level)
+                                for k, v in samples.items()}, samples=samples,
+                        run_loss=run_loss, interval=reps.interval, level=cfg.level)
 
 
-def data_multipliers(joint: JointFit | None, fam: pd.DataFrame, cfg, rng
+def data_multipliers(joint: JointFit | None, fam: pd.DataFrame, cfg, rng, lr_miss=None
                      ) -> pd.DataFrame | None:
     """One row per non-Dense run (COLUMNS) of each size whose Dense runs have several budgets,
     read off the joint law when fitted, else off that size's L(D); None when no size
-    qualifies."""
+    qualifies. Intervals: the headline's run-to-run noise (`interval`: seeds | given), or the
+    Dense budgets resampled (`fit`: FIT_ONLY); lr_miss: the LR model the headline was given."""
     dense = fam[fam["arm"] == "dense"]
     if cfg.b is not None:  # as the joint fit's Dense runs (analysis/scaling.py)
         dense = dense[dense["loss"] > cfg.b]
@@ -250,7 +279,7 @@ def data_multipliers(joint: JointFit | None, fam: pd.DataFrame, cfg, rng
         return None
     dense = dense.reset_index(drop=True)
     arms = arms.reset_index(drop=True)
-    reps = _Replicates(dense, arms, cfg, rng)
+    reps = _Replicates(dense, arms, cfg, rng, lr_miss)
     joint_s = None if joint is None else _joint_samples(joint, reps)
     rows = []
     for size in sizes:

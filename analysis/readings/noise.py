@@ -324,19 +324,29 @@ def raise_missing(arm: str, seed_noise: dict) -> None:
 
 
 def reading_replicates(runs: pd.DataFrame, cfg, n_rep: int, rng: np.random.Generator, *,
-                       within: str | None = None, lr_miss=None
-                       ) -> tuple[np.ndarray | None, Noise]:
-    """(n_rep, n) replicate losses of the runs of `runs` (arm, size, loss; params, seed,
+                       within: str | None = None, lr_miss=None,
+                       context: pd.DataFrame | None = None) -> tuple[np.ndarray | None, Noise]:
+    """(n_rep, n) replicate losses of the n runs of `runs` (arm, size, loss; params, seed,
     lr_swept / lr_key where known) drawn exactly as the headline's (`replicates`, with cfg's
     seed_noise and noise_model), and the Noise; (None, Noise('fit')) without seeds or a given
-    level. `within`: a column whose values split each (arm, size) into groups that do not share
-    a mean (the data multipliers' token budget; its pairs too). `lr_miss`: the LR model the
-    headline was given (None: cfg.lr_miss, as match_all)."""
-    both = runs if within is None else runs.assign(
-        size=runs["size"].astype(str) + "|" + runs[within].astype(str))
-    return replicates(both.reset_index(drop=True), cfg.seed_noise, n_rep, rng,
-                      lr_miss=cfg.lr_miss if lr_miss is None else lr_miss,
-                      noise_model=cfg.noise_model)
+    level. `context`: the family's other runs the headline reads its noise from (an arm without
+    seeds borrows the others' level; those in `runs`, by run_id, are not added twice).
+    `within`: a column whose values split each (arm, size) into groups that do not share a mean
+    (the data multipliers' token budget; its pairs too). `lr_miss`: the LR model the headline
+    was given (None: cfg.lr_miss, as match_all)."""
+    n = len(runs)
+    both = runs.reset_index(drop=True)
+    if context is not None and len(context):
+        extra = context
+        if "run_id" in context and "run_id" in runs:
+            extra = context[~context["run_id"].isin(runs["run_id"])]
+        both = pd.concat([both, extra], ignore_index=True)
+    if within is not None:
+        both = both.assign(size=both["size"].astype(str) + "|" + both[within].astype(str))
+    reps, noise = replicates(both, cfg.seed_noise, n_rep, rng,
+                             lr_miss=cfg.lr_miss if lr_miss is None else lr_miss,
+                             noise_model=cfg.noise_model)
+    return (None if reps is None else reps[:, :n]), noise
 
 
 def one_run_draws(loss: np.ndarray, reps: np.ndarray, groups: np.ndarray) -> np.ndarray:

@@ -1,13 +1,19 @@
 """The paper's view: Dense L(N) and one effective size per Leviathan run.
 
 N is FitConfig.params (total parameters, as the paper; or body). Every finished Leviathan run
-gets N_eff and the multiplier N_eff / N with a bootstrap interval (Dense sizes and seeds
-resampled, the run's own loss drawn from its seed group); alpha on the Leviathan runs alone;
-the shared-exponent multiplier with a bootstrap and a lack-of-fit (Student-t) interval; the
-multipliers' sensitivity to b. An N_eff beyond the Dense sizes is marked `extrapolated`, with the
-factor (`extrapolation`, analysis/laws/extrapolation.py). `paper_view` returns all of it as one
-PaperView; the per-run table then gains the runs below their size's L(N) budget (`with_off_ladder`)
-and each run's second N_eff off the joint L(N, D) (`with_joint`). The three matchings and the
+gets N_eff and the multiplier N_eff / N with an interval drawn with the headline's run-to-run
+noise (issue 37.5; analysis.readings.noise.reading_replicates): every Dense run's loss redrawn and
+the Dense law refitted, the run's own loss redrawn with one run's noise at its (arm, size)'s level
+and its (arm, size)'s LR-rule miss (columns `seed_noise`, `lr_miss`; `interval`: seeds | given);
+with neither seeds nor a given level, the Dense sizes resampled and the run's loss fixed, labelled
+"fit only (excludes run-to-run noise)" (`fit`). (It resampled the run's seed group before: two
+runs at 421M, and its interval covered 82% in the power model's world.) Alpha on the Leviathan
+runs alone; the shared-exponent multiplier with a bootstrap and a lack-of-fit (Student-t)
+interval; the multipliers' sensitivity to b. An N_eff beyond the Dense sizes is marked
+`extrapolated`, with the factor (`extrapolation`, analysis/laws/extrapolation.py). `paper_view`
+returns all of it as one PaperView; the per-run table then gains the runs below their size's L(N)
+budget (`with_off_ladder`) and each run's second N_eff off the joint L(N, D) (`with_joint`, with
+its interval drawn the same way). The three matchings and the
 controls are analysis/readings/matchings.py and analysis/readings/controls.py.
 """
 
@@ -20,9 +26,15 @@ import numpy as np
 import pandas as pd
 
 from analysis.config import FitConfig
-from analysis.laws.bootstrap import interval_bounds, percentile_interval, resample_counts
+from analysis.laws.bootstrap import (
+    dense_draws,
+    interval_bounds,
+    percentile_interval,
+    resample_counts,
+)
 from analysis.laws.extrapolation import EXTRAPOLATION, factor, outside
 from analysis.laws.powerlaw import (
+    FitError,
     PowerLaw,
     SharedExponent,
     degenerate,
@@ -33,19 +45,24 @@ from analysis.laws.powerlaw import (
     refit_free_b,
     shared_lack_of_fit,
 )
+from analysis.readings.noise import Noise, one_run_draws, reading_replicates
+
+RUN_STREAM = 375  # the per-run table's own bootstrap stream: [fit.seed, RUN_STREAM]
 
 
-def _lev_loss_draws(lev: pd.DataFrame, n_rep: int, rng, b: float) -> np.ndarray:
-    """(R, n_lev): each run's own loss, or a draw from its seed group (runs above b)."""
-    draws = np.tile(lev["loss"].to_numpy(float), (n_rep, 1))
-    for j, (_, row) in enumerate(lev.iterrows()):
-        if not row["loss"] > b:
-            continue
-        group = lev[(lev["size"] == row["size"]) & (lev["loss"] > b) & np.isclose(
-            lev["tokens"], row["tokens"], rtol=0.05, equal_nan=True)]
-        if len(group) > 1:
-            draws[:, j] = rng.choice(group["loss"].to_numpy(float), n_rep)
-    return draws
+def _advance(lev: pd.DataFrame, n_rep: int, rng, b: float) -> None:
+    """Draw from the shared bootstrap stream what the per-run table drew before it had a stream
+    of its own (for each run above b, a resample of its seed group: rng.choice of the group's
+    losses, which draws rng.integers(0, group size)), so that the readings drawn after it (the
+    matchings, the headline, the token multiplier) keep their replicates."""
+    loss, size = lev["loss"].to_numpy(float), lev["size"].to_numpy()
+    tokens = lev["tokens"].to_numpy(float)
+    above = loss > b
+    for j in np.flatnonzero(above):
+        k = int((above & (size == size[j]) & np.isclose(tokens, tokens[j], rtol=0.05,
+                                                        equal_nan=True)).sum())
+        if k > 1:
+            rng.integers(0, k, n_rep)
 
 
 def bootstrap_dense(dense: pd.DataFrame, fit: PowerLaw, cfg: FitConfig, rng, x: str = "params",
@@ -78,8 +95,11 @@ class PaperView:
     notes: tuple[str, ...]
 
 
-def paper_view(dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitConfig, rng) -> PaperView:
-    """The Dense L(N) of the ladder `dense` and what it says of each run of `lev`."""
+def paper_view(dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitConfig, rng, lr_miss=None,
+               context: pd.DataFrame | None = None) -> PaperView:
+    """The Dense L(N) of the ladder `dense` and what it says of each run of `lev`; lr_miss,
+    context: the LR model and the family's other runs the headline reads its run-to-run noise
+    from (the per-run intervals'; None: fit.lr_miss, these runs alone)."""
     notes = []
     fit = fit_power_law(dense["params"], dense["loss"], b=cfg.b, delta=cfg.delta)
     samples = bootstrap_dense(dense, fit, cfg, rng)
@@ -91,7 +111,8 @@ def paper_view(dense: pd.DataFrame, lev: pd.DataFrame, cfg: FitConfig, rng) -> P
     if flat:
         notes.append(f"Dense L(N) fit is degenerate (alpha = {fit.alpha:.3g} at its bound): "
                      "the Dense losses do not fall with N as a power law, so no N_eff")
-    multipliers = _run_multipliers(fit, samples, dense, lev, cfg, rng, flat)
+    _advance(lev, len(samples), rng, fit.b)
+    multipliers = _run_multipliers(fit, samples, dense, lev, cfg, flat, lr_miss, context)
     ok = lev[lev["loss"] > fit.b]
     lev_fit, lev_intervals, lev_notes = _fit_lev_alone(lev, ok, fit, cfg, rng)
     intervals.update(lev_intervals)
@@ -123,12 +144,22 @@ def with_off_ladder(multipliers: pd.DataFrame, lev: pd.DataFrame, lev_ln: pd.Dat
 
 def with_joint(multipliers: pd.DataFrame, joint, dense: pd.DataFrame) -> pd.DataFrame:
     """The paper's table with a second estimate per run: N_eff off the joint L(N, D) fitted on
-    the Dense runs `dense`, at the run's own D, marked where it lies outside those runs."""
+    the Dense runs `dense`, at the run's own D, marked where it lies outside those runs; with
+    its interval where `joint` (a JointReading, analysis/readings/data_multipliers.py) carries
+    the law refitted with the headline's run-to-run noise (`interval_joint`: seeds | given;
+    fit: none, "fit only"). `joint`: that reading, or a bare JointFit (no intervals)."""
     if not len(multipliers):
         return multipliers
+    reading = joint if hasattr(joint, "joint") else None
+    joint = joint.joint if reading is not None else joint
     m = multipliers.copy()
     m["n_eff_joint"] = joint.effective_params(m["loss"], m["tokens"])
     m["multiplier_joint"] = m["n_eff_joint"] / m["params"]
+    lo = hi = np.full(len(m), np.nan)
+    if reading is not None and reading.samples is not None:
+        lo, hi = _joint_intervals(m, reading)
+    m["multiplier_joint_lo"], m["multiplier_joint_hi"] = lo / m["params"], hi / m["params"]
+    m["interval_joint"] = "fit" if reading is None else reading.interval
     # outside the Dense points in N (N_eff) or in D (the run's own tokens): the larger factor
     far = np.fmax(factor(m["n_eff_joint"], dense["params"].min(), dense["params"].max()),
                   factor(m["tokens"], dense["tokens"].min(), dense["tokens"].max()))
@@ -137,16 +168,33 @@ def with_joint(multipliers: pd.DataFrame, joint, dense: pd.DataFrame) -> pd.Data
     return m
 
 
+def _joint_intervals(m: pd.DataFrame, reading) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) of each run's N_eff off the joint law, over its replicates: the law's samples
+    and the run's own loss redrawn (NaN where the run has no draws)."""
+    s = reading.samples
+    lo, hi = np.full(len(m), np.nan), np.full(len(m), np.nan)
+    for j, (run, tokens) in enumerate(zip(m["run_id"], m["tokens"], strict=True)):
+        loss = reading.run_loss.get(run)
+        if loss is None or not np.isfinite(tokens):
+            continue
+        with np.errstate(all="ignore"):
+            gap = loss - s["E"] - s["B"] * float(tokens) ** -s["beta"]
+            n = np.where(gap > 0, (s["A"] / gap) ** (1.0 / s["alpha"]), np.nan)
+        lo[j], hi[j] = percentile_interval(n, reading.level)
+    return lo, hi
+
+
 def _run_multipliers(fit: PowerLaw, samples: np.ndarray, dense: pd.DataFrame,
-                     lev: pd.DataFrame, cfg: FitConfig, rng, flat: bool) -> pd.DataFrame:
-    """The paper's table: every finished Leviathan run's N_eff and multiplier with bootstrap
-    intervals, NaN with a reason where N_eff is undefined or extrapolated."""
+                     lev: pd.DataFrame, cfg: FitConfig, flat: bool, lr_miss=None,
+                     context: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The paper's table: every finished Leviathan run's N_eff and multiplier with its interval
+    (module docstring), NaN with a reason where N_eff is undefined or extrapolated."""
     m = lev[["run_id", "name", "size", "pair", "seed", "params", "tokens", "loss"]].copy()
     n_eff, mult = effective_size(fit, m["loss"], m["params"])
-    draws = _lev_loss_draws(lev, len(samples), rng, fit.b)
+    draws, noise = _run_draws(fit, samples, dense, lev, cfg, lr_miss, context)
     with np.errstate(all="ignore"):
-        gap = draws - samples[:, 2:3]
-        n_eff_s = np.exp((np.log(samples[:, 0:1]) - np.log(gap)) / samples[:, 1:2])
+        gap = draws["loss"] - draws["curve"][:, 2:3]
+        n_eff_s = np.exp((np.log(draws["curve"][:, 0:1]) - np.log(gap)) / draws["curve"][:, 1:2])
         n_eff_s = np.where(gap > 0, n_eff_s, np.nan)
     lo, hi = percentile_interval(n_eff_s, cfg.level)
     dense_loss = dense.groupby("size")["loss"].mean()
@@ -156,6 +204,10 @@ def _run_multipliers(fit: PowerLaw, samples: np.ndarray, dense: pd.DataFrame,
     m["n_eff"], m["n_eff_lo"], m["n_eff_hi"] = n_eff, lo, hi
     m["multiplier"], m["multiplier_lo"], m["multiplier_hi"] = (
         mult, lo / m["params"].to_numpy(), hi / m["params"].to_numpy())
+    groups = ("leviathan|" + lev["size"].astype(str)).to_numpy()
+    m["interval"] = noise.source
+    m["seed_noise"] = [_level(noise, g) for g in groups]
+    m["lr_miss"] = [noise.lr_miss if g in noise.unswept else 0.0 for g in groups]
     n_range = (float(dense["params"].min()), float(dense["params"].max()))
     m["reason"] = [_multiplier_reason(row, fit, flat, n_range) for row in m.itertuples()]
     for col in ("n_eff", "multiplier"):
@@ -163,6 +215,47 @@ def _run_multipliers(fit: PowerLaw, samples: np.ndarray, dense: pd.DataFrame,
     m["extrapolation"] = factor(m["n_eff"], *n_range)  # NaN where there is no N_eff
     m["extrapolated"] = outside(m["extrapolation"])
     return m.sort_values(["params", "name", "run_id"]).reset_index(drop=True)
+
+
+def _level(noise: Noise, group: str) -> float:
+    """The relative sd of one run's loss at an (arm, size) as the Noise reads it (NaN: none)."""
+    if group in noise.by_size:
+        return float(np.ravel(noise.by_size[group][0])[0])
+    return float(noise.levels.get(group.split("|", 1)[0], math.nan))
+
+
+def _run_draws(fit: PowerLaw, samples: np.ndarray, dense: pd.DataFrame, lev: pd.DataFrame,
+               cfg: FitConfig, lr_miss=None, context: pd.DataFrame | None = None
+               ) -> tuple[dict, Noise]:
+    """({'curve': (R, 3) Dense (A, alpha, b), 'loss': (R, n_lev) each Leviathan run's loss},
+    the Noise): with run-to-run noise (the headline's, on the table's own stream) the Dense law
+    refitted on every replicate of its runs and each Leviathan run's own loss redrawn with one
+    run's noise; without, the bootstrap `samples` and the runs' losses as measured."""
+    both = pd.concat([dense.assign(arm="dense"), lev.assign(arm="leviathan")],
+                     ignore_index=True)
+    reps, noise = reading_replicates(both, cfg, len(samples),
+                                     np.random.default_rng([cfg.seed, RUN_STREAM]),
+                                     lr_miss=lr_miss, context=context)
+    loss = lev["loss"].to_numpy(float)
+    if reps is None:
+        return {"curve": samples, "loss": np.tile(loss, (len(samples), 1))}, noise
+    nd = len(dense)
+    x, y = dense["params"].to_numpy(float), reps[:, :nd]
+    ok = (y > 0).all(axis=1)
+    curve = np.full((len(y), 3), np.nan)
+    try:
+        if cfg.b is None:
+            curve[ok] = refit_free_b(x, y[ok], np.ones_like(y[ok]), fit, delta=cfg.delta)
+        else:
+            ok &= (y > fit.b).all(axis=1)
+            curve[ok, :2] = dense_draws(x, np.log(y[ok]), np.ones_like(y[ok]),
+                                        [fit.A, fit.alpha], fit.b, cfg.delta)
+            curve[:, 2] = fit.b
+    except FitError:
+        pass
+    groups = (both["arm"] + "|" + both["size"].astype(str)).to_numpy()
+    return {"curve": curve, "loss": one_run_draws(both["loss"].to_numpy(float), reps,
+                                                  groups)[:, nd:]}, noise
 
 
 def _multiplier_reason(row, fit: PowerLaw, flat: bool, n_range: tuple[float, float]) -> str:

@@ -9,12 +9,15 @@ one row per (arm or control, basis) with size `trend`: slope, slope_lo, slope_hi
 on ln N, with its interval) and q_p (the homogeneity test across sizes: a small p, the value
 changes with size). lev_vs_control_pooled.csv: the pooled ratio with `homogeneous` and q_p.
 multipliers_by_run.csv: the paper's per-run table (every Leviathan run, N = fit.params;
-extrapolated/extrapolation: N_eff outside the Dense sizes, and by what factor; *_joint: the same
-off the joint L(N, D) at the run's own D). data_multipliers.csv: D_eff / D of every non-Dense
-run of a size with several budgets (analysis/readings/data_multipliers.py COLUMNS). Also
-b_sensitivity.csv, lr_choices.csv, token_multipliers.csv, bucket_ratios.csv,
-multiplier_vs_tokens.csv where there is something to write; headline.md, each family's headline
-table (the sweep's parent run's description on MLflow).
+interval: seeds | given | fit, the noise its interval was drawn with, seed_noise and lr_miss: its
+(arm, size)'s relative sd and LR-rule miss; extrapolated/extrapolation: N_eff outside the Dense
+sizes, and by what factor; *_joint: the same off the joint L(N, D) at the run's own D, with
+its interval and the noise it was drawn with).
+data_multipliers.csv: D_eff / D of every non-Dense run of a size with several budgets
+(analysis/readings/data_multipliers.py COLUMNS). Also b_sensitivity.csv, lr_choices.csv,
+token_multipliers.csv, bucket_ratios.csv, multiplier_vs_tokens.csv where there is something to
+write; headline.md, each family's headline table (the sweep's parent run's description on
+MLflow).
 
 The output folder is the fit's: before a fit writes, the last fit's outputs (everything there)
 move to previous/, replacing the generation before (keep_previous). fit.json names the fit:
@@ -165,8 +168,10 @@ def write_outputs(out_dir: Path, runs: Runs, cfg: FitConfig, analysis: Analysis)
     written.append(p)
     cols = ["family", "run_id", "name", "size", "pair", "seed", "params", "tokens", "loss",
             "dense_params", "dense_loss", "n_eff", "n_eff_lo", "n_eff_hi", "multiplier",
-            "multiplier_lo", "multiplier_hi", "extrapolated", "extrapolation", "n_eff_joint",
-            "multiplier_joint", "extrapolated_joint", "extrapolation_joint", "reason"]
+            "multiplier_lo", "multiplier_hi", "interval", "seed_noise", "lr_miss",
+            "extrapolated", "extrapolation", "n_eff_joint", "multiplier_joint",
+            "multiplier_joint_lo", "multiplier_joint_hi", "interval_joint", "extrapolated_joint",
+            "extrapolation_joint", "reason"]
     mults = [r.multipliers.assign(family=f) for f, r in results.items()
              if r.multipliers is not None]
     mdf = pd.concat(mults, ignore_index=True) if mults else pd.DataFrame(columns=cols)

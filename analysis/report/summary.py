@@ -9,7 +9,7 @@ import pandas as pd
 
 from analysis.config import FitConfig
 from analysis.inputs.runs import Runs, human
-from analysis.readings.noise import FIT_ONLY
+from analysis.readings.noise import FIT_ONLY, LABELS
 from analysis.readings.trajectory import marks_cooled
 from analysis.report.format import ci, dagger, num
 from analysis.report.headline import headline_md
@@ -93,7 +93,7 @@ def _paper_table_md(r: FamilyResult, cfg: FitConfig) -> list[str]:
     if r.multipliers["extrapolated"].any():
         out += ["", "† extrapolated: N_eff lies outside the fitted Dense sizes, by the factor "
                     "shown; add Dense rungs (grid.dense_sizes) to read it by interpolation."]
-    out.append("")
+    out += ["", _paper_interval_md(r.multipliers), ""]
     if r.lev is not None:
         out.append(f"Leviathan alone: α = {r.lev.alpha:.4f}"
                    f"{ci(*iv.get('alpha_lev', (None, None)))} (Dense {f.alpha:.4f}; "
@@ -108,6 +108,23 @@ def _paper_table_md(r: FamilyResult, cfg: FitConfig) -> list[str]:
                    f"{s.alpha:.4f}{ci(*iv.get('shared_alpha', (None, None)))}.")
     out.append("")
     return out + _b_sensitivity_md(r.b_sensitivity)
+
+
+def _paper_interval_md(m: pd.DataFrame) -> str:
+    """How the per-run table's intervals were drawn (issue 37.5)."""
+    source = m["interval"].dropna().iloc[0] if "interval" in m and m["interval"].notna().any() \
+        else "fit"
+    if source == "fit":
+        return (f"Intervals: **{FIT_ONLY}**: one seed per arm and size and no noise level given "
+                "(the Dense sizes resampled, each run's loss as measured).")
+    levels = m.dropna(subset=["seed_noise"]).groupby("size", sort=False)[
+        ["seed_noise", "lr_miss"]].first()
+    per_size = ", ".join(f"{s} {v.seed_noise:.2%}" + (f" (LR miss {v.lr_miss:.2%})"
+                                                       if v.lr_miss > 0 else "")
+                         for s, v in levels.iterrows())
+    return (f"Intervals: {LABELS[source]}, as the headline: the Dense law refitted on every "
+            "replicate of its runs and each run's own loss redrawn with one run's noise at its "
+            f"size's level{' (relative sd: ' + per_size + ')' if per_size else ''}.")
 
 
 def _paper_row_md(m) -> str:
@@ -148,11 +165,16 @@ def _joint_md(r: FamilyResult) -> list[str]:
            f"α = {j.alpha:.4f}{c['alpha']}, β = {j.beta:.4f}{c['beta']} "
            f"({j.n_points} runs)."]
     if r.multipliers is not None and "multiplier_joint" in r.multipliers:
+        m = r.multipliers
+        source = m["interval_joint"].iloc[0] if "interval_joint" in m else "fit"
+        how = (f"intervals: {FIT_ONLY}, none shown" if source == "fit" else
+               f"intervals: {LABELS[source]}, the law refitted on every replicate")
         out.append("Multipliers from the joint law at each run's own D: " + ", ".join(
-            f"{m.size} at {human(m.tokens)} tokens {num(m.multiplier_joint)}x"
-            + dagger(m.extrapolation_joint, m.n_eff_joint, float("nan"))
-            for m in r.multipliers.itertuples()) + " (†: outside the Dense points in N or D, by "
-            "the factor shown).")
+            f"{x.size} at {human(x.tokens)} tokens {num(x.multiplier_joint)}x"
+            + ci(getattr(x, "multiplier_joint_lo", None), getattr(x, "multiplier_joint_hi", None))
+            + dagger(x.extrapolation_joint, x.n_eff_joint, float("nan"))
+            for x in m.itertuples()) + f" (†: outside the Dense points in N or D, by the factor "
+            f"shown; {how}).")
     return out
 
 

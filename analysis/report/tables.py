@@ -9,8 +9,15 @@ import pandas as pd
 
 from analysis.config import FitConfig
 from analysis.inputs.runs import human
-from analysis.readings.b_check import MIN_SIZES, warning_text
+from analysis.readings.b_check import (
+    FALSE_ALARM,
+    MIN_SIZES,
+    interval_label,
+    power_text,
+    warning_text,
+)
 from analysis.readings.buckets import SCHEMES
+from analysis.readings.noise import FIT_ONLY, LABELS
 from analysis.report.format import ci, dagger, num
 from analysis.scaling import FamilyResult
 
@@ -111,6 +118,23 @@ def _bucket_cell(r) -> str:
     return f"{r.ppl_ratio:.3f} [{r.ppl_ratio_lo:.3f}, {r.ppl_ratio_hi:.3f}]"
 
 
+BUCKET_INTERVALS = {"paired seeds": "over seeds, paired by seed",
+                    "seeds": "the headline's run-to-run noise from the sweep's seeds (per arm; "
+                             "unpaired)",
+                    "given": "the headline's run-to-run noise at the level given (fit.seed_noise "
+                             "/ --noise-from: the final loss's; a rare bucket may be noisier)"}
+
+
+def _bucket_intervals(r: pd.DataFrame, level: float) -> str:
+    """'; [95% interval: how]' for the ways the table's intervals were drawn, and the fit-only
+    cells without one."""
+    hows = [BUCKET_INTERVALS[h] for h in BUCKET_INTERVALS if (r["interval"] == h).any()]
+    out = f"; [{level:.0%} interval {' or '.join(hows)}]" if hows else ""
+    if (r["interval"] == "fit").any():
+        out += f"; one seed and no level given: no interval ({FIT_ONLY})"
+    return out
+
+
 def bucket_table_md(ratios: pd.DataFrame | None, level: float = 0.95) -> list[str]:
     """Markdown, one table per scheme: rows (size, arm), one column per bucket (rare ->
     frequent), each cell the ratio with its seed interval where there are seeds."""
@@ -122,8 +146,7 @@ def bucket_table_md(ratios: pd.DataFrame | None, level: float = 0.95) -> list[st
         if r.empty:
             continue
         order = r.groupby("bucket")["order"].first().sort_values().index.tolist()
-        seeds = "" if not np.isfinite(r["ppl_ratio_lo"]).any() else (
-            f"; [{level:.0%} interval over seeds, paired by seed]")
+        seeds = _bucket_intervals(r, level)
         out += [f"Perplexity ratio arm / Dense by token-frequency bucket, by {HEADING[scheme]} "
                 f"(rare -> frequent; exp(L_arm - L_dense), < 1: the arm is better{seeds}; "
                 "rare_tokens.png):", "",
@@ -137,17 +160,20 @@ def bucket_table_md(ratios: pd.DataFrame | None, level: float = 0.95) -> list[st
 
 
 def b_check_md(check: dict | None, cfg: FitConfig) -> list[str]:
-    """The summary's line: the free-b fit with its interval beside the b used, and the warning."""
+    """The summary's line: the free-b fit with its interval beside the b used, the calibrated
+    test's warning and its power (analysis/readings/b_check.py)."""
     if check is None:
         return [f"b check: needs Dense L(N) at {MIN_SIZES} or more sizes to fit b freely.", ""]
-    pct = f"{cfg.level:.0%}"
-    how = "over seed noise" if check["interval"] == "seeds" else \
-        "over the Dense sizes, one seed: no run-to-run noise"
     used = f"b = {check['b_used']:g} " + ("used here" if check["b_fixed"] else
                                           "(Hoffmann et al.'s, which fit.b=free replaces)")
-    out = [f"b check: the Dense L(N) with b free gives b = {check['b']:.3g} "
-           f"[{check['b_lo']:.3g}, {check['b_hi']:.3g}] ({pct} bootstrap {how}, "
-           f"{check['n_sizes']} sizes, {check['n_points']} runs), beside {used}."]
+    interval = ci(check["b_lo"], check["b_hi"])
+    out = [f"b check: the Dense L(N) with b free gives b = {check['b']:.3g}{interval} "
+           f"({1 - FALSE_ALARM:.0%}: the b's a test with {FALSE_ALARM:.0%} false alarms does not "
+           f"reject; {interval_label(check)}; {check['n_sizes']} sizes, {check['n_points']} "
+           f"runs), beside {used}."]
+    power = power_text(check)
+    if power:
+        out.append(f"Its power: {power}.")
     if check["at_bound"]:
         out.append("The free b sits at the smallest Dense loss (its bound): the ladder shows no "
                    "curvature that pins b.")
@@ -186,12 +212,15 @@ def data_md(r: FamilyResult, cfg: FitConfig) -> list[str]:
         out.append("† extrapolated: D_eff lies beyond the Dense token budgets of its size, by the "
                    "factor shown (a better arm at the largest budget always needs more tokens "
                    "than Dense was given); add a longer Dense budget to read it by interpolation.")
-    if (m["interval"] == "fit").all():
-        out.append("Intervals: one seed per arm, size and budget: **they exclude run-to-run "
-                   "noise** (the Dense budgets resampled).")
+    source = m["interval"].iloc[0]
+    if source == "fit":
+        out.append(f"Intervals: **{FIT_ONLY}**: one seed per arm, size and budget and no noise "
+                   "level given (the Dense budgets resampled); add fit.seed_noise.<arm> or "
+                   "--noise-from <pilot sweep>.")
     else:
-        out.append("Intervals: every run's loss redrawn from its seeds' pooled deviations and the "
-                   "Dense law refitted each time (run-to-run noise of both arms included).")
+        out.append(f"Intervals: {LABELS[source]}, as the headline: every run's loss redrawn and "
+                   "the Dense law refitted each time, each run's own loss with one run's noise "
+                   "(run-to-run noise of both arms included).")
     return out + [""]
 
 

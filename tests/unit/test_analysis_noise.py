@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from analysis.config import FitConfig
 from analysis.laws.bootstrap import dense_draws, percentile_interval, seed_noise_replicates
@@ -214,3 +215,34 @@ def test_the_analysis_marks_the_sizes_that_ran_one_lr():
         lr=2e-3, loss=lambda t: t["loss"] * 1.01, run_id=lambda t: t["run_id"] + "b")])
     res = analyse(Runs(table=finalize(swept), source="t"), FitConfig(bootstrap=50)).families
     assert not res["default"].matching.noise.unswept
+
+
+def test_a_secondary_reading_draws_the_headlines_noise():
+    """Issue 37.5: reading_replicates is the headline's `replicates` on a reading's own runs: an
+    arm without seeds borrows the level of the family's other runs (`context`), a given level is
+    used as is, none gives fit only; one_run_draws centres each run's draws on its own loss."""
+    from analysis.readings.noise import FIT_ONLY, one_run_draws, reading_replicates
+
+    rng = np.random.default_rng(0)
+    sizes = {"60M": 6e7, "164M": 1.64e8, "421M": 4.21e8}
+    dense = pd.DataFrame({"run_id": [f"d{s}" for s in sizes], "arm": "dense",
+                          "size": list(sizes), "seed": "0", "params": list(sizes.values()),
+                          "loss": [3.5, 3.0, 2.7]})
+    lev = pd.DataFrame([{"run_id": f"l{s}{k}", "arm": "leviathan", "size": s, "seed": str(k),
+                         "params": n, "loss": 3.0 * (1 + 0.01 * rng.standard_normal())}
+                        for s, n in sizes.items() for k in range(4)])
+    cfg = FitConfig(bootstrap=400, noise_model="pooled", lr_miss=0.0)
+    reps, noise = reading_replicates(dense, cfg, 400, rng)
+    assert reps is None and noise.source == "fit" and noise.label == FIT_ONLY
+    reps, noise = reading_replicates(dense, cfg, 400, rng, context=lev)
+    assert reps.shape == (400, 3) and noise.source == "seeds"
+    assert noise.levels["dense"] == noise.levels["leviathan"]  # borrowed
+    assert np.std(reps / dense["loss"].to_numpy() - 1) == pytest.approx(
+        noise.levels["leviathan"], rel=0.25)
+    given = FitConfig(bootstrap=400, seed_noise={"all": 0.02}, lr_miss=0.0)
+    reps, noise = reading_replicates(dense, given, 400, rng)
+    assert noise.source == "given" and np.std(reps / dense["loss"].to_numpy() - 1) == \
+        pytest.approx(0.02, rel=0.15)
+    two = np.array([2.0, 4.0])  # one group: its runs' draws centre on each run's own loss
+    draws = one_run_draws(two, np.full((5, 2), 3.3), np.array(["g", "g"]))
+    assert np.allclose(draws, [[2.2, 4.4]] * 5)
