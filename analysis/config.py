@@ -81,14 +81,14 @@ class FitConfig:
     #   curvature pooled across sizes)
     lr_miss: float = round(lr_rule_miss(0.01, 0.5), 4)  # 0.0035: relative sd of the final loss
     #   of an (arm, size) that ran the LR rule's LR only, where its arm has no sweep of three
-    #   LRs to estimate the miss from (else analysis/readings/lr_miss.py estimates it per arm,
+    #   LRs to estimate the miss from (else analysis/laws/lr_miss.py estimates it per arm,
     #   as a bias): a zero-mean miss shared by its seeds (the power model's: curvature 0.01
     #   per octave^2, optimum +-0.5 octave); 0: left out
 
     lr_spread: float = 0.5  # octaves: each size's LR optimum scatters this much around the line
     #   through its arm's swept sizes' optima (what no sweep elsewhere can show; the power
     #   model's grid.power.lr_spread): the miss of a size that ran the rule's LR only is
-    #   estimated from that line and this (analysis/readings/lr_miss.py)
+    #   estimated from that line and this (analysis/laws/lr_miss.py)
 
     _checks = {
         "b": _b, "params": choice("total", "body"), "bootstrap": positive(),

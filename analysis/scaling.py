@@ -26,13 +26,13 @@ from analysis.config import FitConfig
 from analysis.inputs.ledger import Ledger
 from analysis.inputs.runs import AnalysisError, Runs, budget_ids, check_budgets
 from analysis.laws.joint import JointFit
+from analysis.laws.lr_miss import LrMiss, refuse_pooled
+from analysis.laws.lr_miss import estimate as estimate_miss
 from analysis.laws.powerlaw import PowerLaw, SharedExponent
 from analysis.readings.b_check import check_b
 from analysis.readings.buckets import bucket_ratios
 from analysis.readings.controls import lev_vs_control, pooled_vs_control, trends
 from analysis.readings.data_multipliers import JointReading, data_multipliers, joint_law, size_laws
-from analysis.readings.lr_miss import LrMiss, refuse_pooled
-from analysis.readings.lr_miss import estimate as estimate_miss
 from analysis.readings.lr_selection import select_lr
 from analysis.readings.matchings import Matching, match_all
 from analysis.readings.paper_view import paper_view, with_joint, with_off_ladder
@@ -59,7 +59,7 @@ class FamilyResult:
     #   per LEV-over-control and multiplier (analysis/readings/controls.py TREND_COLUMNS)
     lr_choices: pd.DataFrame | None = None  # the LR kept per sweep point
     lr_miss: LrMiss | None = None  # the LR model: each group's loss at its optimum
-    #   (analysis/readings/lr_miss.py)
+    #   (analysis/laws/lr_miss.py)
     token_multipliers: pd.DataFrame | None = None  # tokens Leviathan needs for Dense's loss
     bucket_ratios: pd.DataFrame | None = None  # per-bucket perplexity ratio against Dense
     data_fits: tuple = ()  # L(D) per (arm, size)

@@ -34,6 +34,7 @@ import pandas as pd
 
 from analysis.config import FIT_DELTA, lr_rule_miss
 from analysis.laws.bootstrap import dense_draws, percentile_interval
+from analysis.laws.lr_curve import correct_batch, run_factors
 from analysis.laws.powerlaw import fit_power_law, x_eff
 from analysis.power.model import CONTROL_ARMS, Cell, PowerModel
 from analysis.power.worlds import (
@@ -44,7 +45,6 @@ from analysis.power.worlds import (
     data_ladder,
     shapes,
 )
-from analysis.readings.lr_miss import correct_batch
 from analysis.readings.lr_selection import keep_batch, mean_over, pooled_choice
 from analysis.readings.noise import batch_replicates
 
@@ -111,21 +111,14 @@ def _simulate_kept(cells: list[Cell], model: PowerModel, rng: np.random.Generato
               for g, k in zip(grids, keep, strict=True)]
     seeded = any(c.seeds >= 2 for c in cells)
     given = {} if seeded else {c.arm: model.sd(c.arm) for c in cells}
-    losses, factors = correct_batch(  # the analysis's LR model: each loss at its optimum
-        grids, losses, cells, given, model.lr_spread, lr_rule_miss(model.lr_curvature,
-                                                                   model.lr_spread),
-        model.bootstrap, rng, "mean" if model.lr_estimator == "mean" else "")
+    fallback = lr_rule_miss(model.lr_curvature, model.lr_spread)  # an arm without a sweep
+    losses, factors = correct_batch(grids, losses, cells, given, model.lr_spread, fallback,
+                                    model.bootstrap, rng, model.lr_estimator)  # LR model
     arms = [c.arm for c in cells for _ in range(c.seeds)]
     cell_of = [i for i, c in enumerate(cells) for _ in range(c.seeds)]
     seed_of = [k for c in cells for k in range(c.seeds)]
-    m, r = model.ladders, model.bootstrap
-    miss = None
-    if any(f is not None for f in factors):
-        miss = np.concatenate([np.ones((m, r, c.seeds)) if f is None else
-                               np.broadcast_to(f, (m, r, c.seeds))
-                               for c, f in zip(cells, factors, strict=True)], axis=2)
-    return (np.concatenate(losses, axis=1), np.array(arms), np.array(cell_of), np.array(seed_of),
-            miss)
+    miss = run_factors(factors, [c.seeds for c in cells], model.ladders, model.bootstrap)
+    return np.concatenate(losses, axis=1), *map(np.array, (arms, cell_of, seed_of)), miss
 
 
 def simulate(cells: list[Cell], model: PowerModel, *, level: float = 0.95) -> pd.DataFrame:

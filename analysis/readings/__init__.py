@@ -12,6 +12,10 @@ D_eff / D).
 from leviathan.lazy import lazy_exports
 
 _EXPORTS = {
+    "power_text": "b_check",
+    "interval_label": "b_check",
+    "LABELS": "noise",
+    "FALSE_ALARM": "b_check",
     "keep_batch": "lr_selection", "mean_over": "lr_selection", "pooled_choice": "lr_selection",
     "select_lr": "lr_selection",
     "FIT_ONLY": "noise", "Noise": "noise", "arm_levels": "noise", "batch_replicates": "noise",

@@ -39,6 +39,7 @@ import pandas as pd
 
 from analysis.config import FitConfigError
 from analysis.laws.bootstrap import seed_deviations
+from analysis.laws.lr_miss import unswept_miss
 
 SOURCES = ("seeds", "given", "fit")
 FIT_ONLY = "fit only (excludes run-to-run noise)"
@@ -102,7 +103,7 @@ def replicates(both: pd.DataFrame, seed_noise: dict | None, n_rep: int,
                rng: np.random.Generator, lr_miss=0.0, noise_model: str = "pooled"
                ) -> tuple[np.ndarray | None, Noise]:
     """(n_rep, n) replicate losses of every run of `both` (arm, size, loss, params; seed: which
-    runs share their data; lr_key: its group in the LR model, analysis/readings/lr_miss.py), and
+    runs share their data; lr_key: its group in the LR model, analysis/laws/lr_miss.py), and
     the Noise used; None with source `fit` when there is no noise to draw from
     (batch_replicates, one ladder). lr_miss: the LR model (an LrMiss: each replicate draws the
     miss of the groups it corrected), or a relative sd (float) drawn for the runs whose
@@ -112,11 +113,10 @@ def replicates(both: pd.DataFrame, seed_noise: dict | None, n_rep: int,
     if hasattr(lr_miss, "replicate_factors") and "lr_key" in both:
         f = lr_miss.replicate_factors(both["lr_key"].to_numpy(object), n_rep, rng)
         if f is not None:
-            miss = f[None]
             hit = both["lr_key"].isin(set(lr_miss.dev) | set(
                 lr_miss.groups.loc[lr_miss.groups["how"] == "fallback", "key"]))
+            miss, miss_sd = f[None], float(lr_miss.groups["sd"].max())
             miss_groups = tuple(sorted(set(groups[hit.to_numpy(bool)])))
-            miss_sd = float(lr_miss.groups["sd"].max())
     elif isinstance(lr_miss, int | float) and lr_miss > 0 and "lr_swept" in both \
             and both["lr_swept"].any():
         unswept = ~both["lr_swept"].fillna(False).to_numpy(bool)
@@ -135,18 +135,6 @@ def replicates(both: pd.DataFrame, seed_noise: dict | None, n_rep: int,
     return (None if reps is None else reps[0]), noise.first()
 
 
-def unswept_miss(groups: np.ndarray, unswept: np.ndarray, sd: float, n_rep: int,
-                 rng: np.random.Generator, m: int | None = None) -> np.ndarray:
-    """((M,) n_rep, n) factors 1 + sd z', one z' per unswept group and replicate (1 elsewhere):
-    a zero-mean miss of the LR rule shared by a group's seeds."""
-    shape = (n_rep,) if m is None else (m, n_rep)
-    out = np.ones(shape + (len(groups),))
-    for g in np.unique(groups[unswept]):
-        cols = np.flatnonzero(groups == g)
-        out[..., cols] = 1.0 + sd * rng.standard_normal(shape + (1,))
-    return out
-
-
 def batch_replicates(loss: np.ndarray, arms: np.ndarray, groups: np.ndarray,
                      seed_noise: dict | None, n_rep: int, rng: np.random.Generator,
                      *, n_of: np.ndarray | None = None, noise_model: str = "pooled",
@@ -161,7 +149,7 @@ def batch_replicates(loss: np.ndarray, arms: np.ndarray, groups: np.ndarray,
     arms of a pair, module docstring), sigma its (arm, size)'s level under `noise_model`, each
     replicate drawing the level from its own uncertainty; a given level is known (no draw).
     `miss` (M, n_rep, n): what each replicate also multiplies each run by, the LR rule's miss
-    of its size's optimum drawn again (analysis/readings/lr_miss.py; shared by a group's seeds);
+    of its size's optimum drawn again (analysis/laws/lr_miss.py; shared by a group's seeds);
     miss_groups, miss_sd: those groups and the largest sd, for the summary."""
     loss = np.atleast_2d(np.asarray(loss, float))
     m, n = loss.shape

@@ -225,7 +225,7 @@ def data_md(r: FamilyResult, cfg: FitConfig) -> list[str]:
 
 
 def lr_miss_md(miss, family: str) -> list[str]:
-    """Markdown lines: the LR model of each arm (analysis/readings/lr_miss.py): its optimum's
+    """Markdown lines: the LR model of each arm (analysis/laws/lr_miss.py): its optimum's
     offset from the rule at each swept size, and the miss each size that ran the rule's LR only
     is corrected by (expected, with its sd)."""
     if miss is None or miss.groups.empty:

@@ -1,4 +1,4 @@
-"""The LR rule's miss as a bias, per arm (analysis/readings/lr_miss.py; issue 37.1, 37.2)."""
+"""The LR rule's miss as a bias, per arm (analysis/laws/lr_miss.py; issue 37.1, 37.2)."""
 
 from __future__ import annotations
 

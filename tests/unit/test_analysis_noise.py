@@ -184,7 +184,7 @@ def test_sizes_without_an_lr_sweep_carry_the_rules_miss():
 def test_the_analysis_marks_the_sizes_that_ran_one_lr():
     """End to end through analyse(): a ladder whose smallest and largest sizes swept three LRs
     and the others ran the rule's only: the middle sizes' runs carry the LR rule's miss,
-    estimated per arm (analysis/readings/lr_miss.py; named in the summary's noise line); a
+    estimated per arm (analysis/laws/lr_miss.py; named in the summary's noise line); a
     ladder swept everywhere has none."""
     from analysis.inputs.runs import Runs, finalize
     from analysis.report.headline import noise_line

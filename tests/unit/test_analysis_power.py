@@ -53,7 +53,7 @@ def test_shipped_isoparametric_intervals_cover_the_truth(iso, sigma, design):
     spread or wider (the kept loss, the least of three LRs, varies less than one run: the given
     level is the conservative side); shipped: the searched design now in conf/grid, its noise
     from its own seeds, the LR rule's miss at its unswept sizes (estimated per arm from the
-    swept sizes, analysis/readings/lr_miss.py) included."""
+    swept sizes, analysis/laws/lr_miss.py) included."""
     from dataclasses import asdict
 
     from leviathan.config import compose
