@@ -144,15 +144,15 @@ def estimate(table: pd.DataFrame, kept: pd.DataFrame, cfg, rng: np.random.Genera
     kept = kept.assign(_budget=_budget_col(kept))
     n_lr = usable.groupby(["family", "arm", "size", "_budget"])["lr"].nunique()
     swept_families = {f for (f, _, _, _), k in n_lr.items() if k >= 2}
+    family_sds = {f: _arm_sd(h) for f, h in usable.groupby("family")}  # once per family
     for (fam, arm), g in usable.groupby(["family", "arm"], sort=True):
         sweeps, singles = [], []
         for (size, budget), h in g.groupby(["size", "_budget"], sort=False):
             (sweeps if h["lr"].nunique() >= 2 else singles).append((size, budget, h))
         if sweeps or fam in swept_families:
             mine = kept[(kept["family"] == fam) & (kept["arm"] == arm)]
-            family_sd = _arm_sd(usable[usable["family"] == fam])
             _arm_rows(fam, arm, g, sweeps, singles, mine, cfg, rng, n_rep, (rows, offsets, dev),
-                      family_sd)
+                      family_sds[fam])
     cols = ["key", "family", "arm", "size", "tokens", "swept", "lr", "distance", "expected",
             "sd", "factor", "how"]
     return LrMiss(pd.DataFrame(rows, columns=cols), pd.DataFrame(offsets), dev, fallback, spread)
